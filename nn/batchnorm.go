@@ -1,0 +1,128 @@
+package nn
+
+import "math"
+
+// BatchNorm is BatchNorm2d without affine parameters (PyTorch defaults: eps
+// 1e-5, momentum 0.1). In training it normalises with the batch statistics
+// and updates the running ones; in eval it uses the running statistics.
+// The statistics of the last Forward are kept for Apply and Backward.
+type BatchNorm struct {
+	C                       int
+	Eps, Momentum           float32
+	RunningMean, RunningVar []float32
+	NumBatchesTracked       int64
+	mean, invstd            []float32
+}
+
+// NewBatchNorm returns a layer with running mean 0 and variance 1.
+func NewBatchNorm(c int) *BatchNorm {
+	bn := &BatchNorm{C: c, Eps: 1e-5, Momentum: 0.1,
+		RunningMean: make([]float32, c), RunningVar: make([]float32, c),
+		mean: make([]float32, c), invstd: make([]float32, c)}
+	fill(bn.RunningVar, 1)
+	return bn
+}
+
+// Forward normalises x into y. With train set it uses and records the batch
+// statistics and updates the running ones.
+func (bn *BatchNorm) Forward(x, y Tensor, train bool) {
+	mustSameShape("batchnorm", x, y)
+	if !train {
+		for c := range bn.C {
+			bn.mean[c] = bn.RunningMean[c]
+			bn.invstd[c] = float32(1 / math.Sqrt(float64(bn.RunningVar[c])+float64(bn.Eps)))
+		}
+		bn.Apply(x, y)
+		return
+	}
+	m := float64(x.N * x.HW())
+	parallelFor(bn.C, func(_, lo, hi int) {
+		for c := lo; c < hi; c++ {
+			var s float64
+			for n := range x.N {
+				s += float64(sum32(x.Plane(n, c)))
+			}
+			mean := s / m
+			var ss float64
+			for n := range x.N {
+				ss += float64(sumSqDev(x.Plane(n, c), float32(mean)))
+			}
+			v := ss / m
+			bn.mean[c] = float32(mean)
+			bn.invstd[c] = float32(1 / math.Sqrt(v+float64(bn.Eps)))
+			mom := float64(bn.Momentum)
+			unbiased := v * m / math.Max(m-1, 1)
+			bn.RunningMean[c] = float32((1-mom)*float64(bn.RunningMean[c]) + mom*mean)
+			bn.RunningVar[c] = float32((1-mom)*float64(bn.RunningVar[c]) + mom*unbiased)
+		}
+	})
+	bn.NumBatchesTracked++
+	bn.Apply(x, y)
+}
+
+// Apply normalises x into y with the statistics of the last Forward, without
+// touching the running statistics: backward uses it to recompute its input
+// instead of storing it.
+func (bn *BatchNorm) Apply(x, y Tensor) {
+	planes(x, func(n, c int) {
+		src, dst := x.Plane(n, c), y.Plane(n, c)
+		mu, is := bn.mean[c], bn.invstd[c]
+		for i, v := range src {
+			dst[i] = (v - mu) * is
+		}
+	})
+}
+
+// Backward adds the input gradient to dx, given the forward input x and the
+// output gradient dy of the last training-mode Forward.
+func (bn *BatchNorm) Backward(x, dy, dx Tensor) {
+	mustSameShape("batchnorm backward", x, dy)
+	mustSameShape("batchnorm backward", x, dx)
+	m := float64(x.N * x.HW())
+	parallelFor(bn.C, func(_, lo, hi int) {
+		for c := lo; c < hi; c++ {
+			mu, is := bn.mean[c], bn.invstd[c]
+			var sdy, sdyx float64
+			for n := range x.N {
+				a, b := dotDev(dy.Plane(n, c), x.Plane(n, c), mu)
+				sdy += float64(a)
+				sdyx += float64(b)
+			}
+			// dx = is·(dy − mean(dy) − x̂·mean(dy·x̂)), x̂ = (x−mu)·is
+			mdy := float32(sdy / m)
+			k := float32(sdyx/m) * is * is
+			for n := range x.N {
+				xs, gs, out := x.Plane(n, c), dy.Plane(n, c), dx.Plane(n, c)
+				for i, g := range gs {
+					out[i] += is * (g - mdy - (xs[i]-mu)*k)
+				}
+			}
+		}
+	})
+}
+
+func sumSqDev(x []float32, mu float32) float32 {
+	var s0, s1 float32
+	i := 0
+	for ; i+2 <= len(x); i += 2 {
+		d0, d1 := x[i]-mu, x[i+1]-mu
+		s0 += d0 * d0
+		s1 += d1 * d1
+	}
+	for ; i < len(x); i++ {
+		d := x[i] - mu
+		s0 += d * d
+	}
+	return s0 + s1
+}
+
+// dotDev returns Σg and Σg·(x−mu).
+func dotDev(g, x []float32, mu float32) (float32, float32) {
+	x = x[:len(g)]
+	var a, b float32
+	for i, v := range g {
+		a += v
+		b += v * (x[i] - mu)
+	}
+	return a, b
+}

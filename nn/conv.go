@@ -1,0 +1,195 @@
+package nn
+
+import "fmt"
+
+// Conv2D is a stride-1 convolution with bias, kernel 1×1 or 3×3 (zero
+// padding 1), weights in PyTorch's OIHW layout. Weight, Bias, GradW and
+// GradB are views into the model's flat parameter and gradient vectors.
+type Conv2D struct {
+	In, Out, K   int
+	Weight, Bias []float32
+	GradW, GradB []float32
+}
+
+// colBudget caps an im2col tile (floats per worker): small enough to stay in
+// cache while the product consumes it, large enough for an efficient GEMM.
+var colBudget = 1 << 19
+
+// NumParams is the number of weights and biases.
+func (c *Conv2D) NumParams() int { return c.Out*c.In*c.K*c.K + c.Out }
+
+// Bind points the layer's parameters and gradients at params and grads,
+// which must hold NumParams values each: weights first, then biases.
+func (c *Conv2D) Bind(params, grads []float32) {
+	nw := c.Out * c.In * c.K * c.K
+	c.Weight, c.Bias = params[:nw], params[nw:nw+c.Out]
+	c.GradW, c.GradB = grads[:nw], grads[nw:nw+c.Out]
+}
+
+func (c *Conv2D) check(op string, x, y Tensor) {
+	if x.C != c.In || y.C != c.Out || x.N != y.N || x.H != y.H || x.W != y.W {
+		panic(fmt.Sprintf("nn: conv%dx%d %d→%d %s: input %v, output %v", c.K, c.K, c.In, c.Out, op, x.Shape(), y.Shape()))
+	}
+}
+
+// Forward computes y = conv(x) + bias, or adds it to y when accumulate is set
+// (the residual add of a block).
+func (c *Conv2D) Forward(ws *Workspace, x, y Tensor, accumulate bool) {
+	c.check("forward", x, y)
+	var beta float32
+	if accumulate {
+		beta = 1
+	}
+	convolve(ws, c.K, c.Weight, c.Bias, c.In, c.Out, x, y, beta)
+}
+
+// Backward adds this call's contribution to GradW and GradB and, when dx has
+// data, adds the input gradient to dx. x is the forward input.
+func (c *Conv2D) Backward(ws *Workspace, x, dy, dx Tensor) {
+	c.check("backward", x, dy)
+	kk := c.In * c.K * c.K
+	nw := c.Out * kk
+	rows, per := tiling(x.N, x.H, x.W, kk, c.K)
+	accs := ws.bufs(slotAcc, nw+c.Out)
+	var cols [][]float32
+	if c.K == 3 {
+		cols = ws.bufs(slotCol, kk*rows*x.W)
+	}
+	for _, a := range accs {
+		clear(a)
+	}
+	hw := x.HW()
+	parallelFor(x.N*per, func(w, lo, hi int) {
+		acc := accs[w]
+		for it := lo; it < hi; it++ {
+			n, r0 := it/per, (it%per)*rows
+			r1 := min(r0+rows, x.H)
+			ncol := (r1 - r0) * x.W
+			b, ldb := x.Image(n)[r0*x.W:], hw
+			if c.K == 3 {
+				b, ldb = cols[w][:kk*ncol], ncol
+				im2col3(x.Image(n), c.In, x.H, x.W, r0, r1, b)
+			}
+			g := dy.Image(n)[r0*x.W:]
+			sgemm(false, true, c.Out, kk, ncol, 1, g, hw, b, ldb, 1, acc[:nw], kk)
+			for co := 0; co < c.Out; co++ {
+				acc[nw+co] += sum32(g[co*hw:][:ncol])
+			}
+		}
+	})
+	for _, a := range accs {
+		axpy(1, a[:nw], c.GradW)
+		axpy(1, a[nw:], c.GradB)
+	}
+	if dx.Data == nil {
+		return
+	}
+	c.check("input gradient", dx, dy)
+	if c.K == 1 {
+		parallelFor(x.N*per, func(_, lo, hi int) {
+			for it := lo; it < hi; it++ {
+				n, r0 := it/per, (it%per)*rows
+				r1 := min(r0+rows, x.H)
+				sgemm(true, false, c.In, (r1-r0)*x.W, c.Out, 1, c.Weight, c.In, dy.Image(n)[r0*x.W:], hw, 1, dx.Image(n)[r0*x.W:], hw)
+			}
+		})
+		return
+	}
+	// The input gradient of a stride-1, pad-1 3×3 convolution is the same
+	// convolution of dy with the kernel flipped and in/out swapped.
+	rot := ws.bufs(slotRot, nw)[0]
+	for co := 0; co < c.Out; co++ {
+		for ci := 0; ci < c.In; ci++ {
+			for k := 0; k < 9; k++ {
+				rot[(ci*c.Out+co)*9+8-k] = c.Weight[(co*c.In+ci)*9+k]
+			}
+		}
+	}
+	convolve(ws, 3, rot, nil, c.Out, c.In, dy, dx, 1)
+}
+
+// convolve computes y = beta·y + conv(x; wm, bias) for a cout×(cin·K²)
+// weight matrix wm, tile by tile across workers.
+func convolve(ws *Workspace, k int, wm, bias []float32, cin, cout int, x, y Tensor, beta float32) {
+	kk := cin * k * k
+	rows, per := tiling(x.N, x.H, x.W, kk, k)
+	var cols [][]float32
+	if k == 3 {
+		cols = ws.bufs(slotCol, kk*rows*x.W)
+	}
+	hw := x.HW()
+	parallelFor(x.N*per, func(w, lo, hi int) {
+		for it := lo; it < hi; it++ {
+			n, r0 := it/per, (it%per)*rows
+			r1 := min(r0+rows, x.H)
+			ncol := (r1 - r0) * x.W
+			out := y.Image(n)[r0*x.W:]
+			b := beta
+			if bias != nil {
+				if b == 0 {
+					for co := 0; co < cout; co++ {
+						fill(out[co*hw:][:ncol], bias[co])
+					}
+				} else {
+					for co := 0; co < cout; co++ {
+						addScalar(out[co*hw:][:ncol], bias[co])
+					}
+				}
+				b = 1
+			}
+			if k == 1 {
+				sgemm(false, false, cout, ncol, cin, 1, wm, cin, x.Image(n)[r0*x.W:], hw, b, out, hw)
+				continue
+			}
+			col := cols[w][:kk*ncol]
+			im2col3(x.Image(n), cin, x.H, x.W, r0, r1, col)
+			sgemm(false, false, cout, ncol, kk, 1, wm, kk, col, ncol, b, out, hw)
+		}
+	})
+}
+
+// tiling chooses how many image rows one work item covers so that an im2col
+// tile fits colBudget and there are enough items for every worker.
+func tiling(n, h, w, kk, k int) (rows, perImage int) {
+	rows = h
+	if k == 3 {
+		rows = max(1, min(h, colBudget/(kk*w)))
+	}
+	if want := (workers + n - 1) / n; n < workers && (h+rows-1)/rows < want {
+		rows = max(1, (h+want-1)/want)
+	}
+	return rows, (h + rows - 1) / rows
+}
+
+// im2col3 lays out the 3×3, pad-1 neighbourhoods of output rows [r0,r1) of
+// a cin×h×w image as a (cin·9)×((r1−r0)·w) matrix, row index ci·9+ky·3+kx.
+func im2col3(x []float32, cin, h, w, r0, r1 int, col []float32) {
+	ncol := (r1 - r0) * w
+	for ci := 0; ci < cin; ci++ {
+		plane := x[ci*h*w:][:h*w]
+		for ky := 0; ky < 3; ky++ {
+			for kx := 0; kx < 3; kx++ {
+				row := col[(ci*9+ky*3+kx)*ncol:][:ncol]
+				for r := r0; r < r1; r++ {
+					dst := row[(r-r0)*w:][:w]
+					sr := r + ky - 1
+					if sr < 0 || sr >= h {
+						clear(dst)
+						continue
+					}
+					src := plane[sr*w:][:w]
+					switch kx {
+					case 0:
+						dst[0] = 0
+						copy(dst[1:], src[:w-1])
+					case 1:
+						copy(dst, src)
+					case 2:
+						copy(dst[:w-1], src[1:])
+						dst[w-1] = 0
+					}
+				}
+			}
+		}
+	}
+}

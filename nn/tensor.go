@@ -1,0 +1,89 @@
+package nn
+
+import "fmt"
+
+// Tensor is a float32 NCHW view. Image n occupies Data[n*Stride:][:C*H*W];
+// Stride may exceed C*H*W when the tensor is a channel range of a wider one,
+// which is how the U-Net concatenates skips without copying.
+type Tensor struct {
+	Data       []float32
+	N, C, H, W int
+	Stride     int
+}
+
+// NewTensor allocates a zeroed N×C×H×W tensor.
+func NewTensor(n, c, h, w int) Tensor {
+	return Tensor{Data: make([]float32, n*c*h*w), N: n, C: c, H: h, W: w, Stride: c * h * w}
+}
+
+// TensorFrom wraps data (length N*C*H*W) as a contiguous tensor.
+func TensorFrom(data []float32, n, c, h, w int) Tensor {
+	if len(data) != n*c*h*w {
+		panic(fmt.Sprintf("nn: TensorFrom: %d values for shape [%d %d %d %d]", len(data), n, c, h, w))
+	}
+	return Tensor{Data: data, N: n, C: c, H: h, W: w, Stride: c * h * w}
+}
+
+// HW is the number of pixels in one plane.
+func (t Tensor) HW() int { return t.H * t.W }
+
+// Image returns image n's C*H*W values.
+func (t Tensor) Image(n int) []float32 {
+	o := n * t.Stride
+	return t.Data[o : o+t.C*t.H*t.W]
+}
+
+// Plane returns the H*W values of channel c of image n.
+func (t Tensor) Plane(n, c int) []float32 {
+	o := n*t.Stride + c*t.H*t.W
+	return t.Data[o : o+t.H*t.W]
+}
+
+// Channels returns the view of channels [c0,c1).
+func (t Tensor) Channels(c0, c1 int) Tensor {
+	if c0 < 0 || c1 > t.C || c0 > c1 {
+		panic(fmt.Sprintf("nn: channels [%d,%d) of %d", c0, c1, t.C))
+	}
+	v := t
+	v.C = c1 - c0
+	v.Data = t.Data[c0*t.HW():]
+	return v
+}
+
+// Contiguous reports whether the images are packed back to back.
+func (t Tensor) Contiguous() bool { return t.Stride == t.C*t.H*t.W }
+
+// Shape is [N, C, H, W].
+func (t Tensor) Shape() []int { return []int{t.N, t.C, t.H, t.W} }
+
+// Zero sets every element of the view to 0.
+func (t Tensor) Zero() {
+	parallelFor(t.N, func(_, lo, hi int) {
+		for n := lo; n < hi; n++ {
+			clear(t.Image(n))
+		}
+	})
+}
+
+// CopyTo copies t's values into dst, which must have the same shape.
+func (t Tensor) CopyTo(dst Tensor) {
+	mustSameShape("CopyTo", t, dst)
+	for n := 0; n < t.N; n++ {
+		copy(dst.Image(n), t.Image(n))
+	}
+}
+
+func mustSameShape(op string, a, b Tensor) {
+	if a.N != b.N || a.C != b.C || a.H != b.H || a.W != b.W {
+		panic(fmt.Sprintf("nn: %s: shape %v vs %v", op, a.Shape(), b.Shape()))
+	}
+}
+
+// planes runs fn over every (image, channel) plane of t, split across workers.
+func planes(t Tensor, fn func(n, c int)) {
+	parallelFor(t.N*t.C, func(_, lo, hi int) {
+		for i := lo; i < hi; i++ {
+			fn(i/t.C, i%t.C)
+		}
+	})
+}
