@@ -87,3 +87,13 @@ func planes(t Tensor, fn func(n, c int)) {
 		}
 	})
 }
+
+// AddTo sets dst += src.
+func AddTo(src, dst Tensor) {
+	mustSameShape("add", src, dst)
+	parallelFor(src.N, func(_, lo, hi int) {
+		for n := lo; n < hi; n++ {
+			axpy(1, src.Image(n), dst.Image(n))
+		}
+	})
+}

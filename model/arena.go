@@ -1,0 +1,150 @@
+package model
+
+import (
+	"fmt"
+
+	"github.com/tinct/tinct/nn"
+)
+
+// Arena holds every activation, gradient and scratch buffer of one network
+// for one (batch, height, width), allocated once. Skips are stored directly
+// in the channel ranges of the concatenations that consume them, so the
+// U-Net copies nothing to concatenate. An Arena serves one call at a time.
+type Arena struct {
+	N, H, W int
+
+	input    nn.Tensor // [N,4,H,W]: noisy colour and gray
+	noiseVar []float32
+	stemCat  nn.Tensor // [stem(x) | embedding]
+	out      nn.Tensor // predicted noise [N,3,H,W]
+	dOut     nn.Tensor
+	dStemCat nn.Tensor
+	topOut   nn.Tensor // last up block's output, the head's input
+	dTopOut  nn.Tensor
+
+	acts  map[*Block]*blockAct
+	pools []poolAct // down level l: pool(skip) into the next level's input
+	ups   []upAct   // up level i: upsample prev into its first concat
+	order []*Block  // forward order
+
+	h, a, dA, dH []float32   // per-block scratch, sized for the largest block
+	grads        []nn.Tensor // gradient buffers, zeroed before each backward
+	owned        []nn.Tensor // every buffer allocated above, for Bytes
+	ws           nn.Workspace
+}
+
+type blockAct struct {
+	x, out, h1 nn.Tensor
+	dx, dOut   nn.Tensor
+}
+
+type poolAct struct{ src, dst, dSrc, dDst nn.Tensor }
+type upAct struct{ src, dst, dSrc, dDst nn.Tensor }
+
+// NewArena allocates the buffers for batches of n images of h×w; h and w must
+// be divisible by 2^(levels−1).
+func (u *UNet) NewArena(n, h, w int) (*Arena, error) {
+	levels := len(u.Widths) - 1
+	if n < 1 || h < 1 || w < 1 || h%(1<<levels) != 0 || w%(1<<levels) != 0 {
+		return nil, fmt.Errorf("image size %d×%d, batch %d: sizes must be positive multiples of %d", h, w, n, 1<<levels)
+	}
+	ar := &Arena{N: n, H: h, W: w, acts: map[*Block]*blockAct{}, noiseVar: make([]float32, n)}
+	alloc := func(c, lv int) nn.Tensor {
+		t := nn.NewTensor(n, c, h>>lv, w>>lv)
+		ar.owned = append(ar.owned, t)
+		return t
+	}
+	withGrad := func(t, g *nn.Tensor, c, lv int) {
+		*t = alloc(c, lv)
+		*g = alloc(c, lv)
+		ar.grads = append(ar.grads, *g)
+	}
+	wd := u.Widths
+	D := u.BlockDepth
+	ar.input = alloc(4, 0)
+	withGrad(&ar.stemCat, &ar.dStemCat, wd[0]+u.EmbedDims, 0)
+	ar.out = alloc(3, 0)
+	ar.dOut = alloc(3, 0)
+
+	// up concatenations: cat[l][j] = [previous | skip(l, D−1−j)]
+	cat := make([][]nn.Tensor, levels)
+	dcat := make([][]nn.Tensor, levels)
+	prevC := wd[levels]
+	for l := levels - 1; l >= 0; l-- {
+		cat[l] = make([]nn.Tensor, D)
+		dcat[l] = make([]nn.Tensor, D)
+		for j := range D {
+			first := wd[l]
+			if j == 0 {
+				first = prevC
+			}
+			withGrad(&cat[l][j], &dcat[l][j], first+wd[l], l)
+		}
+		prevC = wd[l]
+	}
+	skip := func(t [][]nn.Tensor, l, i int) nn.Tensor {
+		c := t[l][D-1-i]
+		return c.Channels(c.C-wd[l], c.C)
+	}
+	var maxIn, maxOut int
+	act := func(b *Block, x, dx, out, dOut nn.Tensor, lv int) {
+		ar.acts[b] = &blockAct{x: x, dx: dx, out: out, dOut: dOut, h1: alloc(b.Out, lv)}
+		ar.order = append(ar.order, b)
+		maxIn = max(maxIn, n*b.In*(h>>lv)*(w>>lv))
+		maxOut = max(maxOut, n*b.Out*(h>>lv)*(w>>lv))
+	}
+	x, dx := ar.stemCat, ar.dStemCat
+	for l, level := range u.Downs {
+		for i, b := range level {
+			out, dOut := skip(cat, l, i), skip(dcat, l, i)
+			act(b, x, dx, out, dOut, l)
+			x, dx = out, dOut
+		}
+		var p poolAct
+		p.src, p.dSrc = x, dx
+		withGrad(&p.dst, &p.dDst, wd[l], l+1)
+		ar.pools = append(ar.pools, p)
+		x, dx = p.dst, p.dDst
+	}
+	for _, b := range u.Mids {
+		var out, dOut nn.Tensor
+		withGrad(&out, &dOut, b.Out, levels)
+		act(b, x, dx, out, dOut, levels)
+		x, dx = out, dOut
+	}
+	for i, level := range u.Ups {
+		l := levels - 1 - i
+		first := cat[l][0].Channels(0, x.C)
+		ar.ups = append(ar.ups, upAct{src: x, dSrc: dx, dst: first, dDst: dcat[l][0].Channels(0, x.C)})
+		for j, b := range level {
+			var out, dOut nn.Tensor
+			if j < D-1 {
+				out, dOut = cat[l][j+1].Channels(0, wd[l]), dcat[l][j+1].Channels(0, wd[l])
+			} else {
+				withGrad(&out, &dOut, wd[l], l)
+			}
+			act(b, cat[l][j], dcat[l][j], out, dOut, l)
+			x, dx = out, dOut
+		}
+	}
+	ar.topOut, ar.dTopOut = x, dx
+
+	ar.h = make([]float32, maxIn)
+	ar.dH = make([]float32, maxIn)
+	ar.a = make([]float32, maxOut)
+	ar.dA = make([]float32, maxOut)
+	return ar, nil
+}
+
+// Bytes is the memory the arena holds.
+func (ar *Arena) Bytes() int {
+	total := 4 * (len(ar.h) + len(ar.a) + len(ar.dA) + len(ar.dH))
+	for _, t := range ar.owned {
+		total += 4 * len(t.Data)
+	}
+	return total + ar.ws.Bytes()
+}
+
+func scratch(buf []float32, n, c, h, w int) nn.Tensor {
+	return nn.TensorFrom(buf[:n*c*h*w], n, c, h, w)
+}

@@ -1,0 +1,137 @@
+package model
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/tinct/tinct/nn"
+)
+
+// Forward runs the network on x ([N,4,H,W]: noisy colour then gray) and the
+// per-image noise variances, returning the predicted noise [N,3,H,W], a view
+// into the arena valid until its next use. With train set, BatchNorm uses
+// batch statistics and updates its running ones, and the activations are
+// kept for Backward.
+func (u *UNet) Forward(ar *Arena, x nn.Tensor, noiseVar []float32, train bool) nn.Tensor {
+	if x.N != ar.N || x.C != 4 || x.H != ar.H || x.W != ar.W || len(noiseVar) != ar.N {
+		panic(fmt.Sprintf("model: forward of %v with %d noise variances on an arena for [%d 4 %d %d]", x.Shape(), len(noiseVar), ar.N, ar.H, ar.W))
+	}
+	ws := &ar.ws
+	x.CopyTo(ar.input)
+	copy(ar.noiseVar, noiseVar)
+	u.Stem.Forward(ws, ar.input, ar.stemCat.Channels(0, u.Widths[0]), false)
+	u.embed(ar)
+	for l, level := range u.Downs {
+		for _, b := range level {
+			u.blockForward(ar, b, train)
+		}
+		p := ar.pools[l]
+		nn.AvgPool2Forward(p.src, p.dst)
+	}
+	for _, b := range u.Mids {
+		u.blockForward(ar, b, train)
+	}
+	for i, level := range u.Ups {
+		up := ar.ups[i]
+		nn.Upsample2Forward(up.src, up.dst)
+		for _, b := range level {
+			u.blockForward(ar, b, train)
+		}
+	}
+	u.Head.Forward(ws, ar.topOut, ar.out, false)
+	return ar.out
+}
+
+// embed writes the sinusoidal embedding of each image's noise variance,
+// [sin(2πf·v) | cos(2πf·v)], as constant planes after the stem's channels.
+// It is computed in float64 and rounded once.
+func (u *UNet) embed(ar *Arena) {
+	half := u.EmbedDims / 2
+	e := ar.stemCat.Channels(u.Widths[0], u.Widths[0]+u.EmbedDims)
+	for n := range ar.N {
+		v := float64(ar.noiseVar[n])
+		for k, w := range u.freqs {
+			s, c := math.Sincos(w * v)
+			fillPlane(e.Plane(n, k), float32(s))
+			fillPlane(e.Plane(n, half+k), float32(c))
+		}
+	}
+}
+
+func fillPlane(p []float32, v float32) {
+	for i := range p {
+		p[i] = v
+	}
+}
+
+func (u *UNet) blockForward(ar *Arena, b *Block, train bool) {
+	a := ar.acts[b]
+	x, out := a.x, a.out
+	n, h, w := x.N, x.H, x.W
+	if b.Skip != nil {
+		b.Skip.Forward(&ar.ws, x, out, false)
+	} else {
+		x.CopyTo(out)
+	}
+	hn := scratch(ar.h, n, b.In, h, w)
+	b.Norm.Forward(x, hn, train)
+	b.Conv1.Forward(&ar.ws, hn, a.h1, false)
+	act := scratch(ar.a, n, b.Out, h, w)
+	nn.SiLUForward(a.h1, act)
+	b.Conv2.Forward(&ar.ws, act, out, true)
+}
+
+// Backward adds to u.Grads the gradient of the loss whose gradient with
+// respect to the last training Forward's output is dOut. Grads is not
+// cleared here: the caller zeroes it once per step.
+func (u *UNet) Backward(ar *Arena, dOut nn.Tensor) {
+	for _, g := range ar.grads {
+		g.Zero()
+	}
+	ws := &ar.ws
+	u.Head.Backward(ws, ar.topOut, dOut, ar.dTopOut)
+	for i := len(u.Ups) - 1; i >= 0; i-- {
+		level := u.Ups[i]
+		for j := len(level) - 1; j >= 0; j-- {
+			u.blockBackward(ar, level[j])
+		}
+		up := ar.ups[i]
+		nn.Upsample2Backward(up.dDst, up.dSrc)
+	}
+	for j := len(u.Mids) - 1; j >= 0; j-- {
+		u.blockBackward(ar, u.Mids[j])
+	}
+	for l := len(u.Downs) - 1; l >= 0; l-- {
+		p := ar.pools[l]
+		nn.AvgPool2Backward(p.dDst, p.dSrc)
+		level := u.Downs[l]
+		for j := len(level) - 1; j >= 0; j-- {
+			u.blockBackward(ar, level[j])
+		}
+	}
+	// The embedding has no weights and the input needs no gradient.
+	u.Stem.Backward(ws, ar.input, ar.dStemCat.Channels(0, u.Widths[0]), nn.Tensor{})
+}
+
+func (u *UNet) blockBackward(ar *Arena, b *Block) {
+	a := ar.acts[b]
+	x := a.x
+	n, h, w := x.N, x.H, x.W
+	hn := scratch(ar.h, n, b.In, h, w)
+	b.Norm.Apply(x, hn)
+	act := scratch(ar.a, n, b.Out, h, w)
+	nn.SiLUForward(a.h1, act)
+	dAct := scratch(ar.dA, n, b.Out, h, w)
+	dAct.Zero()
+	b.Conv2.Backward(&ar.ws, act, a.dOut, dAct)
+	nn.SiLUBackward(a.h1, dAct, dAct)
+	dH := scratch(ar.dH, n, b.In, h, w)
+	dH.Zero()
+	b.Conv1.Backward(&ar.ws, hn, dAct, dH)
+	b.Norm.Backward(x, dH, a.dx)
+	if b.Skip != nil {
+		b.Skip.Backward(&ar.ws, x, a.dOut, a.dx)
+	} else {
+		nn.AddTo(a.dOut, a.dx)
+	}
+}

@@ -1,0 +1,307 @@
+package model
+
+import (
+	"bytes"
+	"context"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/tinct/tinct/nn"
+)
+
+func TestDefaultNetworkSize(t *testing.T) {
+	u, err := New(DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := u.NumParams(); got != 1950659 {
+		t.Fatalf("parameters: %d, want 1,950,659 (DESIGN.md)", got)
+	}
+	// DESIGN.md: forward ≈ 4.57 G multiply-adds per 128×128 image.
+	if g := float64(u.MACs(128, 128)) / 1e9; math.Abs(g-4.57) > 0.01 {
+		t.Fatalf("forward multiply-adds at 128²: %.3f G, want ≈4.57 G", g)
+	}
+}
+
+func TestSamplerTimes(t *testing.T) {
+	for _, tc := range []struct {
+		steps int
+		want  []int
+	}{
+		{1, []int{999}},
+		{2, []int{999, 0}},
+		{3, []int{999, 500, 0}}, // 499.5 rounds half to even
+		{4, []int{999, 666, 333, 0}},
+	} {
+		got := SamplerTimes(tc.steps)
+		if len(got) != len(tc.want) {
+			t.Fatalf("steps %d: %v want %v", tc.steps, got, tc.want)
+		}
+		for i := range got {
+			if got[i] != tc.want[i] {
+				t.Fatalf("steps %d: %v want %v", tc.steps, got, tc.want)
+			}
+		}
+	}
+	if ts := SamplerTimes(100); ts[0] != 999 || ts[99] != 0 || len(ts) != 100 {
+		t.Fatalf("100 steps: %v", ts)
+	}
+}
+
+func TestRates(t *testing.T) {
+	s, n := Rates(0)
+	if math.Abs(s-0.95) > 1e-12 || math.Abs(s*s+n*n-1) > 1e-12 {
+		t.Fatalf("t=0: signal %g noise %g", s, n)
+	}
+	s, _ = Rates(1)
+	if math.Abs(s-0.02) > 1e-12 {
+		t.Fatalf("t=1: signal %g", s)
+	}
+}
+
+func tinyNet(t *testing.T, seed uint64) *UNet {
+	t.Helper()
+	u, err := New(Config{Widths: []int{4, 8}, BlockDepth: 2, EmbedDims: 32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(seed, 1))
+	u.Init(rng)
+	for _, p := range u.Layout { // make the head non-zero so gradients reach every layer
+		if strings.HasPrefix(p.Name, "head.") {
+			for i := p.Offset; i < p.Offset+p.Size(); i++ {
+				u.Params[i] = float32(0.3 * rng.NormFloat64())
+			}
+		}
+	}
+	return u
+}
+
+func randInput(rng *rand.Rand, n, h, w int) (nn.Tensor, []float32) {
+	x := nn.NewTensor(n, 4, h, w)
+	for i := range x.Data {
+		x.Data[i] = float32(rng.NormFloat64())
+	}
+	nv := make([]float32, n)
+	for i := range nv {
+		nv[i] = rng.Float32()
+	}
+	return x, nv
+}
+
+// TestUNetGradient checks every parameter gradient of a tiny U-Net (widths
+// [4,8], 8×8, two blocks per level) in training mode against central
+// differences.
+func TestUNetGradient(t *testing.T) {
+	u := tinyNet(t, 1)
+	rng := rand.New(rand.NewPCG(2, 2))
+	ar, err := u.NewArena(3, 8, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, nv := randInput(rng, 3, 8, 8)
+	r := nn.NewTensor(3, 3, 8, 8)
+	for i := range r.Data {
+		r.Data[i] = float32(rng.NormFloat64())
+	}
+	loss := func() float64 {
+		y := u.Forward(ar, x, nv, true)
+		var s float64
+		for i, v := range y.Data {
+			s += float64(v) * float64(r.Data[i])
+		}
+		return s
+	}
+	loss()
+	clear(u.Grads)
+	u.Backward(ar, r)
+	var maxG float64
+	for _, g := range u.Grads {
+		maxG = math.Max(maxG, math.Abs(float64(g)))
+	}
+	const h = 1e-2
+	for _, p := range u.Layout {
+		var worst float64
+		for i := p.Offset; i < p.Offset+p.Size(); i++ {
+			orig := u.Params[i]
+			u.Params[i] = orig + h
+			lp := loss()
+			u.Params[i] = orig - h
+			lm := loss()
+			u.Params[i] = orig
+			num := (lp - lm) / (2 * h)
+			ana := float64(u.Grads[i])
+			// relative to the parameter tensor's largest gradient, with a
+			// floor at 1% of the network's largest
+			var scale float64
+			for _, g := range u.Grads[p.Offset : p.Offset+p.Size()] {
+				scale = math.Max(scale, math.Abs(float64(g)))
+			}
+			scale = math.Max(scale, 1e-2*maxG)
+			e := math.Abs(num-ana) / scale
+			worst = math.Max(worst, e)
+			if e > 2e-2 {
+				t.Fatalf("%s[%d]: numeric %.6g, analytic %.6g (error %.3g of %.3g)", p.Name, i-p.Offset, num, ana, e, scale)
+			}
+		}
+		t.Logf("%-28s %5d values, worst relative error %.2g", p.Name, p.Size(), worst)
+	}
+}
+
+func TestSafetensorsRoundTrip(t *testing.T) {
+	u := tinyNet(t, 3)
+	u.Blocks()[1].Norm.RunningMean[2] = 0.25
+	u.Blocks()[1].Norm.NumBatchesTracked = 7
+	var buf bytes.Buffer
+	if err := WriteSafetensors(&buf, u.StateDict(), map[string]string{"format": "pt"}); err != nil {
+		t.Fatal(err)
+	}
+	if (binaryLen(buf.Bytes())+8)%8 != 0 {
+		t.Fatal("header not padded to 8 bytes")
+	}
+	sd, meta, err := ReadSafetensors(bytes.NewReader(buf.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if meta["format"] != "pt" {
+		t.Fatalf("metadata %v", meta)
+	}
+	v := tinyNet(t, 4)
+	if err := v.LoadStateDict(sd); err != nil {
+		t.Fatal(err)
+	}
+	for i := range u.Params {
+		if u.Params[i] != v.Params[i] {
+			t.Fatalf("param %d differs after round trip", i)
+		}
+	}
+	if v.Blocks()[1].Norm.RunningMean[2] != 0.25 || v.Blocks()[1].Norm.NumBatchesTracked != 7 {
+		t.Fatal("BatchNorm buffers not restored")
+	}
+}
+
+func binaryLen(b []byte) int {
+	return int(uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24)
+}
+
+func TestLoadStateDictStrict(t *testing.T) {
+	u := tinyNet(t, 5)
+	for _, tc := range []struct {
+		name   string
+		change func(map[string]Tensor)
+		want   string
+	}{
+		{"missing", func(sd map[string]Tensor) { delete(sd, "downs.0.blocks.1.conv2.weight") }, "missing tensor downs.0.blocks.1.conv2.weight"},
+		{"extra", func(sd map[string]Tensor) { sd["ups.9.blocks.0.conv1.weight"] = F32([]float32{1}, 1) }, "unexpected tensor ups.9.blocks.0.conv1.weight"},
+		{"misshaped", func(sd map[string]Tensor) { sd["stem.weight"] = F32(make([]float32, 16), 4, 4, 1, 1) }, "tensor stem.weight: shape [4 4 1 1], want [4 4 1 1]"},
+		{"wrong dtype", func(sd map[string]Tensor) { sd["mids.0.norm.num_batches_tracked"] = F32([]float32{1}) }, "tensor mids.0.norm.num_batches_tracked: dtype F32, want I64"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sd := u.StateDict()
+			if tc.name == "misshaped" {
+				sd["stem.weight"] = F32(make([]float32, 8), 2, 4, 1, 1)
+				tc.want = "tensor stem.weight: shape [2 4 1 1], want [4 4 1 1]"
+			} else {
+				tc.change(sd)
+			}
+			before := append([]float32(nil), u.Params...)
+			err := u.LoadStateDict(sd)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want it to contain %q", err, tc.want)
+			}
+			for i := range before {
+				if before[i] != u.Params[i] {
+					t.Fatal("a failed load changed the weights")
+				}
+			}
+		})
+	}
+}
+
+func TestReadSafetensorsCorrupt(t *testing.T) {
+	var buf bytes.Buffer
+	if err := WriteSafetensors(&buf, map[string]Tensor{"a": F32([]float32{1, 2, 3}, 3)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	full := buf.Bytes()
+	for _, cut := range []int{4, 12, len(full) - 1} {
+		if _, _, err := ReadSafetensors(bytes.NewReader(full[:cut])); err == nil {
+			t.Errorf("truncated to %d bytes: no error", cut)
+		}
+	}
+	if _, _, err := ReadSafetensors(strings.NewReader("not a safetensors file at all")); err == nil {
+		t.Error("garbage accepted")
+	}
+}
+
+func TestSamplerDeterministic(t *testing.T) {
+	u := tinyNet(t, 6)
+	s, err := NewSampler(u, 4, 8, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gray := nn.NewTensor(2, 1, 8, 8)
+	for i := range gray.Data {
+		gray.Data[i] = float32(i%7)/3 - 1
+	}
+	calls := 0
+	run := func(seed uint64) []float32 {
+		out, err := s.Colorize(context.Background(), gray, 2, 5, rand.New(rand.NewPCG(seed, 0)), func(k, n int) { calls++ })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return append([]float32(nil), out.Data...)
+	}
+	a, b, c := run(1), run(1), run(2)
+	if calls != 15 {
+		t.Fatalf("progress called %d times, want 15", calls)
+	}
+	same := func(x, y []float32) bool {
+		for i := range x {
+			if x[i] != y[i] {
+				return false
+			}
+		}
+		return true
+	}
+	if !same(a, b) {
+		t.Fatal("same seed, different colourisations")
+	}
+	if same(a, c) {
+		t.Fatal("different seeds, same colourisations")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := s.Colorize(ctx, gray, 2, 5, rand.New(rand.NewPCG(1, 0)), nil); err == nil {
+		t.Fatal("cancelled context: no error")
+	}
+	if _, err := s.Colorize(context.Background(), gray, 3, 5, rand.New(rand.NewPCG(1, 0)), nil); err == nil {
+		t.Fatal("wrong batch: no error")
+	}
+}
+
+// TestSamplerOneStep checks the DDIM arithmetic on one step: the result is
+// x̂0 = (x − noise·ε̂)/signal at t = 999.
+func TestSamplerOneStep(t *testing.T) {
+	u := tinyNet(t, 7)
+	s, _ := NewSampler(u, 1, 8, 8)
+	gray := nn.NewTensor(1, 1, 8, 8)
+	out, _ := s.Colorize(context.Background(), gray, 1, 1, rand.New(rand.NewPCG(3, 0)), nil)
+	got := append([]float32(nil), out.Data...)
+	rng := rand.New(rand.NewPCG(3, 0))
+	x := nn.NewTensor(1, 4, 8, 8)
+	for i := 0; i < 3*64; i++ {
+		x.Data[i] = float32(rng.NormFloat64())
+	}
+	sig, noi := RatesAt(999)
+	ar, _ := u.NewArena(1, 8, 8)
+	eps := u.Forward(ar, x, []float32{float32(noi) * float32(noi)}, false)
+	for i := range got {
+		want := (x.Data[i] - float32(noi)*eps.Data[i]) / float32(sig)
+		if math.Abs(float64(got[i]-want)) > 1e-5 {
+			t.Fatalf("x̂0[%d] = %g, want %g", i, got[i], want)
+		}
+	}
+}

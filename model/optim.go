@@ -1,0 +1,65 @@
+package model
+
+import "math"
+
+// Adam is torch.optim.Adam without weight decay, over one flat vector.
+type Adam struct {
+	LR, Beta1, Beta2, Eps float64
+	Step                  int64
+	M, V                  []float32
+}
+
+// NewAdam returns Adam with PyTorch's defaults (betas 0.9, 0.999; eps 1e-8).
+func NewAdam(n int, lr float64) *Adam {
+	return &Adam{LR: lr, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, M: make([]float32, n), V: make([]float32, n)}
+}
+
+// Update applies one step to params given grads, as PyTorch 1.13's
+// single-tensor Adam computes it.
+func (a *Adam) Update(params, grads []float32) {
+	a.Step++
+	bc1 := 1 - math.Pow(a.Beta1, float64(a.Step))
+	bc2 := 1 - math.Pow(a.Beta2, float64(a.Step))
+	stepSize := float32(a.LR / bc1)
+	bc2Sqrt := float32(math.Sqrt(bc2))
+	b1, b2 := float32(a.Beta1), float32(a.Beta2)
+	eps := float32(a.Eps)
+	m, v := a.M[:len(params)], a.V[:len(params)]
+	grads = grads[:len(params)]
+	for i, g := range grads {
+		m[i] = m[i]*b1 + g*(1-b1)
+		v[i] = v[i]*b2 + g*g*(1-b2)
+		denom := float32(math.Sqrt(float64(v[i])))/bc2Sqrt + eps
+		params[i] -= stepSize * m[i] / denom
+	}
+}
+
+// EMA keeps an exponential moving average of a network's weights.
+type EMA struct {
+	Decay float64
+	// CopyBuffers copies the BatchNorm running statistics from the live
+	// network each step (the original's fix); otherwise they are averaged too.
+	CopyBuffers bool
+}
+
+// Update moves avg towards live: avg = decay·avg + (1−decay)·live.
+func (e EMA) Update(avg, live *UNet) {
+	d := float32(e.Decay)
+	for i, p := range live.Params {
+		avg.Params[i] = d*avg.Params[i] + (1-d)*p
+	}
+	ab, lb := avg.Blocks(), live.Blocks()
+	for i := range ab {
+		an, ln := ab[i].Norm, lb[i].Norm
+		an.NumBatchesTracked = ln.NumBatchesTracked
+		if e.CopyBuffers {
+			copy(an.RunningMean, ln.RunningMean)
+			copy(an.RunningVar, ln.RunningVar)
+			continue
+		}
+		for c := range an.RunningMean {
+			an.RunningMean[c] = d*an.RunningMean[c] + (1-d)*ln.RunningMean[c]
+			an.RunningVar[c] = d*an.RunningVar[c] + (1-d)*ln.RunningVar[c]
+		}
+	}
+}

@@ -1,0 +1,84 @@
+package model
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+
+	"github.com/tinct/tinct/nn"
+)
+
+// Sampler colorizes gray images with deterministic DDIM (η = 0) using a
+// network in eval mode. Its arena is sized for one batch shape and reused.
+type Sampler struct {
+	Net   *UNet
+	arena *Arena
+	x     nn.Tensor // current noisy colour images
+	input nn.Tensor
+	nv    []float32
+}
+
+// NewSampler prepares to colorize batch images of h×w at a time (a batch is
+// gray images × samples per image).
+func NewSampler(net *UNet, batch, h, w int) (*Sampler, error) {
+	ar, err := net.NewArena(batch, h, w)
+	if err != nil {
+		return nil, err
+	}
+	return &Sampler{Net: net, arena: ar, x: nn.NewTensor(batch, 3, h, w), input: nn.NewTensor(batch, 4, h, w), nv: make([]float32, batch)}, nil
+}
+
+// Batch is the number of images the sampler runs at once.
+func (s *Sampler) Batch() int { return s.arena.N }
+
+// Colorize returns samples colourisations of each gray image ([B,1,H,W],
+// values in [−1,1]) as [B·samples,3,H,W] in [−1,1] before clipping: image b's
+// samples are rows b·samples … b·samples+samples−1. Starting noise comes
+// from rng, so a seed fixes the result. progress, if not nil, is called
+// after each of the steps network calls. It stops early when ctx is done.
+func (s *Sampler) Colorize(ctx context.Context, gray nn.Tensor, samples, steps int, rng *rand.Rand, progress func(step, steps int)) (nn.Tensor, error) {
+	if gray.C != 1 || gray.H != s.arena.H || gray.W != s.arena.W || gray.N*samples != s.arena.N {
+		return nn.Tensor{}, fmt.Errorf("colorize %v × %d samples with a sampler for %d images of %d×%d", gray.Shape(), samples, s.arena.N, s.arena.H, s.arena.W)
+	}
+	if steps < 1 {
+		return nn.Tensor{}, fmt.Errorf("steps %d: need at least 1", steps)
+	}
+	hw := gray.HW()
+	for i := range s.x.Data {
+		s.x.Data[i] = float32(rng.NormFloat64())
+	}
+	for n := range s.arena.N {
+		copy(s.input.Image(n)[3*hw:], gray.Image(n/samples))
+	}
+	times := SamplerTimes(steps)
+	for k, t := range times {
+		if err := ctx.Err(); err != nil {
+			return nn.Tensor{}, err
+		}
+		sig64, noi64 := RatesAt(t)
+		sig, noi := float32(sig64), float32(noi64)
+		for n := range s.arena.N {
+			copy(s.input.Image(n)[:3*hw], s.x.Image(n))
+			s.nv[n] = noi * noi
+		}
+		eps := s.Net.Forward(s.arena, s.input, s.nv, false)
+		last := k == len(times)-1
+		var nsig, nnoi float32
+		if !last {
+			a, b := RatesAt(times[k+1])
+			nsig, nnoi = float32(a), float32(b)
+		}
+		for i, v := range s.x.Data {
+			x0 := (v - noi*eps.Data[i]) / sig
+			if last {
+				s.x.Data[i] = x0
+			} else {
+				s.x.Data[i] = nsig*x0 + nnoi*eps.Data[i]
+			}
+		}
+		if progress != nil {
+			progress(k+1, steps)
+		}
+	}
+	return s.x, nil
+}

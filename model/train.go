@@ -1,0 +1,73 @@
+package model
+
+import (
+	"math/rand/v2"
+
+	"github.com/tinct/tinct/nn"
+)
+
+// Trainer runs noise-prediction training steps: forward, MSE against the
+// true noise, backward, Adam, EMA. Its buffers are allocated once.
+type Trainer struct {
+	Net, EMANet *UNet
+	Opt         *Adam
+	EMA         EMA
+	arena       *Arena
+	input       nn.Tensor
+	noise       nn.Tensor
+	noiseVar    []float32
+}
+
+// NewTrainer trains net (whose EMA copy starts equal to it) on batches of
+// n images of h×w.
+func NewTrainer(net *UNet, lr float64, ema EMA, n, h, w int) (*Trainer, error) {
+	ar, err := net.NewArena(n, h, w)
+	if err != nil {
+		return nil, err
+	}
+	avg, err := New(net.Config)
+	if err != nil {
+		return nil, err
+	}
+	avg.CopyFrom(net)
+	return &Trainer{Net: net, EMANet: avg, Opt: NewAdam(net.NumParams(), lr), EMA: ema, arena: ar,
+		input: nn.NewTensor(n, 4, h, w), noise: nn.NewTensor(n, 3, h, w), noiseVar: make([]float32, n)}, nil
+}
+
+// Step trains on network inputs x ([N,4,H,W]), noise variances and the true
+// noise, and returns the loss before the update.
+func (t *Trainer) Step(x nn.Tensor, noiseVar []float32, noise nn.Tensor) float32 {
+	clear(t.Net.Grads)
+	pred := t.Net.Forward(t.arena, x, noiseVar, true)
+	loss := nn.MSE(pred, noise, t.arena.dOut)
+	t.Net.Backward(t.arena, t.arena.dOut)
+	t.Opt.Update(t.Net.Params, t.Net.Grads)
+	t.EMA.Update(t.EMANet, t.Net)
+	return loss
+}
+
+// StepImages draws a diffusion time and noise for each image of a batch of
+// colour images x0 ([N,3,H,W] in [−1,1]) and their grays ([N,1,H,W]), forms
+// x_t = signal·x0 + noise·ε, and trains on it.
+func (t *Trainer) StepImages(x0, gray nn.Tensor, rng *rand.Rand) float32 {
+	Noisy(x0, gray, t.noise, t.input, t.noiseVar, rng)
+	return t.Step(t.input, t.noiseVar, t.noise)
+}
+
+// Noisy fills eps with N(0,1) noise and builds the network input
+// [signal·x0 + noise·ε | gray] and noise variances at uniformly drawn
+// times i/T, i ∈ 0..T−1.
+func Noisy(x0, gray, eps, input nn.Tensor, noiseVar []float32, rng *rand.Rand) {
+	hw := x0.HW()
+	for n := range x0.N {
+		s64, n64 := RatesAt(rng.IntN(T))
+		s, ns := float32(s64), float32(n64)
+		noiseVar[n] = ns * ns
+		e, c, in := eps.Image(n), x0.Image(n), input.Image(n)
+		for i := range e {
+			e[i] = float32(rng.NormFloat64())
+			in[i] = s*c[i] + ns*e[i]
+		}
+		copy(in[3*hw:4*hw], gray.Image(n))
+	}
+}

@@ -1,0 +1,249 @@
+package model
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+
+	"github.com/tinct/tinct/nn"
+)
+
+// Config is the network's shape.
+type Config struct {
+	Widths     []int // channels per level, the last one the bottleneck
+	BlockDepth int   // residual blocks per level
+	EmbedDims  int   // sinusoidal embedding size (half sines, half cosines)
+}
+
+// DefaultConfig is DESIGN.md's network: 1,950,659 parameters.
+func DefaultConfig() Config {
+	return Config{Widths: []int{32, 64, 96, 128}, BlockDepth: 2, EmbedDims: 32}
+}
+
+// Validate reports a configuration the network cannot be built from.
+func (c Config) Validate() error {
+	if len(c.Widths) < 2 {
+		return fmt.Errorf("widths %v: need at least two levels", c.Widths)
+	}
+	for _, w := range c.Widths {
+		if w < 1 {
+			return fmt.Errorf("widths %v: every width must be positive", c.Widths)
+		}
+	}
+	if c.BlockDepth < 1 {
+		return fmt.Errorf("block_depth %d: must be at least 1", c.BlockDepth)
+	}
+	if c.EmbedDims < 2 || c.EmbedDims%2 != 0 {
+		return fmt.Errorf("embedding dims %d: must be even and at least 2", c.EmbedDims)
+	}
+	return nil
+}
+
+// Block is the residual block: out = conv2(silu(conv1(norm(x)))) + skip(x),
+// skip being a 1×1 convolution where the width changes and identity otherwise.
+type Block struct {
+	Name         string
+	In, Out      int
+	Skip         *nn.Conv2D
+	Norm         *nn.BatchNorm
+	Conv1, Conv2 *nn.Conv2D
+}
+
+// Param names one tensor of the flat parameter vector.
+type Param struct {
+	Name   string
+	Shape  []int
+	Offset int
+}
+
+// Size is the number of values.
+func (p Param) Size() int { return numel(p.Shape) }
+
+// UNet is the noise-prediction network. All weights live in Params and all
+// their gradients in Grads (same layout), so the optimizer, the EMA and the
+// all-reduce each see a single vector.
+type UNet struct {
+	Config
+	Params, Grads []float32
+	Stem, Head    *nn.Conv2D
+	Downs, Ups    [][]*Block
+	Mids          []*Block
+	Layout        []Param
+
+	freqs []float64 // embedding angular speeds 2π·f
+}
+
+// New builds a network with zero weights; call Init for PyTorch's default
+// initialisation.
+func New(cfg Config) (*UNet, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	u := &UNet{Config: cfg}
+	var convs []*nn.Conv2D
+	conv := func(name string, in, out, k int) *nn.Conv2D {
+		c := &nn.Conv2D{In: in, Out: out, K: k}
+		u.Layout = append(u.Layout,
+			Param{Name: name + ".weight", Shape: []int{out, in, k, k}},
+			Param{Name: name + ".bias", Shape: []int{out}})
+		convs = append(convs, c)
+		return c
+	}
+	block := func(name string, in, out int) *Block {
+		b := &Block{Name: name, In: in, Out: out, Norm: nn.NewBatchNorm(in)}
+		if in != out {
+			b.Skip = conv(name+".skip", in, out, 1)
+		}
+		b.Conv1 = conv(name+".conv1", in, out, 3)
+		b.Conv2 = conv(name+".conv2", out, out, 3)
+		return b
+	}
+	w := cfg.Widths
+	u.Stem = conv("stem", 4, w[0], 1)
+	c := w[0] + cfg.EmbedDims
+	for i, width := range w[:len(w)-1] {
+		var level []*Block
+		for j := range cfg.BlockDepth {
+			level = append(level, block(fmt.Sprintf("downs.%d.blocks.%d", i, j), c, width))
+			c = width
+		}
+		u.Downs = append(u.Downs, level)
+	}
+	for j := range cfg.BlockDepth {
+		u.Mids = append(u.Mids, block(fmt.Sprintf("mids.%d", j), c, w[len(w)-1]))
+		c = w[len(w)-1]
+	}
+	for i := range len(w) - 1 {
+		width := w[len(w)-2-i]
+		var level []*Block
+		for j := range cfg.BlockDepth {
+			level = append(level, block(fmt.Sprintf("ups.%d.blocks.%d", i, j), c+width, width))
+			c = width
+		}
+		u.Ups = append(u.Ups, level)
+	}
+	u.Head = conv("head", w[0], 3, 1)
+
+	total := 0
+	for i := range u.Layout {
+		u.Layout[i].Offset = total
+		total += u.Layout[i].Size()
+	}
+	u.Params = make([]float32, total)
+	u.Grads = make([]float32, total)
+	off := 0
+	for _, cv := range convs {
+		n := cv.NumParams()
+		cv.Bind(u.Params[off:off+n], u.Grads[off:off+n])
+		off += n
+	}
+	half := cfg.EmbedDims / 2
+	for k := range half {
+		f := 0.0
+		if half > 1 {
+			f = float64(k) * math.Log(1000) / float64(half-1)
+		}
+		u.freqs = append(u.freqs, 2*math.Pi*math.Exp(f))
+	}
+	return u, nil
+}
+
+// Init draws the weights as PyTorch's Conv2d does by default, U(±1/√fan_in)
+// for weights and biases, except the head, which starts at zero.
+func (u *UNet) Init(rng *rand.Rand) {
+	for _, p := range u.Layout {
+		v := u.Params[p.Offset : p.Offset+p.Size()]
+		if p.Name == "head.weight" || p.Name == "head.bias" {
+			clear(v)
+			continue
+		}
+		fanIn := 0
+		if len(p.Shape) == 4 {
+			fanIn = p.Shape[1] * p.Shape[2] * p.Shape[3]
+		} else {
+			// a bias: fan-in of its weight, the tensor before it
+			w := u.param(p.Name[:len(p.Name)-len("bias")] + "weight")
+			fanIn = w.Shape[1] * w.Shape[2] * w.Shape[3]
+		}
+		bound := 1 / math.Sqrt(float64(fanIn))
+		for i := range v {
+			v[i] = float32((2*rng.Float64() - 1) * bound)
+		}
+	}
+}
+
+func (u *UNet) param(name string) Param {
+	for _, p := range u.Layout {
+		if p.Name == name {
+			return p
+		}
+	}
+	panic("model: no parameter " + name)
+}
+
+// Blocks lists every residual block in forward order.
+func (u *UNet) Blocks() []*Block {
+	var bs []*Block
+	for _, l := range u.Downs {
+		bs = append(bs, l...)
+	}
+	bs = append(bs, u.Mids...)
+	for _, l := range u.Ups {
+		bs = append(bs, l...)
+	}
+	return bs
+}
+
+// NumParams is the number of trainable values.
+func (u *UNet) NumParams() int { return len(u.Params) }
+
+// MACs is the number of multiply-adds of one forward pass on an h×w image,
+// counting convolutions only.
+func (u *UNet) MACs(h, w int) int64 {
+	var total int64
+	conv := func(c *nn.Conv2D, hw int) { total += int64(c.Out*c.In*c.K*c.K) * int64(hw) }
+	conv(u.Stem, h*w)
+	conv(u.Head, h*w)
+	for i, l := range u.Downs {
+		for _, b := range l {
+			b.macs(conv, (h>>i)*(w>>i))
+		}
+	}
+	levels := len(u.Widths) - 1
+	for _, b := range u.Mids {
+		b.macs(conv, (h>>levels)*(w>>levels))
+	}
+	for i, l := range u.Ups {
+		for _, b := range l {
+			b.macs(conv, (h>>(levels-1-i))*(w>>(levels-1-i)))
+		}
+	}
+	return total
+}
+
+func (b *Block) macs(conv func(*nn.Conv2D, int), hw int) {
+	if b.Skip != nil {
+		conv(b.Skip, hw)
+	}
+	conv(b.Conv1, hw)
+	conv(b.Conv2, hw)
+}
+
+// CopyFrom copies weights and BatchNorm buffers from v (same Config).
+func (u *UNet) CopyFrom(v *UNet) {
+	copy(u.Params, v.Params)
+	ub, vb := u.Blocks(), v.Blocks()
+	for i := range ub {
+		copy(ub[i].Norm.RunningMean, vb[i].Norm.RunningMean)
+		copy(ub[i].Norm.RunningVar, vb[i].Norm.RunningVar)
+		ub[i].Norm.NumBatchesTracked = vb[i].Norm.NumBatchesTracked
+	}
+}
+
+func numel(shape []int) int {
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	return n
+}
