@@ -44,14 +44,15 @@ func (u *UNet) Forward(ar *Arena, x nn.Tensor, noiseVar []float32, train bool) n
 
 // embed writes the sinusoidal embedding of each image's noise variance,
 // [sin(2πf·v) | cos(2πf·v)], as constant planes after the stem's channels.
-// It is computed in float64 and rounded once.
+// The angle is a float32 product, as in a float32 PyTorch model (at 2π·1000
+// radians its rounding moves the sine by up to 4e-4, so it must match).
 func (u *UNet) embed(ar *Arena) {
 	half := u.EmbedDims / 2
 	e := ar.stemCat.Channels(u.Widths[0], u.Widths[0]+u.EmbedDims)
 	for n := range ar.N {
-		v := float64(ar.noiseVar[n])
-		for k, w := range u.freqs {
-			s, c := math.Sincos(w * v)
+		v := ar.noiseVar[n]
+		for k, w := range u.speeds {
+			s, c := math.Sincos(float64(v * w))
 			fillPlane(e.Plane(n, k), float32(s))
 			fillPlane(e.Plane(n, half+k), float32(c))
 		}

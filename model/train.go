@@ -37,13 +37,29 @@ func NewTrainer(net *UNet, lr float64, ema EMA, n, h, w int) (*Trainer, error) {
 // Step trains on network inputs x ([N,4,H,W]), noise variances and the true
 // noise, and returns the loss before the update.
 func (t *Trainer) Step(x nn.Tensor, noiseVar []float32, noise nn.Tensor) float32 {
+	loss := t.Gradients(x, noiseVar, noise)
+	t.Apply()
+	return loss
+}
+
+// Gradients runs forward and backward, leaving ∂loss/∂weights in Net.Grads
+// (and the batch's statistics in the BatchNorm buffers), and returns the
+// loss. It also returns the prediction, valid until the next call.
+func (t *Trainer) Gradients(x nn.Tensor, noiseVar []float32, noise nn.Tensor) float32 {
 	clear(t.Net.Grads)
 	pred := t.Net.Forward(t.arena, x, noiseVar, true)
 	loss := nn.MSE(pred, noise, t.arena.dOut)
 	t.Net.Backward(t.arena, t.arena.dOut)
+	return loss
+}
+
+// Prediction is the network output of the last Gradients call.
+func (t *Trainer) Prediction() nn.Tensor { return t.arena.out }
+
+// Apply updates the weights with Adam from Net.Grads, then the EMA.
+func (t *Trainer) Apply() {
 	t.Opt.Update(t.Net.Params, t.Net.Grads)
 	t.EMA.Update(t.EMANet, t.Net)
-	return loss
 }
 
 // StepImages draws a diffusion time and noise for each image of a batch of

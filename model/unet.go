@@ -70,7 +70,7 @@ type UNet struct {
 	Mids          []*Block
 	Layout        []Param
 
-	freqs []float64 // embedding angular speeds 2π·f
+	speeds []float32 // embedding angular speeds 2π·f
 }
 
 // New builds a network with zero weights; call Init for PyTorch's default
@@ -137,13 +137,14 @@ func New(cfg Config) (*UNet, error) {
 		cv.Bind(u.Params[off:off+n], u.Grads[off:off+n])
 		off += n
 	}
+	// f = exp(linspace(ln 1, ln 1000, half)); 2π·f rounded once to float32.
 	half := cfg.EmbedDims / 2
+	step := 0.0
+	if half > 1 {
+		step = math.Log(1000) / float64(half-1)
+	}
 	for k := range half {
-		f := 0.0
-		if half > 1 {
-			f = float64(k) * math.Log(1000) / float64(half-1)
-		}
-		u.freqs = append(u.freqs, 2*math.Pi*math.Exp(f))
+		u.speeds = append(u.speeds, float32(2*math.Pi*math.Exp(float64(k)*step)))
 	}
 	return u, nil
 }

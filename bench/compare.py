@@ -1,0 +1,225 @@
+"""Compare tinct's Go benchmarks with the PyTorch reference, speed and peak RSS.
+
+Usage:
+    /usr/bin/python3 bench/compare.py [--tinct ./bin/tinct] [--rows a,b,...]
+                                      [--quick | --steps K] [--json FILE]
+
+For every row, three subprocesses run one after another:
+    Go               <tinct> bench <args>
+    PyTorch          /usr/bin/python3 testdata/reference/bench.py <args>
+    PyTorch tuned    the same, with GLIBC_TUNABLES set so glibc malloc keeps
+                     big freed buffers instead of returning them to the OS
+                     after every step (which otherwise costs a lot of speed)
+Each one's peak RSS comes from os.wait4 (ru_maxrss, KiB on Linux) and its
+timing from the last stdout line, `<metric>=<float>`. The PyTorch RSS includes
+the Python interpreter and the torch libraries. On Linux a child's ru_maxrss
+starts at this launcher's own peak RSS (the memory map it was spawned from
+counts until exec), so every RSS figure has a floor of roughly 10 MiB; the
+floor is measured with /bin/true and printed under the table.
+
+Any failing subprocess has its output printed and makes the script exit 1.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_BENCH_PY = os.path.normpath(os.path.join(HERE, "..", "testdata", "reference", "bench.py"))
+TUNED_MALLOC = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295"
+
+DEFAULT_TRAIN_STEPS = 5
+QUICK_TRAIN_STEPS = 2
+
+
+class BenchError(Exception):
+    pass
+
+
+def rows(train_steps):
+    """(slug, label, args shared by `tinct bench` and bench.py, metric)."""
+    k = str(train_steps)
+    return [
+        ("train-128-b8", "train 128 b8",
+         ["train", "--size", "128", "--batch", "8", "--steps", k], "ms_per_step"),
+        ("train-64-b8", "train 64 b8",
+         ["train", "--size", "64", "--batch", "8", "--steps", k], "ms_per_step"),
+        ("train-128-b16", "train 128 b16",
+         ["train", "--size", "128", "--batch", "16", "--steps", k], "ms_per_step"),
+        ("forward-128-b1", "forward 128 b1",
+         ["forward", "--size", "128"], "ms_per_call"),
+        ("colorize-128-20", "colorize 128 20 steps",
+         ["colorize", "--size", "128", "--steps", "20"], "ms_per_image"),
+    ]
+
+
+def kill_group(proc):
+    """SIGKILL the process group led by proc (the child and anything it started)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def run_measured(cmd, env, timeout):
+    """Run cmd; return (stdout, stderr, peak RSS in MiB). Raise BenchError on failure."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            # Own process group, so a timeout or Ctrl-C can stop all of it.
+            proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, process_group=0)
+        except OSError as e:
+            raise BenchError(f"cannot start {shlex.join(cmd)}: {e}") from e
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                # wait4 on this pid: usage of the child and its reaped descendants.
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid == proc.pid:
+                    break
+                if time.monotonic() > deadline:
+                    kill_group(proc)
+                    pid, status, usage = os.wait4(proc.pid, 0)
+                    proc.returncode = os.waitstatus_to_exitcode(status)
+                    raise BenchError(f"timed out after {timeout:.0f} s: {shlex.join(cmd)}")
+                time.sleep(0.02)
+        except BaseException:
+            if proc.returncode is None:
+                kill_group(proc)
+                os.wait4(proc.pid, 0)
+                proc.returncode = -signal.SIGKILL
+            raise
+        proc.returncode = os.waitstatus_to_exitcode(status)  # stops Popen reaping again
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode("utf-8", "replace")
+        stderr = err.read().decode("utf-8", "replace")
+    if proc.returncode != 0:
+        raise BenchError(
+            f"exit status {proc.returncode}: {shlex.join(cmd)}\n"
+            f"--- stdout ---\n{stdout}--- stderr ---\n{stderr}")
+    return stdout, stderr, usage.ru_maxrss / 1024.0
+
+
+def parse_metric(stdout, stderr, metric, cmd):
+    lines = [ln.strip() for ln in stdout.splitlines() if ln.strip()]
+    last = lines[-1] if lines else ""
+    name, sep, value = last.partition("=")
+    try:
+        if sep and name == metric:
+            return float(value)
+    except ValueError:
+        pass
+    raise BenchError(
+        f"last stdout line is {last!r}, want {metric}=<float>: {shlex.join(cmd)}\n"
+        f"--- stdout ---\n{stdout}--- stderr ---\n{stderr}")
+
+
+def measure(cmd, env, metric, timeout):
+    print(f"  $ {shlex.join(cmd)}", file=sys.stderr, flush=True)
+    stdout, stderr, rss = run_measured(cmd, env, timeout)
+    ms = parse_metric(stdout, stderr, metric, cmd)
+    print(f"    {metric}={ms:.3f}  peak RSS {rss:.1f} MiB", file=sys.stderr, flush=True)
+    return {"cmd": cmd, "ms": ms, "rss_mib": rss}
+
+
+def ratio(a, b):
+    return a / b if b > 0 else float("inf")
+
+
+def markdown(results):
+    head = ["row", "Go ms", "Go peak RSS MiB", "PyTorch ms", "PyTorch RSS", "Go/PyTorch",
+            "PyTorch tuned ms", "tuned RSS", "Go/tuned"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for r in results:
+        go, pt, tu = r["go"], r["torch"], r["torch_tuned"]
+        cells = [r["row"],
+                 f"{go['ms']:.1f}", f"{go['rss_mib']:.0f}",
+                 f"{pt['ms']:.1f}", f"{pt['rss_mib']:.0f}", f"{r['go_over_torch']:.2f}",
+                 f"{tu['ms']:.1f}", f"{tu['rss_mib']:.0f}", f"{r['go_over_tuned']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(
+        description="Compare `tinct bench` with the PyTorch reference (speed and peak RSS).")
+    ap.add_argument("--tinct", default="./bin/tinct", help="Go binary (default ./bin/tinct)")
+    ap.add_argument("--python", default="/usr/bin/python3", help="interpreter with torch")
+    ap.add_argument("--bench-py", default=DEFAULT_BENCH_PY, help="PyTorch bench script")
+    ap.add_argument("--rows", default="",
+                    help="comma-separated subset of: " + ", ".join(s for s, *_ in rows(0)))
+    ap.add_argument("--quick", action="store_true",
+                    help=f"train rows time {QUICK_TRAIN_STEPS} steps instead of {DEFAULT_TRAIN_STEPS}")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps for train rows (overrides --quick)")
+    ap.add_argument("--timeout", type=float, default=1800, help="seconds allowed per subprocess")
+    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = ap.parse_args()
+
+    k = args.steps if args.steps is not None else (QUICK_TRAIN_STEPS if args.quick else DEFAULT_TRAIN_STEPS)
+    table = rows(k)
+    if args.rows:
+        def norm(s):
+            return "-".join(s.lower().split())
+        by_name = {}
+        for row in table:
+            by_name[row[0]] = row
+            by_name[norm(row[1])] = row
+        chosen = []
+        for name in args.rows.split(","):
+            row = by_name.get(norm(name))
+            if row is None:
+                ap.error(f"unknown row {name!r}; choose from {', '.join(r[0] for r in table)}")
+            if row not in chosen:
+                chosen.append(row)
+        table = chosen
+
+    plain_env = dict(os.environ)
+    plain_env.pop("GLIBC_TUNABLES", None)
+    tuned_env = dict(plain_env, GLIBC_TUNABLES=TUNED_MALLOC)
+
+    results = []
+    try:
+        floor = run_measured(["/bin/true"], plain_env, 60)[2]
+        for slug, label, bench_args, metric in table:
+            print(f"[{label}]", file=sys.stderr, flush=True)
+            go = measure([args.tinct, "bench"] + bench_args, plain_env, metric, args.timeout)
+            py_cmd = [args.python, args.bench_py] + bench_args
+            pt = measure(py_cmd, plain_env, metric, args.timeout)
+            tu = measure(py_cmd, tuned_env, metric, args.timeout)
+            results.append({
+                "row": label, "slug": slug, "metric": metric,
+                "go": go, "torch": pt, "torch_tuned": tu,
+                "go_over_torch": ratio(go["ms"], pt["ms"]),
+                "go_over_tuned": ratio(go["ms"], tu["ms"]),
+            })
+    except BenchError as e:
+        print(f"compare: error: {e}", file=sys.stderr)
+        return 1
+
+    print(markdown(results))
+    print(f"\nRSS floor inherited from the launcher (ru_maxrss of /bin/true): {floor:.0f} MiB; "
+          f"train rows time {k} steps.")
+    if args.json:
+        doc = {
+            "train_steps": k,
+            "rss_floor_mib": floor,
+            "glibc_tunables_tuned": TUNED_MALLOC,
+            "host": {"machine": platform.machine(), "cpus": os.cpu_count(),
+                     "python": platform.python_version()},
+            "rows": results,
+        }
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=2)
+            f.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

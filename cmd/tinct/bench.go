@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tinct/tinct/model"
+	"github.com/tinct/tinct/nn"
+)
+
+type benchFlags struct {
+	nf    netFlags
+	size  int
+	batch int
+	reps  int
+	seed  uint64
+}
+
+func (b *benchFlags) register(cmd *cobra.Command, batch, reps int, repsName string) {
+	b.nf.register(cmd)
+	cmd.Flags().IntVar(&b.size, "size", 128, "image height and width")
+	cmd.Flags().IntVar(&b.batch, "batch", batch, "images per batch")
+	cmd.Flags().IntVar(&b.reps, repsName, reps, "timed repetitions (after one warm-up)")
+	cmd.Flags().Uint64Var(&b.seed, "seed", 1, "random seed")
+}
+
+func (b *benchFlags) net() (*model.UNet, *rand.Rand, error) {
+	if b.reps < 1 || b.batch < 1 {
+		return nil, nil, fmt.Errorf("batch and repetitions must be at least 1")
+	}
+	cfg, err := b.nf.config()
+	if err != nil {
+		return nil, nil, err
+	}
+	net, err := model.New(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	rng := rand.New(rand.NewPCG(b.seed, 0))
+	net.Init(rng)
+	return net, rng, nil
+}
+
+func newBenchCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure training steps, network calls and colourisations",
+		Long: `Each subcommand warms up once, times repetitions, prints one line per
+repetition and, as its last line, the median: ms_per_step=, ms_per_call= or
+ms_per_image=. bench/compare.py runs them beside the PyTorch reference.`,
+	}
+	cmd.AddCommand(newBenchTrainCmd(), newBenchForwardCmd(), newBenchColorizeCmd())
+	return cmd
+}
+
+func newBenchTrainCmd() *cobra.Command {
+	var b benchFlags
+	cmd := &cobra.Command{
+		Use:   "train",
+		Short: "Time full training steps (forward, backward, Adam, EMA)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			net, rng, err := b.net()
+			if err != nil {
+				return err
+			}
+			tr, err := model.NewTrainer(net, 2e-4, model.EMA{Decay: 0.999, CopyBuffers: true}, b.batch, b.size, b.size)
+			if err != nil {
+				return err
+			}
+			x0, gray := randomImages(rng, b.batch, b.size)
+			flops := 3 * 2 * float64(net.MACs(b.size, b.size)) * float64(b.batch)
+			return timeIt(cmd.OutOrStdout(), "ms_per_step", b.reps, flops, func() {
+				tr.StepImages(x0, gray, rng)
+			})
+		},
+	}
+	b.register(cmd, 8, 5, "steps")
+	return cmd
+}
+
+func newBenchForwardCmd() *cobra.Command {
+	var b benchFlags
+	cmd := &cobra.Command{
+		Use:   "forward",
+		Short: "Time one eval-mode network call",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			net, rng, err := b.net()
+			if err != nil {
+				return err
+			}
+			ar, err := net.NewArena(b.batch, b.size, b.size)
+			if err != nil {
+				return err
+			}
+			x := nn.NewTensor(b.batch, 4, b.size, b.size)
+			for i := range x.Data {
+				x.Data[i] = float32(rng.NormFloat64())
+			}
+			nv := make([]float32, b.batch)
+			for i := range nv {
+				nv[i] = rng.Float32()
+			}
+			flops := 2 * float64(net.MACs(b.size, b.size)) * float64(b.batch)
+			return timeIt(cmd.OutOrStdout(), "ms_per_call", b.reps, flops, func() {
+				net.Forward(ar, x, nv, false)
+			})
+		},
+	}
+	b.register(cmd, 1, 10, "calls")
+	return cmd
+}
+
+func newBenchColorizeCmd() *cobra.Command {
+	var b benchFlags
+	var steps, samples int
+	cmd := &cobra.Command{
+		Use:   "colorize",
+		Short: "Time a full DDIM colourisation of one gray image",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			b.batch = samples
+			net, rng, err := b.net()
+			if err != nil {
+				return err
+			}
+			s, err := model.NewSampler(net, samples, b.size, b.size)
+			if err != nil {
+				return err
+			}
+			_, gray := randomImages(rng, 1, b.size)
+			flops := 2 * float64(net.MACs(b.size, b.size)) * float64(samples*steps)
+			return timeIt(cmd.OutOrStdout(), "ms_per_image", b.reps, flops, func() {
+				if _, err := s.Colorize(context.Background(), gray, samples, steps, rng, nil); err != nil {
+					panic(err)
+				}
+			})
+		},
+	}
+	b.nf.register(cmd)
+	cmd.Flags().IntVar(&b.size, "size", 128, "image height and width")
+	cmd.Flags().IntVar(&steps, "steps", 20, "DDIM steps")
+	cmd.Flags().IntVar(&samples, "samples", 1, "colourisations of the image, sampled as one batch")
+	cmd.Flags().IntVar(&b.reps, "images", 3, "timed colourisations (after one warm-up)")
+	cmd.Flags().Uint64Var(&b.seed, "seed", 1, "random seed")
+	return cmd
+}
+
+// randomImages returns a smooth random colour batch in [−1,1] and its gray.
+func randomImages(rng *rand.Rand, n, size int) (x0, gray nn.Tensor) {
+	x0 = nn.NewTensor(n, 3, size, size)
+	gray = nn.NewTensor(n, 1, size, size)
+	for i := range x0.Data {
+		x0.Data[i] = 2*rng.Float32() - 1
+	}
+	for b := range n {
+		img, g := x0.Image(b), gray.Image(b)
+		hw := size * size
+		for i := range g {
+			g[i] = 0.299*img[i] + 0.587*img[hw+i] + 0.114*img[2*hw+i]
+		}
+	}
+	return x0, gray
+}
+
+// timeIt runs fn once to warm up, then reps times, and prints each time, the
+// throughput, the peak RSS and finally the median as key=value.
+func timeIt(w io.Writer, key string, reps int, flops float64, fn func()) error {
+	fn()
+	var ms []float64
+	for i := range reps {
+		start := time.Now()
+		fn()
+		d := time.Since(start)
+		ms = append(ms, float64(d.Microseconds())/1000)
+		fmt.Fprintf(w, "rep %d: %.1f ms (%.1f GFLOP/s)\n", i+1, ms[i], flops/d.Seconds()/1e9)
+	}
+	slices.Sort(ms)
+	med := ms[len(ms)/2]
+	if len(ms)%2 == 0 {
+		med = (ms[len(ms)/2-1] + ms[len(ms)/2]) / 2
+	}
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		fmt.Fprintf(w, "peak_rss_mib=%.0f\n", float64(ru.Maxrss)/1024)
+	}
+	fmt.Fprintf(w, "%s=%.1f\n", key, med)
+	return nil
+}

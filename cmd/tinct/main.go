@@ -1,0 +1,79 @@
+// Command tinct trains and serves a diffusion model that colorizes
+// grayscale photographs. See README.md.
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime/pprof"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tinct/tinct/nn"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	if err := newRoot().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "tinct:", err)
+		os.Exit(1)
+	}
+}
+
+type globalFlags struct {
+	gemm       string
+	threads    int
+	verbose    bool
+	cpuprofile string
+}
+
+func newRoot() *cobra.Command {
+	var g globalFlags
+	root := &cobra.Command{
+		Use:   "tinct",
+		Short: "Train and serve a diffusion model that colorizes grayscale photographs",
+		Long: `tinct trains a conditional DDIM U-Net that predicts the noise added to a
+colour image given its grayscale version, and samples colourisations of gray
+photographs with it. One binary runs the numerical core, its benchmarks and
+the checkpoint interchange with PyTorch.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			level := slog.LevelInfo
+			if g.verbose {
+				level = slog.LevelDebug
+			}
+			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+			if g.threads > 0 {
+				nn.SetWorkers(g.threads)
+			}
+			b, err := nn.UseBackend(g.gemm)
+			if err != nil {
+				return err
+			}
+			if g.cpuprofile != "" {
+				f, err := os.Create(g.cpuprofile)
+				if err != nil {
+					return err
+				}
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+			}
+			if cmd.Name() != "version" {
+				slog.Info("gemm backend", "backend", b.Name(), "workers", nn.Workers())
+			}
+			return nil
+		},
+	}
+	root.PersistentFlags().StringVar(&g.gemm, "gemm", "auto", "GEMM backend: auto (OpenBLAS when libopenblas loads, else pure Go), openblas or go")
+	root.PersistentFlags().IntVar(&g.threads, "threads", 0, "worker goroutines for the kernels (default: all CPUs)")
+	root.PersistentPostRun = func(*cobra.Command, []string) { pprof.StopCPUProfile() }
+	root.PersistentFlags().StringVar(&g.cpuprofile, "cpuprofile", "", "write a CPU profile to this file")
+	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "debug logging")
+	root.AddCommand(newVersionCmd(), newModelCmd(), newBenchCmd())
+	return root
+}

@@ -1,0 +1,24 @@
+package main
+
+import (
+	"fmt"
+	"runtime"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tinct/tinct/nn"
+)
+
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version and the compute backend in use",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, args []string) {
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "tinct %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+			fmt.Fprintf(w, "gemm backend: %s (available: %v)\n", nn.ActiveBackend().Name(), nn.Backends())
+			fmt.Fprintf(w, "kernel workers: %d\n", nn.Workers())
+		},
+	}
+}
