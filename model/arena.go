@@ -27,15 +27,17 @@ type Arena struct {
 	ups   []upAct   // up level i: upsample prev into its first concat
 	order []*Block  // forward order
 
-	h, a, dA, dH []float32   // per-block scratch, sized for the largest block
-	grads        []nn.Tensor // gradient buffers, zeroed before each backward
-	owned        []nn.Tensor // every buffer allocated above, for Bytes
-	ws           nn.Workspace
+	h, dA, dH []float32   // per-block scratch, sized for the largest block
+	grads     []nn.Tensor // gradient buffers, zeroed before each backward
+	owned     []nn.Tensor // every buffer allocated above, for Bytes
+	ws        nn.Workspace
 }
 
 type blockAct struct {
-	x, out, h1 nn.Tensor
-	dx, dOut   nn.Tensor
+	x, out   nn.Tensor
+	h1       nn.Tensor // conv1's output, then (after SiLU) its sigmoid
+	act      nn.Tensor // silu(conv1 output), conv2's input
+	dx, dOut nn.Tensor
 }
 
 type poolAct struct{ src, dst, dSrc, dDst nn.Tensor }
@@ -88,7 +90,7 @@ func (u *UNet) NewArena(n, h, w int) (*Arena, error) {
 	}
 	var maxIn, maxOut int
 	act := func(b *Block, x, dx, out, dOut nn.Tensor, lv int) {
-		ar.acts[b] = &blockAct{x: x, dx: dx, out: out, dOut: dOut, h1: alloc(b.Out, lv)}
+		ar.acts[b] = &blockAct{x: x, dx: dx, out: out, dOut: dOut, h1: alloc(b.Out, lv), act: alloc(b.Out, lv)}
 		ar.order = append(ar.order, b)
 		maxIn = max(maxIn, n*b.In*(h>>lv)*(w>>lv))
 		maxOut = max(maxOut, n*b.Out*(h>>lv)*(w>>lv))
@@ -131,14 +133,13 @@ func (u *UNet) NewArena(n, h, w int) (*Arena, error) {
 
 	ar.h = make([]float32, maxIn)
 	ar.dH = make([]float32, maxIn)
-	ar.a = make([]float32, maxOut)
 	ar.dA = make([]float32, maxOut)
 	return ar, nil
 }
 
 // Bytes is the memory the arena holds.
 func (ar *Arena) Bytes() int {
-	total := 4 * (len(ar.h) + len(ar.a) + len(ar.dA) + len(ar.dH))
+	total := 4 * (len(ar.h) + len(ar.dA) + len(ar.dH))
 	for _, t := range ar.owned {
 		total += 4 * len(t.Data)
 	}

@@ -77,9 +77,8 @@ func (u *UNet) blockForward(ar *Arena, b *Block, train bool) {
 	hn := scratch(ar.h, n, b.In, h, w)
 	b.Norm.Forward(x, hn, train)
 	b.Conv1.Forward(&ar.ws, hn, a.h1, false)
-	act := scratch(ar.a, n, b.Out, h, w)
-	nn.SiLUForward(a.h1, act)
-	b.Conv2.Forward(&ar.ws, act, out, true)
+	nn.SiLUForwardSave(a.h1, a.act) // h1 now holds σ(h1)
+	b.Conv2.Forward(&ar.ws, a.act, out, true)
 }
 
 // Backward adds to u.Grads the gradient of the loss whose gradient with
@@ -90,7 +89,7 @@ func (u *UNet) Backward(ar *Arena, dOut nn.Tensor) {
 		g.Zero()
 	}
 	ws := &ar.ws
-	u.Head.Backward(ws, ar.topOut, dOut, ar.dTopOut)
+	u.Head.Backward(ws, ar.topOut, dOut, ar.dTopOut, true)
 	for i := len(u.Ups) - 1; i >= 0; i-- {
 		level := u.Ups[i]
 		for j := len(level) - 1; j >= 0; j-- {
@@ -111,7 +110,7 @@ func (u *UNet) Backward(ar *Arena, dOut nn.Tensor) {
 		}
 	}
 	// The embedding has no weights and the input needs no gradient.
-	u.Stem.Backward(ws, ar.input, ar.dStemCat.Channels(0, u.Widths[0]), nn.Tensor{})
+	u.Stem.Backward(ws, ar.input, ar.dStemCat.Channels(0, u.Widths[0]), nn.Tensor{}, false)
 }
 
 func (u *UNet) blockBackward(ar *Arena, b *Block) {
@@ -120,18 +119,14 @@ func (u *UNet) blockBackward(ar *Arena, b *Block) {
 	n, h, w := x.N, x.H, x.W
 	hn := scratch(ar.h, n, b.In, h, w)
 	b.Norm.Apply(x, hn)
-	act := scratch(ar.a, n, b.Out, h, w)
-	nn.SiLUForward(a.h1, act)
 	dAct := scratch(ar.dA, n, b.Out, h, w)
-	dAct.Zero()
-	b.Conv2.Backward(&ar.ws, act, a.dOut, dAct)
-	nn.SiLUBackward(a.h1, dAct, dAct)
+	b.Conv2.Backward(&ar.ws, a.act, a.dOut, dAct, false)
+	nn.SiLUBackwardSaved(a.h1, a.act, dAct, dAct)
 	dH := scratch(ar.dH, n, b.In, h, w)
-	dH.Zero()
-	b.Conv1.Backward(&ar.ws, hn, dAct, dH)
+	b.Conv1.Backward(&ar.ws, hn, dAct, dH, false)
 	b.Norm.Backward(x, dH, a.dx)
 	if b.Skip != nil {
-		b.Skip.Backward(&ar.ws, x, a.dOut, a.dx)
+		b.Skip.Backward(&ar.ws, x, a.dOut, a.dx, true)
 	} else {
 		nn.AddTo(a.dOut, a.dx)
 	}

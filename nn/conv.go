@@ -44,8 +44,9 @@ func (c *Conv2D) Forward(ws *Workspace, x, y Tensor, accumulate bool) {
 }
 
 // Backward adds this call's contribution to GradW and GradB and, when dx has
-// data, adds the input gradient to dx. x is the forward input.
-func (c *Conv2D) Backward(ws *Workspace, x, dy, dx Tensor) {
+// data, writes the input gradient to dx, or adds it when accumulate is set.
+// x is the forward input.
+func (c *Conv2D) Backward(ws *Workspace, x, dy, dx Tensor, accumulate bool) {
 	c.check("backward", x, dy)
 	kk := c.In * c.K * c.K
 	nw := c.Out * kk
@@ -85,12 +86,16 @@ func (c *Conv2D) Backward(ws *Workspace, x, dy, dx Tensor) {
 		return
 	}
 	c.check("input gradient", dx, dy)
+	var beta float32
+	if accumulate {
+		beta = 1
+	}
 	if c.K == 1 {
 		parallelFor(x.N*per, func(_, lo, hi int) {
 			for it := lo; it < hi; it++ {
 				n, r0 := it/per, (it%per)*rows
 				r1 := min(r0+rows, x.H)
-				sgemm(true, false, c.In, (r1-r0)*x.W, c.Out, 1, c.Weight, c.In, dy.Image(n)[r0*x.W:], hw, 1, dx.Image(n)[r0*x.W:], hw)
+				sgemm(true, false, c.In, (r1-r0)*x.W, c.Out, 1, c.Weight, c.In, dy.Image(n)[r0*x.W:], hw, beta, dx.Image(n)[r0*x.W:], hw)
 			}
 		})
 		return
@@ -105,7 +110,7 @@ func (c *Conv2D) Backward(ws *Workspace, x, dy, dx Tensor) {
 			}
 		}
 	}
-	convolve(ws, 3, rot, nil, c.Out, c.In, dy, dx, 1)
+	convolve(ws, 3, rot, nil, c.Out, c.In, dy, dx, beta)
 }
 
 // convolve computes y = beta·y + conv(x; wm, bias) for a cout×(cin·K²)
@@ -163,30 +168,38 @@ func tiling(n, h, w, kk, k int) (rows, perImage int) {
 
 // im2col3 lays out the 3×3, pad-1 neighbourhoods of output rows [r0,r1) of
 // a cin×h×w image as a (cin·9)×((r1−r0)·w) matrix, row index ci·9+ky·3+kx.
+// Each matrix row is one shifted copy of the plane's rows: the in-bounds
+// rows are contiguous in the source, so it is one block copy, then the
+// border column that wrapped around is zeroed.
 func im2col3(x []float32, cin, h, w, r0, r1 int, col []float32) {
 	ncol := (r1 - r0) * w
 	for ci := 0; ci < cin; ci++ {
 		plane := x[ci*h*w:][:h*w]
 		for ky := 0; ky < 3; ky++ {
+			// output rows whose source row r+ky−1 lies inside the plane
+			lo, hi := max(r0, 1-ky), min(r1, h+1-ky)
 			for kx := 0; kx < 3; kx++ {
 				row := col[(ci*9+ky*3+kx)*ncol:][:ncol]
-				for r := r0; r < r1; r++ {
-					dst := row[(r-r0)*w:][:w]
-					sr := r + ky - 1
-					if sr < 0 || sr >= h {
-						clear(dst)
-						continue
+				if lo >= hi {
+					clear(row)
+					continue
+				}
+				clear(row[:(lo-r0)*w])
+				clear(row[(hi-r0)*w:])
+				dst := row[(lo-r0)*w : (hi-r0)*w]
+				src := plane[(lo+ky-1)*w : (hi+ky-1)*w]
+				switch kx {
+				case 0: // dst[r][c] = src[r][c−1], column 0 is padding
+					copy(dst[1:], src[:len(src)-1])
+					for i := 0; i < len(dst); i += w {
+						dst[i] = 0
 					}
-					src := plane[sr*w:][:w]
-					switch kx {
-					case 0:
-						dst[0] = 0
-						copy(dst[1:], src[:w-1])
-					case 1:
-						copy(dst, src)
-					case 2:
-						copy(dst[:w-1], src[1:])
-						dst[w-1] = 0
+				case 1:
+					copy(dst, src)
+				case 2: // dst[r][c] = src[r][c+1], column w−1 is padding
+					copy(dst[:len(dst)-1], src[1:])
+					for i := w - 1; i < len(dst); i += w {
+						dst[i] = 0
 					}
 				}
 			}

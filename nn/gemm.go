@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -85,7 +86,8 @@ func UseBackend(name string) (Backend, error) {
 	return nil, fmt.Errorf("gemm backend %q unavailable: %w", name, errors.Join(errs...))
 }
 
-// ActiveBackend returns the backend in use, selecting "auto" on first use.
+// ActiveBackend returns the backend in use. On first use it selects the one
+// named by $TINCT_GEMM, or "auto".
 func ActiveBackend() Backend {
 	registryMu.Lock()
 	b := active
@@ -93,9 +95,13 @@ func ActiveBackend() Backend {
 	if b != nil {
 		return b
 	}
-	b, err := UseBackend("auto")
+	name := os.Getenv("TINCT_GEMM")
+	if name == "" {
+		name = "auto"
+	}
+	b, err := UseBackend(name)
 	if err != nil {
-		panic("nn: no gemm backend loads: " + err.Error()) // the pure-Go one always does
+		panic("nn: TINCT_GEMM: " + err.Error())
 	}
 	return b
 }

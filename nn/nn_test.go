@@ -132,7 +132,22 @@ func TestConv(t *testing.T) {
 			r := randSlice(rng, len(y.Data), 1)
 			dy := TensorFrom(r, tc.n, tc.cout, tc.h, tc.w)
 			dx := NewTensor(tc.n, tc.cin, tc.h, tc.w)
-			c.Backward(ws, x, dy, dx)
+			fill(dx.Data, 7) // overwritten, not added to
+			c.Backward(ws, x, dy, dx, false)
+			dx2 := NewTensor(tc.n, tc.cin, tc.h, tc.w)
+			fill(dx2.Data, 1)
+			c.Backward(ws, x, dy, dx2, true)
+			for i := range dx2.Data {
+				if math.Abs(float64(dx2.Data[i]-1-dx.Data[i])) > 1e-5 {
+					t.Fatalf("accumulating backward: %g, want %g", dx2.Data[i], 1+dx.Data[i])
+				}
+			}
+			for i := range c.GradW { // two backward calls above: halve the sums
+				c.GradW[i] /= 2
+			}
+			for i := range c.GradB {
+				c.GradB[i] /= 2
+			}
 			loss := func() float64 {
 				c.Forward(ws, x, y, false)
 				return dot(y.Data, r)
@@ -238,7 +253,42 @@ func TestSiLU(t *testing.T) {
 	gradCheck(t, "dx", x.Data, dx.Data, func() float64 { SiLUForward(x, y); return dot(y.Data, r) }, 1e-2, 2e-3)
 }
 
+func TestSiLUSaved(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	x := randTensor(rng, 2, 3, 4, 4)
+	for i := range x.Data {
+		x.Data[i] *= 5
+	}
+	x.Data[0], x.Data[1], x.Data[2] = 95, -95, 0
+	orig := append([]float32(nil), x.Data...)
+	y, yRef := NewTensor(2, 3, 4, 4), NewTensor(2, 3, 4, 4)
+	SiLUForward(x, yRef)
+	SiLUForwardSave(x, y)
+	for i, v := range orig {
+		want := 1 / (1 + math.Exp(-float64(v)))
+		if math.Abs(float64(x.Data[i])-want) > 2e-7 {
+			t.Fatalf("σ(%g) saved as %g, want %g", v, x.Data[i], want)
+		}
+		if math.Abs(float64(y.Data[i]-yRef.Data[i])) > 1e-6*math.Max(1, math.Abs(float64(yRef.Data[i]))) {
+			t.Fatalf("silu(%g) = %g, want %g", v, y.Data[i], yRef.Data[i])
+		}
+	}
+	dy := TensorFrom(randSlice(rng, len(y.Data), 1), 2, 3, 4, 4)
+	dx, dxRef := NewTensor(2, 3, 4, 4), NewTensor(2, 3, 4, 4)
+	SiLUBackward(TensorFrom(orig, 2, 3, 4, 4), dy, dxRef)
+	SiLUBackwardSaved(x, y, dy, dx)
+	if d := maxAbsDiff(dx.Data, dxRef.Data); d > 1e-6 {
+		t.Fatalf("saved backward differs by %g", d)
+	}
+}
+
 func TestExpf(t *testing.T) {
+	for tv := float32(-87); tv <= 88; tv += 0.0173 {
+		got, want := float64(expNormal(tv)), math.Exp(float64(tv))
+		if math.Abs(got-want)/want > 4e-7 {
+			t.Fatalf("expNormal(%g) = %g, want %g", tv, got, want)
+		}
+	}
 	var worst float64
 	for x := -103.0; x < 88.7; x += 0.0137 {
 		got, want := float64(expf(float32(x))), math.Exp(float64(float32(x)))

@@ -1,0 +1,34 @@
+# tinct — build, test, benchmark.
+PY := /usr/bin/python3
+APT_PACKAGES := libopenblas0 python3-torch python3-numpy
+
+.PHONY: build test deps bench bench-quick run clean
+
+build:
+	go build -o bin/tinct ./cmd/tinct
+
+# deps installs the system packages the tests use (root; Debian 12).
+deps:
+	@if dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then echo "deps: $(APT_PACKAGES) already installed"; \
+	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); fi
+
+# test: vet, the whole suite on the fastest backend, the model's tests again
+# on the pure-Go GEMM, a cgo-free build, and the PyTorch reference's self-test.
+test:
+	go vet ./...
+	go test -count=1 ./...
+	TINCT_GEMM=go go test -count=1 ./model
+	CGO_ENABLED=0 go build -o /dev/null ./cmd/tinct
+	$(PY) testdata/reference/unet.py > /dev/null
+
+run: build
+	./bin/tinct bench train --size 64 --batch 8
+
+bench: build
+	$(PY) bench/compare.py --tinct ./bin/tinct
+
+bench-quick: build
+	$(PY) bench/compare.py --tinct ./bin/tinct --quick
+
+clean:
+	rm -rf bin
