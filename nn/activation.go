@@ -30,15 +30,16 @@ func SiLUBackward(x, dy, dx Tensor) {
 // kept, the backward pass needs no exponential (see SiLUBackwardSaved).
 func SiLUForwardSave(x, y Tensor) {
 	mustSameShape("silu", x, y)
-	planes(x, func(n, c int) {
-		xs, ys := x.Plane(n, c), y.Plane(n, c)
-		ys = ys[:len(xs)]
-		for i, v := range xs {
-			s := sigmoid(v)
-			xs[i] = s
-			ys[i] = v * s
-		}
-	})
+	planes(x, func(n, c int) { siluSave(x.Plane(n, c), y.Plane(n, c)) })
+}
+
+func siluSaveGo(x, y []float32) {
+	y = y[:len(x)]
+	for i, v := range x {
+		s := sigmoid(v)
+		x[i] = s
+		y[i] = v * s
+	}
 }
 
 // SiLUBackwardSaved sets dx = dy·(σ + y·(1−σ)) from the σ and y that
@@ -61,7 +62,12 @@ func SiLUBackwardSaved(sig, y, dy, dx Tensor) {
 // 0 or 1 to float32 precision (σ(−87) ≈ 1.6e−38).
 func sigmoid(x float32) float32 {
 	t := -x
-	t = min(max(t, -87), 88)
+	if t < -87 {
+		t = -87
+	}
+	if t > 88 {
+		t = 88
+	}
 	return 1 / (1 + expNormal(t))
 }
 

@@ -484,3 +484,21 @@ func TestUnknownBackend(t *testing.T) {
 		t.Fatal("expected an error for an unknown backend")
 	}
 }
+
+// TestSiLUPaths compares the vector SiLU (where the CPU has it) with the
+// scalar one over a wide range and a length that leaves a tail.
+func TestSiLUPaths(t *testing.T) {
+	rng := rand.New(rand.NewPCG(10, 10))
+	n := 1003
+	x := randSlice(rng, n, 20)
+	x[5], x[6], x[7] = 1e4, -1e4, 0
+	xv, yv := append([]float32(nil), x...), make([]float32, n)
+	xs, ys := append([]float32(nil), x...), make([]float32, n)
+	siluSave(xv, yv)
+	siluSaveGo(xs, ys)
+	for i := range x {
+		if math.Abs(float64(xv[i]-xs[i])) > 3e-7 || math.Abs(float64(yv[i]-ys[i])) > 3e-7*math.Max(1, math.Abs(float64(ys[i]))) {
+			t.Fatalf("x=%g: vector σ %g y %g, scalar σ %g y %g", x[i], xv[i], yv[i], xs[i], ys[i])
+		}
+	}
+}

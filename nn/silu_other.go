@@ -1,0 +1,5 @@
+//go:build !amd64
+
+package nn
+
+func siluSave(x, y []float32) { siluSaveGo(x, y) }
