@@ -52,7 +52,12 @@ func BenchmarkSgemmShapes(b *testing.B) {
 		ta, tb  bool
 		m, n, k int
 	}{
+		{"fwd_n448", false, false, 32, 448, 576},
 		{"fwd_n896", false, false, 32, 896, 576},
+		{"fwd_n1792", false, false, 32, 1792, 576},
+		{"fwd96_n896", false, false, 96, 896, 864},
+		{"dW_k448", false, true, 32, 576, 448},
+		{"dWT_k896", false, true, 576, 32, 896},
 		{"fwd_n4096", false, false, 32, 4096, 576},
 		{"fwd_n16384", false, false, 32, 16384, 576},
 		{"fwdT_n4096", false, false, 4096, 32, 576},

@@ -59,6 +59,8 @@ func (c *Conv2D) Backward(ws *Workspace, x, dy, dx Tensor, accumulate bool) {
 	for _, a := range accs {
 		clear(a)
 	}
+	// Each worker accumulates the transposed weight gradient, (cin·K²)×cout:
+	// col·dyᵀ runs about a third faster than dy·colᵀ when cout is small.
 	hw := x.HW()
 	parallelFor(x.N*per, func(w, lo, hi int) {
 		acc := accs[w]
@@ -72,14 +74,19 @@ func (c *Conv2D) Backward(ws *Workspace, x, dy, dx Tensor, accumulate bool) {
 				im2col3(x.Image(n), c.In, x.H, x.W, r0, r1, b)
 			}
 			g := dy.Image(n)[r0*x.W:]
-			sgemm(false, true, c.Out, kk, ncol, 1, g, hw, b, ldb, 1, acc[:nw], kk)
+			sgemm(false, true, kk, c.Out, ncol, 1, b, ldb, g, hw, 1, acc[:nw], c.Out)
 			for co := 0; co < c.Out; co++ {
 				acc[nw+co] += sum32(g[co*hw:][:ncol])
 			}
 		}
 	})
 	for _, a := range accs {
-		axpy(1, a[:nw], c.GradW)
+		for j := 0; j < kk; j++ {
+			row := a[j*c.Out:][:c.Out]
+			for co, v := range row {
+				c.GradW[co*kk+j] += v
+			}
+		}
 		axpy(1, a[nw:], c.GradB)
 	}
 	if dx.Data == nil {
