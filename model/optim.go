@@ -1,6 +1,10 @@
 package model
 
-import "math"
+import (
+	"math"
+
+	"github.com/tinct/tinct/nn"
+)
 
 // Adam is torch.optim.Adam without weight decay, over one flat vector.
 type Adam struct {
@@ -24,14 +28,15 @@ func (a *Adam) Update(params, grads []float32) {
 	bc2Sqrt := float32(math.Sqrt(bc2))
 	b1, b2 := float32(a.Beta1), float32(a.Beta2)
 	eps := float32(a.Eps)
-	m, v := a.M[:len(params)], a.V[:len(params)]
-	grads = grads[:len(params)]
-	for i, g := range grads {
-		m[i] = m[i]*b1 + g*(1-b1)
-		v[i] = v[i]*b2 + g*g*(1-b2)
-		denom := float32(math.Sqrt(float64(v[i])))/bc2Sqrt + eps
-		params[i] -= stepSize * m[i] / denom
-	}
+	nn.ParallelFor(len(params), func(lo, hi int) {
+		m, v, g, p := a.M[lo:hi], a.V[lo:hi], grads[lo:hi], params[lo:hi]
+		for i, gi := range g {
+			m[i] = m[i]*b1 + gi*(1-b1)
+			v[i] = v[i]*b2 + gi*gi*(1-b2)
+			denom := float32(math.Sqrt(float64(v[i])))/bc2Sqrt + eps
+			p[i] -= stepSize * m[i] / denom
+		}
+	})
 }
 
 // EMA keeps an exponential moving average of a network's weights.
@@ -45,9 +50,12 @@ type EMA struct {
 // Update moves avg towards live: avg = decay·avg + (1−decay)·live.
 func (e EMA) Update(avg, live *UNet) {
 	d := float32(e.Decay)
-	for i, p := range live.Params {
-		avg.Params[i] = d*avg.Params[i] + (1-d)*p
-	}
+	nn.ParallelFor(len(live.Params), func(lo, hi int) {
+		a := avg.Params[lo:hi]
+		for i, p := range live.Params[lo:hi] {
+			a[i] = d*a[i] + (1-d)*p
+		}
+	})
 	ab, lb := avg.Blocks(), live.Blocks()
 	for i := range ab {
 		an, ln := ab[i].Norm, lb[i].Norm

@@ -121,13 +121,25 @@ func (c *Conv2D) Backward(ws *Workspace, x, dy, dx Tensor, accumulate bool) {
 }
 
 // convolve computes y = beta·y + conv(x; wm, bias) for a cout×(cin·K²)
-// weight matrix wm, tile by tile across workers.
+// weight matrix wm, tile by tile across workers. For 3×3 kernels the bias
+// rides in the product as an extra column of the weights against a row of
+// ones under the im2col matrix, which saves a pass over the output.
 func convolve(ws *Workspace, k int, wm, bias []float32, cin, cout int, x, y Tensor, beta float32) {
 	kk := cin * k * k
 	rows, per := tiling(x.N, x.H, x.W, kk, k)
 	var cols [][]float32
+	ka := kk // columns of the weight matrix used
 	if k == 3 {
-		cols = ws.bufs(slotCol, kk*rows*x.W)
+		if bias != nil {
+			ka = kk + 1
+			wb := ws.bufs(slotWB, cout*ka)[0]
+			for co := 0; co < cout; co++ {
+				copy(wb[co*ka:], wm[co*kk:(co+1)*kk])
+				wb[co*ka+kk] = bias[co]
+			}
+			wm, bias = wb, nil
+		}
+		cols = ws.bufs(slotCol, ka*rows*x.W)
 	}
 	hw := x.HW()
 	parallelFor(x.N*per, func(w, lo, hi int) {
@@ -136,26 +148,27 @@ func convolve(ws *Workspace, k int, wm, bias []float32, cin, cout int, x, y Tens
 			r1 := min(r0+rows, x.H)
 			ncol := (r1 - r0) * x.W
 			out := y.Image(n)[r0*x.W:]
-			b := beta
-			if bias != nil {
-				if b == 0 {
-					for co := 0; co < cout; co++ {
-						fill(out[co*hw:][:ncol], bias[co])
-					}
-				} else {
-					for co := 0; co < cout; co++ {
-						addScalar(out[co*hw:][:ncol], bias[co])
-					}
-				}
-				b = 1
-			}
 			if k == 1 {
+				b := beta
+				if bias != nil {
+					for co := 0; co < cout; co++ {
+						if b == 0 {
+							fill(out[co*hw:][:ncol], bias[co])
+						} else {
+							addScalar(out[co*hw:][:ncol], bias[co])
+						}
+					}
+					b = 1
+				}
 				sgemm(false, false, cout, ncol, cin, 1, wm, cin, x.Image(n)[r0*x.W:], hw, b, out, hw)
 				continue
 			}
-			col := cols[w][:kk*ncol]
+			col := cols[w][:ka*ncol]
 			im2col3(x.Image(n), cin, x.H, x.W, r0, r1, col)
-			sgemm(false, false, cout, ncol, kk, 1, wm, kk, col, ncol, b, out, hw)
+			if ka > kk {
+				fill(col[kk*ncol:], 1)
+			}
+			sgemm(false, false, cout, ncol, ka, 1, wm, ka, col, ncol, beta, out, hw)
 		}
 	})
 }

@@ -42,3 +42,9 @@ func parallelFor(n int, fn func(w, lo, hi int)) {
 	fn(0, 0, n/nw)
 	wg.Wait()
 }
+
+// ParallelFor runs fn over contiguous ranges of [0,n) on the kernel workers
+// (a static split: reproducible for a fixed worker count).
+func ParallelFor(n int, fn func(lo, hi int)) {
+	parallelFor(n, func(_, lo, hi int) { fn(lo, hi) })
+}

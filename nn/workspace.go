@@ -12,6 +12,7 @@ const (
 	slotCol = iota
 	slotAcc
 	slotRot
+	slotWB
 	numSlots
 )
 
