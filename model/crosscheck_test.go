@@ -1,6 +1,7 @@
 package model
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -43,7 +44,7 @@ const (
 	tolOutput  = 1e-4 // network outputs, loss, BatchNorm running statistics
 	tolGrad    = 1e-4 // parameter gradients
 	tolStep    = 1e-3 // weight movement after Adam steps, 99.9% of elements (see stateDict)
-	tolStepMax = 2e-2 // weight movement, every element
+	tolStepMax = 1e-1 // weight movement, every element (near-zero gradients: Adam step sign)
 )
 
 // TestCrossCheckPyTorch trains the full-width network for three steps in Go
@@ -109,6 +110,31 @@ func TestCrossCheckPyTorch(t *testing.T) {
 	if err := SaveFile(filepath.Join(dir, "batches.safetensors"), bt, nil); err != nil {
 		t.Fatal(err)
 	}
+	// A DDIM colourisation (2 samples of 2 gray images) by the final EMA
+	// network; the reference starts from the noise the Go sampler draws.
+	const sampleSteps, samples, grays = 5, 2, 2
+	sampleSeed := uint64(99)
+	sgray := nn.NewTensor(grays, 1, size, size)
+	for i := range sgray.Data {
+		sgray.Data[i] = 2*rng.Float32() - 1
+	}
+	srng := rand.New(rand.NewPCG(sampleSeed, 0))
+	snoise := make([]float32, grays*samples*3*size*size)
+	for i := range snoise {
+		snoise[i] = float32(srng.NormFloat64())
+	}
+	rgray := nn.NewTensor(grays*samples, 1, size, size)
+	for i := range rgray.N {
+		copy(rgray.Image(i), sgray.Image(i/samples))
+	}
+	st := map[string]Tensor{
+		"gray":  F32(rgray.Data, rgray.Shape()...),
+		"noise": F32(snoise, grays*samples, 3, size, size),
+		"steps": {DType: "I64", Shape: []int{1}, Data: I64(sampleSteps).Data},
+	}
+	if err := SaveFile(filepath.Join(dir, "sample.safetensors"), st, nil); err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command(referencePython, filepath.Join("..", "testdata", "reference", "crosscheck.py"), dir)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("reference: %v\n%s", err, out)
@@ -148,6 +174,15 @@ func TestCrossCheckPyTorch(t *testing.T) {
 		out := e.net.Forward(ar, batches[0].x, batches[0].nv, false)
 		c.tensor(e.name, out.Data, tolOutput)
 	}
+	sampler, err := NewSampler(tr.EMANet, grays*samples, size, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := sampler.Colorize(context.Background(), sgray, samples, sampleSteps, rand.New(rand.NewPCG(sampleSeed, 0)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.tensor("sample.out", out.Data, tolOutput)
 	c.report()
 }
 

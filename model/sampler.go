@@ -59,7 +59,7 @@ func (s *Sampler) Colorize(ctx context.Context, gray nn.Tensor, samples, steps i
 		sig, noi := float32(sig64), float32(noi64)
 		for n := range s.arena.N {
 			copy(s.input.Image(n)[:3*hw], s.x.Image(n))
-			s.nv[n] = noi * noi
+			s.nv[n] = float32(noi64 * noi64)
 		}
 		eps := s.Net.Forward(s.arena, s.input, s.nv, false)
 		last := k == len(times)-1

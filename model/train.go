@@ -78,7 +78,7 @@ func Noisy(x0, gray, eps, input nn.Tensor, noiseVar []float32, rng *rand.Rand) {
 	for n := range x0.N {
 		s64, n64 := RatesAt(rng.IntN(T))
 		s, ns := float32(s64), float32(n64)
-		noiseVar[n] = ns * ns
+		noiseVar[n] = float32(n64 * n64)
 		e, c, in := eps.Image(n), x0.Image(n), input.Image(n)
 		for i := range e {
 			e[i] = float32(rng.NormFloat64())

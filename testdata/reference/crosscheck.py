@@ -17,6 +17,9 @@ and receives DIR/torch.safetensors with
     loss.{s}                     loss of every step
     final.<key>, ema.<key>       full state dicts of the live and EMA nets at the end
     eval.out, eval_live.out      EMA / live net in eval mode on batch 0 at the end
+    sample.out                   only if DIR/sample.safetensors exists (gray
+                                 [N,1,H,W], noise [N,3,H,W], steps I64 [1]):
+                                 DDIM with the final EMA net from that noise
 
 Errors (bad config, state dict that does not load strictly, missing or
 mistyped batch tensors) are printed to stderr and exit with status 1.
@@ -134,6 +137,18 @@ def run(case_dir):
         out["eval.out"] = to_np(ema(x0, nv0))
         net.eval()
         out["eval_live.out"] = to_np(net(x0, nv0))
+
+    # Optional DDIM run of the final EMA net from given starting noise.
+    sample_path = os.path.join(case_dir, "sample.safetensors")
+    if os.path.exists(sample_path):
+        st = safetensors_np.load(sample_path)
+        for key in ("gray", "noise", "steps"):
+            if key not in st:
+                raise CrossCheckError(f"{sample_path}: missing tensor {key}")
+        gray = torch.from_numpy(np.ascontiguousarray(st["gray"], dtype=np.float32))
+        noise = torch.from_numpy(np.ascontiguousarray(st["noise"], dtype=np.float32))
+        sample_steps = int(np.asarray(st["steps"]).reshape(-1)[0])
+        out["sample.out"] = to_np(unet.ddim_sample(ema, gray, sample_steps, x_init=noise))
 
     dst = os.path.join(case_dir, "torch.safetensors")
     safetensors_np.save(dst, out, {"torch": torch.__version__})

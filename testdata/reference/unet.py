@@ -194,14 +194,18 @@ def ddim_times(steps):
 
 
 @torch.no_grad()
-def ddim_sample(net, gray, steps, generator=None):
+def ddim_sample(net, gray, steps, generator=None, x_init=None):
     """Deterministic DDIM (eta = 0) colorization of gray [N,1,H,W] -> [N,3,H,W].
 
     The network runs in eval mode (the previous mode is restored afterwards).
-    Rates are computed in float64 and rounded to float32 when used.
+    Rates are computed in float64 and rounded to float32 when used. The
+    starting noise is x_init when given, else drawn from generator.
     """
     n, _, h, w = gray.shape
-    x = torch.randn(n, 3, h, w, generator=generator, dtype=torch.float32)
+    if x_init is not None:
+        x = x_init.clone()
+    else:
+        x = torch.randn(n, 3, h, w, generator=generator, dtype=torch.float32)
     rates = [diffusion_schedule(i / T) for i in ddim_times(steps)]
     was_training = net.training
     net.eval()
