@@ -1,6 +1,10 @@
 package nn
 
-import "fmt"
+import (
+	"fmt"
+	"os"
+	"strconv"
+)
 
 // Conv2D is a stride-1 convolution with bias, kernel 1×1 or 3×3 (zero
 // padding 1), weights in PyTorch's OIHW layout. Weight, Bias, GradW and
@@ -13,7 +17,12 @@ type Conv2D struct {
 
 // colBudget caps an im2col tile (floats per worker): small enough to stay in
 // cache while the product consumes it, large enough for an efficient GEMM.
-var colBudget = 1 << 19
+var colBudget = func() int {
+	if v, err := strconv.Atoi(os.Getenv("TINCT_COL_BUDGET")); err == nil && v > 0 {
+		return v
+	}
+	return 1 << 19
+}()
 
 // NumParams is the number of weights and biases.
 func (c *Conv2D) NumParams() int { return c.Out*c.In*c.K*c.K + c.Out }
