@@ -24,11 +24,13 @@ test:
 run: build
 	./bin/tinct bench train --size 64 --batch 8
 
+# bench runs tinct and the PyTorch reference on the same rows in one run.
+# OPENBLAS_CORETYPE is unset so that OpenBLAS may use AVX-512 (see README).
 bench: build
-	$(PY) bench/compare.py --tinct ./bin/tinct
+	env -u OPENBLAS_CORETYPE $(PY) bench/compare.py --tinct ./bin/tinct --json bench/results.json
 
 bench-quick: build
-	$(PY) bench/compare.py --tinct ./bin/tinct --quick
+	env -u OPENBLAS_CORETYPE $(PY) bench/compare.py --tinct ./bin/tinct --quick
 
 clean:
 	rm -rf bin
