@@ -305,3 +305,42 @@ func TestSamplerOneStep(t *testing.T) {
 		}
 	}
 }
+
+// TestTrainingDeterministic: the same weights, batches and seed give
+// bitwise the same weights, EMA and BatchNorm buffers after training steps
+// (the kernels split work statically, so no sum depends on timing).
+func TestTrainingDeterministic(t *testing.T) {
+	run := func() *Trainer {
+		u := tinyNet(t, 8)
+		tr, err := NewTrainer(u, 1e-3, EMA{Decay: 0.9, CopyBuffers: true}, 3, 16, 16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rng := rand.New(rand.NewPCG(5, 6))
+		x0, gray := nn.NewTensor(3, 3, 16, 16), nn.NewTensor(3, 1, 16, 16)
+		for i := range x0.Data {
+			x0.Data[i] = 2*rng.Float32() - 1
+		}
+		for i := range gray.Data {
+			gray.Data[i] = 2*rng.Float32() - 1
+		}
+		for range 3 {
+			tr.StepImages(x0, gray, rng)
+		}
+		return tr
+	}
+	a, b := run(), run()
+	for i := range a.Net.Params {
+		if math.Float32bits(a.Net.Params[i]) != math.Float32bits(b.Net.Params[i]) || math.Float32bits(a.EMANet.Params[i]) != math.Float32bits(b.EMANet.Params[i]) {
+			t.Fatalf("parameter %d differs between identical runs", i)
+		}
+	}
+	for i, blk := range a.Net.Blocks() {
+		other := b.Net.Blocks()[i]
+		for c := range blk.Norm.RunningVar {
+			if blk.Norm.RunningVar[c] != other.Norm.RunningVar[c] || blk.Norm.RunningMean[c] != other.Norm.RunningMean[c] {
+				t.Fatalf("%s running statistics differ", blk.Name)
+			}
+		}
+	}
+}

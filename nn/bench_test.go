@@ -52,6 +52,11 @@ func BenchmarkSgemmShapes(b *testing.B) {
 		ta, tb  bool
 		m, n, k int
 	}{
+		{"fwd_k192", false, false, 32, 896, 192},
+		{"fwd_k96", false, false, 32, 896, 96},
+		{"fwd64_k192", false, false, 64, 1024, 192},
+		{"fwd96_k288", false, false, 96, 1024, 288},
+		{"dWT_k896_m192", false, true, 192, 32, 896},
 		{"fwd_n448", false, false, 32, 448, 576},
 		{"fwd_n896", false, false, 32, 896, 576},
 		{"fwd_n1792", false, false, 32, 1792, 576},
