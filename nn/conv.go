@@ -189,10 +189,19 @@ func tiling(n, h, w, kk, k int) (rows, perImage int) {
 	if k == 3 {
 		rows = max(1, min(h, colBudget/(kk*w)))
 	}
-	if want := (workers + n - 1) / n; n < workers && (h+rows-1)/rows < want {
-		rows = max(1, (h+want-1)/want)
+	perImage = (h + rows - 1) / rows
+	// Few tiles split unevenly (19 tiles on 2 workers leave one idle for a
+	// 19th of the layer): round the tile count up to a multiple of the
+	// workers while that is a small share of the work.
+	if items := n * perImage; items%workers != 0 && items < 16*workers {
+		for p := perImage + 1; p <= h; p++ {
+			r := (h + p - 1) / p
+			if q := (h + r - 1) / r; (n*q)%workers == 0 {
+				return r, q
+			}
+		}
 	}
-	return rows, (h + rows - 1) / rows
+	return rows, perImage
 }
 
 // im2col3 lays out the 3×3, pad-1 neighbourhoods of output rows [r0,r1) of
