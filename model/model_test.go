@@ -344,3 +344,10 @@ func TestTrainingDeterministic(t *testing.T) {
 		}
 	}
 }
+
+func TestSamplerTimesHalfToEven(t *testing.T) {
+	// linspace(999, 0, 7)[1] = 832.5 rounds to 832, as numpy's round does
+	if got := SamplerTimes(7)[1]; got != 832 {
+		t.Fatalf("SamplerTimes(7)[1] = %d, want 832", got)
+	}
+}
