@@ -16,10 +16,10 @@ deps:
 # on the pure-Go GEMM, a cgo-free build, and the PyTorch reference's self-test.
 test:
 	go vet ./...
-	go test -count=1 ./...
-	TINCT_GEMM=go go test -count=1 ./model
 	CGO_ENABLED=0 go build -o /dev/null ./cmd/tinct
 	$(PY) testdata/reference/unet.py > /dev/null
+	TINCT_GEMM=go go test -count=1 ./model
+	go test -count=1 ./...
 
 run: build
 	./bin/tinct bench train --size 64 --batch 8
