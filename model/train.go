@@ -74,16 +74,22 @@ func (t *Trainer) StepImages(x0, gray nn.Tensor, rng *rand.Rand) float32 {
 // [signal·x0 + noise·ε | gray] and noise variances at uniformly drawn
 // times i/T, i ∈ 0..T−1.
 func Noisy(x0, gray, eps, input nn.Tensor, noiseVar []float32, rng *rand.Rand) {
-	hw := x0.HW()
 	for n := range x0.N {
-		s64, n64 := RatesAt(rng.IntN(T))
-		s, ns := float32(s64), float32(n64)
-		noiseVar[n] = float32(n64 * n64)
-		e, c, in := eps.Image(n), x0.Image(n), input.Image(n)
-		for i := range e {
-			e[i] = float32(rng.NormFloat64())
-			in[i] = s*c[i] + ns*e[i]
-		}
-		copy(in[3*hw:4*hw], gray.Image(n))
+		noiseVar[n] = NoisyExample(x0.Image(n), gray.Image(n), eps.Image(n), input.Image(n), rng)
 	}
+}
+
+// NoisyExample does what Noisy does for one image (colour 3·H·W, gray H·W,
+// noise 3·H·W, input 4·H·W) and returns its noise variance. The time is
+// drawn first, then the noise in order.
+func NoisyExample(x0, gray, eps, input []float32, rng *rand.Rand) float32 {
+	s64, n64 := RatesAt(rng.IntN(T))
+	s, ns := float32(s64), float32(n64)
+	c := x0[:len(eps)]
+	for i := range eps {
+		eps[i] = float32(rng.NormFloat64())
+		input[i] = s*c[i] + ns*eps[i]
+	}
+	copy(input[len(eps):], gray)
+	return float32(n64 * n64)
 }

@@ -248,3 +248,36 @@ func numel(shape []int) int {
 	}
 	return n
 }
+
+// NumBuffers is the length of the vector Buffers returns.
+func (u *UNet) NumBuffers() int {
+	n := 0
+	for _, b := range u.Blocks() {
+		n += 2 * b.In
+	}
+	return n
+}
+
+// Buffers appends every BatchNorm running mean and variance, block by block,
+// to dst: the statistics that replicas average after a step.
+func (u *UNet) Buffers(dst []float32) []float32 {
+	for _, b := range u.Blocks() {
+		dst = append(dst, b.Norm.RunningMean...)
+		dst = append(dst, b.Norm.RunningVar...)
+	}
+	return dst
+}
+
+// SetBuffers loads what Buffers produced and sets every num_batches_tracked.
+func (u *UNet) SetBuffers(v []float32, tracked int64) {
+	for _, b := range u.Blocks() {
+		n := copy(b.Norm.RunningMean, v)
+		v = v[n:]
+		n = copy(b.Norm.RunningVar, v)
+		v = v[n:]
+		b.Norm.NumBatchesTracked = tracked
+	}
+}
+
+// BatchesTracked is the BatchNorm layers' num_batches_tracked (all equal).
+func (u *UNet) BatchesTracked() int64 { return u.Blocks()[0].Norm.NumBatchesTracked }

@@ -97,3 +97,13 @@ func AddTo(src, dst Tensor) {
 		}
 	})
 }
+
+// Batch returns the view of the first n images.
+func (t Tensor) Batch(n int) Tensor {
+	if n > t.N {
+		panic(fmt.Sprintf("nn: batch of %d from %d images", n, t.N))
+	}
+	v := t
+	v.N = n
+	return v
+}

@@ -1,0 +1,164 @@
+// Package worker computes noise-prediction gradients on its share of each
+// training batch and applies the agreed update to its replica of the
+// network. On one machine the coordinator drives a worker in process; in a
+// cluster the same worker sits behind the network.
+package worker
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+
+	"github.com/tinct/tinct/model"
+	"github.com/tinct/tinct/nn"
+)
+
+// Source gives training examples by index: colour (3·S·S, CHW) and gray
+// (S·S), both in [−1,1]. dataset.Set is one.
+type Source interface {
+	Len() int
+	ImageSize() int
+	Load(i int, color, gray []float32, flip bool) error
+}
+
+// Task is one step's work for one worker.
+type Task struct {
+	Step    int64 // global step, 0-based
+	Epoch   int
+	Indices []int // the examples of this worker's share of the batch
+	Seed    uint64
+	Flip    bool // random horizontal flips
+}
+
+// Result is a worker's contribution to a step.
+type Result struct {
+	Loss    float64   // mean loss over the share
+	Count   int       // examples in the share
+	Grads   []float32 // ∂(mean loss)/∂weights; valid until the next Compute
+	Buffers []float32 // BatchNorm running statistics after the share's forward
+}
+
+// State is what a worker needs to join: weights, BatchNorm buffers and the
+// optimizer, at some step.
+type State struct {
+	Params  []float32
+	Buffers []float32
+	Tracked int64
+	Opt     *model.Adam
+}
+
+// Worker holds one replica of the network.
+type Worker struct {
+	Name string
+	net  *model.UNet
+	opt  *model.Adam
+	data Source
+
+	arenas map[int]*model.Arena // by share size
+	x0     nn.Tensor
+	gray   nn.Tensor
+	input  nn.Tensor
+	noise  nn.Tensor
+	nv     []float32
+	dOut   nn.Tensor
+	bufs   []float32
+}
+
+// New makes a worker for a network of the given shape training on data.
+func New(name string, cfg model.Config, data Source) (*Worker, error) {
+	net, err := model.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Worker{Name: name, net: net, data: data, arenas: map[int]*model.Arena{}}, nil
+}
+
+// Load replaces the replica's state.
+func (w *Worker) Load(st *State) error {
+	if len(st.Params) != len(w.net.Params) || len(st.Buffers) != w.net.NumBuffers() {
+		return fmt.Errorf("worker %s: state of %d weights and %d buffers for a network of %d and %d", w.Name, len(st.Params), len(st.Buffers), len(w.net.Params), w.net.NumBuffers())
+	}
+	copy(w.net.Params, st.Params)
+	w.net.SetBuffers(st.Buffers, st.Tracked)
+	opt := *st.Opt
+	opt.M = append([]float32(nil), st.Opt.M...)
+	opt.V = append([]float32(nil), st.Opt.V...)
+	w.opt = &opt
+	return nil
+}
+
+// ExampleRNG is the random stream of one example at one step: its diffusion
+// time and noise depend only on (seed, step, index), never on which worker
+// computes it or how the batch was split.
+func ExampleRNG(seed uint64, step int64, index int) *rand.Rand {
+	return rand.New(rand.NewPCG(seed^0x9e3779b97f4a7c15*uint64(step+1), uint64(index)))
+}
+
+// FlipOf decides whether an example is mirrored in an epoch.
+func FlipOf(seed uint64, epoch, index int) bool {
+	return rand.New(rand.NewPCG(seed^0xd1b54a32d192ed03*uint64(epoch+1), uint64(index)+1<<40)).IntN(2) == 1
+}
+
+// Compute runs forward and backward on the task's examples.
+func (w *Worker) Compute(ctx context.Context, t Task) (Result, error) {
+	if w.opt == nil {
+		return Result{}, fmt.Errorf("worker %s: no state loaded", w.Name)
+	}
+	n := len(t.Indices)
+	if n == 0 {
+		return Result{}, fmt.Errorf("worker %s: empty share at step %d", w.Name, t.Step)
+	}
+	if err := ctx.Err(); err != nil {
+		return Result{}, err
+	}
+	size := w.data.ImageSize()
+	ar, err := w.arena(n, size)
+	if err != nil {
+		return Result{}, err
+	}
+	for k, idx := range t.Indices {
+		flip := t.Flip && FlipOf(t.Seed, t.Epoch, idx)
+		c, g := w.x0.Image(k), w.gray.Image(k)
+		if err := w.data.Load(idx, c, g, flip); err != nil {
+			return Result{}, fmt.Errorf("worker %s: example %d: %w", w.Name, idx, err)
+		}
+		w.nv[k] = model.NoisyExample(c, g, w.noise.Image(k), w.input.Image(k), ExampleRNG(t.Seed, t.Step, idx))
+	}
+	input, noise, dOut := w.input.Batch(n), w.noise.Batch(n), w.dOut.Batch(n)
+	clear(w.net.Grads)
+	pred := w.net.Forward(ar, input, w.nv[:n], true)
+	loss := nn.MSE(pred, noise, dOut)
+	w.net.Backward(ar, dOut)
+	w.bufs = w.net.Buffers(w.bufs[:0])
+	return Result{Loss: float64(loss), Count: n, Grads: w.net.Grads, Buffers: w.bufs}, nil
+}
+
+// Apply updates the replica with the step's reduced gradient and the
+// averaged BatchNorm statistics, exactly as the coordinator updates its copy.
+func (w *Worker) Apply(grads, buffers []float32, tracked int64) {
+	w.opt.Update(w.net.Params, grads)
+	w.net.SetBuffers(buffers, tracked)
+}
+
+// Params exposes the replica's weights (for consistency checks).
+func (w *Worker) Params() []float32 { return w.net.Params }
+
+func (w *Worker) arena(n, size int) (*model.Arena, error) {
+	if ar, ok := w.arenas[n]; ok && ar.H == size {
+		return ar, nil
+	}
+	ar, err := w.net.NewArena(n, size, size)
+	if err != nil {
+		return nil, err
+	}
+	w.arenas[n] = ar
+	if w.x0.N < n || w.x0.H != size {
+		w.x0 = nn.NewTensor(n, 3, size, size)
+		w.gray = nn.NewTensor(n, 1, size, size)
+		w.input = nn.NewTensor(n, 4, size, size)
+		w.noise = nn.NewTensor(n, 3, size, size)
+		w.dOut = nn.NewTensor(n, 3, size, size)
+		w.nv = make([]float32, n)
+	}
+	return ar, nil
+}
