@@ -1,0 +1,841 @@
+package checkpoint
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2025, 1, 2, 3, 4, 5, 123456789, time.UTC)
+
+// blob returns n deterministic pseudo-random bytes.
+func blob(seed, n int) []byte {
+	b := make([]byte, n)
+	x := uint32(seed)*2654435761 + 1
+	for i := range b {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		b[i] = byte(x)
+	}
+	return b
+}
+
+// ck returns a checkpoint with the parts a trainer writes.
+func ck(name string, step int64) *Checkpoint {
+	s := int(step)
+	return &Checkpoint{
+		Name:  name,
+		Step:  step,
+		Epoch: s / 10,
+		Time:  t0.Add(time.Duration(step) * time.Second),
+		Parts: map[string][]byte{
+			"weights.safetensors":   blob(s, 4096),
+			"ema.safetensors":       blob(s+1, 4096),
+			"optimizer.safetensors": blob(s+2, 8192),
+			"state.json":            []byte(fmt.Sprintf(`{"step":%d}`, step)),
+			"config.yaml":           []byte("lr: 2e-4\n"),
+		},
+	}
+}
+
+func newDir(t *testing.T) *Dir {
+	t.Helper()
+	d, err := OpenDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func save(t *testing.T, d *Dir, cs ...*Checkpoint) {
+	t.Helper()
+	for _, c := range cs {
+		if err := d.Save(context.Background(), c); err != nil {
+			t.Fatalf("Save(%s): %v", c.Name, err)
+		}
+	}
+}
+
+func names(infos []Info) []string {
+	var out []string
+	for _, in := range infos {
+		out = append(out, in.Name)
+	}
+	return out
+}
+
+func listNames(t *testing.T, d *Dir) []string {
+	t.Helper()
+	infos, err := d.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names(infos)
+}
+
+// hidden returns the dot entries in the store's directory.
+func hidden(t *testing.T, d *Dir) []string {
+	t.Helper()
+	entries, err := os.ReadDir(d.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+func readLatest(t *testing.T, d *Dir) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(d.Path(), "latest"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(data))
+}
+
+func writeFile(t *testing.T, path string, data []byte) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func sameCheckpoint(t *testing.T, got, want *Checkpoint) {
+	t.Helper()
+	if got.Name != want.Name || got.Step != want.Step || got.Epoch != want.Epoch || !got.Time.Equal(want.Time) {
+		t.Errorf("header = %s step %d epoch %d %v, want %s step %d epoch %d %v",
+			got.Name, got.Step, got.Epoch, got.Time, want.Name, want.Step, want.Epoch, want.Time)
+	}
+	if len(got.Parts) != len(want.Parts) {
+		t.Errorf("%d parts, want %d", len(got.Parts), len(want.Parts))
+	}
+	for name, data := range want.Parts {
+		if g, ok := got.Parts[name]; !ok || !bytes.Equal(g, data) {
+			t.Errorf("part %s differs (present %v, %d bytes, want %d)", name, ok, len(g), len(data))
+		}
+	}
+}
+
+func TestSaveLoadRoundTrip(t *testing.T) {
+	tests := []struct {
+		name string
+		c    *Checkpoint
+	}{
+		{"trainer parts", ck("epoch-000050", 50)},
+		{"empty part", &Checkpoint{Name: "e", Step: 1, Time: t0, Parts: map[string][]byte{"empty.bin": {}, "one": {7}}}},
+		{"no parts", &Checkpoint{Name: "bare", Step: 2, Epoch: 3, Time: t0}},
+		{"time with zone", &Checkpoint{Name: "zoned", Step: 3, Time: t0.In(time.FixedZone("X", 5*3600)),
+			Parts: map[string][]byte{"state.json": []byte("{}")}}},
+		{"longest name", &Checkpoint{Name: strings.Repeat("n", 128), Time: t0, Parts: map[string][]byte{strings.Repeat("p", 128): {1}}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			d := newDir(t)
+			save(t, d, tt.c)
+			got, err := d.Load(ctx, tt.c.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sameCheckpoint(t, got, tt.c)
+			if err := Verify(ctx, d, tt.c.Name); err != nil {
+				t.Errorf("Verify: %v", err)
+			}
+			if l := readLatest(t, d); l != tt.c.Name {
+				t.Errorf("latest = %q, want %q", l, tt.c.Name)
+			}
+			if h := hidden(t, d); len(h) != 0 {
+				t.Errorf("leftovers after Save: %v", h)
+			}
+			infos, err := d.List(ctx)
+			if err != nil || len(infos) != 1 {
+				t.Fatalf("List = %v, %v; want one", infos, err)
+			}
+			var size int64
+			for _, p := range tt.c.Parts {
+				size += int64(len(p))
+			}
+			if in := infos[0]; in.Name != tt.c.Name || in.Step != tt.c.Step || in.Epoch != tt.c.Epoch || !in.Time.Equal(tt.c.Time) || in.Size != size {
+				t.Errorf("Info = %+v, want size %d and the checkpoint's header", in, size)
+			}
+		})
+	}
+}
+
+func TestSaveZeroTimeRecordsNow(t *testing.T) {
+	d := newDir(t)
+	before := time.Now()
+	save(t, d, &Checkpoint{Name: "a"})
+	got, err := d.Load(context.Background(), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Time.Before(before.Add(-time.Second)) || got.Time.After(time.Now().Add(time.Second)) {
+		t.Errorf("Time = %v, want about now", got.Time)
+	}
+}
+
+func TestManifest(t *testing.T) {
+	d := newDir(t)
+	c := ck("epoch-000001", 1)
+	save(t, d, c)
+	data, err := os.ReadFile(filepath.Join(d.Path(), c.Name, "manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m manifest
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Version != 1 || m.Name != c.Name || m.Step != 1 || len(m.Parts) != len(c.Parts) {
+		t.Fatalf("manifest = %+v", m)
+	}
+	for i, p := range m.Parts {
+		sum := sha256.Sum256(c.Parts[p.Name])
+		if p.Size != int64(len(c.Parts[p.Name])) || p.SHA256 != hex.EncodeToString(sum[:]) {
+			t.Errorf("part %s: size %d sha256 %s", p.Name, p.Size, p.SHA256)
+		}
+		if i > 0 && m.Parts[i-1].Name >= p.Name {
+			t.Errorf("parts not in name order: %s before %s", m.Parts[i-1].Name, p.Name)
+		}
+		if _, err := os.Stat(filepath.Join(d.Path(), c.Name, p.Name)); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func TestListOrder(t *testing.T) {
+	d := newDir(t)
+	at := func(name string, step int64, sec int) *Checkpoint {
+		return &Checkpoint{Name: name, Step: step, Time: t0.Add(time.Duration(sec) * time.Second)}
+	}
+	save(t, d, at("a", 100, 1), at("b", 300, 0), at("c", 200, 2), at("d", 300, 5), at("e", 300, 5))
+	// Not checkpoints: List skips them.
+	writeFile(t, filepath.Join(d.Path(), "notes.txt"), []byte("hi"))
+	writeFile(t, filepath.Join(d.Path(), "garbage", "manifest.json"), []byte("{"))
+	writeFile(t, filepath.Join(d.Path(), "partial", "weights.safetensors"), []byte("w"))
+	writeFile(t, filepath.Join(d.Path(), ".tmp-f-1", "manifest.json"), []byte(`{"version":1,"step":999}`))
+
+	want := []string{"e", "d", "b", "c", "a"} // step, then time, then name, descending
+	if got := listNames(t, d); !slices.Equal(got, want) {
+		t.Errorf("List = %v, want %v", got, want)
+	}
+}
+
+func TestLatest(t *testing.T) {
+	const (
+		c10 = "epoch-000010"
+		c20 = "epoch-000020"
+		c30 = "epoch-000030"
+	)
+	part := func(d *Dir, name, p string) string { return filepath.Join(d.Path(), name, p) }
+	truncate := func(name, p string) func(*testing.T, *Dir) {
+		return func(t *testing.T, d *Dir) {
+			if err := os.Truncate(part(d, name, p), 1000); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	flip := func(name, p string) func(*testing.T, *Dir) {
+		return func(t *testing.T, d *Dir) {
+			path := part(d, name, p)
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data[len(data)/2] ^= 0x10
+			writeFile(t, path, data)
+		}
+	}
+	setLatest := func(s string) func(*testing.T, *Dir) {
+		return func(t *testing.T, d *Dir) { writeFile(t, filepath.Join(d.Path(), "latest"), []byte(s)) }
+	}
+	both := func(fs ...func(*testing.T, *Dir)) func(*testing.T, *Dir) {
+		return func(t *testing.T, d *Dir) {
+			for _, f := range fs {
+				f(t, d)
+			}
+		}
+	}
+
+	tests := []struct {
+		name     string
+		damage   func(*testing.T, *Dir)
+		want     string
+		warnings []string // one substring per expected warning, in order
+		corrupt  string   // if set, the first warning is a *CorruptError for this file
+	}{
+		{name: "intact", want: c30},
+		{name: "truncated part", damage: truncate(c30, "weights.safetensors"), want: c20,
+			warnings: []string{"part weights.safetensors: size 1000 bytes, manifest says 4096 (file truncated"}, corrupt: "weights.safetensors"},
+		{name: "bit flip", damage: flip(c30, "ema.safetensors"), want: c20,
+			warnings: []string{"checkpoint epoch-000030: part ema.safetensors: sha256 mismatch (file corrupt; the previous checkpoint will be used on resume)"},
+			corrupt:  "ema.safetensors"},
+		{name: "extra bytes", damage: func(t *testing.T, d *Dir) {
+			writeFile(t, part(d, c30, "state.json"), []byte(`{"step":30}   `))
+		}, want: c20, warnings: []string{"part state.json: size 14 bytes, manifest says 11"}, corrupt: "state.json"},
+		{name: "missing part", damage: func(t *testing.T, d *Dir) { os.Remove(part(d, c30, "config.yaml")) }, want: c20,
+			warnings: []string{"part config.yaml: missing"}, corrupt: "config.yaml"},
+		{name: "deleted checkpoint", damage: func(t *testing.T, d *Dir) { os.RemoveAll(filepath.Join(d.Path(), c30)) }, want: c20,
+			warnings: []string{"latest pointer names epoch-000030, which is gone from file:///"}},
+		{name: "garbage manifest", damage: func(t *testing.T, d *Dir) { writeFile(t, part(d, c30, "manifest.json"), []byte("\x00garbage{")) },
+			want: c20, warnings: []string{"manifest.json: invalid JSON"}, corrupt: "manifest.json"},
+		{name: "missing manifest", damage: func(t *testing.T, d *Dir) { os.Remove(part(d, c30, "manifest.json")) },
+			want: c20, warnings: []string{"manifest.json: missing"}, corrupt: "manifest.json"},
+		{name: "newer format", damage: func(t *testing.T, d *Dir) {
+			data, _ := os.ReadFile(part(d, c30, "manifest.json"))
+			writeFile(t, part(d, c30, "manifest.json"), bytes.Replace(data, []byte(`"version": 1`), []byte(`"version": 2`), 1))
+		}, want: c20, warnings: []string{"upgrade tinct"}},
+		{name: "no latest pointer", damage: func(t *testing.T, d *Dir) { os.Remove(filepath.Join(d.Path(), "latest")) }, want: c30,
+			warnings: []string{"no latest pointer"}},
+		{name: "no pointer and newest manifest garbage", damage: both(
+			func(t *testing.T, d *Dir) { os.Remove(filepath.Join(d.Path(), "latest")) },
+			func(t *testing.T, d *Dir) {
+				writeFile(t, part(d, c30, "manifest.json"), []byte(`{"version":1,"parts":[{"name":"../x"}]}`))
+			},
+		), want: c20, warnings: []string{"no latest pointer", `epoch-000030: manifest.json: bad part entry: invalid part name "../x"`}},
+		{name: "garbage latest pointer", damage: setLatest("../../etc/passwd"), want: c30,
+			warnings: []string{`holds "../../etc/passwd", which is not a checkpoint name`}},
+		{name: "pointer wins over step order", damage: setLatest(c10 + "\n"), want: c10},
+		{name: "pointer at older corrupt one", damage: both(setLatest(c10), flip(c10, "weights.safetensors")), want: c30,
+			warnings: []string{"epoch-000010: part weights.safetensors: sha256 mismatch"}, corrupt: "weights.safetensors"},
+		{name: "newest two damaged", damage: both(flip(c30, "weights.safetensors"), truncate(c20, "optimizer.safetensors")), want: c10,
+			warnings: []string{"epoch-000030: part weights.safetensors: sha256", "epoch-000020: part optimizer.safetensors: size 1000"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := newDir(t)
+			cs := []*Checkpoint{ck(c10, 10), ck(c20, 20), ck(c30, 30)}
+			save(t, d, cs...)
+			if tt.damage != nil {
+				tt.damage(t, d)
+			}
+			got, warnings, err := d.Latest(context.Background())
+			if err != nil {
+				t.Fatalf("Latest: %v (warnings %v)", err, warnings)
+			}
+			for _, c := range cs {
+				if c.Name == tt.want {
+					sameCheckpoint(t, got, c)
+				}
+			}
+			if len(warnings) != len(tt.warnings) {
+				t.Fatalf("warnings = %q, want %d", warnings, len(tt.warnings))
+			}
+			for i, w := range warnings {
+				if !strings.Contains(w.Error(), tt.warnings[i]) {
+					t.Errorf("warning %d = %q, want it to contain %q", i, w, tt.warnings[i])
+				}
+			}
+			if tt.corrupt != "" {
+				var ce *CorruptError
+				if !errors.As(warnings[0], &ce) || ce.File != tt.corrupt || !errors.Is(warnings[0], ErrCorrupt) {
+					t.Errorf("warning %q is not a CorruptError for %s", warnings[0], tt.corrupt)
+				}
+			}
+		})
+	}
+}
+
+func TestLatestNotFound(t *testing.T) {
+	tests := []struct {
+		name     string
+		setup    func(*testing.T, *Dir)
+		warnings int
+	}{
+		{name: "empty store"},
+		{name: "only foreign entries", setup: func(t *testing.T, d *Dir) {
+			writeFile(t, filepath.Join(d.Path(), "partial", "weights.safetensors"), []byte("w"))
+			writeFile(t, filepath.Join(d.Path(), ".tmp-x-1", "manifest.json"), []byte("{}"))
+		}},
+		{name: "only a garbage manifest", setup: func(t *testing.T, d *Dir) {
+			writeFile(t, filepath.Join(d.Path(), "a", "manifest.json"), []byte("["))
+		}, warnings: 2},
+		{name: "pointer at deleted only checkpoint", setup: func(t *testing.T, d *Dir) {
+			save(t, d, ck("a", 1))
+			os.RemoveAll(filepath.Join(d.Path(), "a"))
+		}, warnings: 1},
+		{name: "all corrupt", setup: func(t *testing.T, d *Dir) {
+			save(t, d, ck("a", 1), ck("b", 2))
+			os.Truncate(filepath.Join(d.Path(), "a", "state.json"), 0)
+			os.Truncate(filepath.Join(d.Path(), "b", "state.json"), 0)
+		}, warnings: 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := newDir(t)
+			if tt.setup != nil {
+				tt.setup(t, d)
+			}
+			c, warnings, err := d.Latest(context.Background())
+			if c != nil || !errors.Is(err, ErrNotFound) {
+				t.Fatalf("Latest = %v, %v; want ErrNotFound", c, err)
+			}
+			if len(warnings) != tt.warnings {
+				t.Errorf("warnings = %q, want %d", warnings, tt.warnings)
+			}
+		})
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	d := newDir(t)
+	save(t, d, ck("a", 1))
+	ctx := context.Background()
+	if _, err := d.Load(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Load(missing) = %v, want ErrNotFound", err)
+	}
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := d.Load(canceled, "a"); !errors.Is(err, context.Canceled) {
+		t.Errorf("Load(canceled) = %v, want context.Canceled", err)
+	}
+}
+
+// loadOnly hides Dir's streaming Verify, to test the generic path.
+type loadOnly struct{ Store }
+
+func TestVerify(t *testing.T) {
+	ctx := context.Background()
+	d := newDir(t)
+	save(t, d, ck("epoch-000050", 50), ck("epoch-000060", 60))
+	path := filepath.Join(d.Path(), "epoch-000050", "weights.safetensors")
+	data, _ := os.ReadFile(path)
+	data[0] ^= 1
+	writeFile(t, path, data)
+	os.Truncate(filepath.Join(d.Path(), "epoch-000060", "ema.safetensors"), 10)
+
+	tests := []struct {
+		name, ckpt, want string
+	}{
+		{"valid", "epoch-000060x", ""},
+		{"bit flip", "epoch-000050", "checkpoint epoch-000050: part weights.safetensors: sha256 mismatch (file corrupt; the previous checkpoint will be used on resume)"},
+		{"truncated", "epoch-000060", "checkpoint epoch-000060: part ema.safetensors: size 10 bytes, manifest says 4096 (file truncated; the previous checkpoint will be used on resume)"},
+	}
+	save(t, d, ck("epoch-000060x", 61))
+	for _, s := range []Store{d, loadOnly{d}} {
+		for _, tt := range tests {
+			t.Run(fmt.Sprintf("%T/%s", s, tt.name), func(t *testing.T) {
+				err := Verify(ctx, s, tt.ckpt)
+				if tt.want == "" {
+					if err != nil {
+						t.Fatal(err)
+					}
+					return
+				}
+				if err == nil || err.Error() != tt.want || !errors.Is(err, ErrCorrupt) {
+					t.Errorf("Verify = %v\nwant %s", err, tt.want)
+				}
+			})
+		}
+	}
+}
+
+func TestPrune(t *testing.T) {
+	tests := []struct {
+		name        string
+		steps       []int64 // saved in this order; the last is latest
+		keep        int
+		wantRemoved []string
+		wantLeft    []string
+	}{
+		{"keep 0 keeps all", []int64{1, 2, 3}, 0, nil, []string{"s3", "s2", "s1"}},
+		{"negative keeps all", []int64{1, 2, 3}, -1, nil, []string{"s3", "s2", "s1"}},
+		{"keep more than there are", []int64{1, 2}, 5, nil, []string{"s2", "s1"}},
+		{"keep 2 of 4", []int64{1, 2, 3, 4}, 2, []string{"s2", "s1"}, []string{"s4", "s3"}},
+		{"keep 1", []int64{1, 2, 3}, 1, []string{"s2", "s1"}, []string{"s3"}},
+		{"never the latest target", []int64{100, 200, 300, 50}, 1, []string{"s200", "s100"}, []string{"s300", "s50"}},
+		{"latest target within keep", []int64{100, 300, 200}, 2, []string{"s100"}, []string{"s300", "s200"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := newDir(t)
+			for _, s := range tt.steps {
+				save(t, d, &Checkpoint{Name: fmt.Sprintf("s%d", s), Step: s, Time: t0})
+			}
+			removed, err := d.Prune(context.Background(), tt.keep)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(removed, tt.wantRemoved) {
+				t.Errorf("removed %v, want %v", removed, tt.wantRemoved)
+			}
+			if got := listNames(t, d); !slices.Equal(got, tt.wantLeft) {
+				t.Errorf("left %v, want %v", got, tt.wantLeft)
+			}
+			if l := readLatest(t, d); l != fmt.Sprintf("s%d", tt.steps[len(tt.steps)-1]) {
+				t.Errorf("latest = %s", l)
+			}
+			if h := hidden(t, d); len(h) != 0 {
+				t.Errorf("leftovers after Prune: %v", h)
+			}
+		})
+	}
+}
+
+func TestInvalidNames(t *testing.T) {
+	ctx := context.Background()
+	badNames := []string{"", ".", "..", ".hidden", "a/b", "../escape", `a\b`, "a b", "latest", "épée", "x\x00", "a:b",
+		strings.Repeat("a", 129)}
+	for _, name := range badNames {
+		t.Run(fmt.Sprintf("checkpoint %q", name), func(t *testing.T) {
+			d := newDir(t)
+			if err := d.Save(ctx, &Checkpoint{Name: name, Parts: map[string][]byte{"w": {1}}}); err == nil || !strings.Contains(err.Error(), "invalid checkpoint name") {
+				t.Errorf("Save: %v, want an invalid name error", err)
+			}
+			if _, err := d.Load(ctx, name); err == nil || errors.Is(err, ErrNotFound) {
+				t.Errorf("Load: %v, want an invalid name error", err)
+			}
+			if err := d.Delete(ctx, name); err == nil || errors.Is(err, ErrNotFound) {
+				t.Errorf("Delete: %v, want an invalid name error", err)
+			}
+			if entries, _ := os.ReadDir(d.Path()); len(entries) != 0 {
+				t.Errorf("store not empty: %v", entries)
+			}
+		})
+	}
+	badParts := []string{"", "manifest.json", "a/b", "../x", ".x", "a b", strings.Repeat("p", 129)}
+	for _, part := range badParts {
+		t.Run(fmt.Sprintf("part %q", part), func(t *testing.T) {
+			d := newDir(t)
+			err := d.Save(ctx, &Checkpoint{Name: "ok", Parts: map[string][]byte{"w": {1}, part: {2}}})
+			if err == nil || !strings.Contains(err.Error(), "invalid part name") {
+				t.Errorf("Save: %v, want an invalid part name error", err)
+			}
+			if entries, _ := os.ReadDir(d.Path()); len(entries) != 0 {
+				t.Errorf("store not empty: %v", entries)
+			}
+		})
+	}
+	d := newDir(t)
+	for _, c := range []*Checkpoint{nil, {Name: "neg", Step: -1}, {Name: "neg", Epoch: -1}} {
+		if err := d.Save(ctx, c); err == nil {
+			t.Errorf("Save(%+v) succeeded", c)
+		}
+	}
+	for _, name := range []string{"epoch-000050", "ckpt_1.final", "A-Z.0-9_"} {
+		if err := ValidateName(name); err != nil {
+			t.Errorf("ValidateName(%q) = %v", name, err)
+		}
+	}
+}
+
+func TestCrashLeftovers(t *testing.T) {
+	for _, cleaner := range []string{"Save", "Prune"} {
+		t.Run(cleaner, func(t *testing.T) {
+			ctx := context.Background()
+			d := newDir(t)
+			a, b := ck("a", 1), ck("b", 2)
+			save(t, d, a, b)
+			// A save cut short before its manifest, a pointer update cut
+			// short, a delete cut short, and a directory with parts but no
+			// manifest (not ours: never removed).
+			writeFile(t, filepath.Join(d.Path(), ".tmp-c-123", "weights.safetensors"), blob(3, 100))
+			writeFile(t, filepath.Join(d.Path(), ".tmp-latest-456"), []byte("c"))
+			writeFile(t, filepath.Join(d.Path(), ".del-z-abc", "weights.safetensors"), blob(4, 100))
+			writeFile(t, filepath.Join(d.Path(), "epoch-000099", "weights.safetensors"), blob(5, 100))
+
+			if got := listNames(t, d); !slices.Equal(got, []string{"b", "a"}) {
+				t.Errorf("List = %v, want [b a]", got)
+			}
+			got, warnings, err := d.Latest(ctx)
+			if err != nil || got.Name != "b" || len(warnings) != 0 {
+				t.Errorf("Latest = %v, %v, %v; want b", got, warnings, err)
+			}
+
+			if cleaner == "Save" {
+				save(t, d, ck("c", 3))
+			} else if _, err := d.Prune(ctx, 0); err != nil {
+				t.Fatal(err)
+			}
+			if h := hidden(t, d); len(h) != 0 {
+				t.Errorf("leftovers after %s: %v", cleaner, h)
+			}
+			if _, err := os.Stat(filepath.Join(d.Path(), "epoch-000099", "weights.safetensors")); err != nil {
+				t.Errorf("directory without manifest was touched: %v", err)
+			}
+			for _, c := range []*Checkpoint{a, b} {
+				if err := Verify(ctx, d, c.Name); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+}
+
+func TestSaveRefusesForeignDirectory(t *testing.T) {
+	d := newDir(t)
+	foreign := filepath.Join(d.Path(), "epoch-000099", "notes.txt")
+	writeFile(t, foreign, []byte("mine"))
+	err := d.Save(context.Background(), ck("epoch-000099", 99))
+	if err == nil || !strings.Contains(err.Error(), "no readable manifest.json") {
+		t.Fatalf("Save over a foreign directory: %v", err)
+	}
+	if data, err := os.ReadFile(foreign); err != nil || string(data) != "mine" {
+		t.Errorf("foreign file changed: %q, %v", data, err)
+	}
+	if h := hidden(t, d); len(h) != 0 {
+		t.Errorf("leftovers after a failed Save: %v", h)
+	}
+}
+
+func TestSaveReplaces(t *testing.T) {
+	ctx := context.Background()
+	d := newDir(t)
+	v1 := ck("a", 10)
+	v2 := &Checkpoint{Name: "a", Step: 30, Time: t0, Parts: map[string][]byte{"only.bin": blob(9, 10)}}
+	save(t, d, v1, ck("b", 20), v2)
+	got, err := d.Load(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameCheckpoint(t, got, v2)
+	if _, err := os.Stat(filepath.Join(d.Path(), "a", "weights.safetensors")); err == nil {
+		t.Error("a part of the replaced checkpoint survived")
+	}
+	if l := listNames(t, d); !slices.Equal(l, []string{"a", "b"}) {
+		t.Errorf("List = %v", l)
+	}
+	if l := readLatest(t, d); l != "a" {
+		t.Errorf("latest = %s", l)
+	}
+	if h := hidden(t, d); len(h) != 0 {
+		t.Errorf("leftovers: %v", h)
+	}
+}
+
+// A crash between the two renames of a replacing save leaves the old
+// checkpoint under .old- and the new one under .tmp-; the old one comes back.
+func TestReplaceCrashRecovery(t *testing.T) {
+	ctx := context.Background()
+	d := newDir(t)
+	a, b := ck("a", 10), ck("b", 20)
+	save(t, d, a, b)
+	if err := os.Rename(filepath.Join(d.Path(), "b"), filepath.Join(d.Path(), ".old-b-0123456789ab")); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(d.Path(), ".tmp-b-42", "weights.safetensors"), blob(1, 10))
+
+	got, warnings, err := d.Latest(ctx)
+	if err != nil || got.Name != "a" || len(warnings) != 1 || !errors.Is(warnings[0], ErrNotFound) {
+		t.Fatalf("Latest = %v, %v, %v; want a with a not-found warning", got, warnings, err)
+	}
+	save(t, d, ck("c", 30))
+	restored, err := d.Load(ctx, "b")
+	if err != nil {
+		t.Fatalf("b not restored: %v", err)
+	}
+	sameCheckpoint(t, restored, b)
+	if l := listNames(t, d); !slices.Equal(l, []string{"c", "b", "a"}) {
+		t.Errorf("List = %v", l)
+	}
+	if h := hidden(t, d); len(h) != 0 {
+		t.Errorf("leftovers: %v", h)
+	}
+}
+
+func TestDelete(t *testing.T) {
+	ctx := context.Background()
+	d := newDir(t)
+	save(t, d, ck("a", 1), ck("b", 2), ck("c", 3))
+
+	if err := d.Delete(ctx, "c"); err != nil { // the latest: the pointer moves to b
+		t.Fatal(err)
+	}
+	if l := readLatest(t, d); l != "b" {
+		t.Errorf("latest = %s, want b", l)
+	}
+	if err := d.Delete(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if l := readLatest(t, d); l != "b" {
+		t.Errorf("latest = %s, want b", l)
+	}
+	if got, warnings, err := d.Latest(ctx); err != nil || got.Name != "b" || len(warnings) != 0 {
+		t.Errorf("Latest = %v, %v, %v; want b", got, warnings, err)
+	}
+	if err := d.Delete(ctx, "a"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Delete(deleted) = %v, want ErrNotFound", err)
+	}
+	writeFile(t, filepath.Join(d.Path(), "mine", "notes.txt"), []byte("x"))
+	if err := d.Delete(ctx, "mine"); err == nil || !strings.Contains(err.Error(), "not a checkpoint") {
+		t.Errorf("Delete(foreign) = %v, want a refusal", err)
+	}
+	if err := d.Delete(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(d.Path(), "latest")); !os.IsNotExist(err) {
+		t.Errorf("latest survives the last checkpoint: %v", err)
+	}
+	if _, warnings, err := d.Latest(ctx); !errors.Is(err, ErrNotFound) || len(warnings) != 0 {
+		t.Errorf("Latest on emptied store = %v, %v", warnings, err)
+	}
+	if l := listNames(t, d); len(l) != 0 {
+		t.Errorf("List = %v", l)
+	}
+	if h := hidden(t, d); len(h) != 0 {
+		t.Errorf("leftovers: %v", h)
+	}
+}
+
+func TestSaveCanceled(t *testing.T) {
+	d := newDir(t)
+	save(t, d, ck("a", 1))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := d.Save(ctx, ck("b", 2)); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Save = %v, want context.Canceled", err)
+	}
+	if l := listNames(t, d); !slices.Equal(l, []string{"a"}) {
+		t.Errorf("List = %v", l)
+	}
+	if l := readLatest(t, d); l != "a" {
+		t.Errorf("latest = %s", l)
+	}
+	if h := hidden(t, d); len(h) != 0 {
+		t.Errorf("leftovers: %v", h)
+	}
+}
+
+func TestOpen(t *testing.T) {
+	base := t.TempDir()
+	tests := []struct {
+		url     string
+		wantDir string // for a store
+		wantErr []string
+		is      error
+	}{
+		{url: filepath.Join(base, "plain", "nested"), wantDir: filepath.Join(base, "plain", "nested")},
+		{url: "file://" + base + "/f", wantDir: filepath.Join(base, "f")},
+		{url: "file://localhost" + base + "/h", wantDir: filepath.Join(base, "h")},
+		{url: "file://" + base + "/with%20space", wantDir: filepath.Join(base, "with space")},
+		{url: "s3://bucket/prefix", wantErr: []string{"S3 stores arrive with the cluster issue", "file:///"}, is: errors.ErrUnsupported},
+		{url: "S3://Bucket", wantErr: []string{"S3"}, is: errors.ErrUnsupported},
+		{url: "", wantErr: []string{"empty", "file:///absolute/dir"}},
+		{url: "http://example.com/ckpt", wantErr: []string{`unknown scheme "http"`, "directory path", "file:///absolute/dir", "s3://"}},
+		{url: "gs://bucket/x", wantErr: []string{`unknown scheme "gs"`}},
+		{url: "file://relative/dir", wantErr: []string{"absolute path"}},
+		{url: "file:relative", wantErr: []string{"absolute path"}},
+		{url: "file:///x?y=1", wantErr: []string{"no query"}},
+		{url: filepath.Join(base, "afile"), wantErr: []string{"must be a directory"}},
+	}
+	writeFile(t, filepath.Join(base, "afile"), []byte("x"))
+	for _, tt := range tests {
+		t.Run(tt.url, func(t *testing.T) {
+			s, err := Open(tt.url)
+			if tt.wantErr != nil {
+				if err == nil {
+					t.Fatalf("Open succeeded: %v", s)
+				}
+				for _, w := range tt.wantErr {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q lacks %q", err, w)
+					}
+				}
+				if tt.is != nil && !errors.Is(err, tt.is) {
+					t.Errorf("error %q is not %v", err, tt.is)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := s.(*Dir)
+			if d.Path() != tt.wantDir {
+				t.Errorf("Path = %s, want %s", d.Path(), tt.wantDir)
+			}
+			if fi, err := os.Stat(tt.wantDir); err != nil || !fi.IsDir() {
+				t.Errorf("directory not created: %v", err)
+			}
+			again, err := Open(s.String())
+			if err != nil || again.String() != s.String() {
+				t.Errorf("Open(%s) = %v, %v; want the same store", s, again, err)
+			}
+		})
+	}
+}
+
+func TestOpenRelative(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	s, err := Open("runs/ckpt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "file://" + filepath.ToSlash(filepath.Join(dir, "runs", "ckpt")); s.String() != want {
+		t.Errorf("String = %s, want %s", s, want)
+	}
+}
+
+// Loads, verifies, lists and Latest calls run concurrently with each other
+// and with saves of other checkpoints (run with -race).
+func TestConcurrentReads(t *testing.T) {
+	ctx := context.Background()
+	d := newDir(t)
+	cs := []*Checkpoint{ck("a", 1), ck("b", 2), ck("c", 3)}
+	save(t, d, cs...)
+	errs := make(chan error, 100)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 10 {
+				c := cs[(g+i)%len(cs)]
+				got, err := d.Load(ctx, c.Name)
+				if err != nil {
+					errs <- err
+					return
+				}
+				for name, data := range c.Parts {
+					if !bytes.Equal(got.Parts[name], data) {
+						errs <- fmt.Errorf("%s/%s differs", c.Name, name)
+						return
+					}
+				}
+				if err := d.Verify(ctx, c.Name); err != nil {
+					errs <- err
+					return
+				}
+				if _, warnings, err := d.Latest(ctx); err != nil || len(warnings) != 0 {
+					errs <- fmt.Errorf("Latest: %v %v", warnings, err)
+					return
+				}
+				if _, err := d.List(ctx); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for i := range 5 {
+			if err := d.Save(ctx, ck(fmt.Sprintf("n%d", i), int64(10+i))); err != nil {
+				errs <- err
+			}
+		}
+	})
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
