@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
+
+	"github.com/tinct/tinct/checkpoint"
+	"github.com/tinct/tinct/config"
+	"github.com/tinct/tinct/dataset"
+	"github.com/tinct/tinct/model"
+	"github.com/tinct/tinct/nn"
+	"github.com/tinct/tinct/track"
+)
+
+func newColorizeCmd() *cobra.Command {
+	var ckpt, out string
+	var steps, samples int
+	var seed uint64
+	cmd := &cobra.Command{
+		Use:   "colorize IMAGE... --checkpoint PATH",
+		Short: "Colorize photographs with a trained checkpoint's EMA network",
+		Long: `Each image (PNG or JPEG; a colour photo is made gray first) is center-cropped,
+resized to the checkpoint's image size with a Lanczos filter, and colorized
+with deterministic DDIM: --samples colourisations per image, written to
+--out as NAME-gray.png and NAME-1.png … NAME-K.png.
+
+--checkpoint is a checkpoint store (its newest valid checkpoint is used), one
+checkpoint directory inside a store, or an EMA weights file
+(.safetensors, with --image-size and the network shape flags).`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if steps < 1 || steps > 1000 {
+				return fmt.Errorf("--steps %d: must be 1 to 1000 (10–100 is the useful range)", steps)
+			}
+			if samples < 1 || samples > 64 {
+				return fmt.Errorf("--samples %d: must be 1 to 64", samples)
+			}
+			net, size, err := loadInference(cmd.Context(), ckpt, cmd)
+			if err != nil {
+				return err
+			}
+			if err := os.MkdirAll(out, 0o755); err != nil {
+				return err
+			}
+			for _, path := range args {
+				if err := colorizeFile(cmd.Context(), net, size, path, out, samples, steps, seed); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&ckpt, "checkpoint", "", "checkpoint store, checkpoint directory, or EMA weights .safetensors")
+	cmd.Flags().StringVar(&out, "out", "colorized", "output directory")
+	cmd.Flags().IntVar(&steps, "steps", 100, "DDIM steps (10–100)")
+	cmd.Flags().IntVar(&samples, "samples", 1, "colourisations per image (1–8)")
+	cmd.Flags().Uint64Var(&seed, "seed", 0, "random seed: the same seed gives the same colours")
+	cmd.Flags().Int("image-size", 128, "image size, for a bare .safetensors weights file")
+	cmd.Flags().String("widths", "32,64,96,128", "U-Net widths, for a bare .safetensors weights file")
+	cmd.Flags().Int("block-depth", 2, "U-Net block depth, for a bare .safetensors weights file")
+	cmd.MarkFlagRequired("checkpoint")
+	return cmd
+}
+
+// loadInference returns the EMA network of a checkpoint and its image size.
+func loadInference(ctx context.Context, path string, cmd *cobra.Command) (*model.UNet, int, error) {
+	if strings.HasSuffix(path, ".safetensors") {
+		nf := netFlags{}
+		nf.widths, _ = cmd.Flags().GetString("widths")
+		nf.depth, _ = cmd.Flags().GetInt("block-depth")
+		size, _ := cmd.Flags().GetInt("image-size")
+		mc, err := nf.config()
+		if err != nil {
+			return nil, 0, err
+		}
+		net, err := model.New(mc)
+		if err != nil {
+			return nil, 0, err
+		}
+		sd, _, err := model.LoadFile(path)
+		if err != nil {
+			return nil, 0, err
+		}
+		if err := net.LoadStateDict(sd); err != nil {
+			return nil, 0, fmt.Errorf("%s: %w", path, err)
+		}
+		return net, size, nil
+	}
+	var ck *checkpoint.Checkpoint
+	if _, err := os.Stat(filepath.Join(path, "manifest.json")); err == nil {
+		store, err := checkpoint.Open(filepath.Dir(path))
+		if err != nil {
+			return nil, 0, err
+		}
+		if ck, err = store.Load(ctx, filepath.Base(path)); err != nil {
+			return nil, 0, err
+		}
+	} else {
+		if _, err := os.Stat(path); err != nil {
+			return nil, 0, fmt.Errorf("checkpoint %s: %w", path, err)
+		}
+		store, err := checkpoint.Open(path)
+		if err != nil {
+			return nil, 0, err
+		}
+		var warns []error
+		ck, warns, err = store.Latest(ctx)
+		for _, w := range warns {
+			slog.Warn("checkpoint skipped", "err", w)
+		}
+		if errors.Is(err, checkpoint.ErrNotFound) {
+			return nil, 0, fmt.Errorf("no checkpoint in %s (train first, or point --checkpoint at a store)", path)
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+	}
+	var cfg config.Config
+	if err := yaml.Unmarshal(ck.Parts["config.yaml"], &cfg); err != nil || len(cfg.Model.Widths) == 0 {
+		return nil, 0, fmt.Errorf("checkpoint %s: no readable config.yaml (%v)", ck.Name, err)
+	}
+	mc := model.DefaultConfig()
+	mc.Widths, mc.BlockDepth = cfg.Model.Widths, cfg.Model.BlockDepth
+	net, err := model.New(mc)
+	if err != nil {
+		return nil, 0, err
+	}
+	sd, _, err := model.ReadSafetensors(strings.NewReader(string(ck.Parts["ema.safetensors"])))
+	if err != nil {
+		return nil, 0, fmt.Errorf("checkpoint %s: ema.safetensors: %w", ck.Name, err)
+	}
+	if err := net.LoadStateDict(sd); err != nil {
+		return nil, 0, fmt.Errorf("checkpoint %s: %w", ck.Name, err)
+	}
+	slog.Info("checkpoint", "name", ck.Name, "epoch", ck.Epoch, "step", ck.Step, "image_size", cfg.ImageSize)
+	return net, cfg.ImageSize, nil
+}
+
+func colorizeFile(ctx context.Context, net *model.UNet, size int, path, outDir string, samples, steps int, seed uint64) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	img, _, err := image.Decode(f)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("%s: not a PNG or JPEG image (%v)", path, err)
+	}
+	g := dataset.ToGray(dataset.Resize(img, size))
+	gray := make([]float32, size*size)
+	for i, v := range g.Pix[:size*size] {
+		gray[i] = float32(v)/127.5 - 1
+	}
+	out, err := colorizeGray(ctx, net, gray, size, samples, steps, seed)
+	if err != nil {
+		return err
+	}
+	base := strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
+	if err := track.SavePNG(filepath.Join(outDir, base+"-gray.png"), track.ToImage(gray, 1, size, size)); err != nil {
+		return err
+	}
+	for k := range samples {
+		p := filepath.Join(outDir, fmt.Sprintf("%s-%d.png", base, k+1))
+		if err := track.SavePNG(p, track.ToImage(out.Image(k), 3, size, size)); err != nil {
+			return err
+		}
+		fmt.Println(p)
+	}
+	return nil
+}
+
+// colorizeGray runs DDIM for samples colourisations of one gray image
+// (size² values in [−1,1]).
+func colorizeGray(ctx context.Context, net *model.UNet, gray []float32, size, samples, steps int, seed uint64) (nn.Tensor, error) {
+	s, err := model.NewSampler(net, samples, size, size)
+	if err != nil {
+		return nn.Tensor{}, err
+	}
+	return s.Colorize(ctx, nn.TensorFrom(gray, 1, 1, size, size), samples, steps, rand.New(rand.NewPCG(seed, 0)), nil)
+}

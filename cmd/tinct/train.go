@@ -1,0 +1,222 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"image"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tinct/tinct/checkpoint"
+	"github.com/tinct/tinct/config"
+	"github.com/tinct/tinct/coordinator"
+	"github.com/tinct/tinct/dataset"
+	"github.com/tinct/tinct/model"
+	"github.com/tinct/tinct/nn"
+	"github.com/tinct/tinct/track"
+	"github.com/tinct/tinct/worker"
+)
+
+func newTrainCmd() *cobra.Command {
+	var file string
+	cmd := &cobra.Command{
+		Use:   "train [key=value ...]",
+		Short: "Train on one machine (a coordinator with one in-process worker)",
+		Long: `Trains the colorizer with the configuration in configs/config.yaml (built in),
+or --config FILE over it, and key=value overrides, dotted for nested keys:
+
+  tinct train lr=0.0001 batch_size=64 ema.decay=0.9995
+  tinct train --config configs/sample.yaml epochs=10
+
+Each run writes outputs/<timestamp>/ (output_dir): the resolved config.yaml,
+metrics.jsonl, TensorBoard event files, sample grids (rows: gray, generated,
+ground truth) and colorized.png at the end. Checkpoints go to the store every
+checkpoint_every epochs, at the end, and on SIGINT/SIGTERM (then tinct exits
+0); resume=true continues from the newest valid one, exactly where it was.
+When dataset names a folder of images instead of a prepared set, it is
+prepared on first use (see tinct data prepare).`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := config.Load(file, args)
+			if err != nil {
+				return err
+			}
+			return train(cmd.Context(), cmd, cfg)
+		},
+	}
+	cmd.Flags().StringVar(&file, "config", "", "configuration file over the built-in defaults (e.g. configs/sample.yaml)")
+	return cmd
+}
+
+func train(ctx context.Context, cmd *cobra.Command, cfg *config.Config) error {
+	if err := useCompute(cmd, cfg); err != nil {
+		return err
+	}
+	runDir, err := newRunDir(cfg.OutputDir)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(runDir, "config.yaml"), cfg.YAML(), 0o644); err != nil {
+		return err
+	}
+	slog.Info("run", "dir", runDir)
+	dataDir, err := preparedData(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	trainSet, err := dataset.Open(dataDir, "train")
+	if err != nil {
+		return err
+	}
+	defer trainSet.Close()
+	var val worker.Source
+	if vs, err := dataset.Open(dataDir, "val"); err == nil && vs.Len() > 0 {
+		defer vs.Close()
+		val = vs
+	} else {
+		slog.Warn("no validation images: sample grids are skipped", "dataset", dataDir)
+	}
+	store, err := checkpoint.Open(cfg.Store)
+	if err != nil {
+		return err
+	}
+	tw, err := track.Open(runDir)
+	if err != nil {
+		return err
+	}
+	defer tw.Close()
+	co, err := coordinator.New(coordinator.Options{Config: cfg, Train: trainSet, Val: val, Store: store, Track: tw, Progress: os.Stderr})
+	if err != nil {
+		return err
+	}
+	if cfg.Resume {
+		ok, err := co.Resume(ctx)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			slog.Info("resume=true but the store holds no checkpoint: starting afresh", "store", store.String())
+		}
+	}
+	w, err := worker.New("local", co.Net().Config, trainSet)
+	if err != nil {
+		return err
+	}
+	if err := co.Join(ctx, coordinator.Local{W: w}); err != nil {
+		return err
+	}
+	slog.Info("training", "images", trainSet.Len(), "batch", cfg.BatchSize, "steps_per_epoch", co.StepsPerEpoch(), "epochs", cfg.Epochs, "from_epoch", co.Epoch()+1)
+	sctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err = co.Run(sctx)
+	if errors.Is(err, coordinator.ErrInterrupted) {
+		slog.Info(err.Error())
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return colorizeExample(ctx, co.EMA(), cfg, dataDir, runDir)
+}
+
+// newRunDir creates output_dir/<timestamp>/, with a suffix when a run
+// started in the same second.
+func newRunDir(base string) (string, error) {
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		return "", err
+	}
+	stamp := filepath.Join(base, time.Now().Format("2006-01-02_15-04-05"))
+	dir := stamp
+	for i := 1; ; i++ {
+		err := os.Mkdir(dir, 0o755)
+		if err == nil {
+			return dir, nil
+		}
+		if !os.IsExist(err) {
+			return "", err
+		}
+		dir = fmt.Sprintf("%s_%d", stamp, i)
+	}
+}
+
+// useCompute applies the config's gemm and threads unless the command line
+// chose them.
+func useCompute(cmd *cobra.Command, cfg *config.Config) error {
+	if cfg.Threads > 0 && !cmd.Flags().Changed("threads") {
+		nn.SetWorkers(cfg.Threads)
+	}
+	if cfg.GEMM != "auto" && !cmd.Flags().Changed("gemm") {
+		b, err := nn.UseBackend(cfg.GEMM)
+		if err != nil {
+			return err
+		}
+		slog.Info("gemm backend (from config)", "backend", b.Name())
+	}
+	return nil
+}
+
+// preparedData returns cfg.Dataset when it is a prepared set, or prepares
+// the folder of images it names into output_dir/prepared/ once.
+func preparedData(ctx context.Context, cfg *config.Config) (string, error) {
+	if _, err := os.Stat(filepath.Join(cfg.Dataset, "manifest.json")); err == nil {
+		return cfg.Dataset, nil
+	}
+	st, err := os.Stat(cfg.Dataset)
+	if err != nil {
+		return "", fmt.Errorf("dataset %s: %w (give a prepared dataset or a folder of images)", cfg.Dataset, err)
+	}
+	abs, _ := filepath.Abs(cfg.Dataset)
+	key := fmt.Sprintf("%s|%d|%d|%d|%d|%d", abs, st.ModTime().UnixNano(), cfg.ImageSize, cfg.ValImages, cfg.TestImages, cfg.Seed)
+	sum := sha256.Sum256([]byte(key))
+	out := filepath.Join(cfg.OutputDir, "prepared", fmt.Sprintf("%s-%d-%x", filepath.Base(abs), cfg.ImageSize, sum[:6]))
+	if _, err := os.Stat(filepath.Join(out, "manifest.json")); err == nil {
+		slog.Info("dataset already prepared", "dir", out)
+		return out, nil
+	}
+	slog.Info("preparing dataset", "source", cfg.Dataset, "out", out, "image_size", cfg.ImageSize)
+	summary, err := dataset.Prepare(ctx, dataset.PrepareOptions{Source: cfg.Dataset, Format: "auto", Out: out, ImageSize: cfg.ImageSize, Val: cfg.ValImages, Test: cfg.TestImages, Seed: cfg.Seed})
+	if err != nil {
+		return "", err
+	}
+	slog.Info("dataset prepared", "train", summary.Train, "val", summary.Val, "test", summary.Test, "skipped", summary.Skipped)
+	return out, nil
+}
+
+// colorizeExample writes colorized.png in the run directory: the first test
+// (or validation) image as gray, colorized and true.
+func colorizeExample(ctx context.Context, ema *model.UNet, cfg *config.Config, dataDir, runDir string) error {
+	var set *dataset.Set
+	for _, split := range []string{"test", "val", "train"} {
+		if s, err := dataset.Open(dataDir, split); err == nil && s.Len() > 0 {
+			set = s
+			break
+		}
+	}
+	if set == nil {
+		return nil
+	}
+	defer set.Close()
+	s := cfg.ImageSize
+	color, gray := make([]float32, 3*s*s), make([]float32, s*s)
+	if err := set.Load(0, color, gray, false); err != nil {
+		return err
+	}
+	out, err := colorizeGray(ctx, ema, gray, s, 1, cfg.SampleSteps, cfg.Seed)
+	if err != nil {
+		return err
+	}
+	grid := track.Grid([][]image.Image{{track.ToImage(gray, 1, s, s), track.ToImage(out.Image(0), 3, s, s), track.ToImage(color, 3, s, s)}}, 2)
+	path := filepath.Join(runDir, "colorized.png")
+	if err := track.SavePNG(path, grid); err != nil {
+		return err
+	}
+	slog.Info("colorized example (gray, generated, truth)", "file", path)
+	return nil
+}

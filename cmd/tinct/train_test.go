@@ -1,0 +1,127 @@
+package main
+
+import (
+	"image"
+	"image/color"
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tinct/tinct/checkpoint"
+	"github.com/tinct/tinct/track"
+)
+
+// photos writes n small colour images (and one corrupt file) to a folder.
+func photos(t *testing.T, n int) string {
+	t.Helper()
+	dir := t.TempDir()
+	for i := range n {
+		img := image.NewRGBA(image.Rect(0, 0, 40, 40))
+		for y := range 40 {
+			for x := range 40 {
+				img.Set(x, y, color.RGBA{uint8(6 * x), uint8(6*y + 10*i), uint8(20 * i), 255})
+			}
+		}
+		f, err := os.Create(filepath.Join(dir, "p"+string(rune('a'+i))+".png"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		png.Encode(f, img)
+		f.Close()
+	}
+	os.WriteFile(filepath.Join(dir, "broken.jpg"), []byte("\xff\xd8\xff not really a jpeg"), 0o644)
+	return dir
+}
+
+func TestTrainResumeColorizeEval(t *testing.T) {
+	src := photos(t, 10)
+	out := t.TempDir()
+	store := filepath.Join(out, "ckpt")
+	common := []string{"train", "dataset=" + src, "image_size=16", "model.widths=[4,8]", "batch_size=4", "val_images=2", "test_images=2",
+		"sample_every=1", "sample_images=2", "sample_steps=2", "checkpoint_every=1", "output_dir=" + out, "store=" + store, "ema.decay=0.5"}
+	if o, err := run(t, append(common, "epochs=2")...); err != nil {
+		t.Fatalf("train: %v\n%s", err, o)
+	}
+	s, _ := checkpoint.Open(store)
+	list, err := s.List(t.Context())
+	// 10 images: 2 validation, 2 test, 6 training = 1 step of 4 per epoch
+	if err != nil || len(list) != 2 || list[0].Step != 2 {
+		t.Fatalf("checkpoints after 2 epochs: %+v %v", list, err)
+	}
+	// resume continues from the newest checkpoint to epoch 3
+	if o, err := run(t, append(common, "epochs=3", "resume=true")...); err != nil {
+		t.Fatalf("resume: %v\n%s", err, o)
+	}
+	list, _ = s.List(t.Context())
+	if list[0].Epoch != 3 {
+		t.Fatalf("after resume the newest checkpoint is at epoch %d, want 3", list[0].Epoch)
+	}
+	runs, _ := filepath.Glob(filepath.Join(out, "20*"))
+	if len(runs) != 2 {
+		t.Fatalf("run directories %v, want one per run", runs)
+	}
+	for _, f := range []string{"config.yaml", "metrics.jsonl", "colorized.png", "images"} {
+		if _, err := os.Stat(filepath.Join(runs[len(runs)-1], f)); err != nil {
+			t.Errorf("run directory lacks %s", f)
+		}
+	}
+	evs, _ := filepath.Glob(filepath.Join(runs[0], "events.out.tfevents.*"))
+	if len(evs) != 1 {
+		t.Fatalf("event files %v", evs)
+	}
+	if events, err := track.ReadEvents(evs[0]); err != nil || len(events) < 5 {
+		t.Fatalf("event file: %d events, %v", len(events), err)
+	}
+	// colorize a photo with the checkpoint
+	col := filepath.Join(out, "col")
+	if o, err := run(t, "colorize", filepath.Join(src, "pa.png"), "--checkpoint", store, "--steps", "3", "--samples", "2", "--out", col); err != nil {
+		t.Fatalf("colorize: %v\n%s", err, o)
+	}
+	for _, f := range []string{"pa-gray.png", "pa-1.png", "pa-2.png"} {
+		fh, err := os.Open(filepath.Join(col, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := png.Decode(fh)
+		fh.Close()
+		if err != nil || img.Bounds().Dx() != 16 {
+			t.Fatalf("%s: %v %v", f, err, img.Bounds())
+		}
+	}
+	if _, err := run(t, "colorize", filepath.Join(src, "broken.jpg"), "--checkpoint", store, "--out", col); err == nil || !strings.Contains(err.Error(), "not a PNG or JPEG") {
+		t.Fatalf("colorize of a corrupt file: %v", err)
+	}
+	// eval on the prepared test split
+	prepared, _ := filepath.Glob(filepath.Join(out, "prepared", "*"))
+	if len(prepared) != 1 {
+		t.Fatalf("prepared sets %v", prepared)
+	}
+	js := filepath.Join(out, "eval.json")
+	o, err := run(t, "eval", "--checkpoint", store, "--data", prepared[0], "--steps", "2", "--out", js)
+	if err != nil || !strings.Contains(o, "gray as RGB") {
+		t.Fatalf("eval: %v\n%s", err, o)
+	}
+	if _, err := os.Stat(js); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTrainBadInput(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"train", "lrr=1"}, `unknown key "lrr"`},
+		{[]string{"train", "ema.buffers=median"}, "must be one of copy, average"},
+		{[]string{"train", "dataset=/nonexistent/photos", "output_dir=" + t.TempDir()}, "/nonexistent/photos"},
+		{[]string{"train", "--config", "/nonexistent.yaml"}, "config file"},
+		{[]string{"colorize", "x.png", "--checkpoint", t.TempDir()}, "no checkpoint"},
+		{[]string{"colorize", "x.png", "--checkpoint", t.TempDir(), "--steps", "0"}, "--steps 0"},
+	} {
+		if _, err := run(t, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want it to mention %q", tc.args, err, tc.want)
+		}
+	}
+}

@@ -1,0 +1,606 @@
+package dataset
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"image"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// Skip reasons counted in Summary.Skipped.
+const (
+	SkipNotImage     = "not a JPEG/PNG file"
+	SkipUnreadable   = "unreadable file"
+	SkipUndecodable  = "undecodable"
+	SkipTooSmall     = "too small (<32 px)"
+	SkipTooLarge     = "too large (>134 megapixels)"
+	SkipMissing      = "missing image bytes"
+	SkipGrayMismatch = "gray and color sizes differ"
+	SkipUnused       = "unused (validation rows beyond val+test)"
+)
+
+// PrepareOptions configures Prepare.
+type PrepareOptions struct {
+	Source    string // a folder of images, a .parquet file, or a folder of .parquet files
+	Format    string // FormatAuto (also ""), FormatFolder, FormatCelebAHQ or FormatGray128
+	Out       string // output folder, created if needed
+	ImageSize int    // side of the square images written, e.g. 128
+	Val, Test int    // sizes of the validation and test splits
+	Seed      uint64 // seed of the split shuffle (shuffle rule only)
+	// Progress, if not nil, is called from Prepare's goroutine after each
+	// source item (image file or parquet row) is processed.
+	Progress func(done, total int)
+	// Workers is the number of decoding goroutines; 0 means GOMAXPROCS.
+	Workers int
+}
+
+// Summary reports what Prepare wrote.
+type Summary struct {
+	Source    string
+	Format    string // the source format used (detected when auto)
+	SplitRule string // SplitByFileName or SplitShuffle
+	ImageSize int
+	Out       string
+
+	Train, Val, Test int
+	Skipped          map[string]int // reason -> count
+	Notes            []string       // warnings worth showing the user
+}
+
+// String renders the summary on one line, e.g. for a log.
+func (s Summary) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s (%s, %s split) -> %s at %dx%d: train %d, val %d, test %d",
+		s.Source, s.Format, s.SplitRule, s.Out, s.ImageSize, s.ImageSize, s.Train, s.Val, s.Test)
+	reasons := make([]string, 0, len(s.Skipped))
+	for r := range s.Skipped {
+		reasons = append(reasons, r)
+	}
+	sort.Strings(reasons)
+	for i, r := range reasons {
+		if i == 0 {
+			b.WriteString("; skipped: ")
+		} else {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%d %s", s.Skipped[r], r)
+	}
+	return b.String()
+}
+
+// Prepare reads the source, converts every usable image to a fixed-size
+// color/gray record, splits the records into train, val and test, and
+// writes shards and a manifest to opt.Out (see the package documentation
+// for the format and the split rules). Bad inputs are skipped and counted;
+// the error cases are bad options, an unreadable or damaged source, no
+// usable image, splits that leave no training image, and I/O errors on
+// the output. A previous dataset in opt.Out is replaced only once the new
+// shards are complete; cancelling ctx stops the work and leaves no
+// partial files behind.
+func Prepare(ctx context.Context, opt PrepareOptions) (Summary, error) {
+	if err := opt.check(); err != nil {
+		return Summary{}, err
+	}
+	src, err := listSource(opt)
+	if err != nil {
+		return Summary{}, err
+	}
+	if err := os.MkdirAll(opt.Out, 0o755); err != nil {
+		return Summary{}, fmt.Errorf("create output folder: %w", err)
+	}
+	if src.splitRule == SplitByFileName {
+		var valRows int64
+		for _, f := range src.files {
+			if f.origin == originVal {
+				valRows += f.rows
+			}
+		}
+		if valRows < int64(opt.Val+opt.Test) {
+			return Summary{}, fmt.Errorf("the validation files of %s hold %d rows, fewer than val+test = %d+%d; lower val and test", opt.Source, valRows, opt.Val, opt.Test)
+		}
+	}
+
+	p := &preparer{
+		opt:     opt,
+		src:     src,
+		skipped: map[string]int{},
+		writers: map[string]*shardWriter{},
+	}
+	for reason, n := range src.ignored {
+		if n > 0 {
+			p.skipped[reason] += n
+		}
+	}
+	for _, split := range Splits {
+		p.writers[split] = newShardWriter(opt.Out, split, opt.ImageSize)
+	}
+	defer p.abort()
+
+	sum, err := p.run(ctx)
+	if err != nil {
+		return Summary{}, err
+	}
+	return sum, nil
+}
+
+// check validates the options.
+func (opt *PrepareOptions) check() error {
+	if opt.Source == "" {
+		return errors.New("prepare: no source; pass a folder of images, a .parquet file or a folder of .parquet files")
+	}
+	if opt.Out == "" {
+		return errors.New("prepare: no output folder; say where to write the dataset")
+	}
+	if opt.Format == "" {
+		opt.Format = FormatAuto
+	}
+	switch opt.Format {
+	case FormatAuto, FormatFolder, FormatCelebAHQ, FormatGray128:
+	default:
+		return fmt.Errorf("prepare: unknown format %q; use %s, %s, %s or %s", opt.Format, FormatAuto, FormatFolder, FormatCelebAHQ, FormatGray128)
+	}
+	if opt.ImageSize < 1 || opt.ImageSize > MaxImageSize {
+		return fmt.Errorf("prepare: image size %d out of range; use 1..%d (128 for CelebA-HQ)", opt.ImageSize, MaxImageSize)
+	}
+	if opt.Val < 0 || opt.Test < 0 {
+		return fmt.Errorf("prepare: val (%d) and test (%d) must not be negative", opt.Val, opt.Test)
+	}
+	if opt.Workers < 0 {
+		return fmt.Errorf("prepare: workers (%d) must not be negative", opt.Workers)
+	}
+	return nil
+}
+
+// preparer holds the state of one Prepare run.
+type preparer struct {
+	opt     PrepareOptions
+	src     *source
+	skipped map[string]int
+	writers map[string]*shardWriter
+	staging *os.File // shuffle rule: all usable records in source order
+	staged  int
+}
+
+// job is one source item on its way through the decoders.
+type job struct {
+	seq    int
+	origin origin
+	path   string // folder source: the file to read
+	color  []byte // parquet source: the encoded color image
+	gray   []byte // gray128: the encoded gray image
+	skip   string // set when the item is known bad before decoding
+}
+
+// result is a processed job: a record or a skip reason.
+type result struct {
+	seq    int
+	origin origin
+	rec    []byte
+	skip   string
+}
+
+func (p *preparer) run(ctx context.Context) (Summary, error) {
+	opt, src := p.opt, p.src
+	if src.splitRule == SplitShuffle {
+		f, err := os.CreateTemp(opt.Out, ".staging-*.tmp")
+		if err != nil {
+			return Summary{}, fmt.Errorf("create staging file in %s: %w", opt.Out, err)
+		}
+		p.staging = f
+	}
+
+	workers := opt.Workers
+	if workers == 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	done := 0
+	var stagingW *bufio.Writer
+	if p.staging != nil {
+		stagingW = bufio.NewWriterSize(p.staging, 1<<20)
+	}
+	var valTaken, testTaken int
+	consume := func(r result) error {
+		done++
+		if opt.Progress != nil {
+			defer opt.Progress(done, src.total)
+		}
+		if r.skip != "" {
+			p.skipped[r.skip]++
+			return nil
+		}
+		if src.splitRule == SplitShuffle {
+			if _, err := stagingW.Write(r.rec); err != nil {
+				return fmt.Errorf("write staging file %s: %w (is the disk full?)", p.staging.Name(), err)
+			}
+			p.staged++
+			return nil
+		}
+		switch {
+		case r.origin == originTrain:
+			return p.writers[SplitTrain].write(r.rec)
+		case valTaken < opt.Val:
+			valTaken++
+			return p.writers[SplitVal].write(r.rec)
+		case testTaken < opt.Test:
+			testTaken++
+			return p.writers[SplitTest].write(r.rec)
+		default:
+			p.skipped[SkipUnused]++
+			return nil
+		}
+	}
+	if err := runPipeline(ctx, workers, p.produce, p.process, consume); err != nil {
+		return Summary{}, err
+	}
+
+	notes := append([]string{}, src.notes...)
+	if src.splitRule == SplitShuffle {
+		if err := stagingW.Flush(); err != nil {
+			return Summary{}, fmt.Errorf("write staging file %s: %w (is the disk full?)", p.staging.Name(), err)
+		}
+		if err := p.distribute(); err != nil {
+			return Summary{}, err
+		}
+	} else {
+		if p.writers[SplitTrain].count == 0 {
+			return Summary{}, fmt.Errorf("no usable image in the train files of %s (%s); check the source", opt.Source, skipText(p.skipped))
+		}
+		if valTaken < opt.Val || testTaken < opt.Test {
+			notes = append(notes, fmt.Sprintf("the validation files had only %d usable images: val %d of %d, test %d of %d", valTaken+testTaken, valTaken, opt.Val, testTaken, opt.Test))
+		}
+	}
+
+	m := &Manifest{
+		Format:          FormatName,
+		Version:         FormatVersion,
+		ImageSize:       opt.ImageSize,
+		RecordBytes:     recordBytes(opt.ImageSize),
+		RecordsPerShard: recordsPerShard(opt.ImageSize),
+		Layout:          recordLayout,
+		Source:          absPath(opt.Source),
+		SourceFormat:    src.format,
+		SplitRule:       src.splitRule,
+		Seed:            opt.Seed,
+		Splits:          map[string]SplitInfo{},
+		Skipped:         p.skipped,
+		Notes:           notes,
+	}
+	for _, split := range Splits {
+		info, err := p.writers[split].finish()
+		if err != nil {
+			return Summary{}, err
+		}
+		m.Splits[split] = info
+	}
+	if err := ctx.Err(); err != nil {
+		return Summary{}, err
+	}
+	if err := p.commit(m); err != nil {
+		return Summary{}, err
+	}
+	return Summary{
+		Source:    opt.Source,
+		Format:    src.format,
+		SplitRule: src.splitRule,
+		ImageSize: opt.ImageSize,
+		Out:       opt.Out,
+		Train:     m.Splits[SplitTrain].Count,
+		Val:       m.Splits[SplitVal].Count,
+		Test:      m.Splits[SplitTest].Count,
+		Skipped:   p.skipped,
+		Notes:     notes,
+	}, nil
+}
+
+// absPath returns path made absolute, or path itself if that fails.
+func absPath(path string) string {
+	if abs, err := filepath.Abs(path); err == nil {
+		return abs
+	}
+	return path
+}
+
+// skipText lists skip counts for an error message.
+func skipText(skipped map[string]int) string {
+	if len(skipped) == 0 {
+		return "nothing was skipped"
+	}
+	s := Summary{Skipped: skipped}.String()
+	return "skipped: " + s[strings.Index(s, "skipped: ")+len("skipped: "):]
+}
+
+// produce emits the source's items in order.
+func (p *preparer) produce(ctx context.Context, emit func(job) error) error {
+	seq := 0
+	if p.src.format == FormatFolder {
+		for _, f := range p.src.files {
+			if err := emit(job{seq: seq, origin: f.origin, path: f.path}); err != nil {
+				return err
+			}
+			seq++
+		}
+		return nil
+	}
+	for _, f := range p.src.files {
+		err := readParquetRows(ctx, f, p.src.format, func(color, gray []byte) error {
+			j := job{seq: seq, origin: f.origin, color: color, gray: gray}
+			if color == nil || (p.src.format == FormatGray128 && gray == nil) {
+				j.skip = SkipMissing
+			}
+			seq++
+			return emit(j)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// process turns one job into a record or a skip reason. It never panics:
+// a decoder panic counts as undecodable.
+func (p *preparer) process(j job) (r result) {
+	r = result{seq: j.seq, origin: j.origin, skip: j.skip}
+	if r.skip != "" {
+		return r
+	}
+	defer func() {
+		if e := recover(); e != nil {
+			r.rec, r.skip = nil, SkipUndecodable
+		}
+	}()
+	data := j.color
+	if j.path != "" {
+		b, err := os.ReadFile(j.path)
+		if err != nil {
+			r.skip = SkipUnreadable
+			return r
+		}
+		data = b
+	}
+	img, skip := decodeInput(data)
+	if skip != "" {
+		r.skip = skip
+		return r
+	}
+	size := p.opt.ImageSize
+	rgb := resizeRGB(img, size)
+	var gray []uint8
+	if j.gray != nil {
+		gimg, skip := decodeInput(j.gray)
+		if skip != "" {
+			r.skip = skip
+			return r
+		}
+		if gimg.Bounds().Size() != img.Bounds().Size() {
+			r.skip = SkipGrayMismatch
+			return r
+		}
+		gray = resizeGray(gimg, size)
+	} else {
+		gray = make([]uint8, size*size)
+		for i := range gray {
+			gray[i] = luma(rgb[3*i], rgb[3*i+1], rgb[3*i+2])
+		}
+	}
+	r.rec = makeRecord(rgb, gray, size)
+	return r
+}
+
+// decodeInput decodes one source image, returning a skip reason instead of
+// an error.
+func decodeInput(data []byte) (image.Image, string) {
+	img, err := decodeBytes(data)
+	switch {
+	case errors.Is(err, errTooLarge):
+		return nil, SkipTooLarge
+	case err != nil:
+		return nil, SkipUndecodable
+	}
+	if b := img.Bounds(); b.Dx() < MinImageSide || b.Dy() < MinImageSide {
+		return nil, SkipTooSmall
+	}
+	return img, ""
+}
+
+// makeRecord lays out interleaved RGB and gray as a version-1 record: color
+// planes (CHW), then gray.
+func makeRecord(rgb, gray []uint8, size int) []byte {
+	n := size * size
+	rec := make([]byte, 4*n)
+	for i := 0; i < n; i++ {
+		rec[i] = rgb[3*i]
+		rec[n+i] = rgb[3*i+1]
+		rec[2*n+i] = rgb[3*i+2]
+	}
+	copy(rec[3*n:], gray)
+	return rec
+}
+
+// distribute shuffles the staged records with the seed and writes them to
+// the splits: the first Val to val, the next Test to test, the rest to train.
+func (p *preparer) distribute() error {
+	opt := p.opt
+	n := p.staged
+	if n == 0 {
+		return fmt.Errorf("no usable image in %s (%s); it needs JPEG/PNG photographs of at least %d×%d pixels", opt.Source, skipText(p.skipped), MinImageSide, MinImageSide)
+	}
+	if opt.Val+opt.Test >= n {
+		return fmt.Errorf("%s has %d usable images, but val+test = %d+%d leave none for training; lower val and test", opt.Source, n, opt.Val, opt.Test)
+	}
+	rb := recordBytes(opt.ImageSize)
+	rec := make([]byte, rb)
+	for pos, idx := range permute(n, opt.Seed, domainSplit, 0) {
+		if _, err := p.staging.ReadAt(rec, int64(idx)*int64(rb)); err != nil {
+			return fmt.Errorf("read staging file %s: %w", p.staging.Name(), err)
+		}
+		split := SplitTrain
+		switch {
+		case pos < opt.Val:
+			split = SplitVal
+		case pos < opt.Val+opt.Test:
+			split = SplitTest
+		}
+		if err := p.writers[split].write(rec); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// commit installs the finished shards and then the manifest. The old
+// manifest, if any, is removed first, so that at no moment a manifest
+// describes shards it does not match; shard files of an older dataset that
+// the new manifest does not list are removed afterwards.
+func (p *preparer) commit(m *Manifest) error {
+	out := p.opt.Out
+	data, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode manifest: %w", err)
+	}
+	data = append(data, '\n')
+	manifest := filepath.Join(out, ManifestFile)
+	if err := os.Remove(manifest); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("replace old manifest %s: %w", manifest, err)
+	}
+	for _, split := range Splits {
+		if err := p.writers[split].commit(); err != nil {
+			return err
+		}
+	}
+	if err := syncDir(out); err != nil {
+		return fmt.Errorf("sync output folder %s: %w", out, err)
+	}
+	if err := writeFileAtomic(manifest, data); err != nil {
+		return fmt.Errorf("write manifest %s: %w", manifest, err)
+	}
+	if err := syncDir(out); err != nil {
+		return fmt.Errorf("sync output folder %s: %w", out, err)
+	}
+	keep := map[string]bool{}
+	for _, sp := range m.Splits {
+		for _, sh := range sp.Shards {
+			keep[sh.File] = true
+		}
+	}
+	entries, err := os.ReadDir(out)
+	if err != nil {
+		return nil // the dataset is complete; stale shards are harmless
+	}
+	for _, e := range entries {
+		if shardName.MatchString(e.Name()) && !keep[e.Name()] {
+			os.Remove(filepath.Join(out, e.Name()))
+		}
+	}
+	return nil
+}
+
+// abort removes temporary files left by a failed or finished run.
+func (p *preparer) abort() {
+	for _, w := range p.writers {
+		w.abort()
+	}
+	if p.staging != nil {
+		p.staging.Close()
+		os.Remove(p.staging.Name())
+		p.staging = nil
+	}
+}
+
+// runPipeline runs produce in one goroutine and process in workers
+// goroutines, and calls consume in the calling goroutine with the results
+// in the order produce emitted them. At most a few jobs per worker are in
+// flight at once. It returns the first error of consume, produce or ctx.
+func runPipeline(ctx context.Context, workers int,
+	produce func(context.Context, func(job) error) error,
+	process func(job) result,
+	consume func(result) error,
+) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	window := make(chan struct{}, 4*workers) // tokens for jobs in flight
+	jobs := make(chan job, workers)
+	results := make(chan result, workers)
+
+	var produceErr error
+	produced := make(chan struct{})
+	go func() {
+		defer close(produced)
+		defer close(jobs)
+		produceErr = produce(ctx, func(j job) error {
+			select {
+			case window <- struct{}{}:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			select {
+			case jobs <- j:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+	}()
+
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				r := process(j)
+				select {
+				case results <- r:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	go func() {
+		wg.Wait()
+		close(results)
+	}()
+
+	var consumeErr error
+	pending := map[int]result{}
+	next := 0
+	for r := range results {
+		if consumeErr != nil {
+			continue // drain until the workers stop
+		}
+		pending[r.seq] = r
+		for {
+			r, ok := pending[next]
+			if !ok {
+				break
+			}
+			delete(pending, next)
+			next++
+			<-window
+			if err := consume(r); err != nil {
+				consumeErr = err
+				cancel()
+				break
+			}
+		}
+	}
+	<-produced
+	switch {
+	case consumeErr != nil:
+		return consumeErr
+	case produceErr != nil:
+		return produceErr
+	}
+	return ctx.Err()
+}

@@ -1,0 +1,234 @@
+package dataset
+
+import (
+	"context"
+	"errors"
+	"image/color"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// makeFolder writes a source folder with good images (in a subfolder too),
+// an undecodable file, a tiny image, a non-image file and a hidden file.
+// It returns the folder and the number of good images.
+func makeFolder(t *testing.T) (string, int) {
+	t.Helper()
+	dir := t.TempDir()
+	writeFile(t, dir, "a.png", encodePNG(t, pattern(40, 60, 1)))
+	writeFile(t, dir, "b.jpg", encodeJPEG(t, pattern(64, 48, 2)))
+	writeFile(t, dir, "c.JPEG", encodeJPEG(t, pattern(100, 100, 3)))
+	writeFile(t, dir, "sub/d.png", encodePNG(t, pattern(32, 32, 4)))
+	writeFile(t, dir, "sub/deeper/e.png", encodePNG(t, pattern(50, 33, 5)))
+	writeFile(t, dir, "sub/f.jpg", encodeJPEG(t, pattern(70, 90, 6)))
+	writeFile(t, dir, "broken.jpg", []byte("this is not a jpeg"))
+	writeFile(t, dir, "tiny.png", encodePNG(t, pattern(20, 40, 7)))
+	writeFile(t, dir, "notes.txt", []byte("hello"))
+	writeFile(t, dir, ".DS_Store", []byte{0, 1, 2})
+	writeFile(t, dir, ".git/x.png", encodePNG(t, pattern(40, 40, 8)))
+	return dir, 6
+}
+
+func TestPrepareFolder(t *testing.T) {
+	src, good := makeFolder(t)
+	out := filepath.Join(t.TempDir(), "out")
+	var calls, lastDone, lastTotal int
+	sum, err := Prepare(context.Background(), PrepareOptions{
+		Source: src, Out: out, ImageSize: 16, Val: 1, Test: 2, Seed: 5,
+		Progress: func(done, total int) { calls++; lastDone, lastTotal = done, total },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Train != good-3 || sum.Val != 1 || sum.Test != 2 {
+		t.Errorf("train/val/test = %d/%d/%d, want %d/1/2", sum.Train, sum.Val, sum.Test, good-3)
+	}
+	wantSkipped := map[string]int{SkipUndecodable: 1, SkipTooSmall: 1, SkipNotImage: 1}
+	if !maps.Equal(sum.Skipped, wantSkipped) {
+		t.Errorf("skipped %v, want %v", sum.Skipped, wantSkipped)
+	}
+	if sum.Format != FormatFolder || sum.SplitRule != SplitShuffle || sum.ImageSize != 16 {
+		t.Errorf("summary %+v", sum)
+	}
+	if calls != good+2 || lastDone != good+2 || lastTotal != good+2 {
+		t.Errorf("progress: %d calls, last (%d, %d); want %d calls ending (%[4]d, %[4]d)", calls, lastDone, lastTotal, good+2)
+	}
+	if !strings.Contains(sum.String(), "1 undecodable") {
+		t.Errorf("summary text %q lacks the skip counts", sum.String())
+	}
+
+	m, err := ReadManifest(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.SourceFormat != FormatFolder || m.Seed != 5 || m.ImageSize != 16 || m.RecordBytes != 4*16*16 || !maps.Equal(m.Skipped, wantSkipped) {
+		t.Errorf("manifest %+v", m)
+	}
+	// Only the manifest and the shards remain: no temporary files.
+	var names []string
+	entries, _ := os.ReadDir(out)
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if want := []string{"manifest.json", "test-00000.bin", "train-00000.bin", "val-00000.bin"}; !slices.Equal(names, want) {
+		t.Errorf("output holds %v, want %v", names, want)
+	}
+}
+
+// TestPrepareDeterministic checks that the same inputs and seed give the
+// same bytes, and that another seed gives another split.
+func TestPrepareDeterministic(t *testing.T) {
+	src, _ := makeFolder(t)
+	shas := func(seed uint64) []string {
+		out := t.TempDir()
+		if _, err := Prepare(context.Background(), PrepareOptions{Source: src, Out: out, ImageSize: 8, Val: 2, Test: 1, Seed: seed, Workers: 3}); err != nil {
+			t.Fatal(err)
+		}
+		m, err := ReadManifest(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s []string
+		for _, split := range Splits {
+			for _, sh := range m.Splits[split].Shards {
+				s = append(s, split+":"+sh.SHA256)
+			}
+		}
+		return s
+	}
+	a, b, c := shas(1), shas(1), shas(2)
+	if !slices.Equal(a, b) {
+		t.Errorf("same seed, different shards:\n%v\n%v", a, b)
+	}
+	if slices.Equal(a, c) {
+		t.Errorf("seeds 1 and 2 gave the same split")
+	}
+}
+
+func TestPrepareErrors(t *testing.T) {
+	empty := t.TempDir()
+	onlyBad := t.TempDir()
+	writeFile(t, onlyBad, "x.jpg", []byte("garbage"))
+	writeFile(t, onlyBad, "y.png", encodePNG(t, pattern(8, 8, 1)))
+	three := t.TempDir()
+	for i := range 3 {
+		writeFile(t, three, filepath.Join("img", string(rune('a'+i))+".png"), encodePNG(t, pattern(32, 32, i)))
+	}
+	textFile := writeFile(t, t.TempDir(), "list.txt", []byte("a.jpg"))
+
+	tests := []struct {
+		name string
+		opt  PrepareOptions
+		want string // substring of the error
+	}{
+		{"empty folder", PrepareOptions{Source: empty, ImageSize: 8}, "no JPEG/PNG images"},
+		{"empty folder, folder format", PrepareOptions{Source: empty, Format: FormatFolder, ImageSize: 8}, "no JPEG/PNG images"},
+		{"nothing usable", PrepareOptions{Source: onlyBad, ImageSize: 8}, "no usable image"},
+		{"val+test take all", PrepareOptions{Source: three, ImageSize: 8, Val: 2, Test: 1}, "leave none for training"},
+		{"missing source", PrepareOptions{Source: filepath.Join(empty, "nope"), ImageSize: 8}, "no such file"},
+		{"source is a text file", PrepareOptions{Source: textFile, ImageSize: 8}, "not a .parquet file"},
+		{"no source", PrepareOptions{ImageSize: 8}, "no source"},
+		{"size 0", PrepareOptions{Source: three, ImageSize: 0}, "image size 0"},
+		{"size too big", PrepareOptions{Source: three, ImageSize: 5000}, "image size 5000"},
+		{"negative val", PrepareOptions{Source: three, ImageSize: 8, Val: -1}, "must not be negative"},
+		{"unknown format", PrepareOptions{Source: three, ImageSize: 8, Format: "tiff"}, "unknown format"},
+		{"parquet format on images", PrepareOptions{Source: three, ImageSize: 8, Format: FormatCelebAHQ}, "no .parquet files"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "out")
+			if tc.name != "no output" {
+				tc.opt.Out = out
+			}
+			_, err := Prepare(context.Background(), tc.opt)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want one containing %q", err, tc.want)
+			}
+			if _, err := os.Stat(filepath.Join(out, ManifestFile)); err == nil {
+				t.Error("a failed prepare left a manifest")
+			}
+			if entries, _ := os.ReadDir(out); len(entries) != 0 {
+				t.Errorf("a failed prepare left files: %v", entries)
+			}
+		})
+	}
+	if _, err := Prepare(context.Background(), PrepareOptions{Source: three, ImageSize: 8}); err == nil || !strings.Contains(err.Error(), "no output") {
+		t.Errorf("no output folder: err = %v", err)
+	}
+}
+
+// TestPrepareCancel cancels in the middle and checks that nothing is left.
+func TestPrepareCancel(t *testing.T) {
+	src, _ := makeFolder(t)
+	out := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, err := Prepare(ctx, PrepareOptions{Source: src, Out: out, ImageSize: 8, Progress: func(done, total int) {
+		if done == 2 {
+			cancel()
+		}
+	}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	if entries, _ := os.ReadDir(out); len(entries) != 0 {
+		t.Errorf("a cancelled prepare left files: %v", entries)
+	}
+}
+
+// TestPrepareReplaces prepares twice into one folder, the second time with
+// fewer shards, and checks that the stale shards are gone and the new
+// dataset opens.
+func TestPrepareReplaces(t *testing.T) {
+	withShardLimit(t, 2*4*8*8) // two 8×8 records per shard
+	src, good := makeFolder(t)
+	out := t.TempDir()
+	if _, err := Prepare(context.Background(), PrepareOptions{Source: src, Out: out, ImageSize: 8}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(out, "train-00002.bin")); err != nil {
+		t.Fatalf("want 3 train shards for %d images: %v", good, err)
+	}
+	os.Remove(filepath.Join(src, "a.png"))
+	os.Remove(filepath.Join(src, "b.jpg"))
+	sum, err := Prepare(context.Background(), PrepareOptions{Source: src, Out: out, ImageSize: 8, Val: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Train != good-3 || sum.Val != 1 {
+		t.Fatalf("second prepare: train %d val %d", sum.Train, sum.Val)
+	}
+	if _, err := os.Stat(filepath.Join(out, "train-00002.bin")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stale shard train-00002.bin still there (err %v)", err)
+	}
+	s, err := Open(out, SplitTrain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Verify(); err != nil || s.Len() != good-3 {
+		t.Fatalf("reopened: len %d, verify %v", s.Len(), err)
+	}
+}
+
+// TestPrepareOutputInsideSource checks that a dataset written inside its
+// own source folder is not read back as input.
+func TestPrepareOutputInsideSource(t *testing.T) {
+	src := t.TempDir()
+	for i := range 3 {
+		writeFile(t, src, string(rune('a'+i))+".png", encodePNG(t, solid(40, 40, color.NRGBA{uint8(i), 0, 0, 255})))
+	}
+	out := filepath.Join(src, "prepared")
+	for range 2 {
+		sum, err := Prepare(context.Background(), PrepareOptions{Source: src, Out: out, ImageSize: 8})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sum.Train != 3 || len(sum.Skipped) != 0 {
+			t.Fatalf("summary %+v", sum)
+		}
+	}
+}
