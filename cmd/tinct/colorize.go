@@ -39,11 +39,11 @@ checkpoint directory inside a store, or an EMA weights file
 (.safetensors, with --image-size and the network shape flags).`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if steps < 1 || steps > 1000 {
-				return fmt.Errorf("--steps %d: must be 1 to 1000 (10–100 is the useful range)", steps)
+			if steps < 10 || steps > 100 {
+				return fmt.Errorf("--steps %d: must be 10 to 100", steps)
 			}
-			if samples < 1 || samples > 64 {
-				return fmt.Errorf("--samples %d: must be 1 to 64", samples)
+			if samples < 1 || samples > 8 {
+				return fmt.Errorf("--samples %d: must be 1 to 8", samples)
 			}
 			net, size, err := loadInference(cmd.Context(), ckpt, cmd)
 			if err != nil {

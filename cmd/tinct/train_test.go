@@ -7,7 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/tinct/tinct/checkpoint"
 	"github.com/tinct/tinct/track"
@@ -76,7 +78,7 @@ func TestTrainResumeColorizeEval(t *testing.T) {
 	}
 	// colorize a photo with the checkpoint
 	col := filepath.Join(out, "col")
-	if o, err := run(t, "colorize", filepath.Join(src, "pa.png"), "--checkpoint", store, "--steps", "3", "--samples", "2", "--out", col); err != nil {
+	if o, err := run(t, "colorize", filepath.Join(src, "pa.png"), "--checkpoint", store, "--steps", "10", "--samples", "2", "--out", col); err != nil {
 		t.Fatalf("colorize: %v\n%s", err, o)
 	}
 	for _, f := range []string{"pa-gray.png", "pa-1.png", "pa-2.png"} {
@@ -118,10 +120,55 @@ func TestTrainBadInput(t *testing.T) {
 		{[]string{"train", "dataset=/nonexistent/photos", "output_dir=" + t.TempDir()}, "/nonexistent/photos"},
 		{[]string{"train", "--config", "/nonexistent.yaml"}, "config file"},
 		{[]string{"colorize", "x.png", "--checkpoint", t.TempDir()}, "no checkpoint"},
-		{[]string{"colorize", "x.png", "--checkpoint", t.TempDir(), "--steps", "0"}, "--steps 0"},
+		{[]string{"colorize", "x.png", "--checkpoint", t.TempDir(), "--steps", "5"}, "--steps 5: must be 10 to 100"},
+		{[]string{"colorize", "x.png", "--checkpoint", t.TempDir(), "--samples", "9"}, "--samples 9: must be 1 to 8"},
 	} {
 		if _, err := run(t, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: error %v, want it to mention %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+// TestTrainSignal: SIGINT during training saves a checkpoint where the run
+// is and returns without error; resume=true continues from it.
+func TestTrainSignal(t *testing.T) {
+	src := photos(t, 8)
+	out := t.TempDir()
+	store := filepath.Join(out, "ckpt")
+	args := []string{"train", "dataset=" + src, "image_size=16", "model.widths=[4,8]", "batch_size=2", "val_images=1", "test_images=1",
+		"sample_every=0", "checkpoint_every=1000", "epochs=1000", "output_dir=" + out, "store=" + store}
+	done := make(chan error, 1)
+	go func() {
+		_, err := run(t, args...)
+		done <- err
+	}()
+	// wait until training has committed a step (its metrics reach the file
+	// within the writer's flush interval), then interrupt
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		runs, _ := filepath.Glob(filepath.Join(out, "20*", "metrics.jsonl"))
+		if len(runs) == 1 {
+			if b, _ := os.ReadFile(runs[0]); strings.Contains(string(b), "loss/step") {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("training wrote no step in 60 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGINT)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("interrupted train returned %v, want nil", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("train did not stop on SIGINT")
+	}
+	s, _ := checkpoint.Open(store)
+	list, err := s.List(t.Context())
+	if err != nil || len(list) != 1 || list[0].Step < 1 {
+		t.Fatalf("checkpoints after SIGINT: %+v %v", list, err)
 	}
 }
