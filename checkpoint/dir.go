@@ -17,6 +17,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/tinct/tinct/internal/atomicfile"
 )
 
 const (
@@ -499,33 +501,8 @@ func (d *Dir) readLatest() (string, error) {
 }
 
 // writeLatest atomically replaces the latest pointer with name.
-func (d *Dir) writeLatest(name string) (err error) {
-	f, err := os.CreateTemp(d.path, tmpPrefix+latestFile+"-")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err := f.WriteString(name + "\n"); err != nil {
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), filepath.Join(d.path, latestFile)); err != nil {
-		return err
-	}
-	return syncDir(d.path)
+func (d *Dir) writeLatest(name string) error {
+	return atomicfile.Write(filepath.Join(d.path, latestFile), []byte(name+"\n"), tmpPrefix+latestFile+"-")
 }
 
 // writeFileSync creates path (which must not exist), writes data and
@@ -546,17 +523,7 @@ func writeFileSync(path string, data []byte) error {
 }
 
 // syncDir fsyncs a directory, making renames and creations in it durable.
-func syncDir(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
+func syncDir(path string) error { return atomicfile.SyncDir(path) }
 
 func randomSuffix() string {
 	b := make([]byte, 6)

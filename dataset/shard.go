@@ -4,11 +4,12 @@ import (
 	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"hash"
 	"os"
 	"path/filepath"
+
+	"github.com/tinct/tinct/internal/atomicfile"
 )
 
 // shardWriter appends records of one split to shard files written under
@@ -124,38 +125,9 @@ func (w *shardWriter) abort() {
 
 // writeFileAtomic writes data to path through a synced temporary file in
 // the same folder and a rename.
-func writeFileAtomic(path string, data []byte) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
+func writeFileAtomic(path string, data []byte) error {
+	return atomicfile.Write(path, data, "."+filepath.Base(path)+".tmp")
 }
 
 // syncDir makes renames inside dir durable where the platform supports it.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) {
-		return err
-	}
-	return nil
-}
+func syncDir(dir string) error { return atomicfile.SyncDir(dir) }

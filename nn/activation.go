@@ -93,39 +93,3 @@ func expNormal(t float32) float32 {
 	y := p*r*r + r + 1
 	return y * math.Float32frombits(uint32(ki+127)<<23)
 }
-
-// expf is a float32 exp: Cody–Waite range reduction and a degree-6
-// polynomial, accurate to about 2 ulp over the range the network produces;
-// much faster than math.Exp, which the SiLU of every block would spend
-// a tenth of a training step in.
-func expf(x float32) float32 {
-	const (
-		log2e = 1.44269504088896341
-		ln2hi = 0.693359375
-		ln2lo = -2.12194440e-4
-	)
-	if x > 88.72283 {
-		return float32(math.Inf(1))
-	}
-	if x < -103.972084045410 {
-		return 0
-	}
-	k := float32(math.Floor(float64(x*log2e + 0.5)))
-	r := x - k*ln2hi - k*ln2lo
-	p := float32(1.9875691500e-4)
-	p = p*r + 1.3981999507e-3
-	p = p*r + 8.3334519073e-3
-	p = p*r + 4.1665795894e-2
-	p = p*r + 1.6666665459e-1
-	p = p*r + 5.0000001201e-1
-	y := p*r*r + r + 1
-	ki := int32(k)
-	if ki > 127 {
-		return 2 * y * math.Float32frombits(uint32(ki-1+127)<<23)
-	}
-	if ki < -126 {
-		// subnormal result: scale in two steps
-		return y * math.Float32frombits(uint32(ki+126+127)<<23) * math.Float32frombits(uint32(1)<<23)
-	}
-	return y * math.Float32frombits(uint32(ki+127)<<23)
-}

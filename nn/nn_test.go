@@ -282,31 +282,17 @@ func TestSiLUSaved(t *testing.T) {
 	}
 }
 
-func TestExpf(t *testing.T) {
+func TestExpNormal(t *testing.T) {
+	var worst float64
 	for tv := float32(-87); tv <= 88; tv += 0.0173 {
 		got, want := float64(expNormal(tv)), math.Exp(float64(tv))
-		if math.Abs(got-want)/want > 4e-7 {
+		e := math.Abs(got-want) / want
+		worst = math.Max(worst, e)
+		if e > 4e-7 {
 			t.Fatalf("expNormal(%g) = %g, want %g", tv, got, want)
 		}
 	}
-	var worst float64
-	for x := -103.0; x < 88.7; x += 0.0137 {
-		got, want := float64(expf(float32(x))), math.Exp(float64(float32(x)))
-		if want < 1e-37 { // subnormal range: absolute
-			if math.Abs(got-want) > 1e-44 {
-				t.Fatalf("expf(%g) = %g, want %g", x, got, want)
-			}
-			continue
-		}
-		worst = math.Max(worst, math.Abs(got-want)/want)
-	}
-	if worst > 4e-7 {
-		t.Fatalf("expf worst relative error %g", worst)
-	}
-	if !math.IsInf(float64(expf(100)), 1) || expf(-200) != 0 {
-		t.Fatal("expf limits")
-	}
-	t.Logf("expf worst relative error %.3g", worst)
+	t.Logf("expNormal worst relative error %.3g", worst)
 }
 
 func TestAvgPool(t *testing.T) {

@@ -8,8 +8,9 @@ import (
 	"image/draw"
 	"image/png"
 	"math"
-	"os"
 	"path/filepath"
+
+	"github.com/tinct/tinct/internal/atomicfile"
 )
 
 // ToImage converts a CHW float tensor with values in [-1, 1] to an image:
@@ -114,33 +115,6 @@ func SavePNG(path string, img image.Image) error {
 }
 
 // writeFileAtomic writes data to path through a temporary file and a rename.
-func writeFileAtomic(path string, data []byte) (err error) {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	// CreateTemp makes the file 0600; give it the mode of a normal file.
-	if err := f.Chmod(0o644); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
+func writeFileAtomic(path string, data []byte) error {
+	return atomicfile.Write(path, data, "."+filepath.Base(path)+".tmp")
 }
