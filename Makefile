@@ -1,6 +1,6 @@
 # tinct — build, test, benchmark.
 PY := /usr/bin/python3
-APT_PACKAGES := libopenblas0 python3-torch python3-numpy
+APT_PACKAGES := libopenblas0 python3-torch python3-numpy chromium
 
 .PHONY: build test deps bench bench-quick run clean
 

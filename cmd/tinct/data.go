@@ -2,11 +2,28 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"sync"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tinct/tinct/dataset"
+	"github.com/tinct/tinct/track"
 )
+
+// prepareProgress draws a progress bar for dataset.Prepare, created when
+// the total is first known.
+func prepareProgress(out io.Writer) func(done, total int) {
+	var once sync.Once
+	var p *track.Progress
+	return func(done, total int) {
+		once.Do(func() { p = track.NewProgress(out, total, "prepare") })
+		p.Update(done)
+		if done == total {
+			p.Done()
+		}
+	}
+}
 
 func newDataCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "data", Short: "Prepare training data"}
@@ -24,6 +41,7 @@ are validation and test). Undecodable or tiny images are skipped and counted.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opt.Source = args[0]
+			opt.Progress = prepareProgress(cmd.ErrOrStderr())
 			sum, err := dataset.Prepare(cmd.Context(), opt)
 			if err != nil {
 				return err

@@ -181,7 +181,7 @@ func preparedData(ctx context.Context, cfg *config.Config) (string, error) {
 		return out, nil
 	}
 	slog.Info("preparing dataset", "source", cfg.Dataset, "out", out, "image_size", cfg.ImageSize)
-	summary, err := dataset.Prepare(ctx, dataset.PrepareOptions{Source: cfg.Dataset, Format: "auto", Out: out, ImageSize: cfg.ImageSize, Val: cfg.ValImages, Test: cfg.TestImages, Seed: cfg.Seed})
+	summary, err := dataset.Prepare(ctx, dataset.PrepareOptions{Source: cfg.Dataset, Format: "auto", Out: out, ImageSize: cfg.ImageSize, Val: cfg.ValImages, Test: cfg.TestImages, Seed: cfg.Seed, Progress: prepareProgress(os.Stderr)})
 	if err != nil {
 		return "", err
 	}
