@@ -2,18 +2,27 @@
 PY := /usr/bin/python3
 APT_PACKAGES := libopenblas0 python3-torch python3-numpy chromium
 
-.PHONY: build test deps bench bench-quick run clean
+.PHONY: build test deps minio bench bench-quick run clean
 
 build:
 	go build -o bin/tinct ./cmd/tinct
 
-# deps installs the system packages the tests use (root; Debian 12).
-deps:
+MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
+MINIO := $(shell go env GOPATH)/bin/minio
+
+# deps installs what the tests use: Debian packages (root; Debian 12) and a
+# MinIO server for the S3 store's tests (built with go install: ~14 minutes
+# cold on 2 cores, reused when present).
+deps: minio
 	@if dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then echo "deps: $(APT_PACKAGES) already installed"; \
 	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); fi
 
 # test: vet, the whole suite on the fastest backend, the model's tests again
 # on the pure-Go GEMM, a cgo-free build, and the PyTorch reference's self-test.
+minio:
+	@if [ -x "$(MINIO)" ]; then echo "deps: $(MINIO) present"; \
+	else echo "deps: building MinIO $(MINIO_VERSION) (several minutes)"; go install github.com/minio/minio@$(MINIO_VERSION); fi
+
 test:
 	go vet ./...
 	CGO_ENABLED=0 go build -o /dev/null ./cmd/tinct
