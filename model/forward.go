@@ -84,22 +84,34 @@ func (u *UNet) blockForward(ar *Arena, b *Block, train bool) {
 // Backward adds to u.Grads the gradient of the loss whose gradient with
 // respect to the last training Forward's output is dOut. Grads is not
 // cleared here: the caller zeroes it once per step.
-func (u *UNet) Backward(ar *Arena, dOut nn.Tensor) {
+func (u *UNet) Backward(ar *Arena, dOut nn.Tensor) { u.BackwardNotify(ar, dOut, nil) }
+
+// BackwardNotify is Backward that calls ready(from) each time the gradients
+// Grads[from:] are final, with from decreasing to 0 (parameters are laid
+// out in forward order and backward visits layers in reverse): a caller can
+// start reducing that tail of the gradient while backward goes on.
+func (u *UNet) BackwardNotify(ar *Arena, dOut nn.Tensor, ready func(from int)) {
+	if ready == nil {
+		ready = func(int) {}
+	}
 	for _, g := range ar.grads {
 		g.Zero()
 	}
 	ws := &ar.ws
 	u.Head.Backward(ws, ar.topOut, dOut, ar.dTopOut, true)
+	ready(u.param("head.weight").Offset)
 	for i := len(u.Ups) - 1; i >= 0; i-- {
 		level := u.Ups[i]
 		for j := len(level) - 1; j >= 0; j-- {
 			u.blockBackward(ar, level[j])
+			ready(level[j].Offset)
 		}
 		up := ar.ups[i]
 		nn.Upsample2Backward(up.dDst, up.dSrc)
 	}
 	for j := len(u.Mids) - 1; j >= 0; j-- {
 		u.blockBackward(ar, u.Mids[j])
+		ready(u.Mids[j].Offset)
 	}
 	for l := len(u.Downs) - 1; l >= 0; l-- {
 		p := ar.pools[l]
@@ -107,10 +119,12 @@ func (u *UNet) Backward(ar *Arena, dOut nn.Tensor) {
 		level := u.Downs[l]
 		for j := len(level) - 1; j >= 0; j-- {
 			u.blockBackward(ar, level[j])
+			ready(level[j].Offset)
 		}
 	}
 	// The embedding has no weights and the input needs no gradient.
 	u.Stem.Backward(ws, ar.input, ar.dStemCat.Channels(0, u.Widths[0]), nn.Tensor{}, false)
+	ready(0)
 }
 
 func (u *UNet) blockBackward(ar *Arena, b *Block) {

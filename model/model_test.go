@@ -351,3 +351,39 @@ func TestSamplerTimesHalfToEven(t *testing.T) {
 		t.Fatalf("SamplerTimes(7)[1] = %d, want 832", got)
 	}
 }
+
+// TestBackwardNotify: ready(from) comes with decreasing offsets down to 0,
+// and at each call Grads[from:] already holds its final values.
+func TestBackwardNotify(t *testing.T) {
+	u := tinyNet(t, 9)
+	rng := rand.New(rand.NewPCG(3, 4))
+	ar, _ := u.NewArena(2, 8, 8)
+	x, nv := randInput(rng, 2, 8, 8)
+	d := nn.NewTensor(2, 3, 8, 8)
+	for i := range d.Data {
+		d.Data[i] = float32(rng.NormFloat64())
+	}
+	u.Forward(ar, x, nv, true)
+	clear(u.Grads)
+	u.Backward(ar, d)
+	final := append([]float32(nil), u.Grads...)
+	u.Forward(ar, x, nv, true)
+	clear(u.Grads)
+	last := len(u.Grads) + 1
+	calls := 0
+	u.BackwardNotify(ar, d, func(from int) {
+		calls++
+		if from >= last {
+			t.Fatalf("ready(%d) after ready(%d): offsets must decrease", from, last)
+		}
+		last = from
+		for i := from; i < len(final); i++ {
+			if u.Grads[i] != final[i] {
+				t.Fatalf("ready(%d): Grads[%d] = %g, final %g", from, i, u.Grads[i], final[i])
+			}
+		}
+	})
+	if last != 0 || calls != len(u.Blocks())+2 {
+		t.Fatalf("last ready(%d), %d calls; want 0 and %d", last, calls, len(u.Blocks())+2)
+	}
+}

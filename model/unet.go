@@ -44,6 +44,7 @@ func (c Config) Validate() error {
 type Block struct {
 	Name         string
 	In, Out      int
+	Offset       int // where the block's parameters start in UNet.Params
 	Skip         *nn.Conv2D
 	Norm         *nn.BatchNorm
 	Conv1, Conv2 *nn.Conv2D
@@ -89,8 +90,10 @@ func New(cfg Config) (*UNet, error) {
 		convs = append(convs, c)
 		return c
 	}
+	first := map[*Block]int{} // each block's first Layout entry
 	block := func(name string, in, out int) *Block {
 		b := &Block{Name: name, In: in, Out: out, Norm: nn.NewBatchNorm(in)}
+		first[b] = len(u.Layout)
 		if in != out {
 			b.Skip = conv(name+".skip", in, out, 1)
 		}
@@ -128,6 +131,9 @@ func New(cfg Config) (*UNet, error) {
 	for i := range u.Layout {
 		u.Layout[i].Offset = total
 		total += u.Layout[i].Size()
+	}
+	for b, i := range first {
+		b.Offset = u.Layout[i].Offset
 	}
 	u.Params = make([]float32, total)
 	u.Grads = make([]float32, total)
