@@ -53,9 +53,10 @@ type Config struct {
 	KeepLast        int    `yaml:"keep_last"`
 	Resume          bool   `yaml:"resume"`
 
-	OutputDir string `yaml:"output_dir"`
-	GEMM      string `yaml:"gemm"`
-	Threads   int    `yaml:"threads"`
+	OutputDir   string `yaml:"output_dir"`
+	MetricsAddr string `yaml:"metrics_addr"`
+	GEMM        string `yaml:"gemm"`
+	Threads     int    `yaml:"threads"`
 }
 
 // Choices lists the valid values of the keys that take one of a set.

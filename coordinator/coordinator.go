@@ -61,7 +61,8 @@ type Options struct {
 	Store    checkpoint.Store
 	Track    *track.Writer // nil: no metrics
 	Log      *slog.Logger
-	Progress io.Writer // progress bar; nil: none
+	Progress io.Writer       // progress bar; nil: none
+	Metrics  *track.Registry // Prometheus gauges; nil: none
 	// AfterStep, if set, is called after every committed step (tests).
 	AfterStep func(step int64)
 }
@@ -81,6 +82,7 @@ type Coordinator struct {
 	step        int64 // steps committed in all
 
 	saved      int64 // step of the last checkpoint written or restored (−1: none)
+	gauges     gauges
 	grad, bufs []float32
 	epochLoss  float64
 	epochCount int
@@ -106,7 +108,28 @@ func New(opt Options) (*Coordinator, error) {
 	}
 	return &Coordinator{opt: opt, cfg: cfg, net: net, ema: ema, adam: model.NewAdam(net.NumParams(), cfg.LR),
 		rule:  model.EMA{Decay: cfg.EMA.Decay, CopyBuffers: cfg.EMA.Buffers == "copy"},
-		saved: -1, grad: make([]float32, net.NumParams()), bufs: make([]float32, net.NumBuffers())}, nil
+		saved: -1, grad: make([]float32, net.NumParams()), bufs: make([]float32, net.NumBuffers()), gauges: newGauges(opt.Metrics)}, nil
+}
+
+// gauges are the coordinator's Prometheus metrics.
+type gauges struct {
+	workers, step, epoch, loss, imagesPerSec, stepSeconds, reduceSeconds, checkpoints *track.Metric
+}
+
+func newGauges(r *track.Registry) gauges {
+	if r == nil {
+		r = track.NewRegistry() // unserved
+	}
+	return gauges{
+		workers:       r.Gauge("tinct_workers", "Workers taking part in training steps."),
+		step:          r.Gauge("tinct_step", "Training steps committed."),
+		epoch:         r.Gauge("tinct_epoch", "Current epoch (1-based)."),
+		loss:          r.Gauge("tinct_loss", "Mean loss of the last committed step."),
+		imagesPerSec:  r.Gauge("tinct_images_per_second", "Training images per second over the last step."),
+		stepSeconds:   r.Gauge("tinct_step_seconds", "Wall time of the last step."),
+		reduceSeconds: r.Gauge("tinct_allreduce_seconds", "Time the last step spent reducing gradients."),
+		checkpoints:   r.Counter("tinct_checkpoints_total", "Checkpoints written."),
+	}
 }
 
 // Step is the number of committed steps; Epoch the current epoch.
@@ -126,6 +149,7 @@ func (c *Coordinator) Join(ctx context.Context, p Peer) error {
 		return fmt.Errorf("join %s: %w", p.Name(), err)
 	}
 	c.peers = append(c.peers, p)
+	c.gauges.workers.Set(float64(len(c.peers)))
 	c.opt.Log.Info("worker joined", "worker", p.Name(), "workers", len(c.peers), "step", c.step)
 	return nil
 }
@@ -174,8 +198,14 @@ func (c *Coordinator) Run(ctx context.Context) error {
 				return err
 			}
 			now := time.Now()
-			ips := float64(len(idx)) / now.Sub(lastTime).Seconds()
+			secs := now.Sub(lastTime).Seconds()
+			ips := float64(len(idx)) / secs
 			lastTime = now
+			c.gauges.step.Set(float64(c.step))
+			c.gauges.epoch.Set(float64(c.epoch + 1))
+			c.gauges.loss.Set(loss)
+			c.gauges.imagesPerSec.Set(ips)
+			c.gauges.stepSeconds.Set(secs)
 			c.scalar("loss/step", c.step, loss)
 			c.scalar("images_per_sec", c.step, ips)
 			if prog != nil {
@@ -203,7 +233,9 @@ func (c *Coordinator) trainStep(ctx context.Context, idx []int) (float64, error)
 		}
 		results[i] = r
 	}
+	t0 := time.Now()
 	loss := reduce(results, c.grad, c.bufs)
+	c.gauges.reduceSeconds.Set(time.Since(t0).Seconds())
 	tracked := c.net.BatchesTracked() + 1
 	c.adam.Update(c.net.Params, c.grad)
 	c.net.SetBuffers(c.bufs, tracked)
@@ -358,6 +390,7 @@ func (c *Coordinator) Checkpoint(ctx context.Context) error {
 		return err
 	}
 	c.saved = c.step
+	c.gauges.checkpoints.Add(1)
 	c.opt.Log.Info("checkpoint saved", "name", ck.Name, "store", c.opt.Store.String(), "epoch", c.epoch, "step", c.step)
 	if c.cfg.KeepLast > 0 {
 		removed, err := c.opt.Store.Prune(ctx, c.cfg.KeepLast)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tinct/tinct/checkpoint"
 	"github.com/tinct/tinct/config"
+	"github.com/tinct/tinct/track"
 	"github.com/tinct/tinct/worker"
 )
 
@@ -197,5 +198,29 @@ func TestResumeSkipsTruncatedCheckpoint(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "weights.safetensors") {
 		t.Fatalf("the skipped checkpoint was not reported:\n%s", logs.String())
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	store, _ := checkpoint.Open(cfg.Store)
+	reg := track.NewRegistry()
+	data := synthetic{n: 10, size: 8}
+	co, err := New(Options{Config: cfg, Train: data, Store: store, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, _ := worker.New("w0", co.Net().Config, data)
+	co.Join(context.Background(), Local{W: w})
+	if err := co.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]float64{"tinct_step": 6, "tinct_workers": 1, "tinct_checkpoints_total": 3, "tinct_epoch": 3} {
+		if got := reg.Gauge(name, "").Value(); got != want {
+			t.Errorf("%s = %g, want %g", name, got, want)
+		}
+	}
+	if l := reg.Gauge("tinct_loss", "").Value(); !(l > 0) {
+		t.Errorf("tinct_loss = %g", l)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"image"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -92,7 +94,21 @@ func train(ctx context.Context, cmd *cobra.Command, cfg *config.Config) error {
 		return err
 	}
 	defer tw.Close()
-	co, err := coordinator.New(coordinator.Options{Config: cfg, Train: trainSet, Val: val, Store: store, Track: tw, Progress: os.Stderr})
+	var metrics *track.Registry
+	if cfg.MetricsAddr != "" {
+		metrics = track.NewRegistry()
+		ln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("metrics_addr=%s: %w", cfg.MetricsAddr, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", metrics)
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go srv.Serve(ln)
+		defer srv.Close()
+		slog.Info("prometheus metrics", "url", "http://"+ln.Addr().String()+"/metrics")
+	}
+	co, err := coordinator.New(coordinator.Options{Config: cfg, Train: trainSet, Val: val, Store: store, Track: tw, Progress: os.Stderr, Metrics: metrics})
 	if err != nil {
 		return err
 	}
