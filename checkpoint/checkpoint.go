@@ -28,7 +28,8 @@ type Info struct {
 	Size  int64 // total bytes of all parts
 }
 
-// Store is where checkpoints live: a local directory ([Dir]) now, S3 later.
+// Store is where checkpoints live: a local directory ([Dir]) or an S3
+// bucket ([S3]).
 type Store interface {
 	// Save stores c, replacing a checkpoint of the same name, and makes it
 	// the one Latest returns.
@@ -52,7 +53,8 @@ type Store interface {
 	// all), never the one the latest pointer names, and returns the names
 	// removed.
 	Prune(ctx context.Context, keep int) ([]string, error)
-	// String returns the store's URL, e.g. "file:///abs/dir".
+	// String returns the store's URL, e.g. "file:///abs/dir" or
+	// "s3://bucket/prefix", which Open accepts.
 	String() string
 }
 
@@ -92,7 +94,7 @@ func (e *CorruptError) Is(target error) bool { return target == ErrCorrupt }
 
 // Verify checks that the named checkpoint is complete and that every part
 // matches its manifest. Stores that can check without holding the parts in
-// memory (such as Dir) do so.
+// memory (Dir and S3) do so.
 func Verify(ctx context.Context, s Store, name string) error {
 	if v, ok := s.(interface {
 		Verify(ctx context.Context, name string) error
@@ -103,25 +105,47 @@ func Verify(ctx context.Context, s Store, name string) error {
 	return err
 }
 
-const acceptedForms = "a directory path (runs/checkpoints) or file:///absolute/dir; " +
-	"s3://bucket/prefix arrives with the S3 store"
+const acceptedForms = "a directory path (runs/checkpoints), file:///absolute/dir or s3://bucket/prefix"
 
-// Open opens the store at rawURL:
+// Open opens the store at rawURL with the S3 options from the environment:
+// OpenWith(rawURL, EnvOptions()). See OpenWith for the accepted forms;
+// EnvOptions reads TINCT_S3_ENDPOINT (the S3 server, host[:port]; empty:
+// Amazon S3), TINCT_S3_INSECURE (1: plain HTTP; TLS otherwise) and
+// TINCT_S3_REGION (empty: ask the server).
+func Open(rawURL string) (Store, error) {
+	return OpenWith(rawURL, EnvOptions())
+}
+
+// OpenWith opens the store at rawURL:
 //
 //   - a plain path, or file:///abs/dir (file://localhost/abs/dir): a
-//     directory store, created if missing;
-//   - s3://bucket/prefix: not available yet; the error wraps
-//     errors.ErrUnsupported.
+//     directory store ([Dir]), created if missing;
+//   - s3://bucket or s3://bucket/prefix: an S3 store ([S3]) at
+//     opt.S3Endpoint, with the credentials in AWS_ACCESS_KEY_ID and
+//     AWS_SECRET_ACCESS_KEY (an error says to set them if they are not).
+//     The bucket must exist: OpenWith checks it and never creates it.
 //
 // Anything else is an error listing the accepted forms.
-func Open(rawURL string) (Store, error) {
+func OpenWith(rawURL string, opt Options) (Store, error) {
 	lower := strings.ToLower(rawURL)
 	switch {
 	case strings.TrimSpace(rawURL) == "":
 		return nil, fmt.Errorf("open checkpoint store: empty location; give %s", acceptedForms)
 	case strings.HasPrefix(lower, "s3://"):
-		return nil, fmt.Errorf("open checkpoint store %s: S3 stores arrive with the cluster issue and are not in this build (%w); use a directory path or file:///absolute/dir for now",
-			rawURL, errors.ErrUnsupported)
+		u, err := url.Parse(rawURL)
+		if err != nil {
+			return nil, fmt.Errorf("open checkpoint store %q: %w; give s3://bucket/prefix", rawURL, err)
+		}
+		switch {
+		case u.User != nil || u.Port() != "":
+			return nil, fmt.Errorf("open checkpoint store %q: an s3 URL names only a bucket and a prefix, as in s3://bucket/prefix; give the server in %s and the credentials in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+				rawURL, EnvS3Endpoint)
+		case u.Host == "":
+			return nil, fmt.Errorf("open checkpoint store %q: no bucket; give s3://bucket/prefix", rawURL)
+		case u.RawQuery != "" || u.Fragment != "":
+			return nil, fmt.Errorf("open checkpoint store %q: an s3 URL takes no query or fragment; give s3://bucket/prefix", rawURL)
+		}
+		return OpenS3(u.Host, u.Path, opt)
 	case strings.HasPrefix(lower, "file:"):
 		u, err := url.Parse(rawURL)
 		if err != nil {

@@ -59,7 +59,7 @@ func newDir(t *testing.T) *Dir {
 	return d
 }
 
-func save(t *testing.T, d *Dir, cs ...*Checkpoint) {
+func save(t *testing.T, d Store, cs ...*Checkpoint) {
 	t.Helper()
 	for _, c := range cs {
 		if err := d.Save(context.Background(), c); err != nil {
@@ -76,7 +76,7 @@ func names(infos []Info) []string {
 	return out
 }
 
-func listNames(t *testing.T, d *Dir) []string {
+func listNames(t *testing.T, d Store) []string {
 	t.Helper()
 	infos, err := d.List(context.Background())
 	if err != nil {
@@ -101,13 +101,9 @@ func hidden(t *testing.T, d *Dir) []string {
 	return out
 }
 
-func readLatest(t *testing.T, d *Dir) string {
+func readLatest(t *testing.T, f fixture) string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(d.Path(), "latest"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(string(data))
+	return strings.TrimSpace(string(f.readRaw(t, "latest")))
 }
 
 func writeFile(t *testing.T, path string, data []byte) {
@@ -148,61 +144,66 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 			Parts: map[string][]byte{"state.json": []byte("{}")}}},
 		{"longest name", &Checkpoint{Name: strings.Repeat("n", 128), Time: t0, Parts: map[string][]byte{strings.Repeat("p", 128): {1}}}},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			ctx := context.Background()
-			d := newDir(t)
-			save(t, d, tt.c)
-			got, err := d.Load(ctx, tt.c.Name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			sameCheckpoint(t, got, tt.c)
-			if err := Verify(ctx, d, tt.c.Name); err != nil {
-				t.Errorf("Verify: %v", err)
-			}
-			if l := readLatest(t, d); l != tt.c.Name {
-				t.Errorf("latest = %q, want %q", l, tt.c.Name)
-			}
-			if h := hidden(t, d); len(h) != 0 {
-				t.Errorf("leftovers after Save: %v", h)
-			}
-			infos, err := d.List(ctx)
-			if err != nil || len(infos) != 1 {
-				t.Fatalf("List = %v, %v; want one", infos, err)
-			}
-			var size int64
-			for _, p := range tt.c.Parts {
-				size += int64(len(p))
-			}
-			if in := infos[0]; in.Name != tt.c.Name || in.Step != tt.c.Step || in.Epoch != tt.c.Epoch || !in.Time.Equal(tt.c.Time) || in.Size != size {
-				t.Errorf("Info = %+v, want size %d and the checkpoint's header", in, size)
-			}
-		})
-	}
+	forEachStore(t, func(t *testing.T, newStore func(*testing.T) fixture) {
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				ctx := context.Background()
+				d := newStore(t)
+				save(t, d, tt.c)
+				got, err := d.Load(ctx, tt.c.Name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				sameCheckpoint(t, got, tt.c)
+				if err := Verify(ctx, d, tt.c.Name); err != nil {
+					t.Errorf("Verify: %v", err)
+				}
+				if l := readLatest(t, d); l != tt.c.Name {
+					t.Errorf("latest = %q, want %q", l, tt.c.Name)
+				}
+				if h := d.leftovers(t); len(h) != 0 {
+					t.Errorf("leftovers after Save: %v", h)
+				}
+				infos, err := d.List(ctx)
+				if err != nil || len(infos) != 1 {
+					t.Fatalf("List = %v, %v; want one", infos, err)
+				}
+				var size int64
+				for _, p := range tt.c.Parts {
+					size += int64(len(p))
+				}
+				if in := infos[0]; in.Name != tt.c.Name || in.Step != tt.c.Step || in.Epoch != tt.c.Epoch || !in.Time.Equal(tt.c.Time) || in.Size != size {
+					t.Errorf("Info = %+v, want size %d and the checkpoint's header", in, size)
+				}
+			})
+		}
+	})
 }
 
 func TestSaveZeroTimeRecordsNow(t *testing.T) {
-	d := newDir(t)
-	before := time.Now()
-	save(t, d, &Checkpoint{Name: "a"})
-	got, err := d.Load(context.Background(), "a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.Time.Before(before.Add(-time.Second)) || got.Time.After(time.Now().Add(time.Second)) {
-		t.Errorf("Time = %v, want about now", got.Time)
-	}
+	forEachStore(t, func(t *testing.T, newStore func(*testing.T) fixture) {
+		d := newStore(t)
+		before := time.Now()
+		save(t, d, &Checkpoint{Name: "a"})
+		got, err := d.Load(context.Background(), "a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Time.Before(before.Add(-time.Second)) || got.Time.After(time.Now().Add(time.Second)) {
+			t.Errorf("Time = %v, want about now", got.Time)
+		}
+	})
 }
 
 func TestManifest(t *testing.T) {
-	d := newDir(t)
+	forEachStore(t, testManifest)
+}
+
+func testManifest(t *testing.T, newStore func(*testing.T) fixture) {
+	d := newStore(t)
 	c := ck("epoch-000001", 1)
 	save(t, d, c)
-	data, err := os.ReadFile(filepath.Join(d.Path(), c.Name, "manifest.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := d.readRaw(t, c.Name+"/manifest.json")
 	var m manifest
 	if err := json.Unmarshal(data, &m); err != nil {
 		t.Fatal(err)
@@ -218,23 +219,28 @@ func TestManifest(t *testing.T) {
 		if i > 0 && m.Parts[i-1].Name >= p.Name {
 			t.Errorf("parts not in name order: %s before %s", m.Parts[i-1].Name, p.Name)
 		}
-		if _, err := os.Stat(filepath.Join(d.Path(), c.Name, p.Name)); err != nil {
-			t.Error(err)
+		if !d.exists(t, c.Name+"/"+p.Name) {
+			t.Errorf("part %s not stored as %s/%s", p.Name, c.Name, p.Name)
 		}
 	}
 }
 
 func TestListOrder(t *testing.T) {
-	d := newDir(t)
+	forEachStore(t, testListOrder)
+}
+
+func testListOrder(t *testing.T, newStore func(*testing.T) fixture) {
+	d := newStore(t)
 	at := func(name string, step int64, sec int) *Checkpoint {
 		return &Checkpoint{Name: name, Step: step, Time: t0.Add(time.Duration(sec) * time.Second)}
 	}
 	save(t, d, at("a", 100, 1), at("b", 300, 0), at("c", 200, 2), at("d", 300, 5), at("e", 300, 5))
 	// Not checkpoints: List skips them.
-	writeFile(t, filepath.Join(d.Path(), "notes.txt"), []byte("hi"))
-	writeFile(t, filepath.Join(d.Path(), "garbage", "manifest.json"), []byte("{"))
-	writeFile(t, filepath.Join(d.Path(), "partial", "weights.safetensors"), []byte("w"))
-	writeFile(t, filepath.Join(d.Path(), ".tmp-f-1", "manifest.json"), []byte(`{"version":1,"step":999}`))
+	d.writeRaw(t, "notes.txt", []byte("hi"))
+	d.writeRaw(t, "garbage/manifest.json", []byte("{"))
+	d.writeRaw(t, "partial/weights.safetensors", []byte("w"))
+	d.writeRaw(t, ".tmp-f-1/manifest.json", []byte(`{"version":1,"step":999}`))
+	d.writeRaw(t, "nested/deeper/manifest.json", []byte(`{"version":1,"step":998}`))
 
 	want := []string{"e", "d", "b", "c", "a"} // step, then time, then name, descending
 	if got := listNames(t, d); !slices.Equal(got, want) {
@@ -248,71 +254,71 @@ func TestLatest(t *testing.T) {
 		c20 = "epoch-000020"
 		c30 = "epoch-000030"
 	)
-	part := func(d *Dir, name, p string) string { return filepath.Join(d.Path(), name, p) }
-	truncate := func(name, p string) func(*testing.T, *Dir) {
-		return func(t *testing.T, d *Dir) {
-			if err := os.Truncate(part(d, name, p), 1000); err != nil {
-				t.Fatal(err)
-			}
+	type damage = func(*testing.T, fixture)
+	part := func(name, p string) string { return name + "/" + p }
+	truncate := func(name, p string) damage {
+		return func(t *testing.T, d fixture) {
+			d.writeRaw(t, part(name, p), d.readRaw(t, part(name, p))[:1000])
 		}
 	}
-	flip := func(name, p string) func(*testing.T, *Dir) {
-		return func(t *testing.T, d *Dir) {
-			path := part(d, name, p)
-			data, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
+	flip := func(name, p string) damage {
+		return func(t *testing.T, d fixture) {
+			data := d.readRaw(t, part(name, p))
 			data[len(data)/2] ^= 0x10
-			writeFile(t, path, data)
+			d.writeRaw(t, part(name, p), data)
 		}
 	}
-	setLatest := func(s string) func(*testing.T, *Dir) {
-		return func(t *testing.T, d *Dir) { writeFile(t, filepath.Join(d.Path(), "latest"), []byte(s)) }
+	setLatest := func(s string) damage {
+		return func(t *testing.T, d fixture) { d.writeRaw(t, "latest", []byte(s)) }
 	}
-	both := func(fs ...func(*testing.T, *Dir)) func(*testing.T, *Dir) {
-		return func(t *testing.T, d *Dir) {
+	remove := func(key string) damage {
+		return func(t *testing.T, d fixture) { d.removeRaw(t, key) }
+	}
+	write := func(key, data string) damage {
+		return func(t *testing.T, d fixture) { d.writeRaw(t, key, []byte(data)) }
+	}
+	both := func(fs ...damage) damage {
+		return func(t *testing.T, d fixture) {
 			for _, f := range fs {
 				f(t, d)
 			}
 		}
 	}
 
+	// Warnings are substrings; {file} and {store} are filled in per store
+	// (see expand).
 	tests := []struct {
 		name     string
-		damage   func(*testing.T, *Dir)
+		damage   damage
 		want     string
 		warnings []string // one substring per expected warning, in order
 		corrupt  string   // if set, the first warning is a *CorruptError for this file
 	}{
 		{name: "intact", want: c30},
 		{name: "truncated part", damage: truncate(c30, "weights.safetensors"), want: c20,
-			warnings: []string{"part weights.safetensors: size 1000 bytes, manifest says 4096 (file truncated"}, corrupt: "weights.safetensors"},
+			warnings: []string{"part weights.safetensors: size 1000 bytes, manifest says 4096 ({file} truncated"}, corrupt: "weights.safetensors"},
 		{name: "bit flip", damage: flip(c30, "ema.safetensors"), want: c20,
-			warnings: []string{"checkpoint epoch-000030: part ema.safetensors: sha256 mismatch (file corrupt; the previous checkpoint will be used on resume)"},
+			warnings: []string{"checkpoint epoch-000030: part ema.safetensors: sha256 mismatch ({file} corrupt; the previous checkpoint will be used on resume)"},
 			corrupt:  "ema.safetensors"},
-		{name: "extra bytes", damage: func(t *testing.T, d *Dir) {
-			writeFile(t, part(d, c30, "state.json"), []byte(`{"step":30}   `))
-		}, want: c20, warnings: []string{"part state.json: size 14 bytes, manifest says 11"}, corrupt: "state.json"},
-		{name: "missing part", damage: func(t *testing.T, d *Dir) { os.Remove(part(d, c30, "config.yaml")) }, want: c20,
-			warnings: []string{"part config.yaml: missing"}, corrupt: "config.yaml"},
-		{name: "deleted checkpoint", damage: func(t *testing.T, d *Dir) { os.RemoveAll(filepath.Join(d.Path(), c30)) }, want: c20,
-			warnings: []string{"latest pointer names epoch-000030, which is gone from file:///"}},
-		{name: "garbage manifest", damage: func(t *testing.T, d *Dir) { writeFile(t, part(d, c30, "manifest.json"), []byte("\x00garbage{")) },
+		{name: "extra bytes", damage: write(part(c30, "state.json"), `{"step":30}   `), want: c20,
+			warnings: []string{"part state.json: size 14 bytes, manifest says 11 ({file} corrupt"}, corrupt: "state.json"},
+		{name: "missing part", damage: remove(part(c30, "config.yaml")), want: c20,
+			warnings: []string{"part config.yaml: missing ({file} deleted"}, corrupt: "config.yaml"},
+		{name: "deleted checkpoint", damage: func(t *testing.T, d fixture) { d.removeAllRaw(t, c30) }, want: c20,
+			warnings: []string{"latest pointer names epoch-000030, which is gone from {store} "}},
+		{name: "garbage manifest", damage: write(part(c30, "manifest.json"), "\x00garbage{"),
 			want: c20, warnings: []string{"manifest.json: invalid JSON"}, corrupt: "manifest.json"},
-		{name: "missing manifest", damage: func(t *testing.T, d *Dir) { os.Remove(part(d, c30, "manifest.json")) },
+		{name: "missing manifest", damage: remove(part(c30, "manifest.json")),
 			want: c20, warnings: []string{"manifest.json: missing"}, corrupt: "manifest.json"},
-		{name: "newer format", damage: func(t *testing.T, d *Dir) {
-			data, _ := os.ReadFile(part(d, c30, "manifest.json"))
-			writeFile(t, part(d, c30, "manifest.json"), bytes.Replace(data, []byte(`"version": 1`), []byte(`"version": 2`), 1))
+		{name: "newer format", damage: func(t *testing.T, d fixture) {
+			data := d.readRaw(t, part(c30, "manifest.json"))
+			d.writeRaw(t, part(c30, "manifest.json"), bytes.Replace(data, []byte(`"version": 1`), []byte(`"version": 2`), 1))
 		}, want: c20, warnings: []string{"upgrade tinct"}},
-		{name: "no latest pointer", damage: func(t *testing.T, d *Dir) { os.Remove(filepath.Join(d.Path(), "latest")) }, want: c30,
+		{name: "no latest pointer", damage: remove("latest"), want: c30,
 			warnings: []string{"no latest pointer"}},
 		{name: "no pointer and newest manifest garbage", damage: both(
-			func(t *testing.T, d *Dir) { os.Remove(filepath.Join(d.Path(), "latest")) },
-			func(t *testing.T, d *Dir) {
-				writeFile(t, part(d, c30, "manifest.json"), []byte(`{"version":1,"parts":[{"name":"../x"}]}`))
-			},
+			remove("latest"),
+			write(part(c30, "manifest.json"), `{"version":1,"parts":[{"name":"../x"}]}`),
 		), want: c20, warnings: []string{"no latest pointer", `epoch-000030: manifest.json: bad part entry: invalid part name "../x"`}},
 		{name: "garbage latest pointer", damage: setLatest("../../etc/passwd"), want: c30,
 			warnings: []string{`holds "../../etc/passwd", which is not a checkpoint name`}},
@@ -322,115 +328,126 @@ func TestLatest(t *testing.T) {
 		{name: "newest two damaged", damage: both(flip(c30, "weights.safetensors"), truncate(c20, "optimizer.safetensors")), want: c10,
 			warnings: []string{"epoch-000030: part weights.safetensors: sha256", "epoch-000020: part optimizer.safetensors: size 1000"}},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			d := newDir(t)
-			cs := []*Checkpoint{ck(c10, 10), ck(c20, 20), ck(c30, 30)}
-			save(t, d, cs...)
-			if tt.damage != nil {
-				tt.damage(t, d)
-			}
-			got, warnings, err := d.Latest(context.Background())
-			if err != nil {
-				t.Fatalf("Latest: %v (warnings %v)", err, warnings)
-			}
-			for _, c := range cs {
-				if c.Name == tt.want {
-					sameCheckpoint(t, got, c)
+	forEachStore(t, func(t *testing.T, newStore func(*testing.T) fixture) {
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				d := newStore(t)
+				cs := []*Checkpoint{ck(c10, 10), ck(c20, 20), ck(c30, 30)}
+				save(t, d, cs...)
+				if tt.damage != nil {
+					tt.damage(t, d)
 				}
-			}
-			if len(warnings) != len(tt.warnings) {
-				t.Fatalf("warnings = %q, want %d", warnings, len(tt.warnings))
-			}
-			for i, w := range warnings {
-				if !strings.Contains(w.Error(), tt.warnings[i]) {
-					t.Errorf("warning %d = %q, want it to contain %q", i, w, tt.warnings[i])
+				got, warnings, err := d.Latest(context.Background())
+				if err != nil {
+					t.Fatalf("Latest: %v (warnings %v)", err, warnings)
 				}
-			}
-			if tt.corrupt != "" {
-				var ce *CorruptError
-				if !errors.As(warnings[0], &ce) || ce.File != tt.corrupt || !errors.Is(warnings[0], ErrCorrupt) {
-					t.Errorf("warning %q is not a CorruptError for %s", warnings[0], tt.corrupt)
+				for _, c := range cs {
+					if c.Name == tt.want {
+						sameCheckpoint(t, got, c)
+					}
 				}
-			}
-		})
-	}
+				if len(warnings) != len(tt.warnings) {
+					t.Fatalf("warnings = %q, want %d", warnings, len(tt.warnings))
+				}
+				for i, w := range warnings {
+					if want := expand(d, tt.warnings[i]); !strings.Contains(w.Error(), want) {
+						t.Errorf("warning %d = %q, want it to contain %q", i, w, want)
+					}
+				}
+				if tt.corrupt != "" {
+					var ce *CorruptError
+					if !errors.As(warnings[0], &ce) || ce.File != tt.corrupt || !errors.Is(warnings[0], ErrCorrupt) {
+						t.Errorf("warning %q is not a CorruptError for %s", warnings[0], tt.corrupt)
+					}
+				}
+			})
+		}
+	})
 }
 
 func TestLatestNotFound(t *testing.T) {
 	tests := []struct {
 		name     string
-		setup    func(*testing.T, *Dir)
+		setup    func(*testing.T, fixture)
 		warnings int
 	}{
 		{name: "empty store"},
-		{name: "only foreign entries", setup: func(t *testing.T, d *Dir) {
-			writeFile(t, filepath.Join(d.Path(), "partial", "weights.safetensors"), []byte("w"))
-			writeFile(t, filepath.Join(d.Path(), ".tmp-x-1", "manifest.json"), []byte("{}"))
+		{name: "only foreign entries", setup: func(t *testing.T, d fixture) {
+			d.writeRaw(t, "partial/weights.safetensors", []byte("w"))
+			d.writeRaw(t, ".tmp-x-1/manifest.json", []byte("{}"))
 		}},
-		{name: "only a garbage manifest", setup: func(t *testing.T, d *Dir) {
-			writeFile(t, filepath.Join(d.Path(), "a", "manifest.json"), []byte("["))
+		{name: "only a garbage manifest", setup: func(t *testing.T, d fixture) {
+			d.writeRaw(t, "a/manifest.json", []byte("["))
 		}, warnings: 2},
-		{name: "pointer at deleted only checkpoint", setup: func(t *testing.T, d *Dir) {
+		{name: "pointer at deleted only checkpoint", setup: func(t *testing.T, d fixture) {
 			save(t, d, ck("a", 1))
-			os.RemoveAll(filepath.Join(d.Path(), "a"))
+			d.removeAllRaw(t, "a")
 		}, warnings: 1},
-		{name: "all corrupt", setup: func(t *testing.T, d *Dir) {
+		{name: "all corrupt", setup: func(t *testing.T, d fixture) {
 			save(t, d, ck("a", 1), ck("b", 2))
-			os.Truncate(filepath.Join(d.Path(), "a", "state.json"), 0)
-			os.Truncate(filepath.Join(d.Path(), "b", "state.json"), 0)
+			d.writeRaw(t, "a/state.json", nil)
+			d.writeRaw(t, "b/state.json", nil)
 		}, warnings: 2},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			d := newDir(t)
-			if tt.setup != nil {
-				tt.setup(t, d)
-			}
-			c, warnings, err := d.Latest(context.Background())
-			if c != nil || !errors.Is(err, ErrNotFound) {
-				t.Fatalf("Latest = %v, %v; want ErrNotFound", c, err)
-			}
-			if len(warnings) != tt.warnings {
-				t.Errorf("warnings = %q, want %d", warnings, tt.warnings)
-			}
-		})
-	}
+	forEachStore(t, func(t *testing.T, newStore func(*testing.T) fixture) {
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				d := newStore(t)
+				if tt.setup != nil {
+					tt.setup(t, d)
+				}
+				c, warnings, err := d.Latest(context.Background())
+				if c != nil || !errors.Is(err, ErrNotFound) {
+					t.Fatalf("Latest = %v, %v; want ErrNotFound", c, err)
+				}
+				if len(warnings) != tt.warnings {
+					t.Errorf("warnings = %q, want %d", warnings, tt.warnings)
+				}
+			})
+		}
+	})
 }
 
 func TestLoadErrors(t *testing.T) {
-	d := newDir(t)
-	save(t, d, ck("a", 1))
-	ctx := context.Background()
-	if _, err := d.Load(ctx, "nope"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("Load(missing) = %v, want ErrNotFound", err)
-	}
-	canceled, cancel := context.WithCancel(ctx)
-	cancel()
-	if _, err := d.Load(canceled, "a"); !errors.Is(err, context.Canceled) {
-		t.Errorf("Load(canceled) = %v, want context.Canceled", err)
-	}
+	forEachStore(t, func(t *testing.T, newStore func(*testing.T) fixture) {
+		d := newStore(t)
+		save(t, d, ck("a", 1))
+		ctx := context.Background()
+		if _, err := d.Load(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Load(missing) = %v, want ErrNotFound", err)
+		}
+		canceled, cancel := context.WithCancel(ctx)
+		cancel()
+		if _, err := d.Load(canceled, "a"); !errors.Is(err, context.Canceled) {
+			t.Errorf("Load(canceled) = %v, want context.Canceled", err)
+		}
+	})
 }
 
-// loadOnly hides Dir's streaming Verify, to test the generic path.
+// loadOnly hides a store's streaming Verify, to test the generic path.
 type loadOnly struct{ Store }
 
 func TestVerify(t *testing.T) {
+	forEachStore(t, testVerify)
+}
+
+func testVerify(t *testing.T, newStore func(*testing.T) fixture) {
 	ctx := context.Background()
-	d := newDir(t)
+	d := newStore(t)
 	save(t, d, ck("epoch-000050", 50), ck("epoch-000060", 60))
-	path := filepath.Join(d.Path(), "epoch-000050", "weights.safetensors")
-	data, _ := os.ReadFile(path)
+	key := "epoch-000050/weights.safetensors"
+	data := d.readRaw(t, key)
 	data[0] ^= 1
-	writeFile(t, path, data)
-	os.Truncate(filepath.Join(d.Path(), "epoch-000060", "ema.safetensors"), 10)
+	d.writeRaw(t, key, data)
+	key = "epoch-000060/ema.safetensors"
+	d.writeRaw(t, key, d.readRaw(t, key)[:10])
 
 	tests := []struct {
 		name, ckpt, want string
 	}{
 		{"valid", "epoch-000060x", ""},
-		{"bit flip", "epoch-000050", "checkpoint epoch-000050: part weights.safetensors: sha256 mismatch (file corrupt; the previous checkpoint will be used on resume)"},
-		{"truncated", "epoch-000060", "checkpoint epoch-000060: part ema.safetensors: size 10 bytes, manifest says 4096 (file truncated; the previous checkpoint will be used on resume)"},
+		{"bit flip", "epoch-000050", "checkpoint epoch-000050: part weights.safetensors: sha256 mismatch ({file} corrupt; the previous checkpoint will be used on resume)"},
+		{"truncated", "epoch-000060", "checkpoint epoch-000060: part ema.safetensors: size 10 bytes, manifest says 4096 ({file} truncated; the previous checkpoint will be used on resume)"},
 	}
 	save(t, d, ck("epoch-000060x", 61))
 	for _, s := range []Store{d, loadOnly{d}} {
@@ -443,8 +460,8 @@ func TestVerify(t *testing.T) {
 					}
 					return
 				}
-				if err == nil || err.Error() != tt.want || !errors.Is(err, ErrCorrupt) {
-					t.Errorf("Verify = %v\nwant %s", err, tt.want)
+				if want := expand(d, tt.want); err == nil || err.Error() != want || !errors.Is(err, ErrCorrupt) {
+					t.Errorf("Verify = %v\nwant %s", err, want)
 				}
 			})
 		}
@@ -467,39 +484,45 @@ func TestPrune(t *testing.T) {
 		{"never the latest target", []int64{100, 200, 300, 50}, 1, []string{"s200", "s100"}, []string{"s300", "s50"}},
 		{"latest target within keep", []int64{100, 300, 200}, 2, []string{"s100"}, []string{"s300", "s200"}},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			d := newDir(t)
-			for _, s := range tt.steps {
-				save(t, d, &Checkpoint{Name: fmt.Sprintf("s%d", s), Step: s, Time: t0})
-			}
-			removed, err := d.Prune(context.Background(), tt.keep)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !slices.Equal(removed, tt.wantRemoved) {
-				t.Errorf("removed %v, want %v", removed, tt.wantRemoved)
-			}
-			if got := listNames(t, d); !slices.Equal(got, tt.wantLeft) {
-				t.Errorf("left %v, want %v", got, tt.wantLeft)
-			}
-			if l := readLatest(t, d); l != fmt.Sprintf("s%d", tt.steps[len(tt.steps)-1]) {
-				t.Errorf("latest = %s", l)
-			}
-			if h := hidden(t, d); len(h) != 0 {
-				t.Errorf("leftovers after Prune: %v", h)
-			}
-		})
-	}
+	forEachStore(t, func(t *testing.T, newStore func(*testing.T) fixture) {
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				d := newStore(t)
+				for _, s := range tt.steps {
+					save(t, d, &Checkpoint{Name: fmt.Sprintf("s%d", s), Step: s, Time: t0})
+				}
+				removed, err := d.Prune(context.Background(), tt.keep)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Equal(removed, tt.wantRemoved) {
+					t.Errorf("removed %v, want %v", removed, tt.wantRemoved)
+				}
+				if got := listNames(t, d); !slices.Equal(got, tt.wantLeft) {
+					t.Errorf("left %v, want %v", got, tt.wantLeft)
+				}
+				if l := readLatest(t, d); l != fmt.Sprintf("s%d", tt.steps[len(tt.steps)-1]) {
+					t.Errorf("latest = %s", l)
+				}
+				if h := d.leftovers(t); len(h) != 0 {
+					t.Errorf("leftovers after Prune: %v", h)
+				}
+			})
+		}
+	})
 }
 
 func TestInvalidNames(t *testing.T) {
+	forEachStore(t, testInvalidNames)
+}
+
+func testInvalidNames(t *testing.T, newStore func(*testing.T) fixture) {
 	ctx := context.Background()
 	badNames := []string{"", ".", "..", ".hidden", "a/b", "../escape", `a\b`, "a b", "latest", "épée", "x\x00", "a:b",
 		strings.Repeat("a", 129)}
 	for _, name := range badNames {
 		t.Run(fmt.Sprintf("checkpoint %q", name), func(t *testing.T) {
-			d := newDir(t)
+			d := newStore(t)
 			if err := d.Save(ctx, &Checkpoint{Name: name, Parts: map[string][]byte{"w": {1}}}); err == nil || !strings.Contains(err.Error(), "invalid checkpoint name") {
 				t.Errorf("Save: %v, want an invalid name error", err)
 			}
@@ -509,25 +532,25 @@ func TestInvalidNames(t *testing.T) {
 			if err := d.Delete(ctx, name); err == nil || errors.Is(err, ErrNotFound) {
 				t.Errorf("Delete: %v, want an invalid name error", err)
 			}
-			if entries, _ := os.ReadDir(d.Path()); len(entries) != 0 {
-				t.Errorf("store not empty: %v", entries)
+			if !d.empty(t) {
+				t.Error("store not empty")
 			}
 		})
 	}
 	badParts := []string{"", "manifest.json", "a/b", "../x", ".x", "a b", strings.Repeat("p", 129)}
 	for _, part := range badParts {
 		t.Run(fmt.Sprintf("part %q", part), func(t *testing.T) {
-			d := newDir(t)
+			d := newStore(t)
 			err := d.Save(ctx, &Checkpoint{Name: "ok", Parts: map[string][]byte{"w": {1}, part: {2}}})
 			if err == nil || !strings.Contains(err.Error(), "invalid part name") {
 				t.Errorf("Save: %v, want an invalid part name error", err)
 			}
-			if entries, _ := os.ReadDir(d.Path()); len(entries) != 0 {
-				t.Errorf("store not empty: %v", entries)
+			if !d.empty(t) {
+				t.Error("store not empty")
 			}
 		})
 	}
-	d := newDir(t)
+	d := newStore(t)
 	for _, c := range []*Checkpoint{nil, {Name: "neg", Step: -1}, {Name: "neg", Epoch: -1}} {
 		if err := d.Save(ctx, c); err == nil {
 			t.Errorf("Save(%+v) succeeded", c)
@@ -600,8 +623,12 @@ func TestSaveRefusesForeignDirectory(t *testing.T) {
 }
 
 func TestSaveReplaces(t *testing.T) {
+	forEachStore(t, testSaveReplaces)
+}
+
+func testSaveReplaces(t *testing.T, newStore func(*testing.T) fixture) {
 	ctx := context.Background()
-	d := newDir(t)
+	d := newStore(t)
 	v1 := ck("a", 10)
 	v2 := &Checkpoint{Name: "a", Step: 30, Time: t0, Parts: map[string][]byte{"only.bin": blob(9, 10)}}
 	save(t, d, v1, ck("b", 20), v2)
@@ -610,7 +637,7 @@ func TestSaveReplaces(t *testing.T) {
 		t.Fatal(err)
 	}
 	sameCheckpoint(t, got, v2)
-	if _, err := os.Stat(filepath.Join(d.Path(), "a", "weights.safetensors")); err == nil {
+	if d.exists(t, "a/weights.safetensors") {
 		t.Error("a part of the replaced checkpoint survived")
 	}
 	if l := listNames(t, d); !slices.Equal(l, []string{"a", "b"}) {
@@ -619,7 +646,7 @@ func TestSaveReplaces(t *testing.T) {
 	if l := readLatest(t, d); l != "a" {
 		t.Errorf("latest = %s", l)
 	}
-	if h := hidden(t, d); len(h) != 0 {
+	if h := d.leftovers(t); len(h) != 0 {
 		t.Errorf("leftovers: %v", h)
 	}
 }
@@ -655,8 +682,12 @@ func TestReplaceCrashRecovery(t *testing.T) {
 }
 
 func TestDelete(t *testing.T) {
+	forEachStore(t, testDelete)
+}
+
+func testDelete(t *testing.T, newStore func(*testing.T) fixture) {
 	ctx := context.Background()
-	d := newDir(t)
+	d := newStore(t)
 	save(t, d, ck("a", 1), ck("b", 2), ck("c", 3))
 
 	if err := d.Delete(ctx, "c"); err != nil { // the latest: the pointer moves to b
@@ -677,15 +708,18 @@ func TestDelete(t *testing.T) {
 	if err := d.Delete(ctx, "a"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Delete(deleted) = %v, want ErrNotFound", err)
 	}
-	writeFile(t, filepath.Join(d.Path(), "mine", "notes.txt"), []byte("x"))
+	d.writeRaw(t, "mine/notes.txt", []byte("x"))
 	if err := d.Delete(ctx, "mine"); err == nil || !strings.Contains(err.Error(), "not a checkpoint") {
 		t.Errorf("Delete(foreign) = %v, want a refusal", err)
 	}
 	if err := d.Delete(ctx, "b"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(d.Path(), "latest")); !os.IsNotExist(err) {
-		t.Errorf("latest survives the last checkpoint: %v", err)
+	if d.exists(t, "latest") {
+		t.Error("latest survives the last checkpoint")
+	}
+	if !d.exists(t, "mine/notes.txt") {
+		t.Error("an entry that is not a checkpoint was removed")
 	}
 	if _, warnings, err := d.Latest(ctx); !errors.Is(err, ErrNotFound) || len(warnings) != 0 {
 		t.Errorf("Latest on emptied store = %v, %v", warnings, err)
@@ -693,13 +727,17 @@ func TestDelete(t *testing.T) {
 	if l := listNames(t, d); len(l) != 0 {
 		t.Errorf("List = %v", l)
 	}
-	if h := hidden(t, d); len(h) != 0 {
+	if h := d.leftovers(t); len(h) != 0 {
 		t.Errorf("leftovers: %v", h)
 	}
 }
 
 func TestSaveCanceled(t *testing.T) {
-	d := newDir(t)
+	forEachStore(t, testSaveCanceled)
+}
+
+func testSaveCanceled(t *testing.T, newStore func(*testing.T) fixture) {
+	d := newStore(t)
 	save(t, d, ck("a", 1))
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -712,7 +750,7 @@ func TestSaveCanceled(t *testing.T) {
 	if l := readLatest(t, d); l != "a" {
 		t.Errorf("latest = %s", l)
 	}
-	if h := hidden(t, d); len(h) != 0 {
+	if h := d.leftovers(t); len(h) != 0 {
 		t.Errorf("leftovers: %v", h)
 	}
 }
@@ -723,14 +761,19 @@ func TestOpen(t *testing.T) {
 		url     string
 		wantDir string // for a store
 		wantErr []string
-		is      error
 	}{
 		{url: filepath.Join(base, "plain", "nested"), wantDir: filepath.Join(base, "plain", "nested")},
 		{url: "file://" + base + "/f", wantDir: filepath.Join(base, "f")},
 		{url: "file://localhost" + base + "/h", wantDir: filepath.Join(base, "h")},
 		{url: "file://" + base + "/with%20space", wantDir: filepath.Join(base, "with space")},
-		{url: "s3://bucket/prefix", wantErr: []string{"S3 stores arrive with the cluster issue", "file:///"}, is: errors.ErrUnsupported},
-		{url: "S3://Bucket", wantErr: []string{"S3"}, is: errors.ErrUnsupported},
+		{url: "s3://bucket/prefix", wantErr: []string{"s3://bucket/prefix: no S3 credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set", "set AWS_ACCESS_KEY_ID"}},
+		{url: "S3://Bucket", wantErr: []string{`bucket name "Bucket"`}},
+		{url: "s3://bucket:9000/x", wantErr: []string{"only a bucket and a prefix", "TINCT_S3_ENDPOINT"}},
+		{url: "s3://key:secret@bucket/x", wantErr: []string{"only a bucket and a prefix", "AWS_ACCESS_KEY_ID"}},
+		{url: "s3:///x", wantErr: []string{"no bucket"}},
+		{url: "s3://bucket/a//b", wantErr: []string{`key prefix "a//b"`, "empty, '.' and '..' segments"}},
+		{url: "s3://bucket/../x", wantErr: []string{"'..' segments"}},
+		{url: "s3://bucket/x?y=1", wantErr: []string{"no query"}},
 		{url: "", wantErr: []string{"empty", "file:///absolute/dir"}},
 		{url: "http://example.com/ckpt", wantErr: []string{`unknown scheme "http"`, "directory path", "file:///absolute/dir", "s3://"}},
 		{url: "gs://bucket/x", wantErr: []string{`unknown scheme "gs"`}},
@@ -740,6 +783,8 @@ func TestOpen(t *testing.T) {
 		{url: filepath.Join(base, "afile"), wantErr: []string{"must be a directory"}},
 	}
 	writeFile(t, filepath.Join(base, "afile"), []byte("x"))
+	t.Setenv("AWS_ACCESS_KEY_ID", "")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
 	for _, tt := range tests {
 		t.Run(tt.url, func(t *testing.T) {
 			s, err := Open(tt.url)
@@ -751,9 +796,6 @@ func TestOpen(t *testing.T) {
 					if !strings.Contains(err.Error(), w) {
 						t.Errorf("error %q lacks %q", err, w)
 					}
-				}
-				if tt.is != nil && !errors.Is(err, tt.is) {
-					t.Errorf("error %q is not %v", err, tt.is)
 				}
 				return
 			}
@@ -790,8 +832,12 @@ func TestOpenRelative(t *testing.T) {
 // Loads, verifies, lists and Latest calls run concurrently with each other
 // and with saves of other checkpoints (run with -race).
 func TestConcurrentReads(t *testing.T) {
+	forEachStore(t, testConcurrentReads)
+}
+
+func testConcurrentReads(t *testing.T, newStore func(*testing.T) fixture) {
 	ctx := context.Background()
-	d := newDir(t)
+	d := newStore(t)
 	cs := []*Checkpoint{ck("a", 1), ck("b", 2), ck("c", 3)}
 	save(t, d, cs...)
 	errs := make(chan error, 100)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -12,7 +11,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,10 +20,9 @@ import (
 )
 
 const (
-	latestFile = "latest"
-	tmpPrefix  = ".tmp-" // a save or pointer update in progress
-	oldPrefix  = ".old-" // a checkpoint being replaced
-	delPrefix  = ".del-" // a checkpoint being deleted
+	tmpPrefix = ".tmp-" // a save or pointer update in progress
+	oldPrefix = ".old-" // a checkpoint being replaced
+	delPrefix = ".del-" // a checkpoint being deleted
 )
 
 // Dir is a Store in a local directory; see the package documentation for
@@ -98,11 +95,11 @@ func (d *Dir) Save(ctx context.Context, c *Checkpoint) (err error) {
 			return fail("write part "+p.Name, err)
 		}
 	}
-	js, err := json.MarshalIndent(m, "", "  ")
+	js, err := m.encode()
 	if err != nil {
 		return fail("encode manifest", err)
 	}
-	if err := writeFileSync(filepath.Join(tmp, manifestFile), append(js, '\n')); err != nil {
+	if err := writeFileSync(filepath.Join(tmp, manifestFile), js); err != nil {
 		return fail("write manifest", err)
 	}
 	if err := syncDir(tmp); err != nil {
@@ -209,26 +206,6 @@ func (d *Dir) scan(ctx context.Context) (infos []Info, bad []badCheckpoint, err 
 	return infos, bad, nil
 }
 
-// badCheckpoint is a directory with a manifest that cannot be used.
-type badCheckpoint struct {
-	name string
-	err  error
-}
-
-// sortNewestFirst orders infos by step, then time, then name, all descending.
-func sortNewestFirst(infos []Info) {
-	sort.Slice(infos, func(i, j int) bool {
-		a, b := infos[i], infos[j]
-		if a.Step != b.Step {
-			return a.Step > b.Step
-		}
-		if !a.Time.Equal(b.Time) {
-			return a.Time.After(b.Time)
-		}
-		return a.Name > b.Name
-	})
-}
-
 // Load reads checkpoint name and verifies every part against its manifest.
 func (d *Dir) Load(ctx context.Context, name string) (*Checkpoint, error) {
 	return d.read(ctx, name, true)
@@ -262,7 +239,7 @@ func (d *Dir) read(ctx context.Context, name string, keep bool) (*Checkpoint, er
 	if err != nil {
 		return nil, err
 	}
-	c := &Checkpoint{Name: name, Step: m.Step, Epoch: m.Epoch, Time: m.Time}
+	c := m.header(name)
 	if keep {
 		c.Parts = make(map[string][]byte, len(m.Parts))
 	}
@@ -284,60 +261,7 @@ func (d *Dir) read(ctx context.Context, name string, keep bool) (*Checkpoint, er
 // Latest loads the checkpoint latest names, falling back to the newest valid
 // one; see Store.
 func (d *Dir) Latest(ctx context.Context) (*Checkpoint, []error, error) {
-	var warnings []error
-	tried := ""
-	name, perr := d.readLatest()
-	missing := errors.Is(perr, fs.ErrNotExist)
-	switch {
-	case missing:
-		// Reported below, if there is anything to fall back to.
-	case perr != nil:
-		warnings = append(warnings, fmt.Errorf("latest pointer: %w; falling back to the newest valid checkpoint", perr))
-	case ValidateName(name) != nil:
-		warnings = append(warnings, fmt.Errorf("latest pointer in %s holds %q, which is not a checkpoint name; falling back to the newest valid checkpoint", d, name))
-	default:
-		c, err := d.Load(ctx, name)
-		if err == nil {
-			return c, nil, nil
-		}
-		if ctx.Err() != nil {
-			return nil, warnings, err
-		}
-		if errors.Is(err, ErrNotFound) {
-			err = fmt.Errorf("latest pointer names %s, which is gone from %s (%w); falling back to the newest valid checkpoint", name, d, ErrNotFound)
-		} else {
-			err = fmt.Errorf("latest pointer: %w", err)
-		}
-		warnings = append(warnings, err)
-		tried = name
-	}
-
-	infos, bad, err := d.scan(ctx)
-	if err != nil {
-		return nil, warnings, err
-	}
-	if missing && len(infos)+len(bad) > 0 {
-		warnings = append(warnings, fmt.Errorf("%s has no latest pointer; using the newest valid checkpoint", d))
-	}
-	for _, b := range bad {
-		if b.name != tried { // else already reported
-			warnings = append(warnings, b.err)
-		}
-	}
-	for _, in := range infos {
-		if in.Name == tried {
-			continue
-		}
-		c, err := d.Load(ctx, in.Name)
-		if err == nil {
-			return c, warnings, nil
-		}
-		if ctx.Err() != nil {
-			return nil, warnings, err
-		}
-		warnings = append(warnings, err)
-	}
-	return nil, warnings, fmt.Errorf("%w: no valid checkpoint in %s", ErrNotFound, d)
+	return latest(ctx, d)
 }
 
 // Delete removes checkpoint name. If latest names it, latest moves to the
@@ -363,7 +287,7 @@ func (d *Dir) Delete(ctx context.Context, name string) error {
 		return fmt.Errorf("delete checkpoint %s from %s: %s is not a checkpoint (no %s); remove it by hand if you mean to",
 			name, d, path, manifestFile)
 	}
-	if latest, err := d.readLatest(); err == nil && latest == name {
+	if latest, err := d.readLatest(ctx); err == nil && latest == name {
 		infos, err := d.List(ctx)
 		if err != nil {
 			return fmt.Errorf("delete checkpoint %s: %w", name, err)
@@ -381,10 +305,8 @@ func (d *Dir) Delete(ctx context.Context, name string) error {
 // repointLatest points latest at the newest checkpoint in infos other than
 // gone, or removes it if there is none.
 func (d *Dir) repointLatest(infos []Info, gone string) error {
-	for _, in := range infos {
-		if in.Name != gone {
-			return d.writeLatest(in.Name)
-		}
+	if next := newestOther(infos, gone); next != "" {
+		return d.writeLatest(next)
 	}
 	if err := os.Remove(filepath.Join(d.path, latestFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
@@ -401,37 +323,12 @@ func (d *Dir) Prune(ctx context.Context, keep int) ([]string, error) {
 	if err := d.sweep(); err != nil {
 		errs = append(errs, err)
 	}
-	if keep <= 0 {
-		return nil, pruneErr(d, errs)
+	removed, perrs := prune(ctx, d, keep, d.remove)
+	if errs = append(errs, perrs...); len(errs) > 0 {
+		err := errors.Join(errs...)
+		return removed, fmt.Errorf("prune checkpoints in %s: %w%s", d, err, hint(err))
 	}
-	infos, err := d.List(ctx)
-	if err != nil {
-		return nil, pruneErr(d, append(errs, err))
-	}
-	latest, _ := d.readLatest()
-	var removed []string
-	for i, in := range infos {
-		if i < keep || in.Name == latest {
-			continue
-		}
-		if err := ctx.Err(); err != nil {
-			return removed, pruneErr(d, append(errs, err))
-		}
-		if err := d.remove(in.Name); err != nil {
-			errs = append(errs, fmt.Errorf("remove %s: %w", in.Name, err))
-			continue
-		}
-		removed = append(removed, in.Name)
-	}
-	return removed, pruneErr(d, errs)
-}
-
-func pruneErr(d *Dir, errs []error) error {
-	if len(errs) == 0 {
-		return nil
-	}
-	err := errors.Join(errs...)
-	return fmt.Errorf("prune checkpoints in %s: %w%s", d, err, hint(err))
+	return removed, nil
 }
 
 // remove hides checkpoint name under a .del- name, so that it vanishes from
@@ -492,7 +389,7 @@ func (d *Dir) sweep() error {
 	return errors.Join(errs...)
 }
 
-func (d *Dir) readLatest() (string, error) {
+func (d *Dir) readLatest(context.Context) (string, error) {
 	data, err := os.ReadFile(filepath.Join(d.path, latestFile))
 	if err != nil {
 		return "", err
@@ -540,4 +437,37 @@ func hint(err error) string {
 		return " (check that the checkpoint directory is writable)"
 	}
 	return ""
+}
+
+// readManifest reads and checks the manifest of checkpoint name in root.
+func readManifest(root *os.Root, name string) (*manifest, error) {
+	data, err := root.ReadFile(manifestFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, errManifestMissing(name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint %s: read %s: %w", name, manifestFile, err)
+	}
+	return decodeManifest(name, data)
+}
+
+// readPart opens part p of checkpoint name in root and checks it against
+// the manifest (see checkPart).
+func readPart(root *os.Root, name string, p manifestPart, keep bool) ([]byte, error) {
+	f, err := root.Open(p.Name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, errPartMissing(name, p, "file")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint %s: part %s: %w", name, p.Name, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint %s: part %s: %w", name, p.Name, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, &CorruptError{Name: name, File: p.Name, Problem: "not a regular file", Reason: "replaced by hand"}
+	}
+	return checkPart(name, p, fi.Size(), f, keep, "file")
 }

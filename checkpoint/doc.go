@@ -5,9 +5,11 @@
 // header (name, step, epoch, time). The package knows nothing about models;
 // it guarantees that what Load returns is byte for byte what Save was given.
 //
-// Stores are opened by URL with [Open]: a plain path or file:///abs/dir is a
-// directory store ([Dir]); s3://bucket/prefix is reserved for the S3 store
-// that arrives with the cluster work.
+// Stores are opened by URL with [Open] (or [OpenWith]): a plain path or
+// file:///abs/dir is a directory store ([Dir]); s3://bucket/prefix is an S3
+// store ([S3]). Both keep the same files in the same layout, with the same
+// manifest, and behave the same way except where S3 lacks a rename (see
+// "S3 stores" below).
 //
 // # Directory layout
 //
@@ -65,6 +67,56 @@
 // removed: a directory without a manifest may be someone's data, so it is left
 // alone (delete it by hand).
 //
+// # S3 stores
+//
+// s3://bucket/prefix keeps the directory layout as objects (prefix may be
+// empty, or several segments, as in s3://bucket/runs/a):
+//
+//	<prefix>/latest                     name of the most recently saved checkpoint, one line
+//	<prefix>/epoch-000050/manifest.json uploaded last; the same format as above
+//	<prefix>/epoch-000050/weights.safetensors
+//	...
+//
+// Open takes the server from the environment: TINCT_S3_ENDPOINT is its
+// host[:port] (empty: Amazon S3; a scheme, http:// or https://, decides TLS
+// itself), TLS is on unless TINCT_S3_INSECURE=1, and TINCT_S3_REGION is the
+// bucket's region (empty: ask the server). [OpenWith] takes the same as
+// [Options] instead. The credentials always come from AWS_ACCESS_KEY_ID and
+// AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN, if set); Open says to set
+// them when they are missing. The bucket must exist: Open checks that it
+// does and that the credentials may list it, and never creates it. Errors
+// such as a wrong secret (SignatureDoesNotMatch), an unknown access key, a
+// missing bucket or a TLS mismatch come with what to check.
+//
+// Save uploads every part, then the manifest, then latest. A checkpoint
+// becomes visible to List, Load and Latest only when its manifest is
+// there, so a save cut short (a crash, a cancel, the server going away)
+// leaves the earlier checkpoints and latest as they were; latest never names
+// a checkpoint whose upload did not finish. A Save that fails while the
+// server can still be reached removes the parts it uploaded; otherwise they
+// stay under <prefix>/<name>/ without a manifest, which is not a checkpoint,
+// and the next save of that name replaces them. Unlike the directory store,
+// an S3 store saves over such manifest-less objects, and removes whatever
+// else is under <prefix>/<name>/ when the save completes: everything under
+// <prefix>/<name>/ for a checkpoint name belongs to the store. (Delete still
+// refuses a name without a manifest.)
+//
+// S3 cannot rename, so replacing a checkpoint differs: Save first deletes
+// the existing manifest of that name, hiding the old checkpoint, and then
+// uploads. If that save is cut short, the old checkpoint of that name is
+// lost and Latest warns and falls back to the newest other valid checkpoint.
+// Saving each checkpoint under a new name (epoch-000050, epoch-000100, ...)
+// never runs that risk. Delete and Prune delete a checkpoint's manifest
+// first, so that it vanishes at once, then its other objects; if they are
+// cut short, the rest is left as above.
+//
+// Large parts go up as multipart uploads (minio-go's choice: 16 MiB pieces
+// and up, several at a time); cancelling the context stops an upload, and a
+// failed multipart upload is aborted. One that could not be aborted (the
+// server was gone) is not an object and does not show; servers drop it
+// later (MinIO after a day by default; on Amazon S3 add a lifecycle rule
+// that aborts incomplete multipart uploads).
+//
 // # Resuming
 //
 // [Store.Latest] loads the checkpoint that latest names, verifying every
@@ -75,9 +127,10 @@
 //
 // # Concurrency
 //
-// A Dir may be used from many goroutines: Load, List, Latest and Verify run
-// concurrently with each other and with Save; Save, Delete and Prune are
-// serialised. One process should write to a directory at a time (the
+// A Dir or an S3 may be used from many goroutines: Load, List, Latest and
+// Verify run concurrently with each other and with Save; Save, Delete and
+// Prune are serialised. One process should write to a store at a time (the
 // coordinator); any number may read it. A Load racing a Delete or a
-// replacement of the same name may fail; it never returns mixed data.
+// replacement of the same name may fail; it never returns mixed data (every
+// part is checked against the manifest it read).
 package checkpoint

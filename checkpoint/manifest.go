@@ -8,18 +8,22 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
 	"sort"
 	"time"
 )
 
+// This file holds what every store shares about a checkpoint's contents: the
+// manifest format, and the checks a part must pass against it. The stores
+// differ only in where the bytes live (files under <dir>/<name>/, objects
+// under <prefix>/<name>/).
+
 const (
 	manifestFile  = "manifest.json"
+	latestFile    = "latest"
 	formatVersion = 1
 )
 
-// manifest is the JSON form of <dir>/<name>/manifest.json.
+// manifest is the JSON form of <name>/manifest.json.
 type manifest struct {
 	Version int            `json:"version"`
 	Name    string         `json:"name"`
@@ -54,6 +58,15 @@ func newManifest(c *Checkpoint, now time.Time) *manifest {
 	return m
 }
 
+// encode returns the manifest as stored: indented JSON and a newline.
+func (m *manifest) encode() ([]byte, error) {
+	js, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(js, '\n'), nil
+}
+
 func (m *manifest) info(name string) Info {
 	in := Info{Name: name, Step: m.Step, Epoch: m.Epoch, Time: m.Time}
 	for _, p := range m.Parts {
@@ -62,20 +75,19 @@ func (m *manifest) info(name string) Info {
 	return in
 }
 
-// readManifest reads and checks the manifest of checkpoint name in root.
-func readManifest(root *os.Root, name string) (*manifest, error) {
-	data, err := root.ReadFile(manifestFile)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, &CorruptError{Name: name, File: manifestFile, Problem: "missing", Reason: "checkpoint incomplete, not written by a finished save"}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("checkpoint %s: read %s: %w", name, manifestFile, err)
-	}
-	return decodeManifest(name, data)
+// header returns a checkpoint with m's header and no parts.
+func (m *manifest) header(name string) *Checkpoint {
+	return &Checkpoint{Name: name, Step: m.Step, Epoch: m.Epoch, Time: m.Time}
+}
+
+// errManifestMissing reports a checkpoint whose parts exist but whose
+// manifest does not: a save that did not finish.
+func errManifestMissing(name string) error {
+	return &CorruptError{Name: name, File: manifestFile, Problem: "missing", Reason: "checkpoint incomplete, not written by a finished save"}
 }
 
 // decodeManifest parses and checks a manifest; name is the checkpoint's
-// directory name, used in errors.
+// name in the store (its directory or key prefix), used in errors.
 func decodeManifest(name string, data []byte) (*manifest, error) {
 	corrupt := func(problem string, err error) error {
 		return &CorruptError{Name: name, File: manifestFile, Problem: problem, Reason: "manifest unreadable", Err: err}
@@ -112,50 +124,46 @@ func decodeManifest(name string, data []byte) (*manifest, error) {
 	return &m, nil
 }
 
-// readPart opens part p of checkpoint name in root and checks its size and
-// SHA-256. With keep it returns the bytes; otherwise it streams them through
-// the hash and returns nil.
-func readPart(root *os.Root, name string, p manifestPart, keep bool) ([]byte, error) {
+// errPartMissing reports that part p of checkpoint name is gone; noun is
+// what the store keeps parts in ("file", "object").
+func errPartMissing(name string, p manifestPart, noun string) error {
+	return &CorruptError{Name: name, File: p.Name, Problem: "missing", Reason: noun + " deleted"}
+}
+
+// checkPart checks part p of checkpoint name, stored as size bytes that r
+// reads, against the manifest: first the size, then the SHA-256. With keep
+// it returns the bytes; otherwise it streams them through the hash and
+// returns nil. noun is what the store keeps parts in ("file", "object"),
+// for the likely cause in errors. Read errors other than a short read are
+// returned as they are (wrapped with where they happened), not as corrupt.
+func checkPart(name string, p manifestPart, size int64, r io.Reader, keep bool, noun string) ([]byte, error) {
 	corrupt := func(problem, reason string) error {
-		return &CorruptError{Name: name, File: p.Name, Problem: problem, Reason: reason}
-	}
-	f, err := root.Open(p.Name)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, corrupt("missing", "file deleted")
-	}
-	if err != nil {
-		return nil, fmt.Errorf("checkpoint %s: part %s: %w", name, p.Name, err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("checkpoint %s: part %s: %w", name, p.Name, err)
+		return &CorruptError{Name: name, File: p.Name, Problem: problem, Reason: noun + " " + reason}
 	}
 	switch {
-	case !fi.Mode().IsRegular():
-		return nil, corrupt("not a regular file", "replaced by hand")
-	case fi.Size() < p.Size:
-		return nil, corrupt(fmt.Sprintf("size %d bytes, manifest says %d", fi.Size(), p.Size), "file truncated")
-	case fi.Size() > p.Size:
-		return nil, corrupt(fmt.Sprintf("size %d bytes, manifest says %d", fi.Size(), p.Size), "file corrupt")
+	case size < p.Size:
+		return nil, corrupt(fmt.Sprintf("size %d bytes, manifest says %d", size, p.Size), "truncated")
+	case size > p.Size:
+		return nil, corrupt(fmt.Sprintf("size %d bytes, manifest says %d", size, p.Size), "corrupt")
 	}
 	h := sha256.New()
 	var data []byte
+	var err error
 	if keep {
 		data = make([]byte, p.Size)
-		_, err = io.ReadFull(f, data)
+		_, err = io.ReadFull(r, data)
 		h.Write(data)
 	} else {
-		_, err = io.CopyN(h, f, p.Size)
+		_, err = io.CopyN(h, r, p.Size)
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return nil, corrupt(fmt.Sprintf("shorter than the %d bytes the manifest says", p.Size), "file truncated")
+		return nil, corrupt(fmt.Sprintf("shorter than the %d bytes the manifest says", p.Size), "truncated")
 	}
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint %s: part %s: read: %w", name, p.Name, err)
 	}
 	if want, _ := hex.DecodeString(p.SHA256); !bytes.Equal(h.Sum(nil), want) {
-		return nil, corrupt("sha256 mismatch", "file corrupt")
+		return nil, corrupt("sha256 mismatch", "corrupt")
 	}
 	return data, nil
 }

@@ -1,0 +1,17 @@
+package checkpoint
+
+import (
+	"os/exec"
+	"syscall"
+)
+
+// minioProcAttr puts MinIO in a process group of its own, so that stopping
+// it stops its children too, and kills it if the test binary dies first.
+func minioProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+}
+
+// killProcessGroup kills the process group cmd leads.
+func killProcessGroup(cmd *exec.Cmd) {
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+}

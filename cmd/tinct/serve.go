@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tinct/tinct/checkpoint"
+	"github.com/tinct/tinct/serve"
+)
+
+// shutdownGrace is how long a stopping server lets colorizations in
+// progress finish before it closes their connections (which cancels them).
+const shutdownGrace = 5 * time.Second
+
+func newServeCmd() *cobra.Command {
+	var opts serve.Options
+	var addr string
+	cmd := &cobra.Command{
+		Use:   "serve [--addr HOST:PORT] [--store STORE] [--run DIR | --outputs DIR] [--queue N]",
+		Short: "Serve the web app: colorize photos in a browser, follow a training run",
+		Long: `Serves a web page (on 127.0.0.1:7860 by default: only this machine can reach
+it; give --addr 0.0.0.0:7860 to serve the network) with two parts:
+
+Colorize: upload a PNG or JPEG (file picker or drag and drop); it is shown in
+gray at the model's size (center crop, Lanczos, as training prepared its
+images). Choose the DDIM steps (10–100) and the number of colorizations
+(1–8), press Colorize, follow the progress, and download the results as PNG.
+The checkpoint is the newest in --store unless one is picked from the list.
+One colorization runs at a time (it uses every core); --queue more may wait,
+and beyond that the server answers "busy, try again" (HTTP 503). A
+colorization stops when its browser tab goes away. Uploads are limited to
+20 MiB and 50 megapixels.
+
+Training: the loss per step and per epoch, the sample grids of each epoch,
+and the cluster's status, for the run in --run, or else the newest run under
+--outputs (looked up again at each refresh, so a run started later appears).
+
+The page and its API are described in serve/doc.go; the page needs nothing
+from other sites. SIGINT or SIGTERM stops the server, letting colorizations
+in progress finish for a few seconds.`,
+		Example: `  tinct serve
+  tinct serve --store outputs/sample-checkpoints --outputs outputs
+  tinct serve --store file:///data/checkpoints --run outputs/2026-01-02_03-04-05 --queue 8`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := serve.New(opts)
+			if err != nil {
+				return err
+			}
+			describeStore(cmd.Context(), opts.Store)
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				return fmt.Errorf("serve: %w (is another server on %s? choose another --addr)", err, addr)
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return runServer(ctx, cmd, s, ln)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&addr, "addr", "127.0.0.1:7860", "address to listen on, HOST:PORT")
+	f.StringVar(&opts.Store, "store", "outputs/checkpoints", "checkpoint store to colorize with: a directory or file:///absolute/dir")
+	f.StringVar(&opts.RunDir, "run", "", "training run directory for the dashboard (default: the newest under --outputs)")
+	f.StringVar(&opts.OutputsDir, "outputs", "outputs", "where training runs are (output_dir of tinct train)")
+	f.IntVar(&opts.Queue, "queue", 4, "colorization requests that may wait behind the running one; more get 503 busy")
+	return cmd
+}
+
+// runServer serves s on ln until ctx is done, then shuts down gracefully.
+func runServer(ctx context.Context, cmd *cobra.Command, s http.Handler, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn),
+	}
+	url := "http://" + ln.Addr().String() + "/"
+	fmt.Fprintf(cmd.OutOrStdout(), "tinct serve: listening on %s\n", url)
+	slog.Info("serving", "url", url)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	slog.Info("shutting down", "grace", shutdownGrace)
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close() // cancels the requests still running
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	return nil
+}
+
+// describeStore logs what the store holds, so that an empty or mistyped
+// --store shows at start.
+func describeStore(ctx context.Context, url string) {
+	store, err := checkpoint.Open(url)
+	if err != nil {
+		return // serve.New reported it
+	}
+	infos, err := store.List(ctx)
+	switch {
+	case err != nil:
+		slog.Warn("cannot list checkpoints", "store", store.String(), "err", err)
+	case len(infos) == 0:
+		slog.Warn("no checkpoint in the store yet: colorizing will fail until a training run saves one", "store", store.String())
+	default:
+		slog.Info("checkpoints", "store", store.String(), "count", len(infos), "newest", infos[0].Name)
+	}
+}

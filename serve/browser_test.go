@@ -1,0 +1,481 @@
+package serve
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"image/png"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/input"
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+)
+
+// The browser tests drive Debian's chromium with chromedp against a server
+// on 127.0.0.1 holding a tiny checkpoint and a fake training run.
+//
+// TINCT_SCREENSHOTS=DIR also writes DIR/serve-desktop.png (1280×900) and
+// DIR/serve-narrow.png (400×900) after a colorization; from the repository
+// root: TINCT_SCREENSHOTS=$PWD/docs go test ./serve -run TestBrowser/screenshots
+
+// browserPath returns the browser to drive: $TINCT_CHROMIUM if set, else
+// /usr/bin/chromium, or chromium or google-chrome on the PATH; "" if none
+// is there.
+func browserPath() string {
+	names := []string{"/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome", "google-chrome-stable"}
+	if p := os.Getenv("TINCT_CHROMIUM"); p != "" {
+		names = []string{p}
+	}
+	for _, name := range names {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// requireBrowser skips (loudly) when no browser is installed, except in CI,
+// where the browser tests must run.
+func requireBrowser(t *testing.T) string {
+	t.Helper()
+	if p := browserPath(); p != "" {
+		return p
+	}
+	msg := "no chromium to drive (looked for $TINCT_CHROMIUM, /usr/bin/chromium, chromium, google-chrome): install it with apt-get install -y chromium"
+	if os.Getenv("CI") != "" {
+		t.Fatal(msg)
+	}
+	fmt.Fprintln(os.Stderr, "SKIP:", msg)
+	t.Skip(msg)
+	return ""
+}
+
+// startBrowser starts a headless chromium with a fresh profile; it is
+// stopped when the test ends.
+func startBrowser(t *testing.T) context.Context {
+	t.Helper()
+	path := requireBrowser(t)
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 900),
+	)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(allocCtx)
+	t.Cleanup(func() {
+		cancel()
+		cancelAlloc() // waits for the browser to exit
+	})
+	start := time.Now()
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start %s: %v", path, err)
+	}
+	t.Logf("started %s in %v", path, time.Since(start).Round(time.Millisecond))
+	return ctx
+}
+
+// tab opens a new tab with a deadline for its actions. When the test ends,
+// it fails the test if the page threw an exception, logged an error, or broke
+// its Content-Security-Policy; failed requests (the browser logs 4xx
+// answers as network errors) are allowed only with allowFailedRequests.
+func tab(t *testing.T, browserCtx context.Context, allowFailedRequests bool) context.Context {
+	t.Helper()
+	ctx, cancel := chromedp.NewContext(browserCtx)
+	t.Cleanup(cancel)
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var problems []string
+	messages := chromedp.Console(ctx)
+	go func() {
+		for m, err := range messages {
+			if err != nil {
+				return
+			}
+			if m.Type == chromedp.ConsoleException || m.Type == chromedp.ConsoleError && !(allowFailedRequests && m.Source == "network") {
+				mu.Lock()
+				problems = append(problems, fmt.Sprintf("%s %s (%s:%d)", m.Type, m.Text, m.URL, m.Line+1))
+				mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, p := range problems {
+			t.Errorf("page console: %s", p)
+		}
+	})
+	ctx, cancelTimeout := context.WithTimeout(ctx, 90*time.Second)
+	t.Cleanup(cancelTimeout)
+	return ctx
+}
+
+func do(t *testing.T, ctx context.Context, steps ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func run[T any](t *testing.T, ctx context.Context, a chromedp.Action[T]) T {
+	t.Helper()
+	v, err := chromedp.Run(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// waitJS waits until the expression is truthy.
+func waitJS(t *testing.T, ctx context.Context, expr string) {
+	t.Helper()
+	if _, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(60*time.Second))); err != nil {
+		state, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById('status').textContent + ' | error: ' + document.getElementById('error').textContent`))
+		t.Fatalf("waiting for %s: %v (page: %s)", expr, err, state)
+	}
+}
+
+// testPhoto returns a photo to upload: a bundled sample if present.
+func testPhoto(t *testing.T) string {
+	t.Helper()
+	if p, err := filepath.Abs("../data/sample/beach0.jpg"); err == nil {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	p := filepath.Join(t.TempDir(), "photo.png")
+	if err := os.WriteFile(p, encodePNG(t, photo(64, 48)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// colorizeInPage uploads a photo, sets the sliders with the keyboard and
+// presses Colorize, then waits for samples images in the gallery.
+func colorizeInPage(t *testing.T, ctx context.Context, url, photoPath string, samples, size int) {
+	t.Helper()
+	do(t, ctx,
+		chromedp.Navigate(url),
+		chromedp.WaitVisible(chromedp.ID("image")),
+		chromedp.SetUploadFiles(chromedp.ID("image"), []string{photoPath}),
+	)
+	waitJS(t, ctx, fmt.Sprintf(`!document.getElementById('gray-figure').hidden && document.getElementById('gray').naturalWidth === %d`, size))
+	keys := kb.Home + strings.Repeat(kb.ArrowRight, samples-1)
+	do(t, ctx,
+		chromedp.Focus(chromedp.ID("steps")), chromedp.KeyEvent(kb.Home), // 10
+		chromedp.Focus(chromedp.ID("samples")), chromedp.KeyEvent(keys),
+	)
+	if v := run(t, ctx, chromedp.Value(chromedp.ID("steps"))); v != "10" {
+		t.Fatalf("steps slider at %s after Home, want 10", v)
+	}
+	if v := run(t, ctx, chromedp.Value(chromedp.ID("samples"))); v != fmt.Sprint(samples) {
+		t.Fatalf("samples slider at %s, want %d", v, samples)
+	}
+	if out := run(t, ctx, chromedp.Text(chromedp.ID("samples-value"))); out != fmt.Sprint(samples) {
+		t.Errorf("samples label shows %q", out)
+	}
+	do(t, ctx, chromedp.Focus(chromedp.ID("go")), chromedp.KeyEvent(kb.Enter)) // the keyboard presses Colorize
+	waitJS(t, ctx, fmt.Sprintf(`(() => {
+		const imgs = [...document.querySelectorAll('#gallery img')];
+		return imgs.length === %d && imgs.every((i) => i.complete && i.naturalWidth === %d);
+	})()`, samples, size))
+}
+
+func TestBrowser(t *testing.T) {
+	began := time.Now()
+	bctx := startBrowser(t)
+	outputs := t.TempDir()
+	fakeRun(t, filepath.Join(outputs, "2026-01-02_03-04-05"), 20, 21)
+	_, ts := newTestServer(t, Options{OutputsDir: outputs, Queue: 2})
+	photoPath := testPhoto(t)
+
+	t.Run("colorize", func(t *testing.T) {
+		ctx := tab(t, bctx, false)
+		colorizeInPage(t, ctx, ts.URL, photoPath, 2, tinySize)
+		status := run(t, ctx, chromedp.Text(chromedp.ID("status")))
+		if !strings.Contains(status, "Done: 2 colorizations, 10 steps") {
+			t.Errorf("status %q", status)
+		}
+		if !run(t, ctx, chromedp.Evaluate[bool](`document.getElementById('error').hidden`)) {
+			t.Errorf("error shown: %s", run(t, ctx, chromedp.Text(chromedp.ID("error"))))
+		}
+
+		// Each result links to itself as a PNG download: decode the href…
+		hrefs := run(t, ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll('#gallery a[download]')].map((a) => a.href)`))
+		if len(hrefs) != 2 {
+			t.Fatalf("%d download links", len(hrefs))
+		}
+		for _, h := range hrefs {
+			if img := decodeDataURL(t, h); img.Bounds() != image.Rect(0, 0, tinySize, tinySize) {
+				t.Errorf("download is %v, want %d×%d", img.Bounds(), tinySize, tinySize)
+			}
+		}
+		// …and download one for real.
+		dir := t.TempDir()
+		_, err := chromedp.CallBrowser(ctx, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{
+			Behavior: browser.SetDownloadBehaviorBehaviorAllow, DownloadPath: dir, EventsEnabled: new(true)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		progress := chromedp.BrowserEvents(ctx, browser.DownloadProgress)
+		name := run(t, ctx, chromedp.Evaluate[string](`document.querySelector('#gallery a[download]').download`))
+		do(t, ctx, chromedp.Click(chromedp.CSS("#gallery a[download]")))
+		for ev, err := range progress {
+			if err != nil {
+				t.Fatalf("download: %v", err)
+			}
+			if ev.State == browser.DownloadProgressStateCanceled {
+				t.Fatal("download cancelled")
+			}
+			if ev.State == browser.DownloadProgressStateCompleted {
+				break
+			}
+		}
+		f, err := os.Open(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := png.Decode(f)
+		f.Close()
+		if err != nil || img.Bounds() != image.Rect(0, 0, tinySize, tinySize) {
+			t.Errorf("downloaded %s: %v, %v", name, err, img)
+		}
+		if !strings.HasPrefix(name, "tinct-epoch-000001-seed") || !strings.HasSuffix(name, "-1.png") {
+			t.Errorf("download name %q", name)
+		}
+	})
+
+	t.Run("drop", func(t *testing.T) {
+		ctx := tab(t, bctx, false)
+		do(t, ctx, chromedp.Navigate(ts.URL), chromedp.WaitVisible(chromedp.ID("drop")))
+		pos := run(t, ctx, chromedp.Evaluate[[]float64](`(() => {
+			const r = document.getElementById('drop').getBoundingClientRect();
+			return [r.x + r.width / 2, r.y + r.height / 2];
+		})()`))
+		data := &input.DragData{Items: []*input.DragDataItem{}, Files: []string{photoPath}, DragOperationsMask: 1}
+		for _, typ := range []input.DispatchDragEventType{input.DispatchDragEventTypeDragEnter, input.DispatchDragEventTypeDragOver, input.DispatchDragEventTypeDrop} {
+			if _, err := chromedp.Call(ctx, input.DispatchDragEvent, input.DispatchDragEventParams{Type: typ, X: pos[0], Y: pos[1], Data: data}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitJS(t, ctx, `document.getElementById('gray').naturalWidth === 16`)
+		caption := run(t, ctx, chromedp.Text(chromedp.ID("gray-caption")))
+		if !strings.Contains(caption, filepath.Base(photoPath)) || !strings.Contains(caption, "16×16") {
+			t.Errorf("caption after a drop: %q", caption)
+		}
+	})
+
+	t.Run("errors", func(t *testing.T) {
+		ctx := tab(t, bctx, true)
+		notImage := filepath.Join(t.TempDir(), "holiday.png")
+		os.WriteFile(notImage, []byte("this is not a picture\n"), 0o644)
+		do(t, ctx,
+			chromedp.Navigate(ts.URL),
+			chromedp.WaitVisible(chromedp.ID("image")),
+			chromedp.SetUploadFiles(chromedp.ID("image"), []string{notImage}),
+		)
+		waitJS(t, ctx, `!document.getElementById('error').hidden`)
+		if msg := run(t, ctx, chromedp.Text(chromedp.ID("error"))); !strings.Contains(msg, "not a PNG or JPEG image") {
+			t.Errorf("error after a non-image upload: %q", msg)
+		}
+		// Colorize anyway: the server's refusal is shown too.
+		do(t, ctx, chromedp.Evaluate[chromedp.Void](`document.getElementById('error').hidden = true`), chromedp.Click(chromedp.ID("go")))
+		waitJS(t, ctx, `!document.getElementById('error').hidden && !document.getElementById('go').disabled`)
+		if msg := run(t, ctx, chromedp.Text(chromedp.ID("error"))); !strings.Contains(msg, "not a PNG or JPEG image") {
+			t.Errorf("error after Colorize with a non-image: %q", msg)
+		}
+		if n := run(t, ctx, chromedp.Evaluate[int](`document.querySelectorAll('#gallery img').length`)); n != 0 {
+			t.Errorf("%d results after an error", n)
+		}
+
+		// A file over the byte limit is refused before it is sent.
+		big := filepath.Join(t.TempDir(), "big.jpg")
+		if err := os.Truncate(createEmpty(t, big), DefaultMaxUploadBytes+1); err != nil {
+			t.Fatal(err)
+		}
+		do(t, ctx, chromedp.SetUploadFiles(chromedp.ID("image"), []string{big}))
+		waitJS(t, ctx, `document.getElementById('error').textContent.includes('more than the limit of 20 MiB')`)
+
+		// The API answers 4xx with a message for bad fields.
+		type answer struct {
+			Status int    `json:"status"`
+			Error  string `json:"error"`
+		}
+		got := run(t, ctx, chromedp.Evaluate[[]answer](`(async () => {
+			const c = document.createElement('canvas');
+			c.width = 24; c.height = 24;
+			c.getContext('2d').fillRect(0, 0, 12, 12);
+			const blob = await new Promise((r) => c.toBlob(r, 'image/png'));
+			const send = async (fields, withImage) => {
+				const f = new FormData();
+				if (withImage) f.append('image', blob, 'a.png');
+				for (const [k, v] of Object.entries(fields)) f.append(k, v);
+				const res = await fetch('/api/colorize', { method: 'POST', body: f });
+				return { status: res.status, error: (await res.json()).error };
+			};
+			return [
+				await send({ steps: '5', samples: '1' }, true),
+				await send({ steps: '10', samples: '9' }, true),
+				await send({ steps: '10', samples: '1' }, false),
+			];
+		})()`, chromedp.EvalAwaitPromise))
+		want := []answer{{400, "steps 5: out of range"}, {400, "samples 9: out of range"}, {400, "no photo"}}
+		for i := range want {
+			if i >= len(got) || got[i].Status != want[i].Status || !strings.Contains(got[i].Error, want[i].Error) {
+				t.Errorf("API answer %d: %+v, want %+v", i, got, want[i])
+			}
+		}
+	})
+
+	t.Run("dashboard", func(t *testing.T) {
+		ctx := tab(t, bctx, false)
+		do(t, ctx, chromedp.Navigate(ts.URL))
+		waitJS(t, ctx, `document.querySelector('#plot-step polyline') && document.querySelector('#plot-epoch polyline') &&
+			document.getElementById('grid').naturalWidth > 0 && document.getElementById('cluster').textContent.includes('Not attached to a coordinator')`)
+		info := run(t, ctx, chromedp.Text(chromedp.ID("run-info")))
+		if !strings.Contains(info, "Run 2026-01-02_03-04-05") || !strings.Contains(info, "epoch 20 of 20") {
+			t.Errorf("run info %q", info)
+		}
+		if src := run(t, ctx, chromedp.Evaluate[string](`document.getElementById('grid').src`)); !strings.HasSuffix(src, "/run/images/samples-00000020.png") {
+			t.Errorf("grid shown first: %s, want the last epoch's", src)
+		}
+		do(t, ctx, chromedp.Focus(chromedp.ID("grid-epoch")), chromedp.KeyEvent(kb.Home))
+		waitJS(t, ctx, `document.getElementById('grid').src.endsWith('/run/images/samples-00000001.png') && document.getElementById('grid').naturalWidth > 0`)
+		if label := run(t, ctx, chromedp.Evaluate[string](`document.getElementById('plot-step').getAttribute('aria-label')`)); !strings.Contains(label, "420 points") {
+			t.Errorf("loss plot label %q", label)
+		}
+	})
+
+	t.Run("cancel", func(t *testing.T) {
+		// A server whose first colorization holds at step 1 until its
+		// client goes away.
+		started := make(chan struct{})
+		finished := make(chan error, 1)
+		srv, err := New(Options{Store: ts.Config.Handler.(*Server).opts.Store, OutputsDir: outputs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.progress = func(ctx context.Context, step, steps int) {
+			if step == 1 {
+				close(started)
+				<-ctx.Done()
+			}
+		}
+		srv.finished = func(err error) { finished <- err }
+		hts := httptest.NewServer(srv)
+		defer hts.Close()
+
+		ctx := tab(t, bctx, false)
+		do(t, ctx,
+			chromedp.Navigate(hts.URL),
+			chromedp.WaitVisible(chromedp.ID("image")),
+			chromedp.SetUploadFiles(chromedp.ID("image"), []string{photoPath}),
+		)
+		waitJS(t, ctx, `document.getElementById('gray').naturalWidth === 16`)
+		do(t, ctx, chromedp.Click(chromedp.ID("go")))
+		waitFor(t, started, "the colorization to start")
+		waitJS(t, ctx, `document.getElementById('status').textContent === 'Step 1 of 100' && !document.getElementById('cancel').hidden`)
+		do(t, ctx, chromedp.Click(chromedp.ID("cancel")))
+		if err := waitFor(t, finished, "the server to stop the colorization"); !errors.Is(err, context.Canceled) {
+			t.Errorf("the server's colorization ended with %v, want context.Canceled", err)
+		}
+		waitJS(t, ctx, `document.getElementById('status').textContent === 'Cancelled.' && !document.getElementById('go').disabled && document.getElementById('cancel').hidden`)
+	})
+
+	t.Run("narrow", func(t *testing.T) {
+		ctx := tab(t, bctx, false)
+		do(t, ctx, chromedp.EmulateViewport(400, 900, chromedp.EmulateMobile))
+		colorizeInPage(t, ctx, ts.URL, photoPath, 2, tinySize)
+		layout := run(t, ctx, chromedp.Evaluate[[]float64](`[
+			document.documentElement.scrollWidth,
+			getComputedStyle(document.getElementById('gallery')).gridTemplateColumns.split(' ').length,
+			document.getElementById('training').getBoundingClientRect().top > document.getElementById('colorize').getBoundingClientRect().bottom - 1 ? 1 : 0,
+		]`))
+		if layout[0] > 400 {
+			wide := run(t, ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll('*')].filter((e) => e.getBoundingClientRect().right > 396 || e.scrollWidth > e.clientWidth + 1).map((e) => e.tagName + '#' + e.id + '.' + e.className + ' ' + e.getBoundingClientRect().right + ' ' + e.scrollWidth + '/' + e.clientWidth).concat([String(innerWidth), String(document.documentElement.clientWidth)])`))
+			t.Logf("wider than 400 px: %v", wide)
+		}
+		if layout[0] > 400 || layout[1] != 2 || layout[2] != 1 {
+			t.Errorf("at 400 px: page width %v, gallery columns %v, panels stacked %v", layout[0], layout[1], layout[2])
+		}
+	})
+
+	t.Run("screenshots", func(t *testing.T) {
+		dir := os.Getenv("TINCT_SCREENSHOTS")
+		if dir == "" {
+			t.Skip("set TINCT_SCREENSHOTS=DIR to write serve-desktop.png and serve-narrow.png")
+		}
+		// A real store and run make better pictures than the tiny test
+		// network: TINCT_SCREENSHOTS_STORE, TINCT_SCREENSHOTS_RUN.
+		url, size := ts.URL, tinySize
+		if store := os.Getenv("TINCT_SCREENSHOTS_STORE"); store != "" {
+			s, err := New(Options{Store: store, RunDir: os.Getenv("TINCT_SCREENSHOTS_RUN")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := s.models.get(context.Background(), "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			real := httptest.NewServer(s)
+			defer real.Close()
+			url, size = real.URL, m.ImageSize
+		}
+		for _, shot := range []struct {
+			name          string
+			width, height int64
+		}{{"serve-desktop.png", 1280, 900}, {"serve-narrow.png", 400, 900}} {
+			ctx := tab(t, bctx, false)
+			do(t, ctx, chromedp.EmulateViewport(shot.width, shot.height))
+			colorizeInPage(t, ctx, url, photoPath, 4, size)
+			waitJS(t, ctx, `document.querySelector('#plot-epoch polyline') && document.getElementById('grid').complete && document.getElementById('grid').naturalWidth > 0`)
+			if shot.width < 600 { // show the results, not the page's top
+				do(t, ctx, chromedp.Evaluate[chromedp.Void](`document.getElementById('steps').scrollIntoView()`))
+			}
+			do(t, ctx, chromedp.Evaluate[chromedp.Void](`document.activeElement.blur()`))
+			buf := run(t, ctx, chromedp.CaptureScreenshot())
+			img, err := png.Decode(bytes.NewReader(buf))
+			if err != nil || img.Bounds().Dx() != int(shot.width) {
+				t.Fatalf("%s: %v %v", shot.name, err, img.Bounds())
+			}
+			if len(buf) > 300<<10 {
+				t.Errorf("%s: %d KiB, over 300 KiB", shot.name, len(buf)>>10)
+			}
+			if err := os.WriteFile(filepath.Join(dir, shot.name), buf, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("wrote %s (%d KiB)", filepath.Join(dir, shot.name), len(buf)>>10)
+		}
+	})
+	t.Logf("browser tests took %v", time.Since(began).Round(time.Millisecond))
+}
+
+func createEmpty(t *testing.T, path string) string {
+	t.Helper()
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}

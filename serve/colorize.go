@@ -1,0 +1,346 @@
+package serve
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"image"
+	"image/png"
+	"io"
+	"math/rand/v2"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tinct/tinct/dataset"
+	"github.com/tinct/tinct/nn"
+	"github.com/tinct/tinct/track"
+)
+
+// Ranges of the colorization's form fields (as tinct colorize's flags).
+const (
+	MinSteps, MaxSteps     = 10, 100
+	MinSamples, MaxSamples = 1, 8
+)
+
+// maxFieldBytes bounds a text field of the form.
+const maxFieldBytes = 1 << 10
+
+// upload is a parsed multipart request.
+type upload struct {
+	image  []byte
+	fields map[string]string
+}
+
+// readUpload reads a multipart/form-data body: the file field "image" and
+// short text fields. The body is limited to MaxUploadBytes.
+func (s *Server) readUpload(w http.ResponseWriter, r *http.Request) (*upload, error) {
+	limit := s.opts.MaxUploadBytes
+	tooLarge := &apiError{status: http.StatusRequestEntityTooLarge,
+		msg: fmt.Sprintf("the upload is larger than %s; choose a smaller photo", formatBytes(limit))}
+	if r.ContentLength > limit {
+		return nil, tooLarge
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "multipart/form-data" {
+		return nil, &apiError{status: http.StatusUnsupportedMediaType, msg: `send the photo as multipart/form-data with a file field "image"`}
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, limit)
+	mr, err := r.MultipartReader()
+	if err != nil {
+		return nil, badRequest("read the form: %v", err)
+	}
+	u := &upload{fields: map[string]string{}}
+	for {
+		p, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, tooLarge
+		}
+		if err != nil {
+			return nil, badRequest("read the form: %v", err)
+		}
+		name := p.FormName()
+		switch {
+		case name == "image":
+			if u.image != nil {
+				return nil, badRequest(`more than one file in field "image"; send one photo`)
+			}
+			u.image, err = io.ReadAll(p)
+			if u.image == nil {
+				u.image = []byte{}
+			}
+		case p.FileName() == "" && name != "":
+			var b []byte
+			b, err = io.ReadAll(io.LimitReader(p, maxFieldBytes+1))
+			if len(b) > maxFieldBytes {
+				return nil, badRequest("form field %q is longer than %d bytes", name, maxFieldBytes)
+			}
+			u.fields[name] = strings.TrimSpace(string(b))
+		default:
+			_, err = io.Copy(io.Discard, p) // other files: ignored
+		}
+		if errors.As(err, &mbe) {
+			return nil, tooLarge
+		}
+		if err != nil {
+			return nil, badRequest("read the form: %v", err)
+		}
+	}
+	if u.image == nil {
+		return nil, badRequest(`no photo: choose a PNG or JPEG file (form field "image")`)
+	}
+	if len(u.image) == 0 {
+		return nil, badRequest("the photo is an empty file; choose a PNG or JPEG image")
+	}
+	return u, nil
+}
+
+// intField parses a required integer field within [lo, hi].
+func (u *upload) intField(name string, lo, hi int) (int, error) {
+	v, ok := u.fields[name]
+	if !ok || v == "" {
+		return 0, badRequest("%s: missing; give a whole number from %d to %d", name, lo, hi)
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, badRequest("%s %q: not a whole number; give %d to %d", name, v, lo, hi)
+	}
+	if n < lo || n > hi {
+		return 0, badRequest("%s %d: out of range; give %d to %d", name, n, lo, hi)
+	}
+	return n, nil
+}
+
+// grayImage decodes an upload and makes it the network's input: center
+// crop, Lanczos resize to size², BT.601 gray, exactly as training prepared
+// its images. It checks the declared pixel size against the limit before
+// decoding (and dataset.Decode checks it again against its own bound).
+func (s *Server) grayImage(ctx context.Context, data []byte, size int) (*image.Gray, error) {
+	cfg, format, err := image.DecodeConfig(bytes.NewReader(data))
+	if err != nil {
+		return nil, &apiError{status: http.StatusUnsupportedMediaType, msg: fmt.Sprintf("not a PNG or JPEG image (%v); choose a photo", err)}
+	}
+	if format != "png" && format != "jpeg" {
+		return nil, &apiError{status: http.StatusUnsupportedMediaType, msg: fmt.Sprintf("%s images are not supported; choose a PNG or JPEG photo", strings.ToUpper(format))}
+	}
+	if px := int64(cfg.Width) * int64(cfg.Height); px > s.opts.MaxPixels {
+		return nil, &apiError{status: http.StatusRequestEntityTooLarge,
+			msg: fmt.Sprintf("the photo is %d×%d pixels, more than the limit of %.0f megapixels; choose a smaller one", cfg.Width, cfg.Height, float64(s.opts.MaxPixels)/1e6)}
+	}
+	select {
+	case s.decode <- struct{}{}:
+		defer func() { <-s.decode }()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	img, err := dataset.Decode(bytes.NewReader(data))
+	if err != nil {
+		return nil, badRequest("the %s image is damaged or truncated and cannot be read (%v); choose another file", strings.ToUpper(format), err)
+	}
+	return dataset.ToGray(dataset.Resize(img, size)), nil
+}
+
+// pngDataURL encodes img as a data: URL.
+func pngDataURL(img image.Image) string {
+	var buf bytes.Buffer
+	png.Encode(&buf, img) // in-memory images of our own always encode
+	return "data:image/png;base64," + base64.StdEncoding.EncodeToString(buf.Bytes())
+}
+
+// grayResult is the answer of POST /api/gray and part of the "start" event.
+type grayResult struct {
+	Checkpoint string `json:"checkpoint"`
+	ImageSize  int    `json:"image_size"`
+	Gray       string `json:"gray"` // data:image/png;base64,…
+}
+
+// handleGray answers POST /api/gray (form: image, optional checkpoint) with
+// the photo in gray at the checkpoint's image size, as the network will see
+// it: {"checkpoint", "image_size", "gray": "data:image/png;base64,…"}.
+func (s *Server) handleGray(w http.ResponseWriter, r *http.Request) {
+	res, err := s.gray(r.Context(), w, r)
+	if err != nil {
+		s.logError(r, err)
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (s *Server) gray(ctx context.Context, w http.ResponseWriter, r *http.Request) (*grayResult, error) {
+	u, err := s.readUpload(w, r)
+	if err != nil {
+		return nil, err
+	}
+	m, err := s.models.get(ctx, u.fields["checkpoint"])
+	if err != nil {
+		return nil, err
+	}
+	g, err := s.grayImage(ctx, u.image, m.ImageSize)
+	if err != nil {
+		return nil, err
+	}
+	return &grayResult{Checkpoint: m.Name, ImageSize: m.ImageSize, Gray: pngDataURL(g)}, nil
+}
+
+// Events of POST /api/colorize's stream, each "event: NAME\ndata: JSON\n\n".
+type (
+	queuedEvent struct {
+		Ahead int `json:"ahead"` // about how many requests are before this one
+	}
+	startEvent struct {
+		grayResult
+		Epoch   int    `json:"epoch"`
+		Steps   int    `json:"steps"`
+		Samples int    `json:"samples"`
+		Seed    uint64 `json:"seed,string"`
+	}
+	progressEvent struct {
+		Step  int `json:"step"`
+		Steps int `json:"steps"`
+	}
+	doneEvent struct {
+		Images  []string `json:"images"` // data:image/png;base64,… of ImageSize², one per sample
+		Seconds float64  `json:"seconds"`
+	}
+	errorEvent struct {
+		Error string `json:"error"`
+	}
+)
+
+// handleColorize answers POST /api/colorize. The form has the file "image"
+// and the fields "steps" (10–100), "samples" (1–8), and optionally
+// "checkpoint" (a name from /api/checkpoints; default the newest) and "seed"
+// (default random; the same seed, checkpoint, photo and steps give the same
+// colours).
+//
+// Everything that can be wrong with the request is answered with a 4xx
+// before streaming starts, and a full queue with 503. Then the answer is a
+// text/event-stream of events: "queued" {"ahead"} while waiting for the
+// colorization in front to finish, "start" {"checkpoint", "epoch",
+// "image_size", "gray", "steps", "samples", "seed"}, "progress" {"step",
+// "steps"} after each diffusion step, and finally "done" {"images",
+// "seconds"} or "error" {"error"}.
+func (s *Server) handleColorize(w http.ResponseWriter, r *http.Request) {
+	err := s.colorize(w, r)
+	if s.finished != nil {
+		s.finished(err)
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
+		s.logError(r, err)
+	}
+}
+
+// colorize does handleColorize's work. It writes the error itself when the
+// stream has started, and returns it for logging.
+func (s *Server) colorize(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	fail := func(err error) error { writeError(w, err); return err }
+	u, err := s.readUpload(w, r)
+	if err != nil {
+		return fail(err)
+	}
+	steps, err := u.intField("steps", MinSteps, MaxSteps)
+	if err != nil {
+		return fail(err)
+	}
+	samples, err := u.intField("samples", MinSamples, MaxSamples)
+	if err != nil {
+		return fail(err)
+	}
+	seed := rand.Uint64()
+	if v := u.fields["seed"]; v != "" {
+		if seed, err = strconv.ParseUint(v, 10, 64); err != nil {
+			return fail(badRequest("seed %q: not a whole number from 0 to 2^64−1; leave it empty for a random one", v))
+		}
+	}
+	m, err := s.models.get(ctx, u.fields["checkpoint"])
+	if err != nil {
+		return fail(err)
+	}
+	if !s.queue.admit() {
+		return fail(&apiError{status: http.StatusServiceUnavailable, header: http.Header{"Retry-After": {"30"}},
+			msg: fmt.Sprintf("busy: %d colorizations are running or waiting, the most this server takes; try again in a minute", s.queue.capacity())})
+	}
+	defer s.queue.leave()
+	g, err := s.grayImage(ctx, u.image, m.ImageSize)
+	if err != nil {
+		return fail(err)
+	}
+
+	// From here on the answer is a stream.
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no") // for a proxy in front
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	send := func(event string, v any) {
+		data, _ := json.Marshal(v)
+		fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, data)
+		rc.Flush() // a client gone away shows up as ctx being done
+	}
+	streamErr := func(err error) error {
+		msg := err.Error()
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			msg = "cancelled"
+		}
+		send("error", errorEvent{Error: msg})
+		return err
+	}
+
+	if !s.queue.tryRun() {
+		send("queued", queuedEvent{Ahead: s.queue.others()})
+		if err := s.queue.run(ctx); err != nil {
+			return streamErr(err)
+		}
+	}
+	defer s.queue.done()
+	send("start", startEvent{grayResult: grayResult{Checkpoint: m.Name, ImageSize: m.ImageSize, Gray: pngDataURL(g)},
+		Epoch: m.Epoch, Steps: steps, Samples: samples, Seed: seed})
+
+	size := m.ImageSize
+	gray := make([]float32, size*size)
+	for i, v := range g.Pix[:size*size] {
+		gray[i] = float32(v)/127.5 - 1
+	}
+	sampler, err := s.models.sampler(m, samples)
+	if err != nil {
+		return streamErr(err)
+	}
+	start := time.Now()
+	out, err := sampler.Colorize(ctx, nn.TensorFrom(gray, 1, 1, size, size), samples, steps, rand.New(rand.NewPCG(seed, 0)),
+		func(step, steps int) {
+			send("progress", progressEvent{Step: step, Steps: steps})
+			if s.progress != nil {
+				s.progress(ctx, step, steps)
+			}
+		})
+	if err != nil {
+		return streamErr(err)
+	}
+	done := doneEvent{Seconds: time.Since(start).Seconds()}
+	for k := range samples {
+		done.Images = append(done.Images, pngDataURL(track.ToImage(out.Image(k), 3, size, size)))
+	}
+	send("done", done)
+	return nil
+}
+
+func formatBytes(n int64) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}

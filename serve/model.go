@@ -1,0 +1,226 @@
+package serve
+
+import (
+	"bytes"
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/tinct/tinct/checkpoint"
+	"github.com/tinct/tinct/config"
+	"github.com/tinct/tinct/model"
+)
+
+// Model is a checkpoint's EMA network, ready for inference.
+type Model struct {
+	Name      string // the checkpoint's name
+	Epoch     int
+	Step      int64
+	Time      time.Time // when the checkpoint was taken
+	ImageSize int       // the training resolution: inputs are resized to ImageSize²
+	Net       *model.UNet
+}
+
+// ModelFromCheckpoint builds the EMA network of a loaded checkpoint from its
+// parts "config.yaml" (the resolved training configuration: image_size,
+// model.widths, model.block_depth) and "ema.safetensors".
+func ModelFromCheckpoint(ck *checkpoint.Checkpoint) (*Model, error) {
+	var cfg config.Config
+	if err := yaml.Unmarshal(ck.Parts["config.yaml"], &cfg); err != nil || len(cfg.Model.Widths) == 0 {
+		return nil, fmt.Errorf("checkpoint %s: no readable config.yaml (%v)", ck.Name, err)
+	}
+	mc := model.DefaultConfig()
+	mc.Widths, mc.BlockDepth = cfg.Model.Widths, cfg.Model.BlockDepth
+	if f := 1 << (len(mc.Widths) - 1); cfg.ImageSize < f || cfg.ImageSize%f != 0 {
+		return nil, fmt.Errorf("checkpoint %s: config.yaml: image_size %d is not a positive multiple of %d", ck.Name, cfg.ImageSize, f)
+	}
+	net, err := model.New(mc)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint %s: config.yaml: %w", ck.Name, err)
+	}
+	ema, ok := ck.Parts["ema.safetensors"]
+	if !ok {
+		return nil, fmt.Errorf("checkpoint %s: no ema.safetensors part", ck.Name)
+	}
+	sd, _, err := model.ReadSafetensors(bytes.NewReader(ema))
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint %s: ema.safetensors: %w", ck.Name, err)
+	}
+	if err := net.LoadStateDict(sd); err != nil {
+		return nil, fmt.Errorf("checkpoint %s: %w", ck.Name, err)
+	}
+	return &Model{Name: ck.Name, Epoch: ck.Epoch, Step: ck.Step, Time: ck.Time, ImageSize: cfg.ImageSize, Net: net}, nil
+}
+
+// LoadModel loads the named checkpoint from store, verifying its parts, and
+// builds its EMA network. An empty name loads the newest valid checkpoint
+// (store.Latest); the warnings then say which damaged ones were skipped. A
+// missing checkpoint is an error matching checkpoint.ErrNotFound.
+func LoadModel(ctx context.Context, store checkpoint.Store, name string) (*Model, []error, error) {
+	var ck *checkpoint.Checkpoint
+	var warns []error
+	var err error
+	if name == "" {
+		ck, warns, err = store.Latest(ctx)
+		if errors.Is(err, checkpoint.ErrNotFound) {
+			return nil, warns, fmt.Errorf("no valid checkpoint in %s (train first with tinct train, or choose another --store): %w", store, err)
+		}
+	} else {
+		ck, err = store.Load(ctx, name)
+	}
+	if err != nil {
+		return nil, warns, err
+	}
+	m, err := ModelFromCheckpoint(ck)
+	return m, warns, err
+}
+
+// Cache sizes: networks are small (8 MB at the default widths), but a
+// sampler holds a training-sized arena for its batch (91 MiB per image at
+// 128²), so the cached samplers hold at most 8 images between them (the
+// newest is always kept).
+const (
+	maxCachedNets          = 2
+	maxCachedSamplerImages = 8
+)
+
+// models resolves checkpoint names to networks and keeps recently used
+// networks and samplers. Samplers are used by one colorization at a time
+// (the queue's run slot); the cache itself is safe for concurrent use.
+type models struct {
+	store checkpoint.Store
+	warn  func(error)
+
+	mu       sync.Mutex
+	nets     *list.List // of *Model, most recently used first
+	samplers *list.List // of *cachedSampler, most recently used first
+}
+
+type cachedSampler struct {
+	m       *Model
+	samples int
+	s       *model.Sampler
+}
+
+func newModels(store checkpoint.Store, warn func(error)) *models {
+	return &models{store: store, warn: warn, nets: list.New(), samplers: list.New()}
+}
+
+// errNoStore is returned when the server has no checkpoint store.
+var errNoStore = errors.New("no checkpoint store configured (start tinct serve with --store DIR)")
+
+// get returns the model of the named checkpoint, or of the newest one when
+// name is empty, loading it unless it is cached. A cached model is reused
+// only while the store still lists a checkpoint of that name taken at the
+// same time (a save under the same name replaces it).
+func (c *models) get(ctx context.Context, name string) (*Model, error) {
+	if c.store == nil {
+		return nil, errNoStore
+	}
+	if name != "" {
+		if err := checkpoint.ValidateName(name); err != nil {
+			return nil, &apiError{status: 400, msg: err.Error()}
+		}
+	}
+	infos, err := c.store.List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list checkpoints in %s: %w", c.store, err)
+	}
+	var want *checkpoint.Info
+	for i := range infos {
+		if infos[i].Name == name || name == "" {
+			want = &infos[i]
+			break
+		}
+	}
+	if want == nil {
+		if name == "" {
+			return nil, &apiError{status: 404, msg: fmt.Sprintf("no checkpoint in %s yet: train a model first (tinct train), or start tinct serve with another --store", c.store)}
+		}
+		return nil, &apiError{status: 404, msg: fmt.Sprintf("checkpoint %q is not in %s; choose one from the list", name, c.store)}
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for e := c.nets.Front(); e != nil; e = e.Next() {
+		if m := e.Value.(*Model); m.Name == want.Name && m.Time.Equal(want.Time) {
+			c.nets.MoveToFront(e)
+			return m, nil
+		}
+	}
+	// Loading holds the lock: concurrent requests for the same checkpoint
+	// wait for one load rather than each doing it.
+	m, warns, err := LoadModel(ctx, c.store, want.Name)
+	if err != nil && name == "" && errors.Is(err, checkpoint.ErrCorrupt) {
+		// The newest is damaged: fall back to the newest valid one, as
+		// resuming would.
+		c.warn(err)
+		m, warns, err = LoadModel(ctx, c.store, "")
+	}
+	for _, w := range warns {
+		c.warn(w)
+	}
+	if errors.Is(err, checkpoint.ErrNotFound) {
+		return nil, &apiError{status: 404, msg: err.Error()}
+	}
+	if err != nil {
+		return nil, err
+	}
+	for e := c.nets.Front(); e != nil; e = e.Next() {
+		if old := e.Value.(*Model); old.Name == m.Name {
+			c.nets.Remove(e)
+			c.dropSamplers(old)
+			break
+		}
+	}
+	c.nets.PushFront(m)
+	for c.nets.Len() > maxCachedNets {
+		old := c.nets.Remove(c.nets.Back()).(*Model)
+		c.dropSamplers(old)
+	}
+	return m, nil
+}
+
+func (c *models) dropSamplers(m *Model) {
+	for e := c.samplers.Front(); e != nil; {
+		next := e.Next()
+		if e.Value.(*cachedSampler).m == m {
+			c.samplers.Remove(e)
+		}
+		e = next
+	}
+}
+
+// sampler returns a sampler for one gray image × samples colourisations with
+// m's network. Call it only while holding the run slot.
+func (c *models) sampler(m *Model, samples int) (*model.Sampler, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for e := c.samplers.Front(); e != nil; e = e.Next() {
+		if cs := e.Value.(*cachedSampler); cs.m == m && cs.samples == samples {
+			c.samplers.MoveToFront(e)
+			return cs.s, nil
+		}
+	}
+	s, err := model.NewSampler(m.Net, samples, m.ImageSize, m.ImageSize)
+	if err != nil {
+		return nil, err
+	}
+	c.samplers.PushFront(&cachedSampler{m: m, samples: samples, s: s})
+	images := 0
+	for e := c.samplers.Front(); e != nil; {
+		next := e.Next()
+		images += e.Value.(*cachedSampler).samples
+		if images > maxCachedSamplerImages && e != c.samplers.Front() {
+			images -= e.Value.(*cachedSampler).samples
+			c.samplers.Remove(e)
+		}
+		e = next
+	}
+	return s, nil
+}

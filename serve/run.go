@@ -1,0 +1,286 @@
+package serve
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"math"
+	"net/http"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/tinct/tinct/config"
+)
+
+// maxPlotPoints bounds the points of a plot sent to the page: longer series
+// are averaged over buckets of consecutive steps.
+const maxPlotPoints = 2000
+
+// Names inside a run directory (see package track).
+const (
+	metricsFile = "metrics.jsonl"
+	imagesDir   = "images"
+)
+
+// runData is the answer of GET /api/run.
+type runData struct {
+	Dir  string `json:"dir"`
+	Name string `json:"name"`
+	// Config holds a few keys of the run's resolved config.yaml, when readable.
+	Config *runConfig `json:"config,omitempty"`
+	// LossStep is [step, loss] pairs, averaged over Bucket consecutive
+	// steps when the run has more than maxPlotPoints of them.
+	LossStep []point `json:"loss_step"`
+	Bucket   int     `json:"bucket"`
+	// LossEpoch is [epoch, mean loss] pairs.
+	LossEpoch    []point `json:"loss_epoch"`
+	ImagesPerSec float64 `json:"images_per_sec,omitempty"` // the latest value
+	// NonFinite counts loss values that were NaN or infinite (not plotted).
+	NonFinite int       `json:"non_finite"`
+	Samples   []grid    `json:"samples"` // sample grids, by epoch
+	Updated   time.Time `json:"updated"` // the last record's time
+}
+
+type runConfig struct {
+	Dataset   string  `json:"dataset"`
+	ImageSize int     `json:"image_size"`
+	BatchSize int     `json:"batch_size"`
+	Epochs    int     `json:"epochs"`
+	LR        float64 `json:"lr"`
+	Widths    []int   `json:"widths"`
+}
+
+type point [2]float64
+
+type grid struct {
+	Epoch int64  `json:"epoch"`
+	URL   string `json:"url"`
+}
+
+// runDir returns the run directory to show: Options.RunDir, or the
+// subdirectory of Options.OutputsDir whose metrics.jsonl was written last.
+func (s *Server) runDir() (string, error) {
+	if d := s.opts.RunDir; d != "" {
+		if st, err := os.Stat(d); err != nil || !st.IsDir() {
+			return "", &apiError{status: http.StatusNotFound, msg: fmt.Sprintf("run directory %s: not found (give --run a run directory, e.g. outputs/2026-01-02_03-04-05)", d)}
+		}
+		return d, nil
+	}
+	base := s.opts.OutputsDir
+	if base == "" {
+		return "", &apiError{status: http.StatusNotFound, msg: "no run to show: start tinct serve with --run DIR or --outputs DIR"}
+	}
+	entries, err := os.ReadDir(base)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", err
+	}
+	var best string
+	var bestTime time.Time
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		st, err := os.Stat(filepath.Join(base, e.Name(), metricsFile))
+		if err != nil || !st.Mode().IsRegular() {
+			continue
+		}
+		if t := st.ModTime(); best == "" || t.After(bestTime) || t.Equal(bestTime) && e.Name() > filepath.Base(best) {
+			best, bestTime = filepath.Join(base, e.Name()), t
+		}
+	}
+	if best == "" {
+		return "", &apiError{status: http.StatusNotFound, msg: fmt.Sprintf("no training run under %s yet: start one with tinct train, or give --run DIR", base)}
+	}
+	return best, nil
+}
+
+// handleRun answers GET /api/run with the dashboard's data (runData).
+func (s *Server) handleRun(w http.ResponseWriter, r *http.Request) {
+	dir, err := s.runDir()
+	if err == nil {
+		var data *runData
+		if data, err = readRun(r.Context(), dir); err == nil {
+			writeJSON(w, http.StatusOK, data)
+			return
+		}
+	}
+	s.logError(r, err)
+	writeError(w, err)
+}
+
+// metricLine is one line of metrics.jsonl. Value is a number or, for
+// non-finite values, a string ("NaN", "+Inf", "-Inf").
+type metricLine struct {
+	Time  time.Time       `json:"time"`
+	Tag   string          `json:"tag"`
+	Step  int64           `json:"step"`
+	Value json.RawMessage `json:"value"`
+	Image string          `json:"image"`
+}
+
+// readRun reads a run directory's metrics.jsonl and config.yaml. Lines
+// that do not parse (the one being written by a live run, say) are skipped.
+// A step logged twice (a run resumed from an earlier checkpoint repeats
+// steps) keeps its last value.
+func readRun(ctx context.Context, dir string) (*runData, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	data := &runData{Dir: abs, Name: filepath.Base(abs), LossStep: []point{}, LossEpoch: []point{}, Samples: []grid{}, Bucket: 1}
+	if b, err := os.ReadFile(filepath.Join(dir, "config.yaml")); err == nil {
+		var c config.Config
+		if yaml.Unmarshal(b, &c) == nil {
+			data.Config = &runConfig{Dataset: c.Dataset, ImageSize: c.ImageSize, BatchSize: c.BatchSize, Epochs: c.Epochs, LR: c.LR, Widths: c.Model.Widths}
+		}
+	}
+	f, err := os.Open(filepath.Join(dir, metricsFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return data, nil // a run that has not logged yet
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+
+	steps := map[int64]float64{}
+	epochs := map[int64]float64{}
+	grids := map[int64]string{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for n := 0; sc.Scan(); n++ {
+		if n%65536 == 0 && ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		var l metricLine
+		if json.Unmarshal(sc.Bytes(), &l) != nil {
+			continue
+		}
+		if l.Time.After(data.Updated) {
+			data.Updated = l.Time
+		}
+		if l.Image != "" {
+			if l.Tag == "samples" {
+				if name, ok := strings.CutPrefix(l.Image, imagesDir+"/"); ok && validImageName(name) {
+					grids[l.Step] = "/run/images/" + name
+				}
+			}
+			continue
+		}
+		var v float64
+		if json.Unmarshal(l.Value, &v) != nil { // "NaN", "+Inf", "-Inf"
+			v = math.NaN()
+		}
+		finite := !math.IsNaN(v) && !math.IsInf(v, 0)
+		switch l.Tag {
+		case "loss/step":
+			steps[l.Step] = v
+		case "loss/epoch":
+			epochs[l.Step] = v
+		case "images_per_sec":
+			if finite {
+				data.ImagesPerSec = v
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", filepath.Join(dir, metricsFile), err)
+	}
+	var nonFinite int
+	data.LossStep, nonFinite = series(steps)
+	data.NonFinite += nonFinite
+	data.LossEpoch, nonFinite = series(epochs)
+	data.NonFinite += nonFinite
+	if n := len(data.LossStep); n > maxPlotPoints {
+		data.Bucket = (n + maxPlotPoints - 1) / maxPlotPoints
+		data.LossStep = bucketMeans(data.LossStep, data.Bucket)
+	}
+	for _, e := range slices.Sorted(maps.Keys(grids)) {
+		data.Samples = append(data.Samples, grid{Epoch: e, URL: grids[e]})
+	}
+	return data, nil
+}
+
+// series sorts the finite values of m by key and counts the others.
+func series(m map[int64]float64) ([]point, int) {
+	out := make([]point, 0, len(m))
+	bad := 0
+	for k, v := range m {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			bad++
+			continue
+		}
+		out = append(out, point{float64(k), v})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i][0] < out[j][0] })
+	return out, bad
+}
+
+// bucketMeans averages every k consecutive points, each placed at its
+// bucket's last x.
+func bucketMeans(p []point, k int) []point {
+	out := make([]point, 0, (len(p)+k-1)/k)
+	for i := 0; i < len(p); i += k {
+		b := p[i:min(i+k, len(p))]
+		sum := 0.0
+		for _, q := range b {
+			sum += q[1]
+		}
+		out = append(out, point{b[len(b)-1][0], sum / float64(len(b))})
+	}
+	return out
+}
+
+// imageName is what /run/images/{file} serves: a PNG file name, no path.
+var imageName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.png$`)
+
+func validImageName(name string) bool { return imageName.MatchString(name) && path.Base(name) == name }
+
+// handleRunImage answers GET /run/images/{file} with a PNG from the run's
+// images/ folder. Only plain PNG names are served, and the file is opened
+// through an os.Root on that folder, so neither "..", nor an encoded slash,
+// nor a symbolic link can reach anything outside it.
+func (s *Server) handleRunImage(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("file")
+	if !validImageName(name) {
+		writeError(w, &apiError{status: http.StatusNotFound, msg: "no such image"})
+		return
+	}
+	dir, err := s.runDir()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	root, err := os.OpenRoot(filepath.Join(dir, imagesDir))
+	if err != nil {
+		writeError(w, &apiError{status: http.StatusNotFound, msg: "no such image"})
+		return
+	}
+	defer root.Close()
+	f, err := root.Open(name)
+	if err != nil {
+		writeError(w, &apiError{status: http.StatusNotFound, msg: "no such image"})
+		return
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		writeError(w, &apiError{status: http.StatusNotFound, msg: "no such image"})
+		return
+	}
+	w.Header().Set("Content-Type", "image/png")
+	w.Header().Set("Cache-Control", "no-cache")
+	http.ServeContent(w, r, name, st.ModTime(), f)
+}

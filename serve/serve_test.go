@@ -1,0 +1,720 @@
+package serve
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"image"
+	"image/gif"
+	"image/jpeg"
+	"image/png"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tinct/tinct/checkpoint"
+	"github.com/tinct/tinct/dataset"
+	"github.com/tinct/tinct/model"
+	"github.com/tinct/tinct/nn"
+	"github.com/tinct/tinct/track"
+)
+
+func getJSON(t *testing.T, url string, status int, v any) {
+	t.Helper()
+	res, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != status {
+		t.Fatalf("GET %s: %d, want %d: %s", url, res.StatusCode, status, body)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		t.Fatalf("GET %s: %v: %s", url, err, body)
+	}
+}
+
+func TestPageAndAssets(t *testing.T) {
+	_, ts := newTestServer(t, Options{})
+	for _, c := range []struct {
+		path, ctype, contains string
+		status                int
+	}{
+		{"/", "text/html", `<input type="file" id="image"`, 200},
+		{"/static/app.js", "text/javascript", "readEvents", 200},
+		{"/static/style.css", "text/css", "@media", 200},
+		{"/static/nope.js", "", "", 404},
+		{"/static/", "", "", 404},
+		{"/nope", "", "", 404},
+	} {
+		res, err := http.Get(ts.URL + c.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != c.status {
+			t.Errorf("GET %s: %d, want %d", c.path, res.StatusCode, c.status)
+			continue
+		}
+		if !strings.HasPrefix(res.Header.Get("Content-Type"), c.ctype) || !strings.Contains(string(body), c.contains) {
+			t.Errorf("GET %s: Content-Type %q, body without %q", c.path, res.Header.Get("Content-Type"), c.contains)
+		}
+		if csp := res.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'self'") {
+			t.Errorf("GET %s: Content-Security-Policy %q", c.path, csp)
+		}
+	}
+	// Every control of the page has a label.
+	res, _ := http.Get(ts.URL + "/")
+	page, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	for _, id := range []string{"image", "checkpoint", "steps", "samples", "grid-epoch"} {
+		if !strings.Contains(string(page), fmt.Sprintf(`<label for="%s"`, id)) {
+			t.Errorf("control #%s has no <label for>", id)
+		}
+	}
+	// Unknown API paths and wrong methods answer JSON errors.
+	res, _ = http.Get(ts.URL + "/api/nope")
+	if res.StatusCode != 404 || !strings.Contains(apiErr(t, res), "/api/nope") {
+		t.Errorf("GET /api/nope: %d", res.StatusCode)
+	}
+	res, _ = http.Get(ts.URL + "/api/colorize")
+	res.Body.Close()
+	if res.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("GET /api/colorize: %d, want 405", res.StatusCode)
+	}
+}
+
+func TestCheckpoints(t *testing.T) {
+	dir, store := tinyStore(t)
+	saveTiny(t, store, "epoch-000002", 20, 2)
+	_, ts := newTestServer(t, Options{Store: dir})
+	var got struct {
+		Store       string
+		Default     string
+		Checkpoints []checkpointInfo
+	}
+	getJSON(t, ts.URL+"/api/checkpoints", 200, &got)
+	if got.Default != "epoch-000002" || len(got.Checkpoints) != 2 || got.Checkpoints[1].Name != "epoch-000001" ||
+		got.Checkpoints[0].Epoch != 2 || got.Checkpoints[0].Step != 20 || got.Checkpoints[0].Bytes == 0 || !strings.HasPrefix(got.Store, "file://") {
+		t.Errorf("checkpoints: %+v", got)
+	}
+
+	_, empty := newTestServer(t, Options{Store: t.TempDir()})
+	getJSON(t, empty.URL+"/api/checkpoints", 200, &got)
+	if got.Default != "" || len(got.Checkpoints) != 0 {
+		t.Errorf("empty store: %+v", got)
+	}
+	body, ct := form(t, encodePNG(t, photo(20, 20)), "steps", "10", "samples", "1")
+	res := post(t, context.Background(), empty.URL+"/api/colorize", body, ct)
+	if msg := apiErr(t, res); res.StatusCode != 404 || !strings.Contains(msg, "no checkpoint") {
+		t.Errorf("colorize with an empty store: %d %q", res.StatusCode, msg)
+	}
+
+	s, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	noStore := httptest.NewServer(s)
+	defer noStore.Close()
+	res, _ = http.Get(noStore.URL + "/api/checkpoints")
+	if msg := apiErr(t, res); res.StatusCode != 503 || !strings.Contains(msg, "--store") {
+		t.Errorf("no store: %d %q", res.StatusCode, msg)
+	}
+}
+
+func TestLimits(t *testing.T) {
+	_, ts := newTestServer(t, Options{Queue: 3, MaxUploadBytes: 1000})
+	var got struct {
+		MaxUploadBytes int64 `json:"max_upload_bytes"`
+		MaxPixels      int64 `json:"max_pixels"`
+		Steps, Samples [2]int
+		Queue          int
+	}
+	getJSON(t, ts.URL+"/api/limits", 200, &got)
+	if got.MaxUploadBytes != 1000 || got.MaxPixels != DefaultMaxPixels || got.Steps != [2]int{10, 100} || got.Samples != [2]int{1, 8} || got.Queue != 3 {
+		t.Errorf("limits: %+v", got)
+	}
+}
+
+// grayOf is the network input tinct computes for img: training's pipeline.
+func grayOf(img image.Image, size int) *image.Gray {
+	return dataset.ToGray(dataset.Resize(img, size))
+}
+
+func TestGray(t *testing.T) {
+	_, ts := newTestServer(t, Options{})
+	src := photo(48, 32)
+	for _, enc := range []string{"png", "jpeg"} {
+		var b bytes.Buffer
+		if enc == "png" {
+			png.Encode(&b, src)
+		} else {
+			jpeg.Encode(&b, src, &jpeg.Options{Quality: 90})
+		}
+		decoded, _, _ := image.Decode(bytes.NewReader(b.Bytes()))
+		body, ct := form(t, b.Bytes())
+		res := post(t, context.Background(), ts.URL+"/api/gray", body, ct)
+		var got grayResult
+		if err := json.NewDecoder(res.Body).Decode(&got); err != nil || res.StatusCode != 200 {
+			t.Fatalf("%s: %d %v", enc, res.StatusCode, err)
+		}
+		res.Body.Close()
+		img := decodeDataURL(t, got.Gray)
+		want := grayOf(decoded, tinySize)
+		g, ok := img.(*image.Gray)
+		if !ok || got.ImageSize != tinySize || got.Checkpoint != "epoch-000001" || !bytes.Equal(g.Pix, want.Pix) {
+			t.Errorf("%s: gray %T %v (checkpoint %q, size %d) differs from the training pipeline's", enc, img, img.Bounds(), got.Checkpoint, got.ImageSize)
+		}
+	}
+}
+
+type streamed struct {
+	queued   []queuedEvent
+	start    *startEvent
+	progress []progressEvent
+	done     *doneEvent
+	err      *errorEvent
+	order    []string
+}
+
+// readStream reads a colorization's event stream to its end.
+func readStream(t *testing.T, res *http.Response) streamed {
+	t.Helper()
+	defer res.Body.Close()
+	if res.StatusCode != 200 || res.Header.Get("Content-Type") != "text/event-stream" {
+		body, _ := io.ReadAll(res.Body)
+		t.Fatalf("colorize: %d %s: %s", res.StatusCode, res.Header.Get("Content-Type"), body)
+	}
+	var s streamed
+	ev := newSSE(res.Body)
+	for {
+		name, data, ok := ev.next()
+		if !ok {
+			return s
+		}
+		s.order = append(s.order, name)
+		var err error
+		switch name {
+		case "queued":
+			var q queuedEvent
+			err = json.Unmarshal(data, &q)
+			s.queued = append(s.queued, q)
+		case "start":
+			s.start = new(startEvent)
+			err = json.Unmarshal(data, s.start)
+		case "progress":
+			var p progressEvent
+			err = json.Unmarshal(data, &p)
+			s.progress = append(s.progress, p)
+		case "done":
+			s.done = new(doneEvent)
+			err = json.Unmarshal(data, s.done)
+		case "error":
+			s.err = new(errorEvent)
+			err = json.Unmarshal(data, s.err)
+		default:
+			t.Errorf("unknown event %q", name)
+		}
+		if err != nil {
+			t.Fatalf("event %s: %v: %s", name, err, data)
+		}
+	}
+}
+
+func TestColorize(t *testing.T) {
+	dir, store := tinyStore(t)
+	_, ts := newTestServer(t, Options{Store: dir})
+	src := photo(40, 30)
+	file := encodePNG(t, src)
+	const steps, samples, seed = 10, 2, 12345678901234567890
+	body, ct := form(t, file, "steps", fmt.Sprint(steps), "samples", fmt.Sprint(samples), "seed", fmt.Sprint(uint64(seed)))
+	s := readStream(t, post(t, context.Background(), ts.URL+"/api/colorize", body, ct))
+	if s.err != nil || s.done == nil || s.start == nil {
+		t.Fatalf("events %v, error %+v", s.order, s.err)
+	}
+	if s.order[0] != "start" || len(s.progress) != steps || s.order[len(s.order)-1] != "done" {
+		t.Errorf("events %v", s.order)
+	}
+	for i, p := range s.progress {
+		if p.Step != i+1 || p.Steps != steps {
+			t.Errorf("progress %d: %+v", i, p)
+		}
+	}
+	if s.start.Checkpoint != "epoch-000001" || s.start.Steps != steps || s.start.Samples != samples || s.start.Seed != seed || s.start.ImageSize != tinySize {
+		t.Errorf("start: %+v", s.start)
+	}
+	if len(s.done.Images) != samples {
+		t.Fatalf("%d images, want %d", len(s.done.Images), samples)
+	}
+
+	// The images are what the checkpoint's EMA network gives for this
+	// seed, from the training pipeline's gray image.
+	m, _, err := LoadModel(context.Background(), store, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grayOf(src, tinySize)
+	gray := make([]float32, tinySize*tinySize)
+	for i, v := range g.Pix {
+		gray[i] = float32(v)/127.5 - 1
+	}
+	sm, err := model.NewSampler(m.Net, samples, tinySize, tinySize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := sm.Colorize(context.Background(), nn.TensorFrom(gray, 1, 1, tinySize, tinySize), samples, steps, rand.New(rand.NewPCG(seed, 0)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, u := range s.done.Images {
+		got := decodeDataURL(t, u)
+		want := track.ToImage(out.Image(k), 3, tinySize, tinySize).(*image.RGBA)
+		if got.Bounds() != want.Bounds() {
+			t.Fatalf("image %d: %v, want %v", k, got.Bounds(), want.Bounds())
+		}
+		for y := range tinySize {
+			for x := range tinySize {
+				r1, g1, b1, _ := got.At(x, y).RGBA()
+				r2, g2, b2, _ := want.At(x, y).RGBA()
+				if r1 != r2 || g1 != g2 || b1 != b2 {
+					t.Fatalf("image %d differs from a direct colorization at (%d,%d)", k, x, y)
+				}
+			}
+		}
+	}
+	if decodeDataURL(t, s.done.Images[0]) == nil || s.done.Images[0] == s.done.Images[1] {
+		t.Error("the two samples are identical")
+	}
+
+	// The same request again: the same colours (cached sampler, same seed).
+	again := readStream(t, post(t, context.Background(), ts.URL+"/api/colorize", body, ct))
+	if again.done == nil || again.done.Images[0] != s.done.Images[0] || again.done.Images[1] != s.done.Images[1] {
+		t.Error("the same seed gave different colours")
+	}
+	// No seed: a random one, reported.
+	body, ct = form(t, file, "steps", "10", "samples", "1", "checkpoint", "epoch-000001")
+	r := readStream(t, post(t, context.Background(), ts.URL+"/api/colorize", body, ct))
+	if r.done == nil || len(r.done.Images) != 1 || r.start.Seed == seed {
+		t.Errorf("random seed: %+v %+v", r.start, r.done)
+	}
+}
+
+func TestColorizeBadInput(t *testing.T) {
+	_, ts := newTestServer(t, Options{MaxUploadBytes: 256 << 10, MaxPixels: 1 << 20})
+	good := encodePNG(t, photo(40, 30))
+	noise := image.NewRGBA(image.Rect(0, 0, 200, 200))
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range noise.Pix {
+		noise.Pix[i] = uint8(rng.Uint32())
+	}
+	bigPNG := encodePNG(t, noise)
+	var jb bytes.Buffer
+	jpeg.Encode(&jb, photo(200, 200), &jpeg.Options{Quality: 95})
+	var gb bytes.Buffer
+	gif.Encode(&gb, photo(20, 20), nil)
+	huge := make([]byte, 300<<10)
+	copy(huge, good)
+	ok := []string{"steps", "10", "samples", "2"}
+	with := func(kv ...string) []string {
+		out := append([]string(nil), ok...)
+		for i := 0; i < len(kv); i += 2 {
+			for j := 0; j < len(out); j += 2 {
+				if out[j] == kv[i] {
+					out[j+1] = kv[i+1]
+				}
+			}
+			if !strings.Contains(strings.Join(out, "\x00"), kv[i]) {
+				out = append(out, kv[i], kv[i+1])
+			}
+		}
+		return out
+	}
+	without := func(key string) []string {
+		var out []string
+		for i := 0; i < len(ok); i += 2 {
+			if ok[i] != key {
+				out = append(out, ok[i], ok[i+1])
+			}
+		}
+		return out
+	}
+	cases := []struct {
+		name   string
+		file   []byte
+		fields []string
+		status int
+		msg    string
+	}{
+		{"not an image", []byte("hello, I am a text file\n"), ok, 415, "not a PNG or JPEG"},
+		{"a GIF", gb.Bytes(), ok, 415, "GIF images are not supported"},
+		{"truncated PNG", bigPNG[:len(bigPNG)/2], ok, 400, "damaged or truncated"},
+		{"truncated JPEG", jb.Bytes()[:jb.Len()/3], ok, 400, "damaged or truncated"},
+		{"bytes over the limit", huge, ok, 413, "larger than 256 KiB"},
+		{"pixels over the limit", hugePNG(t, 30000, 30000), ok, 413, "30000×30000"},
+		{"a decompression bomb", hugePNG(t, 1<<20, 1<<20), ok, 413, "megapixels"},
+		{"no image", nil, ok, 400, "no photo"},
+		{"an empty image", []byte{}, ok, 400, "empty file"},
+		{"steps missing", good, without("steps"), 400, "steps: missing"},
+		{"steps below the range", good, with("steps", "5"), 400, "steps 5: out of range; give 10 to 100"},
+		{"steps above the range", good, with("steps", "110"), 400, "steps 110: out of range"},
+		{"steps not a number", good, with("steps", "ten"), 400, `steps "ten": not a whole number`},
+		{"samples missing", good, without("samples"), 400, "samples: missing"},
+		{"samples 0", good, with("samples", "0"), 400, "samples 0: out of range; give 1 to 8"},
+		{"samples 9", good, with("samples", "9"), 400, "samples 9: out of range"},
+		{"bad seed", good, with("seed", "-1"), 400, "seed"},
+		{"unknown checkpoint", good, with("checkpoint", "epoch-999999"), 404, `"epoch-999999" is not in`},
+		{"checkpoint name with a path", good, with("checkpoint", "../x"), 400, "invalid checkpoint name"},
+		{"long field", good, with("checkpoint", strings.Repeat("x", 2000)), 400, "longer than"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			for _, endpoint := range []string{"/api/colorize", "/api/gray"} {
+				if endpoint == "/api/gray" && (strings.Contains(c.name, "steps") || strings.Contains(c.name, "samples") || strings.Contains(c.name, "seed")) {
+					continue // /api/gray takes no such fields
+				}
+				body, ct := form(t, c.file, c.fields...)
+				res := post(t, context.Background(), ts.URL+endpoint, body, ct)
+				msg := apiErr(t, res)
+				if res.StatusCode != c.status || !strings.Contains(msg, c.msg) {
+					t.Errorf("%s: %d %q, want %d with %q", endpoint, res.StatusCode, msg, c.status, c.msg)
+				}
+			}
+		})
+	}
+
+	// A body over the limit without a Content-Length (chunked): the
+	// MaxBytesReader stops it.
+	body, ct := form(t, huge, ok...)
+	req, _ := http.NewRequest("POST", ts.URL+"/api/colorize", io.MultiReader(bytes.NewReader(body)))
+	req.Header.Set("Content-Type", ct)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg := apiErr(t, res); res.StatusCode != 413 || !strings.Contains(msg, "larger than") {
+		t.Errorf("chunked oversized body: %d %q", res.StatusCode, msg)
+	}
+	// Not multipart.
+	res = post(t, context.Background(), ts.URL+"/api/colorize", []byte(`{"steps":10}`), "application/json")
+	if msg := apiErr(t, res); res.StatusCode != 415 || !strings.Contains(msg, "multipart/form-data") {
+		t.Errorf("JSON body: %d %q", res.StatusCode, msg)
+	}
+	// A malformed multipart body.
+	res = post(t, context.Background(), ts.URL+"/api/colorize", []byte("--x\r\ngarbage"), "multipart/form-data; boundary=x")
+	if res.StatusCode != 400 {
+		t.Errorf("malformed multipart: %d", res.StatusCode)
+	}
+	apiErr(t, res)
+
+	// And the server still works.
+	body, ct = form(t, good, ok...)
+	if s := readStream(t, post(t, context.Background(), ts.URL+"/api/colorize", body, ct)); s.done == nil || len(s.done.Images) != 2 {
+		t.Errorf("after bad requests: %v", s.order)
+	}
+}
+
+// TestColorizeBusy fills the queue (1 running + 1 waiting): the next request
+// gets 503 at once, and the two admitted ones finish in order.
+func TestColorizeBusy(t *testing.T) {
+	s, ts := newTestServer(t, Options{Queue: 1})
+	started := make(chan struct{})
+	release := make(chan struct{})
+	var calls atomic.Int32
+	s.progress = func(ctx context.Context, step, steps int) {
+		if calls.Add(1) == 1 { // the first request's first step: hold the run slot
+			close(started)
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+	}
+	body, ct := form(t, encodePNG(t, photo(20, 20)), "steps", "10", "samples", "1")
+	first := make(chan streamed, 1)
+	go func() { first <- readStream(t, post(t, context.Background(), ts.URL+"/api/colorize", body, ct)) }()
+	waitFor(t, started, "the first colorization to start")
+
+	second := post(t, context.Background(), ts.URL+"/api/colorize", body, ct)
+	ev := newSSE(second.Body)
+	name, data, _ := ev.next()
+	if name != "queued" {
+		t.Fatalf("second request: first event %q %s, want queued", name, data)
+	}
+
+	third := post(t, context.Background(), ts.URL+"/api/colorize", body, ct)
+	if msg := apiErr(t, third); third.StatusCode != 503 || !strings.Contains(msg, "busy") || third.Header.Get("Retry-After") == "" {
+		t.Errorf("third request: %d %q, Retry-After %q", third.StatusCode, msg, third.Header.Get("Retry-After"))
+	}
+
+	close(release)
+	if f := waitFor(t, first, "the first colorization"); f.done == nil {
+		t.Errorf("first: %v", f.order)
+	}
+	var rest []string
+	for {
+		name, _, ok := ev.next()
+		if !ok {
+			break
+		}
+		rest = append(rest, name)
+	}
+	second.Body.Close()
+	if len(rest) == 0 || rest[0] != "start" || rest[len(rest)-1] != "done" {
+		t.Errorf("second request after queued: %v", rest)
+	}
+}
+
+// TestColorizeCancel: a client that goes away stops its colorization at the
+// next step and frees the run slot.
+func TestColorizeCancel(t *testing.T) {
+	s, ts := newTestServer(t, Options{})
+	started := make(chan struct{})
+	var once atomic.Bool
+	s.progress = func(ctx context.Context, step, steps int) {
+		if once.CompareAndSwap(false, true) {
+			close(started)
+			<-ctx.Done() // until the client goes away
+		}
+	}
+	finished := make(chan error, 4)
+	s.finished = func(err error) { finished <- err }
+
+	body, ct := form(t, encodePNG(t, photo(20, 20)), "steps", "100", "samples", "1")
+	ctx, cancel := context.WithCancel(context.Background())
+	res := post(t, ctx, ts.URL+"/api/colorize", body, ct)
+	waitFor(t, started, "the colorization to start")
+	cancel()
+	res.Body.Close()
+	if err := waitFor(t, finished, "the cancelled colorization to end"); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled colorization ended with %v, want context.Canceled", err)
+	}
+	r := readStream(t, post(t, context.Background(), ts.URL+"/api/colorize", body, ct))
+	if r.done == nil || len(r.queued) != 0 {
+		t.Errorf("after a cancel: %v", r.order)
+	}
+	if err := waitFor(t, finished, "the second colorization"); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestModelCache(t *testing.T) {
+	dir, store := tinyStore(t)
+	s, err := New(Options{Store: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	a, err := s.models.get(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := s.models.get(ctx, "epoch-000001"); b != a {
+		t.Error("the newest checkpoint was loaded twice")
+	}
+	s1, _ := s.models.sampler(a, 2)
+	if s2, _ := s.models.sampler(a, 2); s2 != s1 || s1.Batch() != 2 {
+		t.Error("the sampler for (checkpoint, 2 samples) was not reused")
+	}
+	saveTiny(t, store, "epoch-000002", 20, 2)
+	if c, _ := s.models.get(ctx, ""); c == nil || c.Name != "epoch-000002" || c.Epoch != 2 {
+		t.Errorf("after a new checkpoint the default is %+v", c)
+	}
+	// A checkpoint saved again under the same name is loaded again.
+	saveTiny(t, store, "epoch-000001", 10, 3)
+	if d, _ := s.models.get(ctx, "epoch-000001"); d == a {
+		t.Error("a replaced checkpoint was served from the cache")
+	}
+	for _, n := range []int{1, 2, 3, 8, 1, 4, 2} {
+		m, _ := s.models.get(ctx, "")
+		s.models.sampler(m, n)
+	}
+	var cached []int
+	for e := s.models.samplers.Front(); e != nil; e = e.Next() {
+		cached = append(cached, e.Value.(*cachedSampler).samples)
+	}
+	if fmt.Sprint(cached) != "[2 4 1]" || s.models.nets.Len() > maxCachedNets {
+		t.Errorf("cached samplers for %v samples, %d nets", cached, s.models.nets.Len())
+	}
+
+	// A damaged newest checkpoint: the previous valid one is used.
+	os.WriteFile(filepath.Join(dir, "epoch-000002", "ema.safetensors"), []byte("garbage"), 0o644)
+	s, _ = New(Options{Store: dir})
+	if m, err := s.models.get(ctx, ""); err != nil || m.Name != "epoch-000001" {
+		t.Errorf("damaged newest: %v, %v", m, err)
+	}
+	// A checkpoint without the parts the network needs.
+	store.Save(ctx, &checkpoint.Checkpoint{Name: "epoch-000003", Step: 30, Parts: map[string][]byte{"weights.safetensors": []byte("x")}})
+	if _, err := s.models.get(ctx, "epoch-000003"); err == nil || !strings.Contains(err.Error(), "config.yaml") {
+		t.Errorf("checkpoint without config.yaml: %v", err)
+	}
+}
+
+func TestRun(t *testing.T) {
+	outputs := t.TempDir()
+	older := filepath.Join(outputs, "2026-01-01_00-00-00")
+	newer := filepath.Join(outputs, "2026-01-02_00-00-00")
+	fakeRun(t, older, 1, 3)
+	fakeRun(t, newer, 4, 5)
+	past := time.Now().Add(-time.Hour)
+	os.Chtimes(filepath.Join(older, metricsFile), past, past)
+	os.MkdirAll(filepath.Join(outputs, "prepared", "x"), 0o755) // not a run
+
+	_, ts := newTestServer(t, Options{OutputsDir: outputs})
+	var got runData
+	getJSON(t, ts.URL+"/api/run", 200, &got)
+	if got.Name != filepath.Base(newer) || got.Config == nil || got.Config.Epochs != 20 || got.Config.ImageSize != 16 {
+		t.Fatalf("run: %+v", got)
+	}
+	if len(got.LossStep) != 20 || got.LossStep[0] != (point{1, 0.92}) || got.Bucket != 1 {
+		t.Errorf("loss/step: %v (bucket %d)", got.LossStep, got.Bucket)
+	}
+	if len(got.LossEpoch) != 4 || got.LossEpoch[3][0] != 4 || got.NonFinite != 1 || got.ImagesPerSec != 44 {
+		t.Errorf("loss/epoch %v, non-finite %d, images/s %v", got.LossEpoch, got.NonFinite, got.ImagesPerSec)
+	}
+	if len(got.Samples) != 4 || got.Samples[3] != (grid{Epoch: 4, URL: "/run/images/samples-00000004.png"}) {
+		t.Fatalf("samples: %+v", got.Samples)
+	}
+	res, err := http.Get(ts.URL + got.Samples[3].URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := png.Decode(res.Body)
+	res.Body.Close()
+	if err != nil || res.Header.Get("Content-Type") != "image/png" || img.Bounds().Dx() != 34 {
+		t.Errorf("grid: %v %q %v", err, res.Header.Get("Content-Type"), img)
+	}
+
+	// --run wins over --outputs.
+	_, ts2 := newTestServer(t, Options{RunDir: older, OutputsDir: outputs})
+	getJSON(t, ts2.URL+"/api/run", 200, &got)
+	if got.Name != filepath.Base(older) || len(got.Samples) != 1 {
+		t.Errorf("--run: %+v", got)
+	}
+	// No run: a 404 that says what to do.
+	for _, o := range []Options{{OutputsDir: t.TempDir()}, {OutputsDir: filepath.Join(t.TempDir(), "missing")}, {RunDir: filepath.Join(t.TempDir(), "missing")}, {}} {
+		_, ts3 := newTestServer(t, o)
+		res, _ := http.Get(ts3.URL + "/api/run")
+		if msg := apiErr(t, res); res.StatusCode != 404 || !(strings.Contains(msg, "tinct train") || strings.Contains(msg, "--run")) {
+			t.Errorf("%+v: %d %q", o, res.StatusCode, msg)
+		}
+	}
+}
+
+func TestRunDownsampled(t *testing.T) {
+	dir := t.TempDir()
+	var b bytes.Buffer
+	const n = 5000
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&b, `{"time":"2026-01-01T00:00:00Z","tag":"loss/step","step":%d,"value":%d}`+"\n", i, i)
+	}
+	// A resumed run repeats steps: the last value counts.
+	fmt.Fprintf(&b, `{"time":"2026-01-01T00:00:01Z","tag":"loss/step","step":1,"value":3}`+"\n")
+	os.WriteFile(filepath.Join(dir, metricsFile), b.Bytes(), 0o644)
+	got, err := readRun(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Bucket != 3 || len(got.LossStep) != 1667 || got.LossStep[0] != (point{3, 8.0 / 3}) || got.LossStep[1666] != (point{5000, 9999.0 / 2}) {
+		t.Errorf("bucket %d, %d points, first %v, last %v", got.Bucket, len(got.LossStep), got.LossStep[0], got.LossStep[len(got.LossStep)-1])
+	}
+}
+
+// TestNoPathTraversal: only the embedded assets and the PNGs of the run's
+// images/ folder are served.
+func TestNoPathTraversal(t *testing.T) {
+	outputs := t.TempDir()
+	run := filepath.Join(outputs, "run")
+	fakeRun(t, run, 1, 2)
+	secret := "TOP-SECRET-CONTENT"
+	os.WriteFile(filepath.Join(run, "secret.png"), []byte(secret), 0o644)
+	os.WriteFile(filepath.Join(outputs, "secret.png"), []byte(secret), 0o644)
+	os.WriteFile(filepath.Join(run, "images", "notes.txt"), []byte(secret), 0o644)
+	if err := os.Symlink(filepath.Join(run, "secret.png"), filepath.Join(run, "images", "link.png")); err != nil {
+		t.Fatal(err)
+	}
+	os.Mkdir(filepath.Join(run, "images", "dir.png"), 0o755)
+	_, ts := newTestServer(t, Options{RunDir: run})
+
+	for _, p := range []string{
+		"/run/images/../secret.png",
+		"/run/images/..%2fsecret.png",
+		"/run/images/%2e%2e%2fsecret.png",
+		"/run/images/..%2f..%2fsecret.png",
+		"/run/images/%2e%2e/secret.png",
+		"/run/images/..\\secret.png",
+		"/run/images/link.png",
+		"/run/images/notes.txt",
+		"/run/images/dir.png",
+		"/run/images/.hidden.png",
+		"/run/images/",
+		"/run/secret.png",
+		"/run/images/%2fetc%2fpasswd",
+		"/static/../serve.go",
+		"/static/..%2fserver.go",
+		"/static/%2e%2e%2fserver.go",
+		"/static/index.html/../../go.mod",
+		"/../go.mod",
+	} {
+		req, _ := http.NewRequest("GET", ts.URL+"/", nil)
+		req.URL.Opaque = p // sent as written, not cleaned by the client
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if strings.Contains(string(body), secret) || strings.Contains(string(body), "package serve") || strings.Contains(string(body), "module github.com") {
+			t.Errorf("GET %s: %d served a file outside the app", p, res.StatusCode)
+		}
+		if res.StatusCode == 200 && !strings.Contains(string(body), "<!doctype html>") {
+			t.Errorf("GET %s: 200", p)
+		}
+	}
+	// A real grid is served.
+	res, _ := http.Get(ts.URL + "/run/images/samples-00000001.png")
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Errorf("grid: %d", res.StatusCode)
+	}
+}
+
+type fakeCluster struct{}
+
+func (fakeCluster) ClusterStatus(context.Context) (ClusterStatus, error) {
+	return ClusterStatus{Attached: true, Message: "training", Coordinator: "10.0.0.1:7000", Epoch: 3, Step: 120,
+		Workers: []WorkerStatus{{ID: "w1", Addr: "10.0.0.2:7001", Rank: 0, State: "training", ImagesPerSec: 80}}}, nil
+}
+
+func TestCluster(t *testing.T) {
+	_, ts := newTestServer(t, Options{})
+	var got ClusterStatus
+	getJSON(t, ts.URL+"/api/cluster", 200, &got)
+	if got.Attached || got.Message != "not attached to a coordinator" || got.Workers == nil {
+		t.Errorf("no cluster: %+v", got)
+	}
+	_, ts = newTestServer(t, Options{Cluster: fakeCluster{}})
+	getJSON(t, ts.URL+"/api/cluster", 200, &got)
+	if !got.Attached || got.Coordinator != "10.0.0.1:7000" || len(got.Workers) != 1 || got.Workers[0].ImagesPerSec != 80 {
+		t.Errorf("cluster: %+v", got)
+	}
+}
+
+func TestNewOptions(t *testing.T) {
+	if _, err := New(Options{Queue: -1}); err == nil {
+		t.Error("negative queue accepted")
+	}
+	if _, err := New(Options{Store: "ftp://host/x"}); err == nil || !strings.Contains(err.Error(), "ftp") {
+		t.Errorf("ftp store: %v", err)
+	}
+}

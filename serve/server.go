@@ -1,0 +1,255 @@
+package serve
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/tinct/tinct/checkpoint"
+)
+
+// Defaults of Options' limits.
+const (
+	DefaultMaxUploadBytes = 20 << 20   // 20 MiB
+	DefaultMaxPixels      = 50_000_000 // a 50-megapixel photo
+)
+
+// Options configure a Server.
+type Options struct {
+	// Store is the checkpoint store to colorize with: a directory or a
+	// file:// URL. Empty: the page can show a run but not colorize.
+	Store string
+	// RunDir is the run directory the dashboard shows. Empty: the newest
+	// run (the most recently written metrics.jsonl) under OutputsDir, looked
+	// up at each request, so a new run appears when it starts.
+	RunDir     string
+	OutputsDir string
+	// Queue is how many colorizations may wait behind the running one;
+	// more get 503. 0: none wait.
+	Queue int
+	// MaxUploadBytes bounds a request's body (0: DefaultMaxUploadBytes).
+	MaxUploadBytes int64
+	// MaxPixels bounds an upload's declared width·height, checked before
+	// its pixels are decoded (0: DefaultMaxPixels).
+	MaxPixels int64
+	// Cluster reports the training cluster's state for the dashboard; nil
+	// reports "not attached to a coordinator".
+	Cluster ClusterSource
+	// Logger receives request errors and checkpoint warnings (nil:
+	// slog.Default()).
+	Logger *slog.Logger
+}
+
+// Server is the web app. It is an http.Handler; create it with New.
+type Server struct {
+	opts   Options
+	log    *slog.Logger
+	mux    *http.ServeMux
+	models *models
+	queue  *queue
+	decode chan struct{} // bounds concurrent image decodes
+
+	// Test hooks: progress, if set, is called after each diffusion step
+	// with the request's context; finished with each colorization's result.
+	progress func(ctx context.Context, step, steps int)
+	finished func(err error)
+}
+
+//go:embed static
+var staticFiles embed.FS
+
+// maxDecodes is how many uploads are decoded at once (each can take a few
+// hundred MB at the pixel limit).
+const maxDecodes = 2
+
+// New checks the options and returns a Server. It opens the checkpoint store
+// (which creates a missing directory) but loads nothing until asked.
+func New(opts Options) (*Server, error) {
+	if opts.MaxUploadBytes <= 0 {
+		opts.MaxUploadBytes = DefaultMaxUploadBytes
+	}
+	if opts.MaxPixels <= 0 {
+		opts.MaxPixels = DefaultMaxPixels
+	}
+	if opts.Queue < 0 {
+		return nil, fmt.Errorf("serve: queue %d: must be 0 or more", opts.Queue)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &Server{opts: opts, log: opts.Logger, mux: http.NewServeMux(), queue: newQueue(opts.Queue), decode: make(chan struct{}, maxDecodes)}
+	var store checkpoint.Store
+	if opts.Store != "" {
+		var err error
+		if store, err = checkpoint.Open(opts.Store); err != nil {
+			return nil, fmt.Errorf("serve: %w", err)
+		}
+	}
+	s.models = newModels(store, func(err error) { s.log.Warn("checkpoint skipped", "err", err) })
+
+	static, err := fs.Sub(staticFiles, "static")
+	if err != nil {
+		return nil, err
+	}
+	s.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		http.ServeFileFS(w, r, static, "index.html")
+	})
+	s.mux.HandleFunc("GET /static/{file}", func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("file")
+		if st, err := fs.Stat(static, name); err != nil || st.IsDir() || name == "index.html" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Cache-Control", "no-cache")
+		http.ServeFileFS(w, r, static, name)
+	})
+	s.mux.HandleFunc("GET /api/checkpoints", s.handleCheckpoints)
+	s.mux.HandleFunc("GET /api/limits", s.handleLimits)
+	s.mux.HandleFunc("POST /api/gray", s.handleGray)
+	s.mux.HandleFunc("POST /api/colorize", s.handleColorize)
+	s.mux.HandleFunc("GET /api/run", s.handleRun)
+	s.mux.HandleFunc("GET /run/images/{file}", s.handleRunImage)
+	s.mux.HandleFunc("GET /api/cluster", s.handleCluster)
+	s.mux.HandleFunc("/api/", s.handleNoEndpoint)
+	return s, nil
+}
+
+// ServeHTTP serves the app. Every answer forbids content from other sites
+// and inline scripts (Content-Security-Policy) and MIME sniffing.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	s.mux.ServeHTTP(w, r)
+}
+
+// handleNoEndpoint answers API requests that match no endpoint: 405 with
+// Allow when the path exists for other methods, else 404.
+func (s *Server) handleNoEndpoint(w http.ResponseWriter, r *http.Request) {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodPost} {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := s.mux.Handler(probe); pattern != "/api/" && pattern != "" {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) > 0 {
+		writeError(w, &apiError{status: http.StatusMethodNotAllowed, header: http.Header{"Allow": {strings.Join(allow, ", ")}},
+			msg: fmt.Sprintf("%s %s: use %s", r.Method, r.URL.Path, strings.Join(allow, " or "))})
+		return
+	}
+	writeError(w, &apiError{status: http.StatusNotFound, msg: fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path)})
+}
+
+// apiError is an error with the HTTP status and the message a person sees.
+type apiError struct {
+	status int
+	msg    string
+	header http.Header // extra headers, e.g. Retry-After
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+func badRequest(format string, a ...any) *apiError {
+	return &apiError{status: http.StatusBadRequest, msg: fmt.Sprintf(format, a...)}
+}
+
+// writeError answers err as JSON {"error": message}: an *apiError with its
+// status, errNoStore with 503, anything else with 500.
+func writeError(w http.ResponseWriter, err error) {
+	var ae *apiError
+	switch {
+	case errors.As(err, &ae):
+	case errors.Is(err, errNoStore):
+		ae = &apiError{status: http.StatusServiceUnavailable, msg: err.Error()}
+	default:
+		ae = &apiError{status: http.StatusInternalServerError, msg: "internal error: " + err.Error()}
+	}
+	for k, v := range ae.header {
+		w.Header()[k] = v
+	}
+	writeJSON(w, ae.status, map[string]string{"error": ae.msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	enc.Encode(v)
+}
+
+// logError logs errors that are the server's fault (500).
+func (s *Server) logError(r *http.Request, err error) {
+	var ae *apiError
+	if errors.As(err, &ae) && ae.status != http.StatusInternalServerError || errors.Is(err, errNoStore) {
+		return
+	}
+	s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+}
+
+// checkpointInfo is one entry of GET /api/checkpoints.
+type checkpointInfo struct {
+	Name  string    `json:"name"`
+	Epoch int       `json:"epoch"`
+	Step  int64     `json:"step"`
+	Time  time.Time `json:"time"`
+	Bytes int64     `json:"bytes"`
+}
+
+// handleCheckpoints answers GET /api/checkpoints:
+//
+//	{"store": "file:///…", "default": "epoch-000020", "checkpoints": [{"name", "epoch", "step", "time", "bytes"}, …]}
+//
+// newest first; "default" is the one used when a request names none (empty
+// when the store is empty).
+func (s *Server) handleCheckpoints(w http.ResponseWriter, r *http.Request) {
+	store := s.models.store
+	if store == nil {
+		writeError(w, errNoStore)
+		return
+	}
+	infos, err := store.List(r.Context())
+	if err != nil {
+		err = fmt.Errorf("list checkpoints in %s: %w", store, err)
+		s.logError(r, err)
+		writeError(w, err)
+		return
+	}
+	out := struct {
+		Store       string           `json:"store"`
+		Default     string           `json:"default"`
+		Checkpoints []checkpointInfo `json:"checkpoints"`
+	}{Store: store.String(), Checkpoints: []checkpointInfo{}}
+	for _, in := range infos {
+		out.Checkpoints = append(out.Checkpoints, checkpointInfo{Name: in.Name, Epoch: in.Epoch, Step: in.Step, Time: in.Time, Bytes: in.Size})
+	}
+	if len(infos) > 0 {
+		out.Default = infos[0].Name
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// handleLimits answers GET /api/limits with what a colorization request may
+// hold, so that the page can check a file before sending it:
+//
+//	{"max_upload_bytes", "max_pixels", "steps": [10, 100], "samples": [1, 8], "queue"}
+func (s *Server) handleLimits(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{
+		"max_upload_bytes": s.opts.MaxUploadBytes,
+		"max_pixels":       s.opts.MaxPixels,
+		"steps":            [2]int{MinSteps, MaxSteps},
+		"samples":          [2]int{MinSamples, MaxSamples},
+		"queue":            s.opts.Queue,
+	})
+}

@@ -1,0 +1,493 @@
+// tinct's page: colorize a photo, and follow a training run.
+// Plain JavaScript, no libraries; the server's API is described in serve/doc.go.
+'use strict';
+
+const $ = (id) => document.getElementById(id);
+
+let limits = { max_upload_bytes: 20 * 1024 * 1024 };
+let photo = null;      // the chosen File
+let graySeq = 0;       // ignores answers to superseded /api/gray requests
+let controller = null; // aborts the running colorization
+
+// ---- messages ----------------------------------------------------------
+
+function showError(msg) {
+  const e = $('error');
+  e.textContent = msg || '';
+  e.hidden = !msg;
+}
+
+function setStatus(msg) {
+  $('status').textContent = msg || '';
+}
+
+// errorText returns the message of a failed API answer ({"error": "…"}).
+async function errorText(res) {
+  try {
+    const j = await res.json();
+    if (j && j.error) return j.error;
+  } catch (_) { /* not JSON */ }
+  return `The server answered ${res.status} ${res.statusText}.`;
+}
+
+function mib(n) {
+  return (n / (1024 * 1024)).toFixed(n < 10 * 1024 * 1024 ? 1 : 0) + ' MiB';
+}
+
+// ---- checkpoints and limits --------------------------------------------
+
+async function loadLimits() {
+  try {
+    const res = await fetch('/api/limits');
+    if (res.ok) limits = await res.json();
+  } catch (_) { /* keep the defaults */ }
+}
+
+async function loadCheckpoints() {
+  const sel = $('checkpoint');
+  const note = $('checkpoint-note');
+  let res;
+  try {
+    res = await fetch('/api/checkpoints');
+  } catch (e) {
+    note.textContent = 'Cannot reach the server: ' + e.message;
+    return;
+  }
+  if (!res.ok) {
+    note.textContent = await errorText(res);
+    return;
+  }
+  const j = await res.json();
+  const keep = sel.value;
+  const options = [new Option(j.default ? `Newest (${j.default})` : 'Newest', '')];
+  for (const c of j.checkpoints) {
+    options.push(new Option(`${c.name} — epoch ${c.epoch}, step ${c.step}`, c.name));
+  }
+  sel.replaceChildren(...options);
+  if (j.checkpoints.some((c) => c.name === keep)) sel.value = keep;
+  note.textContent = j.checkpoints.length
+    ? `${j.checkpoints.length} in ${j.store}`
+    : `No checkpoints in ${j.store} yet: train a model first.`;
+}
+
+// ---- the photo -----------------------------------------------------------
+
+function clearGray() {
+  $('gray-figure').hidden = true;
+  $('gray').removeAttribute('src');
+}
+
+function choosePhoto(file) {
+  showError('');
+  setStatus('');
+  if (!file) return;
+  if (file.size > limits.max_upload_bytes) {
+    photo = null;
+    clearGray();
+    showError(`${file.name} is ${mib(file.size)}, more than the limit of ${mib(limits.max_upload_bytes)}. Choose a smaller photo.`);
+    return;
+  }
+  photo = file;
+  showGray();
+}
+
+// showGray asks the server for the photo in gray at the model's size, as the
+// network will see it (center crop, Lanczos, BT.601: the training pipeline).
+async function showGray() {
+  if (!photo) return;
+  const seq = ++graySeq;
+  const form = new FormData();
+  form.append('image', photo);
+  form.append('checkpoint', $('checkpoint').value);
+  $('gray-caption').textContent = 'Reading the photo…';
+  let res;
+  try {
+    res = await fetch('/api/gray', { method: 'POST', body: form });
+  } catch (e) {
+    if (seq === graySeq) showError('Cannot reach the server: ' + e.message);
+    return;
+  }
+  if (seq !== graySeq) return;
+  if (!res.ok) {
+    const msg = await errorText(res);
+    if (seq !== graySeq) return;
+    clearGray();
+    showError(msg);
+    return;
+  }
+  const j = await res.json();
+  if (seq !== graySeq) return;
+  $('gray').src = j.gray;
+  $('gray-caption').textContent = `${photo.name} in gray at ${j.image_size}×${j.image_size}, as checkpoint ${j.checkpoint} sees it`;
+  $('gray-figure').hidden = false;
+}
+
+// ---- colorizing ----------------------------------------------------------
+
+function setBusy(busy) {
+  $('go').disabled = busy;
+  $('cancel').hidden = !busy;
+  $('image').disabled = busy;
+  $('checkpoint').disabled = busy;
+}
+
+// readEvents reads a text/event-stream answer and calls on[event](data).
+async function readEvents(res, on) {
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buf += value;
+    let end;
+    while ((end = buf.indexOf('\n\n')) >= 0) {
+      const block = buf.slice(0, end);
+      buf = buf.slice(end + 2);
+      let event = 'message';
+      let data = '';
+      for (const line of block.split('\n')) {
+        if (line.startsWith('event: ')) event = line.slice(7);
+        else if (line.startsWith('data: ')) data += line.slice(6);
+      }
+      if (on[event]) on[event](data ? JSON.parse(data) : null);
+    }
+  }
+}
+
+function showResults(start, images) {
+  const gallery = $('gallery');
+  const figures = images.map((src, i) => {
+    const fig = document.createElement('figure');
+    const img = document.createElement('img');
+    img.src = src;
+    img.alt = `Colorization ${i + 1} of ${images.length}`;
+    const cap = document.createElement('figcaption');
+    const a = document.createElement('a');
+    a.href = src;
+    a.download = `tinct-${start.checkpoint}-seed${start.seed}-${i + 1}.png`;
+    a.textContent = `Download ${i + 1} (PNG)`;
+    cap.append(a);
+    fig.append(img, cap);
+    return fig;
+  });
+  gallery.replaceChildren(...figures);
+  $('results-title').hidden = false;
+}
+
+async function colorize(ev) {
+  ev.preventDefault();
+  showError('');
+  if (!photo) {
+    showError('Choose a photo first (PNG or JPEG).');
+    $('image').focus();
+    return;
+  }
+  const form = new FormData();
+  form.append('image', photo);
+  form.append('steps', $('steps').value);
+  form.append('samples', $('samples').value);
+  form.append('checkpoint', $('checkpoint').value);
+
+  const progress = $('progress');
+  controller = new AbortController();
+  setBusy(true);
+  setStatus('Sending…');
+  let start = null;
+  let finished = false;
+  try {
+    const res = await fetch('/api/colorize', { method: 'POST', body: form, signal: controller.signal });
+    if (!res.ok) {
+      setStatus('');
+      showError(await errorText(res));
+      return;
+    }
+    await readEvents(res, {
+      queued: (d) => setStatus(`Waiting for the server: ${d.ahead} ahead of you…`),
+      start: (d) => {
+        start = d;
+        progress.max = d.steps;
+        progress.value = 0;
+        progress.hidden = false;
+        setStatus(`Colorizing with ${d.checkpoint}…`);
+      },
+      progress: (d) => {
+        progress.value = d.step;
+        setStatus(`Step ${d.step} of ${d.steps}`);
+      },
+      done: (d) => {
+        finished = true;
+        showResults(start, d.images);
+        const n = d.images.length;
+        setStatus(`Done: ${n} colorization${n === 1 ? '' : 's'}, ${start.steps} steps in ${d.seconds.toFixed(1)} s (seed ${start.seed}).`);
+      },
+      error: (d) => {
+        finished = true;
+        setStatus('');
+        showError(d.error);
+      },
+    });
+    if (!finished) showError('The server stopped before the colorization finished. Try again.');
+  } catch (e) {
+    if (e.name === 'AbortError') {
+      setStatus('Cancelled.');
+    } else {
+      setStatus('');
+      showError('The connection to the server failed: ' + e.message);
+    }
+  } finally {
+    progress.hidden = true;
+    controller = null;
+    setBusy(false);
+  }
+}
+
+// ---- the training dashboard ---------------------------------------------
+
+const SVG = 'http://www.w3.org/2000/svg';
+
+function svgEl(name, attrs, text) {
+  const e = document.createElementNS(SVG, name);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function fmt(v) {
+  if (v === 0) return '0';
+  const a = Math.abs(v);
+  if (a >= 1e5 || a < 1e-3) return v.toExponential(1);
+  return String(Number(v.toPrecision(3)));
+}
+
+function niceTicks(lo, hi, n) {
+  const step0 = (hi - lo) / n;
+  const mag = 10 ** Math.floor(Math.log10(step0));
+  const r = step0 / mag;
+  const step = (r >= 7.5 ? 10 : r >= 3.5 ? 5 : r >= 1.5 ? 2 : 1) * mag;
+  const out = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(v);
+  return out;
+}
+
+// logTicks returns 1, 2, 5 × 10^k within [10^lo, 10^hi] (lo, hi: log10).
+function logTicks(lo, hi) {
+  let out = [];
+  for (let k = Math.floor(lo); k <= Math.ceil(hi); k++) {
+    for (const m of [1, 2, 5]) {
+      const v = m * 10 ** k;
+      const l = Math.log10(v);
+      if (l >= lo - 1e-9 && l <= hi + 1e-9) out.push(v);
+    }
+  }
+  if (out.length > 8) out = out.filter((v) => Math.abs(Math.log10(v) - Math.round(Math.log10(v))) < 1e-9);
+  return out;
+}
+
+// plot draws [x, y] points as a line in an SVG, y on a log scale when every
+// value is positive.
+function plot(svg, points, xname, title) {
+  // One SVG unit per CSS pixel, so that the labels keep their size.
+  const W = Math.max(svg.clientWidth, 240), H = Math.max(svg.clientHeight, 150), L = 52, R = 14, T = 12, B = 34;
+  svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
+  svg.replaceChildren();
+  if (!points.length) {
+    svg.append(svgEl('text', { x: W / 2, y: H / 2, 'text-anchor': 'middle' }, 'No data yet'));
+    svg.setAttribute('aria-label', `${title}: no data yet`);
+    return;
+  }
+  const xs = points.map((p) => p[0]);
+  const ys = points.map((p) => p[1]);
+  const log = ys.every((y) => y > 0);
+  const f = log ? Math.log10 : (y) => y;
+  let x0 = Math.min(...xs), x1 = Math.max(...xs);
+  if (x0 === x1) { x0 -= 1; x1 += 1; }
+  const fy = ys.map(f);
+  let y0 = Math.min(...fy), y1 = Math.max(...fy);
+  if (y0 === y1) { y0 -= log ? 0.1 : Math.abs(y0) * 0.1 || 1; y1 += log ? 0.1 : Math.abs(y1) * 0.1 || 1; }
+  const pad = (y1 - y0) * 0.05;
+  y0 -= pad; y1 += pad;
+  const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
+  const sy = (v) => T + (1 - (v - y0) / (y1 - y0)) * (H - T - B);
+
+  const yTicks = log ? logTicks(y0, y1) : niceTicks(y0, y1, 4);
+  for (const v of yTicks) {
+    const y = sy(f(v));
+    svg.append(svgEl('line', { class: 'gridline', x1: L, x2: W - R, y1: y, y2: y }));
+    svg.append(svgEl('text', { x: L - 6, y: y + 4, 'text-anchor': 'end' }, fmt(v)));
+  }
+  for (const v of niceTicks(x0, x1, 5).filter((v) => Number.isInteger(v) || x1 - x0 < 10)) {
+    const x = sx(v);
+    svg.append(svgEl('line', { class: 'axis', x1: x, x2: x, y1: H - B, y2: H - B + 4 }));
+    svg.append(svgEl('text', { x, y: H - B + 16, 'text-anchor': 'middle' }, fmt(v)));
+  }
+  svg.append(svgEl('line', { class: 'axis', x1: L, x2: W - R, y1: H - B, y2: H - B }));
+  svg.append(svgEl('line', { class: 'axis', x1: L, x2: L, y1: T, y2: H - B }));
+  svg.append(svgEl('text', { x: (L + W - R) / 2, y: H - 4, 'text-anchor': 'middle' }, xname + (log ? ' (loss on a log scale)' : '')));
+  if (points.length === 1) {
+    svg.append(svgEl('circle', { class: 'dot', cx: sx(xs[0]), cy: sy(fy[0]), r: 3 }));
+  } else {
+    const d = points.map((p, i) => `${sx(p[0]).toFixed(1)},${sy(fy[i]).toFixed(1)}`).join(' ');
+    svg.append(svgEl('polyline', { class: 'line', points: d }));
+  }
+  const last = ys[ys.length - 1];
+  const label = `${title}: ${points.length} points, ${xname} ${fmt(xs[0])} to ${fmt(xs[xs.length - 1])}, last ${fmt(last)}, lowest ${fmt(Math.min(...ys))}`;
+  svg.setAttribute('aria-label', label);
+  svg.prepend(svgEl('title', {}, label));
+}
+
+let grids = [];
+let lastRun = null;
+
+function drawPlots() {
+  const r = lastRun || { loss_step: [], loss_epoch: [] };
+  plot($('plot-step'), r.loss_step, 'step', 'Loss per step');
+  plot($('plot-epoch'), r.loss_epoch, 'epoch', 'Loss per epoch');
+}
+
+function showGrid() {
+  const i = Number($('grid-epoch').value);
+  const g = grids[i];
+  if (!g) return;
+  $('grid-epoch-value').textContent = String(g.epoch);
+  $('grid').src = g.url;
+  $('grid').alt = `Sample grid after epoch ${g.epoch}`;
+}
+
+async function loadRun() {
+  const info = $('run-info');
+  let res;
+  try {
+    res = await fetch('/api/run');
+  } catch (e) {
+    info.textContent = 'Cannot reach the server: ' + e.message;
+    return;
+  }
+  if (!res.ok) {
+    info.textContent = await errorText(res);
+    lastRun = null;
+    drawPlots();
+    return;
+  }
+  const r = await res.json();
+  const parts = [`Run ${r.name}`];
+  const lastEpoch = r.loss_epoch.length ? r.loss_epoch[r.loss_epoch.length - 1][0] : 0;
+  if (r.config) {
+    parts.push(`epoch ${lastEpoch} of ${r.config.epochs}`, `${r.config.image_size}² images, batch ${r.config.batch_size}, lr ${r.config.lr}`);
+  }
+  if (r.images_per_sec) parts.push(`${r.images_per_sec.toFixed(1)} images/s`);
+  if (r.updated && !r.updated.startsWith('0001')) parts.push(`last record ${new Date(r.updated).toLocaleString()}`);
+  if (r.bucket > 1) parts.push(`loss per step averaged over ${r.bucket} steps`);
+  if (r.non_finite) parts.push(`${r.non_finite} non-finite loss values not plotted`);
+  info.textContent = parts.join(' · ');
+  lastRun = r;
+  drawPlots();
+
+  const slider = $('grid-epoch');
+  const atEnd = grids.length === 0 || Number(slider.value) === grids.length - 1;
+  grids = r.samples;
+  $('grids').hidden = grids.length === 0;
+  $('grids-none').hidden = grids.length > 0;
+  if (grids.length) {
+    slider.max = String(grids.length - 1);
+    if (atEnd || Number(slider.value) > grids.length - 1) slider.value = String(grids.length - 1);
+    showGrid();
+  }
+}
+
+async function loadCluster() {
+  const box = $('cluster');
+  let res;
+  try {
+    res = await fetch('/api/cluster');
+  } catch (e) {
+    box.replaceChildren(Object.assign(document.createElement('p'), { className: 'hint', textContent: 'Cannot reach the server.' }));
+    return;
+  }
+  const p = document.createElement('p');
+  if (!res.ok) {
+    p.textContent = await errorText(res);
+    box.replaceChildren(p);
+    return;
+  }
+  const c = await res.json();
+  if (!c.attached) {
+    p.className = 'hint';
+    p.textContent = c.message[0].toUpperCase() + c.message.slice(1) + '.';
+    box.replaceChildren(p);
+    return;
+  }
+  p.textContent = `${c.message} Coordinator ${c.coordinator}, epoch ${c.epoch}, step ${c.step}, ${c.workers.length} workers.`;
+  const table = document.createElement('table');
+  const head = table.createTHead().insertRow();
+  for (const h of ['Rank', 'Worker', 'Address', 'State', 'Device', 'Images/s', 'Last seen']) {
+    const th = document.createElement('th');
+    th.scope = 'col';
+    th.textContent = h;
+    head.append(th);
+  }
+  const body = table.createTBody();
+  for (const w of c.workers) {
+    const row = body.insertRow();
+    for (const v of [w.rank, w.id, w.addr, w.state, w.device || '', w.images_per_sec ? w.images_per_sec.toFixed(1) : '', new Date(w.last_seen).toLocaleTimeString()]) {
+      row.insertCell().textContent = String(v);
+    }
+  }
+  box.replaceChildren(p, table);
+}
+
+function refreshDashboard() {
+  loadRun();
+  loadCluster();
+}
+
+// ---- wiring ----------------------------------------------------------------
+
+function init() {
+  for (const id of ['steps', 'samples']) {
+    const input = $(id);
+    const out = $(id + '-value');
+    const sync = () => { out.textContent = input.value; };
+    input.addEventListener('input', sync);
+    input.addEventListener('change', sync);
+    sync();
+  }
+  $('image').addEventListener('change', (e) => choosePhoto(e.target.files[0]));
+  $('checkpoint').addEventListener('change', showGray);
+  $('colorize-form').addEventListener('submit', colorize);
+  $('cancel').addEventListener('click', () => controller && controller.abort());
+  $('grid-epoch').addEventListener('input', showGrid);
+  $('refresh').addEventListener('click', () => { loadCheckpoints(); refreshDashboard(); });
+
+  const drop = $('drop');
+  drop.addEventListener('dragover', (e) => {
+    e.preventDefault();
+    e.dataTransfer.dropEffect = 'copy';
+    drop.classList.add('over');
+  });
+  drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+  drop.addEventListener('drop', (e) => {
+    e.preventDefault();
+    drop.classList.remove('over');
+    const files = e.dataTransfer && e.dataTransfer.files;
+    if (!files || !files.length) return;
+    try { $('image').files = files; } catch (_) { /* read-only in old browsers */ }
+    choosePhoto(files[0]);
+  });
+  // A file dropped next to the zone must not make the browser open it.
+  window.addEventListener('dragover', (e) => e.preventDefault());
+  window.addEventListener('drop', (e) => e.preventDefault());
+
+  let resizing = false;
+  window.addEventListener('resize', () => {
+    if (resizing) return;
+    resizing = true;
+    requestAnimationFrame(() => { resizing = false; drawPlots(); });
+  });
+
+  loadLimits();
+  loadCheckpoints();
+  refreshDashboard();
+  setInterval(refreshDashboard, 15000);
+}
+
+init();
