@@ -15,6 +15,9 @@ type ClusterStatus struct {
 	Coordinator string `json:"coordinator,omitempty"` // its address, host:port
 	Epoch       int    `json:"epoch,omitempty"`       // the epoch in progress
 	Step        int64  `json:"step,omitempty"`        // the last committed step
+	// WorkerCount is the number of workers when they are not listed one by one.
+	WorkerCount  int     `json:"worker_count,omitempty"`
+	ImagesPerSec float64 `json:"images_per_sec,omitempty"`
 	// Workers are the ring's members in ring order.
 	Workers []WorkerStatus `json:"workers"`
 }

@@ -24,7 +24,7 @@ const shutdownGrace = 5 * time.Second
 
 func newServeCmd() *cobra.Command {
 	var opts serve.Options
-	var addr string
+	var addr, metricsURL string
 	cmd := &cobra.Command{
 		Use:   "serve [--addr HOST:PORT] [--store STORE] [--run DIR | --outputs DIR] [--queue N]",
 		Short: "Serve the web app: colorize photos in a browser, follow a training run",
@@ -42,7 +42,8 @@ colorization stops when its browser tab goes away. Uploads are limited to
 20 MiB and 50 megapixels.
 
 Training: the loss per step and per epoch, the sample grids of each epoch,
-and the cluster's status, for the run in --run, or else the newest run under
+and the trainer's status (step, epoch, workers, images/s) read from its
+Prometheus endpoint when --coordinator names it, for the run in --run, or else the newest run under
 --outputs (looked up again at each refresh, so a run started later appears).
 
 The page and its API are described in serve/doc.go; the page needs nothing
@@ -53,6 +54,9 @@ in progress finish for a few seconds.`,
   tinct serve --store file:///data/checkpoints --run outputs/2026-01-02_03-04-05 --queue 8`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if metricsURL != "" {
+				opts.Cluster = serve.MetricsCluster{URL: metricsURL, Client: &http.Client{Timeout: 5 * time.Second}}
+			}
 			s, err := serve.New(opts)
 			if err != nil {
 				return err
@@ -72,6 +76,7 @@ in progress finish for a few seconds.`,
 	f.StringVar(&opts.Store, "store", "outputs/checkpoints", "checkpoint store to colorize with: a directory or file:///absolute/dir")
 	f.StringVar(&opts.RunDir, "run", "", "training run directory for the dashboard (default: the newest under --outputs)")
 	f.StringVar(&opts.OutputsDir, "outputs", "outputs", "where training runs are (output_dir of tinct train)")
+	f.StringVar(&metricsURL, "coordinator", "", "a running trainer's metrics URL for the cluster panel, e.g. http://127.0.0.1:9464/metrics (tinct train metrics_addr=…)")
 	f.IntVar(&opts.Queue, "queue", 4, "colorization requests that may wait behind the running one; more get 503 busy")
 	return cmd
 }

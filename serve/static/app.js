@@ -416,7 +416,12 @@ async function loadCluster() {
     box.replaceChildren(p);
     return;
   }
-  p.textContent = `${c.message} Coordinator ${c.coordinator}, epoch ${c.epoch}, step ${c.step}, ${c.workers.length} workers.`;
+  const nworkers = c.workers.length || c.worker_count || 0;
+  p.textContent = `${c.message} Coordinator ${c.coordinator}, epoch ${c.epoch}, step ${c.step}, ${nworkers} worker${nworkers === 1 ? '' : 's'}.`;
+  if (!c.workers.length) {
+    box.replaceChildren(p);
+    return;
+  }
   const table = document.createElement('table');
   const head = table.createTHead().insertRow();
   for (const h of ['Rank', 'Worker', 'Address', 'State', 'Device', 'Images/s', 'Last seen']) {
