@@ -1,0 +1,77 @@
+package allreduce
+
+import (
+	"encoding/binary"
+	"math"
+	"unsafe"
+)
+
+// The wire carries raw little-endian float32. On little-endian hosts (all
+// that tinct runs on) the vectors are sent and copied without conversion.
+var littleEndian = func() bool {
+	x := uint16(1)
+	return *(*byte)(unsafe.Pointer(&x)) == 1
+}()
+
+// leBytes returns v as little-endian bytes: a view of v itself on
+// little-endian hosts (the gRPC codec copies it while sending), else an
+// encoding into scratch, which it returns for reuse.
+func leBytes(v []float32, scratch []byte) (b, newScratch []byte) {
+	if len(v) == 0 {
+		return nil, scratch
+	}
+	if littleEndian {
+		return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(v))), 4*len(v)), scratch
+	}
+	if cap(scratch) < 4*len(v) {
+		scratch = make([]byte, 4*len(v))
+	}
+	b = scratch[:4*len(v)]
+	encodeLE(b, v)
+	return b, scratch
+}
+
+// encodeLE writes v into b (len 4·len(v)) as little-endian float32s.
+func encodeLE(b []byte, v []float32) {
+	b = b[:4*len(v)]
+	for i, x := range v {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
+	}
+}
+
+// asFloats views b as float32s when that is safe (little-endian host,
+// 4-byte aligned), else returns nil.
+func asFloats(b []byte) []float32 {
+	if !littleEndian || len(b) == 0 || uintptr(unsafe.Pointer(unsafe.SliceData(b)))%4 != 0 {
+		return nil
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(b))), len(b)/4)
+}
+
+// addLE adds the little-endian float32s in src (len 4·len(dst)) to dst.
+func addLE(dst []float32, src []byte) {
+	if f := asFloats(src); f != nil {
+		f = f[:len(dst)]
+		for i, x := range f {
+			dst[i] += x
+		}
+		return
+	}
+	src = src[:4*len(dst)]
+	for i := range dst {
+		dst[i] += math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))
+	}
+}
+
+// copyLE copies the little-endian float32s in src (len 4·len(dst)) to dst.
+func copyLE(dst []float32, src []byte) {
+	if littleEndian {
+		b, _ := leBytes(dst, nil)
+		copy(b, src)
+		return
+	}
+	src = src[:4*len(dst)]
+	for i := range dst {
+		dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))
+	}
+}
