@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"image"
 	"log/slog"
@@ -12,13 +11,12 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	"gopkg.in/yaml.v3"
 
 	"github.com/tinct/tinct/checkpoint"
-	"github.com/tinct/tinct/config"
 	"github.com/tinct/tinct/dataset"
 	"github.com/tinct/tinct/model"
 	"github.com/tinct/tinct/nn"
+	"github.com/tinct/tinct/serve"
 	"github.com/tinct/tinct/track"
 )
 
@@ -96,54 +94,26 @@ func loadInference(ctx context.Context, path string, cmd *cobra.Command) (*model
 		}
 		return net, size, nil
 	}
-	var ck *checkpoint.Checkpoint
+	// a checkpoint directory inside a store, or a store (its newest valid one)
+	storePath, name := path, ""
 	if _, err := os.Stat(filepath.Join(path, "manifest.json")); err == nil {
-		store, err := checkpoint.Open(filepath.Dir(path))
-		if err != nil {
-			return nil, 0, err
-		}
-		if ck, err = store.Load(ctx, filepath.Base(path)); err != nil {
-			return nil, 0, err
-		}
-	} else {
-		if _, err := os.Stat(path); err != nil {
-			return nil, 0, fmt.Errorf("checkpoint %s: %w", path, err)
-		}
-		store, err := checkpoint.Open(path)
-		if err != nil {
-			return nil, 0, err
-		}
-		var warns []error
-		ck, warns, err = store.Latest(ctx)
-		for _, w := range warns {
-			slog.Warn("checkpoint skipped", "err", w)
-		}
-		if errors.Is(err, checkpoint.ErrNotFound) {
-			return nil, 0, fmt.Errorf("no checkpoint in %s (train first, or point --checkpoint at a store)", path)
-		}
-		if err != nil {
-			return nil, 0, err
-		}
+		storePath, name = filepath.Dir(path), filepath.Base(path)
+	} else if _, err := os.Stat(path); err != nil && !strings.Contains(path, "://") {
+		return nil, 0, fmt.Errorf("checkpoint %s: %w", path, err)
 	}
-	var cfg config.Config
-	if err := yaml.Unmarshal(ck.Parts["config.yaml"], &cfg); err != nil || len(cfg.Model.Widths) == 0 {
-		return nil, 0, fmt.Errorf("checkpoint %s: no readable config.yaml (%v)", ck.Name, err)
-	}
-	mc := model.DefaultConfig()
-	mc.Widths, mc.BlockDepth = cfg.Model.Widths, cfg.Model.BlockDepth
-	net, err := model.New(mc)
+	store, err := checkpoint.Open(storePath)
 	if err != nil {
 		return nil, 0, err
 	}
-	sd, _, err := model.ReadSafetensors(strings.NewReader(string(ck.Parts["ema.safetensors"])))
+	m, warns, err := serve.LoadModel(ctx, store, name)
+	for _, w := range warns {
+		slog.Warn("checkpoint skipped", "err", w)
+	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("checkpoint %s: ema.safetensors: %w", ck.Name, err)
+		return nil, 0, err
 	}
-	if err := net.LoadStateDict(sd); err != nil {
-		return nil, 0, fmt.Errorf("checkpoint %s: %w", ck.Name, err)
-	}
-	slog.Info("checkpoint", "name", ck.Name, "epoch", ck.Epoch, "step", ck.Step, "image_size", cfg.ImageSize)
-	return net, cfg.ImageSize, nil
+	slog.Info("checkpoint", "name", m.Name, "epoch", m.Epoch, "step", m.Step, "image_size", m.ImageSize)
+	return m.Net, m.ImageSize, nil
 }
 
 func colorizeFile(ctx context.Context, net *model.UNet, size int, path, outDir string, samples, steps int, seed uint64) error {

@@ -119,7 +119,7 @@ func TestTrainBadInput(t *testing.T) {
 		{[]string{"train", "ema.buffers=median"}, "must be one of copy, average"},
 		{[]string{"train", "dataset=/nonexistent/photos", "output_dir=" + t.TempDir()}, "/nonexistent/photos"},
 		{[]string{"train", "--config", "/nonexistent.yaml"}, "config file"},
-		{[]string{"colorize", "x.png", "--checkpoint", t.TempDir()}, "no checkpoint"},
+		{[]string{"colorize", "x.png", "--checkpoint", t.TempDir()}, "no valid checkpoint"},
 		{[]string{"colorize", "x.png", "--checkpoint", t.TempDir(), "--steps", "5"}, "--steps 5: must be 10 to 100"},
 		{[]string{"colorize", "x.png", "--checkpoint", t.TempDir(), "--samples", "9"}, "--samples 9: must be 1 to 8"},
 	} {
