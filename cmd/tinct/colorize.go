@@ -58,16 +58,22 @@ checkpoint directory inside a store, or an EMA weights file
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&ckpt, "checkpoint", "", "checkpoint store, checkpoint directory, or EMA weights .safetensors")
+	checkpointFlags(cmd, &ckpt)
 	cmd.Flags().StringVar(&out, "out", "colorized", "output directory")
 	cmd.Flags().IntVar(&steps, "steps", 100, "DDIM steps (10–100)")
 	cmd.Flags().IntVar(&samples, "samples", 1, "colourisations per image (1–8)")
 	cmd.Flags().Uint64Var(&seed, "seed", 0, "random seed: the same seed gives the same colours")
+	return cmd
+}
+
+// checkpointFlags registers --checkpoint (required) and the network shape
+// flags that a bare .safetensors weights file needs; loadInference reads them.
+func checkpointFlags(cmd *cobra.Command, ckpt *string) {
+	cmd.Flags().StringVar(ckpt, "checkpoint", "", "checkpoint store, checkpoint directory, or EMA weights .safetensors")
 	cmd.Flags().Int("image-size", 128, "image size, for a bare .safetensors weights file")
 	cmd.Flags().String("widths", "32,64,96,128", "U-Net widths, for a bare .safetensors weights file")
 	cmd.Flags().Int("block-depth", 2, "U-Net block depth, for a bare .safetensors weights file")
 	cmd.MarkFlagRequired("checkpoint")
-	return cmd
 }
 
 // loadInference returns the EMA network of a checkpoint and its image size.

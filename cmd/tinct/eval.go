@@ -120,7 +120,7 @@ Prints a table and writes it as JSON to --out.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&ckpt, "checkpoint", "", "checkpoint store, checkpoint directory, or EMA weights .safetensors")
+	checkpointFlags(cmd, &ckpt)
 	cmd.Flags().StringVar(&data, "data", "", "prepared dataset directory")
 	cmd.Flags().StringVar(&split, "split", "test", "split to score: test, val or train")
 	cmd.Flags().StringVar(&out, "out", "eval.json", "where to write the results as JSON (empty: nowhere)")
@@ -128,10 +128,6 @@ Prints a table and writes it as JSON to --out.`,
 	cmd.Flags().IntVar(&limit, "limit", 0, "score only the first N images (0: all)")
 	cmd.Flags().IntVar(&batch, "batch", 8, "images colorized at once")
 	cmd.Flags().Uint64Var(&seed, "seed", 0, "random seed")
-	cmd.Flags().Int("image-size", 128, "image size, for a bare .safetensors weights file")
-	cmd.Flags().String("widths", "32,64,96,128", "U-Net widths, for a bare .safetensors weights file")
-	cmd.Flags().Int("block-depth", 2, "U-Net block depth, for a bare .safetensors weights file")
-	cmd.MarkFlagRequired("checkpoint")
 	cmd.MarkFlagRequired("data")
 	return cmd
 }
