@@ -387,3 +387,33 @@ func TestBackwardNotify(t *testing.T) {
 		t.Fatalf("last ready(%d), %d calls; want 0 and %d", last, calls, len(u.Blocks())+2)
 	}
 }
+
+// TestSamplerPreview: previews come every n steps (not at the last), hold
+// the x̂0 estimate, and do not change the result.
+func TestSamplerPreview(t *testing.T) {
+	u := tinyNet(t, 10)
+	s, _ := NewSampler(u, 1, 8, 8)
+	gray := nn.NewTensor(1, 1, 8, 8)
+	plain, _ := s.Colorize(context.Background(), gray, 1, 7, rand.New(rand.NewPCG(4, 0)), nil)
+	want := append([]float32(nil), plain.Data...)
+	var steps []int
+	var first []float32
+	s.SetPreview(3, func(step int, x0 nn.Tensor) {
+		steps = append(steps, step)
+		if first == nil {
+			first = append([]float32(nil), x0.Data...)
+		}
+	})
+	got, _ := s.Colorize(context.Background(), gray, 1, 7, rand.New(rand.NewPCG(4, 0)), nil)
+	if len(steps) != 2 || steps[0] != 3 || steps[1] != 6 {
+		t.Fatalf("previews at steps %v, want [3 6]", steps)
+	}
+	for i := range want {
+		if got.Data[i] != want[i] {
+			t.Fatal("previews changed the result")
+		}
+	}
+	if first == nil || first[0] == 0 {
+		t.Fatal("empty preview")
+	}
+}

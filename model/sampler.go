@@ -16,6 +16,21 @@ type Sampler struct {
 	x     nn.Tensor // current noisy colour images
 	input nn.Tensor
 	nv    []float32
+
+	previewEvery int
+	preview      func(step int, x0 nn.Tensor)
+	x0           nn.Tensor
+}
+
+// SetPreview asks Colorize to call fn every `every` steps (and not at the
+// last, whose result Colorize returns) with the current estimate of the
+// clean images, x̂0 = (x − noise·ε̂)/signal, [batch,3,H,W], valid during the
+// call. It costs one more store per pixel on those steps. fn nil turns it off.
+func (s *Sampler) SetPreview(every int, fn func(step int, x0 nn.Tensor)) {
+	s.previewEvery, s.preview = max(every, 1), fn
+	if fn != nil && s.x0.Data == nil {
+		s.x0 = nn.NewTensor(s.x.N, 3, s.x.H, s.x.W)
+	}
 }
 
 // NewSampler prepares to colorize batch images of h×w at a time (a batch is
@@ -63,6 +78,7 @@ func (s *Sampler) Colorize(ctx context.Context, gray nn.Tensor, samples, steps i
 		}
 		eps := s.Net.Forward(s.arena, s.input, s.nv, false)
 		last := k == len(times)-1
+		show := s.preview != nil && !last && (k+1)%s.previewEvery == 0
 		var nsig, nnoi float32
 		if !last {
 			a, b := RatesAt(times[k+1])
@@ -75,6 +91,12 @@ func (s *Sampler) Colorize(ctx context.Context, gray nn.Tensor, samples, steps i
 			} else {
 				s.x.Data[i] = nsig*x0 + nnoi*eps.Data[i]
 			}
+			if show {
+				s.x0.Data[i] = x0
+			}
+		}
+		if show {
+			s.preview(k+1, s.x0)
 		}
 		if progress != nil {
 			progress(k+1, steps)

@@ -207,6 +207,10 @@ type (
 		Step  int `json:"step"`
 		Steps int `json:"steps"`
 	}
+	previewEvent struct {
+		Step  int    `json:"step"`
+		Image string `json:"image"` // data:image/png;base64,… of the first sample's current x̂0
+	}
 	doneEvent struct {
 		Images  []string `json:"images"` // data:image/png;base64,… of ImageSize², one per sample
 		Seconds float64  `json:"seconds"`
@@ -227,7 +231,8 @@ type (
 // text/event-stream of events: "queued" {"ahead"} while waiting for the
 // colorization in front to finish, "start" {"checkpoint", "epoch",
 // "image_size", "gray", "steps", "samples", "seed"}, "progress" {"step",
-// "steps"} after each diffusion step, and finally "done" {"images",
+// "steps"} after each diffusion step, "preview" {"step", "image"} about ten
+// times per colorization, and finally "done" {"images",
 // "seconds"} or "error" {"error"}.
 func (s *Server) handleColorize(w http.ResponseWriter, r *http.Request) {
 	err := s.colorize(w, r)
@@ -316,6 +321,12 @@ func (s *Server) colorize(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return streamErr(err)
 	}
+	// a preview of the first sample about ten times per colorization (a
+	// PNG of ImageSize² costs well under a diffusion step)
+	sampler.SetPreview(max(1, steps/10), func(step int, x0 nn.Tensor) {
+		send("preview", previewEvent{Step: step, Image: pngDataURL(track.ToImage(x0.Image(0), 3, size, size))})
+	})
+	defer sampler.SetPreview(0, nil)
 	start := time.Now()
 	out, err := sampler.Colorize(ctx, nn.TensorFrom(gray, 1, 1, size, size), samples, steps, rand.New(rand.NewPCG(seed, 0)),
 		func(step, steps int) {

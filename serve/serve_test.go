@@ -183,6 +183,7 @@ type streamed struct {
 	queued   []queuedEvent
 	start    *startEvent
 	progress []progressEvent
+	previews []previewEvent
 	done     *doneEvent
 	err      *errorEvent
 	order    []string
@@ -217,6 +218,10 @@ func readStream(t *testing.T, res *http.Response) streamed {
 			var p progressEvent
 			err = json.Unmarshal(data, &p)
 			s.progress = append(s.progress, p)
+		case "preview":
+			var p previewEvent
+			err = json.Unmarshal(data, &p)
+			s.previews = append(s.previews, p)
 		case "done":
 			s.done = new(doneEvent)
 			err = json.Unmarshal(data, s.done)
@@ -249,6 +254,15 @@ func TestColorize(t *testing.T) {
 	for i, p := range s.progress {
 		if p.Step != i+1 || p.Steps != steps {
 			t.Errorf("progress %d: %+v", i, p)
+		}
+	}
+	// 10 steps: a preview after each step but the last, each a PNG of the model's size
+	if len(s.previews) != steps-1 {
+		t.Errorf("%d previews, want %d", len(s.previews), steps-1)
+	}
+	for _, p := range s.previews {
+		if img := decodeDataURL(t, p.Image); img.Bounds().Dx() != tinySize {
+			t.Errorf("preview of step %d is %v", p.Step, img.Bounds())
 		}
 	}
 	if s.start.Checkpoint != "epoch-000001" || s.start.Steps != steps || s.start.Samples != samples || s.start.Seed != seed || s.start.ImageSize != tinySize {

@@ -189,6 +189,7 @@ async function colorize(ev) {
   form.append('checkpoint', $('checkpoint').value);
 
   const progress = $('progress');
+  const preview = $('preview');
   controller = new AbortController();
   setBusy(true);
   setStatus('Sending…');
@@ -214,6 +215,10 @@ async function colorize(ev) {
         progress.value = d.step;
         setStatus(`Step ${d.step} of ${d.steps}`);
       },
+      preview: (d) => {
+        preview.src = d.image;
+        preview.hidden = false;
+      },
       done: (d) => {
         finished = true;
         showResults(start, d.images);
@@ -236,6 +241,7 @@ async function colorize(ev) {
     }
   } finally {
     progress.hidden = true;
+    preview.hidden = true;
     controller = null;
     setBusy(false);
   }
