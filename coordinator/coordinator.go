@@ -65,6 +65,9 @@ type Options struct {
 	Metrics  *track.Registry // Prometheus gauges; nil: none
 	// AfterStep, if set, is called after every committed step (tests).
 	AfterStep func(step int64)
+	// Cluster, if set, runs every step on remote workers (see cluster.go)
+	// instead of the joined peers.
+	Cluster *Cluster
 }
 
 // Coordinator is the committed state and the loop around it.
@@ -167,7 +170,7 @@ func (c *Coordinator) StepsPerEpoch() int {
 // Run trains until the configured number of epochs, then checkpoints. When
 // ctx ends first it checkpoints where it is and returns ErrInterrupted.
 func (c *Coordinator) Run(ctx context.Context) error {
-	if len(c.peers) == 0 {
+	if len(c.peers) == 0 && c.opt.Cluster == nil {
 		return errors.New("no workers")
 	}
 	spe := c.StepsPerEpoch()
@@ -224,6 +227,9 @@ func (c *Coordinator) Run(ctx context.Context) error {
 
 // trainStep runs one batch through the peers and commits it.
 func (c *Coordinator) trainStep(ctx context.Context, idx []int) (float64, error) {
+	if c.opt.Cluster != nil {
+		return c.clusterStep(ctx, idx)
+	}
 	shares := split(idx, len(c.peers))
 	results := make([]worker.Result, len(c.peers))
 	for i, p := range c.peers {

@@ -78,6 +78,7 @@ the checkpoint interchange with PyTorch.`,
 	root.PersistentPostRun = func(*cobra.Command, []string) { pprof.StopCPUProfile() }
 	root.PersistentFlags().StringVar(&g.cpuprofile, "cpuprofile", "", "write a CPU profile to this file")
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "debug logging")
-	root.AddCommand(newVersionCmd(), newModelCmd(), newBenchCmd(), newTrainCmd(), newDataCmd(), newColorizeCmd(), newEvalCmd(), newServeCmd())
+	root.AddCommand(newVersionCmd(), newModelCmd(), newBenchCmd(), newTrainCmd(), newDataCmd(), newColorizeCmd(), newEvalCmd(), newServeCmd(),
+		newCoordinatorCmd(), newWorkerCmd())
 	return root
 }

@@ -1,0 +1,244 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tinct/tinct/checkpoint"
+	"github.com/tinct/tinct/config"
+	"github.com/tinct/tinct/coordinator"
+	"github.com/tinct/tinct/dataset"
+	"github.com/tinct/tinct/track"
+	"github.com/tinct/tinct/worker"
+)
+
+// secretFlag reads --secret, else $TINCT_CLUSTER_SECRET.
+func clusterSecret(flag string) ([]byte, error) {
+	if flag == "" {
+		flag = os.Getenv("TINCT_CLUSTER_SECRET")
+	}
+	if flag == "" {
+		return nil, errors.New("no cluster secret: give --secret or set TINCT_CLUSTER_SECRET (the same on the coordinator and every worker)")
+	}
+	return []byte(flag), nil
+}
+
+func newCoordinatorCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "coordinator", Short: "Run the coordinator of a training cluster"}
+	var (
+		file   string
+		secret string
+		opt    coordinator.ClusterOptions
+	)
+	start := &cobra.Command{
+		Use:   "start [key=value ...]",
+		Short: "Train with remote workers (tinct worker join)",
+		Long: `Starts the coordinator of a training cluster: the same training as tinct train
+(the same configuration keys, run directory, metrics, sample grids and
+checkpoints), with the gradients computed by remote workers that join with
+tinct worker join --coordinator HOST:PORT and the same secret. Workers open
+the dataset path of the configuration themselves: a shared filesystem is
+assumed. resume=true continues from the newest checkpoint; workers rejoin.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := config.Load(file, args)
+			if err != nil {
+				return err
+			}
+			if opt.Secret, err = clusterSecret(secret); err != nil {
+				return err
+			}
+			return trainCluster(cmd.Context(), cmd, cfg, opt)
+		},
+	}
+	f := start.Flags()
+	f.StringVar(&file, "config", "", "configuration file over the built-in defaults")
+	f.StringVar(&opt.Listen, "listen", "127.0.0.1:7070", "gRPC address workers connect to")
+	f.StringVar(&secret, "secret", "", "cluster secret (default $TINCT_CLUSTER_SECRET)")
+	f.StringVar(&opt.GossipBind, "gossip", "", "memberlist bind address host:port (default: --listen's host, any port)")
+	f.IntVar(&opt.MinWorkers, "min-workers", 1, "workers needed to train; with fewer, wait up to --wait, then fail")
+	f.DurationVar(&opt.Wait, "wait", 60*time.Second, "how long to wait for --min-workers")
+	f.DurationVar(&opt.StepTimeout, "step-timeout", 10*time.Minute, "a worker that has not reported a step by then is dropped")
+	f.DurationVar(&opt.SetupTimeout, "setup-timeout", 60*time.Second, "a worker that has not loaded the state by then is dropped")
+	f.DurationVar(&opt.RingTimeout, "ring-timeout", 60*time.Second, "the workers' all-reduce deadline")
+	cmd.AddCommand(start)
+	return cmd
+}
+
+func trainCluster(ctx context.Context, cmd *cobra.Command, cfg *config.Config, opt coordinator.ClusterOptions) error {
+	if err := useCompute(cmd, cfg); err != nil {
+		return err
+	}
+	if opt.GossipBind == "" {
+		host, _, err := net.SplitHostPort(opt.Listen)
+		if err != nil {
+			return fmt.Errorf("--listen %q: %w", opt.Listen, err)
+		}
+		opt.GossipBind = net.JoinHostPort(host, "0")
+	}
+	runDir, err := newRunDir(cfg.OutputDir)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(runDir, "config.yaml"), cfg.YAML(), 0o644); err != nil {
+		return err
+	}
+	slog.Info("run", "dir", runDir)
+	dataDir, err := preparedData(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	// workers open the same path (a shared filesystem): give them the prepared set
+	if abs, err := filepath.Abs(dataDir); err == nil {
+		dataDir = abs
+	}
+	cfg.Dataset = dataDir
+	trainSet, err := dataset.Open(dataDir, "train")
+	if err != nil {
+		return err
+	}
+	defer trainSet.Close()
+	var val worker.Source
+	if vs, err := dataset.Open(dataDir, "val"); err == nil && vs.Len() > 0 {
+		defer vs.Close()
+		val = vs
+	} else {
+		slog.Warn("no validation images: sample grids are skipped", "dataset", dataDir)
+	}
+	store, err := checkpoint.Open(cfg.Store)
+	if err != nil {
+		return err
+	}
+	tw, err := track.Open(runDir)
+	if err != nil {
+		return err
+	}
+	defer tw.Close()
+	var metrics *track.Registry
+	if cfg.MetricsAddr != "" {
+		metrics = track.NewRegistry()
+		ln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("metrics_addr=%s: %w", cfg.MetricsAddr, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", metrics)
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go srv.Serve(ln)
+		defer srv.Close()
+		slog.Info("prometheus metrics", "url", "http://"+ln.Addr().String()+"/metrics")
+	}
+	opt.Log = slog.Default()
+	cl, err := coordinator.StartCluster(cfg, opt)
+	if err != nil {
+		return err
+	}
+	reason := "coordinator failed"
+	defer func() { cl.Close(reason) }()
+	co, err := coordinator.New(coordinator.Options{Config: cfg, Train: trainSet, Val: val, Store: store, Track: tw, Progress: os.Stderr, Metrics: metrics, Cluster: cl,
+		AfterStep: func(step int64) { slog.Debug("step committed", "step", step, "workers", len(cl.Workers())) }})
+	if err != nil {
+		return err
+	}
+	if cfg.Resume {
+		ok, err := co.Resume(ctx)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			slog.Info("resume=true but the store holds no checkpoint: starting afresh", "store", store.String())
+		}
+	}
+	slog.Info("training on a cluster", "images", trainSet.Len(), "batch", cfg.BatchSize, "steps_per_epoch", co.StepsPerEpoch(), "epochs", cfg.Epochs, "from_epoch", co.Epoch()+1, "workers_join", cl.Addr())
+	sctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err = co.Run(sctx)
+	if errors.Is(err, coordinator.ErrInterrupted) {
+		reason = "coordinator interrupted (checkpoint saved; it continues with resume=true)"
+		slog.Info(err.Error())
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	reason = "training finished"
+	slog.Info("training finished", "step", co.Step())
+	return colorizeExample(ctx, co.EMA(), cfg, dataDir, runDir)
+}
+
+func newWorkerCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "worker", Short: "Run a worker of a training cluster"}
+	var (
+		secret string
+		gpu    int
+		opt    worker.JoinOptions
+	)
+	join := &cobra.Command{
+		Use:   "join --coordinator HOST:PORT",
+		Short: "Join a coordinator and train until it stops",
+		Long: `Connects to a coordinator (tinct coordinator start), authenticates with the
+cluster secret, receives the configuration and the committed state, opens
+the dataset the configuration names (the same path as on the coordinator: a
+shared filesystem is assumed), and computes, all-reduces with its ring
+neighbours and applies every step it is given. It exits 0 when the
+coordinator finishes and with an error when the coordinator is lost.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if gpu >= 0 {
+				return fmt.Errorf("--gpu %d: tinct has no GPU backend yet; workers train on CPU (omit --gpu)", gpu)
+			}
+			if opt.Coordinator == "" {
+				return errors.New("--coordinator HOST:PORT is required")
+			}
+			var err error
+			if opt.Secret, err = clusterSecret(secret); err != nil {
+				return err
+			}
+			if opt.Name == "" {
+				host, _ := os.Hostname()
+				opt.Name = fmt.Sprintf("%s-%d", host, os.Getpid())
+			}
+			opt.Open = func(ctx context.Context, cfg *config.Config) (worker.Source, error) {
+				if err := useCompute(cmd, cfg); err != nil {
+					return nil, err
+				}
+				dir, err := preparedData(ctx, cfg)
+				if err != nil {
+					return nil, err
+				}
+				return dataset.Open(dir, "train")
+			}
+			sctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			err = worker.Join(sctx, opt)
+			if errors.Is(err, worker.ErrFinished) {
+				slog.Info("training finished; worker exits")
+				return nil
+			}
+			if sctx.Err() != nil && cmd.Context().Err() == nil {
+				slog.Info("worker interrupted")
+				return nil
+			}
+			return err
+		},
+	}
+	f := join.Flags()
+	f.StringVar(&opt.Coordinator, "coordinator", "", "the coordinator's address, HOST:PORT")
+	f.StringVar(&opt.Name, "name", "", "this worker's name, unique in the cluster (default HOSTNAME-PID)")
+	f.IntVar(&gpu, "gpu", -1, "GPU index (no GPU backend yet: fails)")
+	f.StringVar(&opt.RingListen, "ring-listen", "127.0.0.1:0", "address of this worker's all-reduce server (reachable by the other workers)")
+	f.StringVar(&opt.GossipBind, "gossip", "127.0.0.1:0", "memberlist bind address host:port")
+	f.StringVar(&secret, "secret", "", "cluster secret (default $TINCT_CLUSTER_SECRET)")
+	cmd.AddCommand(join)
+	return cmd
+}

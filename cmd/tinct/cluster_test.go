@@ -1,0 +1,409 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tinct/tinct/checkpoint"
+	"github.com/tinct/tinct/dataset"
+)
+
+// The fault tests run real processes: this test binary re-executes itself
+// as tinct (with the cluster commands added when main.go lacks them).
+const execEnv = "TINCT_TEST_EXEC_MAIN"
+
+func init() {
+	if os.Getenv(execEnv) != "1" {
+		return
+	}
+	root := newRoot()
+	have := map[string]bool{}
+	for _, c := range root.Commands() {
+		have[c.Name()] = true
+	}
+	if !have["coordinator"] {
+		root.AddCommand(newCoordinatorCmd())
+	}
+	if !have["worker"] {
+		root.AddCommand(newWorkerCmd())
+	}
+	root.SetArgs(os.Args[1:])
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "tinct:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// proc is a tinct process whose output lines the test can wait for.
+type proc struct {
+	name    string
+	cmd     *exec.Cmd
+	mu      sync.Mutex
+	lines   []string
+	changed chan struct{}
+	done    chan struct{}
+	err     error
+}
+
+func startProc(t *testing.T, name string, args ...string) *proc {
+	t.Helper()
+	p := &proc{name: name, changed: make(chan struct{}), done: make(chan struct{})}
+	p.cmd = exec.Command(os.Args[0], args...)
+	p.cmd.Env = append(os.Environ(), execEnv+"=1", "TINCT_CLUSTER_SECRET=fault-test-secret")
+	r, w := io.Pipe()
+	p.cmd.Stdout, p.cmd.Stderr = w, w
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 1<<16), 1<<20)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.lines = append(p.lines, sc.Text())
+			close(p.changed)
+			p.changed = make(chan struct{})
+			p.mu.Unlock()
+		}
+	}()
+	go func() {
+		p.err = p.cmd.Wait()
+		w.Close()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() || os.Getenv("TINCT_CLUSTER_LOGS") != "" {
+			t.Logf("--- %s output:\n%s", p.name, p.output())
+		}
+	})
+	return p
+}
+
+func (p *proc) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Join(p.lines, "\n")
+}
+
+// waitFor returns the first line from index from on that matches re, and
+// its index; it fails the test at the deadline.
+func (p *proc) waitFor(t *testing.T, re *regexp.Regexp, from int, within time.Duration) (int, []string) {
+	t.Helper()
+	deadline := time.NewTimer(within)
+	defer deadline.Stop()
+	for i := from; ; {
+		p.mu.Lock()
+		for ; i < len(p.lines); i++ {
+			if m := re.FindStringSubmatch(p.lines[i]); m != nil {
+				p.mu.Unlock()
+				return i, m
+			}
+		}
+		ch := p.changed
+		p.mu.Unlock()
+		select {
+		case <-ch:
+		case <-p.done:
+			p.mu.Lock()
+			n := len(p.lines)
+			p.mu.Unlock()
+			if i >= n {
+				t.Fatalf("%s exited (%v) before printing %q", p.name, p.err, re)
+			}
+		case <-deadline.C:
+			t.Fatalf("%s: no line matching %q within %v", p.name, re, within)
+		}
+	}
+}
+
+func (p *proc) wait(t *testing.T, within time.Duration) error {
+	t.Helper()
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(within):
+		t.Fatalf("%s still running after %v", p.name, within)
+		return nil
+	}
+}
+
+// preparedSet prepares a tiny dataset of generated photos.
+func preparedSet(t *testing.T) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "prepared")
+	if _, err := dataset.Prepare(context.Background(), dataset.PrepareOptions{Source: photos(t, 20), Format: "auto", Out: out, ImageSize: 8, Val: 2, Seed: 1}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+var (
+	reListen = regexp.MustCompile(`coordinator listening for workers"? addr=(\S+)`)
+	reStep   = regexp.MustCompile(`step committed"? step=(\d+)`)
+	reLost   = regexp.MustCompile(`worker lost"? worker=(\S+)`)
+)
+
+func startCoordinator(t *testing.T, data, dir string, flags []string, keys ...string) (*proc, string) {
+	t.Helper()
+	args := append([]string{"coordinator", "start", "-v", "--threads", "1", "--listen", "127.0.0.1:0"}, flags...)
+	args = append(args, "dataset="+data, "image_size=8", "model.widths=[4,8]", "batch_size=6", "sample_every=0", "checkpoint_every=1000",
+		"output_dir="+filepath.Join(dir, "runs"), "store="+filepath.Join(dir, "ckpt"), "seed=3")
+	co := startProc(t, "coordinator", append(args, keys...)...)
+	_, m := co.waitFor(t, reListen, 0, 20*time.Second)
+	return co, m[1]
+}
+
+func startWorker(t *testing.T, addr, name string) *proc {
+	return startProc(t, name, "worker", "join", "--threads", "1", "--coordinator", addr, "--name", name)
+}
+
+// committedSteps checks that the coordinator committed steps 1..total once each.
+func committedSteps(t *testing.T, co *proc, total int) {
+	t.Helper()
+	seen := map[int]int{}
+	for _, l := range strings.Split(co.output(), "\n") {
+		if m := reStep.FindStringSubmatch(l); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			seen[n]++
+		}
+	}
+	for s := 1; s <= total; s++ {
+		if seen[s] != 1 {
+			t.Errorf("step %d committed %d times", s, seen[s])
+		}
+	}
+	if len(seen) != total {
+		t.Errorf("%d distinct steps committed, want %d", len(seen), total)
+	}
+}
+
+func finalStep(t *testing.T, store string) int64 {
+	t.Helper()
+	s, err := checkpoint.Open(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck, _, err := s.Latest(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pos struct {
+		Step int64 `json:"step"`
+	}
+	if err := json.Unmarshal(ck.Parts["state.json"], &pos); err != nil {
+		t.Fatal(err)
+	}
+	return pos.Step
+}
+
+// TestClusterWorkerKilled: three worker processes train; one is killed
+// with SIGKILL mid-run; the coordinator notices within seconds, re-forms the
+// ring from the survivors and finishes with every step committed once.
+func TestClusterWorkerKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	data, dir := preparedSet(t), t.TempDir()
+	const epochs, spe = 150, 3 // 18 training images, batch 6
+	co, addr := startCoordinator(t, data, dir, []string{"--min-workers", "2", "--wait", "30s", "--step-timeout", "20s", "--setup-timeout", "10s", "--ring-timeout", "10s"},
+		fmt.Sprintf("epochs=%d", epochs))
+	ws := []*proc{startWorker(t, addr, "w0"), startWorker(t, addr, "w1"), startWorker(t, addr, "w2")}
+	i, _ := co.waitFor(t, regexp.MustCompile(`ring formed.*workers="?\[w\d w\d w\d\]`), 0, 30*time.Second)
+	i, m := co.waitFor(t, reStep, i, 30*time.Second)
+	i, _ = co.waitFor(t, regexp.MustCompile(`step committed"? step=`+strconv.Itoa(mustAtoi(m[1])+10)+`\b`), i, 30*time.Second)
+	if err := ws[1].cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	_, lost := co.waitFor(t, reLost, i, 10*time.Second)
+	if lost[1] != "w1" {
+		t.Errorf("lost %s, want w1", lost[1])
+	}
+	t.Logf("worker loss noticed %v after SIGKILL", time.Since(killed).Round(time.Millisecond))
+	co.waitFor(t, regexp.MustCompile(`ring formed.*workers="?\[(w0 w2|w2 w0)\]`), i, 20*time.Second)
+	if err := co.wait(t, 60*time.Second); err != nil {
+		t.Fatalf("coordinator: %v", err)
+	}
+	for _, w := range []*proc{ws[0], ws[2]} {
+		if err := w.wait(t, 10*time.Second); err != nil {
+			t.Errorf("%s: %v", w.name, err)
+		}
+	}
+	if got := finalStep(t, filepath.Join(dir, "ckpt")); got != epochs*spe {
+		t.Errorf("final checkpoint at step %d, want %d", got, epochs*spe)
+	}
+	committedSteps(t, co, epochs*spe)
+}
+
+func mustAtoi(s string) int {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		panic(err)
+	}
+	return n
+}
+
+// TestClusterWorkerStalled: a worker stopped with SIGSTOP is caught by the
+// deadlines (and memberlist), dropped, and training finishes without it.
+func TestClusterWorkerStalled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	data, dir := preparedSet(t), t.TempDir()
+	const epochs, spe = 100, 3
+	co, addr := startCoordinator(t, data, dir, []string{"--min-workers", "2", "--wait", "30s", "--step-timeout", "10s", "--setup-timeout", "3s", "--ring-timeout", "2s"},
+		fmt.Sprintf("epochs=%d", epochs))
+	ws := []*proc{startWorker(t, addr, "w0"), startWorker(t, addr, "w1"), startWorker(t, addr, "w2")}
+	i, _ := co.waitFor(t, regexp.MustCompile(`ring formed.*workers="?\[w\d w\d w\d\]`), 0, 30*time.Second)
+	i, m := co.waitFor(t, reStep, i, 30*time.Second)
+	i, _ = co.waitFor(t, regexp.MustCompile(`step committed"? step=`+strconv.Itoa(mustAtoi(m[1])+10)+`\b`), i, 30*time.Second)
+	if err := ws[1].cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	_, lost := co.waitFor(t, reLost, i, 15*time.Second)
+	if lost[1] != "w1" {
+		t.Errorf("lost %s, want w1", lost[1])
+	}
+	t.Logf("stalled worker dropped %v after SIGSTOP", time.Since(stopped).Round(time.Millisecond))
+	if err := co.wait(t, 60*time.Second); err != nil {
+		t.Fatalf("coordinator: %v", err)
+	}
+	for _, w := range []*proc{ws[0], ws[2]} {
+		if err := w.wait(t, 10*time.Second); err != nil {
+			t.Errorf("%s: %v", w.name, err)
+		}
+	}
+	if got := finalStep(t, filepath.Join(dir, "ckpt")); got != epochs*spe {
+		t.Errorf("final checkpoint at step %d, want %d", got, epochs*spe)
+	}
+	committedSteps(t, co, epochs*spe)
+}
+
+// TestClusterCoordinatorKilledResume: when the coordinator dies the workers
+// exit with a clear message; a coordinator started with resume=true
+// continues from the newest checkpoint and new workers join it.
+func TestClusterCoordinatorKilledResume(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	data, dir := preparedSet(t), t.TempDir()
+	const epochs, spe = 150, 3
+	flags := []string{"--min-workers", "2", "--wait", "30s", "--step-timeout", "20s", "--setup-timeout", "10s", "--ring-timeout", "10s"}
+	keys := []string{fmt.Sprintf("epochs=%d", epochs), "checkpoint_every=10"}
+	co, addr := startCoordinator(t, data, dir, flags, keys...)
+	ws := []*proc{startWorker(t, addr, "w0"), startWorker(t, addr, "w1")}
+	i, _ := co.waitFor(t, regexp.MustCompile(`checkpoint saved.*step=60\b`), 0, 30*time.Second)
+	co.waitFor(t, regexp.MustCompile(`step committed"? step=70\b`), i, 30*time.Second)
+	if err := co.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range ws {
+		if err := w.wait(t, 20*time.Second); err == nil {
+			t.Errorf("%s exited 0 after the coordinator died", w.name)
+		}
+		w.waitFor(t, regexp.MustCompile(`coordinator .* (lost|closed the session)`), 0, time.Second)
+	}
+	ck := finalStep(t, filepath.Join(dir, "ckpt"))
+	if ck < 60 || ck%(10*spe) != 0 {
+		t.Fatalf("newest checkpoint at step %d", ck)
+	}
+	co2, addr2 := startCoordinator(t, data, dir, flags, append(keys, "resume=true")...)
+	startWorker(t, addr2, "w0")
+	startWorker(t, addr2, "w1")
+	co2.waitFor(t, regexp.MustCompile(`resumed.*step=`+strconv.FormatInt(ck, 10)+`\b`), 0, 10*time.Second)
+	if err := co2.wait(t, 60*time.Second); err != nil {
+		t.Fatalf("resumed coordinator: %v", err)
+	}
+	if got := finalStep(t, filepath.Join(dir, "ckpt")); got != epochs*spe {
+		t.Errorf("final checkpoint at step %d, want %d", got, epochs*spe)
+	}
+	seen := map[int]int{}
+	for _, l := range strings.Split(co2.output(), "\n") {
+		if m := reStep.FindStringSubmatch(l); m != nil {
+			seen[mustAtoi(m[1])]++
+		}
+	}
+	for s := int(ck) + 1; s <= epochs*spe; s++ {
+		if seen[s] != 1 {
+			t.Errorf("after resume, step %d committed %d times", s, seen[s])
+		}
+	}
+	if len(seen) != epochs*spe-int(ck) {
+		t.Errorf("after resume, %d steps committed, want %d", len(seen), epochs*spe-int(ck))
+	}
+}
+
+func TestClusterCommandErrors(t *testing.T) {
+	t.Setenv("TINCT_CLUSTER_SECRET", "")
+	for _, tc := range []struct {
+		cmd  func() *cobra.Command
+		args []string
+		want string
+	}{
+		{newWorkerCmd, []string{"join", "--coordinator", "127.0.0.1:1", "--gpu", "0", "--secret", "s"}, "no GPU backend yet"},
+		{newWorkerCmd, []string{"join", "--coordinator", "127.0.0.1:1"}, "no cluster secret"},
+		{newWorkerCmd, []string{"join", "--secret", "s"}, "--coordinator HOST:PORT is required"},
+		{newWorkerCmd, []string{"join", "--coordinator", "127.0.0.1:1", "--secret", "s"}, "coordinator 127.0.0.1:1"},
+		{newCoordinatorCmd, []string{"start", "--listen", "127.0.0.1:0"}, "no cluster secret"},
+	} {
+		c := tc.cmd()
+		c.SetArgs(tc.args)
+		c.SetOut(io.Discard)
+		c.SetErr(io.Discard)
+		err := c.Execute()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: got %v, want %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+// TestClusterCoordinatorSIGTERM: SIGTERM checkpoints the committed step,
+// stops the workers (they exit 0) and the coordinator exits 0.
+func TestClusterCoordinatorSIGTERM(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	data, dir := preparedSet(t), t.TempDir()
+	co, addr := startCoordinator(t, data, dir, []string{"--min-workers", "2"}, "epochs=1000")
+	ws := []*proc{startWorker(t, addr, "w0"), startWorker(t, addr, "w1")}
+	co.waitFor(t, regexp.MustCompile(`step committed"? step=30\b`), 0, 30*time.Second)
+	if err := co.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := co.wait(t, 30*time.Second); err != nil {
+		t.Fatalf("coordinator: %v", err)
+	}
+	for _, w := range ws {
+		if err := w.wait(t, 10*time.Second); err != nil {
+			t.Errorf("%s: %v", w.name, err)
+		}
+		w.waitFor(t, regexp.MustCompile(`coordinator stopped training.*interrupted`), 0, time.Second)
+	}
+	_, m := co.waitFor(t, regexp.MustCompile(`checkpoint saved.*step=(\d+)`), 0, time.Second)
+	if got := finalStep(t, filepath.Join(dir, "ckpt")); got != int64(mustAtoi(m[1])) || got < 30 {
+		t.Errorf("checkpoint at step %d, log says %s", got, m[1])
+	}
+}
