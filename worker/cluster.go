@@ -282,6 +282,10 @@ func (m *member) setup(s *clusterpb.Setup) error {
 
 // step computes the share, all-reduces the weighted gradient and buffers,
 // applies the update and reports.
+// overlapBucket is the smallest gradient tail (floats) reduced on its own
+// while backward runs: 1 MiB, about 8% of the U-Net's gradient.
+const overlapBucket = 1 << 18
+
 func (m *member) step(ctx context.Context, t *clusterpb.Task) *clusterpb.Report {
 	rep := &clusterpb.Report{Generation: t.Generation, Step: t.Step}
 	fail := func(err error) *clusterpb.Report {
@@ -302,21 +306,38 @@ func (m *member) step(ctx context.Context, t *clusterpb.Task) *clusterpb.Report 
 	for i, v := range t.Indices {
 		idx[i] = int(v)
 	}
-	res, err := m.w.Compute(ctx, Task{Step: t.Step, Epoch: int(t.Epoch), Indices: idx, Seed: t.Seed, Flip: t.Flip})
-	if err != nil {
-		return fail(err)
-	}
-	np := len(res.Grads)
-	m.vec = append(append(m.vec[:0], res.Grads...), res.Buffers...)
-	if m.size > 1 {
-		wt := float32(res.Count) / float32(t.Batch)
-		for i := range m.vec {
-			m.vec[i] *= wt
+	task := Task{Step: t.Step, Epoch: int(t.Epoch), Indices: idx, Seed: t.Seed, Flip: t.Flip}
+	var res Result
+	var err error
+	if m.size == 1 {
+		if res, err = m.w.Compute(ctx, task); err != nil {
+			return fail(err)
 		}
-		if err := m.ring.AllReduce(ctx, t.Step, m.vec); err != nil {
+		m.vec = append(append(m.vec[:0], res.Grads...), res.Buffers...)
+	} else {
+		// Each share's gradient is weighted by its part of the batch and
+		// summed around the ring bucket by bucket while backward is still
+		// producing the rest (DDP-style overlap); the BatchNorm buffers,
+		// known after the forward pass, follow in one more call.
+		wt := float32(len(idx)) / float32(t.Batch)
+		o := m.ring.Overlap(ctx, t.Step, m.w.Grads(), overlapBucket)
+		res, err = m.w.ComputeScaled(ctx, task, wt, o.Ready)
+		if werr := o.Wait(); err == nil {
+			err = werr
+		}
+		if err != nil {
+			return fail(err)
+		}
+		m.vec = append(append(m.vec[:0], res.Grads...), res.Buffers...)
+		bufs := m.vec[len(res.Grads):]
+		for i := range bufs {
+			bufs[i] *= wt
+		}
+		if err := m.ring.AllReduce(ctx, t.Step, bufs); err != nil {
 			return fail(err)
 		}
 	}
+	np := len(res.Grads)
 	m.w.Apply(m.vec[:np], m.vec[np:], t.Tracked)
 	rep.Loss, rep.Count, rep.Checksum = res.Loss, int32(res.Count), m.w.Checksum()
 	if t.SendUpdate {

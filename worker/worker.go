@@ -101,6 +101,17 @@ func FlipOf(seed uint64, epoch, index int) bool {
 
 // Compute runs forward and backward on the task's examples.
 func (w *Worker) Compute(ctx context.Context, t Task) (Result, error) {
+	return w.ComputeScaled(ctx, t, 1, nil)
+}
+
+// Grads is the replica's gradient vector, which Compute fills.
+func (w *Worker) Grads() []float32 { return w.net.Grads }
+
+// ComputeScaled is Compute with the gradient multiplied by scale (a share's
+// weight in the batch's mean) and each finished tail of it announced to
+// ready during backward (see model.UNet.BackwardNotify), so that its
+// all-reduce can run while backward goes on. The loss is not scaled.
+func (w *Worker) ComputeScaled(ctx context.Context, t Task, scale float32, ready func(from int)) (Result, error) {
 	if w.opt == nil {
 		return Result{}, fmt.Errorf("worker %s: no state loaded", w.Name)
 	}
@@ -128,7 +139,15 @@ func (w *Worker) Compute(ctx context.Context, t Task) (Result, error) {
 	clear(w.net.Grads)
 	pred := w.net.Forward(ar, input, w.nv[:n], true)
 	loss := nn.MSE(pred, noise, dOut)
-	w.net.Backward(ar, dOut)
+	if scale != 1 {
+		for k := range n {
+			img := dOut.Image(k)
+			for i := range img {
+				img[i] *= scale
+			}
+		}
+	}
+	w.net.BackwardNotify(ar, dOut, ready)
 	w.bufs = w.net.Buffers(w.bufs[:0])
 	return Result{Loss: float64(loss), Count: n, Grads: w.net.Grads, Buffers: w.bufs}, nil
 }
