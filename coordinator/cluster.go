@@ -15,9 +15,11 @@ package coordinator
 //	     BN batches tracked, next rank's ring address, send_update (rank 0)}
 //	Report{generation, step, loss, count, checksum, [rank 0: update]}  ← each
 //
-// A worker computes its share's gradient, all-reduces count/batch-weighted
-// gradients and BN buffers as one vector around the ring, applies the sum
-// and reports the checksum of its weights and buffers. The coordinator
+// A worker computes its share's gradient weighted by count/batch, sums it
+// around the ring bucket by bucket while backward is still running
+// (allreduce.Overlap fed by model.UNet.BackwardNotify), then the weighted BN
+// buffers, applies the sums and reports the checksum of its weights and
+// buffers. The coordinator
 // applies rank 0's vector to its master copy and compares every checksum
 // with its own; a mismatch stops training. A worker lost (stream ended,
 // memberlist failure, --step-timeout, --setup-timeout) or a failed report

@@ -73,7 +73,7 @@ the checkpoint interchange with PyTorch.`,
 	if defGemm == "" {
 		defGemm = "auto"
 	}
-	root.PersistentFlags().StringVar(&g.gemm, "gemm", defGemm, "GEMM backend: auto (OpenBLAS when libopenblas loads, else pure Go), openblas or go; default from $TINCT_GEMM")
+	root.PersistentFlags().StringVar(&g.gemm, "gemm", defGemm, "GEMM backend: auto (the fastest that loads: oneDNN, then OpenBLAS, then pure Go), onednn, openblas or go; default from $TINCT_GEMM")
 	root.PersistentFlags().IntVar(&g.threads, "threads", 0, "worker goroutines for the kernels (default: all CPUs)")
 	root.PersistentPostRun = func(*cobra.Command, []string) { pprof.StopCPUProfile() }
 	root.PersistentFlags().StringVar(&g.cpuprofile, "cpuprofile", "", "write a CPU profile to this file")
