@@ -2,7 +2,7 @@
 PY := /usr/bin/python3
 APT_PACKAGES := libopenblas0 python3-torch python3-numpy chromium
 
-.PHONY: build test deps minio bench bench-quick run clean
+.PHONY: build test deps minio bench bench-quick run clean cluster-demo
 
 build:
 	go build -o bin/tinct ./cmd/tinct
@@ -40,6 +40,14 @@ bench: build
 
 bench-quick: build
 	env -u OPENBLAS_CORETYPE $(PY) bench/compare.py --tinct ./bin/tinct --quick
+
+# cluster-demo runs a training cluster on this machine against a local MinIO
+# (dataset and checkpoints in s3://), kills a worker, stops and resumes the
+# coordinator (scripts/cluster-demo.sh; needs make minio). About 15 s on 2
+# cores after the build. NOT run by CI or make test: it starts a server and
+# five tinct processes and is a demonstration, not a test.
+cluster-demo: minio
+	scripts/cluster-demo.sh
 
 clean:
 	rm -rf bin

@@ -1,258 +1,68 @@
 package checkpoint
 
-// A MinIO server for the S3 store's tests. The binary comes from
-// $TINCT_MINIO, else $GOPATH/bin/minio (make minio builds it there), else
-// PATH. Without one the S3 tests are skipped, or fail when $CI is set.
+// The S3 store's tests run against a real MinIO server started by
+// internal/miniotest (the harness the dataset tests share). Without a
+// MinIO binary they are skipped, or fail when $CI is set.
 
 import (
-	"bytes"
-	"context"
-	"errors"
-	"fmt"
-	"go/build"
 	"io"
 	"net"
-	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
-	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/tinct/tinct/internal/miniotest"
 )
 
 const (
 	testBucket = "tinct-test"
-	minioUser  = "tinct-test-user"
-	minioPass  = "tinct-test-password"
+	minioUser  = miniotest.User
+	minioPass  = miniotest.Password
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	shared.stop()
+	shared.Stop()
 	os.Exit(code)
 }
 
-// sharedServer is the server the package's S3 tests share, started on
-// first use and stopped by TestMain.
-type sharedServer struct {
-	once    sync.Once
-	srv     *minioServer
-	dir     string
-	err     error // why there is no server
-	missing bool  // no binary (as opposed to a failed start)
-}
+// shared is the server the package's S3 tests share, started on first use
+// and stopped by TestMain.
+var shared = miniotest.Shared{Label: "checkpoint: S3 store"}
 
-var shared sharedServer
-
-func (s *sharedServer) stop() {
-	if s.srv != nil {
-		s.srv.stop()
-	}
-	if s.dir != "" {
-		os.RemoveAll(s.dir)
-	}
-}
+// minioServer is a MinIO server with the helpers these tests use.
+type minioServer struct{ *miniotest.Server }
 
 // sharedMinio returns the shared server, with testBucket created, starting
 // it on first use. Without a MinIO binary it skips the test (fails it when
 // $CI is set).
-func sharedMinio(t *testing.T) *minioServer {
+func sharedMinio(t *testing.T) minioServer {
 	t.Helper()
-	shared.once.Do(func() {
-		bin, err := findMinio()
-		if err != nil {
-			shared.err, shared.missing = err, true
-			fmt.Fprintf(os.Stderr, "checkpoint: S3 STORE TESTS SKIPPED: %v\n", err)
-			return
-		}
-		if shared.dir, err = os.MkdirTemp("", "tinct-minio-"); err != nil {
-			shared.err = err
-			return
-		}
-		if shared.srv, err = startMinio(bin, shared.dir); err != nil {
-			shared.err = err
-			return
-		}
-		if err := shared.srv.makeBucket(testBucket); err != nil {
-			shared.err = err
-			shared.srv.stop()
-			shared.srv = nil
-		}
-	})
-	switch {
-	case shared.srv != nil:
-		return shared.srv
-	case shared.missing:
-		skipOrFail(t, shared.err)
-	default:
-		t.Fatalf("MinIO for the S3 store tests: %v", shared.err)
-	}
-	return nil
+	return minioServer{shared.Server(t, testBucket)}
 }
 
 // minioBinary returns the MinIO binary, for a test that starts its own
 // server; without one it skips the test (fails it when $CI is set).
 func minioBinary(t *testing.T) string {
 	t.Helper()
-	bin, err := findMinio()
-	if err != nil {
-		skipOrFail(t, err)
-	}
-	return bin
+	return miniotest.Binary(t)
 }
 
-func skipOrFail(t *testing.T, err error) {
-	t.Helper()
-	if os.Getenv("CI") == "" {
-		t.Skipf("S3 store tests SKIPPED: %v", err)
-	}
-	t.Fatalf("%v (CI is set, so the S3 store tests must run)", err)
-}
-
-// findMinio returns the MinIO binary to test against.
-func findMinio() (string, error) {
-	if bin := os.Getenv("TINCT_MINIO"); bin != "" {
-		if _, err := os.Stat(bin); err != nil {
-			return "", fmt.Errorf("TINCT_MINIO=%s: %w", bin, err)
-		}
-		return bin, nil
-	}
-	gopath := build.Default.GOPATH
-	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
-		gopath = strings.TrimSpace(string(out))
-	}
-	for _, gopath := range filepath.SplitList(gopath) {
-		bin := filepath.Join(gopath, "bin", "minio")
-		if fi, err := os.Stat(bin); err == nil && !fi.IsDir() {
-			return bin, nil
-		}
-	}
-	if bin, err := exec.LookPath("minio"); err == nil {
-		return bin, nil
-	}
-	return "", errors.New("no MinIO server binary: set TINCT_MINIO, or run make minio to build it into $(go env GOPATH)/bin/minio")
-}
-
-// minioServer is a MinIO process serving dir on 127.0.0.1.
-type minioServer struct {
-	bin, dir string
-	addr     string // host:port of the S3 API
-	cmd      *exec.Cmd
-	exited   chan struct{}
-	out      *syncBuffer
-	stopOnce sync.Once
-}
-
-// startMinio starts MinIO on dir and waits until it answers. A port picked
-// free can be taken before MinIO binds it, so a start that fails is retried
-// on other ports.
-func startMinio(bin, dir string) (*minioServer, error) {
-	var errs []error
-	for range 3 {
-		srv, err := tryStartMinio(bin, dir)
-		if err == nil {
-			return srv, nil
-		}
-		errs = append(errs, err)
-	}
-	return nil, errors.Join(errs...)
-}
-
-func tryStartMinio(bin, dir string) (*minioServer, error) {
-	addr, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
-	console, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
-	srv := &minioServer{bin: bin, dir: dir, addr: addr, exited: make(chan struct{}), out: &syncBuffer{}}
-	srv.cmd = exec.Command(bin, "server", "--quiet", "--address", addr, "--console-address", console, dir)
-	srv.cmd.Env = append(os.Environ(), "MINIO_ROOT_USER="+minioUser, "MINIO_ROOT_PASSWORD="+minioPass,
-		"MINIO_UPDATE=off", "MINIO_BROWSER=off")
-	srv.cmd.Stdout, srv.cmd.Stderr = srv.out, srv.out
-	srv.cmd.SysProcAttr = minioProcAttr()
-	if err := srv.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", bin, err)
-	}
-	go func() {
-		srv.cmd.Wait()
-		close(srv.exited)
-	}()
-
-	deadline := time.NewTimer(60 * time.Second)
-	defer deadline.Stop()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	client := &http.Client{Timeout: time.Second}
-	for {
-		select {
-		case <-srv.exited:
-			return nil, fmt.Errorf("MinIO exited before answering on %s: %v\n%s", addr, srv.cmd.ProcessState, srv.out)
-		case <-deadline.C:
-			srv.stop()
-			return nil, fmt.Errorf("MinIO did not answer on %s within 60s:\n%s", addr, srv.out)
-		case <-tick.C:
-			resp, err := client.Get("http://" + addr + "/minio/health/live")
-			if err != nil {
-				continue
-			}
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return srv, nil
-			}
-		}
-	}
+// startMinio starts a server of the test's own on dir.
+func startMinio(bin, dir string) (minioServer, error) {
+	srv, err := miniotest.Start(bin, dir)
+	return minioServer{srv}, err
 }
 
 // freeAddr returns a 127.0.0.1 address with a port that was free a moment
-// ago (MinIO cannot listen on port 0 and report the port).
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-// stop kills the server's process group and waits for it to exit.
-func (srv *minioServer) stop() {
-	srv.stopOnce.Do(func() {
-		killProcessGroup(srv.cmd)
-		<-srv.exited
-	})
-}
-
-// client returns a MinIO client with the root credentials.
-func (srv *minioServer) client() (*minio.Client, error) {
-	return minio.New(srv.addr, &minio.Options{Creds: credentials.NewStaticV4(minioUser, minioPass, "")})
-}
-
-func (srv *minioServer) makeBucket(bucket string) error {
-	c, err := srv.client()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := c.MakeBucket(ctx, bucket, minio.MakeBucketOptions{}); err != nil {
-		return fmt.Errorf("create bucket %s: %w", bucket, err)
-	}
-	return nil
-}
+// ago.
+func freeAddr() (string, error) { return miniotest.FreeAddr() }
 
 // open opens the S3 store s3://path on srv with the root credentials.
-func (srv *minioServer) open(t *testing.T, path string) *S3 {
+func (srv minioServer) open(t *testing.T, path string) *S3 {
 	t.Helper()
-	return openS3At(t, srv.addr, path)
+	return openS3At(t, srv.Addr, path)
 }
 
 // openS3At opens s3://path at endpoint (plain HTTP) with the test server's
@@ -267,24 +77,6 @@ func openS3At(t *testing.T, endpoint, path string) *S3 {
 		t.Fatal(err)
 	}
 	return s.(*S3)
-}
-
-// syncBuffer collects a process's output.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // stallProxy forwards TCP connections to a server. A connection that has

@@ -79,7 +79,7 @@ func TestOpenS3Errors(t *testing.T) {
 		{name: "wrong key", url: "s3://" + testBucket + "/x", key: "nobody", sec: minioPass,
 			code: "InvalidAccessKeyId", wantErr: []string{"knows no access key nobody: check AWS_ACCESS_KEY_ID"}},
 		{name: "missing bucket", url: "s3://no-such-bucket/x", key: minioUser, sec: minioPass,
-			code: "NoSuchBucket", wantErr: []string{"bucket no-such-bucket does not exist at http://" + srv.addr, "does not create buckets"}},
+			code: "NoSuchBucket", wantErr: []string{"bucket no-such-bucket does not exist at http://" + srv.Addr, "does not create buckets"}},
 		{name: "TLS to a plain HTTP server", url: "s3://" + testBucket + "/x", key: minioUser, sec: minioPass, secure: true,
 			wantErr: []string{"speaks plain HTTP: set TINCT_S3_INSECURE=1"}},
 	}
@@ -87,7 +87,7 @@ func TestOpenS3Errors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Setenv("AWS_ACCESS_KEY_ID", tt.key)
 			t.Setenv("AWS_SECRET_ACCESS_KEY", tt.sec)
-			s, err := OpenWith(tt.url, Options{S3Endpoint: srv.addr, S3Secure: tt.secure})
+			s, err := OpenWith(tt.url, Options{S3Endpoint: srv.Addr, S3Secure: tt.secure})
 			if err == nil {
 				t.Fatalf("OpenWith succeeded: %v", s)
 			}
@@ -105,7 +105,7 @@ func TestOpenS3Errors(t *testing.T) {
 			}
 		})
 	}
-	c, err := srv.client()
+	c, err := srv.Client()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,8 +123,8 @@ func TestOpenS3FromEnv(t *testing.T) {
 	t.Setenv(EnvS3Region, "")
 	url := fmt.Sprintf("s3://%s/env/t%04d", testBucket, s3Stores.Add(1))
 	for _, env := range []struct{ endpoint, insecure string }{
-		{srv.addr, "1"},
-		{"http://" + srv.addr, ""}, // the scheme overrides the TLS default
+		{srv.Addr, "1"},
+		{"http://" + srv.Addr, ""}, // the scheme overrides the TLS default
 	} {
 		t.Run(env.endpoint, func(t *testing.T) {
 			t.Setenv(EnvS3Endpoint, env.endpoint)
@@ -182,7 +182,7 @@ func TestS3Layout(t *testing.T) {
 func TestS3BucketRoot(t *testing.T) {
 	srv := sharedMinio(t)
 	const bucket = "tinct-root"
-	if err := srv.makeBucket(bucket); err != nil {
+	if err := srv.MakeBucket(bucket); err != nil {
 		t.Fatal(err)
 	}
 	s := s3Fixture{srv.open(t, bucket)}
@@ -278,7 +278,7 @@ func TestS3SaveCanceledMidUpload(t *testing.T) {
 
 	cancelMidUpload := func(t *testing.T, c *Checkpoint) {
 		t.Helper()
-		p := newStallProxy(t, srv.addr)
+		p := newStallProxy(t, srv.Addr)
 		s := openS3At(t, p.addr(), path)
 		p.limit.Store(1 << 20)
 		ctx, cancel := context.WithCancel(context.Background())
@@ -344,11 +344,11 @@ func TestS3ServerKilledMidUpload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(srv.stop)
-	if err := srv.makeBucket("crash"); err != nil {
+	t.Cleanup(srv.Stop)
+	if err := srv.MakeBucket("crash"); err != nil {
 		t.Fatal(err)
 	}
-	p := newStallProxy(t, srv.addr)
+	p := newStallProxy(t, srv.Addr)
 	s := openS3At(t, p.addr(), "crash/run")
 	// One try per request: the server is gone and will not come back.
 	s.client, err = minio.New(p.addr(), &minio.Options{Creds: credentials.NewStaticV4(minioUser, minioPass, ""), MaxRetries: 1})
@@ -364,7 +364,7 @@ func TestS3ServerKilledMidUpload(t *testing.T) {
 	errc := make(chan error, 1)
 	go func() { errc <- s.Save(ctx, c) }()
 	waitStalled(t, p, errc)
-	srv.stop() // SIGKILL, in the middle of b-weights.safetensors
+	srv.Stop() // SIGKILL, in the middle of b-weights.safetensors
 	p.close()
 	select {
 	case err := <-errc:
@@ -379,8 +379,8 @@ func TestS3ServerKilledMidUpload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(srv2.stop)
-	s2 := s3Fixture{openS3At(t, srv2.addr, "crash/run")}
+	t.Cleanup(srv2.Stop)
+	s2 := s3Fixture{openS3At(t, srv2.Addr, "crash/run")}
 	if !s2.exists(t, "c/a-state.json") {
 		t.Error("the part uploaded before the crash is not on the server: the test did not cut the save short where it means to")
 	}

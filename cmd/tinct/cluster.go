@@ -49,7 +49,9 @@ func newCoordinatorCmd() *cobra.Command {
 checkpoints), with the gradients computed by remote workers that join with
 tinct worker join --coordinator HOST:PORT and the same secret. Workers open
 the dataset path of the configuration themselves: a shared filesystem is
-assumed. resume=true continues from the newest checkpoint; workers rejoin.`,
+assumed, unless dataset is s3://bucket/prefix, which each worker fetches into
+its own output_dir/datasets/ (give workers the TINCT_S3_* and AWS_*
+variables). resume=true continues from the newest checkpoint; workers rejoin.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := config.Load(file, args)
 			if err != nil {
@@ -98,11 +100,17 @@ func trainCluster(ctx context.Context, cmd *cobra.Command, cfg *config.Config, o
 	if err != nil {
 		return err
 	}
-	// workers open the same path (a shared filesystem): give them the prepared set
-	if abs, err := filepath.Abs(dataDir); err == nil {
-		dataDir = abs
+	// Workers open what cfg.Dataset names. An s3:// dataset stays a URL:
+	// each worker fetches it into its own output_dir/datasets/ (with its own
+	// TINCT_S3_* and AWS_* environment), so no shared filesystem is needed.
+	// Otherwise they open the same path (a shared filesystem): give them the
+	// prepared set.
+	if !dataset.IsRemote(cfg.Dataset) {
+		if abs, err := filepath.Abs(dataDir); err == nil {
+			dataDir = abs
+		}
+		cfg.Dataset = dataDir
 	}
-	cfg.Dataset = dataDir
 	trainSet, err := dataset.Open(dataDir, "train")
 	if err != nil {
 		return err
@@ -189,7 +197,8 @@ func newWorkerCmd() *cobra.Command {
 		Long: `Connects to a coordinator (tinct coordinator start), authenticates with the
 cluster secret, receives the configuration and the committed state, opens
 the dataset the configuration names (the same path as on the coordinator: a
-shared filesystem is assumed), and computes, all-reduces with its ring
+shared filesystem is assumed; an s3:// dataset is fetched into this worker's
+output_dir/datasets/ instead), and computes, all-reduces with its ring
 neighbours and applies every step it is given. It exits 0 when the
 coordinator finishes and with an error when the coordinator is lost.`,
 		Args: cobra.NoArgs,

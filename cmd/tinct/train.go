@@ -178,9 +178,21 @@ func useCompute(cmd *cobra.Command, cfg *config.Config) error {
 	return nil
 }
 
-// preparedData returns cfg.Dataset when it is a prepared set, or prepares
-// the folder of images it names into output_dir/prepared/ once.
+// preparedData returns cfg.Dataset when it is a prepared set, fetches it
+// into output_dir/datasets/ when it is in an object store (s3://bucket/prefix,
+// reached as the checkpoint store is: TINCT_S3_ENDPOINT, TINCT_S3_INSECURE,
+// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; verified shards already there are
+// reused), or prepares the folder of images it names into
+// output_dir/prepared/ once.
 func preparedData(ctx context.Context, cfg *config.Config) (string, error) {
+	if dataset.IsRemote(cfg.Dataset) {
+		st, err := dataset.FetchWithStats(ctx, cfg.Dataset, filepath.Join(cfg.OutputDir, "datasets"), checkpoint.EnvOptions())
+		if err != nil {
+			return "", err
+		}
+		slog.Info("dataset fetched", "from", cfg.Dataset, "dir", st.Dir, "downloaded", st.Downloaded, "cached", st.Cached, "bytes", st.Bytes)
+		return st.Dir, nil
+	}
 	if _, err := os.Stat(filepath.Join(cfg.Dataset, "manifest.json")); err == nil {
 		return cfg.Dataset, nil
 	}

@@ -1,13 +1,13 @@
-package checkpoint
+package miniotest
 
 import (
 	"os/exec"
 	"syscall"
 )
 
-// minioProcAttr puts MinIO in a process group of its own, so that stopping
-// it stops its children too, and kills it if the test binary dies first.
-func minioProcAttr() *syscall.SysProcAttr {
+// procAttr puts MinIO in a process group of its own, so that stopping it
+// stops its children too, and kills it if the test binary dies first.
+func procAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 }
 

@@ -1,13 +1,13 @@
 //go:build !unix
 
-package checkpoint
+package miniotest
 
 import (
 	"os/exec"
 	"syscall"
 )
 
-func minioProcAttr() *syscall.SysProcAttr { return nil }
+func procAttr() *syscall.SysProcAttr { return nil }
 
 // killProcessGroup kills the process cmd started.
 func killProcessGroup(cmd *exec.Cmd) { cmd.Process.Kill() }
