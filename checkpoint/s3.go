@@ -91,39 +91,11 @@ func OpenS3(bucket, prefix string, opt Options) (*S3, error) {
 	if err := checkPrefix(s.prefix); err != nil {
 		return fail(err)
 	}
-	host, secure, err := parseEndpoint(opt)
+	client, endpoint, keyID, err := NewS3Client(opt, "read and write bucket "+bucket)
 	if err != nil {
 		return fail(err)
 	}
-	s.endpoint = "https://" + host
-	if !secure {
-		s.endpoint = "http://" + host
-	}
-	key, secret := os.Getenv("AWS_ACCESS_KEY_ID"), os.Getenv("AWS_SECRET_ACCESS_KEY")
-	var missing []string
-	if key == "" {
-		missing = append(missing, "AWS_ACCESS_KEY_ID")
-	}
-	if secret == "" {
-		missing = append(missing, "AWS_SECRET_ACCESS_KEY")
-	}
-	if len(missing) > 0 {
-		verb := "is"
-		if len(missing) > 1 {
-			verb = "are"
-		}
-		return fail(fmt.Errorf("no S3 credentials: %s %s not set; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to the access key and secret key of a user who may read and write bucket %s",
-			strings.Join(missing, " and "), verb, bucket))
-	}
-	s.keyID = key
-	s.client, err = minio.New(host, &minio.Options{
-		Creds:  credentials.NewStaticV4(key, secret, os.Getenv("AWS_SESSION_TOKEN")),
-		Secure: secure,
-		Region: opt.S3Region,
-	})
-	if err != nil {
-		return fail(fmt.Errorf("endpoint %s: %w", s.endpoint, err))
-	}
+	s.client, s.endpoint, s.keyID = client, endpoint, keyID
 	// One listing checks the endpoint, the credentials, the bucket and the
 	// permission to list it.
 	ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
@@ -139,6 +111,48 @@ func OpenS3(bucket, prefix string, opt Options) (*S3, error) {
 			bucket, s.endpoint, openTimeout, err, EnvS3Endpoint))
 	}
 	return s, nil
+}
+
+// NewS3Client makes a minio-go client from opt and the credentials in
+// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), for
+// the checkpoint store and anything else tinct reads from S3; need says
+// what the user must be allowed, for the error when credentials are
+// missing. It returns the endpoint URL and the access key ID for messages.
+// It makes no request.
+func NewS3Client(opt Options, need string) (client *minio.Client, endpoint, keyID string, err error) {
+	host, secure, err := parseEndpoint(opt)
+	if err != nil {
+		return nil, "", "", err
+	}
+	endpoint = "https://" + host
+	if !secure {
+		endpoint = "http://" + host
+	}
+	key, secret := os.Getenv("AWS_ACCESS_KEY_ID"), os.Getenv("AWS_SECRET_ACCESS_KEY")
+	var missing []string
+	if key == "" {
+		missing = append(missing, "AWS_ACCESS_KEY_ID")
+	}
+	if secret == "" {
+		missing = append(missing, "AWS_SECRET_ACCESS_KEY")
+	}
+	if len(missing) > 0 {
+		verb := "is"
+		if len(missing) > 1 {
+			verb = "are"
+		}
+		return nil, "", "", fmt.Errorf("no S3 credentials: %s %s not set; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to the access key and secret key of a user who may %s",
+			strings.Join(missing, " and "), verb, need)
+	}
+	client, err = minio.New(host, &minio.Options{
+		Creds:  credentials.NewStaticV4(key, secret, os.Getenv("AWS_SESSION_TOKEN")),
+		Secure: secure,
+		Region: opt.S3Region,
+	})
+	if err != nil {
+		return nil, "", "", fmt.Errorf("endpoint %s: %w", endpoint, err)
+	}
+	return client, endpoint, key, nil
 }
 
 // parseEndpoint returns host[:port] and whether to use TLS.

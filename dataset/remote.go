@@ -24,7 +24,6 @@ import (
 	"syscall"
 
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 	"github.com/minio/minio-go/v7/pkg/s3utils"
 
 	"github.com/tinct/tinct/checkpoint"
@@ -296,52 +295,11 @@ func openRemote(rawURL string, opt checkpoint.Options) (*remote, error) {
 		return nil, err
 	}
 	r := &remote{bucket: bucket, prefix: prefix}
-	host, secure, err := endpointOf(opt)
+	r.client, r.endpoint, _, err = checkpoint.NewS3Client(opt, "read bucket "+bucket)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", r, err)
 	}
-	r.endpoint = "http://" + host
-	if secure {
-		r.endpoint = "https://" + host
-	}
-	key, secret := os.Getenv("AWS_ACCESS_KEY_ID"), os.Getenv("AWS_SECRET_ACCESS_KEY")
-	if key == "" || secret == "" {
-		return nil, fmt.Errorf("%s: no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to the access key and secret key of a user who may read bucket %s", r, bucket)
-	}
-	r.client, err = minio.New(host, &minio.Options{
-		Creds:  credentials.NewStaticV4(key, secret, os.Getenv("AWS_SESSION_TOKEN")),
-		Secure: secure,
-		Region: opt.S3Region,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("%s: endpoint %s: %w", r, r.endpoint, err)
-	}
 	return r, nil
-}
-
-// endpointOf returns host[:port] and whether to use TLS, reading
-// opt.S3Endpoint as the checkpoint store does: empty is Amazon S3, and an
-// http:// or https:// scheme overrides opt.S3Secure.
-func endpointOf(opt checkpoint.Options) (host string, secure bool, err error) {
-	ep, secure := strings.TrimSpace(opt.S3Endpoint), opt.S3Secure
-	if ep == "" {
-		return "s3.amazonaws.com", secure, nil
-	}
-	if scheme, rest, ok := strings.Cut(ep, "://"); ok {
-		switch strings.ToLower(scheme) {
-		case "https":
-			secure = true
-		case "http":
-			secure = false
-		default:
-			return "", false, fmt.Errorf("S3 endpoint %q: scheme %q is not http or https", ep, scheme)
-		}
-		ep = strings.TrimSuffix(rest, "/")
-	}
-	if ep == "" || strings.ContainsAny(ep, "/?#@ ") {
-		return "", false, fmt.Errorf("S3 endpoint %q: give host[:port], e.g. minio.internal:9000 (no path)", opt.S3Endpoint)
-	}
-	return ep, secure, nil
 }
 
 // get downloads a whole small object (the manifest).
