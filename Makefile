@@ -44,8 +44,8 @@ bench-quick: build
 # cluster-demo runs a training cluster on this machine against a local MinIO
 # (dataset and checkpoints in s3://), kills a worker, stops and resumes the
 # coordinator (scripts/cluster-demo.sh; needs make minio). About 15 s on 2
-# cores after the build. NOT run by CI or make test: it starts a server and
-# five tinct processes and is a demonstration, not a test.
+# cores after the build. .ci/run runs it before the tests; it is not part of
+# make test, which needs no server process of its own.
 cluster-demo: minio
 	scripts/cluster-demo.sh
 

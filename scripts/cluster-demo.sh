@@ -8,7 +8,7 @@
 #    $(go env GOPATH)/bin/minio; make minio builds it) on a free port with a
 #    temporary data folder;
 # 2. prepares the bundled photos (data/sample) at 32×32 and uploads them to
-#    s3://tinct-demo/data (scripts/s3push, which creates the bucket);
+#    s3://tinct-demo/data (tinct data push --create-bucket);
 # 3. starts tinct coordinator start with dataset=s3://tinct-demo/data and
 #    store=s3://tinct-demo/checkpoints, --min-workers 2, and two workers, each
 #    in a folder of its own so each fetches the dataset into its own cache;
@@ -101,9 +101,8 @@ free_port() {
 	die "no free port"
 }
 
-say "build bin/tinct and scripts/s3push"
+say "build bin/tinct"
 go build -o bin/tinct ./cmd/tinct
-go build -o "$WORK/s3push" ./scripts/s3push
 TINCT=$ROOT/bin/tinct
 
 MINIO=${TINCT_MINIO:-$(go env GOPATH)/bin/minio}
@@ -127,7 +126,7 @@ echo "MinIO at http://$TINCT_S3_ENDPOINT (data in $WORK/minio-data)"
 
 say "prepare data/sample at 32×32 and upload it to s3://$BUCKET/data"
 "$TINCT" data prepare data/sample --out "$WORK/prepared" --image-size 32 --val 4 --test 4 2>"$WORK/prepare.log"
-"$WORK/s3push" --create-bucket "$WORK/prepared" "s3://$BUCKET/data"
+"$TINCT" data push --create-bucket "$WORK/prepared" "s3://$BUCKET/data"
 
 KEYS=(dataset=s3://$BUCKET/data store=s3://$BUCKET/checkpoints output_dir=out
 	image_size=32 "model.widths=[16,32,48,64]" batch_size=8 epochs=$EPOCHS

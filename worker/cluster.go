@@ -50,7 +50,8 @@ type JoinOptions struct {
 	RingListen  string // address of this worker's ring server ("127.0.0.1:0")
 	GossipBind  string // memberlist bind address (host:port, port 0 picks one); "" for 127.0.0.1:0
 	// Open opens the training set the configuration names (the dataset path
-	// must be reachable from the worker: a shared filesystem is assumed).
+	// must be reachable from the worker: an s3:// URL, fetched into the
+	// worker's own cache, or a path on a shared filesystem).
 	Open func(ctx context.Context, cfg *config.Config) (Source, error)
 	Log  *slog.Logger
 	// OnStep, if set, is called after each applied step (tests).
@@ -99,7 +100,7 @@ func Join(ctx context.Context, opt JoinOptions) error {
 	}
 	data, err := opt.Open(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("dataset %s (the worker opens the coordinator's dataset path: a shared filesystem is assumed): %w", cfg.Dataset, err)
+		return fmt.Errorf("dataset %s (the worker opens what the coordinator names: an s3:// dataset with this worker's TINCT_S3_*/AWS_* settings, or a path on a filesystem shared with the coordinator): %w", cfg.Dataset, err)
 	}
 	if c, ok := data.(io.Closer); ok {
 		defer c.Close()

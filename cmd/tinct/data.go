@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tinct/tinct/checkpoint"
 	"github.com/tinct/tinct/dataset"
 	"github.com/tinct/tinct/track"
 )
@@ -57,6 +58,48 @@ are validation and test). Undecodable or tiny images are skipped and counted.`,
 	prep.Flags().IntVar(&opt.Test, "test", 1000, "test images")
 	prep.Flags().Uint64Var(&opt.Seed, "seed", 42, "split shuffle seed")
 	prep.MarkFlagRequired("out")
-	cmd.AddCommand(prep)
+	cmd.AddCommand(prep, newDataPushCmd())
+	return cmd
+}
+
+func newDataPushCmd() *cobra.Command {
+	var create bool
+	cmd := &cobra.Command{
+		Use:   "push DIR s3://bucket/prefix",
+		Short: "Upload a prepared dataset to S3, for dataset=s3://bucket/prefix",
+		Long: `Uploads a prepared dataset (tinct data prepare) to an S3 prefix, shards first
+and the manifest last, so a reader never sees a half-uploaded set. tinct
+train and tinct worker join then fetch it with dataset=s3://bucket/prefix
+into a local cache, verifying every shard's sha256. The server and
+credentials come from the environment, as for the checkpoint store:
+TINCT_S3_ENDPOINT, TINCT_S3_INSECURE, TINCT_S3_REGION, AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY. --create-bucket creates the bucket when it does not
+exist (the stores never create buckets).`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dir, url := args[0], args[1]
+			m, err := dataset.ReadManifest(dir)
+			if err != nil {
+				return err
+			}
+			opt := checkpoint.EnvOptions()
+			if create {
+				made, err := dataset.EnsureBucket(cmd.Context(), url, opt)
+				if err != nil {
+					return err
+				}
+				if made {
+					fmt.Fprintf(cmd.OutOrStdout(), "created the bucket of %s\n", url)
+				}
+			}
+			if err := dataset.Upload(cmd.Context(), dir, url, opt); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "uploaded %s to %s: train %d, val %d, test %d at %d×%d\n", dir, url,
+				m.Splits[dataset.SplitTrain].Count, m.Splits[dataset.SplitVal].Count, m.Splits[dataset.SplitTest].Count, m.ImageSize, m.ImageSize)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&create, "create-bucket", false, "create the bucket if it does not exist")
 	return cmd
 }
