@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -15,11 +14,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tinct/tinct/checkpoint"
 	"github.com/tinct/tinct/config"
 	"github.com/tinct/tinct/coordinator"
 	"github.com/tinct/tinct/dataset"
-	"github.com/tinct/tinct/track"
 	"github.com/tinct/tinct/worker"
 )
 
@@ -78,9 +75,6 @@ variables). resume=true continues from the newest checkpoint; workers rejoin.`,
 }
 
 func trainCluster(ctx context.Context, cmd *cobra.Command, cfg *config.Config, opt coordinator.ClusterOptions) error {
-	if err := useCompute(cmd, cfg); err != nil {
-		return err
-	}
 	if opt.GossipBind == "" {
 		host, _, err := net.SplitHostPort(opt.Listen)
 		if err != nil {
@@ -88,18 +82,12 @@ func trainCluster(ctx context.Context, cmd *cobra.Command, cfg *config.Config, o
 		}
 		opt.GossipBind = net.JoinHostPort(host, "0")
 	}
-	runDir, err := newRunDir(cfg.OutputDir)
+	r, err := startRun(ctx, cmd, cfg)
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(runDir, "config.yaml"), cfg.YAML(), 0o644); err != nil {
-		return err
-	}
-	slog.Info("run", "dir", runDir)
-	dataDir, err := preparedData(ctx, cfg)
-	if err != nil {
-		return err
-	}
+	defer r.close()
+	dataDir, runDir := r.dataDir, r.dir
 	// Workers open what cfg.Dataset names. An s3:// dataset stays a URL:
 	// each worker fetches it into its own output_dir/datasets/ (with its own
 	// TINCT_S3_* and AWS_* environment), so no shared filesystem is needed.
@@ -111,41 +99,6 @@ func trainCluster(ctx context.Context, cmd *cobra.Command, cfg *config.Config, o
 		}
 		cfg.Dataset = dataDir
 	}
-	trainSet, err := dataset.Open(dataDir, "train")
-	if err != nil {
-		return err
-	}
-	defer trainSet.Close()
-	var val worker.Source
-	if vs, err := dataset.Open(dataDir, "val"); err == nil && vs.Len() > 0 {
-		defer vs.Close()
-		val = vs
-	} else {
-		slog.Warn("no validation images: sample grids are skipped", "dataset", dataDir)
-	}
-	store, err := checkpoint.Open(cfg.Store)
-	if err != nil {
-		return err
-	}
-	tw, err := track.Open(runDir)
-	if err != nil {
-		return err
-	}
-	defer tw.Close()
-	var metrics *track.Registry
-	if cfg.MetricsAddr != "" {
-		metrics = track.NewRegistry()
-		ln, err := net.Listen("tcp", cfg.MetricsAddr)
-		if err != nil {
-			return fmt.Errorf("metrics_addr=%s: %w", cfg.MetricsAddr, err)
-		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", metrics)
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go srv.Serve(ln)
-		defer srv.Close()
-		slog.Info("prometheus metrics", "url", "http://"+ln.Addr().String()+"/metrics")
-	}
 	opt.Log = slog.Default()
 	cl, err := coordinator.StartCluster(cfg, opt)
 	if err != nil {
@@ -153,21 +106,17 @@ func trainCluster(ctx context.Context, cmd *cobra.Command, cfg *config.Config, o
 	}
 	reason := "coordinator failed"
 	defer func() { cl.Close(reason) }()
-	co, err := coordinator.New(coordinator.Options{Config: cfg, Train: trainSet, Val: val, Store: store, Track: tw, Progress: os.Stderr, Metrics: metrics, Cluster: cl,
-		AfterStep: func(step int64) { slog.Debug("step committed", "step", step, "workers", len(cl.Workers())) }})
+	copt := r.options(cfg)
+	copt.Cluster = cl
+	copt.AfterStep = func(step int64) { slog.Debug("step committed", "step", step, "workers", len(cl.Workers())) }
+	co, err := coordinator.New(copt)
 	if err != nil {
 		return err
 	}
-	if cfg.Resume {
-		ok, err := co.Resume(ctx)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			slog.Info("resume=true but the store holds no checkpoint: starting afresh", "store", store.String())
-		}
+	if err := resume(ctx, co, cfg, r.store); err != nil {
+		return err
 	}
-	slog.Info("training on a cluster", "images", trainSet.Len(), "batch", cfg.BatchSize, "steps_per_epoch", co.StepsPerEpoch(), "epochs", cfg.Epochs, "from_epoch", co.Epoch()+1, "workers_join", cl.Addr())
+	slog.Info("training on a cluster", "images", r.train.Len(), "batch", cfg.BatchSize, "steps_per_epoch", co.StepsPerEpoch(), "epochs", cfg.Epochs, "from_epoch", co.Epoch()+1, "workers_join", cl.Addr())
 	sctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err = co.Run(sctx)

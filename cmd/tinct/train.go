@@ -58,69 +58,19 @@ prepared on first use (see tinct data prepare).`,
 }
 
 func train(ctx context.Context, cmd *cobra.Command, cfg *config.Config) error {
-	if err := useCompute(cmd, cfg); err != nil {
-		return err
-	}
-	runDir, err := newRunDir(cfg.OutputDir)
+	r, err := startRun(ctx, cmd, cfg)
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(runDir, "config.yaml"), cfg.YAML(), 0o644); err != nil {
-		return err
-	}
-	slog.Info("run", "dir", runDir)
-	dataDir, err := preparedData(ctx, cfg)
+	defer r.close()
+	co, err := coordinator.New(r.options(cfg))
 	if err != nil {
 		return err
 	}
-	trainSet, err := dataset.Open(dataDir, "train")
-	if err != nil {
+	if err := resume(ctx, co, cfg, r.store); err != nil {
 		return err
 	}
-	defer trainSet.Close()
-	var val worker.Source
-	if vs, err := dataset.Open(dataDir, "val"); err == nil && vs.Len() > 0 {
-		defer vs.Close()
-		val = vs
-	} else {
-		slog.Warn("no validation images: sample grids are skipped", "dataset", dataDir)
-	}
-	store, err := checkpoint.Open(cfg.Store)
-	if err != nil {
-		return err
-	}
-	tw, err := track.Open(runDir)
-	if err != nil {
-		return err
-	}
-	defer tw.Close()
-	var metrics *track.Registry
-	if cfg.MetricsAddr != "" {
-		metrics = track.NewRegistry()
-		ln, err := net.Listen("tcp", cfg.MetricsAddr)
-		if err != nil {
-			return fmt.Errorf("metrics_addr=%s: %w", cfg.MetricsAddr, err)
-		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", metrics)
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go srv.Serve(ln)
-		defer srv.Close()
-		slog.Info("prometheus metrics", "url", "http://"+ln.Addr().String()+"/metrics")
-	}
-	co, err := coordinator.New(coordinator.Options{Config: cfg, Train: trainSet, Val: val, Store: store, Track: tw, Progress: os.Stderr, Metrics: metrics})
-	if err != nil {
-		return err
-	}
-	if cfg.Resume {
-		ok, err := co.Resume(ctx)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			slog.Info("resume=true but the store holds no checkpoint: starting afresh", "store", store.String())
-		}
-	}
+	trainSet, dataDir, runDir := r.train, r.dataDir, r.dir
 	w, err := worker.New("local", co.Net().Config, trainSet)
 	if err != nil {
 		return err
@@ -160,6 +110,99 @@ func newRunDir(base string) (string, error) {
 		}
 		dir = fmt.Sprintf("%s_%d", stamp, i)
 	}
+}
+
+// runParts is what tinct train and tinct coordinator start set up around the
+// coordinator: the run directory with the resolved config, the prepared
+// data, the checkpoint store, the metrics writer and the Prometheus server.
+type runParts struct {
+	dir, dataDir string
+	train        *dataset.Set
+	val          worker.Source
+	store        checkpoint.Store
+	track        *track.Writer
+	metrics      *track.Registry
+	closers      []func()
+}
+
+func startRun(ctx context.Context, cmd *cobra.Command, cfg *config.Config) (_ *runParts, err error) {
+	if err := useCompute(cmd, cfg); err != nil {
+		return nil, err
+	}
+	r := &runParts{}
+	defer func() {
+		if err != nil {
+			r.close()
+		}
+	}()
+	if r.dir, err = newRunDir(cfg.OutputDir); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(r.dir, "config.yaml"), cfg.YAML(), 0o644); err != nil {
+		return nil, err
+	}
+	slog.Info("run", "dir", r.dir)
+	if r.dataDir, err = preparedData(ctx, cfg); err != nil {
+		return nil, err
+	}
+	if r.train, err = dataset.Open(r.dataDir, "train"); err != nil {
+		return nil, err
+	}
+	r.closers = append(r.closers, func() { r.train.Close() })
+	if vs, err := dataset.Open(r.dataDir, "val"); err == nil && vs.Len() > 0 {
+		r.closers = append(r.closers, func() { vs.Close() })
+		r.val = vs
+	} else {
+		slog.Warn("no validation images: sample grids are skipped", "dataset", r.dataDir)
+	}
+	if r.store, err = checkpoint.Open(cfg.Store); err != nil {
+		return nil, err
+	}
+	if r.track, err = track.Open(r.dir); err != nil {
+		return nil, err
+	}
+	r.closers = append(r.closers, func() { r.track.Close() })
+	if cfg.MetricsAddr != "" {
+		r.metrics = track.NewRegistry()
+		ln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			return nil, fmt.Errorf("metrics_addr=%s: %w", cfg.MetricsAddr, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", r.metrics)
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go srv.Serve(ln)
+		r.closers = append(r.closers, func() { srv.Close() })
+		slog.Info("prometheus metrics", "url", "http://"+ln.Addr().String()+"/metrics")
+	}
+	return r, nil
+}
+
+// close releases what startRun opened, last opened first.
+func (r *runParts) close() {
+	for i := len(r.closers) - 1; i >= 0; i-- {
+		r.closers[i]()
+	}
+}
+
+// options are the coordinator's parts for this run.
+func (r *runParts) options(cfg *config.Config) coordinator.Options {
+	return coordinator.Options{Config: cfg, Train: r.train, Val: r.val, Store: r.store, Track: r.track, Progress: os.Stderr, Metrics: r.metrics}
+}
+
+// resume restores the newest checkpoint when the config asks for it.
+func resume(ctx context.Context, co *coordinator.Coordinator, cfg *config.Config, store checkpoint.Store) error {
+	if !cfg.Resume {
+		return nil
+	}
+	ok, err := co.Resume(ctx)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		slog.Info("resume=true but the store holds no checkpoint: starting afresh", "store", store.String())
+	}
+	return nil
 }
 
 // useCompute applies the config's gemm and threads unless the command line
