@@ -79,13 +79,16 @@ type ClusterOptions struct {
 // it as Options.Cluster; Close it after Run.
 type Cluster struct {
 	pb.UnimplementedCoordinatorServer
-	opt      ClusterOptions
-	log      *slog.Logger
-	cfgYAML  []byte
-	lis      net.Listener
-	srv      *grpc.Server
-	ml       *memberlist.Memberlist
-	verifier *pb.Verifier
+	// set by each committed step, for the metrics
+	lastReduce  float64 // the slowest worker's ring time after backward, seconds
+	lastWorkers int     // workers that took part
+	opt         ClusterOptions
+	log         *slog.Logger
+	cfgYAML     []byte
+	lis         net.Listener
+	srv         *grpc.Server
+	ml          *memberlist.Memberlist
+	verifier    *pb.Verifier
 
 	mu       sync.Mutex
 	byName   map[string]*remote
@@ -557,11 +560,14 @@ func (c *Cluster) step(ctx context.Context, co *Coordinator, idx []int, tracked 
 		_ = pb.Decode(co.bufs, up[4*len(co.grad):])
 		loss, total := 0.0, 0
 		sums := map[string][]byte{}
+		c.lastReduce = 0
 		for i, rep := range reports {
 			loss += rep.Loss * float64(rep.Count)
 			total += int(rep.Count)
 			sums[c.members[i].name] = rep.Checksum
+			c.lastReduce = max(c.lastReduce, rep.ReduceSeconds)
 		}
+		c.lastWorkers = len(reports)
 		return loss / float64(max(total, 1)), sums, nil
 	}
 }
@@ -570,12 +576,13 @@ func (c *Cluster) step(ctx context.Context, co *Coordinator, idx []int, tracked 
 // coordinator applies the same update to its copy and checks every replica.
 func (c *Coordinator) clusterStep(ctx context.Context, idx []int) (float64, error) {
 	tracked := c.net.BatchesTracked() + 1
-	t0 := time.Now()
 	loss, sums, err := c.opt.Cluster.step(ctx, c, idx, tracked)
 	if err != nil {
 		return 0, err
 	}
-	c.gauges.reduceSeconds.Set(time.Since(t0).Seconds())
+	// the slowest worker's wait for the ring after its backward finished
+	c.gauges.reduceSeconds.Set(c.opt.Cluster.lastReduce)
+	c.gauges.workers.Set(float64(c.opt.Cluster.lastWorkers))
 	c.adam.Update(c.net.Params, c.grad)
 	c.net.SetBuffers(c.bufs, tracked)
 	c.rule.Update(c.ema, c.net)

@@ -128,6 +128,9 @@ func TestClusterEquivalence(t *testing.T) {
 			checked = true
 			closeEnough(t, "gradient", run.co.grad, wantGrad)
 			closeEnough(t, "buffers", run.co.bufs, wantBufs)
+			if w, r := run.co.gauges.workers.Value(), run.co.gauges.reduceSeconds.Value(); w != 2 || !(r > 0) {
+				t.Errorf("metrics after step 1: workers %g, all-reduce seconds %g", w, r)
+			}
 		}
 	})
 	run.addWorker("w0", data)

@@ -323,6 +323,7 @@ func (m *member) step(ctx context.Context, t *clusterpb.Task) *clusterpb.Report 
 		wt := float32(len(idx)) / float32(t.Batch)
 		o := m.ring.Overlap(ctx, t.Step, m.w.Grads(), overlapBucket)
 		res, err = m.w.ComputeScaled(ctx, task, wt, o.Ready)
+		waitStart := time.Now()
 		if werr := o.Wait(); err == nil {
 			err = werr
 		}
@@ -337,6 +338,7 @@ func (m *member) step(ctx context.Context, t *clusterpb.Task) *clusterpb.Report 
 		if err := m.ring.AllReduce(ctx, t.Step, bufs); err != nil {
 			return fail(err)
 		}
+		rep.ReduceSeconds = time.Since(waitStart).Seconds()
 	}
 	np := len(res.Grads)
 	m.w.Apply(m.vec[:np], m.vec[np:], t.Tracked)

@@ -676,6 +676,7 @@ type Report struct {
 	Checksum      []byte                 `protobuf:"bytes,5,opt,name=checksum,proto3" json:"checksum,omitempty"`
 	Update        []byte                 `protobuf:"bytes,6,opt,name=update,proto3" json:"update,omitempty"` // reduced gradient then buffers, little-endian float32
 	Error         string                 `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
+	ReduceSeconds float64                `protobuf:"fixed64,8,opt,name=reduce_seconds,json=reduceSeconds,proto3" json:"reduce_seconds,omitempty"` // time spent in ring calls after backward finished
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -757,6 +758,13 @@ func (x *Report) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *Report) GetReduceSeconds() float64 {
+	if x != nil {
+		return x.ReduceSeconds
+	}
+	return 0
 }
 
 type Stop struct {
@@ -867,7 +875,7 @@ const file_cluster_proto_rawDesc = "" +
 	"\tnext_addr\x18\t \x01(\tR\bnextAddr\x12\x1f\n" +
 	"\vsend_update\x18\n" +
 	" \x01(\bR\n" +
-	"sendUpdate\"\xb0\x01\n" +
+	"sendUpdate\"\xd7\x01\n" +
 	"\x06Report\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
@@ -877,7 +885,8 @@ const file_cluster_proto_rawDesc = "" +
 	"\x05count\x18\x04 \x01(\x05R\x05count\x12\x1a\n" +
 	"\bchecksum\x18\x05 \x01(\fR\bchecksum\x12\x16\n" +
 	"\x06update\x18\x06 \x01(\fR\x06update\x12\x14\n" +
-	"\x05error\x18\a \x01(\tR\x05error\"\x1e\n" +
+	"\x05error\x18\a \x01(\tR\x05error\x12%\n" +
+	"\x0ereduce_seconds\x18\b \x01(\x01R\rreduceSeconds\"\x1e\n" +
 	"\x04Stop\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason2P\n" +
 	"\vCoordinator\x12A\n" +
