@@ -37,8 +37,13 @@ func newRoot() *cobra.Command {
 		Short: "Train and serve a diffusion model that colorizes grayscale photographs",
 		Long: `tinct trains a conditional DDIM U-Net that predicts the noise added to a
 colour image given its grayscale version, and samples colourisations of gray
-photographs with it. One binary runs the numerical core, its benchmarks and
-the checkpoint interchange with PyTorch.`,
+photographs with it. One binary does it all: prepare data (tinct data),
+train on one machine (tinct train) or on a cluster (tinct coordinator start,
+tinct worker join), colorize and score (tinct colorize, tinct eval), serve
+the web app (tinct serve), and check the numerics and speed (tinct model,
+tinct bench).
+
+Start with: tinct train --config configs/sample.yaml`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
