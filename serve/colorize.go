@@ -249,6 +249,13 @@ func (s *Server) handleColorize(w http.ResponseWriter, r *http.Request) {
 func (s *Server) colorize(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	fail := func(err error) error { writeError(w, err); return err }
+	// Admission comes before the upload is read, so the queue also bounds
+	// how many uploads (up to MaxBytes each) are held in memory at once.
+	if !s.queue.admit() {
+		return fail(&apiError{status: http.StatusServiceUnavailable, header: http.Header{"Retry-After": {"30"}},
+			msg: fmt.Sprintf("busy: %d colorizations are running or waiting, the most this server takes; try again in a minute", s.queue.capacity())})
+	}
+	defer s.queue.leave()
 	u, err := s.readUpload(w, r)
 	if err != nil {
 		return fail(err)
@@ -271,11 +278,6 @@ func (s *Server) colorize(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fail(err)
 	}
-	if !s.queue.admit() {
-		return fail(&apiError{status: http.StatusServiceUnavailable, header: http.Header{"Retry-After": {"30"}},
-			msg: fmt.Sprintf("busy: %d colorizations are running or waiting, the most this server takes; try again in a minute", s.queue.capacity())})
-	}
-	defer s.queue.leave()
 	g, err := s.grayImage(ctx, u.image, m.ImageSize)
 	if err != nil {
 		return fail(err)

@@ -470,6 +470,12 @@ func TestColorizeBusy(t *testing.T) {
 	if msg := apiErr(t, third); third.StatusCode != 503 || !strings.Contains(msg, "busy") || third.Header.Get("Retry-After") == "" {
 		t.Errorf("third request: %d %q, Retry-After %q", third.StatusCode, msg, third.Header.Get("Retry-After"))
 	}
+	// a full server refuses before reading the upload: even a body that is
+	// not a form gets 503, not 400, so waiting uploads are bounded too
+	junk := post(t, context.Background(), ts.URL+"/api/colorize", []byte("not a form"), ct)
+	if msg := apiErr(t, junk); junk.StatusCode != 503 {
+		t.Errorf("unreadable upload to a full server: %d %q, want 503", junk.StatusCode, msg)
+	}
 
 	close(release)
 	if f := waitFor(t, first, "the first colorization"); f.done == nil {
