@@ -71,7 +71,7 @@ func (c *Conv2D) Backward(ws *Workspace, x, dy, dx Tensor, accumulate bool) {
 	// Each worker accumulates the transposed weight gradient, (cin·K²)×cout:
 	// col·dyᵀ runs about a third faster than dy·colᵀ when cout is small.
 	hw := x.HW()
-	parallelStatic(x.N*per, func(w, lo, hi int) { // per-worker sums: a fixed split
+	parallelFor(x.N*per, func(w, lo, hi int) { // per-worker sums: a fixed split
 		acc := accs[w]
 		for it := lo; it < hi; it++ {
 			n, r0 := it/per, (it%per)*rows

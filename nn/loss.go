@@ -7,7 +7,7 @@ func MSE(pred, target, grad Tensor) float32 {
 	count := pred.N * pred.C * pred.HW()
 	sums := make([]float64, workers)
 	scale := 2 / float32(count)
-	parallelStatic(pred.N, func(w, lo, hi int) { // per-worker sums: a fixed split
+	parallelFor(pred.N, func(w, lo, hi int) { // per-worker sums: a fixed split
 		var s float64
 		for n := lo; n < hi; n++ {
 			p, t := pred.Image(n), target.Image(n)

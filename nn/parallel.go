@@ -26,13 +26,7 @@ func Workers() int { return workers }
 // order are bitwise reproducible. (Handing out chunks dynamically was
 // measured slower: 41.8 against 34.0 ms per 128² forward call, as the two
 // workers then interleave neighbouring tiles and planes.)
-func parallelFor(n int, fn func(w, lo, hi int)) { parallelStatic(n, fn) }
-
-// parallelStatic splits [0,n) into at most Workers() contiguous ranges and
-// runs fn(w, lo, hi) for each. The split depends only on n and Workers(), so
-// per-worker partial sums combined in worker order are bitwise
-// reproducible.
-func parallelStatic(n int, fn func(w, lo, hi int)) {
+func parallelFor(n int, fn func(w, lo, hi int)) {
 	nw := min(workers, n)
 	if nw <= 1 {
 		if n > 0 {
