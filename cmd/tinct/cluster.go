@@ -117,16 +117,13 @@ func trainCluster(ctx context.Context, cmd *cobra.Command, cfg *config.Config, o
 		return err
 	}
 	slog.Info("training on a cluster", "images", r.train.Len(), "batch", cfg.BatchSize, "steps_per_epoch", co.StepsPerEpoch(), "epochs", cfg.Epochs, "from_epoch", co.Epoch()+1, "workers_join", cl.Addr())
-	sctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	err = co.Run(sctx)
-	if errors.Is(err, coordinator.ErrInterrupted) {
-		reason = "coordinator interrupted (checkpoint saved; it continues with resume=true)"
-		slog.Info(err.Error())
-		return nil
-	}
+	done, err := runUntilDone(ctx, co)
 	if err != nil {
 		return err
+	}
+	if !done {
+		reason = "coordinator interrupted (checkpoint saved; it continues with resume=true)"
+		return nil
 	}
 	reason = "training finished"
 	slog.Info("training finished", "step", co.Step())

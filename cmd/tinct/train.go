@@ -79,17 +79,24 @@ func train(ctx context.Context, cmd *cobra.Command, cfg *config.Config) error {
 		return err
 	}
 	slog.Info("training", "images", trainSet.Len(), "batch", cfg.BatchSize, "steps_per_epoch", co.StepsPerEpoch(), "epochs", cfg.Epochs, "from_epoch", co.Epoch()+1)
+	if done, err := runUntilDone(ctx, co); !done || err != nil {
+		return err
+	}
+	return colorizeExample(ctx, co.EMA(), cfg, dataDir, runDir)
+}
+
+// runUntilDone trains until the last epoch, or until SIGINT/SIGTERM, when
+// the coordinator has saved a checkpoint: then it reports done=false and no
+// error (the process exits 0; resume=true continues).
+func runUntilDone(ctx context.Context, co *coordinator.Coordinator) (done bool, err error) {
 	sctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err = co.Run(sctx)
 	if errors.Is(err, coordinator.ErrInterrupted) {
 		slog.Info(err.Error())
-		return nil
+		return false, nil
 	}
-	if err != nil {
-		return err
-	}
-	return colorizeExample(ctx, co.EMA(), cfg, dataDir, runDir)
+	return err == nil, err
 }
 
 // newRunDir creates output_dir/<timestamp>/, with a suffix when a run
