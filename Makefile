@@ -17,12 +17,13 @@ deps: minio
 	@if dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then echo "deps: $(APT_PACKAGES) already installed"; \
 	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); fi
 
-# test: vet, the whole suite on the fastest backend, the model's tests again
-# on the pure-Go GEMM, a cgo-free build, and the PyTorch reference's self-test.
+# minio builds the MinIO server the S3 tests and make cluster-demo use.
 minio:
 	@if [ -x "$(MINIO)" ]; then echo "deps: $(MINIO) present"; \
 	else echo "deps: building MinIO $(MINIO_VERSION) (several minutes)"; go install github.com/minio/minio@$(MINIO_VERSION); fi
 
+# test: vet, the whole suite on the fastest backend, the model's tests again
+# on the pure-Go GEMM, a cgo-free build, and the PyTorch reference's self-test.
 test:
 	go vet ./...
 	CGO_ENABLED=0 go build -o /dev/null ./cmd/tinct

@@ -12,7 +12,7 @@ import (
 // Checkpoint is one saved training state: a header and the parts the trainer
 // produced, keyed by file name (for example "weights.safetensors").
 type Checkpoint struct {
-	Name  string // chosen by the caller, e.g. "epoch-000050"; see ValidateName
+	Name  string // chosen by the caller, e.g. "step-000012345"; see ValidateName
 	Step  int64
 	Epoch int
 	Time  time.Time // when it was taken; Save records the current time if zero
@@ -174,10 +174,10 @@ const maxNameLen = 128
 // digits, '.', '_' or '-', not starting with '.', and not "latest".
 func ValidateName(name string) error {
 	if err := validFileName(name); err != nil {
-		return fmt.Errorf("invalid checkpoint name %q: %s (e.g. epoch-000050)", name, err)
+		return fmt.Errorf("invalid checkpoint name %q: %s (e.g. step-000012345)", name, err)
 	}
 	if name == latestFile {
-		return fmt.Errorf("invalid checkpoint name %q: reserved for the latest pointer; choose another name (e.g. epoch-000050)", name)
+		return fmt.Errorf("invalid checkpoint name %q: reserved for the latest pointer; choose another name (e.g. step-000012345)", name)
 	}
 	return nil
 }

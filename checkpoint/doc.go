@@ -15,12 +15,12 @@
 //
 //	<dir>/
 //	    latest                      name of the most recently saved checkpoint, one line
-//	    epoch-000050/
+//	    step-000006000/
 //	        manifest.json           written last; see below
 //	        weights.safetensors     one file per part, named after the part
 //	        ema.safetensors
 //	        ...
-//	    epoch-000100/
+//	    step-000012345/
 //	        ...
 //	    .tmp-<name>-<random>/       a save in progress (or cut short by a crash)
 //	    .tmp-latest-<random>        a pointer update in progress
@@ -32,17 +32,18 @@
 //
 //	{
 //	  "version": 1,
-//	  "name": "epoch-000050",
+//	  "name": "step-000012345",
 //	  "step": 12345,
 //	  "epoch": 50,
 //	  "time": "2025-01-02T03:04:05.123456789Z",
 //	  "parts": [{"name": "weights.safetensors", "size": 7802636, "sha256": "9f86d0…"}]
 //	}
 //
-// The directory name is authoritative for a checkpoint's name. List shows
-// only directories with a usable manifest; Latest also warns about those
-// whose manifest.json exists but is damaged. A directory without a
-// manifest.json is not a checkpoint and is ignored.
+// Names are the caller's; tinct's trainer names each checkpoint after its
+// global step, step-%09d. The directory name is authoritative for a
+// checkpoint's name. List shows only directories with a usable manifest;
+// Latest also warns about those whose manifest.json exists but is damaged. A
+// directory without a manifest.json is not a checkpoint and is ignored.
 //
 // # Crash safety
 //
@@ -72,9 +73,9 @@
 // s3://bucket/prefix keeps the directory layout as objects (prefix may be
 // empty, or several segments, as in s3://bucket/runs/a):
 //
-//	<prefix>/latest                     name of the most recently saved checkpoint, one line
-//	<prefix>/epoch-000050/manifest.json uploaded last; the same format as above
-//	<prefix>/epoch-000050/weights.safetensors
+//	<prefix>/latest                       name of the most recently saved checkpoint, one line
+//	<prefix>/step-000012345/manifest.json uploaded last; the same format as above
+//	<prefix>/step-000012345/weights.safetensors
 //	...
 //
 // Open takes the server from the environment: TINCT_S3_ENDPOINT is its
@@ -105,7 +106,7 @@
 // the existing manifest of that name, hiding the old checkpoint, and then
 // uploads. If that save is cut short, the old checkpoint of that name is
 // lost and Latest warns and falls back to the newest other valid checkpoint.
-// Saving each checkpoint under a new name (epoch-000050, epoch-000100, ...)
+// Saving each checkpoint under a new name (step-000006000, step-000012345, ...)
 // never runs that risk. Delete and Prune delete a checkpoint's manifest
 // first, so that it vanishes at once, then its other objects; if they are
 // cut short, the rest is left as above.

@@ -15,6 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/tinct/tinct/configs"
+	"github.com/tinct/tinct/model"
 )
 
 // EMA configures the exponential moving average of the weights.
@@ -68,22 +69,38 @@ var Choices = map[string][]string{
 
 // Load resolves the configuration: built-in defaults, then file (if not
 // empty; keys it omits keep their defaults), then overrides of the form
-// key=value.
+// key=value. It is Parse of the file's bytes.
 func Load(file string, overrides []string) (*Config, error) {
+	if file == "" {
+		return resolve(nil, "", overrides)
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("config file: %w", err)
+	}
+	return resolve(data, file, overrides)
+}
+
+// Parse resolves the configuration from the YAML bytes of a config file
+// (keys it omits keep their built-in defaults), then overrides of the form
+// key=value, then validation: Load without the file system.
+func Parse(data []byte, overrides []string) (*Config, error) {
+	return resolve(data, "config", overrides)
+}
+
+// resolve is Load and Parse: defaults, data (nil for none; errors name it
+// origin), overrides, validation.
+func resolve(data []byte, origin string, overrides []string) (*Config, error) {
 	tree, err := parse(configs.Default, "built-in defaults")
 	if err != nil {
 		return nil, err
 	}
-	if file != "" {
-		data, err := os.ReadFile(file)
-		if err != nil {
-			return nil, fmt.Errorf("config file: %w", err)
-		}
-		over, err := parse(data, file)
+	if data != nil {
+		over, err := parse(data, origin)
 		if err != nil {
 			return nil, err
 		}
-		if err := merge(tree, over, "", file); err != nil {
+		if err := merge(tree, over, "", origin); err != nil {
 			return nil, err
 		}
 	}
@@ -313,7 +330,17 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// YAML is the resolved configuration, loadable with Load(file, nil).
+// ModelConfig is the network shape the configuration asks for:
+// model.DefaultConfig with model.widths and model.block_depth.
+func (c *Config) ModelConfig() model.Config {
+	m := model.DefaultConfig()
+	m.Widths = slices.Clone(c.Model.Widths)
+	m.BlockDepth = c.Model.BlockDepth
+	return m
+}
+
+// YAML is the resolved configuration, loadable with Load(file, nil) or
+// Parse(data, nil).
 func (c *Config) YAML() []byte {
 	b, err := yaml.Marshal(c)
 	if err != nil {

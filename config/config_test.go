@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/tinct/tinct/model"
 )
 
 func TestDefaults(t *testing.T) {
@@ -96,5 +98,89 @@ func TestShippedConfigsLoad(t *testing.T) {
 		if _, err := Load(f, nil); err != nil {
 			t.Errorf("%s: %v", f, err)
 		}
+	}
+}
+
+func TestParse(t *testing.T) {
+	c, err := Load("", []string{"image_size=64", "model.widths=[16,32,48]", "ema.buffers=average", "dataset=some/dir"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// the resolved YAML parses back to the same config
+	c2, err := Parse(c.YAML(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(c, c2) {
+		t.Fatalf("round trip: %+v vs %+v", c, c2)
+	}
+	// Parse and Load of the same bytes agree
+	f := filepath.Join(t.TempDir(), "c.yaml")
+	data := []byte("image_size: 64\nema:\n  decay: 0.99\n")
+	if err := os.WriteFile(f, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fromFile, err := Load(f, []string{"epochs=3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromBytes, err := Parse(data, []string{"epochs=3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(fromFile, fromBytes) {
+		t.Fatalf("Load %+v, Parse %+v", fromFile, fromBytes)
+	}
+	// no bytes: the defaults
+	def, err := Parse(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, _ := Load("", nil); !reflect.DeepEqual(def, want) {
+		t.Fatalf("Parse(nil) %+v, defaults %+v", def, want)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		data      string
+		overrides []string
+		want      string
+	}{
+		{"unknown key", "image_sise: 64\n", nil, `unknown key "image_sise"`},
+		{"unknown nested key", "ema:\n  decy: 0.9\n", nil, `unknown key "ema.decy"`},
+		{"bad value", "lr: abc\n", nil, "lr=abc: want a number"},
+		{"group as value", "ema: 1\n", nil, "ema must be a mapping"},
+		{"invalid value", "batch_size: 0\n", nil, "batch_size=0: must be at least 1"},
+		{"bad override", "epochs: 3\n", []string{"lrr=1"}, `unknown key "lrr"`},
+		{"bad override value", "", []string{"resume=maybe"}, "resume=maybe: want true or false"},
+		{"not yaml", "lr: [\n", nil, "config: yaml"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.data), tc.overrides)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestModelConfig(t *testing.T) {
+	c, err := Load("", []string{"model.widths=[4,8,16]", "model.block_depth=3", "image_size=16"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := c.ModelConfig()
+	if !reflect.DeepEqual(m.Widths, []int{4, 8, 16}) || m.BlockDepth != 3 || m.EmbedDims != model.DefaultConfig().EmbedDims {
+		t.Fatalf("model config %+v", m)
+	}
+	if err := m.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	// the model's widths are its own copy
+	m.Widths[0] = 99
+	if c.Model.Widths[0] != 4 {
+		t.Fatal("ModelConfig shares the config's widths slice")
 	}
 }

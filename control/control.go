@@ -201,7 +201,7 @@ func (c *Core) Handle(now time.Time, ev Event) []Action {
 			c.lost(m, "left: "+e.Reason, false)
 		}
 	case Suspect:
-		if m := c.members[e.Worker]; m != nil && m.session != 0 {
+		if m := c.members[e.Worker]; m != nil && m.session != 0 && m.session == e.Session {
 			c.emit(Drop{Worker: m.name, Session: m.session, Reason: e.Reason})
 			m.session = 0
 			c.lost(m, e.Reason, true)

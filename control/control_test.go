@@ -139,7 +139,7 @@ func (h *harness) do(t *testing.T, d *datadriven.TestData) string {
 		}
 	case "suspect":
 		for _, w := range words {
-			h.handle(Suspect{Worker: w, Reason: "memberlist: failed"})
+			h.handle(Suspect{Worker: w, Session: h.sessions[w], Reason: "memberlist: failed"})
 		}
 	case "ready":
 		if h.setup == nil {

@@ -29,8 +29,9 @@ type Leave struct {
 // Suspect: failure detection (memberlist) declared a worker dead. The core
 // drops its session; a live worker rejoins with a fresh state.
 type Suspect struct {
-	Worker string
-	Reason string
+	Worker  string
+	Session uint64
+	Reason  string
 }
 
 // Ready: a worker loaded the state of generation Gen and listens for its

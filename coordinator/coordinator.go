@@ -1,117 +1,107 @@
-// Package coordinator drives training: it holds the committed state (the
-// master weights, optimizer moments, EMA weights, BatchNorm buffers, step
-// and epoch), shards each epoch's shuffled batches across its workers,
-// reduces their gradients, applies the same update to its copy as every
-// worker applies to its replica, and writes metrics, sample grids and
-// checkpoints. Single-machine training is this coordinator with one
-// in-process worker; the cluster puts the network between them.
+// Package coordinator runs training: it holds the committed state
+// (trainstate), feeds the deterministic core (control) with what happens —
+// workers joining and leaving, their reports, the clock — and carries out
+// the core's actions: ring set-ups and tasks through a Transport, commits
+// to the state, metrics, sample grids and checkpoints. The Transport is a
+// worker in this process for single-machine training (Local) or remote
+// workers over gRPC and memberlist (Cluster); everything else is one path.
 package coordinator
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"image"
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"slices"
 	"time"
 
 	"github.com/tinct/tinct/checkpoint"
-	"github.com/tinct/tinct/config"
+	"github.com/tinct/tinct/cluster"
+	"github.com/tinct/tinct/control"
 	"github.com/tinct/tinct/dataset"
 	"github.com/tinct/tinct/model"
 	"github.com/tinct/tinct/nn"
 	"github.com/tinct/tinct/track"
-	"github.com/tinct/tinct/worker"
+	"github.com/tinct/tinct/trainstate"
 )
 
 // ErrInterrupted is returned by Run when its context ends before the last
 // epoch; the position was checkpointed first.
 var ErrInterrupted = errors.New("training interrupted; checkpoint saved (continue with resume=true)")
 
-// Peer is how the coordinator reaches a worker.
-type Peer interface {
-	Name() string
-	Load(ctx context.Context, st *worker.State) error
-	Compute(ctx context.Context, t worker.Task) (worker.Result, error)
-	Apply(ctx context.Context, grads, buffers []float32, tracked int64) error
-}
+// ErrTooFewWorkers: fewer than min_workers were eligible for longer than the wait.
+var ErrTooFewWorkers = control.ErrTooFewWorkers
 
-// Local is a worker in this process.
-type Local struct{ W *worker.Worker }
-
-func (l Local) Name() string                                   { return l.W.Name }
-func (l Local) Load(_ context.Context, st *worker.State) error { return l.W.Load(st) }
-func (l Local) Compute(ctx context.Context, t worker.Task) (worker.Result, error) {
-	return l.W.Compute(ctx, t)
-}
-func (l Local) Apply(_ context.Context, g, b []float32, tracked int64) error {
-	l.W.Apply(g, b, tracked)
-	return nil
+// Transport reaches the workers. Its calls must not block on a worker:
+// answers (and joins, leaves, failures) come back as events on the channel
+// given to Start.
+type Transport interface {
+	// Start begins delivering events.
+	Start(events chan<- control.Event)
+	// Setup hands a ring member the committed state for generation gen.
+	Setup(worker string, gen uint64, rank, size int, st trainstate.Replica)
+	// Task sends a member its share; tracked is the BatchNorm batch count
+	// after the step.
+	Task(t *control.Task, tracked int64)
+	// Drop ends a worker's session with an outcome and a reason.
+	Drop(worker string, session uint64, outcome cluster.Outcome, reason string)
+	// Close tells every worker that training is over, and why.
+	Close(outcome cluster.Outcome, reason string)
 }
 
 // Options are a coordinator's parts.
 type Options struct {
-	Config   *config.Config
-	Train    worker.Source // training examples
-	Val      worker.Source // sample-grid examples; nil for none
-	Store    checkpoint.Store
-	Track    *track.Writer // nil: no metrics
-	Log      *slog.Logger
-	Progress io.Writer       // progress bar; nil: none
-	Metrics  *track.Registry // Prometheus gauges; nil: none
+	State *trainstate.State // the committed state (fresh or restored)
+	Saved bool              // State is the newest checkpoint in Store already
+	// Train names the training examples (their count shapes the epochs);
+	// Val gives the sample-grid examples (nil: none).
+	Train, Val dataset.Examples
+	Transport  Transport
+	Store      checkpoint.Store // nil: no checkpoints
+	Track      *track.Writer    // nil: no metrics
+	Log        *slog.Logger
+	Progress   io.Writer       // progress bar; nil: none
+	Metrics    *track.Registry // Prometheus gauges; nil: none
+	// Cluster timing (zero: the core's defaults).
+	MinWorkers                      int
+	Wait, StepTimeout, SetupTimeout time.Duration
+	Backoff                         time.Duration
+	MaxFailures                     int
 	// AfterStep, if set, is called after every committed step (tests).
 	AfterStep func(step int64)
-	// Cluster, if set, runs every step on remote workers (see cluster.go)
-	// instead of the joined peers.
-	Cluster *Cluster
 }
 
-// Coordinator is the committed state and the loop around it.
+// Coordinator is the committed state and the loop around the core.
 type Coordinator struct {
-	opt   Options
-	cfg   *config.Config
-	net   *model.UNet
-	ema   *model.UNet
-	adam  *model.Adam
-	rule  model.EMA
-	peers []Peer
-
-	epoch       int   // current epoch, 0-based
-	stepInEpoch int   // steps committed in the current epoch
-	step        int64 // steps committed in all
-
-	saved      int64 // step of the last checkpoint written or restored (−1: none)
-	gauges     gauges
-	grad, bufs []float32
-	epochLoss  float64
-	epochCount int
+	opt    Options
+	st     *trainstate.State
+	core   *control.Core
+	log    *slog.Logger
+	gauges gauges
+	prog   *track.Progress
+	last   time.Time // of the last commit
+	queue  []control.Event
 }
 
-// New initialises the state from the seed.
+// New checks the parts and starts the core at the state's position.
 func New(opt Options) (*Coordinator, error) {
-	cfg := opt.Config
-	mc := model.DefaultConfig()
-	mc.Widths, mc.BlockDepth = cfg.Model.Widths, cfg.Model.BlockDepth
-	net, err := model.New(mc)
-	if err != nil {
-		return nil, err
-	}
-	net.Init(rand.New(rand.NewPCG(cfg.Seed, 0x5eed)))
-	ema, _ := model.New(mc)
-	ema.CopyFrom(net)
+	st := opt.State
+	cfg := st.Config
 	if opt.Log == nil {
 		opt.Log = slog.Default()
 	}
 	if opt.Train.ImageSize() != cfg.ImageSize {
 		return nil, fmt.Errorf("training set has %d×%d images, config image_size=%d", opt.Train.ImageSize(), opt.Train.ImageSize(), cfg.ImageSize)
 	}
-	return &Coordinator{opt: opt, cfg: cfg, net: net, ema: ema, adam: model.NewAdam(net.NumParams(), cfg.LR),
-		rule:  model.EMA{Decay: cfg.EMA.Decay, CopyBuffers: cfg.EMA.Buffers == "copy"},
-		saved: -1, grad: make([]float32, net.NumParams()), bufs: make([]float32, net.NumBuffers()), gauges: newGauges(opt.Metrics)}, nil
+	core, err := control.New(control.Config{Examples: opt.Train.Len(), BatchSize: cfg.BatchSize, Epochs: cfg.Epochs, CheckpointEvery: cfg.CheckpointEvery,
+		Seed: cfg.Seed, Flip: cfg.Flip, MinWorkers: opt.MinWorkers, Wait: opt.Wait, StepTimeout: opt.StepTimeout, SetupTimeout: opt.SetupTimeout,
+		Backoff: opt.Backoff, MaxFailures: opt.MaxFailures}, st.Pos, opt.Saved)
+	if err != nil {
+		return nil, err
+	}
+	return &Coordinator{opt: opt, st: st, core: core, log: opt.Log, gauges: newGauges(opt.Metrics)}, nil
 }
 
 // gauges are the coordinator's Prometheus metrics.
@@ -130,186 +120,196 @@ func newGauges(r *track.Registry) gauges {
 		loss:          r.Gauge("tinct_loss", "Mean loss of the last committed step."),
 		imagesPerSec:  r.Gauge("tinct_images_per_second", "Training images per second over the last step."),
 		stepSeconds:   r.Gauge("tinct_step_seconds", "Wall time of the last step."),
-		reduceSeconds: r.Gauge("tinct_allreduce_seconds", "Time the last step spent reducing gradients."),
+		reduceSeconds: r.Gauge("tinct_allreduce_seconds", "Time the last step spent reducing gradients after backward."),
 		checkpoints:   r.Counter("tinct_checkpoints_total", "Checkpoints written."),
 	}
 }
 
+// State is the committed state.
+func (c *Coordinator) State() *trainstate.State { return c.st }
+
 // Step is the number of committed steps; Epoch the current epoch.
-func (c *Coordinator) Step() int64 { return c.step }
-func (c *Coordinator) Epoch() int  { return c.epoch }
-
-// Net and EMA expose the committed networks.
-func (c *Coordinator) Net() *model.UNet { return c.net }
-func (c *Coordinator) EMA() *model.UNet { return c.ema }
-
-// Optimizer exposes the committed optimizer state.
-func (c *Coordinator) Optimizer() *model.Adam { return c.adam }
-
-// Join hands a peer the committed state and adds it to the next step.
-func (c *Coordinator) Join(ctx context.Context, p Peer) error {
-	if err := p.Load(ctx, c.state()); err != nil {
-		return fmt.Errorf("join %s: %w", p.Name(), err)
-	}
-	c.peers = append(c.peers, p)
-	c.gauges.workers.Set(float64(len(c.peers)))
-	c.opt.Log.Info("worker joined", "worker", p.Name(), "workers", len(c.peers), "step", c.step)
-	return nil
-}
-
-func (c *Coordinator) state() *worker.State {
-	return &worker.State{Params: c.net.Params, Buffers: c.net.Buffers(nil), Tracked: c.net.BatchesTracked(), Opt: c.adam}
-}
+func (c *Coordinator) Step() int64 { return c.core.Position().Step }
+func (c *Coordinator) Epoch() int  { return c.core.Position().Epoch }
 
 // StepsPerEpoch is the number of batches in an epoch (the last partial
 // batch is dropped unless the set is smaller than one batch).
-func (c *Coordinator) StepsPerEpoch() int {
-	return max(1, c.opt.Train.Len()/c.cfg.BatchSize)
-}
+func (c *Coordinator) StepsPerEpoch() int { return c.core.StepsPerEpoch() }
+
+// Workers names the current ring's members by rank.
+func (c *Coordinator) Workers() []string { return c.core.Ring() }
 
 // Run trains until the configured number of epochs, then checkpoints. When
-// ctx ends first it checkpoints where it is and returns ErrInterrupted.
+// ctx ends first it checkpoints where it is and returns ErrInterrupted;
+// when training stops on an error, the committed state is checkpointed too.
 func (c *Coordinator) Run(ctx context.Context) error {
-	if len(c.peers) == 0 && c.opt.Cluster == nil {
-		return errors.New("no workers")
-	}
-	spe := c.StepsPerEpoch()
-	n := c.opt.Train.Len()
-	total := c.cfg.Epochs * spe
-	var prog *track.Progress
+	events := make(chan control.Event, 4096)
+	c.opt.Transport.Start(events)
 	if c.opt.Progress != nil {
-		prog = track.NewProgress(c.opt.Progress, total, "train")
-		defer prog.Done()
+		total := c.st.Config.Epochs * c.core.StepsPerEpoch()
+		c.prog = track.NewProgress(c.opt.Progress, total, "train")
+		defer c.prog.Done()
 	}
-	lastTime := time.Now()
-	for c.epoch < c.cfg.Epochs {
-		perm := dataset.Permutation(n, c.cfg.Seed, c.epoch)
-		for c.stepInEpoch < spe {
-			if ctx.Err() != nil {
-				if err := c.Checkpoint(context.WithoutCancel(ctx)); err != nil {
-					return fmt.Errorf("checkpoint on interrupt: %w", err)
-				}
-				return ErrInterrupted
-			}
-			b := min(c.cfg.BatchSize, n)
-			idx := perm[c.stepInEpoch*b : (c.stepInEpoch+1)*b]
-			loss, err := c.trainStep(ctx, idx)
-			if err != nil {
-				if ctx.Err() != nil {
-					continue // interrupted mid-step: nothing was applied; checkpoint above
-				}
+	c.last = time.Now()
+	interrupted := false
+	c.queue = append(c.queue, control.Tick{})
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		for len(c.queue) > 0 {
+			ev := c.queue[0]
+			c.queue = c.queue[1:]
+			if done, err := c.handle(ctx, ev, interrupted); done {
 				return err
 			}
-			now := time.Now()
-			secs := now.Sub(lastTime).Seconds()
-			ips := float64(len(idx)) / secs
-			lastTime = now
-			c.gauges.step.Set(float64(c.step))
-			c.gauges.epoch.Set(float64(c.epoch + 1))
-			c.gauges.loss.Set(loss)
-			c.gauges.imagesPerSec.Set(ips)
-			c.gauges.stepSeconds.Set(secs)
-			c.scalar("loss/step", c.step, loss)
-			c.scalar("images_per_sec", c.step, ips)
-			if prog != nil {
-				prog.Update(int(c.step), "epoch", c.epoch+1, "loss", fmt.Sprintf("%.4f", loss), "img/s", fmt.Sprintf("%.1f", ips))
-			}
-			if c.opt.AfterStep != nil {
-				c.opt.AfterStep(c.step)
-			}
 		}
-		if err := c.endEpoch(ctx); err != nil {
-			return err
+		wake := time.Hour
+		if d := c.core.Deadline(); !d.IsZero() {
+			wake = max(time.Until(d), 0) + time.Millisecond
+		}
+		timer.Reset(wake)
+		select {
+		case ev := <-events:
+			c.queue = append(c.queue, ev)
+		case <-timer.C:
+			c.queue = append(c.queue, control.Tick{})
+		case <-ctx.Done():
+			if !interrupted {
+				interrupted = true
+				c.queue = append(c.queue, control.Stop{Reason: "coordinator interrupted (checkpoint saved; it continues with resume=true)"})
+			}
 		}
 	}
-	return nil
 }
 
-// trainStep runs one batch through the peers and commits it.
-func (c *Coordinator) trainStep(ctx context.Context, idx []int) (float64, error) {
-	if c.opt.Cluster != nil {
-		return c.clusterStep(ctx, idx)
+// handle feeds one event to the core and carries out its actions. It
+// reports done with Run's result when the core has finished.
+func (c *Coordinator) handle(ctx context.Context, ev control.Event, interrupted bool) (bool, error) {
+	for _, a := range c.core.Handle(time.Now(), ev) {
+		switch a := a.(type) {
+		case control.Setup:
+			rep := c.st.Replica()
+			for rank, w := range a.Ring {
+				c.opt.Transport.Setup(w, a.Gen, rank, len(a.Ring), rep)
+			}
+		case control.Formed:
+			c.gauges.workers.Set(float64(len(a.Ring)))
+			c.log.Info("ring formed", "generation", a.Gen, "workers", a.Ring, "step", a.Step)
+		case *control.Task:
+			c.opt.Transport.Task(a, c.st.Net.BatchesTracked()+1)
+		case *control.Commit:
+			c.commit(a)
+		case control.Abandon:
+			c.log.Warn("step abandoned (nothing applied); the ring is re-formed from the committed state", "step", a.Step, "generation", a.Gen, "reason", a.Reason)
+		case control.Drop:
+			c.log.Warn("worker dropped; it may rejoin with a fresh state", "worker", a.Worker, "reason", a.Reason)
+			c.opt.Transport.Drop(a.Worker, a.Session, cluster.Outcome_DROPPED, a.Reason)
+		case control.Backoff:
+			c.log.Warn("worker failed; backing off", "worker", a.Worker, "for", a.Until, "failures", a.Failures, "reason", a.Reason)
+		case control.Exclude:
+			c.log.Error("worker excluded", "worker", a.Worker, "reason", a.Reason)
+			if a.Session != 0 {
+				c.opt.Transport.Drop(a.Worker, a.Session, cluster.Outcome_EXCLUDED, a.Reason)
+			}
+		case control.Refuse:
+			c.log.Warn("refused an excluded worker", "worker", a.Worker, "reason", a.Reason)
+			c.opt.Transport.Drop(a.Worker, a.Session, cluster.Outcome_EXCLUDED, a.Reason)
+		case control.Wait:
+			c.gauges.workers.Set(float64(a.Have))
+			c.log.Warn("waiting for workers", "have", a.Have, "min_workers", a.Need, "up_to", a.Limit, "step", a.Step)
+		case control.EpochDone:
+			c.endEpoch(ctx, a)
+		case control.Save:
+			if err := c.save(ctx); err != nil {
+				c.log.Error("checkpoint failed", "step", a.Step, "err", err)
+				c.queue = append(c.queue, control.Stop{Reason: "checkpoint failed", Err: fmt.Errorf("checkpoint at step %d: %w", a.Step, err)})
+			}
+		case control.Finish:
+			return true, c.finish(a, interrupted)
+		}
 	}
-	shares := split(idx, len(c.peers))
-	results := make([]worker.Result, len(c.peers))
-	for i, p := range c.peers {
-		r, err := p.Compute(ctx, worker.Task{Step: c.step, Epoch: c.epoch, Indices: shares[i], Seed: c.cfg.Seed, Flip: c.cfg.Flip})
+	return false, nil
+}
+
+// commit applies a step to the committed state and tells the core the
+// state's checksum, which every replica's must equal.
+func (c *Coordinator) commit(a *control.Commit) {
+	np := len(c.st.Net.Params)
+	if len(a.Update) != np+c.st.Net.NumBuffers() {
+		c.queue = append(c.queue, control.Stop{Reason: "bad update", Err: fmt.Errorf("step %d: worker %s sent an update of %d values, want %d", a.Step, a.Workers[0], len(a.Update), np+c.st.Net.NumBuffers())})
+		return
+	}
+	c.st.Commit(a.Update[:np], a.Update[np:])
+	c.queue = append([]control.Event{control.Applied{Step: a.Step, Checksum: cluster.Checksum(c.st.Net)}}, c.queue...)
+	now := time.Now()
+	secs := now.Sub(c.last).Seconds()
+	ips := float64(a.Count) / secs
+	c.last = now
+	step := a.Step + 1
+	c.gauges.step.Set(float64(step))
+	c.gauges.epoch.Set(float64(a.Epoch + 1))
+	c.gauges.loss.Set(a.Loss)
+	c.gauges.imagesPerSec.Set(ips)
+	c.gauges.stepSeconds.Set(secs)
+	c.gauges.reduceSeconds.Set(a.RingSeconds)
+	c.gauges.workers.Set(float64(len(a.Workers)))
+	c.scalar("loss/step", step, a.Loss)
+	c.scalar("images_per_sec", step, ips)
+	if c.prog != nil {
+		c.prog.Update(int(step), "epoch", a.Epoch+1, "loss", fmt.Sprintf("%.4f", a.Loss), "img/s", fmt.Sprintf("%.1f", ips))
+	}
+	if c.opt.AfterStep != nil {
+		c.opt.AfterStep(step)
+	}
+}
+
+func (c *Coordinator) endEpoch(ctx context.Context, a control.EpochDone) {
+	cfg := c.st.Config
+	c.log.Info("epoch done", "epoch", a.Epoch, "of", cfg.Epochs, "mean_loss", fmt.Sprintf("%.5f", a.MeanLoss), "step", a.Step)
+	c.scalar("loss/epoch", int64(a.Epoch), a.MeanLoss)
+	if cfg.SampleEvery > 0 && (a.Epoch%cfg.SampleEvery == 0 || a.Epoch == cfg.Epochs) && c.opt.Val != nil && c.opt.Track != nil && ctx.Err() == nil {
+		if err := c.sampleGrid(ctx, a.Epoch); err != nil {
+			c.log.Warn("sample grid", "epoch", a.Epoch, "err", err)
+		}
+	}
+}
+
+func (c *Coordinator) finish(a control.Finish, interrupted bool) error {
+	switch {
+	case a.Err != nil:
+		c.opt.Transport.Close(cluster.Outcome_FAILED, "coordinator stopped: "+a.Err.Error())
+		return a.Err
+	case interrupted:
+		c.opt.Transport.Close(cluster.Outcome_INTERRUPTED, a.Reason)
+		return ErrInterrupted
+	default:
+		c.opt.Transport.Close(cluster.Outcome_FINISHED, a.Reason)
+		return nil
+	}
+}
+
+// save checkpoints the committed state and prunes old checkpoints.
+func (c *Coordinator) save(ctx context.Context) error {
+	if c.opt.Store == nil {
+		return nil
+	}
+	c.st.Pos = c.core.Position()
+	ck, err := c.st.Checkpoint()
+	if err != nil {
+		return err
+	}
+	if err := c.opt.Store.Save(context.WithoutCancel(ctx), ck); err != nil { // a save is finished even when interrupted
+		return err
+	}
+	c.gauges.checkpoints.Add(1)
+	c.log.Info("checkpoint saved", "name", ck.Name, "store", c.opt.Store.String(), "epoch", ck.Epoch, "step", ck.Step)
+	if keep := c.st.Config.KeepLast; keep > 0 {
+		removed, err := c.opt.Store.Prune(context.WithoutCancel(ctx), keep)
 		if err != nil {
-			return 0, fmt.Errorf("step %d: worker %s: %w", c.step, p.Name(), err)
+			c.log.Warn("prune checkpoints", "err", err)
+		} else if len(removed) > 0 {
+			c.log.Info("old checkpoints removed", "names", removed)
 		}
-		results[i] = r
-	}
-	t0 := time.Now()
-	loss := reduce(results, c.grad, c.bufs)
-	c.gauges.reduceSeconds.Set(time.Since(t0).Seconds())
-	tracked := c.net.BatchesTracked() + 1
-	c.adam.Update(c.net.Params, c.grad)
-	c.net.SetBuffers(c.bufs, tracked)
-	c.rule.Update(c.ema, c.net)
-	for _, p := range c.peers {
-		if err := p.Apply(ctx, c.grad, c.bufs, tracked); err != nil {
-			return 0, fmt.Errorf("step %d: apply on %s: %w", c.step, p.Name(), err)
-		}
-	}
-	c.step++
-	c.stepInEpoch++
-	c.epochLoss += loss * float64(len(idx))
-	c.epochCount += len(idx)
-	return loss, nil
-}
-
-// reduce averages the peers' gradients and statistics, weighted by their
-// share sizes, into grad and bufs, and returns the mean loss. One peer's
-// result is copied as is.
-func reduce(rs []worker.Result, grad, bufs []float32) float64 {
-	if len(rs) == 1 {
-		copy(grad, rs[0].Grads)
-		copy(bufs, rs[0].Buffers)
-		return rs[0].Loss
-	}
-	clear(grad)
-	clear(bufs)
-	total, loss := 0, 0.0
-	for _, r := range rs {
-		total += r.Count
-	}
-	for _, r := range rs {
-		w := float32(r.Count) / float32(total)
-		for i, g := range r.Grads {
-			grad[i] += w * g
-		}
-		for i, b := range r.Buffers {
-			bufs[i] += w * b
-		}
-		loss += r.Loss * float64(r.Count) / float64(total)
-	}
-	return loss
-}
-
-// split divides idx into n contiguous shares whose sizes differ by at most one.
-func split(idx []int, n int) [][]int {
-	out := make([][]int, n)
-	for i := range n {
-		out[i] = idx[i*len(idx)/n : (i+1)*len(idx)/n]
-	}
-	return out
-}
-
-func (c *Coordinator) endEpoch(ctx context.Context) error {
-	mean := c.epochLoss / float64(max(c.epochCount, 1))
-	done := c.epoch + 1
-	c.opt.Log.Info("epoch done", "epoch", done, "of", c.cfg.Epochs, "mean_loss", fmt.Sprintf("%.5f", mean), "step", c.step)
-	c.scalar("loss/epoch", int64(done), mean)
-	c.epoch++
-	c.stepInEpoch = 0
-	c.epochLoss, c.epochCount = 0, 0
-	if c.cfg.SampleEvery > 0 && (done%c.cfg.SampleEvery == 0 || done == c.cfg.Epochs) && c.opt.Val != nil && c.opt.Track != nil && ctx.Err() == nil {
-		if err := c.sampleGrid(ctx, done); err != nil {
-			return fmt.Errorf("sample grid: %w", err)
-		}
-	}
-	if (c.cfg.CheckpointEvery > 0 && done%c.cfg.CheckpointEvery == 0) || done == c.cfg.Epochs {
-		return c.Checkpoint(context.WithoutCancel(ctx)) // a save is finished even when interrupted
 	}
 	return nil
 }
@@ -319,29 +319,30 @@ func (c *Coordinator) scalar(tag string, step int64, v float64) {
 		return
 	}
 	if err := c.opt.Track.Scalar(tag, step, v); err != nil {
-		c.opt.Log.Warn("metrics", "err", err)
+		c.log.Warn("metrics", "err", err)
 	}
 }
 
 // sampleGrid colorizes the first sample_images validation images with the
 // EMA network and records rows gray / generated / ground truth.
 func (c *Coordinator) sampleGrid(ctx context.Context, epoch int) error {
-	k := min(c.cfg.SampleImages, c.opt.Val.Len())
+	cfg := c.st.Config
+	k := min(cfg.SampleImages, c.opt.Val.Len())
 	if k == 0 {
 		return nil
 	}
-	s := c.cfg.ImageSize
+	s := cfg.ImageSize
 	color, gray := nn.NewTensor(k, 3, s, s), nn.NewTensor(k, 1, s, s)
 	for i := range k {
 		if err := c.opt.Val.Load(i, color.Image(i), gray.Image(i), false); err != nil {
 			return err
 		}
 	}
-	sampler, err := model.NewSampler(c.ema, k, s, s)
+	sampler, err := model.NewSampler(c.st.EMA, k, s, s)
 	if err != nil {
 		return err
 	}
-	out, err := sampler.Colorize(ctx, gray, 1, c.cfg.SampleSteps, rand.New(rand.NewPCG(c.cfg.Seed, 0x6a1d)), nil)
+	out, err := sampler.Colorize(ctx, gray, 1, cfg.SampleSteps, rand.New(rand.NewPCG(cfg.Seed, 0x6a1d)), nil)
 	if err != nil {
 		return err
 	}
@@ -354,67 +355,12 @@ func (c *Coordinator) sampleGrid(ctx context.Context, epoch int) error {
 	return c.opt.Track.Image("samples", int64(epoch), track.Grid(rows, 2))
 }
 
-// position is the loop counters a checkpoint records.
-type position struct {
-	Epoch       int    `json:"epoch"`
-	StepInEpoch int    `json:"step_in_epoch"`
-	Step        int64  `json:"step"`
-	Seed        uint64 `json:"seed"`
-	// the current epoch's loss so far, so its mean survives a resume
-	EpochLossSum float64 `json:"epoch_loss_sum"`
-	EpochCount   int     `json:"epoch_count"`
-}
-
-// Checkpoint saves the committed state to the store and prunes old ones.
-// A state already saved is not saved again.
-func (c *Coordinator) Checkpoint(ctx context.Context) error {
-	if c.opt.Store == nil || c.saved == c.step {
-		return nil
-	}
-	parts := map[string][]byte{}
-	put := func(name string, ts map[string]model.Tensor) error {
-		b, err := encode(ts)
-		parts[name] = b
-		return err
-	}
-	if err := put("weights.safetensors", c.net.StateDict()); err != nil {
-		return err
-	}
-	if err := put("ema.safetensors", c.ema.StateDict()); err != nil {
-		return err
-	}
-	if err := put("optimizer.safetensors", map[string]model.Tensor{
-		"adam.m": model.F32(c.adam.M, len(c.adam.M)), "adam.v": model.F32(c.adam.V, len(c.adam.V)), "adam.step": model.I64(c.adam.Step),
-	}); err != nil {
-		return err
-	}
-	pos, _ := json.MarshalIndent(position{Epoch: c.epoch, StepInEpoch: c.stepInEpoch, Step: c.step, Seed: c.cfg.Seed, EpochLossSum: c.epochLoss, EpochCount: c.epochCount}, "", "  ")
-	parts["state.json"] = pos
-	parts["config.yaml"] = c.cfg.YAML()
-	ck := &checkpoint.Checkpoint{Name: fmt.Sprintf("step-%09d", c.step), Step: c.step, Epoch: c.epoch, Time: time.Now(), Parts: parts}
-	if err := c.opt.Store.Save(ctx, ck); err != nil {
-		return err
-	}
-	c.saved = c.step
-	c.gauges.checkpoints.Add(1)
-	c.opt.Log.Info("checkpoint saved", "name", ck.Name, "store", c.opt.Store.String(), "epoch", c.epoch, "step", c.step)
-	if c.cfg.KeepLast > 0 {
-		removed, err := c.opt.Store.Prune(ctx, c.cfg.KeepLast)
-		if err != nil {
-			c.opt.Log.Warn("prune checkpoints", "err", err)
-		} else if len(removed) > 0 {
-			c.opt.Log.Info("old checkpoints removed", "names", removed)
-		}
-	}
-	return nil
-}
-
-// Resume restores the newest valid checkpoint in the store. It reports
+// Resume restores the newest valid checkpoint of store into st. It reports
 // false when the store holds none.
-func (c *Coordinator) Resume(ctx context.Context) (bool, error) {
-	ck, warns, err := c.opt.Store.Latest(ctx)
+func Resume(ctx context.Context, store checkpoint.Store, st *trainstate.State, log *slog.Logger) (bool, error) {
+	ck, warns, err := store.Latest(ctx)
 	for _, w := range warns {
-		c.opt.Log.Warn("checkpoint skipped", "err", w)
+		log.Warn("checkpoint skipped", "err", w)
 	}
 	if errors.Is(err, checkpoint.ErrNotFound) {
 		return false, nil
@@ -422,79 +368,9 @@ func (c *Coordinator) Resume(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if err := c.restore(ck); err != nil {
+	if err := st.Restore(ck, log); err != nil {
 		return false, fmt.Errorf("resume from %s: %w", ck.Name, err)
 	}
-	c.opt.Log.Info("resumed", "checkpoint", ck.Name, "epoch", c.epoch, "step", c.step)
+	log.Info("resumed", "checkpoint", ck.Name, "epoch", st.Pos.Epoch, "step", st.Pos.Step)
 	return true, nil
-}
-
-func (c *Coordinator) restore(ck *checkpoint.Checkpoint) error {
-	var pos position
-	if err := json.Unmarshal(ck.Parts["state.json"], &pos); err != nil {
-		return fmt.Errorf("state.json: %w", err)
-	}
-	if pos.Seed != c.cfg.Seed {
-		c.opt.Log.Warn("resuming with another seed than the checkpoint's: the run will not repeat the original", "checkpoint_seed", pos.Seed, "seed", c.cfg.Seed)
-	}
-	load := func(part string) (map[string]model.Tensor, error) {
-		b, ok := ck.Parts[part]
-		if !ok {
-			return nil, fmt.Errorf("checkpoint has no %s", part)
-		}
-		ts, _, err := model.ReadSafetensors(bytesReader(b))
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", part, err)
-		}
-		return ts, nil
-	}
-	w, err := load("weights.safetensors")
-	if err != nil {
-		return err
-	}
-	e, err := load("ema.safetensors")
-	if err != nil {
-		return err
-	}
-	o, err := load("optimizer.safetensors")
-	if err != nil {
-		return err
-	}
-	if err := c.net.LoadStateDict(w); err != nil {
-		return fmt.Errorf("weights: %w", err)
-	}
-	if err := c.ema.LoadStateDict(e); err != nil {
-		return fmt.Errorf("ema: %w", err)
-	}
-	m, err1 := o["adam.m"].Float32s()
-	v, err2 := o["adam.v"].Float32s()
-	st, err3 := o["adam.step"].Int64()
-	if err := errors.Join(err1, err2, err3); err != nil || len(m) != len(c.adam.M) || len(v) != len(c.adam.V) {
-		return fmt.Errorf("optimizer state does not fit the network: %v", err)
-	}
-	copy(c.adam.M, m)
-	copy(c.adam.V, v)
-	c.adam.Step = st
-	c.epoch, c.stepInEpoch, c.step = pos.Epoch, pos.StepInEpoch, pos.Step
-	c.epochLoss, c.epochCount = pos.EpochLossSum, pos.EpochCount
-	c.saved = c.step
-	if c.stepInEpoch >= c.StepsPerEpoch() {
-		return fmt.Errorf("checkpoint at step %d of an epoch, but an epoch has %d steps with this batch size and data", c.stepInEpoch, c.StepsPerEpoch())
-	}
-	// peers that joined before the resume get the restored state
-	for _, p := range c.peers {
-		if err := p.Load(context.Background(), c.state()); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// Peers lists the workers in the ring order.
-func (c *Coordinator) Peers() []string {
-	var names []string
-	for _, p := range c.peers {
-		names = append(names, p.Name())
-	}
-	return slices.Clip(names)
 }

@@ -1,4 +1,4 @@
-package coordinator
+package coordinator_test
 
 import (
 	"context"
@@ -13,8 +13,11 @@ import (
 	"testing"
 
 	"github.com/tinct/tinct/checkpoint"
+	"github.com/tinct/tinct/cluster"
 	"github.com/tinct/tinct/config"
+	"github.com/tinct/tinct/coordinator"
 	"github.com/tinct/tinct/track"
+	"github.com/tinct/tinct/trainstate"
 	"github.com/tinct/tinct/worker"
 )
 
@@ -40,9 +43,13 @@ func (s synthetic) Load(i int, color, gray []float32, flip bool) error {
 	return nil
 }
 
+var data = synthetic{n: 10, size: 8}
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
 func testConfig(t *testing.T, store string, extra ...string) *config.Config {
 	t.Helper()
-	cfg, err := config.Load("", append([]string{"model.widths=[4,8]", "image_size=8", "batch_size=4", "epochs=3", "lr=0.001",
+	cfg, err := config.Parse(nil, append([]string{"model.widths=[4,8]", "image_size=8", "batch_size=4", "epochs=3", "lr=0.001",
 		"sample_every=0", "checkpoint_every=1", "keep_last=0", "seed=7", "store=" + store, "dataset=unused"}, extra...))
 	if err != nil {
 		t.Fatal(err)
@@ -50,31 +57,50 @@ func testConfig(t *testing.T, store string, extra ...string) *config.Config {
 	return cfg
 }
 
-func start(t *testing.T, cfg *config.Config, afterStep func(int64), resume bool) *Coordinator {
+// local is a single-machine run: the coordinator with in-process members.
+type local struct {
+	co      *coordinator.Coordinator
+	st      *trainstate.State
+	members []*worker.Member
+}
+
+func startLocal(t *testing.T, cfg *config.Config, opt coordinator.Options, resume bool, members int) *local {
 	t.Helper()
 	store, err := checkpoint.Open(cfg.Store)
 	if err != nil {
 		t.Fatal(err)
 	}
-	data := synthetic{n: 10, size: 8}
-	co, err := New(Options{Config: cfg, Train: data, Store: store, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), AfterStep: afterStep})
+	st, err := trainstate.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if resume {
-		ok, err := co.Resume(context.Background())
+		ok, err := coordinator.Resume(context.Background(), store, st, quiet())
 		if err != nil || !ok {
 			t.Fatalf("resume: %v %v", ok, err)
 		}
 	}
-	w, err := worker.New("w0", co.Net().Config, data)
+	var ms []*worker.Member
+	var cms []coordinator.Member
+	for i := range members {
+		w, err := worker.New(fmt.Sprint("w", i), cfg.ModelConfig(), data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := &worker.Member{W: w, RingListen: "127.0.0.1:0", Secret: []byte("s"), Log: quiet()}
+		t.Cleanup(m.Close)
+		ms = append(ms, m)
+		cms = append(cms, m)
+	}
+	opt.State, opt.Saved, opt.Train, opt.Store, opt.Transport = st, resume, data, store, coordinator.NewLocal(cms...)
+	if opt.Log == nil {
+		opt.Log = quiet()
+	}
+	co, err := coordinator.New(opt)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := co.Join(context.Background(), Local{W: w}); err != nil {
-		t.Fatal(err)
-	}
-	return co
+	return &local{co: co, st: st, members: ms}
 }
 
 func sameBits(t *testing.T, what string, a, b []float32) {
@@ -89,79 +115,81 @@ func sameBits(t *testing.T, what string, a, b []float32) {
 	}
 }
 
+func sameState(t *testing.T, a, b *trainstate.State) {
+	t.Helper()
+	sameBits(t, "weights", a.Net.Params, b.Net.Params)
+	sameBits(t, "ema", a.EMA.Params, b.EMA.Params)
+	sameBits(t, "adam.m", a.Adam.M, b.Adam.M)
+	sameBits(t, "adam.v", a.Adam.V, b.Adam.V)
+	sameBits(t, "bn", a.Net.Buffers(nil), b.Net.Buffers(nil))
+	if a.Net.BatchesTracked() != b.Net.BatchesTracked() || a.Adam.Step != b.Adam.Step || a.Pos != b.Pos {
+		t.Fatalf("counters differ: %+v vs %+v", a.Pos, b.Pos)
+	}
+}
+
 // TestExactResume: a run interrupted mid-epoch and resumed from its
 // checkpoint ends bitwise identical to an uninterrupted run.
 func TestExactResume(t *testing.T) {
+	full := startLocal(t, testConfig(t, t.TempDir()), coordinator.Options{}, false, 1)
+	if err := full.co.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if full.co.Step() != 6 || full.co.Epoch() != 3 {
+		t.Fatalf("uninterrupted run ended at step %d epoch %d, want 6 and 3", full.co.Step(), full.co.Epoch())
+	}
 	for _, stopAt := range []int64{1, 2, 3, 5} { // mid-epoch and at epoch boundaries (2 steps per epoch)
 		t.Run(fmt.Sprint("stop after step ", stopAt), func(t *testing.T) {
-			full := start(t, testConfig(t, t.TempDir()), nil, false)
-			if err := full.Run(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			if full.Step() != 6 || full.Epoch() != 3 {
-				t.Fatalf("uninterrupted run ended at step %d epoch %d, want 6 and 3", full.Step(), full.Epoch())
-			}
-
 			cfg := testConfig(t, t.TempDir())
 			ctx, cancel := context.WithCancel(context.Background())
-			first := start(t, cfg, func(step int64) {
+			first := startLocal(t, cfg, coordinator.Options{AfterStep: func(step int64) {
 				if step == stopAt {
 					cancel()
 				}
-			}, false)
-			if err := first.Run(ctx); !errors.Is(err, ErrInterrupted) {
+			}}, false, 1)
+			if err := first.co.Run(ctx); !errors.Is(err, coordinator.ErrInterrupted) {
 				t.Fatalf("interrupted run: %v", err)
 			}
-			if first.Step() != stopAt {
-				t.Fatalf("stopped at step %d, want %d", first.Step(), stopAt)
+			if first.co.Step() != stopAt {
+				t.Fatalf("stopped at step %d, want %d", first.co.Step(), stopAt)
 			}
-			resumed := start(t, cfg, nil, true)
-			if resumed.Step() != stopAt {
-				t.Fatalf("resumed at step %d, want %d", resumed.Step(), stopAt)
+			resumed := startLocal(t, cfg, coordinator.Options{}, true, 1)
+			if resumed.co.Step() != stopAt {
+				t.Fatalf("resumed at step %d, want %d", resumed.co.Step(), stopAt)
 			}
-			if err := resumed.Run(context.Background()); err != nil {
+			if err := resumed.co.Run(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			sameBits(t, "weights", full.Net().Params, resumed.Net().Params)
-			sameBits(t, "ema", full.EMA().Params, resumed.EMA().Params)
-			sameBits(t, "adam.m", full.Optimizer().M, resumed.Optimizer().M)
-			sameBits(t, "adam.v", full.Optimizer().V, resumed.Optimizer().V)
-			sameBits(t, "bn", full.Net().Buffers(nil), resumed.Net().Buffers(nil))
-			if full.Net().BatchesTracked() != resumed.Net().BatchesTracked() || full.Optimizer().Step != resumed.Optimizer().Step {
-				t.Fatal("counters differ")
-			}
+			sameState(t, full.st, resumed.st)
 		})
 	}
 }
 
-// TestTwoWorkersMatchOne: two in-process workers, each on half of every
-// batch, commit nearly the same update as one worker on the whole batch
-// (BatchNorm sees half batches, so statistics differ; a tiny network trained
-// for a few steps stays close).
-func TestWorkersShareBatches(t *testing.T) {
+// TestLocalRingMatchesMaster: two in-process members on one ring (each on
+// half of every batch) keep replicas bitwise equal to the committed state;
+// one member's run is not bitwise the same (BatchNorm sees half batches) but
+// stays close.
+func TestLocalRingMatchesMaster(t *testing.T) {
 	cfg := testConfig(t, t.TempDir(), "epochs=1")
-	co := start(t, cfg, nil, false)
-	w2, _ := worker.New("w1", co.Net().Config, synthetic{n: 10, size: 8})
-	if err := co.Join(context.Background(), Local{W: w2}); err != nil {
+	two := startLocal(t, cfg, coordinator.Options{}, false, 2)
+	if err := two.co.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got := co.Peers(); len(got) != 2 {
-		t.Fatalf("peers %v", got)
+	for _, m := range two.members {
+		sameBits(t, m.Name(), two.st.Net.Params, m.W.Params())
+		if got, want := m.W.Checksum(), cluster.Checksum(two.st.Net); string(got) != string(want) {
+			t.Fatalf("%s: checksum differs from the committed state", m.Name())
+		}
 	}
-	if err := co.Run(context.Background()); err != nil {
+	one := startLocal(t, testConfig(t, t.TempDir(), "epochs=1"), coordinator.Options{}, false, 1)
+	if err := one.co.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	// every replica applied the same update as the coordinator
-	for _, p := range co.peers {
-		sameBits(t, p.Name(), co.Net().Params, p.(Local).W.Params())
+	worst := 0.0
+	for i, v := range one.st.Net.Params {
+		worst = math.Max(worst, math.Abs(float64(v-two.st.Net.Params[i])))
 	}
-}
-
-func TestSplit(t *testing.T) {
-	idx := []int{0, 1, 2, 3, 4, 5, 6}
-	got := split(idx, 3)
-	if len(got[0])+len(got[1])+len(got[2]) != 7 || len(got[0]) != 2 || len(got[2]) != 3 {
-		t.Fatalf("split %v", got)
+	if worst == 0 || worst > 0.01 {
+		t.Errorf("one vs two members: largest weight difference %g (want small but non-zero: BatchNorm statistics are per share)", worst)
 	}
 }
 
@@ -170,31 +198,28 @@ func TestSplit(t *testing.T) {
 func TestResumeSkipsTruncatedCheckpoint(t *testing.T) {
 	dir := t.TempDir()
 	cfg := testConfig(t, dir)
-	first := start(t, cfg, nil, false)
-	if err := first.Run(context.Background()); err != nil {
+	first := startLocal(t, cfg, coordinator.Options{}, false, 1)
+	if err := first.co.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	// checkpoints after epochs 1, 2, 3 = steps 2, 4, 6; cut the newest
 	part := filepath.Join(dir, "step-000000006", "weights.safetensors")
-	st, err := os.Stat(part)
+	fi, err := os.Stat(part)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Truncate(part, st.Size()/2); err != nil {
+	if err := os.Truncate(part, fi.Size()/2); err != nil {
 		t.Fatal(err)
 	}
 	var logs strings.Builder
 	store, _ := checkpoint.Open(dir)
-	co, err := New(Options{Config: cfg, Train: synthetic{n: 10, size: 8}, Store: store, Log: slog.New(slog.NewTextHandler(&logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ok, err := co.Resume(context.Background())
+	st, _ := trainstate.New(cfg)
+	ok, err := coordinator.Resume(context.Background(), store, st, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil || !ok {
 		t.Fatalf("resume: %v %v", ok, err)
 	}
-	if co.Step() != 4 || co.Epoch() != 2 {
-		t.Fatalf("resumed at step %d epoch %d, want the previous checkpoint (step 4, epoch 2)", co.Step(), co.Epoch())
+	if st.Pos.Step != 4 || st.Pos.Epoch != 2 {
+		t.Fatalf("resumed at step %d epoch %d, want the previous checkpoint (step 4, epoch 2)", st.Pos.Step, st.Pos.Epoch)
 	}
 	if !strings.Contains(logs.String(), "weights.safetensors") {
 		t.Fatalf("the skipped checkpoint was not reported:\n%s", logs.String())
@@ -202,17 +227,9 @@ func TestResumeSkipsTruncatedCheckpoint(t *testing.T) {
 }
 
 func TestMetrics(t *testing.T) {
-	cfg := testConfig(t, t.TempDir())
-	store, _ := checkpoint.Open(cfg.Store)
 	reg := track.NewRegistry()
-	data := synthetic{n: 10, size: 8}
-	co, err := New(Options{Config: cfg, Train: data, Store: store, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, _ := worker.New("w0", co.Net().Config, data)
-	co.Join(context.Background(), Local{W: w})
-	if err := co.Run(context.Background()); err != nil {
+	l := startLocal(t, testConfig(t, t.TempDir()), coordinator.Options{Metrics: reg}, false, 1)
+	if err := l.co.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	for name, want := range map[string]float64{"tinct_step": 6, "tinct_workers": 1, "tinct_checkpoints_total": 3, "tinct_epoch": 3} {

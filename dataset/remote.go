@@ -8,7 +8,6 @@ package dataset
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -81,7 +80,7 @@ func FetchWithStats(ctx context.Context, rawURL, cacheDir string, opt checkpoint
 	}
 	js, err := r.get(ctx, ManifestFile)
 	if isNoSuchKey(err) {
-		return stats, fmt.Errorf("fetch dataset %s: there is no %s under it: not a prepared dataset, or its upload did not finish; upload a prepared folder there (dataset.Upload; go run ./scripts/s3push DIR %s)", r, ManifestFile, r)
+		return stats, fmt.Errorf("fetch dataset %s: there is no %s under it: not a prepared dataset, or its upload did not finish; upload a prepared folder there with tinct data push DIR %s", r, ManifestFile, r)
 	}
 	if err != nil {
 		return fail(fmt.Errorf("read %s: %w", ManifestFile, err))
@@ -110,7 +109,7 @@ func FetchWithStats(ctx context.Context, rawURL, cacheDir string, opt checkpoint
 		wg.Go(func() {
 			for sh := range next {
 				path := filepath.Join(dir, sh.File)
-				if err := checkFile(path, sh); err == nil {
+				if err := verifyFile(path, sh, "it is downloaded again"); err == nil {
 					mu.Lock()
 					stats.Cached++
 					mu.Unlock()
@@ -183,8 +182,8 @@ func Upload(ctx context.Context, localDir, rawURL string, opt checkpoint.Options
 	}
 	shards := m.allShards()
 	for _, sh := range shards {
-		if err := checkFile(filepath.Join(localDir, sh.File), sh); err != nil {
-			return fmt.Errorf("upload dataset %s: %w; run prepare again", localDir, err)
+		if err := verifyFile(filepath.Join(localDir, sh.File), sh, "run prepare again"); err != nil {
+			return fmt.Errorf("upload dataset %s: %w", localDir, err)
 		}
 	}
 	js, err := os.ReadFile(filepath.Join(localDir, ManifestFile))
@@ -320,15 +319,17 @@ func (r *remote) download(ctx context.Context, sh ShardInfo, path string) (err e
 		return fmt.Errorf("shard %s: %w", sh.File, err)
 	}
 	defer obj.Close()
+	where := fmt.Sprintf("object s3://%s/%s", r.bucket, r.key(sh.File))
+	fix := r.pushAgain()
 	st, err := obj.Stat()
 	if isNoSuchKey(err) {
-		return fmt.Errorf("shard %s: object s3://%s/%s is missing; the upload is incomplete, push the dataset again", sh.File, r.bucket, r.key(sh.File))
+		return fmt.Errorf("shard %s: %s is missing (the upload is incomplete); %s", sh.File, where, fix)
 	}
 	if err != nil {
 		return fmt.Errorf("shard %s: %w", sh.File, err)
 	}
 	if st.Size != sh.Bytes {
-		return fmt.Errorf("shard %s: object s3://%s/%s is %d bytes but the manifest says %d (damaged or replaced); push the dataset again", sh.File, r.bucket, r.key(sh.File), st.Size, sh.Bytes)
+		return shardSizeError(sh, where, st.Size, fix)
 	}
 	f, err := os.CreateTemp(filepath.Dir(path), "."+sh.File+".tmp-")
 	if err != nil {
@@ -340,17 +341,8 @@ func (r *remote) download(ctx context.Context, sh ShardInfo, path string) (err e
 			os.Remove(f.Name())
 		}
 	}()
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(obj, sh.Bytes+1))
-	if err != nil {
-		return fmt.Errorf("shard %s: download: %w", sh.File, err)
-	}
-	if n != sh.Bytes {
-		return fmt.Errorf("shard %s: downloaded %d bytes but the manifest says %d; push the dataset again", sh.File, n, sh.Bytes)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != sh.SHA256 {
-		return fmt.Errorf("shard %s: object s3://%s/%s has sha256 %s but the manifest says %s (the object is damaged); push the dataset again",
-			sh.File, r.bucket, r.key(sh.File), got, sh.SHA256)
+	if err = verifyShard(obj, f, sh, where, fix); err != nil {
+		return err
 	}
 	if err = f.Chmod(0o644); err != nil {
 		return fmt.Errorf("shard %s: %w", sh.File, err)
@@ -367,25 +359,9 @@ func (r *remote) download(ctx context.Context, sh ShardInfo, path string) (err e
 	return nil
 }
 
-// checkFile checks that path has the size and SHA-256 sh gives.
-func checkFile(path string, sh ShardInfo) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("shard %s: %w", sh.File, err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, io.LimitReader(f, sh.Bytes+1))
-	if err != nil {
-		return fmt.Errorf("shard %s: %w", sh.File, err)
-	}
-	if n != sh.Bytes {
-		return fmt.Errorf("shard %s is %d bytes but the manifest says %d", sh.File, n, sh.Bytes)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != sh.SHA256 {
-		return fmt.Errorf("shard %s has sha256 %s but the manifest says %s", sh.File, got, sh.SHA256)
-	}
-	return nil
+// pushAgain says how to repair the dataset at r.
+func (r *remote) pushAgain() string {
+	return fmt.Sprintf("push the prepared dataset again (tinct data push DIR %s)", r)
 }
 
 // removeStale removes shard files in dir that m does not list (a dataset
@@ -442,7 +418,7 @@ func (r *remote) hint(err error) string {
 	if errors.As(err, &er) {
 		switch er.Code {
 		case "NoSuchBucket":
-			return fmt.Sprintf(" (bucket %s does not exist at %s: create it (go run ./scripts/s3push --create-bucket), or fix the URL or %s)", r.bucket, r.endpoint, checkpoint.EnvS3Endpoint)
+			return fmt.Sprintf(" (bucket %s does not exist at %s: create it with tinct data push --create-bucket DIR %s, or fix the URL or %s)", r.bucket, r.endpoint, r, checkpoint.EnvS3Endpoint)
 		case "SignatureDoesNotMatch", "InvalidAccessKeyId":
 			return fmt.Sprintf(" (the server at %s rejected the credentials: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and that %s names the right server)", r.endpoint, checkpoint.EnvS3Endpoint)
 		case "AccessDenied":

@@ -194,7 +194,7 @@ func TestFetchCorruptShardObject(t *testing.T) {
 		t.Fatal("fetch of a corrupted shard object succeeded")
 	}
 	t.Logf("corrupted shard object: %v", err)
-	for _, want := range []string{url, "shard " + sh.File, "sha256", "damaged"} {
+	for _, want := range []string{url, "shard " + sh.File, "sha256", "damaged", "tinct data push DIR " + url} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
 		}
@@ -230,11 +230,11 @@ func TestFetchErrors(t *testing.T) {
 	_, url, opt := remoteFixture(t)
 	ctx := context.Background()
 	_, err := Fetch(ctx, url, t.TempDir(), opt)
-	if err == nil || !strings.Contains(err.Error(), "no manifest.json") || !strings.Contains(err.Error(), "scripts/s3push") {
+	if err == nil || !strings.Contains(err.Error(), "no manifest.json") || !strings.Contains(err.Error(), "tinct data push DIR "+url) {
 		t.Errorf("fetch of an empty prefix: %v", err)
 	}
 	_, err = Fetch(ctx, "s3://no-such-bucket-x/a", t.TempDir(), opt)
-	if err == nil || !strings.Contains(err.Error(), "bucket no-such-bucket-x does not exist") {
+	if err == nil || !strings.Contains(err.Error(), "bucket no-such-bucket-x does not exist") || !strings.Contains(err.Error(), "tinct data push --create-bucket DIR s3://no-such-bucket-x/a") {
 		t.Errorf("fetch from a missing bucket: %v", err)
 	}
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "")

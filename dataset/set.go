@@ -1,14 +1,14 @@
 package dataset
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"sync"
+
+	"github.com/tinct/tinct/model"
 )
 
 // Set is one split of a prepared dataset, opened for random access. Its
@@ -26,10 +26,10 @@ type Set struct {
 	bufs       sync.Pool
 }
 
-// unit maps a byte v to v/127.5 − 1.
+// unit tabulates model.PixelToUnit: byte v to v/127.5 − 1.
 var unit = func() (t [256]float32) {
 	for v := range t {
-		t[v] = float32(v)/127.5 - 1
+		t[v] = model.PixelToUnit(uint8(v))
 	}
 	return t
 }()
@@ -90,7 +90,8 @@ func (s *Set) Split() string { return s.split }
 func (s *Set) Manifest() *Manifest { return s.man }
 
 // Load reads image i into color (3·S·S values, CHW) and gray (S·S values),
-// scaled to [−1, 1] as v/127.5 − 1, mirrored left to right when flip is set.
+// scaled to [−1, 1] as v/127.5 − 1 (model.PixelToUnit), mirrored left to
+// right when flip is set.
 func (s *Set) Load(i int, color, gray []float32, flip bool) error {
 	n := s.size * s.size
 	if len(color) != 3*n || len(gray) != n {
@@ -151,16 +152,9 @@ func (s *Set) Verify() error {
 		return fmt.Errorf("verify %s: the set is closed", s.split)
 	}
 	for k, sh := range s.shards {
-		h := sha256.New()
-		n, err := io.Copy(h, io.NewSectionReader(s.files[k], 0, sh.Bytes+1))
-		if err != nil {
-			return fmt.Errorf("verify shard %s: %w", sh.File, err)
-		}
-		if n != sh.Bytes {
-			return fmt.Errorf("verify shard %s: %d bytes, the manifest says %d (truncated or damaged); run prepare again", sh.File, n, sh.Bytes)
-		}
-		if got := hex.EncodeToString(h.Sum(nil)); got != sh.SHA256 {
-			return fmt.Errorf("verify shard %s: sha256 %s, the manifest says %s (the file is damaged); run prepare again", sh.File, got, sh.SHA256)
+		path := filepath.Join(s.dir, sh.File)
+		if err := verifyShard(io.NewSectionReader(s.files[k], 0, sh.Bytes+1), nil, sh, path, "run prepare again"); err != nil {
+			return fmt.Errorf("verify %s: %w", s.split, err)
 		}
 	}
 	return nil

@@ -29,15 +29,15 @@ func BenchmarkTrainStep(b *testing.B) {
 	u, _ := New(DefaultConfig())
 	rng := rand.New(rand.NewPCG(1, 1))
 	u.Init(rng)
-	tr, _ := NewTrainer(u, 2e-4, EMA{Decay: 0.999, CopyBuffers: true}, 8, 128, 128)
+	tr, _ := newTrainer(u, 2e-4, EMA{Decay: 0.999, CopyBuffers: true}, 8, 128, 128)
 	x0, gray := nn.NewTensor(8, 3, 128, 128), nn.NewTensor(8, 1, 128, 128)
 	for i := range x0.Data {
 		x0.Data[i] = 2*rng.Float32() - 1
 	}
-	tr.StepImages(x0, gray, rng)
+	tr.step(x0, gray, rng)
 	b.ResetTimer()
 	for range b.N {
-		tr.StepImages(x0, gray, rng)
+		tr.step(x0, gray, rng)
 	}
 	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/step")
 }

@@ -145,36 +145,42 @@ func TestCrossCheckPyTorch(t *testing.T) {
 	}
 
 	initial := append([]float32(nil), net.Params...)
-	tr, err := NewTrainer(net, lr, EMA{Decay: decay, CopyBuffers: true}, n, size, size)
+	// the production step: TrainStep on the batch, then Commit (Adam, the
+	// batch's BatchNorm statistics, EMA), as a world of one worker does
+	ar, err := net.NewArena(n, size, size)
 	if err != nil {
 		t.Fatal(err)
 	}
+	ema, _ := New(net.Config)
+	ema.CopyFrom(net)
+	opt, rule := NewAdam(net.NumParams(), lr), EMA{Decay: decay, CopyBuffers: true}
 	c := checker{t: t, ref: ref}
 	for s, b := range batches {
-		loss := tr.Gradients(b.x, b.nv, b.eps)
+		tracked := net.BatchesTracked() + 1
+		loss := net.TrainStep(ar, b.x, b.nv, b.eps, 1, nil)
 		c.scalar(fmt.Sprintf("loss.%d", s), loss, tolOutput)
 		if s == 0 {
-			c.tensor("train.out", tr.Prediction().Data, tolOutput)
+			c.tensor("train.out", ar.Output().Data, tolOutput)
 			for _, p := range net.Layout {
 				c.tensor("grad."+p.Name, net.Grads[p.Offset:p.Offset+p.Size()], tolGrad)
 			}
 		}
-		tr.Apply()
+		Commit(net, ema, opt, rule, net.Grads, net.Buffers(nil), tracked)
 	}
 	// Adam divides by √v: where a gradient is near zero its step has no
 	// reliable sign, so weights are compared with an absolute floor of
 	// tolWeight of the largest possible movement, lr per step.
 	c.stateDict("final.", net, initial, tolOutput, lr*steps)
-	c.stateDict("ema.", tr.EMANet, initial, tolOutput, lr*steps)
+	c.stateDict("ema.", ema, initial, tolOutput, lr*steps)
 	for _, e := range []struct {
 		name string
 		net  *UNet
-	}{{"eval.out", tr.EMANet}, {"eval_live.out", net}} {
+	}{{"eval.out", ema}, {"eval_live.out", net}} {
 		ar, _ := e.net.NewArena(n, size, size)
 		out := e.net.Forward(ar, batches[0].x, batches[0].nv, false)
 		c.tensor(e.name, out.Data, tolOutput)
 	}
-	sampler, err := NewSampler(tr.EMANet, grays*samples, size, size)
+	sampler, err := NewSampler(ema, grays*samples, size, size)
 	if err != nil {
 		t.Fatal(err)
 	}

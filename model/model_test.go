@@ -311,9 +311,9 @@ func TestSamplerOneStep(t *testing.T) {
 // bitwise the same weights, EMA and BatchNorm buffers after training steps
 // (the kernels split work statically, so no sum depends on timing).
 func TestTrainingDeterministic(t *testing.T) {
-	run := func() *Trainer {
+	run := func() *trainer {
 		u := tinyNet(t, 8)
-		tr, err := NewTrainer(u, 1e-3, EMA{Decay: 0.9, CopyBuffers: true}, 3, 16, 16)
+		tr, err := newTrainer(u, 1e-3, EMA{Decay: 0.9, CopyBuffers: true}, 3, 16, 16)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -326,18 +326,18 @@ func TestTrainingDeterministic(t *testing.T) {
 			gray.Data[i] = 2*rng.Float32() - 1
 		}
 		for range 3 {
-			tr.StepImages(x0, gray, rng)
+			tr.step(x0, gray, rng)
 		}
 		return tr
 	}
 	a, b := run(), run()
-	for i := range a.Net.Params {
-		if math.Float32bits(a.Net.Params[i]) != math.Float32bits(b.Net.Params[i]) || math.Float32bits(a.EMANet.Params[i]) != math.Float32bits(b.EMANet.Params[i]) {
+	for i := range a.net.Params {
+		if math.Float32bits(a.net.Params[i]) != math.Float32bits(b.net.Params[i]) || math.Float32bits(a.ema.Params[i]) != math.Float32bits(b.ema.Params[i]) {
 			t.Fatalf("parameter %d differs between identical runs", i)
 		}
 	}
-	for i, blk := range a.Net.Blocks() {
-		other := b.Net.Blocks()[i]
+	for i, blk := range a.net.Blocks() {
+		other := b.net.Blocks()[i]
 		for c := range blk.Norm.RunningVar {
 			if blk.Norm.RunningVar[c] != other.Norm.RunningVar[c] || blk.Norm.RunningMean[c] != other.Norm.RunningMean[c] {
 				t.Fatalf("%s running statistics differ", blk.Name)
@@ -430,14 +430,14 @@ func TestStepAllocatesNoBuffers(t *testing.T) {
 	u, _ := New(DefaultConfig())
 	rng := rand.New(rand.NewPCG(1, 1))
 	u.Init(rng)
-	tr, _ := NewTrainer(u, 2e-4, EMA{Decay: 0.999, CopyBuffers: true}, 2, 32, 32)
+	tr, _ := newTrainer(u, 2e-4, EMA{Decay: 0.999, CopyBuffers: true}, 2, 32, 32)
 	x0, gray := nn.NewTensor(2, 3, 32, 32), nn.NewTensor(2, 1, 32, 32)
-	tr.StepImages(x0, gray, rng)
+	tr.step(x0, gray, rng)
 	var a, b runtime.MemStats
 	runtime.ReadMemStats(&a)
 	const steps = 5
 	for range steps {
-		tr.StepImages(x0, gray, rng)
+		tr.step(x0, gray, rng)
 	}
 	runtime.ReadMemStats(&b)
 	perStep := (b.TotalAlloc - a.TotalAlloc) / steps
@@ -445,4 +445,34 @@ func TestStepAllocatesNoBuffers(t *testing.T) {
 	if perStep > 400<<10 {
 		t.Fatalf("a training step allocated %d bytes: buffers are being allocated per step", perStep)
 	}
+}
+
+// trainer is a world of one: TrainStep on a whole batch, then Commit.
+type trainer struct {
+	net, ema     *UNet
+	opt          *Adam
+	rule         EMA
+	ar           *Arena
+	input, noise nn.Tensor
+	nv, buf      []float32
+}
+
+func newTrainer(net *UNet, lr float64, rule EMA, n, h, w int) (*trainer, error) {
+	ar, err := net.NewArena(n, h, w)
+	if err != nil {
+		return nil, err
+	}
+	ema, _ := New(net.Config)
+	ema.CopyFrom(net)
+	return &trainer{net: net, ema: ema, opt: NewAdam(net.NumParams(), lr), rule: rule, ar: ar,
+		input: nn.NewTensor(n, 4, h, w), noise: nn.NewTensor(n, 3, h, w), nv: make([]float32, n)}, nil
+}
+
+func (t *trainer) step(x0, gray nn.Tensor, rng *rand.Rand) float32 {
+	Noisy(x0, gray, t.noise, t.input, t.nv, rng)
+	tracked := t.net.BatchesTracked() + 1
+	loss := t.net.TrainStep(t.ar, t.input, t.nv, t.noise, 1, nil)
+	t.buf = t.net.Buffers(t.buf[:0])
+	Commit(t.net, t.ema, t.opt, t.rule, t.net.Grads, t.buf, tracked)
+	return loss
 }

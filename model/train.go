@@ -6,68 +6,52 @@ import (
 	"github.com/tinct/tinct/nn"
 )
 
-// Trainer runs noise-prediction training steps: forward, MSE against the
-// true noise, backward, Adam, EMA. Its buffers are allocated once.
-type Trainer struct {
-	Net, EMANet *UNet
-	Opt         *Adam
-	EMA         EMA
-	arena       *Arena
-	input       nn.Tensor
-	noise       nn.Tensor
-	noiseVar    []float32
-}
+// The training step, in two halves that every path shares: TrainStep is
+// what a worker computes on its share of a batch, Apply is the update every
+// replica makes with the reduced result, and Commit is Apply plus the EMA,
+// what the coordinator does to the committed state. worker.Worker calls
+// TrainStep and Apply, trainstate.State.Commit calls Commit; the PyTorch
+// cross-check and the benchmarks run these same functions.
 
-// NewTrainer trains net (whose EMA copy starts equal to it) on batches of
-// n images of h×w.
-func NewTrainer(net *UNet, lr float64, ema EMA, n, h, w int) (*Trainer, error) {
-	ar, err := net.NewArena(n, h, w)
-	if err != nil {
-		return nil, err
+// TrainStep runs forward in training mode on x ([N,4,H,W]) and the noise
+// variances, the MSE against the true noise, and backward of that loss
+// multiplied by scale (a share's weight in the whole batch's mean), into
+// u.Grads (cleared first). The batch's statistics go into the BatchNorm
+// buffers. ready, if not nil, is told as each tail of u.Grads is final
+// (see BackwardNotify). It returns the unscaled loss; the prediction stays
+// in ar.Output() until the next call.
+func (u *UNet) TrainStep(ar *Arena, x nn.Tensor, noiseVar []float32, noise nn.Tensor, scale float32, ready func(from int)) float32 {
+	clear(u.Grads)
+	pred := u.Forward(ar, x, noiseVar, true)
+	dOut := ar.dOut.Batch(x.N)
+	loss := nn.MSE(pred, noise, dOut)
+	if scale != 1 {
+		for k := range dOut.N {
+			img := dOut.Image(k)
+			for i := range img {
+				img[i] *= scale
+			}
+		}
 	}
-	avg, err := New(net.Config)
-	if err != nil {
-		return nil, err
-	}
-	avg.CopyFrom(net)
-	return &Trainer{Net: net, EMANet: avg, Opt: NewAdam(net.NumParams(), lr), EMA: ema, arena: ar,
-		input: nn.NewTensor(n, 4, h, w), noise: nn.NewTensor(n, 3, h, w), noiseVar: make([]float32, n)}, nil
-}
-
-// Step trains on network inputs x ([N,4,H,W]), noise variances and the true
-// noise, and returns the loss before the update.
-func (t *Trainer) Step(x nn.Tensor, noiseVar []float32, noise nn.Tensor) float32 {
-	loss := t.Gradients(x, noiseVar, noise)
-	t.Apply()
+	u.BackwardNotify(ar, dOut, ready)
 	return loss
 }
 
-// Gradients runs forward and backward, leaving ∂loss/∂weights in Net.Grads
-// (and the batch's statistics in the BatchNorm buffers), and returns the
-// loss. It also returns the prediction, valid until the next call.
-func (t *Trainer) Gradients(x nn.Tensor, noiseVar []float32, noise nn.Tensor) float32 {
-	clear(t.Net.Grads)
-	pred := t.Net.Forward(t.arena, x, noiseVar, true)
-	loss := nn.MSE(pred, noise, t.arena.dOut)
-	t.Net.Backward(t.arena, t.arena.dOut)
-	return loss
+// Output is the prediction of the last TrainStep or Forward on the arena.
+func (ar *Arena) Output() nn.Tensor { return ar.out }
+
+// Apply updates the network with a step's reduced gradient (Adam) and its
+// BatchNorm statistics and batch count — the same on every replica.
+func (u *UNet) Apply(opt *Adam, grad, bufs []float32, tracked int64) {
+	opt.Update(u.Params, grad)
+	u.SetBuffers(bufs, tracked)
 }
 
-// Prediction is the network output of the last Gradients call.
-func (t *Trainer) Prediction() nn.Tensor { return t.arena.out }
-
-// Apply updates the weights with Adam from Net.Grads, then the EMA.
-func (t *Trainer) Apply() {
-	t.Opt.Update(t.Net.Params, t.Net.Grads)
-	t.EMA.Update(t.EMANet, t.Net)
-}
-
-// StepImages draws a diffusion time and noise for each image of a batch of
-// colour images x0 ([N,3,H,W] in [−1,1]) and their grays ([N,1,H,W]), forms
-// x_t = signal·x0 + noise·ε, and trains on it.
-func (t *Trainer) StepImages(x0, gray nn.Tensor, rng *rand.Rand) float32 {
-	Noisy(x0, gray, t.noise, t.input, t.noiseVar, rng)
-	return t.Step(t.input, t.noiseVar, t.noise)
+// Commit is the coordinator's update of the committed state: Apply, then
+// the EMA of the weights (and of the buffers, as rule says).
+func Commit(net, ema *UNet, opt *Adam, rule EMA, grad, bufs []float32, tracked int64) {
+	net.Apply(opt, grad, bufs, tracked)
+	rule.Update(ema, net)
 }
 
 // Noisy fills eps with N(0,1) noise and builds the network input

@@ -1,8 +1,13 @@
 // Package quality measures colourisations against the truth: PSNR, SSIM and
-// colourfulness. Images are 8-bit RGB planes (CHW, values 0–255).
+// colourfulness. Images are 8-bit RGB planes (CHW, values 0–255). Evaluate
+// scores a network's colourisations of a set of images (tinct eval).
 package quality
 
-import "math"
+import (
+	"math"
+
+	"github.com/tinct/tinct/model"
+)
 
 // PSNR is 10·log10(255²/MSE) over all channels; +Inf for identical images.
 func PSNR(a, b []uint8) float64 {
@@ -109,12 +114,12 @@ func Colorfulness(rgb []uint8, hw int) float64 {
 	return math.Sqrt(max(vrg, 0)+max(vyb, 0)) + 0.3*math.Sqrt(mrg*mrg+myb*myb)
 }
 
-// ToUint8 maps values in [−1,1] to 0–255, rounding and clipping.
+// ToUint8 maps values in [−1,1] to 0–255 with model.UnitToPixel (rounding
+// half up, clipping).
 func ToUint8(v []float32) []uint8 {
 	out := make([]uint8, len(v))
 	for i, x := range v {
-		y := math.Round((float64(x) + 1) * 127.5)
-		out[i] = uint8(min(max(y, 0), 255))
+		out[i] = model.UnitToPixel(x)
 	}
 	return out
 }

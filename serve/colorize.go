@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/tinct/tinct/dataset"
+	"github.com/tinct/tinct/model"
 	"github.com/tinct/tinct/nn"
 	"github.com/tinct/tinct/track"
 )
@@ -317,7 +318,7 @@ func (s *Server) colorize(w http.ResponseWriter, r *http.Request) error {
 	size := m.ImageSize
 	gray := make([]float32, size*size)
 	for i, v := range g.Pix[:size*size] {
-		gray[i] = float32(v)/127.5 - 1
+		gray[i] = model.PixelToUnit(v)
 	}
 	sampler, err := s.models.sampler(m, samples)
 	if err != nil {

@@ -1,7 +1,6 @@
 package serve
 
 import (
-	"bytes"
 	"container/list"
 	"context"
 	"errors"
@@ -9,11 +8,9 @@ import (
 	"sync"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/tinct/tinct/checkpoint"
-	"github.com/tinct/tinct/config"
 	"github.com/tinct/tinct/model"
+	"github.com/tinct/tinct/trainstate"
 )
 
 // Model is a checkpoint's EMA network, ready for inference.
@@ -26,58 +23,29 @@ type Model struct {
 	Net       *model.UNet
 }
 
-// ModelFromCheckpoint builds the EMA network of a loaded checkpoint from its
-// parts "config.yaml" (the resolved training configuration: image_size,
-// model.widths, model.block_depth) and "ema.safetensors".
+// ModelFromCheckpoint builds the EMA network of a loaded checkpoint
+// (trainstate.LoadInference: its config.yaml gives the shape and the
+// training resolution).
 func ModelFromCheckpoint(ck *checkpoint.Checkpoint) (*Model, error) {
-	var cfg config.Config
-	if err := yaml.Unmarshal(ck.Parts["config.yaml"], &cfg); err != nil || len(cfg.Model.Widths) == 0 {
-		return nil, fmt.Errorf("checkpoint %s: no readable config.yaml (%v)", ck.Name, err)
-	}
-	mc := model.DefaultConfig()
-	mc.Widths, mc.BlockDepth = cfg.Model.Widths, cfg.Model.BlockDepth
-	if f := 1 << (len(mc.Widths) - 1); cfg.ImageSize < f || cfg.ImageSize%f != 0 {
-		return nil, fmt.Errorf("checkpoint %s: config.yaml: image_size %d is not a positive multiple of %d", ck.Name, cfg.ImageSize, f)
-	}
-	net, err := model.New(mc)
+	inf, err := trainstate.LoadInference(ck)
 	if err != nil {
-		return nil, fmt.Errorf("checkpoint %s: config.yaml: %w", ck.Name, err)
+		return nil, err
 	}
-	ema, ok := ck.Parts["ema.safetensors"]
-	if !ok {
-		return nil, fmt.Errorf("checkpoint %s: no ema.safetensors part", ck.Name)
-	}
-	sd, _, err := model.ReadSafetensors(bytes.NewReader(ema))
-	if err != nil {
-		return nil, fmt.Errorf("checkpoint %s: ema.safetensors: %w", ck.Name, err)
-	}
-	if err := net.LoadStateDict(sd); err != nil {
-		return nil, fmt.Errorf("checkpoint %s: %w", ck.Name, err)
-	}
-	return &Model{Name: ck.Name, Epoch: ck.Epoch, Step: ck.Step, Time: ck.Time, ImageSize: cfg.ImageSize, Net: net}, nil
+	return modelOf(inf), nil
 }
 
-// LoadModel loads the named checkpoint from store, verifying its parts, and
-// builds its EMA network. An empty name loads the newest valid checkpoint
-// (store.Latest); the warnings then say which damaged ones were skipped. A
-// missing checkpoint is an error matching checkpoint.ErrNotFound.
+func modelOf(inf *trainstate.Inference) *Model {
+	return &Model{Name: inf.Name, Epoch: inf.Epoch, Step: inf.Step, Time: inf.Time, ImageSize: inf.Config.ImageSize, Net: inf.Net}
+}
+
+// LoadModel loads the named checkpoint from store, or the newest valid one
+// when name is empty (see trainstate.Load).
 func LoadModel(ctx context.Context, store checkpoint.Store, name string) (*Model, []error, error) {
-	var ck *checkpoint.Checkpoint
-	var warns []error
-	var err error
-	if name == "" {
-		ck, warns, err = store.Latest(ctx)
-		if errors.Is(err, checkpoint.ErrNotFound) {
-			return nil, warns, fmt.Errorf("no valid checkpoint in %s (train first with tinct train, or choose another --store): %w", store, err)
-		}
-	} else {
-		ck, err = store.Load(ctx, name)
-	}
+	inf, warns, err := trainstate.Load(ctx, store, name)
 	if err != nil {
 		return nil, warns, err
 	}
-	m, err := ModelFromCheckpoint(ck)
-	return m, warns, err
+	return modelOf(inf), warns, nil
 }
 
 // Cache sizes: networks are small (8 MB at the default widths), but a

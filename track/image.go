@@ -7,16 +7,17 @@ import (
 	"image/color"
 	"image/draw"
 	"image/png"
-	"math"
 	"path/filepath"
 
 	"github.com/tinct/tinct/internal/atomicfile"
+	"github.com/tinct/tinct/model"
 )
 
 // ToImage converts a CHW float tensor with values in [-1, 1] to an image:
 // c = 1 gives an *image.Gray, c = 3 an opaque *image.RGBA. A value v maps to
-// the 8-bit level floor((v+1)*127.5 + 0.5), that is round half up, so -1 → 0,
-// 0 → 128 and 1 → 255; values outside [-1, 1] are clipped and NaN maps to 0.
+// the 8-bit level model.UnitToPixel(v), floor((v+1)*127.5 + 0.5), that is
+// round half up, so -1 → 0, 0 → 128 and 1 → 255; values outside [-1, 1] are
+// clipped and NaN maps to 0.
 // It panics if c is not 1 or 3, or if chw holds fewer than c*h*w values.
 func ToImage(chw []float32, c, h, w int) image.Image {
 	if c != 1 && c != 3 {
@@ -29,31 +30,19 @@ func ToImage(chw []float32, c, h, w int) image.Image {
 	if c == 1 {
 		img := image.NewGray(image.Rect(0, 0, w, h))
 		for i := range plane {
-			img.Pix[i] = toLevel(chw[i])
+			img.Pix[i] = model.UnitToPixel(chw[i])
 		}
 		return img
 	}
 	img := image.NewRGBA(image.Rect(0, 0, w, h))
 	for i := range plane {
 		p := img.Pix[4*i : 4*i+4 : 4*i+4]
-		p[0] = toLevel(chw[i])
-		p[1] = toLevel(chw[plane+i])
-		p[2] = toLevel(chw[2*plane+i])
+		p[0] = model.UnitToPixel(chw[i])
+		p[1] = model.UnitToPixel(chw[plane+i])
+		p[2] = model.UnitToPixel(chw[2*plane+i])
 		p[3] = 0xff
 	}
 	return img
-}
-
-// toLevel maps [-1, 1] to 0…255, clipping, rounding half up; NaN gives 0.
-func toLevel(v float32) uint8 {
-	x := (float64(v) + 1) * 127.5
-	switch {
-	case !(x > 0): // also NaN
-		return 0
-	case x >= 255:
-		return 255
-	}
-	return uint8(math.Floor(x + 0.5))
 }
 
 // gridBackground fills Grid's padding and the unused part of each cell.

@@ -1,7 +1,8 @@
 // Package worker computes noise-prediction gradients on its share of each
-// training batch and applies the agreed update to its replica of the
-// network. On one machine the coordinator drives a worker in process; in a
-// cluster the same worker sits behind the network.
+// training batch, reduces them with its ring neighbours and applies the
+// agreed update to its replica of the network. The same Member serves a
+// single-machine run (driven in process by the coordinator) and a cluster
+// (behind a gRPC session: Join).
 package worker
 
 import (
@@ -9,17 +10,12 @@ import (
 	"fmt"
 	"math/rand/v2"
 
+	"github.com/tinct/tinct/cluster"
+	"github.com/tinct/tinct/dataset"
 	"github.com/tinct/tinct/model"
 	"github.com/tinct/tinct/nn"
+	"github.com/tinct/tinct/trainstate"
 )
-
-// Source gives training examples by index: colour (3·S·S, CHW) and gray
-// (S·S), both in [−1,1]. dataset.Set is one.
-type Source interface {
-	Len() int
-	ImageSize() int
-	Load(i int, color, gray []float32, flip bool) error
-}
 
 // Task is one step's work for one worker.
 type Task struct {
@@ -34,25 +30,16 @@ type Task struct {
 type Result struct {
 	Loss    float64   // mean loss over the share
 	Count   int       // examples in the share
-	Grads   []float32 // ∂(mean loss)/∂weights; valid until the next Compute
+	Grads   []float32 // ∂(mean loss)/∂weights (times the share's scale); valid until the next Compute
 	Buffers []float32 // BatchNorm running statistics after the share's forward
 }
 
-// State is what a worker needs to join: weights, BatchNorm buffers and the
-// optimizer, at some step.
-type State struct {
-	Params  []float32
-	Buffers []float32
-	Tracked int64
-	Opt     *model.Adam
-}
-
-// Worker holds one replica of the network.
+// Worker holds one replica of the network and its optimizer.
 type Worker struct {
 	Name string
 	net  *model.UNet
 	opt  *model.Adam
-	data Source
+	data dataset.Examples
 
 	arenas map[int]*model.Arena // by share size
 	x0     nn.Tensor
@@ -60,12 +47,11 @@ type Worker struct {
 	input  nn.Tensor
 	noise  nn.Tensor
 	nv     []float32
-	dOut   nn.Tensor
 	bufs   []float32
 }
 
 // New makes a worker for a network of the given shape training on data.
-func New(name string, cfg model.Config, data Source) (*Worker, error) {
+func New(name string, cfg model.Config, data dataset.Examples) (*Worker, error) {
 	net, err := model.New(cfg)
 	if err != nil {
 		return nil, err
@@ -73,16 +59,16 @@ func New(name string, cfg model.Config, data Source) (*Worker, error) {
 	return &Worker{Name: name, net: net, data: data, arenas: map[int]*model.Arena{}}, nil
 }
 
-// Load replaces the replica's state.
-func (w *Worker) Load(st *State) error {
-	if len(st.Params) != len(w.net.Params) || len(st.Buffers) != w.net.NumBuffers() {
+// Load replaces the replica's state with a copy of st.
+func (w *Worker) Load(st trainstate.Replica) error {
+	if len(st.Params) != len(w.net.Params) || len(st.Buffers) != w.net.NumBuffers() || st.Adam == nil || len(st.Adam.M) != len(w.net.Params) || len(st.Adam.V) != len(w.net.Params) {
 		return fmt.Errorf("worker %s: state of %d weights and %d buffers for a network of %d and %d", w.Name, len(st.Params), len(st.Buffers), len(w.net.Params), w.net.NumBuffers())
 	}
 	copy(w.net.Params, st.Params)
 	w.net.SetBuffers(st.Buffers, st.Tracked)
-	opt := *st.Opt
-	opt.M = append([]float32(nil), st.Opt.M...)
-	opt.V = append([]float32(nil), st.Opt.V...)
+	opt := *st.Adam
+	opt.M = append([]float32(nil), st.Adam.M...)
+	opt.V = append([]float32(nil), st.Adam.V...)
 	w.opt = &opt
 	return nil
 }
@@ -135,19 +121,7 @@ func (w *Worker) ComputeScaled(ctx context.Context, t Task, scale float32, ready
 		}
 		w.nv[k] = model.NoisyExample(c, g, w.noise.Image(k), w.input.Image(k), ExampleRNG(t.Seed, t.Step, idx))
 	}
-	input, noise, dOut := w.input.Batch(n), w.noise.Batch(n), w.dOut.Batch(n)
-	clear(w.net.Grads)
-	pred := w.net.Forward(ar, input, w.nv[:n], true)
-	loss := nn.MSE(pred, noise, dOut)
-	if scale != 1 {
-		for k := range n {
-			img := dOut.Image(k)
-			for i := range img {
-				img[i] *= scale
-			}
-		}
-	}
-	w.net.BackwardNotify(ar, dOut, ready)
+	loss := w.net.TrainStep(ar, w.input.Batch(n), w.nv[:n], w.noise.Batch(n), scale, ready)
 	w.bufs = w.net.Buffers(w.bufs[:0])
 	return Result{Loss: float64(loss), Count: n, Grads: w.net.Grads, Buffers: w.bufs}, nil
 }
@@ -155,12 +129,14 @@ func (w *Worker) ComputeScaled(ctx context.Context, t Task, scale float32, ready
 // Apply updates the replica with the step's reduced gradient and the
 // averaged BatchNorm statistics, exactly as the coordinator updates its copy.
 func (w *Worker) Apply(grads, buffers []float32, tracked int64) {
-	w.opt.Update(w.net.Params, grads)
-	w.net.SetBuffers(buffers, tracked)
+	w.net.Apply(w.opt, grads, buffers, tracked)
 }
 
 // Params exposes the replica's weights (for consistency checks).
 func (w *Worker) Params() []float32 { return w.net.Params }
+
+// Checksum identifies the replica's weights, buffers and batch count.
+func (w *Worker) Checksum() []byte { return cluster.Checksum(w.net) }
 
 func (w *Worker) arena(n, size int) (*model.Arena, error) {
 	if ar, ok := w.arenas[n]; ok && ar.H == size {
@@ -176,7 +152,6 @@ func (w *Worker) arena(n, size int) (*model.Arena, error) {
 		w.gray = nn.NewTensor(n, 1, size, size)
 		w.input = nn.NewTensor(n, 4, size, size)
 		w.noise = nn.NewTensor(n, 3, size, size)
-		w.dOut = nn.NewTensor(n, 3, size, size)
 		w.nv = make([]float32, n)
 	}
 	return ar, nil

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/tinct/tinct/model"
+	"github.com/tinct/tinct/trainstate"
 )
 
 type synthetic struct{ n, size int }
@@ -39,7 +40,7 @@ func newWorker(t *testing.T) (*Worker, *model.UNet) {
 	for i := len(net.Params) - 15; i < len(net.Params); i++ {
 		net.Params[i] = 0.1
 	}
-	if err := w.Load(&State{Params: net.Params, Buffers: net.Buffers(nil), Opt: model.NewAdam(net.NumParams(), 1e-3)}); err != nil {
+	if err := w.Load(trainstate.Replica{Params: net.Params, Buffers: net.Buffers(nil), Adam: model.NewAdam(net.NumParams(), 1e-3)}); err != nil {
 		t.Fatal(err)
 	}
 	return w, net
@@ -110,7 +111,7 @@ func TestWorkerErrors(t *testing.T) {
 	if _, err := w.Compute(context.Background(), Task{Indices: []int{0}}); err == nil || !strings.Contains(err.Error(), "no state") {
 		t.Fatalf("compute before load: %v", err)
 	}
-	if err := w.Load(&State{Params: make([]float32, 3), Opt: model.NewAdam(3, 1)}); err == nil {
+	if err := w.Load(trainstate.Replica{Params: make([]float32, 3), Adam: model.NewAdam(3, 1)}); err == nil {
 		t.Fatal("mis-sized state accepted")
 	}
 	w2, _ := newWorker(t)

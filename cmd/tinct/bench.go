@@ -1,18 +1,26 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/tinct/tinct/cluster"
+	"github.com/tinct/tinct/config"
+	"github.com/tinct/tinct/control"
 	"github.com/tinct/tinct/model"
 	"github.com/tinct/tinct/nn"
+	"github.com/tinct/tinct/trainstate"
+	"github.com/tinct/tinct/worker"
 )
 
 type benchFlags struct {
@@ -64,22 +72,55 @@ func newBenchTrainCmd() *cobra.Command {
 	var b benchFlags
 	cmd := &cobra.Command{
 		Use:   "train",
-		Short: "Time full training steps (forward, backward, Adam, EMA)",
-		Args:  cobra.NoArgs,
+		Short: "Time full training steps (data, forward, backward, Adam, EMA, checksum)",
+		Long: `Times the step single-machine training runs: the in-process worker's
+Member.Step (load the batch, draw the noise, forward, loss, backward, apply
+to its replica, checksum) and the coordinator's commit of the same update
+(Adam, BatchNorm buffers, EMA, checksum), on random images held in memory.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			net, rng, err := b.net()
 			if err != nil {
 				return err
 			}
-			tr, err := model.NewTrainer(net, 2e-4, model.EMA{Decay: 0.999, CopyBuffers: true}, b.batch, b.size, b.size)
+			cfg, err := config.Parse(nil, []string{"lr=0.0002", "ema.decay=0.999", fmt.Sprintf("seed=%d", b.seed), fmt.Sprintf("image_size=%d", b.size),
+				fmt.Sprintf("batch_size=%d", b.batch), "model.widths=" + strings.ReplaceAll(fmt.Sprint(net.Config.Widths), " ", ","), fmt.Sprintf("model.block_depth=%d", net.Config.BlockDepth)})
+			if err != nil {
+				return err
+			}
+			st, err := trainstate.New(cfg)
 			if err != nil {
 				return err
 			}
 			x0, gray := randomImages(rng, b.batch, b.size)
+			w, err := worker.New("bench", cfg.ModelConfig(), memExamples{x0, gray})
+			if err != nil {
+				return err
+			}
+			m := &worker.Member{W: w}
+			if _, err := m.Setup(1, 0, 1, st.Replica()); err != nil {
+				return err
+			}
+			task := &control.Task{Gen: 1, Batch: b.batch, Seed: b.seed, SendUpdate: true}
+			for i := range b.batch {
+				task.Indices = append(task.Indices, i)
+			}
+			np := len(st.Net.Params)
 			flops := 3 * 2 * float64(net.MACs(b.size, b.size)) * float64(b.batch)
-			return timeIt(cmd.OutOrStdout(), "ms_per_step", b.reps, flops, func() {
-				tr.StepImages(x0, gray, rng)
+			var stepErr error
+			err = timeIt(cmd.OutOrStdout(), "ms_per_step", b.reps, flops, func() {
+				rep := m.Step(cmd.Context(), task, st.Net.BatchesTracked()+1)
+				if rep.Err != "" {
+					stepErr = errors.New(rep.Err)
+					return
+				}
+				st.Commit(rep.Update[:np], rep.Update[np:])
+				if !bytes.Equal(cluster.Checksum(st.Net), rep.Checksum) {
+					stepErr = errors.New("replica and committed state differ")
+				}
+				task.Step++
 			})
+			return errors.Join(err, stepErr)
 		},
 	}
 	b.register(cmd, 8, 5, "steps")
@@ -152,6 +193,17 @@ func newBenchColorizeCmd() *cobra.Command {
 	cmd.Flags().IntVar(&b.reps, "images", 3, "timed colourisations (after one warm-up)")
 	cmd.Flags().Uint64Var(&b.seed, "seed", 1, "random seed")
 	return cmd
+}
+
+// memExamples serves a batch held in memory as training examples.
+type memExamples struct{ x0, gray nn.Tensor }
+
+func (m memExamples) Len() int       { return m.x0.N }
+func (m memExamples) ImageSize() int { return m.x0.H }
+func (m memExamples) Load(i int, color, gray []float32, flip bool) error {
+	copy(color, m.x0.Image(i))
+	copy(gray, m.gray.Image(i))
+	return nil
 }
 
 // randomImages returns a smooth random colour batch in [−1,1] and its gray.

@@ -9,18 +9,20 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/tinct/tinct/cluster"
 	"github.com/tinct/tinct/config"
 	"github.com/tinct/tinct/coordinator"
 	"github.com/tinct/tinct/dataset"
 	"github.com/tinct/tinct/worker"
 )
 
-// secretFlag reads --secret, else $TINCT_CLUSTER_SECRET.
+// clusterSecret reads --secret, else $TINCT_CLUSTER_SECRET.
 func clusterSecret(flag string) ([]byte, error) {
 	if flag == "" {
 		flag = os.Getenv("TINCT_CLUSTER_SECRET")
@@ -37,6 +39,7 @@ func newCoordinatorCmd() *cobra.Command {
 		file   string
 		secret string
 		opt    coordinator.ClusterOptions
+		run    clusterRun
 	)
 	start := &cobra.Command{
 		Use:   "start [key=value ...]",
@@ -57,7 +60,10 @@ variables). resume=true continues from the newest checkpoint; workers rejoin.`,
 			if opt.Secret, err = clusterSecret(secret); err != nil {
 				return err
 			}
-			return trainCluster(cmd.Context(), cmd, cfg, opt)
+			if !slices.Contains(cluster.GossipProfiles, opt.GossipProfile) {
+				return fmt.Errorf("--gossip-profile %q: want one of %v", opt.GossipProfile, cluster.GossipProfiles)
+			}
+			return trainCluster(cmd.Context(), cmd, cfg, opt, run)
 		},
 	}
 	f := start.Flags()
@@ -65,16 +71,25 @@ variables). resume=true continues from the newest checkpoint; workers rejoin.`,
 	f.StringVar(&opt.Listen, "listen", "127.0.0.1:7070", "gRPC address workers connect to")
 	f.StringVar(&secret, "secret", "", "cluster secret (default $TINCT_CLUSTER_SECRET)")
 	f.StringVar(&opt.GossipBind, "gossip", "", "memberlist bind address host:port (default: --listen's host, any port)")
-	f.IntVar(&opt.MinWorkers, "min-workers", 1, "workers needed to train; with fewer, wait up to --wait, then fail")
-	f.DurationVar(&opt.Wait, "wait", 60*time.Second, "how long to wait for --min-workers")
-	f.DurationVar(&opt.StepTimeout, "step-timeout", 10*time.Minute, "a worker that has not reported a step by then is dropped")
-	f.DurationVar(&opt.SetupTimeout, "setup-timeout", 60*time.Second, "a worker that has not loaded the state by then is dropped")
+	f.StringVar(&opt.GossipProfile, "gossip-profile", "lan", "memberlist failure-detection timing: lan (a data-centre network), wan (slow or lossy links), local (loopback only: tests, one-machine demos)")
+	f.IntVar(&run.minWorkers, "min-workers", 1, "workers needed to train; with fewer, wait up to --wait, then checkpoint and fail")
+	f.DurationVar(&run.wait, "wait", 60*time.Second, "how long to wait for --min-workers")
+	f.DurationVar(&run.stepTimeout, "step-timeout", 10*time.Minute, "a worker that has not reported a step by then is dropped (it may rejoin)")
+	f.DurationVar(&run.setupTimeout, "setup-timeout", 60*time.Second, "a worker that has not loaded the state by then is dropped (it may rejoin)")
+	f.DurationVar(&run.backoff, "backoff", time.Second, "a worker that failed sits out this long, doubled for each failure in a row")
+	f.IntVar(&run.maxFailures, "max-failures", 6, "failures in a row after which a worker is excluded from the run")
 	f.DurationVar(&opt.RingTimeout, "ring-timeout", 60*time.Second, "the workers' all-reduce deadline")
 	cmd.AddCommand(start)
 	return cmd
 }
 
-func trainCluster(ctx context.Context, cmd *cobra.Command, cfg *config.Config, opt coordinator.ClusterOptions) error {
+// clusterRun is the coordinator's fault-handling settings.
+type clusterRun struct {
+	minWorkers, maxFailures                  int
+	wait, stepTimeout, setupTimeout, backoff time.Duration
+}
+
+func trainCluster(ctx context.Context, cmd *cobra.Command, cfg *config.Config, opt coordinator.ClusterOptions, run clusterRun) error {
 	if opt.GossipBind == "" {
 		host, _, err := net.SplitHostPort(opt.Listen)
 		if err != nil {
@@ -99,35 +114,32 @@ func trainCluster(ctx context.Context, cmd *cobra.Command, cfg *config.Config, o
 		}
 		cfg.Dataset = dataDir
 	}
+	st, saved, err := initialState(ctx, cfg, r.store)
+	if err != nil {
+		return err
+	}
 	opt.Log = slog.Default()
 	cl, err := coordinator.StartCluster(cfg, opt)
 	if err != nil {
 		return err
 	}
-	reason := "coordinator failed"
-	defer func() { cl.Close(reason) }()
-	copt := r.options(cfg)
-	copt.Cluster = cl
-	copt.AfterStep = func(step int64) { slog.Debug("step committed", "step", step, "workers", len(cl.Workers())) }
+	// the coordinator closes the cluster when it finishes; this covers a
+	// failure before that
+	defer cl.Close(cluster.Outcome_FAILED, "coordinator failed to start")
+	copt := r.options(st, saved, cl)
+	copt.MinWorkers, copt.Wait, copt.StepTimeout, copt.SetupTimeout = run.minWorkers, run.wait, run.stepTimeout, run.setupTimeout
+	copt.Backoff, copt.MaxFailures = run.backoff, run.maxFailures
 	co, err := coordinator.New(copt)
 	if err != nil {
 		return err
 	}
-	if err := resume(ctx, co, cfg, r.store); err != nil {
-		return err
-	}
-	slog.Info("training on a cluster", "images", r.train.Len(), "batch", cfg.BatchSize, "steps_per_epoch", co.StepsPerEpoch(), "epochs", cfg.Epochs, "from_epoch", co.Epoch()+1, "workers_join", cl.Addr())
+	slog.Info("training on a cluster", "images", r.train.Len(), "batch", cfg.BatchSize, "steps_per_epoch", co.StepsPerEpoch(), "epochs", cfg.Epochs, "from_epoch", co.Epoch()+1, "workers_join", cl.Addr(), "min_workers", run.minWorkers)
 	done, err := runUntilDone(ctx, co)
-	if err != nil {
+	if err != nil || !done {
 		return err
 	}
-	if !done {
-		reason = "coordinator interrupted (checkpoint saved; it continues with resume=true)"
-		return nil
-	}
-	reason = "training finished"
 	slog.Info("training finished", "step", co.Step())
-	return colorizeExample(ctx, co.EMA(), cfg, dataDir, runDir)
+	return colorizeExample(ctx, st.EMA, cfg, dataDir, runDir)
 }
 
 func newWorkerCmd() *cobra.Command {
@@ -145,8 +157,14 @@ cluster secret, receives the configuration and the committed state, opens
 the dataset the configuration names (the same path as on the coordinator: a
 shared filesystem is assumed; an s3:// dataset is fetched into this worker's
 output_dir/datasets/ instead), and computes, all-reduces with its ring
-neighbours and applies every step it is given. It exits 0 when the
-coordinator finishes and with an error when the coordinator is lost.`,
+neighbours and applies every step it is given.
+
+If the coordinator is not up yet, restarts, or drops this worker (a stall, a
+failure detected by the gossip), the worker waits and joins again with a
+fresh state, retrying with back-off for up to --wait. It exits 0 when the
+coordinator says training finished (or on SIGINT/SIGTERM), and non-zero when
+the coordinator stopped on an error, excluded this worker, refused its
+secret, or stayed unreachable for --wait.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if gpu >= 0 {
@@ -163,7 +181,7 @@ coordinator finishes and with an error when the coordinator is lost.`,
 				host, _ := os.Hostname()
 				opt.Name = fmt.Sprintf("%s-%d", host, os.Getpid())
 			}
-			opt.Open = func(ctx context.Context, cfg *config.Config) (worker.Source, error) {
+			opt.Open = func(ctx context.Context, cfg *config.Config) (dataset.Examples, error) {
 				if err := useCompute(cmd, cfg); err != nil {
 					return nil, err
 				}
@@ -176,7 +194,7 @@ coordinator finishes and with an error when the coordinator is lost.`,
 			sctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			err = worker.Join(sctx, opt)
-			if errors.Is(err, worker.ErrFinished) {
+			if err == nil {
 				slog.Info("training finished; worker exits")
 				return nil
 			}
@@ -194,6 +212,7 @@ coordinator finishes and with an error when the coordinator is lost.`,
 	f.StringVar(&opt.RingListen, "ring-listen", "127.0.0.1:0", "address of this worker's all-reduce server (reachable by the other workers)")
 	f.StringVar(&opt.GossipBind, "gossip", "127.0.0.1:0", "memberlist bind address host:port")
 	f.StringVar(&secret, "secret", "", "cluster secret (default $TINCT_CLUSTER_SECRET)")
+	f.DurationVar(&opt.Wait, "wait", 5*time.Minute, "how long to keep trying to reach the coordinator (before it is up, or after it was lost) before giving up")
 	cmd.AddCommand(join)
 	return cmd
 }

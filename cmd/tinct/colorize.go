@@ -16,8 +16,8 @@ import (
 	"github.com/tinct/tinct/dataset"
 	"github.com/tinct/tinct/model"
 	"github.com/tinct/tinct/nn"
-	"github.com/tinct/tinct/serve"
 	"github.com/tinct/tinct/track"
+	"github.com/tinct/tinct/trainstate"
 )
 
 func newColorizeCmd() *cobra.Command {
@@ -111,15 +111,15 @@ func loadInference(ctx context.Context, path string, cmd *cobra.Command) (*model
 	if err != nil {
 		return nil, 0, err
 	}
-	m, warns, err := serve.LoadModel(ctx, store, name)
+	m, warns, err := trainstate.Load(ctx, store, name)
 	for _, w := range warns {
 		slog.Warn("checkpoint skipped", "err", w)
 	}
 	if err != nil {
 		return nil, 0, err
 	}
-	slog.Info("checkpoint", "name", m.Name, "epoch", m.Epoch, "step", m.Step, "image_size", m.ImageSize)
-	return m.Net, m.ImageSize, nil
+	slog.Info("checkpoint", "name", m.Name, "epoch", m.Epoch, "step", m.Step, "image_size", m.Config.ImageSize)
+	return m.Net, m.Config.ImageSize, nil
 }
 
 func colorizeFile(ctx context.Context, net *model.UNet, size int, path, outDir string, samples, steps int, seed uint64) error {
@@ -135,7 +135,7 @@ func colorizeFile(ctx context.Context, net *model.UNet, size int, path, outDir s
 	g := dataset.ToGray(dataset.Resize(img, size))
 	gray := make([]float32, size*size)
 	for i, v := range g.Pix[:size*size] {
-		gray[i] = float32(v)/127.5 - 1
+		gray[i] = model.PixelToUnit(v)
 	}
 	out, err := colorizeGray(ctx, net, gray, size, samples, steps, seed)
 	if err != nil {

@@ -3,25 +3,13 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"math"
-	"math/rand/v2"
 	"os"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tinct/tinct/dataset"
-	"github.com/tinct/tinct/model"
-	"github.com/tinct/tinct/nn"
 	"github.com/tinct/tinct/quality"
 )
-
-// evalRow is one line of the eval table.
-type evalRow struct {
-	Name         string  `json:"name"`
-	PSNR         float64 `json:"psnr_db"`
-	SSIM         float64 `json:"ssim"`
-	Colorfulness float64 `json:"colorfulness"`
-}
 
 func newEvalCmd() *cobra.Command {
 	var ckpt, data, split, out string
@@ -55,64 +43,27 @@ Prints a table and writes it as JSON to --out.`,
 			if set.ImageSize() != size {
 				return fmt.Errorf("%s has %d×%d images; the checkpoint was trained at %d", data, set.ImageSize(), set.ImageSize(), size)
 			}
-			n := set.Len()
-			if limit > 0 {
-				n = min(n, limit)
-			}
-			if n == 0 {
+			if set.Len() == 0 {
 				return fmt.Errorf("%s: split %s is empty", data, split)
 			}
-			batch = max(1, min(batch, n))
-			sampler, err := model.NewSampler(net, batch, size, size)
+			rep, err := quality.Evaluate(cmd.Context(), net, set, quality.Options{
+				Name: fmt.Sprintf("EMA model, %d DDIM steps", steps), Steps: steps, Limit: limit, Batch: batch, Seed: seed,
+				Progress: func(done, total int) { fmt.Fprintf(cmd.ErrOrStderr(), "\r%d/%d images", done, total) },
+			})
 			if err != nil {
 				return err
 			}
-			hw := size * size
-			var sums [3]evalRow
-			var truthColor float64
-			rng := rand.New(rand.NewPCG(seed, 0))
-			color := make([]float32, 3*hw)
-			for start := 0; start < n; start += batch {
-				k := min(batch, n-start)
-				gray := nn.NewTensor(batch, 1, size, size)
-				truths := make([][]uint8, k)
-				for i := range k {
-					if err := set.Load(start+i, color, gray.Image(i), false); err != nil {
-						return err
-					}
-					truths[i] = quality.ToUint8(color)
-				}
-				outT, err := sampler.Colorize(cmd.Context(), gray, 1, steps, rng, nil)
-				if err != nil {
-					return err
-				}
-				for i := range k {
-					gen := quality.ToUint8(outT.Image(i))
-					g := quality.ToUint8(gray.Image(i))
-					base := append(append(append([]uint8{}, g...), g...), g...)
-					for j, img := range [][]uint8{gen, base} {
-						sums[j].PSNR += math.Min(quality.PSNR(img, truths[i]), 100)
-						sums[j].SSIM += quality.SSIM(img, truths[i], 3, size, size)
-						sums[j].Colorfulness += quality.Colorfulness(img, hw)
-					}
-					truthColor += quality.Colorfulness(truths[i], hw)
-				}
-				fmt.Fprintf(cmd.ErrOrStderr(), "\r%d/%d images", start+k, n)
-			}
 			fmt.Fprintln(cmd.ErrOrStderr())
-			rows := []evalRow{
-				{Name: fmt.Sprintf("EMA model, %d DDIM steps", steps), PSNR: sums[0].PSNR / float64(n), SSIM: sums[0].SSIM / float64(n), Colorfulness: sums[0].Colorfulness / float64(n)},
-				{Name: "gray as RGB (baseline)", PSNR: sums[1].PSNR / float64(n), SSIM: sums[1].SSIM / float64(n), Colorfulness: sums[1].Colorfulness / float64(n)},
-			}
+			n, rows := rep.Images, rep.Rows()
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "%d images of %s/%s\n\n| | PSNR dB | SSIM | colourfulness |\n|---|---:|---:|---:|\n", n, data, split)
 			for _, r := range rows {
 				fmt.Fprintf(w, "| %s | %.2f | %.4f | %.1f |\n", r.Name, r.PSNR, r.SSIM, r.Colorfulness)
 			}
-			fmt.Fprintf(w, "| ground truth | | | %.1f |\n", truthColor/float64(n))
+			fmt.Fprintf(w, "| ground truth | | | %.1f |\n", rep.TruthColorfulness)
 			if out != "" {
 				b, _ := json.MarshalIndent(map[string]any{"images": n, "data": data, "split": split, "checkpoint": ckpt, "steps": steps, "seed": seed,
-					"rows": rows, "truth_colorfulness": truthColor / float64(n), "psnr_cap_db": 100}, "", "  ")
+					"rows": rows, "truth_colorfulness": rep.TruthColorfulness, "psnr_cap_db": quality.PSNRCap}, "", "  ")
 				if err := os.WriteFile(out, b, 0o644); err != nil {
 					return err
 				}

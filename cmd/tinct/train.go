@@ -24,6 +24,7 @@ import (
 	"github.com/tinct/tinct/model"
 	"github.com/tinct/tinct/nn"
 	"github.com/tinct/tinct/track"
+	"github.com/tinct/tinct/trainstate"
 	"github.com/tinct/tinct/worker"
 )
 
@@ -63,26 +64,23 @@ func train(ctx context.Context, cmd *cobra.Command, cfg *config.Config) error {
 		return err
 	}
 	defer r.close()
-	co, err := coordinator.New(r.options(cfg))
+	st, saved, err := initialState(ctx, cfg, r.store)
 	if err != nil {
 		return err
 	}
-	if err := resume(ctx, co, cfg, r.store); err != nil {
-		return err
-	}
-	trainSet, dataDir, runDir := r.train, r.dataDir, r.dir
-	w, err := worker.New("local", co.Net().Config, trainSet)
+	w, err := worker.New("local", cfg.ModelConfig(), r.train)
 	if err != nil {
 		return err
 	}
-	if err := co.Join(ctx, coordinator.Local{W: w}); err != nil {
+	co, err := coordinator.New(r.options(st, saved, coordinator.NewLocal(&worker.Member{W: w, Log: slog.Default()})))
+	if err != nil {
 		return err
 	}
-	slog.Info("training", "images", trainSet.Len(), "batch", cfg.BatchSize, "steps_per_epoch", co.StepsPerEpoch(), "epochs", cfg.Epochs, "from_epoch", co.Epoch()+1)
+	slog.Info("training", "images", r.train.Len(), "batch", cfg.BatchSize, "steps_per_epoch", co.StepsPerEpoch(), "epochs", cfg.Epochs, "from_epoch", co.Epoch()+1)
 	if done, err := runUntilDone(ctx, co); !done || err != nil {
 		return err
 	}
-	return colorizeExample(ctx, co.EMA(), cfg, dataDir, runDir)
+	return colorizeExample(ctx, st.EMA, cfg, r.dataDir, r.dir)
 }
 
 // runUntilDone trains until the last epoch, or until SIGINT/SIGTERM, when
@@ -125,7 +123,7 @@ func newRunDir(base string) (string, error) {
 type runParts struct {
 	dir, dataDir string
 	train        *dataset.Set
-	val          worker.Source
+	val          dataset.Examples
 	store        checkpoint.Store
 	track        *track.Writer
 	metrics      *track.Registry
@@ -193,23 +191,27 @@ func (r *runParts) close() {
 }
 
 // options are the coordinator's parts for this run.
-func (r *runParts) options(cfg *config.Config) coordinator.Options {
-	return coordinator.Options{Config: cfg, Train: r.train, Val: r.val, Store: r.store, Track: r.track, Progress: os.Stderr, Metrics: r.metrics}
+func (r *runParts) options(st *trainstate.State, saved bool, tr coordinator.Transport) coordinator.Options {
+	return coordinator.Options{State: st, Saved: saved, Train: r.train, Val: r.val, Transport: tr, Store: r.store, Track: r.track, Progress: os.Stderr, Metrics: r.metrics}
 }
 
-// resume restores the newest checkpoint when the config asks for it.
-func resume(ctx context.Context, co *coordinator.Coordinator, cfg *config.Config, store checkpoint.Store) error {
-	if !cfg.Resume {
-		return nil
+// initialState is the state to train from: the seed's, or with resume=true
+// the newest checkpoint's (saved: it is in the store already).
+func initialState(ctx context.Context, cfg *config.Config, store checkpoint.Store) (st *trainstate.State, saved bool, err error) {
+	if st, err = trainstate.New(cfg); err != nil {
+		return nil, false, err
 	}
-	ok, err := co.Resume(ctx)
+	if !cfg.Resume {
+		return st, false, nil
+	}
+	ok, err := coordinator.Resume(ctx, store, st, slog.Default())
 	if err != nil {
-		return err
+		return nil, false, err
 	}
 	if !ok {
 		slog.Info("resume=true but the store holds no checkpoint: starting afresh", "store", store.String())
 	}
-	return nil
+	return st, ok, nil
 }
 
 // useCompute applies the config's gemm and threads unless the command line

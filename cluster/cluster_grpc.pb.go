@@ -4,7 +4,7 @@
 // - protoc             v3.21.12
 // source: cluster.proto
 
-package clusterpb
+package cluster
 
 import (
 	context "context"

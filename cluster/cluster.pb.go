@@ -4,7 +4,7 @@
 // 	protoc        v3.21.12
 // source: cluster.proto
 
-package clusterpb
+package cluster
 
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
@@ -20,6 +20,61 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+type Outcome int32
+
+const (
+	Outcome_FAILED      Outcome = 0 // the coordinator stopped on an error: exit non-zero
+	Outcome_FINISHED    Outcome = 1 // training finished: exit 0
+	Outcome_INTERRUPTED Outcome = 2 // the coordinator was stopped (checkpoint saved): wait for it to come back
+	Outcome_DROPPED     Outcome = 3 // this worker was dropped from the ring: rejoin with a fresh state
+	Outcome_EXCLUDED    Outcome = 4 // this worker failed too often: exit non-zero
+)
+
+// Enum value maps for Outcome.
+var (
+	Outcome_name = map[int32]string{
+		0: "FAILED",
+		1: "FINISHED",
+		2: "INTERRUPTED",
+		3: "DROPPED",
+		4: "EXCLUDED",
+	}
+	Outcome_value = map[string]int32{
+		"FAILED":      0,
+		"FINISHED":    1,
+		"INTERRUPTED": 2,
+		"DROPPED":     3,
+		"EXCLUDED":    4,
+	}
+)
+
+func (x Outcome) Enum() *Outcome {
+	p := new(Outcome)
+	*p = x
+	return p
+}
+
+func (x Outcome) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Outcome) Descriptor() protoreflect.EnumDescriptor {
+	return file_cluster_proto_enumTypes[0].Descriptor()
+}
+
+func (Outcome) Type() protoreflect.EnumType {
+	return &file_cluster_proto_enumTypes[0]
+}
+
+func (x Outcome) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Outcome.Descriptor instead.
+func (Outcome) EnumDescriptor() ([]byte, []int) {
+	return file_cluster_proto_rawDescGZIP(), []int{0}
+}
 
 type FromWorker struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -293,6 +348,8 @@ type Welcome struct {
 	ConfigYaml    []byte                 `protobuf:"bytes,1,opt,name=config_yaml,json=configYaml,proto3" json:"config_yaml,omitempty"`
 	GossipAddr    string                 `protobuf:"bytes,2,opt,name=gossip_addr,json=gossipAddr,proto3" json:"gossip_addr,omitempty"`
 	RingTimeoutMs int64                  `protobuf:"varint,3,opt,name=ring_timeout_ms,json=ringTimeoutMs,proto3" json:"ring_timeout_ms,omitempty"`
+	GossipProfile string                 `protobuf:"bytes,4,opt,name=gossip_profile,json=gossipProfile,proto3" json:"gossip_profile,omitempty"` // memberlist timing: lan, wan or local
+	Session       uint64                 `protobuf:"varint,5,opt,name=session,proto3" json:"session,omitempty"`                                 // this session's id; the worker's gossip name is NAME#SESSION
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -344,6 +401,20 @@ func (x *Welcome) GetGossipAddr() string {
 func (x *Welcome) GetRingTimeoutMs() int64 {
 	if x != nil {
 		return x.RingTimeoutMs
+	}
+	return 0
+}
+
+func (x *Welcome) GetGossipProfile() string {
+	if x != nil {
+		return x.GossipProfile
+	}
+	return ""
+}
+
+func (x *Welcome) GetSession() uint64 {
+	if x != nil {
+		return x.Session
 	}
 	return 0
 }
@@ -767,9 +838,11 @@ func (x *Report) GetReduceSeconds() float64 {
 	return 0
 }
 
+// Stop ends a worker's session; the outcome says what the worker does next.
 type Stop struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Reason        string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	Outcome       Outcome                `protobuf:"varint,2,opt,name=outcome,proto3,enum=tinct.cluster.Outcome" json:"outcome,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -811,6 +884,13 @@ func (x *Stop) GetReason() string {
 	return ""
 }
 
+func (x *Stop) GetOutcome() Outcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return Outcome_FAILED
+}
+
 var File_cluster_proto protoreflect.FileDescriptor
 
 const file_cluster_proto_rawDesc = "" +
@@ -831,13 +911,15 @@ const file_cluster_proto_rawDesc = "" +
 	"\x05Hello\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vgossip_addr\x18\x02 \x01(\tR\n" +
-	"gossipAddr\"s\n" +
+	"gossipAddr\"\xb4\x01\n" +
 	"\aWelcome\x12\x1f\n" +
 	"\vconfig_yaml\x18\x01 \x01(\fR\n" +
 	"configYaml\x12\x1f\n" +
 	"\vgossip_addr\x18\x02 \x01(\tR\n" +
 	"gossipAddr\x12&\n" +
-	"\x0fring_timeout_ms\x18\x03 \x01(\x03R\rringTimeoutMs\"\xc8\x02\n" +
+	"\x0fring_timeout_ms\x18\x03 \x01(\x03R\rringTimeoutMs\x12%\n" +
+	"\x0egossip_profile\x18\x04 \x01(\tR\rgossipProfile\x12\x18\n" +
+	"\asession\x18\x05 \x01(\x04R\asession\"\xc8\x02\n" +
 	"\x05Setup\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
@@ -886,11 +968,19 @@ const file_cluster_proto_rawDesc = "" +
 	"\bchecksum\x18\x05 \x01(\fR\bchecksum\x12\x16\n" +
 	"\x06update\x18\x06 \x01(\fR\x06update\x12\x14\n" +
 	"\x05error\x18\a \x01(\tR\x05error\x12%\n" +
-	"\x0ereduce_seconds\x18\b \x01(\x01R\rreduceSeconds\"\x1e\n" +
+	"\x0ereduce_seconds\x18\b \x01(\x01R\rreduceSeconds\"P\n" +
 	"\x04Stop\x12\x16\n" +
-	"\x06reason\x18\x01 \x01(\tR\x06reason2P\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\x120\n" +
+	"\aoutcome\x18\x02 \x01(\x0e2\x16.tinct.cluster.OutcomeR\aoutcome*O\n" +
+	"\aOutcome\x12\n" +
+	"\n" +
+	"\x06FAILED\x10\x00\x12\f\n" +
+	"\bFINISHED\x10\x01\x12\x0f\n" +
+	"\vINTERRUPTED\x10\x02\x12\v\n" +
+	"\aDROPPED\x10\x03\x12\f\n" +
+	"\bEXCLUDED\x10\x042P\n" +
 	"\vCoordinator\x12A\n" +
-	"\aSession\x12\x19.tinct.cluster.FromWorker\x1a\x17.tinct.cluster.ToWorker(\x010\x01B.Z,github.com/tinct/tinct/coordinator/clusterpbb\x06proto3"
+	"\aSession\x12\x19.tinct.cluster.FromWorker\x1a\x17.tinct.cluster.ToWorker(\x010\x01B Z\x1egithub.com/tinct/tinct/clusterb\x06proto3"
 
 var (
 	file_cluster_proto_rawDescOnce sync.Once
@@ -904,33 +994,36 @@ func file_cluster_proto_rawDescGZIP() []byte {
 	return file_cluster_proto_rawDescData
 }
 
+var file_cluster_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_cluster_proto_goTypes = []any{
-	(*FromWorker)(nil), // 0: tinct.cluster.FromWorker
-	(*ToWorker)(nil),   // 1: tinct.cluster.ToWorker
-	(*Hello)(nil),      // 2: tinct.cluster.Hello
-	(*Welcome)(nil),    // 3: tinct.cluster.Welcome
-	(*Setup)(nil),      // 4: tinct.cluster.Setup
-	(*Ready)(nil),      // 5: tinct.cluster.Ready
-	(*Task)(nil),       // 6: tinct.cluster.Task
-	(*Report)(nil),     // 7: tinct.cluster.Report
-	(*Stop)(nil),       // 8: tinct.cluster.Stop
+	(Outcome)(0),       // 0: tinct.cluster.Outcome
+	(*FromWorker)(nil), // 1: tinct.cluster.FromWorker
+	(*ToWorker)(nil),   // 2: tinct.cluster.ToWorker
+	(*Hello)(nil),      // 3: tinct.cluster.Hello
+	(*Welcome)(nil),    // 4: tinct.cluster.Welcome
+	(*Setup)(nil),      // 5: tinct.cluster.Setup
+	(*Ready)(nil),      // 6: tinct.cluster.Ready
+	(*Task)(nil),       // 7: tinct.cluster.Task
+	(*Report)(nil),     // 8: tinct.cluster.Report
+	(*Stop)(nil),       // 9: tinct.cluster.Stop
 }
 var file_cluster_proto_depIdxs = []int32{
-	2, // 0: tinct.cluster.FromWorker.hello:type_name -> tinct.cluster.Hello
-	5, // 1: tinct.cluster.FromWorker.ready:type_name -> tinct.cluster.Ready
-	7, // 2: tinct.cluster.FromWorker.report:type_name -> tinct.cluster.Report
-	3, // 3: tinct.cluster.ToWorker.welcome:type_name -> tinct.cluster.Welcome
-	4, // 4: tinct.cluster.ToWorker.setup:type_name -> tinct.cluster.Setup
-	6, // 5: tinct.cluster.ToWorker.task:type_name -> tinct.cluster.Task
-	8, // 6: tinct.cluster.ToWorker.stop:type_name -> tinct.cluster.Stop
-	0, // 7: tinct.cluster.Coordinator.Session:input_type -> tinct.cluster.FromWorker
-	1, // 8: tinct.cluster.Coordinator.Session:output_type -> tinct.cluster.ToWorker
-	8, // [8:9] is the sub-list for method output_type
-	7, // [7:8] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	3, // 0: tinct.cluster.FromWorker.hello:type_name -> tinct.cluster.Hello
+	6, // 1: tinct.cluster.FromWorker.ready:type_name -> tinct.cluster.Ready
+	8, // 2: tinct.cluster.FromWorker.report:type_name -> tinct.cluster.Report
+	4, // 3: tinct.cluster.ToWorker.welcome:type_name -> tinct.cluster.Welcome
+	5, // 4: tinct.cluster.ToWorker.setup:type_name -> tinct.cluster.Setup
+	7, // 5: tinct.cluster.ToWorker.task:type_name -> tinct.cluster.Task
+	9, // 6: tinct.cluster.ToWorker.stop:type_name -> tinct.cluster.Stop
+	0, // 7: tinct.cluster.Stop.outcome:type_name -> tinct.cluster.Outcome
+	1, // 8: tinct.cluster.Coordinator.Session:input_type -> tinct.cluster.FromWorker
+	2, // 9: tinct.cluster.Coordinator.Session:output_type -> tinct.cluster.ToWorker
+	9, // [9:10] is the sub-list for method output_type
+	8, // [8:9] is the sub-list for method input_type
+	8, // [8:8] is the sub-list for extension type_name
+	8, // [8:8] is the sub-list for extension extendee
+	0, // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_cluster_proto_init() }
@@ -954,13 +1047,14 @@ func file_cluster_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cluster_proto_rawDesc), len(file_cluster_proto_rawDesc)),
-			NumEnums:      0,
+			NumEnums:      1,
 			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_cluster_proto_goTypes,
 		DependencyIndexes: file_cluster_proto_depIdxs,
+		EnumInfos:         file_cluster_proto_enumTypes,
 		MessageInfos:      file_cluster_proto_msgTypes,
 	}.Build()
 	File_cluster_proto = out.File

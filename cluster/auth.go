@@ -1,7 +1,8 @@
-// Package clusterpb holds the coordinator–worker protocol of a tinct
-// training cluster (cluster.proto and its generated code), the shared-secret
-// authentication of its calls and the float encoding of its vectors.
-package clusterpb
+// Package cluster is the wire protocol between a tinct coordinator and its
+// workers: cluster.proto and its generated code, the shared-secret
+// authentication of calls, the encoding of float vectors, replica
+// checksums, and the memberlist set-up both sides share.
+package cluster
 
 //go:generate protoc --go_out=. --go_opt=paths=source_relative --go-grpc_out=. --go-grpc_opt=paths=source_relative cluster.proto
 
@@ -10,11 +11,9 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -104,38 +103,5 @@ func (v *Verifier) Verify(ctx context.Context) error {
 		return fmt.Errorf("%w: replayed nonce", ErrAuth)
 	}
 	v.seen[nonce] = now
-	return nil
-}
-
-// GossipKey derives memberlist's AES-256 key from the cluster secret.
-func GossipKey(secret []byte) []byte {
-	h := hmac.New(sha256.New, secret)
-	h.Write([]byte("tinct-memberlist-key-v1"))
-	return h.Sum(nil)
-}
-
-// Floats encodes v as little-endian float32.
-func Floats(v ...[]float32) []byte {
-	n := 0
-	for _, s := range v {
-		n += len(s)
-	}
-	b := make([]byte, 0, 4*n)
-	for _, s := range v {
-		for _, f := range s {
-			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(f))
-		}
-	}
-	return b
-}
-
-// Decode fills dst from little-endian float32 bytes of exactly its length.
-func Decode(dst []float32, b []byte) error {
-	if len(b) != 4*len(dst) {
-		return fmt.Errorf("cluster: vector of %d bytes, want %d floats", len(b), len(dst))
-	}
-	for i := range dst {
-		dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
-	}
 	return nil
 }

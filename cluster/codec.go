@@ -1,0 +1,47 @@
+package cluster
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"math"
+
+	"github.com/tinct/tinct/model"
+)
+
+// Floats encodes v as little-endian float32.
+func Floats(v ...[]float32) []byte {
+	n := 0
+	for _, s := range v {
+		n += len(s)
+	}
+	b := make([]byte, 0, 4*n)
+	for _, s := range v {
+		for _, f := range s {
+			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(f))
+		}
+	}
+	return b
+}
+
+// Decode fills dst from little-endian float32 bytes of exactly its length.
+func Decode(dst []float32, b []byte) error {
+	if len(b) != 4*len(dst) {
+		return fmt.Errorf("cluster: vector of %d bytes, want %d floats", len(b), len(dst))
+	}
+	for i := range dst {
+		dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+	}
+	return nil
+}
+
+// Checksum is the SHA-256 of a network's weights, BatchNorm buffers and
+// batch count: replicas that agree bitwise have equal checksums.
+func Checksum(net *model.UNet) []byte {
+	h := sha256.New()
+	h.Write(Floats(net.Params, net.Buffers(nil)))
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], uint64(net.BatchesTracked()))
+	h.Write(b[:])
+	return h.Sum(nil)
+}

@@ -1,0 +1,71 @@
+package cluster
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// GossipKey derives memberlist's AES-256 key from the cluster secret.
+func GossipKey(secret []byte) []byte {
+	h := hmac.New(sha256.New, secret)
+	h.Write([]byte("tinct-memberlist-key-v1"))
+	return h.Sum(nil)
+}
+
+// GossipProfiles are memberlist's preset timings: lan (the default: a data
+// centre network, a dead node noticed in a few seconds), wan (slower,
+// lossy links) and local (loopback only: tests and one-machine demos).
+var GossipProfiles = []string{"lan", "wan", "local"}
+
+// GossipOptions set up one member of the membership gossip.
+type GossipOptions struct {
+	Name    string // unique in the cluster
+	Bind    string // host:port; port 0 picks one
+	Secret  []byte // the cluster secret (the gossip is encrypted with a key derived from it)
+	Profile string // one of GossipProfiles; "" is lan
+	Events  memberlist.EventDelegate
+	Log     *slog.Logger
+}
+
+// StartGossip creates a memberlist member with the profile's timings.
+func StartGossip(o GossipOptions) (*memberlist.Memberlist, error) {
+	host, port, err := net.SplitHostPort(o.Bind)
+	if err != nil {
+		return nil, fmt.Errorf("gossip address %q: %w", o.Bind, err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return nil, fmt.Errorf("gossip address %q: %w", o.Bind, err)
+	}
+	var mc *memberlist.Config
+	switch o.Profile {
+	case "", "lan":
+		mc = memberlist.DefaultLANConfig()
+	case "wan":
+		mc = memberlist.DefaultWANConfig()
+	case "local":
+		mc = memberlist.DefaultLocalConfig()
+	default:
+		return nil, fmt.Errorf("gossip profile %q: want one of %v", o.Profile, GossipProfiles)
+	}
+	mc.Name = o.Name
+	mc.BindAddr, mc.BindPort, mc.AdvertisePort = host, p, p
+	mc.SecretKey = GossipKey(o.Secret)
+	mc.Events = o.Events
+	log := o.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	mc.Logger = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("memberlist on %s: %w", o.Bind, err)
+	}
+	return ml, nil
+}

@@ -1,0 +1,413 @@
+package coordinator
+
+// The cluster transport (protocol in cluster/cluster.proto). A worker opens
+// one authenticated bidirectional Session and sends Hello{name}; the
+// coordinator answers Welcome{config, gossip address and profile, ring
+// timeout, session id}, and the worker joins the memberlist gossip (AES key
+// derived from the secret) as NAME#SESSION. The core then drives it:
+//
+//	Setup{generation, rank, size, committed state} → every ring member
+//	Ready{generation, ring address}                ← each
+//	Task{generation, step, share, next rank's ring address, ...} → each
+//	Report{generation, step, loss, count, checksum, [rank 0: update]} ← each
+//	Stop{outcome, reason}                           → a dropped, excluded or every worker at the end
+//
+// A worker computes its share's gradient weighted by count/batch, sums it
+// around the ring bucket by bucket while backward is still running, then
+// the weighted BN buffers, applies the sums and reports the checksum of
+// its replica. Everything this file learns becomes an event for the core
+// (Join, Leave, Suspect from memberlist, Ready, Report); every decision
+// (who is in the ring, what is abandoned, who is dropped) is the core's.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/tinct/tinct/cluster"
+	"github.com/tinct/tinct/config"
+	"github.com/tinct/tinct/control"
+	"github.com/tinct/tinct/trainstate"
+)
+
+// ClusterOptions configure the coordinator's side of a cluster.
+type ClusterOptions struct {
+	Listen        string        // gRPC address for workers, e.g. "127.0.0.1:7070"
+	Secret        []byte        // the cluster secret (required)
+	GossipBind    string        // memberlist bind address host:port ("" → 127.0.0.1:0; port 0 picks one)
+	GossipProfile string        // memberlist timing: lan (default), wan, local (loopback only)
+	RingTimeout   time.Duration // the workers' all-reduce deadline (default 60 s)
+	Log           *slog.Logger
+	// OnConnect, if set, is called when a worker has connected (tests).
+	OnConnect func(name string)
+}
+
+// Cluster is the Transport to remote workers: it serves the Coordinator
+// gRPC service, keeps membership with memberlist, and turns what happens
+// into events for the core.
+type Cluster struct {
+	cluster.UnimplementedCoordinatorServer
+	opt      ClusterOptions
+	log      *slog.Logger
+	cfgYAML  []byte
+	lis      net.Listener
+	srv      *grpc.Server
+	ml       *memberlist.Memberlist
+	verifier *cluster.Verifier
+
+	mu       sync.Mutex
+	sessions map[uint64]*remote
+	seq      uint64
+	events   chan<- control.Event
+	started  chan struct{} // closed by Start
+	stopping bool
+	quit     chan struct{} // closed when Close begins
+	setupGen uint64        // the generation whose state setupMsg encodes
+	setupMsg *cluster.Setup
+}
+
+type remote struct {
+	name     string
+	session  uint64
+	addr     string
+	stream   grpc.BidiStreamingServer[cluster.FromWorker, cluster.ToWorker]
+	sendMu   sync.Mutex
+	kill     chan struct{}
+	ended    chan struct{} // closed when the session is over
+	killOnce sync.Once
+	why      error
+}
+
+func (r *remote) send(m *cluster.ToWorker) error {
+	r.sendMu.Lock()
+	defer r.sendMu.Unlock()
+	return r.stream.Send(m)
+}
+
+func (r *remote) die(err error) {
+	r.killOnce.Do(func() { r.why = err; close(r.kill) })
+}
+
+// StartCluster starts the gRPC service and the membership gossip.
+func StartCluster(cfg *config.Config, opt ClusterOptions) (*Cluster, error) {
+	if len(opt.Secret) == 0 {
+		return nil, errors.New("cluster secret is empty: set --secret or TINCT_CLUSTER_SECRET")
+	}
+	if opt.RingTimeout <= 0 {
+		opt.RingTimeout = 60 * time.Second
+	}
+	if opt.Log == nil {
+		opt.Log = slog.Default()
+	}
+	if opt.GossipBind == "" {
+		opt.GossipBind = "127.0.0.1:0"
+	}
+	c := &Cluster{opt: opt, log: opt.Log, cfgYAML: cfg.YAML(), verifier: &cluster.Verifier{Secret: opt.Secret},
+		sessions: map[uint64]*remote{}, started: make(chan struct{}), quit: make(chan struct{})}
+	lis, err := net.Listen("tcp", opt.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("cluster listen %q: %w", opt.Listen, err)
+	}
+	c.lis = lis
+	c.ml, err = cluster.StartGossip(cluster.GossipOptions{Name: "coordinator", Bind: opt.GossipBind, Secret: opt.Secret, Profile: opt.GossipProfile, Events: (*gossipEvents)(c), Log: c.log})
+	if err != nil {
+		lis.Close()
+		return nil, err
+	}
+	c.srv = grpc.NewServer(grpc.MaxRecvMsgSize(1<<30), grpc.MaxSendMsgSize(1<<30), grpc.StreamInterceptor(c.auth), grpc.UnaryInterceptor(c.authUnary),
+		// pings find a worker whose host died or whose network broke
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 20 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}))
+	cluster.RegisterCoordinatorServer(c.srv, c)
+	go func() { _ = c.srv.Serve(lis) }()
+	c.log.Info("coordinator listening for workers", "addr", c.Addr(), "gossip", c.GossipAddr())
+	return c, nil
+}
+
+// Addr is the gRPC address workers join; GossipAddr memberlist's.
+func (c *Cluster) Addr() string { return c.lis.Addr().String() }
+func (c *Cluster) GossipAddr() string {
+	n := c.ml.LocalNode()
+	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+}
+
+// post delivers an event to the core, unless the transport is closing.
+func (c *Cluster) post(ev control.Event) {
+	select {
+	case <-c.started:
+	case <-c.quit:
+		return
+	}
+	select {
+	case c.events <- ev:
+	case <-c.quit:
+	}
+}
+
+// Start implements Transport.
+func (c *Cluster) Start(events chan<- control.Event) {
+	c.events = events
+	close(c.started)
+}
+
+type gossipEvents Cluster
+
+func (g *gossipEvents) NotifyJoin(*memberlist.Node)   {}
+func (g *gossipEvents) NotifyUpdate(*memberlist.Node) {}
+func (g *gossipEvents) NotifyLeave(n *memberlist.Node) {
+	c := (*Cluster)(g)
+	name, sess, ok := strings.Cut(n.Name, "#")
+	id, err := strconv.ParseUint(sess, 10, 64)
+	if !ok || err != nil {
+		return
+	}
+	c.mu.Lock()
+	r := c.sessions[id]
+	stopping := c.stopping
+	c.mu.Unlock()
+	if r != nil && r.name == name && !stopping {
+		c.log.Warn("memberlist: worker failed or left", "worker", name, "addr", n.Address())
+		go c.post(control.Suspect{Worker: name, Session: id, Reason: "memberlist reports it failed or left"})
+	}
+}
+
+func (c *Cluster) check(ctx context.Context, method string) error {
+	if err := c.verifier.Verify(ctx); err != nil {
+		from := "?"
+		if p, ok := peer.FromContext(ctx); ok {
+			from = p.Addr.String()
+		}
+		c.log.Warn("refused an unauthenticated call", "from", from, "method", method, "err", err)
+		return status.Error(codes.Unauthenticated, err.Error())
+	}
+	return nil
+}
+
+func (c *Cluster) auth(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if err := c.check(ss.Context(), info.FullMethod); err != nil {
+		return err
+	}
+	return h(srv, ss)
+}
+
+func (c *Cluster) authUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if err := c.check(ctx, info.FullMethod); err != nil {
+		return nil, err
+	}
+	return h(ctx, req)
+}
+
+// Session is one worker's life in the cluster.
+func (c *Cluster) Session(stream grpc.BidiStreamingServer[cluster.FromWorker, cluster.ToWorker]) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	hello := first.GetHello()
+	if hello == nil || hello.Name == "" || strings.Contains(hello.Name, "#") {
+		return status.Error(codes.InvalidArgument, "first message must be a Hello with a worker name (without '#')")
+	}
+	addr := "?"
+	if p, ok := peer.FromContext(stream.Context()); ok {
+		addr = p.Addr.String()
+	}
+	c.mu.Lock()
+	if c.stopping {
+		c.mu.Unlock()
+		return status.Error(codes.Unavailable, "coordinator is stopping")
+	}
+	c.seq++
+	r := &remote{name: hello.Name, session: c.seq, addr: addr, stream: stream, kill: make(chan struct{}), ended: make(chan struct{})}
+	c.sessions[r.session] = r
+	c.mu.Unlock()
+	var cause error
+	defer close(r.ended)
+	defer func() {
+		c.mu.Lock()
+		delete(c.sessions, r.session)
+		c.mu.Unlock()
+		c.post(control.Leave{Worker: r.name, Session: r.session, Reason: fmt.Sprint(cause)})
+	}()
+	if err := r.send(&cluster.ToWorker{Body: &cluster.ToWorker_Welcome{Welcome: &cluster.Welcome{ConfigYaml: c.cfgYAML, GossipAddr: c.GossipAddr(),
+		GossipProfile: c.opt.GossipProfile, RingTimeoutMs: c.opt.RingTimeout.Milliseconds(), Session: r.session}}}); err != nil {
+		cause = err
+		return err
+	}
+	c.log.Info("worker connected", "worker", r.name, "from", addr, "session", r.session)
+	if c.opt.OnConnect != nil {
+		c.opt.OnConnect(r.name)
+	}
+	c.post(control.Join{Worker: r.name, Session: r.session})
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			switch b := m.Body.(type) {
+			case *cluster.FromWorker_Ready:
+				c.post(control.Ready{Worker: r.name, Gen: b.Ready.Generation, Addr: b.Ready.RingAddr})
+			case *cluster.FromWorker_Report:
+				rep, err := reportOf(r.name, b.Report)
+				if err != nil {
+					rep = &control.Report{Worker: r.name, Gen: b.Report.Generation, Step: b.Report.Step, Err: err.Error()}
+				}
+				c.post(rep)
+			}
+		}
+	}()
+	select {
+	case err := <-recvErr:
+		cause = fmt.Errorf("session ended: %w", err)
+	case <-r.kill:
+		cause = r.why
+	case <-stream.Context().Done():
+		cause = fmt.Errorf("session ended: %w", stream.Context().Err())
+	}
+	c.mu.Lock()
+	stopping := c.stopping
+	c.mu.Unlock()
+	if !stopping {
+		c.log.Warn("worker session over", "worker", r.name, "session", r.session, "cause", cause)
+	}
+	return status.Error(codes.Aborted, cause.Error())
+}
+
+func reportOf(name string, m *cluster.Report) (*control.Report, error) {
+	r := &control.Report{Worker: name, Gen: m.Generation, Step: m.Step, Loss: m.Loss, Count: int(m.Count), Checksum: m.Checksum, RingSeconds: m.ReduceSeconds, Err: m.Error}
+	if len(m.Update) > 0 {
+		if len(m.Update)%4 != 0 {
+			return nil, fmt.Errorf("update of %d bytes is not float32s", len(m.Update))
+		}
+		r.Update = make([]float32, len(m.Update)/4)
+		_ = cluster.Decode(r.Update, m.Update)
+	}
+	return r, nil
+}
+
+func (c *Cluster) byName(worker string) *remote {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var found *remote
+	for _, r := range c.sessions {
+		if r.name == worker && (found == nil || r.session > found.session) {
+			found = r
+		}
+	}
+	return found
+}
+
+// Setup implements Transport; the state is encoded once per generation.
+func (c *Cluster) Setup(worker string, gen uint64, rank, size int, st trainstate.Replica) {
+	r := c.byName(worker)
+	if r == nil {
+		return // gone: its Leave is on the way
+	}
+	if c.setupMsg == nil || c.setupGen != gen {
+		c.setupGen = gen
+		c.setupMsg = &cluster.Setup{Params: cluster.Floats(st.Params), Buffers: cluster.Floats(st.Buffers), Tracked: st.Tracked,
+			AdamM: cluster.Floats(st.Adam.M), AdamV: cluster.Floats(st.Adam.V), AdamStep: st.Adam.Step,
+			Lr: st.Adam.LR, Beta1: st.Adam.Beta1, Beta2: st.Adam.Beta2, Eps: st.Adam.Eps}
+	}
+	m := c.setupMsg
+	s := &cluster.Setup{Generation: gen, Rank: int32(rank), Size: int32(size), Params: m.Params, Buffers: m.Buffers, Tracked: m.Tracked,
+		AdamM: m.AdamM, AdamV: m.AdamV, AdamStep: m.AdamStep, Lr: m.Lr, Beta1: m.Beta1, Beta2: m.Beta2, Eps: m.Eps}
+	msg := &cluster.ToWorker{Body: &cluster.ToWorker_Setup{Setup: s}}
+	go func() {
+		if err := r.send(msg); err != nil {
+			r.die(fmt.Errorf("send setup: %w", err))
+		}
+	}()
+}
+
+// Task implements Transport.
+func (c *Cluster) Task(t *control.Task, tracked int64) {
+	r := c.byName(t.Worker)
+	if r == nil {
+		return
+	}
+	ind := make([]int32, len(t.Indices))
+	for k, v := range t.Indices {
+		ind[k] = int32(v)
+	}
+	msg := &cluster.ToWorker{Body: &cluster.ToWorker_Task{Task: &cluster.Task{Generation: t.Gen, Step: t.Step, Epoch: int32(t.Epoch), Indices: ind,
+		Seed: t.Seed, Flip: t.Flip, Batch: int32(t.Batch), Tracked: tracked, NextAddr: t.Next, SendUpdate: t.SendUpdate}}}
+	go func() {
+		if err := r.send(msg); err != nil {
+			r.die(fmt.Errorf("send task: %w", err))
+		}
+	}()
+}
+
+// Drop implements Transport: the worker is told why, then its session ends.
+func (c *Cluster) Drop(worker string, session uint64, outcome cluster.Outcome, reason string) {
+	c.mu.Lock()
+	r := c.sessions[session]
+	c.mu.Unlock()
+	if r == nil {
+		return
+	}
+	go func() {
+		_ = r.send(&cluster.ToWorker{Body: &cluster.ToWorker_Stop{Stop: &cluster.Stop{Reason: reason, Outcome: outcome}}})
+		t := time.NewTimer(5 * time.Second)
+		defer t.Stop()
+		select {
+		case <-r.ended:
+		case <-t.C:
+		}
+		r.die(errors.New("dropped: " + reason))
+	}()
+}
+
+// Close implements Transport: it tells every worker the outcome and stops
+// the service and the gossip.
+func (c *Cluster) Close(outcome cluster.Outcome, reason string) {
+	c.mu.Lock()
+	if c.stopping {
+		c.mu.Unlock()
+		return
+	}
+	c.stopping = true
+	close(c.quit)
+	rs := make([]*remote, 0, len(c.sessions))
+	for _, r := range c.sessions {
+		rs = append(rs, r)
+	}
+	c.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, r := range rs {
+		wg.Go(func() {
+			// the worker ends the session when it has the Stop; a stalled
+			// one is cut off after a grace period
+			go func() {
+				_ = r.send(&cluster.ToWorker{Body: &cluster.ToWorker_Stop{Stop: &cluster.Stop{Reason: reason, Outcome: outcome}}})
+			}()
+			t := time.NewTimer(5 * time.Second)
+			defer t.Stop()
+			select {
+			case <-r.ended:
+			case <-t.C:
+			}
+			r.die(errors.New("coordinator stopped"))
+			<-r.ended
+		})
+	}
+	wg.Wait()
+	c.srv.Stop()
+	_ = c.ml.Shutdown()
+}

@@ -1,0 +1,124 @@
+package quality
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+
+	"github.com/tinct/tinct/model"
+	"github.com/tinct/tinct/nn"
+)
+
+// PSNRCap is the most PSNR (dB) one image adds to a mean, so that an image
+// colourised exactly (+Inf) does not swamp the others.
+const PSNRCap = 100
+
+// Source is a split of images to score; *dataset.Set is one.
+type Source interface {
+	Len() int
+	ImageSize() int
+	// Load reads image i into color (3·S·S values, CHW) and gray (S·S
+	// values), scaled to [−1, 1], mirrored when flip is set.
+	Load(i int, color, gray []float32, flip bool) error
+}
+
+// Options are Evaluate's settings.
+type Options struct {
+	Name     string                // the model row's name; empty: "model, Steps DDIM steps"
+	Steps    int                   // DDIM steps
+	Limit    int                   // score only the first Limit images (0: all)
+	Batch    int                   // images colorized at once, clamped to 1…images
+	Seed     uint64                // seed of the sampler's noise
+	Progress func(done, total int) // called after each batch when not nil
+}
+
+// Row is one line of an evaluation: mean scores against the ground truth.
+type Row struct {
+	Name         string  `json:"name"`
+	PSNR         float64 `json:"psnr_db"` // each image's capped at PSNRCap
+	SSIM         float64 `json:"ssim"`    // NaN for images under 11×11
+	Colorfulness float64 `json:"colorfulness"`
+}
+
+// Report is the result of Evaluate.
+type Report struct {
+	Images            int     // images scored
+	Model             Row     // the network's colourisations
+	Baseline          Row     // the gray image shown as RGB
+	TruthColorfulness float64 // the ground truth's mean, for scale
+}
+
+// Rows is the model's row, then the baseline's.
+func (r Report) Rows() []Row { return []Row{r.Model, r.Baseline} }
+
+// Evaluate colorizes the first images of set (all, or opt.Limit) with net,
+// one sample each from opt.Seed, and scores them against the ground truth
+// beside the baseline that shows the gray image as RGB: PSNR over the three
+// 8-bit channels, SSIM and colourfulness. It stops early when ctx is done.
+func Evaluate(ctx context.Context, net *model.UNet, set Source, opt Options) (Report, error) {
+	n := set.Len()
+	if opt.Limit > 0 {
+		n = min(n, opt.Limit)
+	}
+	if n == 0 {
+		return Report{}, errors.New("evaluate: no images to score")
+	}
+	if opt.Steps < 1 {
+		return Report{}, fmt.Errorf("evaluate: %d DDIM steps; need at least 1", opt.Steps)
+	}
+	size := set.ImageSize()
+	batch := max(1, min(opt.Batch, n))
+	sampler, err := model.NewSampler(net, batch, size, size)
+	if err != nil {
+		return Report{}, fmt.Errorf("evaluate: %w", err)
+	}
+	hw := size * size
+	var sums [2]Row
+	var truthColor float64
+	rng := rand.New(rand.NewPCG(opt.Seed, 0))
+	color := make([]float32, 3*hw)
+	for start := 0; start < n; start += batch {
+		k := min(batch, n-start)
+		gray := nn.NewTensor(batch, 1, size, size)
+		truths := make([][]uint8, k)
+		for i := range k {
+			if err := set.Load(start+i, color, gray.Image(i), false); err != nil {
+				return Report{}, err
+			}
+			truths[i] = ToUint8(color)
+		}
+		out, err := sampler.Colorize(ctx, gray, 1, opt.Steps, rng, nil)
+		if err != nil {
+			return Report{}, err
+		}
+		for i := range k {
+			gen := ToUint8(out.Image(i))
+			g := ToUint8(gray.Image(i))
+			base := append(append(append([]uint8{}, g...), g...), g...)
+			for j, img := range [][]uint8{gen, base} {
+				sums[j].PSNR += math.Min(PSNR(img, truths[i]), PSNRCap)
+				sums[j].SSIM += SSIM(img, truths[i], 3, size, size)
+				sums[j].Colorfulness += Colorfulness(img, hw)
+			}
+			truthColor += Colorfulness(truths[i], hw)
+		}
+		if opt.Progress != nil {
+			opt.Progress(start+k, n)
+		}
+	}
+	mean := func(s Row, name string) Row {
+		return Row{Name: name, PSNR: s.PSNR / float64(n), SSIM: s.SSIM / float64(n), Colorfulness: s.Colorfulness / float64(n)}
+	}
+	name := opt.Name
+	if name == "" {
+		name = fmt.Sprintf("model, %d DDIM steps", opt.Steps)
+	}
+	return Report{
+		Images:            n,
+		Model:             mean(sums[0], name),
+		Baseline:          mean(sums[1], "gray as RGB (baseline)"),
+		TruthColorfulness: truthColor / float64(n),
+	}, nil
+}

@@ -1,0 +1,225 @@
+// Package trainstate is what a checkpoint holds — the weights, their EMA,
+// the BatchNorm buffers, Adam's moments, the loop position and the resolved
+// configuration — and its one encoder and decoder, used by the coordinator
+// (save, resume), the web app and the CLI (inference).
+package trainstate
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/tinct/tinct/checkpoint"
+	"github.com/tinct/tinct/config"
+	"github.com/tinct/tinct/control"
+	"github.com/tinct/tinct/model"
+)
+
+// Part names inside a checkpoint.
+const (
+	PartWeights   = "weights.safetensors"   // the live network (PyTorch names and layouts)
+	PartEMA       = "ema.safetensors"       // the EMA network, used for inference
+	PartOptimizer = "optimizer.safetensors" // adam.m, adam.v, adam.step
+	PartPosition  = "state.json"            // the loop position and seed
+	PartConfig    = "config.yaml"           // the resolved configuration
+)
+
+// State is the committed training state.
+type State struct {
+	Config *config.Config
+	Net    *model.UNet // the live network: weights and BatchNorm buffers
+	EMA    *model.UNet
+	Adam   *model.Adam
+	Rule   model.EMA
+	Pos    control.Position
+}
+
+// New initialises a state from the configuration's seed.
+func New(cfg *config.Config) (*State, error) {
+	mc := cfg.ModelConfig()
+	net, err := model.New(mc)
+	if err != nil {
+		return nil, err
+	}
+	net.Init(rand.New(rand.NewPCG(cfg.Seed, 0x5eed)))
+	ema, err := model.New(mc)
+	if err != nil {
+		return nil, err
+	}
+	ema.CopyFrom(net)
+	return &State{Config: cfg, Net: net, EMA: ema, Adam: model.NewAdam(net.NumParams(), cfg.LR),
+		Rule: model.EMA{Decay: cfg.EMA.Decay, CopyBuffers: cfg.EMA.Buffers == "copy"}}, nil
+}
+
+// Commit applies a step's reduced gradient and BatchNorm buffers to the
+// committed state: Adam, the buffers with one more batch tracked, the EMA.
+// This is the only place the committed state changes.
+func (s *State) Commit(grad, bufs []float32) {
+	model.Commit(s.Net, s.EMA, s.Adam, s.Rule, grad, bufs, s.Net.BatchesTracked()+1)
+}
+
+// position is state.json.
+type position struct {
+	control.Position
+	Seed uint64 `json:"seed"`
+}
+
+// Checkpoint encodes the state as a checkpoint named after its step.
+func (s *State) Checkpoint() (*checkpoint.Checkpoint, error) {
+	parts := map[string][]byte{}
+	for _, p := range []struct {
+		name string
+		ts   map[string]model.Tensor
+	}{
+		{PartWeights, s.Net.StateDict()},
+		{PartEMA, s.EMA.StateDict()},
+		{PartOptimizer, map[string]model.Tensor{"adam.m": model.F32(s.Adam.M, len(s.Adam.M)), "adam.v": model.F32(s.Adam.V, len(s.Adam.V)), "adam.step": model.I64(s.Adam.Step)}},
+	} {
+		var b bytes.Buffer
+		if err := model.WriteSafetensors(&b, p.ts, map[string]string{"format": "pt"}); err != nil {
+			return nil, fmt.Errorf("encode %s: %w", p.name, err)
+		}
+		parts[p.name] = b.Bytes()
+	}
+	pos, err := json.MarshalIndent(position{Position: s.Pos, Seed: s.Config.Seed}, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	parts[PartPosition] = pos
+	parts[PartConfig] = s.Config.YAML()
+	return &checkpoint.Checkpoint{Name: fmt.Sprintf("step-%09d", s.Pos.Step), Step: s.Pos.Step, Epoch: s.Pos.Epoch, Time: time.Now(), Parts: parts}, nil
+}
+
+// Restore replaces the state with a checkpoint's. The network shape must be
+// the configuration's; a different seed is allowed (and logged), since the
+// run's configuration is the one given now.
+func (s *State) Restore(ck *checkpoint.Checkpoint, log *slog.Logger) error {
+	var pos position
+	if err := json.Unmarshal(ck.Parts[PartPosition], &pos); err != nil {
+		return fmt.Errorf("checkpoint %s: %s: %w", ck.Name, PartPosition, err)
+	}
+	if pos.Seed != s.Config.Seed && log != nil {
+		log.Warn("resuming with another seed than the checkpoint's: the run will not repeat the original", "checkpoint_seed", pos.Seed, "seed", s.Config.Seed)
+	}
+	w, err := tensors(ck, PartWeights)
+	if err != nil {
+		return err
+	}
+	e, err := tensors(ck, PartEMA)
+	if err != nil {
+		return err
+	}
+	o, err := tensors(ck, PartOptimizer)
+	if err != nil {
+		return err
+	}
+	if err := s.Net.LoadStateDict(w); err != nil {
+		return fmt.Errorf("checkpoint %s: %s: %w", ck.Name, PartWeights, err)
+	}
+	if err := s.EMA.LoadStateDict(e); err != nil {
+		return fmt.Errorf("checkpoint %s: %s: %w", ck.Name, PartEMA, err)
+	}
+	m, err1 := o["adam.m"].Float32s()
+	v, err2 := o["adam.v"].Float32s()
+	st, err3 := o["adam.step"].Int64()
+	if err := errors.Join(err1, err2, err3); err != nil || len(m) != len(s.Adam.M) || len(v) != len(s.Adam.V) {
+		return fmt.Errorf("checkpoint %s: optimizer state does not fit the network: %v", ck.Name, err)
+	}
+	copy(s.Adam.M, m)
+	copy(s.Adam.V, v)
+	s.Adam.Step = st
+	s.Pos = pos.Position
+	return nil
+}
+
+func tensors(ck *checkpoint.Checkpoint, part string) (map[string]model.Tensor, error) {
+	b, ok := ck.Parts[part]
+	if !ok {
+		return nil, fmt.Errorf("checkpoint %s has no %s", ck.Name, part)
+	}
+	ts, _, err := model.ReadSafetensors(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint %s: %s: %w", ck.Name, part, err)
+	}
+	return ts, nil
+}
+
+// Inference is a checkpoint's EMA network with the configuration it was
+// trained with (image_size is its resolution).
+type Inference struct {
+	Name   string
+	Epoch  int
+	Step   int64
+	Time   time.Time
+	Config *config.Config
+	Net    *model.UNet
+}
+
+// LoadInference decodes the EMA network of a checkpoint. Its config.yaml
+// is parsed like any configuration file (defaults, validation), so a
+// checkpoint from a run with an incomplete file still loads.
+func LoadInference(ck *checkpoint.Checkpoint) (*Inference, error) {
+	raw, ok := ck.Parts[PartConfig]
+	if !ok {
+		return nil, fmt.Errorf("checkpoint %s has no %s", ck.Name, PartConfig)
+	}
+	cfg, err := config.Parse(raw, nil)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint %s: %s: %w", ck.Name, PartConfig, err)
+	}
+	net, err := model.New(cfg.ModelConfig())
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint %s: %s: %w", ck.Name, PartConfig, err)
+	}
+	sd, err := tensors(ck, PartEMA)
+	if err != nil {
+		return nil, err
+	}
+	if err := net.LoadStateDict(sd); err != nil {
+		return nil, fmt.Errorf("checkpoint %s: %s: %w", ck.Name, PartEMA, err)
+	}
+	return &Inference{Name: ck.Name, Epoch: ck.Epoch, Step: ck.Step, Time: ck.Time, Config: cfg, Net: net}, nil
+}
+
+// Replica is what a worker needs to take part in training: the committed
+// weights, BatchNorm buffers and batch count, and Adam's state. The slices
+// are the committed state's own: copy them before the next Commit.
+type Replica struct {
+	Params  []float32
+	Buffers []float32
+	Tracked int64
+	Adam    *model.Adam
+}
+
+// Replica is the committed state as a worker loads it.
+func (s *State) Replica() Replica {
+	return Replica{Params: s.Net.Params, Buffers: s.Net.Buffers(nil), Tracked: s.Net.BatchesTracked(), Adam: s.Adam}
+}
+
+// Load loads the named checkpoint from store, verifying its parts, and
+// decodes its EMA network. An empty name loads the newest valid checkpoint
+// (store.Latest); the warnings then say which damaged ones were skipped. A
+// missing checkpoint is an error matching checkpoint.ErrNotFound.
+func Load(ctx context.Context, store checkpoint.Store, name string) (*Inference, []error, error) {
+	var ck *checkpoint.Checkpoint
+	var warns []error
+	var err error
+	if name == "" {
+		ck, warns, err = store.Latest(ctx)
+		if errors.Is(err, checkpoint.ErrNotFound) {
+			return nil, warns, fmt.Errorf("no valid checkpoint in %s (train first with tinct train, or choose another --store): %w", store, err)
+		}
+	} else {
+		ck, err = store.Load(ctx, name)
+	}
+	if err != nil {
+		return nil, warns, err
+	}
+	inf, err := LoadInference(ck)
+	return inf, warns, err
+}

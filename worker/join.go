@@ -1,0 +1,380 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	"github.com/tinct/tinct/cluster"
+	"github.com/tinct/tinct/config"
+	"github.com/tinct/tinct/control"
+	"github.com/tinct/tinct/dataset"
+	"github.com/tinct/tinct/model"
+	"github.com/tinct/tinct/trainstate"
+)
+
+// ErrExcluded: the coordinator excluded this worker after repeated failures.
+var ErrExcluded = errors.New("excluded by the coordinator")
+
+// ErrCoordinatorFailed: the coordinator stopped training on an error.
+var ErrCoordinatorFailed = errors.New("the coordinator stopped training on an error")
+
+// JoinOptions are how a worker joins a cluster.
+type JoinOptions struct {
+	Coordinator string // the coordinator's gRPC address, host:port
+	Name        string // unique in the cluster
+	Secret      []byte // the cluster secret
+	RingListen  string // address of this worker's ring server ("127.0.0.1:0")
+	GossipBind  string // memberlist bind address (host:port, port 0 picks one); "" for 127.0.0.1:0
+	// Wait is how long to keep trying to reach the coordinator — before the
+	// first session, and after one ended without the coordinator saying
+	// training is over — before giving up (default 5 min).
+	Wait time.Duration
+	// Open opens the training set the configuration names (the dataset path
+	// must be reachable from the worker: an s3:// URL, fetched into the
+	// worker's own cache, or a path on a shared filesystem).
+	Open func(ctx context.Context, cfg *config.Config) (dataset.Examples, error)
+	Log  *slog.Logger
+	// OnStep, if set, is called after each applied step (tests).
+	OnStep func(w *Worker, step int64)
+}
+
+// Join takes part in training until the coordinator says it is finished
+// (nil), ctx ends (its error), or the worker cannot go on: the coordinator
+// stopped on an error (ErrCoordinatorFailed), excluded this worker
+// (ErrExcluded), refused its secret, or stayed unreachable for Wait. When a
+// session ends otherwise — the coordinator dropped this worker, restarted,
+// or the network broke — the worker joins again with a fresh state.
+func Join(ctx context.Context, opt JoinOptions) error {
+	if opt.Log == nil {
+		opt.Log = slog.Default()
+	}
+	if opt.RingListen == "" {
+		opt.RingListen = "127.0.0.1:0"
+	}
+	if opt.GossipBind == "" {
+		opt.GossipBind = "127.0.0.1:0"
+	}
+	if opt.Wait <= 0 {
+		opt.Wait = 5 * time.Minute
+	}
+	j := &joiner{opt: opt, log: opt.Log}
+	defer j.close()
+	lastContact := time.Now()
+	backoff := 250 * time.Millisecond
+	waiting := false
+	for {
+		res := j.session(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if res.welcomed {
+			lastContact, backoff, waiting = time.Now(), 250*time.Millisecond, false
+		}
+		switch res.outcome {
+		case cluster.Outcome_FINISHED:
+			j.log.Info("the coordinator finished training", "reason", res.reason)
+			return nil
+		case cluster.Outcome_EXCLUDED:
+			return fmt.Errorf("%w: %s", ErrExcluded, res.reason)
+		case cluster.Outcome_FAILED:
+			if res.stopped {
+				return fmt.Errorf("%w: %s", ErrCoordinatorFailed, res.reason)
+			}
+		case cluster.Outcome_DROPPED:
+			j.log.Warn("the coordinator dropped this worker; joining again with a fresh state", "reason", res.reason)
+		case cluster.Outcome_INTERRUPTED:
+			j.log.Info("the coordinator was stopped (its checkpoint is saved); waiting for it to come back", "reason", res.reason, "up_to", opt.Wait)
+			waiting = true
+		}
+		if res.err != nil {
+			if permanent(res.err) {
+				return res.err
+			}
+			if !waiting {
+				j.log.Warn("waiting for coordinator", "at", opt.Coordinator, "up_to", opt.Wait-time.Since(lastContact), "err", res.err)
+				waiting = true
+			} else {
+				j.log.Debug("coordinator still unreachable", "at", opt.Coordinator, "err", res.err)
+			}
+		}
+		if gone := time.Since(lastContact); gone > opt.Wait {
+			return fmt.Errorf("coordinator %s unreachable for %v (--wait): %w", opt.Coordinator, gone.Round(time.Second), res.err)
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// permanent: errors that another try cannot mend.
+func permanent(err error) bool {
+	var pe *permanentError
+	if errors.As(err, &pe) {
+		return true
+	}
+	switch status.Code(err) {
+	case codes.Unauthenticated, codes.PermissionDenied, codes.InvalidArgument, codes.FailedPrecondition:
+		return true
+	}
+	return false
+}
+
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+// joiner keeps what outlives one session: the opened dataset and the
+// replica (with its buffers), reused while the configuration allows.
+type joiner struct {
+	opt     JoinOptions
+	log     *slog.Logger
+	dataKey string
+	data    dataset.Examples
+	w       *Worker
+	mc      model.Config
+}
+
+func (j *joiner) close() {
+	if c, ok := j.data.(io.Closer); ok {
+		c.Close()
+	}
+}
+
+// sessionResult is how one session ended.
+type sessionResult struct {
+	welcomed bool            // the coordinator accepted this worker
+	stopped  bool            // the coordinator sent a Stop
+	outcome  cluster.Outcome // with the Stop
+	reason   string
+	err      error // the session broke (or never started)
+}
+
+func (j *joiner) session(ctx context.Context) (res sessionResult) {
+	opt := j.opt
+	cc, err := grpc.NewClient(opt.Coordinator, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(cluster.Creds{Secret: opt.Secret}),
+		// pings notice a coordinator that died with its host, or stalled
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 20 * time.Second, PermitWithoutStream: true}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30), grpc.MaxCallSendMsgSize(1<<30)))
+	if err != nil {
+		res.err = &permanentError{fmt.Errorf("coordinator address %s: %w", opt.Coordinator, err)}
+		return res
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := cluster.NewCoordinatorClient(cc).Session(ctx)
+	if err != nil {
+		res.err = fmt.Errorf("coordinator %s: %w", opt.Coordinator, err)
+		return res
+	}
+	if err := stream.Send(&cluster.FromWorker{Body: &cluster.FromWorker_Hello{Hello: &cluster.Hello{Name: opt.Name}}}); err != nil {
+		res.err = fmt.Errorf("coordinator %s: %w", opt.Coordinator, err)
+		return res
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		if status.Code(err) == codes.Unauthenticated {
+			err = fmt.Errorf("the coordinator refused this worker's credentials (is --secret / TINCT_CLUSTER_SECRET the same on both?): %w", err)
+		}
+		res.err = fmt.Errorf("coordinator %s: %w", opt.Coordinator, err)
+		return res
+	}
+	if st := first.GetStop(); st != nil {
+		return sessionResult{stopped: true, outcome: st.Outcome, reason: st.Reason}
+	}
+	wel := first.GetWelcome()
+	if wel == nil {
+		res.err = &permanentError{fmt.Errorf("coordinator %s: expected a welcome, got %T", opt.Coordinator, first.Body)}
+		return res
+	}
+	res.welcomed = true
+	cfg, err := config.Parse(wel.ConfigYaml, nil)
+	if err != nil {
+		res.err = &permanentError{fmt.Errorf("configuration from the coordinator: %w", err)}
+		return res
+	}
+	w, err := j.replica(ctx, cfg)
+	if err != nil {
+		res.err = &permanentError{err}
+		return res
+	}
+	if wel.GossipAddr != "" {
+		ml, err := joinGossip(opt, fmt.Sprintf("%s#%d", opt.Name, wel.Session), wel.GossipProfile, wel.GossipAddr, j.log)
+		if err != nil {
+			res.err = err
+			return res
+		}
+		defer func() { _ = ml.Leave(time.Second); _ = ml.Shutdown() }()
+	}
+	j.log.Info("joined", "coordinator", opt.Coordinator, "name", opt.Name, "dataset", cfg.Dataset, "images", j.data.Len())
+	m := &Member{W: w, RingListen: opt.RingListen, Secret: opt.Secret, Timeout: time.Duration(wel.RingTimeoutMs) * time.Millisecond, Log: j.log, OnStep: opt.OnStep}
+	defer m.Close()
+	stop, err := serve(ctx, m, stream)
+	if stop != nil {
+		res.stopped, res.outcome, res.reason = true, stop.Outcome, stop.Reason
+		return res
+	}
+	res.err = err
+	return res
+}
+
+// replica opens the dataset and makes the worker, reusing both when the
+// configuration names the same ones as before.
+func (j *joiner) replica(ctx context.Context, cfg *config.Config) (*Worker, error) {
+	key := fmt.Sprintf("%s|%d", cfg.Dataset, cfg.ImageSize)
+	if j.data == nil || j.dataKey != key {
+		j.close()
+		j.data, j.w = nil, nil
+		data, err := j.opt.Open(ctx, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("dataset %s (the worker opens what the coordinator names: an s3:// dataset with this worker's TINCT_S3_*/AWS_* settings, or a path on a filesystem shared with the coordinator): %w", cfg.Dataset, err)
+		}
+		j.data, j.dataKey = data, key
+	}
+	mc := cfg.ModelConfig()
+	if j.w == nil || fmt.Sprint(mc) != fmt.Sprint(j.mc) {
+		w, err := New(j.opt.Name, mc, j.data)
+		if err != nil {
+			return nil, err
+		}
+		j.w, j.mc = w, mc
+	}
+	return j.w, nil
+}
+
+func joinGossip(opt JoinOptions, name, profile, seed string, log *slog.Logger) (*memberlist.Memberlist, error) {
+	ml, err := cluster.StartGossip(cluster.GossipOptions{Name: name, Bind: opt.GossipBind, Secret: opt.Secret, Profile: profile, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := ml.Join([]string{seed}); err != nil {
+		_ = ml.Shutdown()
+		return nil, fmt.Errorf("memberlist join %s: %w", seed, err)
+	}
+	return ml, nil
+}
+
+// serve runs a session's messages until a Stop (returned) or an error.
+func serve(ctx context.Context, m *Member, stream grpc.BidiStreamingClient[cluster.FromWorker, cluster.ToWorker]) (*cluster.Stop, error) {
+	msgs := make(chan *cluster.ToWorker)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			msg, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case msgs <- msg:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	var (
+		taskCancel context.CancelFunc = func() {}
+		taskDone   chan struct{}
+	)
+	waitTask := func() {
+		taskCancel()
+		if taskDone != nil {
+			<-taskDone
+			taskDone = nil
+		}
+	}
+	defer waitTask()
+	for {
+		var msg *cluster.ToWorker
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case err := <-recvErr:
+			if errors.Is(err, io.EOF) {
+				return nil, errors.New("the coordinator closed the session")
+			}
+			return nil, fmt.Errorf("session lost: %w", err)
+		case msg = <-msgs:
+		}
+		switch b := msg.Body.(type) {
+		case *cluster.ToWorker_Stop:
+			waitTask()
+			return b.Stop, nil
+		case *cluster.ToWorker_Setup:
+			waitTask()
+			s := b.Setup
+			st, err := decodeSetup(m.W, s)
+			if err != nil {
+				return nil, &permanentError{err}
+			}
+			addr, err := m.Setup(s.Generation, int(s.Rank), int(s.Size), st)
+			if err != nil {
+				return nil, err
+			}
+			m.Log.Info("ring generation", "generation", s.Generation, "rank", s.Rank, "size", s.Size, "step", s.Step, "addr", addr)
+			if err := stream.Send(&cluster.FromWorker{Body: &cluster.FromWorker_Ready{Ready: &cluster.Ready{Generation: s.Generation, RingAddr: addr}}}); err != nil {
+				return nil, err
+			}
+		case *cluster.ToWorker_Task:
+			waitTask()
+			tctx, cancel := context.WithCancel(ctx)
+			taskCancel = cancel
+			done := make(chan struct{})
+			taskDone = done
+			go func(t *cluster.Task) {
+				defer close(done)
+				rep := m.Step(tctx, TaskOf(t), t.Tracked)
+				if err := stream.Send(&cluster.FromWorker{Body: &cluster.FromWorker_Report{Report: ReportMsg(rep)}}); err != nil {
+					m.Log.Warn("report", "err", err)
+				}
+			}(b.Task)
+		}
+	}
+}
+
+func decodeSetup(w *Worker, s *cluster.Setup) (trainstate.Replica, error) {
+	n := len(w.net.Params)
+	st := trainstate.Replica{Params: make([]float32, n), Buffers: make([]float32, w.net.NumBuffers()), Tracked: s.Tracked,
+		Adam: &model.Adam{LR: s.Lr, Beta1: s.Beta1, Beta2: s.Beta2, Eps: s.Eps, Step: s.AdamStep, M: make([]float32, n), V: make([]float32, n)}}
+	if err := errors.Join(cluster.Decode(st.Params, s.Params), cluster.Decode(st.Buffers, s.Buffers),
+		cluster.Decode(st.Adam.M, s.AdamM), cluster.Decode(st.Adam.V, s.AdamV)); err != nil {
+		return st, fmt.Errorf("state from the coordinator does not fit this worker's network: %w", err)
+	}
+	return st, nil
+}
+
+// TaskOf is a Task message as the core's task.
+func TaskOf(t *cluster.Task) *control.Task {
+	idx := make([]int, len(t.Indices))
+	for i, v := range t.Indices {
+		idx[i] = int(v)
+	}
+	return &control.Task{Gen: t.Generation, Step: t.Step, Epoch: int(t.Epoch), Indices: idx, Batch: int(t.Batch), Seed: t.Seed, Flip: t.Flip, Next: t.NextAddr, SendUpdate: t.SendUpdate}
+}
+
+// ReportMsg is a report as its message.
+func ReportMsg(r *control.Report) *cluster.Report {
+	m := &cluster.Report{Generation: r.Gen, Step: r.Step, Loss: r.Loss, Count: int32(r.Count), Checksum: r.Checksum, Error: r.Err, ReduceSeconds: r.RingSeconds}
+	if r.Update != nil {
+		m.Update = cluster.Floats(r.Update)
+	}
+	return m
+}

@@ -1,0 +1,138 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/tinct/tinct/allreduce"
+	"github.com/tinct/tinct/control"
+	"github.com/tinct/tinct/trainstate"
+)
+
+// overlapBucket is the smallest gradient tail (floats) reduced on its own
+// while backward runs: 1 MiB, about 8% of the U-Net's gradient.
+const overlapBucket = 1 << 18
+
+// Member is a worker's part in the training protocol, whatever carries it:
+// it loads the committed state for a ring generation (Setup), then for
+// every task computes its share, sums the weighted gradient and BatchNorm
+// buffers around the ring, applies the sums and reports (Step). A world of
+// one needs no ring. The coordinator drives a Member in process for
+// single-machine training and through Join's gRPC session in a cluster.
+type Member struct {
+	W          *Worker
+	RingListen string        // address of the ring server ("127.0.0.1:0")
+	Secret     []byte        // the ring's handshake secret
+	Timeout    time.Duration // the all-reduce deadline
+	Log        *slog.Logger
+	// OnStep, if set, is called after each applied step (tests).
+	OnStep func(w *Worker, step int64)
+
+	gen        uint64
+	rank, size int
+	ring       *allreduce.Ring
+	connected  bool
+	vec        []float32
+}
+
+// Name is the worker's name.
+func (m *Member) Name() string { return m.W.Name }
+
+// Close shuts the ring server down.
+func (m *Member) Close() {
+	if m.ring != nil {
+		_ = m.ring.Close()
+		m.ring = nil
+	}
+}
+
+// Setup loads st and, in a world of more than one, opens this rank's ring
+// server; it returns the ring's address ("" in a world of one).
+func (m *Member) Setup(gen uint64, rank, size int, st trainstate.Replica) (string, error) {
+	m.Close()
+	if err := m.W.Load(st); err != nil {
+		return "", err
+	}
+	m.gen, m.rank, m.size, m.connected = gen, rank, size, false
+	if size == 1 {
+		return "", nil
+	}
+	log := m.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	ring, err := allreduce.Listen(allreduce.Config{Rank: rank, Size: size, Listen: m.RingListen, Secret: m.Secret, Timeout: m.Timeout, Logger: log})
+	if err != nil {
+		return "", err
+	}
+	m.ring = ring
+	return ring.Addr(), nil
+}
+
+// Step computes the share, all-reduces the weighted gradient and buffers,
+// applies the update and reports. tracked is the BatchNorm batch count
+// after this step. The report's Update (rank 0's) is valid until the next Step.
+func (m *Member) Step(ctx context.Context, t *control.Task, tracked int64) *control.Report {
+	rep := &control.Report{Worker: m.W.Name, Gen: t.Gen, Step: t.Step}
+	fail := func(err error) *control.Report {
+		rep.Err = err.Error()
+		if m.Log != nil {
+			m.Log.Warn("step failed", "step", t.Step, "generation", t.Gen, "err", err)
+		}
+		return rep
+	}
+	if t.Gen != m.gen || (m.size > 1 && m.ring == nil) {
+		return fail(fmt.Errorf("task of generation %d, worker is at %d", t.Gen, m.gen))
+	}
+	if m.size > 1 && !m.connected {
+		if err := m.ring.Connect(ctx, t.Next); err != nil {
+			return fail(err)
+		}
+		m.connected = true
+	}
+	task := Task{Step: t.Step, Epoch: t.Epoch, Indices: t.Indices, Seed: t.Seed, Flip: t.Flip}
+	var res Result
+	var err error
+	if m.size == 1 {
+		if res, err = m.W.Compute(ctx, task); err != nil {
+			return fail(err)
+		}
+		m.vec = append(append(m.vec[:0], res.Grads...), res.Buffers...)
+	} else {
+		// Each share's gradient is weighted by its part of the batch and
+		// summed around the ring bucket by bucket while backward is still
+		// producing the rest (DDP-style overlap); the BatchNorm buffers,
+		// known after the forward pass, follow in one more call.
+		wt := float32(len(t.Indices)) / float32(t.Batch)
+		o := m.ring.Overlap(ctx, t.Step, m.W.Grads(), overlapBucket)
+		res, err = m.W.ComputeScaled(ctx, task, wt, o.Ready)
+		waitStart := time.Now()
+		if werr := o.Wait(); err == nil {
+			err = werr
+		}
+		if err != nil {
+			return fail(err)
+		}
+		m.vec = append(append(m.vec[:0], res.Grads...), res.Buffers...)
+		bufs := m.vec[len(res.Grads):]
+		for i := range bufs {
+			bufs[i] *= wt
+		}
+		if err := m.ring.AllReduce(ctx, t.Step, bufs); err != nil {
+			return fail(err)
+		}
+		rep.RingSeconds = time.Since(waitStart).Seconds()
+	}
+	np := len(res.Grads)
+	m.W.Apply(m.vec[:np], m.vec[np:], tracked)
+	rep.Loss, rep.Count, rep.Checksum = res.Loss, res.Count, m.W.Checksum()
+	if t.SendUpdate {
+		rep.Update = m.vec
+	}
+	if m.OnStep != nil {
+		m.OnStep(m.W, t.Step)
+	}
+	return rep
+}
