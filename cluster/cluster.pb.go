@@ -292,7 +292,8 @@ func (*ToWorker_Stop) isToWorker_Body() {}
 type Hello struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	GossipAddr    string                 `protobuf:"bytes,2,opt,name=gossip_addr,json=gossipAddr,proto3" json:"gossip_addr,omitempty"` // the worker's memberlist address, "" for none
+	GossipAddr    string                 `protobuf:"bytes,2,opt,name=gossip_addr,json=gossipAddr,proto3" json:"gossip_addr,omitempty"` // unused
+	Instance      string                 `protobuf:"bytes,3,opt,name=instance,proto3" json:"instance,omitempty"`                       // random per worker process: a reconnecting worker replaces its stale session; another process with the name in use is refused
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -337,6 +338,13 @@ func (x *Hello) GetName() string {
 func (x *Hello) GetGossipAddr() string {
 	if x != nil {
 		return x.GossipAddr
+	}
+	return ""
+}
+
+func (x *Hello) GetInstance() string {
+	if x != nil {
+		return x.Instance
 	}
 	return ""
 }
@@ -907,11 +915,12 @@ const file_cluster_proto_rawDesc = "" +
 	"\x05setup\x18\x02 \x01(\v2\x14.tinct.cluster.SetupH\x00R\x05setup\x12)\n" +
 	"\x04task\x18\x03 \x01(\v2\x13.tinct.cluster.TaskH\x00R\x04task\x12)\n" +
 	"\x04stop\x18\x04 \x01(\v2\x13.tinct.cluster.StopH\x00R\x04stopB\x06\n" +
-	"\x04body\"<\n" +
+	"\x04body\"X\n" +
 	"\x05Hello\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vgossip_addr\x18\x02 \x01(\tR\n" +
-	"gossipAddr\"\xb4\x01\n" +
+	"gossipAddr\x12\x1a\n" +
+	"\binstance\x18\x03 \x01(\tR\binstance\"\xb4\x01\n" +
 	"\aWelcome\x12\x1f\n" +
 	"\vconfig_yaml\x18\x01 \x01(\fR\n" +
 	"configYaml\x12\x1f\n" +

@@ -81,6 +81,7 @@ type Cluster struct {
 
 type remote struct {
 	name     string
+	instance string
 	session  uint64
 	addr     string
 	stream   grpc.BidiStreamingServer[cluster.FromWorker, cluster.ToWorker]
@@ -229,10 +230,25 @@ func (c *Cluster) Session(stream grpc.BidiStreamingServer[cluster.FromWorker, cl
 		c.mu.Unlock()
 		return status.Error(codes.Unavailable, "coordinator is stopping")
 	}
+	var stale *remote
+	for _, o := range c.sessions {
+		if o.name == hello.Name {
+			stale = o
+		}
+	}
+	if stale != nil && (stale.instance != hello.Instance || hello.Instance == "") {
+		c.mu.Unlock()
+		c.log.Warn("refused a worker: name in use", "worker", hello.Name, "from", addr)
+		return status.Errorf(codes.AlreadyExists, "a worker named %q is already in the cluster (give each worker its own --name)", hello.Name)
+	}
 	c.seq++
-	r := &remote{name: hello.Name, session: c.seq, addr: addr, stream: stream, kill: make(chan struct{}), ended: make(chan struct{})}
+	r := &remote{name: hello.Name, instance: hello.Instance, session: c.seq, addr: addr, stream: stream, kill: make(chan struct{}), ended: make(chan struct{})}
 	c.sessions[r.session] = r
 	c.mu.Unlock()
+	if stale != nil {
+		// the same worker process again: its old session is dead to it
+		stale.die(errors.New("replaced by a new session of the same worker"))
+	}
 	var cause error
 	defer close(r.ended)
 	defer func() {

@@ -2,6 +2,8 @@ package worker
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -68,7 +70,9 @@ func Join(ctx context.Context, opt JoinOptions) error {
 	if opt.Wait <= 0 {
 		opt.Wait = 5 * time.Minute
 	}
-	j := &joiner{opt: opt, log: opt.Log}
+	var inst [8]byte
+	_, _ = rand.Read(inst[:])
+	j := &joiner{opt: opt, log: opt.Log, instance: hex.EncodeToString(inst[:])}
 	defer j.close()
 	lastContact := time.Now()
 	backoff := 250 * time.Millisecond
@@ -143,12 +147,13 @@ func (e *permanentError) Unwrap() error { return e.err }
 // joiner keeps what outlives one session: the opened dataset and the
 // replica (with its buffers), reused while the configuration allows.
 type joiner struct {
-	opt     JoinOptions
-	log     *slog.Logger
-	dataKey string
-	data    dataset.Examples
-	w       *Worker
-	mc      model.Config
+	opt      JoinOptions
+	instance string
+	log      *slog.Logger
+	dataKey  string
+	data     dataset.Examples
+	w        *Worker
+	mc       model.Config
 }
 
 func (j *joiner) close() {
@@ -185,7 +190,7 @@ func (j *joiner) session(ctx context.Context) (res sessionResult) {
 		res.err = fmt.Errorf("coordinator %s: %w", opt.Coordinator, err)
 		return res
 	}
-	if err := stream.Send(&cluster.FromWorker{Body: &cluster.FromWorker_Hello{Hello: &cluster.Hello{Name: opt.Name}}}); err != nil {
+	if err := stream.Send(&cluster.FromWorker{Body: &cluster.FromWorker_Hello{Hello: &cluster.Hello{Name: opt.Name, Instance: j.instance}}}); err != nil {
 		res.err = fmt.Errorf("coordinator %s: %w", opt.Coordinator, err)
 		return res
 	}
