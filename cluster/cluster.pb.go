@@ -756,6 +756,7 @@ type Report struct {
 	Update        []byte                 `protobuf:"bytes,6,opt,name=update,proto3" json:"update,omitempty"` // reduced gradient then buffers, little-endian float32
 	Error         string                 `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
 	ReduceSeconds float64                `protobuf:"fixed64,8,opt,name=reduce_seconds,json=reduceSeconds,proto3" json:"reduce_seconds,omitempty"` // time spent in ring calls after backward finished
+	RingFault     bool                   `protobuf:"varint,9,opt,name=ring_fault,json=ringFault,proto3" json:"ring_fault,omitempty"`              // the error is the ring's (a peer did not answer or went away), not this worker's
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -844,6 +845,13 @@ func (x *Report) GetReduceSeconds() float64 {
 		return x.ReduceSeconds
 	}
 	return 0
+}
+
+func (x *Report) GetRingFault() bool {
+	if x != nil {
+		return x.RingFault
+	}
+	return false
 }
 
 // Stop ends a worker's session; the outcome says what the worker does next.
@@ -966,7 +974,7 @@ const file_cluster_proto_rawDesc = "" +
 	"\tnext_addr\x18\t \x01(\tR\bnextAddr\x12\x1f\n" +
 	"\vsend_update\x18\n" +
 	" \x01(\bR\n" +
-	"sendUpdate\"\xd7\x01\n" +
+	"sendUpdate\"\xf6\x01\n" +
 	"\x06Report\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
@@ -977,7 +985,9 @@ const file_cluster_proto_rawDesc = "" +
 	"\bchecksum\x18\x05 \x01(\fR\bchecksum\x12\x16\n" +
 	"\x06update\x18\x06 \x01(\fR\x06update\x12\x14\n" +
 	"\x05error\x18\a \x01(\tR\x05error\x12%\n" +
-	"\x0ereduce_seconds\x18\b \x01(\x01R\rreduceSeconds\"P\n" +
+	"\x0ereduce_seconds\x18\b \x01(\x01R\rreduceSeconds\x12\x1d\n" +
+	"\n" +
+	"ring_fault\x18\t \x01(\bR\tringFault\"P\n" +
 	"\x04Stop\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x120\n" +
 	"\aoutcome\x18\x02 \x01(\x0e2\x16.tinct.cluster.OutcomeR\aoutcome*O\n" +

@@ -120,11 +120,22 @@ type Core struct {
 	reports []*Report // stepping: each rank's report
 	commit  *Commit   // applying: what was committed
 
+	// ringFaults counts the attempts at the current step that a ring fault
+	// ended. A ring fault is charged to nobody at first: in a ring every
+	// rank downstream of a stalled peer times out too, and the one whose
+	// report arrives first is as likely innocent as not. Re-forming finds
+	// the culprit (a stalled or dead worker fails the setup); when the same
+	// step keeps failing in the ring, the reporters are charged after all.
+	ringFaults int
+
 	perm      []int // the current epoch's permutation
 	permEpoch int
 
 	out []Action
 }
+
+// maxRingFaults is how many ring faults in a row at one step go uncharged.
+const maxRingFaults = 2
 
 // New starts a core at pos (the zero Position for a fresh run, or a
 // checkpoint's); saved says whether that position is already in the store.
@@ -323,6 +334,11 @@ func (c *Core) onReport(r *Report) {
 		return
 	}
 	if r.Err != "" {
+		if r.RingFault && c.ringFaults < maxRingFaults {
+			c.ringFaults++
+			c.abandonInFlight(fmt.Sprintf("the ring broke (reported by %s: %s)", r.Worker, r.Err))
+			return
+		}
 		c.fail(c.ring[i], "step failed: "+r.Err)
 		c.abandonInFlight(fmt.Sprintf("worker %s failed the step: %s", r.Worker, r.Err))
 		return
@@ -349,7 +365,7 @@ func (c *Core) onApplied(e Applied) {
 		return
 	}
 	cm := c.commit
-	c.commit, c.phase = nil, idle
+	c.commit, c.phase, c.ringFaults = nil, idle, 0
 	var bad []*member
 	for i, rep := range c.reports {
 		if !bytes.Equal(rep.Checksum, e.Checksum) {

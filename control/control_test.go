@@ -264,6 +264,9 @@ func (h *harness) report(d *datadriven.TestData, w string, args map[string]strin
 	if v, ok := args["err"]; ok {
 		r.Err = v
 	}
+	if v, ok := args["ringerr"]; ok {
+		r.Err, r.RingFault = v, true
+	}
 	if v, ok := args["gen"]; ok {
 		g, _ := strconv.ParseUint(v, 10, 64)
 		r.Gen = g

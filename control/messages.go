@@ -54,6 +54,9 @@ type Report struct {
 	Update      []float32
 	RingSeconds float64 // time spent reducing after backward finished
 	Err         string
+	// RingFault: the step failed in the ring (a peer did not answer or went
+	// away), not in this worker's own work.
+	RingFault bool
 }
 
 // Applied: the adapter applied a Commit to the coordinator's copy, whose

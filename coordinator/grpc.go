@@ -289,23 +289,23 @@ func (c *Cluster) Session(stream grpc.BidiStreamingServer[cluster.FromWorker, cl
 	}()
 	select {
 	case err := <-recvErr:
-		cause = fmt.Errorf("session ended: %w", err)
+		cause = fmt.Errorf("connection lost: %w", err)
 	case <-r.kill:
 		cause = r.why
 	case <-stream.Context().Done():
-		cause = fmt.Errorf("session ended: %w", stream.Context().Err())
+		cause = fmt.Errorf("connection lost: %w", stream.Context().Err())
 	}
 	c.mu.Lock()
 	stopping := c.stopping
 	c.mu.Unlock()
 	if !stopping {
-		c.log.Warn("worker session over", "worker", r.name, "session", r.session, "cause", cause)
+		c.log.Warn("worker lost", "worker", r.name, "session", r.session, "cause", cause)
 	}
 	return status.Error(codes.Aborted, cause.Error())
 }
 
 func reportOf(name string, m *cluster.Report) (*control.Report, error) {
-	r := &control.Report{Worker: name, Gen: m.Generation, Step: m.Step, Loss: m.Loss, Count: int(m.Count), Checksum: m.Checksum, RingSeconds: m.ReduceSeconds, Err: m.Error}
+	r := &control.Report{Worker: name, Gen: m.Generation, Step: m.Step, Loss: m.Loss, Count: int(m.Count), Checksum: m.Checksum, RingSeconds: m.ReduceSeconds, Err: m.Error, RingFault: m.RingFault}
 	if len(m.Update) > 0 {
 		if len(m.Update)%4 != 0 {
 			return nil, fmt.Errorf("update of %d bytes is not float32s", len(m.Update))

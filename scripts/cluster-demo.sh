@@ -15,9 +15,11 @@
 # 4. after two epochs kills one worker with SIGKILL; the coordinator drops it
 #    and, as --min-workers is 2, waits for a replacement, which joins (and
 #    fetches the dataset) and the ring re-forms: training continues;
-# 5. stops the coordinator with SIGTERM (it checkpoints; the workers exit),
-#    starts it again with resume=true and one worker, and shows it continue
-#    from the newest checkpoint in the object store to the end;
+# 5. stops the coordinator with SIGTERM (it checkpoints; the workers stay up
+#    and wait for it), starts it again on the same address with resume=true:
+#    the waiting workers rejoin by themselves and training continues from
+#    the newest checkpoint in the object store to the end, where every worker
+#    exits 0;
 # 6. prints a summary. Every process it starts is killed on exit.
 #
 # Environment: DEMO_EPOCHS (default 10), DEMO_KEEP=1 keeps the work folder.
@@ -133,13 +135,11 @@ KEYS=(dataset=s3://$BUCKET/data store=s3://$BUCKET/checkpoints output_dir=out
 	checkpoint_every=1 sample_every=0 seed=7)
 FLAGS=(--secret "$SECRET" --threads 1 --wait 120s --step-timeout 60s --setup-timeout 60s --ring-timeout 30s)
 
-# coordinator NAME MIN_WORKERS [KEY=VALUE...]: starts a coordinator; sets
-# CO_PID, CO_LOG and CO_ADDR.
+# coordinator NAME MIN_WORKERS PORT [KEY=VALUE...]: starts a coordinator
+# listening on 127.0.0.1:PORT; sets CO_PID, CO_LOG and CO_ADDR.
 coordinator() {
-	local name=$1 min=$2
-	shift 2
-	local port
-	port=$(free_port)
+	local name=$1 min=$2 port=$3
+	shift 3
 	start "$name" "$WORK/coordinator" "$TINCT" coordinator start "${FLAGS[@]}" --listen "127.0.0.1:$port" --min-workers "$min" "${KEYS[@]}" "$@"
 	CO_PID=$LAST_PID CO_LOG=$WORK/$name.log CO_ADDR=127.0.0.1:$port
 	wait_log "$CO_LOG" 'coordinator listening for workers' 60 "$CO_PID"
@@ -154,7 +154,8 @@ worker() {
 
 say "start the coordinator (--min-workers 2) and workers w0, w1"
 T0=$SECONDS
-coordinator coordinator 2
+CO_PORT=$(free_port)
+coordinator coordinator 2 "$CO_PORT"
 worker w0
 W0=$W_PID
 worker w1
@@ -184,29 +185,34 @@ echo "re-formed: $(grep -E 'ring formed' "$CO_LOG" | tail -n 1)"
 wait_log "$CO_LOG" 'epoch done.*epoch=3 ' 300 "$CO_PID"
 echo "training continues: $(grep -E 'epoch done.*epoch=3 ' "$CO_LOG")"
 
-say "stop the coordinator (SIGTERM), resume it from the object store with one worker"
+say "stop the coordinator (SIGTERM); the workers wait; resume it on the same address"
 kill -TERM "$CO_PID"
 wait_pid "$CO_PID"
 ((RC == 0)) || die "coordinator exited $RC after SIGTERM"
-for pid in "$W0" "$W2"; do
-	wait_pid "$pid"
-	((RC == 0)) || die "a worker exited $RC after the coordinator stopped"
+for w in w0 w2; do
+	wait_log "$WORK/$w.log" 'waiting for it to come back' 30
 done
+kill -0 "$W0" 2>/dev/null && kill -0 "$W2" 2>/dev/null || die "a worker exited when the coordinator stopped"
+echo "w0, w2: $(grep -Eo 'msg="?the coordinator was stopped[^"]*' "$WORK/w0.log" | head -n 1 | sed 's/^msg="*//')"
 STOP_LINE=$(grep -E 'msg="?checkpoint saved' "$CO_LOG" | tail -n 1)
 echo "last checkpoint before the stop: $STOP_LINE"
 STOP_STEP=$(grep -Eo 'step=[0-9]+' <<<"$STOP_LINE" | tail -n 1 | cut -d= -f2)
-coordinator coordinator-resumed 1 resume=true
-worker w0-again
-W3=$W_PID
+coordinator coordinator-resumed 2 "$CO_PORT" resume=true
 wait_log "$CO_LOG" 'msg="?resumed' 60 "$CO_PID"
 RESUME_LINE=$(grep -E 'msg="?resumed' "$CO_LOG" | head -n 1)
 echo "$RESUME_LINE"
 RESUME_STEP=$(grep -Eo 'step=[0-9]+' <<<"$RESUME_LINE" | tail -n 1 | cut -d= -f2)
 [[ $RESUME_STEP == "$STOP_STEP" ]] || die "resumed at step $RESUME_STEP, but the newest checkpoint was at step $STOP_STEP"
+wait_log "$CO_LOG" 'ring formed' 120 "$CO_PID"
+echo "rejoined: $(grep -E 'ring formed' "$CO_LOG" | head -n 1 | grep -Eo 'workers="?\[[^]]*\]"?')"
 wait_pid "$CO_PID"
 ((RC == 0)) || { tail -n 20 "$CO_LOG" >&2; die "resumed coordinator exited $RC"; }
-wait_pid "$W3"
-((RC == 0)) || die "worker w0-again exited $RC"
+for w in w0 w2; do
+	pid=$W0
+	[[ $w == w2 ]] && pid=$W2
+	wait_pid "$pid"
+	((RC == 0)) || { tail -n 20 "$WORK/$w.log" >&2; die "worker $w exited $RC after the coordinator finished"; }
+done
 FINAL=$(grep -E 'msg="?training finished' "$CO_LOG" | tail -n 1)
 [[ -n $FINAL ]] || die "the resumed coordinator did not finish"
 
@@ -218,7 +224,7 @@ first ring        $(grep -E 'ring formed' "$WORK/coordinator.log" | head -n 1 | 
 worker killed     w1 (SIGKILL) after epoch 2: $(grep -E 'worker lost' "$WORK/coordinator.log" | head -n 1 | grep -Eo 'worker=\S+')
 ring re-formed    $(grep -E 'ring formed' "$WORK/coordinator.log" | tail -n 1 | grep -Eo '(generation|workers|step)=("[^"]*"|\S+)' | tr '\n' ' ')
 stopped           at step $STOP_STEP (SIGTERM; checkpoint in s3://$BUCKET/checkpoints)
-resumed           $(grep -Eo 'checkpoint=\S+' <<<"$RESUME_LINE") at step $RESUME_STEP with one worker
+resumed           $(grep -Eo 'checkpoint=\S+' <<<"$RESUME_LINE") at step $RESUME_STEP; w0 and w2 rejoined by themselves
 finished          $(grep -Eo 'step=[0-9]+' <<<"$FINAL") after $EPOCHS epochs; $((SECONDS - T0)) s of training in all
 epoch losses      $(cat "$WORK/coordinator.log" "$WORK/coordinator-resumed.log" | grep -Eo 'epoch done.*epoch=[0-9]+ .*mean_loss=[0-9.]+' | grep -Eo 'mean_loss=[0-9.]+' | cut -d= -f2 | tr '\n' ' ')
 EOF

@@ -377,7 +377,7 @@ func TaskOf(t *cluster.Task) *control.Task {
 
 // ReportMsg is a report as its message.
 func ReportMsg(r *control.Report) *cluster.Report {
-	m := &cluster.Report{Generation: r.Gen, Step: r.Step, Loss: r.Loss, Count: int32(r.Count), Checksum: r.Checksum, Error: r.Err, ReduceSeconds: r.RingSeconds}
+	m := &cluster.Report{Generation: r.Gen, Step: r.Step, Loss: r.Loss, Count: int32(r.Count), Checksum: r.Checksum, Error: r.Err, ReduceSeconds: r.RingSeconds, RingFault: r.RingFault}
 	if r.Update != nil {
 		m.Update = cluster.Floats(r.Update)
 	}

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -71,6 +72,12 @@ func (m *Member) Setup(gen uint64, rank, size int, st trainstate.Replica) (strin
 	return ring.Addr(), nil
 }
 
+// ringError marks a step that failed in the ring rather than in this
+// worker's own work.
+type ringError struct{ error }
+
+func (e ringError) Unwrap() error { return e.error }
+
 // Step computes the share, all-reduces the weighted gradient and buffers,
 // applies the update and reports. tracked is the BatchNorm batch count
 // after this step. The report's Update (rank 0's) is valid until the next Step.
@@ -78,6 +85,7 @@ func (m *Member) Step(ctx context.Context, t *control.Task, tracked int64) *cont
 	rep := &control.Report{Worker: m.W.Name, Gen: t.Gen, Step: t.Step}
 	fail := func(err error) *control.Report {
 		rep.Err = err.Error()
+		rep.RingFault = errors.Is(err, allreduce.ErrBroken) || errors.As(err, new(ringError))
 		if m.Log != nil {
 			m.Log.Warn("step failed", "step", t.Step, "generation", t.Gen, "err", err)
 		}
@@ -88,7 +96,7 @@ func (m *Member) Step(ctx context.Context, t *control.Task, tracked int64) *cont
 	}
 	if m.size > 1 && !m.connected {
 		if err := m.ring.Connect(ctx, t.Next); err != nil {
-			return fail(err)
+			return fail(ringError{err})
 		}
 		m.connected = true
 	}
@@ -109,8 +117,8 @@ func (m *Member) Step(ctx context.Context, t *control.Task, tracked int64) *cont
 		o := m.ring.Overlap(ctx, t.Step, m.W.Grads(), overlapBucket)
 		res, err = m.W.ComputeScaled(ctx, task, wt, o.Ready)
 		waitStart := time.Now()
-		if werr := o.Wait(); err == nil {
-			err = werr
+		if werr := o.Wait(); err == nil && werr != nil {
+			err = ringError{werr}
 		}
 		if err != nil {
 			return fail(err)
@@ -121,7 +129,7 @@ func (m *Member) Step(ctx context.Context, t *control.Task, tracked int64) *cont
 			bufs[i] *= wt
 		}
 		if err := m.ring.AllReduce(ctx, t.Step, bufs); err != nil {
-			return fail(err)
+			return fail(ringError{err})
 		}
 		rep.RingSeconds = time.Since(waitStart).Seconds()
 	}
