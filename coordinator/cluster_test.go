@@ -132,6 +132,25 @@ func (r *clusterRun) run() error {
 	return err
 }
 
+// finish runs to the end and checks that every worker finished without
+// error and every step of the epochs was committed; it returns the steps.
+func (r *clusterRun) finish(epochs int) int64 {
+	r.t.Helper()
+	if err := r.run(); err != nil {
+		r.t.Fatal(err)
+	}
+	for name, err := range r.errs {
+		if err != nil {
+			r.t.Errorf("worker %s: %v", name, err)
+		}
+	}
+	total := int64(epochs * r.co.StepsPerEpoch())
+	if r.co.Step() != total {
+		r.t.Fatalf("step %d, want %d", r.co.Step(), total)
+	}
+	return total
+}
+
 // agree checks that worker name's replica equalled the committed state
 // after every step in [from, to).
 func (r *clusterRun) agree(name string, from, to int64) {
@@ -152,18 +171,7 @@ func TestClusterEquivalence(t *testing.T) {
 	run := startCluster(t, cfg, coordinator.Options{MinWorkers: 2}, coordinator.ClusterOptions{})
 	run.addWorker("w0", worker.JoinOptions{})
 	run.addWorker("w1", worker.JoinOptions{})
-	if err := run.run(); err != nil {
-		t.Fatal(err)
-	}
-	for name, err := range run.errs {
-		if err != nil {
-			t.Errorf("worker %s: %v", name, err)
-		}
-	}
-	total := int64(cfg.Epochs * run.co.StepsPerEpoch())
-	if run.co.Step() != total {
-		t.Fatalf("step %d, want %d", run.co.Step(), total)
-	}
+	total := run.finish(cfg.Epochs)
 	run.agree("w0", 0, total)
 	run.agree("w1", 0, total)
 	two := startLocal(t, testConfig(t, t.TempDir(), "epochs=2"), coordinator.Options{}, false, 2)
@@ -296,18 +304,7 @@ func TestClusterStalledWorkerRejoins(t *testing.T) {
 			time.Sleep(time.Second) // past the step timeout, once
 		}
 	}})
-	if err := run.run(); err != nil {
-		t.Fatal(err)
-	}
-	for name, err := range run.errs {
-		if err != nil {
-			t.Errorf("worker %s: %v", name, err)
-		}
-	}
-	total := int64(cfg.Epochs * run.co.StepsPerEpoch())
-	if run.co.Step() != total {
-		t.Fatalf("step %d, want %d", run.co.Step(), total)
-	}
+	total := run.finish(cfg.Epochs)
 	if got := run.co.Workers(); len(got) != 2 {
 		t.Errorf("final ring %v: the stalled worker did not rejoin", got)
 	}

@@ -152,6 +152,16 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	}
 	c.last = time.Now()
 	interrupted := false
+	// members the transport already has (in-process ones) join before the
+	// first tick, so that the core does not report waiting for them
+	for drained := false; !drained; {
+		select {
+		case ev := <-events:
+			c.queue = append(c.queue, ev)
+		default:
+			drained = true
+		}
+	}
 	c.queue = append(c.queue, control.Tick{})
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()

@@ -378,16 +378,22 @@ func (c *Cluster) Drop(worker string, session uint64, outcome cluster.Outcome, r
 	if r == nil {
 		return
 	}
+	go r.stop(outcome, reason, errors.New("dropped: "+reason))
+}
+
+// stop tells the worker the outcome and waits for it to end the session; a
+// stalled one is cut off after a grace period (the send itself may block).
+func (r *remote) stop(outcome cluster.Outcome, reason string, cause error) {
 	go func() {
 		_ = r.send(&cluster.ToWorker{Body: &cluster.ToWorker_Stop{Stop: &cluster.Stop{Reason: reason, Outcome: outcome}}})
-		t := time.NewTimer(5 * time.Second)
-		defer t.Stop()
-		select {
-		case <-r.ended:
-		case <-t.C:
-		}
-		r.die(errors.New("dropped: " + reason))
 	}()
+	t := time.NewTimer(5 * time.Second)
+	defer t.Stop()
+	select {
+	case <-r.ended:
+	case <-t.C:
+	}
+	r.die(cause)
 }
 
 // Close implements Transport: it tells every worker the outcome and stops
@@ -408,18 +414,7 @@ func (c *Cluster) Close(outcome cluster.Outcome, reason string) {
 	var wg sync.WaitGroup
 	for _, r := range rs {
 		wg.Go(func() {
-			// the worker ends the session when it has the Stop; a stalled
-			// one is cut off after a grace period
-			go func() {
-				_ = r.send(&cluster.ToWorker{Body: &cluster.ToWorker_Stop{Stop: &cluster.Stop{Reason: reason, Outcome: outcome}}})
-			}()
-			t := time.NewTimer(5 * time.Second)
-			defer t.Stop()
-			select {
-			case <-r.ended:
-			case <-t.C:
-			}
-			r.die(errors.New("coordinator stopped"))
+			r.stop(outcome, reason, errors.New("coordinator stopped"))
 			<-r.ended
 		})
 	}

@@ -209,7 +209,7 @@ type checkpointInfo struct {
 
 // handleCheckpoints answers GET /api/checkpoints:
 //
-//	{"store": "file:///…", "default": "epoch-000020", "checkpoints": [{"name", "epoch", "step", "time", "bytes"}, …]}
+//	{"store": "file:///…", "default": "step-000000420", "checkpoints": [{"name", "epoch", "step", "time", "bytes"}, …]}
 //
 // newest first; "default" is the one used when a request names none (empty
 // when the store is empty).

@@ -146,7 +146,7 @@ func TestBenchPrintsMetric(t *testing.T) {
 			t.Fatalf("%v: last line %q, want %s=<float>", tc.args, lines[len(lines)-1], tc.key)
 		}
 	}
-	if _, err := run(t, "bench", "train", "--size", "20"); err == nil || !strings.Contains(err.Error(), "multiples of 8") {
+	if _, err := run(t, "bench", "train", "--size", "20"); err == nil || !strings.Contains(err.Error(), "multiple of 8") {
 		t.Fatalf("size 20: %v", err)
 	}
 }
