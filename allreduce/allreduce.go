@@ -84,6 +84,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/peer"
@@ -135,6 +136,14 @@ type Config struct {
 	Timeout time.Duration
 	// Logger receives refusals and failures; nil means slog.Default().
 	Logger *slog.Logger
+	// Generation names this ring among the ones a cluster forms over time;
+	// the handshake refuses a peer of another generation.
+	Generation uint64
+	// Creds protect the ring's connections (mutual TLS in a cluster); nil
+	// means plaintext.
+	Creds credentials.TransportCredentials
+	// Wrap, if set, wraps the server's listener (to report junk on it).
+	Wrap func(net.Listener) net.Listener
 }
 
 // Ring is one rank's member of a ring all-reduce. AllReduce, Average and
@@ -214,7 +223,15 @@ func Listen(cfg Config) (*Ring, error) {
 		return nil, fmt.Errorf("allreduce: rank %d: listen on %q: %w", cfg.Rank, cfg.Listen, err)
 	}
 	r.lis = lis
+	if cfg.Wrap != nil {
+		lis = cfg.Wrap(lis)
+	}
+	creds := cfg.Creds
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
 	r.srv = grpc.NewServer(
+		grpc.Creds(creds),
 		grpc.MaxRecvMsgSize(cfg.ChunkBytes+4096),
 		grpc.StaticStreamWindowSize(r.window),
 		grpc.StaticConnWindowSize(r.window),
@@ -329,8 +346,12 @@ func (r *Ring) Connect(ctx context.Context, next string) (err error) {
 
 	ctx, cancelCtx := r.withTimeout(ctx)
 	defer cancelCtx()
+	creds := r.cfg.Creds
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
 	cc, err := grpc.NewClient(next,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithStaticStreamWindowSize(r.window),
 		grpc.WithStaticConnWindowSize(r.window),
 		grpc.WithReadBufferSize(ioBuffer),

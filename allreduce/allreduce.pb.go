@@ -113,6 +113,7 @@ type Hello struct {
 	ChunkBytes    int32                  `protobuf:"varint,3,opt,name=chunk_bytes,json=chunkBytes,proto3" json:"chunk_bytes,omitempty"`
 	Nonce         []byte                 `protobuf:"bytes,4,opt,name=nonce,proto3" json:"nonce,omitempty"`
 	Mac           []byte                 `protobuf:"bytes,5,opt,name=mac,proto3" json:"mac,omitempty"`
+	Generation    uint64                 `protobuf:"varint,6,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -180,6 +181,13 @@ func (x *Hello) GetMac() []byte {
 		return x.Mac
 	}
 	return nil
+}
+
+func (x *Hello) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
 }
 
 // Chunk is one piece of one segment in one phase of one all-reduce.
@@ -269,14 +277,17 @@ const file_allreduce_proto_rawDesc = "" +
 	"\x05Frame\x121\n" +
 	"\x05hello\x18\x01 \x01(\v2\x19.tinct.allreduce.v1.HelloH\x00R\x05hello\x121\n" +
 	"\x05chunk\x18\x02 \x01(\v2\x19.tinct.allreduce.v1.ChunkH\x00R\x05chunkB\x06\n" +
-	"\x04body\"x\n" +
+	"\x04body\"\x98\x01\n" +
 	"\x05Hello\x12\x12\n" +
 	"\x04rank\x18\x01 \x01(\x05R\x04rank\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x05R\x04size\x12\x1f\n" +
 	"\vchunk_bytes\x18\x03 \x01(\x05R\n" +
 	"chunkBytes\x12\x14\n" +
 	"\x05nonce\x18\x04 \x01(\fR\x05nonce\x12\x10\n" +
-	"\x03mac\x18\x05 \x01(\fR\x03mac\"s\n" +
+	"\x03mac\x18\x05 \x01(\fR\x03mac\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x06 \x01(\x04R\n" +
+	"generation\"s\n" +
 	"\x05Chunk\x12\x12\n" +
 	"\x04step\x18\x01 \x01(\x03R\x04step\x12\x14\n" +
 	"\x05phase\x18\x02 \x01(\x05R\x05phase\x12\x16\n" +

@@ -33,13 +33,20 @@ const (
 // (r+1)%size and keeps it for the life of the ring; chunks flow from the
 // caller to the server only.
 //
-// Handshake (before any chunk):
+// Handshake (before any chunk), on a connection that is mutual TLS under
+// the cluster CA in a real cluster:
 //
-//	server → client  Frame{hello}: the server's rank, size, chunk_bytes and a fresh random nonce
-//	client → server  Frame{hello}: the client's rank, size, chunk_bytes, its own nonce and
-//	                 mac = HMAC-SHA256(secret, "tinct/allreduce/v1 client" ‖ server nonce ‖ client nonce ‖ rank ‖ size ‖ chunk_bytes)
-//	server → client  Frame{hello}: mac = HMAC-SHA256(secret, "tinct/allreduce/v1 server" ‖ client nonce ‖ server nonce ‖ rank ‖ size ‖ chunk_bytes)
+//	server → client  Frame{hello}: a fresh random nonce, and nothing else (a
+//	                 stranger learns nothing of the ring)
+//	client → server  Frame{hello}: the client's rank, size, chunk_bytes,
+//	                 generation, its own nonce and
+//	                 mac = HMAC-SHA256(secret, "tinct/allreduce/v2 client" ‖ server nonce ‖ client nonce ‖ rank ‖ size ‖ chunk_bytes ‖ generation ‖ channel)
+//	server → client  Frame{hello}: the server's rank, size, chunk_bytes,
+//	                 generation and
+//	                 mac = HMAC-SHA256(secret, "tinct/allreduce/v2 server" ‖ client nonce ‖ server nonce ‖ rank ‖ size ‖ chunk_bytes ‖ generation ‖ channel)
 //
+// where channel is the TLS exporter value of the connection (empty on
+// plaintext), so a proof is bound to one connection of one generation.
 // A client whose mac does not verify is refused with UNAUTHENTICATED; the
 // client checks the server's mac before it sends any data.
 // After the handshake the client sends only Frame{chunk}.
@@ -76,13 +83,20 @@ type Ring_PassClient = grpc.BidiStreamingClient[Frame, Frame]
 // (r+1)%size and keeps it for the life of the ring; chunks flow from the
 // caller to the server only.
 //
-// Handshake (before any chunk):
+// Handshake (before any chunk), on a connection that is mutual TLS under
+// the cluster CA in a real cluster:
 //
-//	server → client  Frame{hello}: the server's rank, size, chunk_bytes and a fresh random nonce
-//	client → server  Frame{hello}: the client's rank, size, chunk_bytes, its own nonce and
-//	                 mac = HMAC-SHA256(secret, "tinct/allreduce/v1 client" ‖ server nonce ‖ client nonce ‖ rank ‖ size ‖ chunk_bytes)
-//	server → client  Frame{hello}: mac = HMAC-SHA256(secret, "tinct/allreduce/v1 server" ‖ client nonce ‖ server nonce ‖ rank ‖ size ‖ chunk_bytes)
+//	server → client  Frame{hello}: a fresh random nonce, and nothing else (a
+//	                 stranger learns nothing of the ring)
+//	client → server  Frame{hello}: the client's rank, size, chunk_bytes,
+//	                 generation, its own nonce and
+//	                 mac = HMAC-SHA256(secret, "tinct/allreduce/v2 client" ‖ server nonce ‖ client nonce ‖ rank ‖ size ‖ chunk_bytes ‖ generation ‖ channel)
+//	server → client  Frame{hello}: the server's rank, size, chunk_bytes,
+//	                 generation and
+//	                 mac = HMAC-SHA256(secret, "tinct/allreduce/v2 server" ‖ client nonce ‖ server nonce ‖ rank ‖ size ‖ chunk_bytes ‖ generation ‖ channel)
 //
+// where channel is the TLS exporter value of the connection (empty on
+// plaintext), so a proof is bound to one connection of one generation.
 // A client whose mac does not verify is refused with UNAUTHENTICATED; the
 // client checks the server's mac before it sends any data.
 // After the handshake the client sends only Frame{chunk}.

@@ -430,7 +430,7 @@ func startFake(t *testing.T, pass func(grpc.BidiStreamingServer[Frame, Frame]) e
 // with the given secret and returns the client's hello.
 func fakeHandshake(s grpc.BidiStreamingServer[Frame, Frame], secret []byte, proof func(clientNonce, nonce []byte) []byte) error {
 	nonce := newNonce()
-	if err := s.Send(&Frame{Body: &Frame_Hello{Hello: &Hello{Rank: 1, Size: 2, ChunkBytes: DefaultChunkBytes, Nonce: nonce}}}); err != nil {
+	if err := s.Send(&Frame{Body: &Frame_Hello{Hello: &Hello{Nonce: nonce}}}); err != nil {
 		return err
 	}
 	f, err := s.Recv()
@@ -438,7 +438,7 @@ func fakeHandshake(s grpc.BidiStreamingServer[Frame, Frame], secret []byte, proo
 		return err
 	}
 	h := f.GetHello()
-	return s.Send(&Frame{Body: &Frame_Hello{Hello: &Hello{Mac: proof(h.Nonce, nonce)}}})
+	return s.Send(&Frame{Body: &Frame_Hello{Hello: &Hello{Rank: 1, Size: 2, ChunkBytes: DefaultChunkBytes, Mac: proof(h.Nonce, nonce)}}})
 }
 
 func TestServerWithoutSecretIsRefused(t *testing.T) {
@@ -521,7 +521,7 @@ func TestStalledNeighbourTimesOut(t *testing.T) {
 	t.Run("server accepts and never reads", func(t *testing.T) {
 		addr := startFake(t, func(s grpc.BidiStreamingServer[Frame, Frame]) error {
 			err := fakeHandshake(s, testSecret, func(cn, n []byte) []byte {
-				return mac(testSecret, serverLabel, cn, n, 1, 2, DefaultChunkBytes)
+				return mac(testSecret, serverLabel, cn, n, geometry{rank: 1, size: 2, chunk: DefaultChunkBytes}, nil)
 			})
 			if err != nil {
 				return err

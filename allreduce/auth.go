@@ -12,32 +12,55 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/tinct/tinct/internal/tlsbind"
 )
 
 const nonceLen = 32
 
-// mac is HMAC-SHA256(secret, label ‖ 0 ‖ first ‖ second ‖ rank ‖ size ‖ chunk)
-// with the integers as big-endian uint32. The client signs (server nonce,
-// client nonce, its own rank), the server (client nonce, server nonce, its
-// own rank), so neither answer can be replayed as the other.
-func mac(secret []byte, label string, first, second []byte, rank, size, chunk int32) []byte {
+// geometry is what a rank says of itself in the handshake.
+type geometry struct {
+	rank, size, chunk int32
+	gen               uint64
+}
+
+func (g geometry) String() string {
+	return fmt.Sprintf("rank %d of %d (chunk %d bytes, generation %d)", g.rank, g.size, g.chunk, g.gen)
+}
+
+func helloGeometry(h *Hello) geometry {
+	return geometry{rank: h.Rank, size: h.Size, chunk: h.ChunkBytes, gen: h.Generation}
+}
+
+// mac is HMAC-SHA256(secret, label ‖ 0 ‖ first ‖ second ‖ rank ‖ size ‖
+// chunk ‖ generation ‖ channel) with the integers big-endian. The client
+// signs (server nonce, client nonce, its own geometry), the server (client
+// nonce, server nonce, its own geometry), so neither answer can be replayed
+// as the other; channel (the connection's TLS exporter value) binds both to
+// one connection.
+func mac(secret []byte, label string, first, second []byte, g geometry, channel []byte) []byte {
 	h := hmac.New(sha256.New, secret)
 	h.Write([]byte(label))
 	h.Write([]byte{0})
 	h.Write(first)
 	h.Write(second)
-	var b [12]byte
-	binary.BigEndian.PutUint32(b[0:], uint32(rank))
-	binary.BigEndian.PutUint32(b[4:], uint32(size))
-	binary.BigEndian.PutUint32(b[8:], uint32(chunk))
+	var b [20]byte
+	binary.BigEndian.PutUint32(b[0:], uint32(g.rank))
+	binary.BigEndian.PutUint32(b[4:], uint32(g.size))
+	binary.BigEndian.PutUint32(b[8:], uint32(g.chunk))
+	binary.BigEndian.PutUint64(b[12:], g.gen)
 	h.Write(b[:])
+	h.Write(channel)
 	return h.Sum(nil)
 }
 
 const (
-	clientLabel = "tinct/allreduce/v1 client"
-	serverLabel = "tinct/allreduce/v1 server"
+	clientLabel = "tinct/allreduce/v2 client"
+	serverLabel = "tinct/allreduce/v2 server"
 )
+
+// channelBinding is the exporter label of the ring's connections.
+const channelBinding = "EXPORTER-tinct-allreduce-v2"
 
 func newNonce() []byte {
 	n := make([]byte, nonceLen)
@@ -45,14 +68,14 @@ func newNonce() []byte {
 	return n
 }
 
+func (r *Ring) geometry() geometry {
+	return geometry{rank: int32(r.cfg.Rank), size: int32(r.cfg.Size), chunk: int32(r.cfg.ChunkBytes), gen: r.cfg.Generation}
+}
+
+// hello is this rank's answer in the handshake: its geometry and the mac.
 func (r *Ring) hello(nonce, m []byte) *Frame {
-	return &Frame{Body: &Frame_Hello{Hello: &Hello{
-		Rank:       int32(r.cfg.Rank),
-		Size:       int32(r.cfg.Size),
-		ChunkBytes: int32(r.cfg.ChunkBytes),
-		Nonce:      nonce,
-		Mac:        m,
-	}}}
+	g := r.geometry()
+	return &Frame{Body: &Frame_Hello{Hello: &Hello{Rank: g.rank, Size: g.size, ChunkBytes: g.chunk, Generation: g.gen, Nonce: nonce, Mac: m}}}
 }
 
 // serverHandshake challenges a new stream and accepts it as this rank's
@@ -60,7 +83,7 @@ func (r *Ring) hello(nonce, m []byte) *Frame {
 // peer does not break the ring.
 func (r *Ring) serverHandshake(stream grpc.BidiStreamingServer[Frame, Frame], from string) error {
 	nonce := newNonce()
-	if err := stream.Send(r.hello(nonce, nil)); err != nil {
+	if err := stream.Send(&Frame{Body: &Frame_Hello{Hello: &Hello{Nonce: nonce}}}); err != nil {
 		return err
 	}
 	// Wait for the answer, but not for ever: a peer that opens a stream and
@@ -96,19 +119,20 @@ func (r *Ring) serverHandshake(stream grpc.BidiStreamingServer[Frame, Frame], fr
 		return status.Errorf(codes.Unavailable, "rank %d: ring is closed or broken", r.cfg.Rank)
 	}
 
-	want := mac(r.cfg.Secret, clientLabel, nonce, h.Nonce, h.Rank, h.Size, h.ChunkBytes)
+	channel := tlsbind.Of(stream.Context(), channelBinding)
+	theirs := helloGeometry(h)
+	want := mac(r.cfg.Secret, clientLabel, nonce, h.Nonce, theirs, channel)
 	if len(h.Nonce) != nonceLen || !hmac.Equal(h.Mac, want) {
 		r.log.Warn("allreduce: refused a peer that failed authentication (wrong cluster secret?)",
 			"rank", r.cfg.Rank, "peer", from, "claimed_rank", h.Rank)
 		return status.Errorf(codes.Unauthenticated,
 			"rank %d refused %s: it does not know the cluster secret", r.cfg.Rank, from)
 	}
-	if int(h.Size) != r.cfg.Size || int(h.Rank) != r.prev() || int(h.ChunkBytes) != r.cfg.ChunkBytes {
-		r.log.Warn("allreduce: refused a peer with another ring geometry", "rank", r.cfg.Rank, "peer", from,
-			"its_rank", h.Rank, "its_size", h.Size, "its_chunk_bytes", h.ChunkBytes)
+	if want := (geometry{rank: int32(r.prev()), size: int32(r.cfg.Size), chunk: int32(r.cfg.ChunkBytes), gen: r.cfg.Generation}); theirs != want {
+		r.log.Warn("allreduce: refused a peer with another ring geometry", "rank", r.cfg.Rank, "peer", from, "it_is", theirs.String(), "want", want.String())
 		return status.Errorf(codes.FailedPrecondition,
-			"rank %d of %d (chunk %d bytes) expects rank %d to connect, got rank %d of %d (chunk %d bytes) from %s: ranks disagree on the ring",
-			r.cfg.Rank, r.cfg.Size, r.cfg.ChunkBytes, r.prev(), h.Rank, h.Size, h.ChunkBytes, from)
+			"%s expects %s to connect, got %s from %s: ranks disagree on the ring",
+			r.geometry(), want, theirs, from)
 	}
 	r.mu.Lock()
 	switch {
@@ -122,7 +146,7 @@ func (r *Ring) serverHandshake(stream grpc.BidiStreamingServer[Frame, Frame], fr
 	}
 	r.inbound = true
 	r.mu.Unlock()
-	proof := mac(r.cfg.Secret, serverLabel, h.Nonce, nonce, int32(r.cfg.Rank), int32(r.cfg.Size), int32(r.cfg.ChunkBytes))
+	proof := mac(r.cfg.Secret, serverLabel, h.Nonce, nonce, r.geometry(), channel)
 	if err := stream.Send(r.hello(nil, proof)); err != nil {
 		r.fail(fmt.Errorf("allreduce: rank %d: previous rank %d (%s) went away during the handshake: %w", r.cfg.Rank, r.prev(), from, describe(err)))
 		return err
@@ -142,7 +166,8 @@ func (r *Ring) clientHandshake(stream grpc.BidiStreamingClient[Frame, Frame], ad
 		return fmt.Errorf("allreduce: %s: the server did not send a valid challenge (is it a tinct all-reduce server?)", where)
 	}
 	cn := newNonce()
-	m := mac(r.cfg.Secret, clientLabel, ch.Nonce, cn, int32(r.cfg.Rank), int32(r.cfg.Size), int32(r.cfg.ChunkBytes))
+	channel := tlsbind.Of(stream.Context(), channelBinding)
+	m := mac(r.cfg.Secret, clientLabel, ch.Nonce, cn, r.geometry(), channel)
 	if err := stream.Send(r.hello(cn, m)); err != nil {
 		if _, err2 := stream.Recv(); err2 != nil {
 			err = err2 // the status says why the server ended the stream
@@ -153,15 +178,15 @@ func (r *Ring) clientHandshake(stream grpc.BidiStreamingClient[Frame, Frame], ad
 	if err != nil {
 		return r.refused(where, err)
 	}
-	proof := f.GetHello().GetMac()
-	want := mac(r.cfg.Secret, serverLabel, cn, ch.Nonce, ch.Rank, ch.Size, ch.ChunkBytes)
-	if !hmac.Equal(proof, want) {
+	sh := f.GetHello()
+	theirs := helloGeometry(sh)
+	want := mac(r.cfg.Secret, serverLabel, cn, ch.Nonce, theirs, channel)
+	if !hmac.Equal(sh.GetMac(), want) {
 		r.log.Warn("allreduce: next rank failed to prove the cluster secret", "rank", r.cfg.Rank, "peer", addr)
 		return fmt.Errorf("%w: %s: the server could not prove it knows the cluster secret; check that every rank uses the same secret", ErrAuth, where)
 	}
-	if int(ch.Size) != r.cfg.Size || int(ch.Rank) != r.next() || int(ch.ChunkBytes) != r.cfg.ChunkBytes {
-		return fmt.Errorf("allreduce: %s: it is rank %d of %d (chunk %d bytes), this rank expects rank %d of %d (chunk %d bytes): ranks disagree on the ring",
-			where, ch.Rank, ch.Size, ch.ChunkBytes, r.next(), r.cfg.Size, r.cfg.ChunkBytes)
+	if exp := (geometry{rank: int32(r.next()), size: int32(r.cfg.Size), chunk: int32(r.cfg.ChunkBytes), gen: r.cfg.Generation}); theirs != exp {
+		return fmt.Errorf("allreduce: %s: it is %s, this rank expects %s: ranks disagree on the ring", where, theirs, exp)
 	}
 	return nil
 }

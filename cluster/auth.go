@@ -1,107 +1,88 @@
 // Package cluster is the wire protocol between a tinct coordinator and its
-// workers: cluster.proto and its generated code, the shared-secret
-// authentication of calls, the encoding of float vectors, replica
-// checksums, and the memberlist set-up both sides share.
+// workers: cluster.proto and its generated code, mutual TLS under the
+// cluster CA, the shared-secret authentication of sessions, the encoding
+// of float vectors, replica checksums, the memberlist set-up both sides
+// share, and the reporting of junk on cluster ports.
 package cluster
 
 //go:generate protoc --go_out=. --go_opt=paths=source_relative --go-grpc_out=. --go-grpc_opt=paths=source_relative cluster.proto
 
 import (
-	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/hex"
+	"encoding/binary"
 	"errors"
-	"fmt"
-	"strconv"
-	"sync"
-	"time"
-
-	"google.golang.org/grpc/metadata"
 )
 
-// MaxSkew is how far a call's timestamp may be from the server's clock.
-const MaxSkew = 2 * time.Minute
+// Sessions are authenticated in the stream itself, by challenge and
+// response bound to everything that makes a session what it is:
+//
+//	coordinator → Challenge{c}           c: 32 fresh random bytes
+//	worker      → Hello{name, instance, n, mac}
+//	              mac   = HMAC(secret, "worker"      ‖ method ‖ name ‖ instance ‖ c ‖ n ‖ channel)
+//	coordinator → Welcome{…, proof}
+//	              proof = HMAC(secret, "coordinator" ‖ method ‖ name ‖ instance ‖ n ‖ c ‖ channel)
+//
+// with every field length-prefixed and channel the TLS exporter of the
+// connection (Binding; empty on plaintext). A captured Hello is worthless
+// anywhere else: another coordinator, or this one after a restart, sends
+// another challenge; another connection has another exporter; another
+// name or method changes the MAC. The worker checks the proof, so it takes
+// its configuration and state only from a coordinator that knows the
+// secret. The secret never crosses the wire.
 
-const (
-	mdTime  = "tinct-time"
-	mdNonce = "tinct-nonce"
-	mdMAC   = "tinct-mac"
-)
+// NonceLen is the length of challenges and nonces.
+const NonceLen = 32
 
-// ErrAuth is returned for a call without valid proof of the secret.
+// ErrAuth is returned for a session without valid proof of the secret.
 var ErrAuth = errors.New("cluster: authentication failed")
 
-func callMAC(secret []byte, ts, nonce string) string {
-	h := hmac.New(sha256.New, secret)
-	h.Write([]byte("tinct-cluster-call-v1\n" + ts + "\n" + nonce))
-	return hex.EncodeToString(h.Sum(nil))
+// Nonce returns NonceLen fresh random bytes.
+func Nonce() []byte {
+	n := make([]byte, NonceLen)
+	_, _ = rand.Read(n) // crypto/rand.Read does not fail on supported platforms
+	return n
 }
 
-// Creds are gRPC per-call credentials: each call carries a timestamp, a
-// fresh nonce and their HMAC-SHA256 under the cluster secret (never the
-// secret itself).
-type Creds struct{ Secret []byte }
-
-// GetRequestMetadata implements credentials.PerRPCCredentials.
-func (c Creds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	var n [16]byte
-	if _, err := rand.Read(n[:]); err != nil {
-		return nil, err
-	}
-	ts := strconv.FormatInt(time.Now().UnixNano(), 10)
-	nonce := hex.EncodeToString(n[:])
-	return map[string]string{mdTime: ts, mdNonce: nonce, mdMAC: callMAC(c.Secret, ts, nonce)}, nil
+// SessionAuth is what one session's proofs are bound to.
+type SessionAuth struct {
+	Secret    []byte
+	Method    string // the gRPC method, e.g. Coordinator_Session_FullMethodName
+	Name      string // the worker's name
+	Instance  string // the worker process's random instance id
+	Challenge []byte // the coordinator's
+	Nonce     []byte // the worker's
+	Channel   []byte // Binding of the connection
 }
 
-// RequireTransportSecurity implements credentials.PerRPCCredentials.
-func (Creds) RequireTransportSecurity() bool { return false }
-
-// Verifier checks the proof Creds attach, refusing replays of a nonce.
-type Verifier struct {
-	Secret []byte
-	mu     sync.Mutex
-	seen   map[string]time.Time
+// WorkerMAC is the worker's answer to the challenge.
+func (a SessionAuth) WorkerMAC() []byte {
+	return a.mac("tinct/cluster/v2 worker", a.Challenge, a.Nonce)
 }
 
-// Verify checks the incoming metadata of a call.
-func (v *Verifier) Verify(ctx context.Context) error {
-	md, _ := metadata.FromIncomingContext(ctx)
-	get := func(k string) string {
-		if vs := md.Get(k); len(vs) == 1 {
-			return vs[0]
-		}
-		return ""
+// CoordinatorProof is the coordinator's proof in its Welcome.
+func (a SessionAuth) CoordinatorProof() []byte {
+	return a.mac("tinct/cluster/v2 coordinator", a.Nonce, a.Challenge)
+}
+
+// Check reports whether got is the worker's valid answer.
+func (a SessionAuth) Check(got []byte) bool {
+	return len(a.Challenge) == NonceLen && len(a.Nonce) == NonceLen && hmac.Equal(got, a.WorkerMAC())
+}
+
+// CheckProof reports whether got is the coordinator's valid proof.
+func (a SessionAuth) CheckProof(got []byte) bool {
+	return hmac.Equal(got, a.CoordinatorProof())
+}
+
+func (a SessionAuth) mac(label string, first, second []byte) []byte {
+	h := hmac.New(sha256.New, a.Secret)
+	for _, f := range [][]byte{[]byte(label), []byte(a.Method), []byte(a.Name), []byte(a.Instance), first, second, a.Channel} {
+		var n [4]byte
+		binary.BigEndian.PutUint32(n[:], uint32(len(f)))
+		h.Write(n[:])
+		h.Write(f)
 	}
-	ts, nonce, mac := get(mdTime), get(mdNonce), get(mdMAC)
-	if ts == "" || nonce == "" || mac == "" {
-		return fmt.Errorf("%w: no credentials on the call", ErrAuth)
-	}
-	ns, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil {
-		return fmt.Errorf("%w: bad timestamp", ErrAuth)
-	}
-	now := time.Now()
-	if d := now.Sub(time.Unix(0, ns)); d > MaxSkew || d < -MaxSkew {
-		return fmt.Errorf("%w: timestamp %v off the server's clock", ErrAuth, d.Round(time.Second))
-	}
-	if !hmac.Equal([]byte(mac), []byte(callMAC(v.Secret, ts, nonce))) {
-		return fmt.Errorf("%w: wrong secret", ErrAuth)
-	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.seen == nil {
-		v.seen = map[string]time.Time{}
-	}
-	for k, t := range v.seen {
-		if now.Sub(t) > 2*MaxSkew {
-			delete(v.seen, k)
-		}
-	}
-	if _, dup := v.seen[nonce]; dup {
-		return fmt.Errorf("%w: replayed nonce", ErrAuth)
-	}
-	v.seen[nonce] = now
-	return nil
+	return h.Sum(nil)
 }

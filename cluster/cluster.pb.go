@@ -182,6 +182,7 @@ type ToWorker struct {
 	//	*ToWorker_Setup
 	//	*ToWorker_Task
 	//	*ToWorker_Stop
+	//	*ToWorker_Challenge
 	Body          isToWorker_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -260,6 +261,15 @@ func (x *ToWorker) GetStop() *Stop {
 	return nil
 }
 
+func (x *ToWorker) GetChallenge() *Challenge {
+	if x != nil {
+		if x, ok := x.Body.(*ToWorker_Challenge); ok {
+			return x.Challenge
+		}
+	}
+	return nil
+}
+
 type isToWorker_Body interface {
 	isToWorker_Body()
 }
@@ -280,6 +290,10 @@ type ToWorker_Stop struct {
 	Stop *Stop `protobuf:"bytes,4,opt,name=stop,proto3,oneof"`
 }
 
+type ToWorker_Challenge struct {
+	Challenge *Challenge `protobuf:"bytes,5,opt,name=challenge,proto3,oneof"`
+}
+
 func (*ToWorker_Welcome) isToWorker_Body() {}
 
 func (*ToWorker_Setup) isToWorker_Body() {}
@@ -288,19 +302,68 @@ func (*ToWorker_Task) isToWorker_Body() {}
 
 func (*ToWorker_Stop) isToWorker_Body() {}
 
-// Hello is a worker's first message.
+func (*ToWorker_Challenge) isToWorker_Body() {}
+
+// Challenge is the coordinator's first message on every session: fresh
+// random bytes the worker's Hello must be bound to (cluster/auth.go).
+type Challenge struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Nonce         []byte                 `protobuf:"bytes,1,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Challenge) Reset() {
+	*x = Challenge{}
+	mi := &file_cluster_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Challenge) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Challenge) ProtoMessage() {}
+
+func (x *Challenge) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Challenge.ProtoReflect.Descriptor instead.
+func (*Challenge) Descriptor() ([]byte, []int) {
+	return file_cluster_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Challenge) GetNonce() []byte {
+	if x != nil {
+		return x.Nonce
+	}
+	return nil
+}
+
+// Hello answers the Challenge.
 type Hello struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	GossipAddr    string                 `protobuf:"bytes,2,opt,name=gossip_addr,json=gossipAddr,proto3" json:"gossip_addr,omitempty"` // unused
-	Instance      string                 `protobuf:"bytes,3,opt,name=instance,proto3" json:"instance,omitempty"`                       // random per worker process: a reconnecting worker replaces its stale session; another process with the name in use is refused
+	Instance      string                 `protobuf:"bytes,3,opt,name=instance,proto3" json:"instance,omitempty"` // random per worker process: a reconnecting worker replaces its stale session; another process with the name in use is refused
+	Nonce         []byte                 `protobuf:"bytes,4,opt,name=nonce,proto3" json:"nonce,omitempty"`       // the worker's own fresh random bytes
+	Mac           []byte                 `protobuf:"bytes,5,opt,name=mac,proto3" json:"mac,omitempty"`           // proof of the cluster secret bound to the challenge, nonce, name, instance, method and TLS channel
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_cluster_proto_msgTypes[2]
+	mi := &file_cluster_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -312,7 +375,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_proto_msgTypes[2]
+	mi := &file_cluster_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -325,19 +388,12 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_cluster_proto_rawDescGZIP(), []int{2}
+	return file_cluster_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Hello) GetName() string {
 	if x != nil {
 		return x.Name
-	}
-	return ""
-}
-
-func (x *Hello) GetGossipAddr() string {
-	if x != nil {
-		return x.GossipAddr
 	}
 	return ""
 }
@@ -349,6 +405,20 @@ func (x *Hello) GetInstance() string {
 	return ""
 }
 
+func (x *Hello) GetNonce() []byte {
+	if x != nil {
+		return x.Nonce
+	}
+	return nil
+}
+
+func (x *Hello) GetMac() []byte {
+	if x != nil {
+		return x.Mac
+	}
+	return nil
+}
+
 // Welcome answers Hello: the resolved configuration and where the
 // membership gossip runs.
 type Welcome struct {
@@ -358,13 +428,14 @@ type Welcome struct {
 	RingTimeoutMs int64                  `protobuf:"varint,3,opt,name=ring_timeout_ms,json=ringTimeoutMs,proto3" json:"ring_timeout_ms,omitempty"`
 	GossipProfile string                 `protobuf:"bytes,4,opt,name=gossip_profile,json=gossipProfile,proto3" json:"gossip_profile,omitempty"` // memberlist timing: lan, wan or local
 	Session       uint64                 `protobuf:"varint,5,opt,name=session,proto3" json:"session,omitempty"`                                 // this session's id; the worker's gossip name is NAME#SESSION
+	Proof         []byte                 `protobuf:"bytes,6,opt,name=proof,proto3" json:"proof,omitempty"`                                      // the coordinator's proof of the cluster secret for this session
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_cluster_proto_msgTypes[3]
+	mi := &file_cluster_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -376,7 +447,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_proto_msgTypes[3]
+	mi := &file_cluster_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -389,7 +460,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_cluster_proto_rawDescGZIP(), []int{3}
+	return file_cluster_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Welcome) GetConfigYaml() []byte {
@@ -427,6 +498,13 @@ func (x *Welcome) GetSession() uint64 {
 	return 0
 }
 
+func (x *Welcome) GetProof() []byte {
+	if x != nil {
+		return x.Proof
+	}
+	return nil
+}
+
 // Setup starts a ring generation: the worker loads the committed state,
 // listens for its ring and answers Ready.
 type Setup struct {
@@ -451,7 +529,7 @@ type Setup struct {
 
 func (x *Setup) Reset() {
 	*x = Setup{}
-	mi := &file_cluster_proto_msgTypes[4]
+	mi := &file_cluster_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -463,7 +541,7 @@ func (x *Setup) String() string {
 func (*Setup) ProtoMessage() {}
 
 func (x *Setup) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_proto_msgTypes[4]
+	mi := &file_cluster_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -476,7 +554,7 @@ func (x *Setup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Setup.ProtoReflect.Descriptor instead.
 func (*Setup) Descriptor() ([]byte, []int) {
-	return file_cluster_proto_rawDescGZIP(), []int{4}
+	return file_cluster_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Setup) GetGeneration() uint64 {
@@ -587,7 +665,7 @@ type Ready struct {
 
 func (x *Ready) Reset() {
 	*x = Ready{}
-	mi := &file_cluster_proto_msgTypes[5]
+	mi := &file_cluster_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -599,7 +677,7 @@ func (x *Ready) String() string {
 func (*Ready) ProtoMessage() {}
 
 func (x *Ready) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_proto_msgTypes[5]
+	mi := &file_cluster_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -612,7 +690,7 @@ func (x *Ready) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ready.ProtoReflect.Descriptor instead.
 func (*Ready) Descriptor() ([]byte, []int) {
-	return file_cluster_proto_rawDescGZIP(), []int{5}
+	return file_cluster_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Ready) GetGeneration() uint64 {
@@ -648,7 +726,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_cluster_proto_msgTypes[6]
+	mi := &file_cluster_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -660,7 +738,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_proto_msgTypes[6]
+	mi := &file_cluster_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -673,7 +751,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_cluster_proto_rawDescGZIP(), []int{6}
+	return file_cluster_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Task) GetGeneration() uint64 {
@@ -763,7 +841,7 @@ type Report struct {
 
 func (x *Report) Reset() {
 	*x = Report{}
-	mi := &file_cluster_proto_msgTypes[7]
+	mi := &file_cluster_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -775,7 +853,7 @@ func (x *Report) String() string {
 func (*Report) ProtoMessage() {}
 
 func (x *Report) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_proto_msgTypes[7]
+	mi := &file_cluster_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -788,7 +866,7 @@ func (x *Report) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Report.ProtoReflect.Descriptor instead.
 func (*Report) Descriptor() ([]byte, []int) {
-	return file_cluster_proto_rawDescGZIP(), []int{7}
+	return file_cluster_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Report) GetGeneration() uint64 {
@@ -865,7 +943,7 @@ type Stop struct {
 
 func (x *Stop) Reset() {
 	*x = Stop{}
-	mi := &file_cluster_proto_msgTypes[8]
+	mi := &file_cluster_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -877,7 +955,7 @@ func (x *Stop) String() string {
 func (*Stop) ProtoMessage() {}
 
 func (x *Stop) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_proto_msgTypes[8]
+	mi := &file_cluster_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -890,7 +968,7 @@ func (x *Stop) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stop.ProtoReflect.Descriptor instead.
 func (*Stop) Descriptor() ([]byte, []int) {
-	return file_cluster_proto_rawDescGZIP(), []int{8}
+	return file_cluster_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Stop) GetReason() string {
@@ -917,18 +995,21 @@ const file_cluster_proto_rawDesc = "" +
 	"\x05hello\x18\x01 \x01(\v2\x14.tinct.cluster.HelloH\x00R\x05hello\x12,\n" +
 	"\x05ready\x18\x02 \x01(\v2\x14.tinct.cluster.ReadyH\x00R\x05ready\x12/\n" +
 	"\x06report\x18\x03 \x01(\v2\x15.tinct.cluster.ReportH\x00R\x06reportB\x06\n" +
-	"\x04body\"\xca\x01\n" +
+	"\x04body\"\x84\x02\n" +
 	"\bToWorker\x122\n" +
 	"\awelcome\x18\x01 \x01(\v2\x16.tinct.cluster.WelcomeH\x00R\awelcome\x12,\n" +
 	"\x05setup\x18\x02 \x01(\v2\x14.tinct.cluster.SetupH\x00R\x05setup\x12)\n" +
 	"\x04task\x18\x03 \x01(\v2\x13.tinct.cluster.TaskH\x00R\x04task\x12)\n" +
-	"\x04stop\x18\x04 \x01(\v2\x13.tinct.cluster.StopH\x00R\x04stopB\x06\n" +
-	"\x04body\"X\n" +
+	"\x04stop\x18\x04 \x01(\v2\x13.tinct.cluster.StopH\x00R\x04stop\x128\n" +
+	"\tchallenge\x18\x05 \x01(\v2\x18.tinct.cluster.ChallengeH\x00R\tchallengeB\x06\n" +
+	"\x04body\"!\n" +
+	"\tChallenge\x12\x14\n" +
+	"\x05nonce\x18\x01 \x01(\fR\x05nonce\"e\n" +
 	"\x05Hello\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
-	"\vgossip_addr\x18\x02 \x01(\tR\n" +
-	"gossipAddr\x12\x1a\n" +
-	"\binstance\x18\x03 \x01(\tR\binstance\"\xb4\x01\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\binstance\x18\x03 \x01(\tR\binstance\x12\x14\n" +
+	"\x05nonce\x18\x04 \x01(\fR\x05nonce\x12\x10\n" +
+	"\x03mac\x18\x05 \x01(\fR\x03macJ\x04\b\x02\x10\x03\"\xca\x01\n" +
 	"\aWelcome\x12\x1f\n" +
 	"\vconfig_yaml\x18\x01 \x01(\fR\n" +
 	"configYaml\x12\x1f\n" +
@@ -936,7 +1017,8 @@ const file_cluster_proto_rawDesc = "" +
 	"gossipAddr\x12&\n" +
 	"\x0fring_timeout_ms\x18\x03 \x01(\x03R\rringTimeoutMs\x12%\n" +
 	"\x0egossip_profile\x18\x04 \x01(\tR\rgossipProfile\x12\x18\n" +
-	"\asession\x18\x05 \x01(\x04R\asession\"\xc8\x02\n" +
+	"\asession\x18\x05 \x01(\x04R\asession\x12\x14\n" +
+	"\x05proof\x18\x06 \x01(\fR\x05proof\"\xc8\x02\n" +
 	"\x05Setup\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
@@ -1014,35 +1096,37 @@ func file_cluster_proto_rawDescGZIP() []byte {
 }
 
 var file_cluster_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_cluster_proto_goTypes = []any{
 	(Outcome)(0),       // 0: tinct.cluster.Outcome
 	(*FromWorker)(nil), // 1: tinct.cluster.FromWorker
 	(*ToWorker)(nil),   // 2: tinct.cluster.ToWorker
-	(*Hello)(nil),      // 3: tinct.cluster.Hello
-	(*Welcome)(nil),    // 4: tinct.cluster.Welcome
-	(*Setup)(nil),      // 5: tinct.cluster.Setup
-	(*Ready)(nil),      // 6: tinct.cluster.Ready
-	(*Task)(nil),       // 7: tinct.cluster.Task
-	(*Report)(nil),     // 8: tinct.cluster.Report
-	(*Stop)(nil),       // 9: tinct.cluster.Stop
+	(*Challenge)(nil),  // 3: tinct.cluster.Challenge
+	(*Hello)(nil),      // 4: tinct.cluster.Hello
+	(*Welcome)(nil),    // 5: tinct.cluster.Welcome
+	(*Setup)(nil),      // 6: tinct.cluster.Setup
+	(*Ready)(nil),      // 7: tinct.cluster.Ready
+	(*Task)(nil),       // 8: tinct.cluster.Task
+	(*Report)(nil),     // 9: tinct.cluster.Report
+	(*Stop)(nil),       // 10: tinct.cluster.Stop
 }
 var file_cluster_proto_depIdxs = []int32{
-	3, // 0: tinct.cluster.FromWorker.hello:type_name -> tinct.cluster.Hello
-	6, // 1: tinct.cluster.FromWorker.ready:type_name -> tinct.cluster.Ready
-	8, // 2: tinct.cluster.FromWorker.report:type_name -> tinct.cluster.Report
-	4, // 3: tinct.cluster.ToWorker.welcome:type_name -> tinct.cluster.Welcome
-	5, // 4: tinct.cluster.ToWorker.setup:type_name -> tinct.cluster.Setup
-	7, // 5: tinct.cluster.ToWorker.task:type_name -> tinct.cluster.Task
-	9, // 6: tinct.cluster.ToWorker.stop:type_name -> tinct.cluster.Stop
-	0, // 7: tinct.cluster.Stop.outcome:type_name -> tinct.cluster.Outcome
-	1, // 8: tinct.cluster.Coordinator.Session:input_type -> tinct.cluster.FromWorker
-	2, // 9: tinct.cluster.Coordinator.Session:output_type -> tinct.cluster.ToWorker
-	9, // [9:10] is the sub-list for method output_type
-	8, // [8:9] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	4,  // 0: tinct.cluster.FromWorker.hello:type_name -> tinct.cluster.Hello
+	7,  // 1: tinct.cluster.FromWorker.ready:type_name -> tinct.cluster.Ready
+	9,  // 2: tinct.cluster.FromWorker.report:type_name -> tinct.cluster.Report
+	5,  // 3: tinct.cluster.ToWorker.welcome:type_name -> tinct.cluster.Welcome
+	6,  // 4: tinct.cluster.ToWorker.setup:type_name -> tinct.cluster.Setup
+	8,  // 5: tinct.cluster.ToWorker.task:type_name -> tinct.cluster.Task
+	10, // 6: tinct.cluster.ToWorker.stop:type_name -> tinct.cluster.Stop
+	3,  // 7: tinct.cluster.ToWorker.challenge:type_name -> tinct.cluster.Challenge
+	0,  // 8: tinct.cluster.Stop.outcome:type_name -> tinct.cluster.Outcome
+	1,  // 9: tinct.cluster.Coordinator.Session:input_type -> tinct.cluster.FromWorker
+	2,  // 10: tinct.cluster.Coordinator.Session:output_type -> tinct.cluster.ToWorker
+	10, // [10:11] is the sub-list for method output_type
+	9,  // [9:10] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_cluster_proto_init() }
@@ -1060,6 +1144,7 @@ func file_cluster_proto_init() {
 		(*ToWorker_Setup)(nil),
 		(*ToWorker_Task)(nil),
 		(*ToWorker_Stop)(nil),
+		(*ToWorker_Challenge)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1067,7 +1152,7 @@ func file_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cluster_proto_rawDesc), len(file_cluster_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

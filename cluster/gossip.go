@@ -1,9 +1,11 @@
 package cluster
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"fmt"
+	stdlog "log"
 	"log/slog"
 	"net"
 	"strconv"
@@ -62,10 +64,30 @@ func StartGossip(o GossipOptions) (*memberlist.Memberlist, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	mc.Logger = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
+	// memberlist's own errors and warnings — among them junk on the
+	// gossip port, which it otherwise drops — are warnings here, at most
+	// one per 10 s; its chatter is debug output
+	junk := &Junk{Log: log, Port: o.Bind, Msg: "memberlist (gossip)"}
+	mc.Logger = stdlog.New(&gossipLog{log: log, junk: junk}, "", 0)
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("memberlist on %s: %w", o.Bind, err)
 	}
 	return ml, nil
+}
+
+// gossipLog routes memberlist's log lines ("[LEVEL] memberlist: …").
+type gossipLog struct {
+	log  *slog.Logger
+	junk *Junk
+}
+
+func (g *gossipLog) Write(p []byte) (int, error) {
+	line := string(bytes.TrimSpace(p))
+	if bytes.HasPrefix(p, []byte("[ERR]")) || bytes.HasPrefix(p, []byte("[WARN]")) {
+		g.junk.Report("", line)
+	} else {
+		g.log.Debug(line)
+	}
+	return len(p), nil
 }

@@ -14,7 +14,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/tinct/tinct/checkpoint"
@@ -29,6 +28,54 @@ import (
 
 var testSecret = []byte("test cluster secret")
 
+// testTLS makes a cluster CA and one certificate for 127.0.0.1, which
+// every node of a test cluster uses.
+func testTLS(t *testing.T) *cluster.Security {
+	t.Helper()
+	dirs, err := cluster.MakeCerts(cluster.CertOptions{Out: t.TempDir(), Nodes: [][]string{{"127.0.0.1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec, err := cluster.LoadTLS(dirs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sec
+}
+
+// session opens a session as a hand-made worker would: it answers the
+// challenge with secret under name and returns the stream and the
+// coordinator's answer to the Hello (an error for a refusal).
+func session(ctx context.Context, t *testing.T, addr string, sec *cluster.Security, name string, secret []byte) (grpc.BidiStreamingClient[cluster.FromWorker, cluster.ToWorker], *cluster.Hello, error) {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(sec.Creds(nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	s, err := cluster.NewCoordinatorClient(cc).Session(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := s.Recv()
+	if err != nil {
+		return nil, nil, err
+	}
+	a := cluster.SessionAuth{Secret: secret, Method: cluster.Coordinator_Session_FullMethodName, Name: name, Instance: "hand-made",
+		Challenge: m.GetChallenge().GetNonce(), Nonce: cluster.Nonce(), Channel: cluster.Binding(s.Context())}
+	hello := &cluster.Hello{Name: name, Instance: a.Instance, Nonce: a.Nonce, Mac: a.WorkerMAC()}
+	if err := s.Send(&cluster.FromWorker{Body: &cluster.FromWorker_Hello{Hello: hello}}); err != nil {
+		return nil, hello, err
+	}
+	if m, err = s.Recv(); err != nil {
+		return nil, hello, err
+	}
+	if m.GetWelcome() == nil {
+		return nil, hello, fmt.Errorf("got %T, want a welcome", m.Body)
+	}
+	return s, hello, nil
+}
+
 // clusterRun is a coordinator with the gRPC transport and in-process
 // workers that talk to it (and to each other) over gRPC on 127.0.0.1.
 type clusterRun struct {
@@ -37,6 +84,7 @@ type clusterRun struct {
 	cl     *coordinator.Cluster
 	st     *trainstate.State
 	mu     sync.Mutex
+	sec    *cluster.Security
 	sums   map[string]map[int64][]byte // worker → step → checksum after apply
 	coSums map[int64][]byte            // the committed state's, after each step
 	wg     sync.WaitGroup
@@ -55,6 +103,9 @@ func startCluster(t *testing.T, cfg *config.Config, copt coordinator.Options, cl
 		clopt.Listen = "127.0.0.1:0"
 	}
 	clopt.Secret, clopt.GossipProfile, clopt.Log = testSecret, "local", quiet()
+	if clopt.Security == nil {
+		clopt.Security = testTLS(t)
+	}
 	if clopt.RingTimeout == 0 {
 		clopt.RingTimeout = 5 * time.Second
 	}
@@ -67,7 +118,7 @@ func startCluster(t *testing.T, cfg *config.Config, copt coordinator.Options, cl
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &clusterRun{t: t, cl: cl, st: st, sums: map[string]map[int64][]byte{}, coSums: map[int64][]byte{}, errs: map[string]error{}}
+	r := &clusterRun{t: t, cl: cl, st: st, sec: clopt.Security, sums: map[string]map[int64][]byte{}, coSums: map[int64][]byte{}, errs: map[string]error{}}
 	after := copt.AfterStep
 	copt.AfterStep = func(step int64) {
 		r.mu.Lock()
@@ -100,6 +151,9 @@ func (r *clusterRun) addWorker(name string, opt worker.JoinOptions) context.Canc
 		opt.Coordinator = r.cl.Addr()
 	}
 	opt.Name, opt.Secret, opt.RingListen, opt.Log = name, testSecret, "127.0.0.1:0", quiet()
+	if opt.Security == nil {
+		opt.Security = r.sec
+	}
 	opt.Open = func(context.Context, *config.Config) (dataset.Examples, error) { return data, nil }
 	onStep := opt.OnStep
 	opt.OnStep = func(w *worker.Worker, step int64) {
@@ -181,36 +235,42 @@ func TestClusterEquivalence(t *testing.T) {
 	sameState(t, two.st, run.st)
 }
 
-// TestClusterRefusesWrongSecret: a call without the secret is refused, and
+// TestClusterRefusesWrongSecret: a session that answers the challenge
+// without the secret is refused, one that does not answer is cut off, and
 // a worker with the wrong secret gives up at once with a clear error.
 func TestClusterRefusesWrongSecret(t *testing.T) {
 	cfg := testConfig(t, t.TempDir())
-	cl, err := coordinator.StartCluster(cfg, coordinator.ClusterOptions{Listen: "127.0.0.1:0", Secret: testSecret, GossipProfile: "local", Log: quiet()})
+	sec := testTLS(t)
+	cl, err := coordinator.StartCluster(cfg, coordinator.ClusterOptions{Listen: "127.0.0.1:0", Secret: testSecret, Security: sec, GossipProfile: "local", HelloTimeout: 300 * time.Millisecond, Log: quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Close(cluster.Outcome_FAILED, "test over")
-	for _, creds := range []grpc.DialOption{grpc.WithPerRPCCredentials(cluster.Creds{Secret: []byte("wrong")}), grpc.EmptyDialOption{}} {
-		cc, err := grpc.NewClient(cl.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()), creds)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		s, err := cluster.NewCoordinatorClient(cc).Session(ctx)
-		if err == nil {
-			_ = s.Send(&cluster.FromWorker{Body: &cluster.FromWorker_Hello{Hello: &cluster.Hello{Name: "intruder"}}})
-			_, err = s.Recv()
-		}
-		cancel()
-		cc.Close()
-		if status.Code(err) != codes.Unauthenticated {
-			t.Errorf("got %v, want Unauthenticated", err)
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, _, err := session(ctx, t, cl.Addr(), sec, "intruder", []byte("wrong")); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("wrong secret: got %v, want Unauthenticated", err)
+	}
+	// silent after the challenge
+	cc, err := grpc.NewClient(cl.Addr(), grpc.WithTransportCredentials(sec.Creds(nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	s, err := cluster.NewCoordinatorClient(cc).Session(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Recv(); status.Code(err) != codes.DeadlineExceeded {
+		t.Errorf("silent session: got %v, want DeadlineExceeded", err)
 	}
 	start := time.Now()
-	err = worker.Join(context.Background(), worker.JoinOptions{Coordinator: cl.Addr(), Name: "w", Secret: []byte("wrong"), Log: quiet(),
+	err = worker.Join(context.Background(), worker.JoinOptions{Coordinator: cl.Addr(), Name: "w", Secret: []byte("wrong"), Security: sec, Log: quiet(),
 		Open: func(context.Context, *config.Config) (dataset.Examples, error) { return data, nil }})
-	if status.Code(errors.Unwrap(errors.Unwrap(err))) != codes.Unauthenticated && !bytes.Contains([]byte(fmt.Sprint(err)), []byte("--secret")) {
+	if !bytes.Contains([]byte(fmt.Sprint(err)), []byte("TINCT_CLUSTER_SECRET")) {
 		t.Errorf("worker with the wrong secret: %v", err)
 	}
 	if d := time.Since(start); d > 5*time.Second {
@@ -323,7 +383,8 @@ func TestWorkerWaitsForCoordinator(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	start := time.Now()
-	err = worker.Join(context.Background(), worker.JoinOptions{Coordinator: addr, Name: "early", Secret: testSecret, Wait: 700 * time.Millisecond, Log: quiet(),
+	sec := testTLS(t)
+	err = worker.Join(context.Background(), worker.JoinOptions{Coordinator: addr, Name: "early", Secret: testSecret, Security: sec, Wait: 700 * time.Millisecond, Log: quiet(),
 		Open: func(context.Context, *config.Config) (dataset.Examples, error) { return data, nil }})
 	if err == nil || !bytes.Contains([]byte(err.Error()), []byte(addr)) || !bytes.Contains([]byte(err.Error()), []byte("unreachable")) {
 		t.Fatalf("no coordinator: %v", err)
@@ -337,12 +398,12 @@ func TestWorkerWaitsForCoordinator(t *testing.T) {
 	joined := make(chan struct{})
 	go func() {
 		time.Sleep(500 * time.Millisecond)
-		run = startCluster(t, cfg, coordinator.Options{}, coordinator.ClusterOptions{Listen: addr})
+		run = startCluster(t, cfg, coordinator.Options{}, coordinator.ClusterOptions{Listen: addr, Security: sec})
 		close(joined)
 	}()
 	werr := make(chan error, 1)
 	go func() {
-		werr <- worker.Join(context.Background(), worker.JoinOptions{Coordinator: addr, Name: "early", Secret: testSecret, Wait: 30 * time.Second, Log: quiet(),
+		werr <- worker.Join(context.Background(), worker.JoinOptions{Coordinator: addr, Name: "early", Secret: testSecret, Security: sec, Wait: 30 * time.Second, Log: quiet(),
 			Open: func(context.Context, *config.Config) (dataset.Examples, error) { return data, nil }})
 	}()
 	<-joined
@@ -361,14 +422,9 @@ func TestClusterChecksumMismatch(t *testing.T) {
 	cfg := testConfig(t, t.TempDir())
 	run := startCluster(t, cfg, coordinator.Options{}, coordinator.ClusterOptions{})
 	// a hand-made worker: answers the protocol, but reports a wrong checksum
-	cc, err := grpc.NewClient(run.cl.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(cluster.Creds{Secret: testSecret}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	s, err := cluster.NewCoordinatorClient(cc).Session(ctx)
+	s, _, err := session(ctx, t, run.cl.Addr(), run.sec, "liar", testSecret)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -376,9 +432,6 @@ func TestClusterChecksumMismatch(t *testing.T) {
 	fake := make(chan *cluster.Stop, 1)
 	go func() {
 		defer close(fake)
-		if err := s.Send(&cluster.FromWorker{Body: &cluster.FromWorker_Hello{Hello: &cluster.Hello{Name: "liar"}}}); err != nil {
-			return
-		}
 		for {
 			m, err := s.Recv()
 			if err != nil {

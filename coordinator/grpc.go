@@ -20,7 +20,6 @@ package coordinator
 // (who is in the ring, what is abandoned, who is dropped) is the core's.
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -47,6 +46,10 @@ import (
 type ClusterOptions struct {
 	Listen        string        // gRPC address for workers, e.g. "127.0.0.1:7070"
 	Secret        []byte        // the cluster secret (required)
+	// Security is mutual TLS (cluster.LoadTLS) or plaintext, which is
+	// refused unless Listen and GossipBind are loopback addresses.
+	Security      *cluster.Security
+	HelloTimeout  time.Duration // how long a new session may take to answer the challenge (default 10 s)
 	GossipBind    string        // memberlist bind address host:port ("" → 127.0.0.1:0; port 0 picks one)
 	GossipProfile string        // memberlist timing: lan (default), wan, local (loopback only)
 	RingTimeout   time.Duration // the workers' all-reduce deadline (default 60 s)
@@ -66,7 +69,7 @@ type Cluster struct {
 	lis      net.Listener
 	srv      *grpc.Server
 	ml       *memberlist.Memberlist
-	verifier *cluster.Verifier
+	junk     *cluster.Junk
 
 	mu       sync.Mutex
 	sessions map[uint64]*remote
@@ -105,7 +108,13 @@ func (r *remote) die(err error) {
 // StartCluster starts the gRPC service and the membership gossip.
 func StartCluster(cfg *config.Config, opt ClusterOptions) (*Cluster, error) {
 	if len(opt.Secret) == 0 {
-		return nil, errors.New("cluster secret is empty: set --secret or TINCT_CLUSTER_SECRET")
+		return nil, errors.New("cluster secret is empty: set TINCT_CLUSTER_SECRET or --secret-file")
+	}
+	if opt.Security == nil {
+		return nil, errors.New("cluster: no transport security given (TLS, or plaintext on loopback)")
+	}
+	if opt.HelloTimeout <= 0 {
+		opt.HelloTimeout = 10 * time.Second
 	}
 	if opt.RingTimeout <= 0 {
 		opt.RingTimeout = 60 * time.Second
@@ -116,11 +125,18 @@ func StartCluster(cfg *config.Config, opt ClusterOptions) (*Cluster, error) {
 	if opt.GossipBind == "" {
 		opt.GossipBind = "127.0.0.1:0"
 	}
-	c := &Cluster{opt: opt, log: opt.Log, cfgYAML: cfg.YAML(), verifier: &cluster.Verifier{Secret: opt.Secret},
+	if err := opt.Security.Check(opt.Listen, opt.GossipBind); err != nil {
+		return nil, err
+	}
+	c := &Cluster{opt: opt, log: opt.Log, cfgYAML: cfg.YAML(),
 		sessions: map[uint64]*remote{}, started: make(chan struct{}), quit: make(chan struct{})}
 	lis, err := net.Listen("tcp", opt.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("cluster listen %q: %w", opt.Listen, err)
+	}
+	c.junk = &cluster.Junk{Log: c.log, Port: "coordinator " + lis.Addr().String()}
+	if !opt.Security.Encrypted() {
+		lis = cluster.WatchPreface(lis, c.junk)
 	}
 	c.lis = lis
 	c.ml, err = cluster.StartGossip(cluster.GossipOptions{Name: "coordinator", Bind: opt.GossipBind, Secret: opt.Secret, Profile: opt.GossipProfile, Events: (*gossipEvents)(c), Log: c.log})
@@ -128,13 +144,13 @@ func StartCluster(cfg *config.Config, opt ClusterOptions) (*Cluster, error) {
 		lis.Close()
 		return nil, err
 	}
-	c.srv = grpc.NewServer(grpc.MaxRecvMsgSize(1<<30), grpc.MaxSendMsgSize(1<<30), grpc.StreamInterceptor(c.auth), grpc.UnaryInterceptor(c.authUnary),
+	c.srv = grpc.NewServer(grpc.Creds(opt.Security.Creds(c.junk)), grpc.MaxRecvMsgSize(1<<30), grpc.MaxSendMsgSize(1<<30),
 		// pings find a worker whose host died or whose network broke
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 20 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}))
 	cluster.RegisterCoordinatorServer(c.srv, c)
 	go func() { _ = c.srv.Serve(lis) }()
-	c.log.Info("coordinator listening for workers", "addr", c.Addr(), "gossip", c.GossipAddr())
+	c.log.Info("coordinator listening for workers", "addr", c.Addr(), "gossip", c.GossipAddr(), "tls", opt.Security.Encrypted())
 	return c, nil
 }
 
@@ -185,45 +201,15 @@ func (g *gossipEvents) NotifyLeave(n *memberlist.Node) {
 	}
 }
 
-func (c *Cluster) check(ctx context.Context, method string) error {
-	if err := c.verifier.Verify(ctx); err != nil {
-		from := "?"
-		if p, ok := peer.FromContext(ctx); ok {
-			from = p.Addr.String()
-		}
-		c.log.Warn("refused an unauthenticated call", "from", from, "method", method, "err", err)
-		return status.Error(codes.Unauthenticated, err.Error())
-	}
-	return nil
-}
-
-func (c *Cluster) auth(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	if err := c.check(ss.Context(), info.FullMethod); err != nil {
-		return err
-	}
-	return h(srv, ss)
-}
-
-func (c *Cluster) authUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	if err := c.check(ctx, info.FullMethod); err != nil {
-		return nil, err
-	}
-	return h(ctx, req)
-}
-
 // Session is one worker's life in the cluster.
 func (c *Cluster) Session(stream grpc.BidiStreamingServer[cluster.FromWorker, cluster.ToWorker]) error {
-	first, err := stream.Recv()
-	if err != nil {
-		return err
-	}
-	hello := first.GetHello()
-	if hello == nil || hello.Name == "" || strings.Contains(hello.Name, "#") {
-		return status.Error(codes.InvalidArgument, "first message must be a Hello with a worker name (without '#')")
-	}
 	addr := "?"
 	if p, ok := peer.FromContext(stream.Context()); ok {
 		addr = p.Addr.String()
+	}
+	hello, auth, err := c.authenticate(stream, addr)
+	if err != nil {
+		return err
 	}
 	c.mu.Lock()
 	if c.stopping {
@@ -258,7 +244,7 @@ func (c *Cluster) Session(stream grpc.BidiStreamingServer[cluster.FromWorker, cl
 		c.post(control.Leave{Worker: r.name, Session: r.session, Reason: fmt.Sprint(cause)})
 	}()
 	if err := r.send(&cluster.ToWorker{Body: &cluster.ToWorker_Welcome{Welcome: &cluster.Welcome{ConfigYaml: c.cfgYAML, GossipAddr: c.GossipAddr(),
-		GossipProfile: c.opt.GossipProfile, RingTimeoutMs: c.opt.RingTimeout.Milliseconds(), Session: r.session}}}); err != nil {
+		GossipProfile: c.opt.GossipProfile, RingTimeoutMs: c.opt.RingTimeout.Milliseconds(), Session: r.session, Proof: auth.CoordinatorProof()}}}); err != nil {
 		cause = err
 		return err
 	}
@@ -302,6 +288,39 @@ func (c *Cluster) Session(stream grpc.BidiStreamingServer[cluster.FromWorker, cl
 		c.log.Warn("worker lost", "worker", r.name, "session", r.session, "cause", cause)
 	}
 	return status.Error(codes.Aborted, cause.Error())
+}
+
+// authenticate challenges a new session and checks the worker's Hello
+// (cluster/auth.go); a stranger that stays silent is cut off after
+// HelloTimeout.
+func (c *Cluster) authenticate(stream grpc.BidiStreamingServer[cluster.FromWorker, cluster.ToWorker], addr string) (*cluster.Hello, cluster.SessionAuth, error) {
+	auth := cluster.SessionAuth{Secret: c.opt.Secret, Method: cluster.Coordinator_Session_FullMethodName, Challenge: cluster.Nonce(), Channel: cluster.Binding(stream.Context())}
+	if err := stream.Send(&cluster.ToWorker{Body: &cluster.ToWorker_Challenge{Challenge: &cluster.Challenge{Nonce: auth.Challenge}}}); err != nil {
+		return nil, auth, err
+	}
+	got := make(chan *cluster.FromWorker, 1)
+	go func() {
+		m, _ := stream.Recv()
+		got <- m // nil when the stream ended
+	}()
+	var first *cluster.FromWorker
+	select {
+	case first = <-got:
+	case <-time.After(c.opt.HelloTimeout):
+		c.junk.Report(addr, fmt.Sprintf("opened a session but did not answer the challenge within %v", c.opt.HelloTimeout))
+		return nil, auth, status.Errorf(codes.DeadlineExceeded, "no answer to the challenge within %v", c.opt.HelloTimeout)
+	}
+	hello := first.GetHello()
+	if hello == nil || hello.Name == "" || strings.Contains(hello.Name, "#") {
+		c.junk.Report(addr, "a session whose first message is not a Hello with a worker name")
+		return nil, auth, status.Error(codes.InvalidArgument, "first message must be a Hello with a worker name (without '#')")
+	}
+	auth.Name, auth.Instance, auth.Nonce = hello.Name, hello.Instance, hello.Nonce
+	if !auth.Check(hello.Mac) {
+		c.log.Warn("refused a worker that failed authentication (wrong cluster secret, or a replayed Hello)", "worker", hello.Name, "from", addr)
+		return nil, auth, status.Error(codes.Unauthenticated, "the worker's proof of the cluster secret is wrong for this session (is TINCT_CLUSTER_SECRET the same on both?)")
+	}
+	return hello, auth, nil
 }
 
 func reportOf(name string, m *cluster.Report) (*control.Report, error) {

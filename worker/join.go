@@ -13,7 +13,6 @@ import (
 	"github.com/hashicorp/memberlist"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
@@ -36,6 +35,9 @@ type JoinOptions struct {
 	Coordinator string // the coordinator's gRPC address, host:port
 	Name        string // unique in the cluster
 	Secret      []byte // the cluster secret
+	// Security is mutual TLS (cluster.LoadTLS) or plaintext, which is
+	// refused unless every address involved is a loopback one.
+	Security   *cluster.Security
 	RingListen  string // address of this worker's ring server ("127.0.0.1:0")
 	GossipBind  string // memberlist bind address (host:port, port 0 picks one); "" for 127.0.0.1:0
 	// Wait is how long to keep trying to reach the coordinator — before the
@@ -69,6 +71,12 @@ func Join(ctx context.Context, opt JoinOptions) error {
 	}
 	if opt.Wait <= 0 {
 		opt.Wait = 5 * time.Minute
+	}
+	if opt.Security == nil {
+		return errors.New("worker: no transport security given (TLS, or plaintext on loopback)")
+	}
+	if err := opt.Security.Check(opt.Coordinator, opt.RingListen, opt.GossipBind); err != nil {
+		return err
 	}
 	var inst [8]byte
 	_, _ = rand.Read(inst[:])
@@ -173,8 +181,7 @@ type sessionResult struct {
 
 func (j *joiner) session(ctx context.Context) (res sessionResult) {
 	opt := j.opt
-	cc, err := grpc.NewClient(opt.Coordinator, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithPerRPCCredentials(cluster.Creds{Secret: opt.Secret}),
+	cc, err := grpc.NewClient(opt.Coordinator, grpc.WithTransportCredentials(opt.Security.Creds(nil)),
 		// pings notice a coordinator that died with its host, or stalled
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 20 * time.Second, PermitWithoutStream: true}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30), grpc.MaxCallSendMsgSize(1<<30)))
@@ -190,14 +197,25 @@ func (j *joiner) session(ctx context.Context) (res sessionResult) {
 		res.err = fmt.Errorf("coordinator %s: %w", opt.Coordinator, err)
 		return res
 	}
-	if err := stream.Send(&cluster.FromWorker{Body: &cluster.FromWorker_Hello{Hello: &cluster.Hello{Name: opt.Name, Instance: j.instance}}}); err != nil {
+	first, err := stream.Recv()
+	if err != nil {
 		res.err = fmt.Errorf("coordinator %s: %w", opt.Coordinator, err)
 		return res
 	}
-	first, err := stream.Recv()
-	if err != nil {
+	ch := first.GetChallenge()
+	if ch == nil || len(ch.Nonce) != cluster.NonceLen {
+		res.err = &permanentError{fmt.Errorf("coordinator %s: expected a challenge, got %T (is it a tinct coordinator of this version?)", opt.Coordinator, first.Body)}
+		return res
+	}
+	auth := cluster.SessionAuth{Secret: opt.Secret, Method: cluster.Coordinator_Session_FullMethodName, Name: opt.Name, Instance: j.instance,
+		Challenge: ch.Nonce, Nonce: cluster.Nonce(), Channel: cluster.Binding(stream.Context())}
+	if err := stream.Send(&cluster.FromWorker{Body: &cluster.FromWorker_Hello{Hello: &cluster.Hello{Name: opt.Name, Instance: j.instance, Nonce: auth.Nonce, Mac: auth.WorkerMAC()}}}); err != nil {
+		res.err = fmt.Errorf("coordinator %s: %w", opt.Coordinator, err)
+		return res
+	}
+	if first, err = stream.Recv(); err != nil {
 		if status.Code(err) == codes.Unauthenticated {
-			err = fmt.Errorf("the coordinator refused this worker's credentials (is --secret / TINCT_CLUSTER_SECRET the same on both?): %w", err)
+			err = fmt.Errorf("the coordinator refused this worker's credentials (is TINCT_CLUSTER_SECRET the same on both?): %w", err)
 		}
 		res.err = fmt.Errorf("coordinator %s: %w", opt.Coordinator, err)
 		return res
@@ -208,6 +226,10 @@ func (j *joiner) session(ctx context.Context) (res sessionResult) {
 	wel := first.GetWelcome()
 	if wel == nil {
 		res.err = &permanentError{fmt.Errorf("coordinator %s: expected a welcome, got %T", opt.Coordinator, first.Body)}
+		return res
+	}
+	if !auth.CheckProof(wel.Proof) {
+		res.err = &permanentError{fmt.Errorf("%w: coordinator %s could not prove it knows the cluster secret (is TINCT_CLUSTER_SECRET the same on both?)", cluster.ErrAuth, opt.Coordinator)}
 		return res
 	}
 	res.welcomed = true
@@ -230,7 +252,7 @@ func (j *joiner) session(ctx context.Context) (res sessionResult) {
 		defer func() { _ = ml.Leave(time.Second); _ = ml.Shutdown() }()
 	}
 	j.log.Info("joined", "coordinator", opt.Coordinator, "name", opt.Name, "dataset", cfg.Dataset, "images", j.data.Len())
-	m := &Member{W: w, RingListen: opt.RingListen, Secret: opt.Secret, Timeout: time.Duration(wel.RingTimeoutMs) * time.Millisecond, Log: j.log, OnStep: opt.OnStep}
+	m := &Member{W: w, RingListen: opt.RingListen, Secret: opt.Secret, Security: opt.Security, Timeout: time.Duration(wel.RingTimeoutMs) * time.Millisecond, Log: j.log, OnStep: opt.OnStep}
 	defer m.Close()
 	stop, err := serve(ctx, m, stream)
 	if stop != nil {

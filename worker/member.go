@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/tinct/tinct/allreduce"
+	"github.com/tinct/tinct/cluster"
 	"github.com/tinct/tinct/control"
 	"github.com/tinct/tinct/trainstate"
 )
@@ -24,9 +26,10 @@ const overlapBucket = 1 << 18
 // single-machine training and through Join's gRPC session in a cluster.
 type Member struct {
 	W          *Worker
-	RingListen string        // address of the ring server ("127.0.0.1:0")
-	Secret     []byte        // the ring's handshake secret
-	Timeout    time.Duration // the all-reduce deadline
+	RingListen string            // address of the ring server ("127.0.0.1:0")
+	Secret     []byte            // the ring's handshake secret
+	Security   *cluster.Security // TLS of the ring's connections; nil: plaintext (in-process members on loopback)
+	Timeout    time.Duration     // the all-reduce deadline
 	Log        *slog.Logger
 	// OnStep, if set, is called after each applied step (tests).
 	OnStep func(w *Worker, step int64)
@@ -64,7 +67,15 @@ func (m *Member) Setup(gen uint64, rank, size int, st trainstate.Replica) (strin
 	if log == nil {
 		log = slog.Default()
 	}
-	ring, err := allreduce.Listen(allreduce.Config{Rank: rank, Size: size, Listen: m.RingListen, Secret: m.Secret, Timeout: m.Timeout, Logger: log})
+	cfg := allreduce.Config{Rank: rank, Size: size, Listen: m.RingListen, Secret: m.Secret, Timeout: m.Timeout, Logger: log, Generation: gen}
+	if sec := m.Security; sec != nil {
+		junk := &cluster.Junk{Log: log, Port: "all-reduce " + m.RingListen}
+		cfg.Creds = sec.Creds(junk)
+		if !sec.Encrypted() {
+			cfg.Wrap = func(l net.Listener) net.Listener { return cluster.WatchPreface(l, junk) }
+		}
+	}
+	ring, err := allreduce.Listen(cfg)
 	if err != nil {
 		return "", err
 	}

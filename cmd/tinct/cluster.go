@@ -10,10 +10,12 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/tinct/tinct/cluster"
 	"github.com/tinct/tinct/config"
@@ -22,24 +24,123 @@ import (
 	"github.com/tinct/tinct/worker"
 )
 
-// clusterSecret reads --secret, else $TINCT_CLUSTER_SECRET.
-func clusterSecret(flag string) ([]byte, error) {
-	if flag == "" {
-		flag = os.Getenv("TINCT_CLUSTER_SECRET")
+// nodeFlags are how a coordinator or worker proves it belongs to the
+// cluster: the shared secret (never on the command line, where ps shows
+// it) and the TLS material, or an explicit plaintext on loopback.
+type nodeFlags struct {
+	secretFile string
+	tlsDir     string
+	plaintext  bool
+}
+
+const secretHelp = `The cluster secret comes from the file --secret-file names, else from
+$TINCT_CLUSTER_SECRET; never from the command line, where ps shows it. It
+must be the same on the coordinator and every worker.
+
+Traffic is mutual TLS under the cluster's CA: --tls-dir (default
+$TINCT_TLS_DIR) names a folder holding ca.crt, tls.crt and tls.key, laid out
+like a Kubernetes TLS secret; tinct cluster certs makes them.
+--plaintext turns encryption off and is refused on any address that is not
+a loopback one.`
+
+func (n *nodeFlags) add(f *pflag.FlagSet) {
+	f.StringVar(&n.secretFile, "secret-file", "", "file holding the cluster secret (default: $TINCT_CLUSTER_SECRET)")
+	f.StringVar(&n.tlsDir, "tls-dir", os.Getenv("TINCT_TLS_DIR"), "folder with ca.crt, tls.crt and tls.key (tinct cluster certs makes them); default $TINCT_TLS_DIR")
+	f.BoolVar(&n.plaintext, "plaintext", false, "no TLS: loopback addresses only (tests, one-machine demos)")
+}
+
+// load reads the secret and the TLS material.
+func (n *nodeFlags) load() ([]byte, *cluster.Security, error) {
+	secret, err := clusterSecret(n.secretFile)
+	if err != nil {
+		return nil, nil, err
 	}
-	if flag == "" {
-		return nil, errors.New("no cluster secret: give --secret or set TINCT_CLUSTER_SECRET (the same on the coordinator and every worker)")
+	switch {
+	case n.plaintext && n.tlsDir != "":
+		return nil, nil, errors.New("--plaintext and --tls-dir: choose one")
+	case n.plaintext:
+		return secret, cluster.Plaintext(), nil
+	case n.tlsDir == "":
+		return nil, nil, errors.New("no TLS material: give --tls-dir DIR (or set TINCT_TLS_DIR; tinct cluster certs makes the files), or --plaintext on loopback addresses")
 	}
-	return []byte(flag), nil
+	sec, err := cluster.LoadTLS(n.tlsDir)
+	return secret, sec, err
+}
+
+// clusterSecret reads the secret file, else $TINCT_CLUSTER_SECRET.
+func clusterSecret(file string) ([]byte, error) {
+	var s string
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("--secret-file: %w", err)
+		}
+		s = strings.TrimRight(string(b), "\r\n")
+		if s == "" {
+			return nil, fmt.Errorf("--secret-file %s is empty", file)
+		}
+	} else {
+		s = os.Getenv("TINCT_CLUSTER_SECRET")
+	}
+	if s == "" {
+		return nil, errors.New("no cluster secret: set TINCT_CLUSTER_SECRET or give --secret-file (the same secret on the coordinator and every worker)")
+	}
+	return []byte(s), nil
+}
+
+func newClusterCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "cluster", Short: "Tools for a training cluster"}
+	var (
+		out   string
+		hosts []string
+		days  int
+	)
+	certs := &cobra.Command{
+		Use:   "certs --out DIR --host NAME[,NAME...] ...",
+		Short: "Make a cluster CA and a TLS certificate for each node",
+		Long: `Writes a cluster CA (DIR/ca.crt and DIR/ca.key; an existing pair is reused,
+so nodes can be added later) and, for each --host, a folder DIR/NAME with
+ca.crt, tls.crt and tls.key (ECDSA P-256, valid --days): what --tls-dir of
+tinct coordinator start and tinct worker join wants. A --host lists the
+names others reach that node by, DNS names or IP addresses, comma-separated;
+the first names the folder. The coordinator's certificate must name the
+host workers give as --coordinator; a worker's, the host of its
+--ring-listen. Keep ca.key off the nodes; every file is written 0600.`,
+		Example: `  tinct cluster certs --out certs --host coordinator,10.0.0.1 --host gpu1,10.0.0.2 --host gpu2,10.0.0.3
+  tinct cluster certs --out certs --host 127.0.0.1      # one certificate for a cluster on this machine`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" {
+				return errors.New("--out DIR is required")
+			}
+			var nodes [][]string
+			for _, h := range hosts {
+				nodes = append(nodes, strings.Split(h, ","))
+			}
+			dirs, err := cluster.MakeCerts(cluster.CertOptions{Out: out, Nodes: nodes, Valid: time.Duration(days) * 24 * time.Hour})
+			if err != nil {
+				return err
+			}
+			for _, d := range dirs {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s\n", d)
+			}
+			return nil
+		},
+	}
+	certs.Flags().StringVar(&out, "out", "", "folder to write the CA and the node folders into")
+	certs.Flags().StringArrayVar(&hosts, "host", nil, "a node's names (DNS or IP), comma-separated; repeat for each node")
+	certs.Flags().IntVar(&days, "days", 365, "validity of the certificates in days")
+	cmd.AddCommand(certs)
+	return cmd
 }
 
 func newCoordinatorCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "coordinator", Short: "Run the coordinator of a training cluster"}
 	var (
-		file   string
-		secret string
-		opt    coordinator.ClusterOptions
-		run    clusterRun
+		file string
+		node nodeFlags
+		opt  coordinator.ClusterOptions
+		run  clusterRun
 	)
 	start := &cobra.Command{
 		Use:   "start [key=value ...]",
@@ -51,13 +152,15 @@ tinct worker join --coordinator HOST:PORT and the same secret. Workers open
 the dataset path of the configuration themselves: a shared filesystem is
 assumed, unless dataset is s3://bucket/prefix, which each worker fetches into
 its own output_dir/datasets/ (give workers the TINCT_S3_* and AWS_*
-variables). resume=true continues from the newest checkpoint; workers rejoin.`,
+variables). resume=true continues from the newest checkpoint; workers rejoin.
+
+` + secretHelp,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := config.Load(file, args)
 			if err != nil {
 				return err
 			}
-			if opt.Secret, err = clusterSecret(secret); err != nil {
+			if opt.Secret, opt.Security, err = node.load(); err != nil {
 				return err
 			}
 			if !slices.Contains(cluster.GossipProfiles, opt.GossipProfile) {
@@ -69,7 +172,7 @@ variables). resume=true continues from the newest checkpoint; workers rejoin.`,
 	f := start.Flags()
 	f.StringVar(&file, "config", "", "configuration file over the built-in defaults")
 	f.StringVar(&opt.Listen, "listen", "127.0.0.1:7070", "gRPC address workers connect to")
-	f.StringVar(&secret, "secret", "", "cluster secret (default $TINCT_CLUSTER_SECRET)")
+	node.add(f)
 	f.StringVar(&opt.GossipBind, "gossip", "", "memberlist bind address host:port (default: --listen's host, any port)")
 	f.StringVar(&opt.GossipProfile, "gossip-profile", "lan", "memberlist failure-detection timing: lan (a data-centre network), wan (slow or lossy links), local (loopback only: tests, one-machine demos)")
 	f.IntVar(&run.minWorkers, "min-workers", 1, "workers needed to train; with fewer, wait up to --wait, then checkpoint and fail")
@@ -145,9 +248,9 @@ func trainCluster(ctx context.Context, cmd *cobra.Command, cfg *config.Config, o
 func newWorkerCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "worker", Short: "Run a worker of a training cluster"}
 	var (
-		secret string
-		gpu    int
-		opt    worker.JoinOptions
+		node nodeFlags
+		gpu  int
+		opt  worker.JoinOptions
 	)
 	join := &cobra.Command{
 		Use:   "join --coordinator HOST:PORT",
@@ -164,7 +267,9 @@ failure detected by the gossip), the worker waits and joins again with a
 fresh state, retrying with back-off for up to --wait. It exits 0 when the
 coordinator says training finished (or on SIGINT/SIGTERM), and non-zero when
 the coordinator stopped on an error, excluded this worker, refused its
-secret, or stayed unreachable for --wait.`,
+secret, or stayed unreachable for --wait.
+
+` + secretHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if gpu >= 0 {
@@ -174,7 +279,7 @@ secret, or stayed unreachable for --wait.`,
 				return errors.New("--coordinator HOST:PORT is required")
 			}
 			var err error
-			if opt.Secret, err = clusterSecret(secret); err != nil {
+			if opt.Secret, opt.Security, err = node.load(); err != nil {
 				return err
 			}
 			if opt.Name == "" {
@@ -211,7 +316,7 @@ secret, or stayed unreachable for --wait.`,
 	f.IntVar(&gpu, "gpu", -1, "GPU index (no GPU backend yet: fails)")
 	f.StringVar(&opt.RingListen, "ring-listen", "127.0.0.1:0", "address of this worker's all-reduce server (reachable by the other workers)")
 	f.StringVar(&opt.GossipBind, "gossip", "127.0.0.1:0", "memberlist bind address host:port")
-	f.StringVar(&secret, "secret", "", "cluster secret (default $TINCT_CLUSTER_SECRET)")
+	node.add(f)
 	f.DurationVar(&opt.Wait, "wait", 5*time.Minute, "how long to keep trying to reach the coordinator (before it is up, or after it was lost) before giving up")
 	cmd.AddCommand(join)
 	return cmd

@@ -84,6 +84,6 @@ Start with: tinct train --config configs/sample.yaml`,
 	root.PersistentFlags().StringVar(&g.cpuprofile, "cpuprofile", "", "write a CPU profile to this file")
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "debug logging")
 	root.AddCommand(newVersionCmd(), newModelCmd(), newBenchCmd(), newTrainCmd(), newDataCmd(), newColorizeCmd(), newEvalCmd(), newServeCmd(),
-		newCoordinatorCmd(), newWorkerCmd())
+		newCoordinatorCmd(), newWorkerCmd(), newClusterCmd())
 	return root
 }
