@@ -43,17 +43,23 @@ func testTLS(t *testing.T) *cluster.Security {
 	return sec
 }
 
-// session opens a session as a hand-made worker would: it answers the
-// challenge with secret under name and returns the stream and the
-// coordinator's answer to the Hello (an error for a refusal).
-func session(ctx context.Context, t *testing.T, addr string, sec *cluster.Security, name string, secret []byte) (grpc.BidiStreamingClient[cluster.FromWorker, cluster.ToWorker], *cluster.Hello, error) {
+// rawSession opens a session stream and does nothing more.
+func rawSession(ctx context.Context, t *testing.T, addr string, sec *cluster.Security) (grpc.BidiStreamingClient[cluster.FromWorker, cluster.ToWorker], error) {
 	t.Helper()
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(sec.Creds(nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
-	s, err := cluster.NewCoordinatorClient(cc).Session(ctx)
+	return cluster.NewCoordinatorClient(cc).Session(ctx)
+}
+
+// session opens a session as a hand-made worker would: it answers the
+// challenge with secret under name and returns the stream and the
+// coordinator's answer to the Hello (an error for a refusal).
+func session(ctx context.Context, t *testing.T, addr string, sec *cluster.Security, name string, secret []byte) (grpc.BidiStreamingClient[cluster.FromWorker, cluster.ToWorker], *cluster.Hello, error) {
+	t.Helper()
+	s, err := rawSession(ctx, t, addr, sec)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -150,7 +156,10 @@ func (r *clusterRun) addWorker(name string, opt worker.JoinOptions) context.Canc
 	if opt.Coordinator == "" {
 		opt.Coordinator = r.cl.Addr()
 	}
-	opt.Name, opt.Secret, opt.RingListen, opt.Log = name, testSecret, "127.0.0.1:0", quiet()
+	opt.Name, opt.Secret, opt.RingListen = name, testSecret, "127.0.0.1:0"
+	if opt.Log == nil {
+		opt.Log = quiet()
+	}
 	if opt.Security == nil {
 		opt.Security = r.sec
 	}

@@ -44,8 +44,8 @@ import (
 
 // ClusterOptions configure the coordinator's side of a cluster.
 type ClusterOptions struct {
-	Listen        string        // gRPC address for workers, e.g. "127.0.0.1:7070"
-	Secret        []byte        // the cluster secret (required)
+	Listen string // gRPC address for workers, e.g. "127.0.0.1:7070"
+	Secret []byte // the cluster secret (required)
 	// Security is mutual TLS (cluster.LoadTLS) or plaintext, which is
 	// refused unless Listen and GossipBind are loopback addresses.
 	Security      *cluster.Security
@@ -63,13 +63,13 @@ type ClusterOptions struct {
 // into events for the core.
 type Cluster struct {
 	cluster.UnimplementedCoordinatorServer
-	opt      ClusterOptions
-	log      *slog.Logger
-	cfgYAML  []byte
-	lis      net.Listener
-	srv      *grpc.Server
-	ml       *memberlist.Memberlist
-	junk     *cluster.Junk
+	opt     ClusterOptions
+	log     *slog.Logger
+	cfgYAML []byte
+	lis     net.Listener
+	srv     *grpc.Server
+	ml      *memberlist.Memberlist
+	junk    *cluster.Junk
 
 	mu       sync.Mutex
 	sessions map[uint64]*remote

@@ -9,7 +9,8 @@
 #    temporary data folder;
 # 2. prepares the bundled photos (data/sample) at 32×32 and uploads them to
 #    s3://tinct-demo/data (tinct data push --create-bucket);
-# 3. starts tinct coordinator start with dataset=s3://tinct-demo/data and
+# 3. makes the cluster's CA and a certificate (tinct cluster certs), then
+#    starts tinct coordinator start with dataset=s3://tinct-demo/data and
 #    store=s3://tinct-demo/checkpoints, --min-workers 2, and two workers, each
 #    in a folder of its own so each fetches the dataset into its own cache;
 # 4. after two epochs kills one worker with SIGKILL; the coordinator drops it
@@ -30,7 +31,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 EPOCHS=${DEMO_EPOCHS:-10}
-SECRET=tinct-demo-secret
+# the cluster secret comes from the environment (or --secret-file), never
+# from the command line, where ps would show it
+export TINCT_CLUSTER_SECRET=tinct-demo-secret-$RANDOM$RANDOM
 BUCKET=tinct-demo
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -133,7 +136,7 @@ say "prepare data/sample at 32×32 and upload it to s3://$BUCKET/data"
 KEYS=(dataset=s3://$BUCKET/data store=s3://$BUCKET/checkpoints output_dir=out
 	image_size=32 "model.widths=[16,32,48,64]" batch_size=8 epochs=$EPOCHS
 	checkpoint_every=1 sample_every=0 seed=7)
-FLAGS=(--secret "$SECRET" --threads 1 --wait 120s --step-timeout 60s --setup-timeout 60s --ring-timeout 30s)
+FLAGS=(--threads 1 --wait 120s --step-timeout 60s --setup-timeout 60s --ring-timeout 30s)
 
 # coordinator NAME MIN_WORKERS PORT [KEY=VALUE...]: starts a coordinator
 # listening on 127.0.0.1:PORT; sets CO_PID, CO_LOG and CO_ADDR.
@@ -148,9 +151,13 @@ coordinator() {
 # worker NAME: starts a worker in a folder of its own (its own dataset
 # cache under out/datasets/); sets W_PID.
 worker() {
-	start "$1" "$WORK/$1" "$TINCT" worker join --threads 1 --secret "$SECRET" --coordinator "$CO_ADDR" --name "$1"
+	start "$1" "$WORK/$1" "$TINCT" worker join --threads 1 --coordinator "$CO_ADDR" --name "$1"
 	W_PID=$LAST_PID
 }
+
+say "make the cluster's TLS certificates (one for 127.0.0.1, shared by every node here)"
+"$TINCT" cluster certs --out "$WORK/certs" --host 127.0.0.1
+export TINCT_TLS_DIR=$WORK/certs/127.0.0.1
 
 say "start the coordinator (--min-workers 2) and workers w0, w1"
 T0=$SECONDS
@@ -219,6 +226,7 @@ FINAL=$(grep -E 'msg="?training finished' "$CO_LOG" | tail -n 1)
 say "summary"
 cat <<EOF
 object store      MinIO at http://$TINCT_S3_ENDPOINT, bucket $BUCKET
+cluster traffic   mutual TLS under the CA in $WORK/certs (coordinator: $(grep -Eo 'tls=\S+' "$WORK/coordinator.log" | head -n 1))
 dataset           s3://$BUCKET/data ($(grep -c . <(ls "$WORK/prepared")) files), fetched by the coordinator and by each worker into its own cache
 first ring        $(grep -E 'ring formed' "$WORK/coordinator.log" | head -n 1 | grep -Eo 'workers="?\[[^]]*\]"?')
 worker killed     w1 (SIGKILL) after epoch 2: $(grep -E 'worker lost' "$WORK/coordinator.log" | head -n 1 | grep -Eo 'worker=\S+')

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -38,8 +39,8 @@ type JoinOptions struct {
 	// Security is mutual TLS (cluster.LoadTLS) or plaintext, which is
 	// refused unless every address involved is a loopback one.
 	Security   *cluster.Security
-	RingListen  string // address of this worker's ring server ("127.0.0.1:0")
-	GossipBind  string // memberlist bind address (host:port, port 0 picks one); "" for 127.0.0.1:0
+	RingListen string // address of this worker's ring server ("127.0.0.1:0")
+	GossipBind string // memberlist bind address (host:port, port 0 picks one); "" for 127.0.0.1:0
 	// Wait is how long to keep trying to reach the coordinator — before the
 	// first session, and after one ended without the coordinator saying
 	// training is over — before giving up (default 5 min).
@@ -143,6 +144,11 @@ func permanent(err error) bool {
 	switch status.Code(err) {
 	case codes.Unauthenticated, codes.PermissionDenied, codes.InvalidArgument, codes.FailedPrecondition:
 		return true
+	case codes.Unavailable:
+		// a TLS handshake refused either way (another CA, a certificate
+		// without the coordinator's name): waiting does not mend it
+		msg := status.Convert(err).Message()
+		return strings.Contains(msg, "x509:") || strings.Contains(msg, "tls:")
 	}
 	return false
 }

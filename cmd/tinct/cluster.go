@@ -200,6 +200,9 @@ func trainCluster(ctx context.Context, cmd *cobra.Command, cfg *config.Config, o
 		}
 		opt.GossipBind = net.JoinHostPort(host, "0")
 	}
+	if err := opt.Security.Check(opt.Listen, opt.GossipBind); err != nil {
+		return err
+	}
 	r, err := startRun(ctx, cmd, cfg)
 	if err != nil {
 		return err

@@ -50,6 +50,34 @@ func init() {
 	os.Exit(0)
 }
 
+var (
+	certsOnce sync.Once
+	certsDir  string
+	certsErr  error
+)
+
+// testCerts makes, once per test binary, the TLS material every process of
+// the fault tests uses: `tinct cluster certs --host 127.0.0.1`.
+func testCerts(t *testing.T) string {
+	t.Helper()
+	certsOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "tinct-test-certs-")
+		if err != nil {
+			certsErr = err
+			return
+		}
+		c := newClusterCmd()
+		c.SetArgs([]string{"certs", "--out", dir, "--host", "127.0.0.1"})
+		c.SetOut(io.Discard)
+		certsErr = c.Execute()
+		certsDir = filepath.Join(dir, "127.0.0.1")
+	})
+	if certsErr != nil {
+		t.Fatal(certsErr)
+	}
+	return certsDir
+}
+
 // proc is a tinct process whose output lines the test can wait for.
 type proc struct {
 	name    string
@@ -65,7 +93,7 @@ func startProc(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
 	p := &proc{name: name, changed: make(chan struct{}), done: make(chan struct{})}
 	p.cmd = exec.Command(os.Args[0], args...)
-	p.cmd.Env = append(os.Environ(), execEnv+"=1", "TINCT_CLUSTER_SECRET=fault-test-secret")
+	p.cmd.Env = append(os.Environ(), execEnv+"=1", "TINCT_CLUSTER_SECRET=fault-test-secret", "TINCT_TLS_DIR="+testCerts(t))
 	r, w := io.Pipe()
 	p.cmd.Stdout, p.cmd.Stderr = w, w
 	if err := p.cmd.Start(); err != nil {
@@ -363,16 +391,34 @@ func TestClusterCoordinatorKilledResume(t *testing.T) {
 
 func TestClusterCommandErrors(t *testing.T) {
 	t.Setenv("TINCT_CLUSTER_SECRET", "")
+	t.Setenv("TINCT_TLS_DIR", "")
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, []byte("s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(t.TempDir(), "empty")
+	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	certs := testCerts(t)
 	for _, tc := range []struct {
 		cmd  func() *cobra.Command
 		args []string
 		want string
 	}{
-		{newWorkerCmd, []string{"join", "--coordinator", "127.0.0.1:1", "--gpu", "0", "--secret", "s"}, "no GPU backend yet"},
-		{newWorkerCmd, []string{"join", "--coordinator", "127.0.0.1:1"}, "no cluster secret"},
-		{newWorkerCmd, []string{"join", "--secret", "s"}, "--coordinator HOST:PORT is required"},
-		{newWorkerCmd, []string{"join", "--coordinator", "127.0.0.1:1", "--secret", "s", "--wait", "1s"}, "coordinator 127.0.0.1:1 unreachable"},
-		{newCoordinatorCmd, []string{"start", "--listen", "127.0.0.1:0"}, "no cluster secret"},
+		{newWorkerCmd, []string{"join", "--coordinator", "127.0.0.1:1", "--gpu", "0", "--secret-file", secret}, "no GPU backend yet"},
+		{newWorkerCmd, []string{"join", "--coordinator", "127.0.0.1:1", "--plaintext"}, "no cluster secret"},
+		{newWorkerCmd, []string{"join", "--coordinator", "127.0.0.1:1", "--secret", "s"}, "unknown flag: --secret"},
+		{newWorkerCmd, []string{"join", "--coordinator", "127.0.0.1:1", "--secret-file", empty, "--plaintext"}, "is empty"},
+		{newWorkerCmd, []string{"join", "--secret-file", secret}, "--coordinator HOST:PORT is required"},
+		{newWorkerCmd, []string{"join", "--coordinator", "127.0.0.1:1", "--secret-file", secret}, "no TLS material"},
+		{newWorkerCmd, []string{"join", "--coordinator", "127.0.0.1:1", "--secret-file", secret, "--tls-dir", t.TempDir()}, "tinct cluster certs"},
+		{newWorkerCmd, []string{"join", "--coordinator", "10.0.0.1:7070", "--secret-file", secret, "--plaintext"}, "loopback"},
+		{newWorkerCmd, []string{"join", "--coordinator", "127.0.0.1:1", "--secret-file", secret, "--tls-dir", certs, "--wait", "1s"}, "coordinator 127.0.0.1:1 unreachable"},
+		{newCoordinatorCmd, []string{"start", "--listen", "127.0.0.1:0", "--plaintext"}, "no cluster secret"},
+		{newCoordinatorCmd, []string{"start", "--listen", "0.0.0.0:0", "--secret-file", secret, "--plaintext", "dataset=" + t.TempDir()}, "loopback"},
+		{newClusterCmd, []string{"certs", "--out", t.TempDir()}, "no --host"},
+		{newClusterCmd, []string{"certs", "--host", "a"}, "--out DIR is required"},
 	} {
 		c := tc.cmd()
 		c.SetArgs(tc.args)
