@@ -1,7 +1,6 @@
 package allreduce
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tinct/tinct/internal/syncbuf"
 
 	"google.golang.org/grpc"
 )
@@ -345,26 +346,8 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink that tests may read while servers write to it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestWrongSecretIsRefused(t *testing.T) {
-	var log syncBuffer
+	var log syncbuf.Buffer
 	server, err := Listen(Config{Rank: 1, Size: 2, Listen: "127.0.0.1:0", Secret: testSecret, Timeout: 10 * time.Second,
 		Logger: slog.New(slog.NewTextHandler(&log, nil))})
 	if err != nil {

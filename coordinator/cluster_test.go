@@ -363,7 +363,7 @@ func TestClusterJoinAndLeave(t *testing.T) {
 // takes part until the end.
 func TestClusterStalledWorkerRejoins(t *testing.T) {
 	cfg := testConfig(t, t.TempDir(), "epochs=10")
-	run := startCluster(t, cfg, coordinator.Options{StepTimeout: 500 * time.Millisecond, Backoff: 10 * time.Millisecond}, coordinator.ClusterOptions{})
+	run := startCluster(t, cfg, coordinator.Options{MinWorkers: 2, StepTimeout: 500 * time.Millisecond, Backoff: 10 * time.Millisecond}, coordinator.ClusterOptions{})
 	// steps of 100 ms leave the stalled worker time to come back
 	run.addWorker("w0", worker.JoinOptions{Wait: 5 * time.Second, OnStep: func(*worker.Worker, int64) { time.Sleep(100 * time.Millisecond) }})
 	stalled := false

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tinct/tinct/internal/syncbuf"
+
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -26,8 +28,7 @@ import (
 // recorder is a TCP proxy that keeps every byte it forwards, both ways.
 type recorder struct {
 	ln  net.Listener
-	mu  sync.Mutex
-	buf bytes.Buffer
+	buf syncbuf.Buffer
 }
 
 func record(t *testing.T, target string) *recorder {
@@ -53,24 +54,12 @@ func record(t *testing.T, target string) *recorder {
 				go func() {
 					defer p[0].Close()
 					defer p[1].Close()
-					_, _ = io.Copy(p[1], io.TeeReader(p[0], r))
+					_, _ = io.Copy(p[1], io.TeeReader(p[0], &r.buf))
 				}()
 			}
 		}
 	}()
 	return r
-}
-
-func (r *recorder) Write(p []byte) (int, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.buf.Write(p)
-}
-
-func (r *recorder) bytes() []byte {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return bytes.Clone(r.buf.Bytes())
 }
 
 // TestClusterTrafficEncrypted: a proxy between a worker and its
@@ -89,7 +78,7 @@ func TestClusterTrafficEncrypted(t *testing.T) {
 			proxy := record(t, run.cl.Addr())
 			run.addWorker("w0", worker.JoinOptions{Coordinator: proxy.ln.Addr().String()})
 			run.finish(cfg.Epochs)
-			got := proxy.bytes()
+			got := proxy.buf.Bytes()
 			if len(got) < 8*len(weights) {
 				t.Fatalf("the proxy saw %d bytes: the worker did not go through it", len(got))
 			}
@@ -203,24 +192,6 @@ func TestClusterForeignCertificateRefused(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink for tests.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestClusterSurvivesGossipJunk: seconds of junk on a worker's gossip port
 // (UDP and TCP) while it trains do not lose the run — with min_workers 2,
 // a worker the gossip drops rejoins — and the junk is logged.
@@ -239,7 +210,7 @@ func TestClusterSurvivesGossipJunk(t *testing.T) {
 			time.Sleep(20 * time.Millisecond) // train slowly while the junk flies
 		}
 	}}, coordinator.ClusterOptions{})
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	run.addWorker("w0", worker.JoinOptions{})
 	run.addWorker("w1", worker.JoinOptions{GossipBind: gossip, Log: slog.New(slog.NewTextHandler(&logs, nil))})
 	if total := run.finish(cfg.Epochs); total <= 40 {
@@ -299,7 +270,7 @@ func TestClusterLogsJunk(t *testing.T) {
 		want string
 	}{{"plaintext", cluster.Plaintext(), "not HTTP/2"}, {"tls", testTLS(t), "TLS handshake failed"}} {
 		t.Run(tc.name, func(t *testing.T) {
-			var logs syncBuffer
+			var logs syncbuf.Buffer
 			cl, err := coordinator.StartCluster(testConfig(t, t.TempDir()), coordinator.ClusterOptions{Listen: "127.0.0.1:0", Secret: testSecret, Security: tc.sec,
 				GossipProfile: "local", Log: slog.New(slog.NewTextHandler(&logs, nil))})
 			if err != nil {

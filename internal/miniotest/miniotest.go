@@ -23,7 +23,6 @@
 package miniotest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -37,6 +36,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tinct/tinct/internal/syncbuf"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
@@ -101,7 +102,7 @@ type Server struct {
 
 	cmd      *exec.Cmd
 	exited   chan struct{}
-	out      *syncBuffer
+	out      *syncbuf.Buffer
 	stopOnce sync.Once
 }
 
@@ -146,7 +147,7 @@ func tryStart(bin, dir string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	srv := &Server{Bin: bin, Dir: dir, Addr: addr, exited: make(chan struct{}), out: &syncBuffer{}}
+	srv := &Server{Bin: bin, Dir: dir, Addr: addr, exited: make(chan struct{}), out: &syncbuf.Buffer{}}
 	srv.cmd = exec.Command(bin, "server", "--quiet", "--address", addr, "--console-address", console, dir)
 	srv.cmd.Env = append(os.Environ(), "MINIO_ROOT_USER="+User, "MINIO_ROOT_PASSWORD="+Password,
 		"MINIO_UPDATE=off", "MINIO_BROWSER=off")
@@ -314,22 +315,4 @@ func (s *Shared) Stop() {
 	if s.dir != "" {
 		os.RemoveAll(s.dir)
 	}
-}
-
-// syncBuffer collects a process's output.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
