@@ -296,3 +296,25 @@ func TestClusterLogsJunk(t *testing.T) {
 		})
 	}
 }
+
+// TestClusterCertificateNamesNotChecked: certificates from the cluster's
+// CA make a node a member whatever names they carry (one certificate can
+// serve every pod of a StatefulSet); the coordinator's is not for
+// 127.0.0.1, yet the worker joins it there.
+func TestClusterCertificateNamesNotChecked(t *testing.T) {
+	dirs, err := cluster.MakeCerts(cluster.CertOptions{Out: t.TempDir(), Nodes: [][]string{{"coordinator.example"}, {"some-worker"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	load := func(dir string) *cluster.Security {
+		sec, err := cluster.LoadTLS(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sec
+	}
+	cfg := testConfig(t, t.TempDir(), "epochs=1")
+	run := startCluster(t, cfg, coordinator.Options{}, coordinator.ClusterOptions{Security: load(dirs[0])})
+	run.addWorker("w0", worker.JoinOptions{Security: load(dirs[1])})
+	run.finish(cfg.Epochs)
+}

@@ -101,11 +101,13 @@ func newClusterCmd() *cobra.Command {
 		Long: `Writes a cluster CA (DIR/ca.crt and DIR/ca.key; an existing pair is reused,
 so nodes can be added later) and, for each --host, a folder DIR/NAME with
 ca.crt, tls.crt and tls.key (ECDSA P-256, valid --days): what --tls-dir of
-tinct coordinator start and tinct worker join wants. A --host lists the
-names others reach that node by, DNS names or IP addresses, comma-separated;
-the first names the folder. The coordinator's certificate must name the
-host workers give as --coordinator; a worker's, the host of its
---ring-listen. Keep ca.key off the nodes; every file is written 0600.`,
+tinct coordinator start and tinct worker join wants. A --host lists a
+node's names, DNS names or IP addresses, comma-separated; the first names
+the folder. Nodes check each other's certificates against the CA only, not
+the names in them (the CA is the cluster's own: holding a certificate from
+it is what makes a node a member), so one certificate may serve many
+workers, e.g. every pod of a StatefulSet. Keep ca.key off the nodes; every
+file is written 0600.`,
 		Example: `  tinct cluster certs --out certs --host coordinator,10.0.0.1 --host gpu1,10.0.0.2 --host gpu2,10.0.0.3
   tinct cluster certs --out certs --host 127.0.0.1      # one certificate for a cluster on this machine`,
 		Args: cobra.NoArgs,
