@@ -31,8 +31,11 @@ type GossipOptions struct {
 	Bind    string // host:port; port 0 picks one
 	Secret  []byte // the cluster secret (the gossip is encrypted with a key derived from it)
 	Profile string // one of GossipProfiles; "" is lan
-	Events  memberlist.EventDelegate
-	Log     *slog.Logger
+	// Advertise is the host others reach this member at (a name or an IP;
+	// "": Bind's host, or this machine's address when Bind's is 0.0.0.0)
+	Advertise string
+	Events    memberlist.EventDelegate
+	Log       *slog.Logger
 }
 
 // StartGossip creates a memberlist member with the profile's timings.
@@ -58,6 +61,11 @@ func StartGossip(o GossipOptions) (*memberlist.Memberlist, error) {
 	}
 	mc.Name = o.Name
 	mc.BindAddr, mc.BindPort, mc.AdvertisePort = host, p, p
+	if o.Advertise != "" {
+		if mc.AdvertiseAddr, err = AdvertiseIP(o.Advertise); err != nil {
+			return nil, err
+		}
+	}
 	mc.SecretKey = GossipKey(o.Secret)
 	mc.Events = o.Events
 	log := o.Log

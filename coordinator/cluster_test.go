@@ -156,7 +156,10 @@ func (r *clusterRun) addWorker(name string, opt worker.JoinOptions) context.Canc
 	if opt.Coordinator == "" {
 		opt.Coordinator = r.cl.Addr()
 	}
-	opt.Name, opt.Secret, opt.RingListen = name, testSecret, "127.0.0.1:0"
+	opt.Name, opt.Secret = name, testSecret
+	if opt.RingListen == "" {
+		opt.RingListen = "127.0.0.1:0"
+	}
 	if opt.Log == nil {
 		opt.Log = quiet()
 	}

@@ -52,6 +52,7 @@ type ClusterOptions struct {
 	HelloTimeout  time.Duration // how long a new session may take to answer the challenge (default 10 s)
 	GossipBind    string        // memberlist bind address host:port ("" → 127.0.0.1:0; port 0 picks one)
 	GossipProfile string        // memberlist timing: lan (default), wan, local (loopback only)
+	Advertise     string        // host workers reach the gossip at ("": GossipBind's, or this machine's address when that is 0.0.0.0)
 	RingTimeout   time.Duration // the workers' all-reduce deadline (default 60 s)
 	Log           *slog.Logger
 	// OnConnect, if set, is called when a worker has connected (tests).
@@ -139,7 +140,7 @@ func StartCluster(cfg *config.Config, opt ClusterOptions) (*Cluster, error) {
 		lis = cluster.WatchPreface(lis, c.junk)
 	}
 	c.lis = lis
-	c.ml, err = cluster.StartGossip(cluster.GossipOptions{Name: "coordinator", Bind: opt.GossipBind, Secret: opt.Secret, Profile: opt.GossipProfile, Events: (*gossipEvents)(c), Log: c.log})
+	c.ml, err = cluster.StartGossip(cluster.GossipOptions{Name: "coordinator", Bind: opt.GossipBind, Advertise: opt.Advertise, Secret: opt.Secret, Profile: opt.GossipProfile, Events: (*gossipEvents)(c), Log: c.log})
 	if err != nil {
 		lis.Close()
 		return nil, err

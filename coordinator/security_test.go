@@ -318,3 +318,14 @@ func TestClusterCertificateNamesNotChecked(t *testing.T) {
 	run.addWorker("w0", worker.JoinOptions{Security: load(dirs[1])})
 	run.finish(cfg.Epochs)
 }
+
+// TestClusterAdvertise: workers whose ring servers bind every interface
+// (as in a container) tell their neighbours the advertised address.
+func TestClusterAdvertise(t *testing.T) {
+	cfg := testConfig(t, t.TempDir(), "epochs=1")
+	run := startCluster(t, cfg, coordinator.Options{MinWorkers: 2}, coordinator.ClusterOptions{})
+	for _, name := range []string{"w0", "w1"} {
+		run.addWorker(name, worker.JoinOptions{RingListen: "0.0.0.0:0", Advertise: "127.0.0.1"})
+	}
+	run.finish(cfg.Epochs)
+}

@@ -41,6 +41,13 @@ type JoinOptions struct {
 	Security   *cluster.Security
 	RingListen string // address of this worker's ring server ("127.0.0.1:0")
 	GossipBind string // memberlist bind address (host:port, port 0 picks one); "" for 127.0.0.1:0
+	// Advertise is the host the other nodes reach this worker's ring and
+	// gossip at ("": the bind addresses' host, or this machine's address
+	// when they bind 0.0.0.0).
+	Advertise string
+	// OnJoined, if set, is told when the worker joins (true) and leaves
+	// (false) a coordinator's session: a readiness probe.
+	OnJoined func(joined bool)
 	// Wait is how long to keep trying to reach the coordinator — before the
 	// first session, and after one ended without the coordinator saying
 	// training is over — before giving up (default 5 min).
@@ -258,7 +265,11 @@ func (j *joiner) session(ctx context.Context) (res sessionResult) {
 		defer func() { _ = ml.Leave(time.Second); _ = ml.Shutdown() }()
 	}
 	j.log.Info("joined", "coordinator", opt.Coordinator, "name", opt.Name, "dataset", cfg.Dataset, "images", j.data.Len())
-	m := &Member{W: w, RingListen: opt.RingListen, Secret: opt.Secret, Security: opt.Security, Timeout: time.Duration(wel.RingTimeoutMs) * time.Millisecond, Log: j.log, OnStep: opt.OnStep}
+	if opt.OnJoined != nil {
+		opt.OnJoined(true)
+		defer opt.OnJoined(false)
+	}
+	m := &Member{W: w, RingListen: opt.RingListen, Advertise: opt.Advertise, Secret: opt.Secret, Security: opt.Security, Timeout: time.Duration(wel.RingTimeoutMs) * time.Millisecond, Log: j.log, OnStep: opt.OnStep}
 	defer m.Close()
 	stop, err := serve(ctx, m, stream)
 	if stop != nil {
@@ -294,7 +305,7 @@ func (j *joiner) replica(ctx context.Context, cfg *config.Config) (*Worker, erro
 }
 
 func joinGossip(opt JoinOptions, name, profile, seed string, log *slog.Logger) (*memberlist.Memberlist, error) {
-	ml, err := cluster.StartGossip(cluster.GossipOptions{Name: name, Bind: opt.GossipBind, Secret: opt.Secret, Profile: profile, Log: log})
+	ml, err := cluster.StartGossip(cluster.GossipOptions{Name: name, Bind: opt.GossipBind, Advertise: opt.Advertise, Secret: opt.Secret, Profile: profile, Log: log})
 	if err != nil {
 		return nil, err
 	}

@@ -27,6 +27,7 @@ const overlapBucket = 1 << 18
 type Member struct {
 	W          *Worker
 	RingListen string            // address of the ring server ("127.0.0.1:0")
+	Advertise  string            // host the ring neighbour dials ("": RingListen's, or this machine's address when that is 0.0.0.0)
 	Secret     []byte            // the ring's handshake secret
 	Security   *cluster.Security // TLS of the ring's connections; nil: plaintext (in-process members on loopback)
 	Timeout    time.Duration     // the all-reduce deadline
@@ -80,7 +81,7 @@ func (m *Member) Setup(gen uint64, rank, size int, st trainstate.Replica) (strin
 		return "", err
 	}
 	m.ring = ring
-	return ring.Addr(), nil
+	return cluster.Advertised(ring.Addr(), m.Advertise)
 }
 
 // ringError marks a step that failed in the ring rather than in this

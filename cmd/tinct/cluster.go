@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/tinct/tinct/config"
 	"github.com/tinct/tinct/coordinator"
 	"github.com/tinct/tinct/dataset"
+	"github.com/tinct/tinct/internal/health"
 	"github.com/tinct/tinct/worker"
 )
 
@@ -176,6 +178,8 @@ variables). resume=true continues from the newest checkpoint; workers rejoin.
 	f.StringVar(&opt.Listen, "listen", "127.0.0.1:7070", "gRPC address workers connect to")
 	node.add(f)
 	f.StringVar(&opt.GossipBind, "gossip", "", "memberlist bind address host:port (default: --listen's host, any port)")
+	f.StringVar(&opt.Advertise, "advertise", "", "host (name or IP) workers reach the gossip at (default: --gossip's host, or this machine's address when that is 0.0.0.0)")
+	f.StringVar(&run.health, "health", "", "serve /healthz and /readyz on this address (e.g. :8081; default: none)")
 	f.StringVar(&opt.GossipProfile, "gossip-profile", "lan", "memberlist failure-detection timing: lan (a data-centre network), wan (slow or lossy links), local (loopback only: tests, one-machine demos)")
 	f.IntVar(&run.minWorkers, "min-workers", 1, "workers needed to train; with fewer, wait up to --wait, then checkpoint and fail")
 	f.DurationVar(&run.wait, "wait", 60*time.Second, "how long to wait for --min-workers")
@@ -192,6 +196,7 @@ variables). resume=true continues from the newest checkpoint; workers rejoin.
 type clusterRun struct {
 	minWorkers, maxFailures                  int
 	wait, stepTimeout, setupTimeout, backoff time.Duration
+	health                                   string
 }
 
 func trainCluster(ctx context.Context, cmd *cobra.Command, cfg *config.Config, opt coordinator.ClusterOptions, run clusterRun) error {
@@ -205,6 +210,17 @@ func trainCluster(ctx context.Context, cmd *cobra.Command, cfg *config.Config, o
 	if err := opt.Security.Check(opt.Listen, opt.GossipBind); err != nil {
 		return err
 	}
+	var listening atomic.Bool
+	stopHealth, err := health.Serve(run.health, func() error {
+		if !listening.Load() {
+			return errors.New("preparing: not accepting workers yet")
+		}
+		return nil
+	}, slog.Default())
+	if err != nil {
+		return err
+	}
+	defer stopHealth()
 	r, err := startRun(ctx, cmd, cfg)
 	if err != nil {
 		return err
@@ -231,6 +247,7 @@ func trainCluster(ctx context.Context, cmd *cobra.Command, cfg *config.Config, o
 	if err != nil {
 		return err
 	}
+	listening.Store(true)
 	// the coordinator closes the cluster when it finishes; this covers a
 	// failure before that
 	defer cl.Close(cluster.Outcome_FAILED, "coordinator failed to start")
@@ -253,9 +270,10 @@ func trainCluster(ctx context.Context, cmd *cobra.Command, cfg *config.Config, o
 func newWorkerCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "worker", Short: "Run a worker of a training cluster"}
 	var (
-		node nodeFlags
-		gpu  int
-		opt  worker.JoinOptions
+		node       nodeFlags
+		gpu        int
+		opt        worker.JoinOptions
+		healthAddr string
 	)
 	join := &cobra.Command{
 		Use:   "join --coordinator HOST:PORT",
@@ -301,6 +319,18 @@ secret, or stayed unreachable for --wait.
 				}
 				return dataset.Open(dir, "train")
 			}
+			var joined atomic.Bool
+			opt.OnJoined = joined.Store
+			stopHealth, err := health.Serve(healthAddr, func() error {
+				if !joined.Load() {
+					return errors.New("not joined to a coordinator")
+				}
+				return nil
+			}, slog.Default())
+			if err != nil {
+				return err
+			}
+			defer stopHealth()
 			sctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			err = worker.Join(sctx, opt)
@@ -321,6 +351,8 @@ secret, or stayed unreachable for --wait.
 	f.IntVar(&gpu, "gpu", -1, "GPU index (no GPU backend yet: fails)")
 	f.StringVar(&opt.RingListen, "ring-listen", "127.0.0.1:0", "address of this worker's all-reduce server (reachable by the other workers)")
 	f.StringVar(&opt.GossipBind, "gossip", "127.0.0.1:0", "memberlist bind address host:port")
+	f.StringVar(&opt.Advertise, "advertise", "", "host (name or IP) the other nodes reach this worker's ring and gossip at (default: the bind addresses' host, or this machine's address when they are 0.0.0.0)")
+	f.StringVar(&healthAddr, "health", "", "serve /healthz and /readyz (ready: joined to a coordinator) on this address (default: none)")
 	node.add(f)
 	f.DurationVar(&opt.Wait, "wait", 5*time.Minute, "how long to keep trying to reach the coordinator (before it is up, or after it was lost) before giving up")
 	cmd.AddCommand(join)
