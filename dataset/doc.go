@@ -38,7 +38,13 @@
 //
 // # Reading
 //
-// [Open] maps one split of a prepared folder to a [Set]; [Set.Load] decodes
+// [Open] maps one split of a prepared folder to a [Set], after checking each
+// shard's SHA-256 against the manifest, so that a damaged shard stops
+// training with an error naming the file instead of feeding it wrong
+// pixels. It records what it verified in verified.json in the folder
+// (size, modification time and checksum of each shard) and hashes a shard
+// again only when that changed; where the folder is read-only it hashes
+// every time. [Set.Load] decodes
 // one record into float32 tensors scaled to [-1, 1] (v/127.5 − 1),
 // optionally mirrored. Loads use positioned reads, so many goroutines may
 // load from one Set at once. [Permutation] gives the deterministic per-epoch

@@ -172,3 +172,32 @@ func TestTrainSignal(t *testing.T) {
 		t.Fatalf("checkpoints after SIGINT: %+v %v", list, err)
 	}
 }
+
+// TestTrainDamagedShard: tinct train on a prepared set with a byte flipped
+// in a shard stops with an error naming the file, before training.
+func TestTrainDamagedShard(t *testing.T) {
+	out := t.TempDir()
+	data := filepath.Join(out, "data")
+	if o, err := run(t, "data", "prepare", photos(t, 10), "--out", data, "--image-size", "16", "--val", "2", "--test", "2"); err != nil {
+		t.Fatalf("prepare: %v\n%s", err, o)
+	}
+	shard := filepath.Join(data, "train-00000.bin")
+	b, err := os.ReadFile(shard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0x01
+	if err := os.WriteFile(shard, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = run(t, "train", "dataset="+data, "image_size=16", "model.widths=[4,8]", "batch_size=4", "epochs=1", "sample_every=0",
+		"output_dir="+out, "store="+filepath.Join(out, "ckpt"))
+	if err == nil || !strings.Contains(err.Error(), shard) || !strings.Contains(err.Error(), "sha256") {
+		t.Fatalf("train on a damaged shard: %v, want an error naming %s", err, shard)
+	}
+	if s, _ := checkpoint.Open(filepath.Join(out, "ckpt")); s != nil {
+		if list, _ := s.List(t.Context()); len(list) != 0 {
+			t.Errorf("a damaged set trained: checkpoints %+v", list)
+		}
+	}
+}
