@@ -315,11 +315,14 @@ func (c *Coordinator) save(ctx context.Context) error {
 	c.gauges.checkpoints.Add(1)
 	c.log.Info("checkpoint saved", "name", ck.Name, "store", c.opt.Store.String(), "epoch", ck.Epoch, "step", ck.Step)
 	if keep := c.st.Config.KeepLast; keep > 0 {
+		// Prune counts only valid checkpoints; its error also reports the
+		// damaged ones it kept.
 		removed, err := c.opt.Store.Prune(context.WithoutCancel(ctx), keep)
+		if len(removed) > 0 {
+			c.log.Info("old checkpoints removed", "names", removed)
+		}
 		if err != nil {
 			c.log.Warn("prune checkpoints", "err", err)
-		} else if len(removed) > 0 {
-			c.log.Info("old checkpoints removed", "names", removed)
 		}
 	}
 	return nil
@@ -367,17 +370,21 @@ func (c *Coordinator) sampleGrid(ctx context.Context, epoch int) error {
 }
 
 // Resume restores the newest valid checkpoint of store into st. It reports
-// false when the store holds none.
+// false, with no error, only when the store is empty (checkpoint.ErrEmpty);
+// a store whose checkpoints are all damaged, or whose latest pointer names
+// a checkpoint that is gone, is an error naming the store and each problem,
+// never a fresh start. Damaged checkpoints skipped on the way to a valid one
+// are logged.
 func Resume(ctx context.Context, store checkpoint.Store, st *trainstate.State, log *slog.Logger) (bool, error) {
 	ck, warns, err := store.Latest(ctx)
-	for _, w := range warns {
-		log.Warn("checkpoint skipped", "err", w)
-	}
-	if errors.Is(err, checkpoint.ErrNotFound) {
+	if errors.Is(err, checkpoint.ErrEmpty) {
 		return false, nil
 	}
 	if err != nil {
-		return false, err
+		return false, err // a NoValidError names the store and every problem
+	}
+	for _, w := range warns {
+		log.Warn("checkpoint skipped", "err", w)
 	}
 	if err := st.Restore(ck, log); err != nil {
 		return false, fmt.Errorf("resume from %s: %w", ck.Name, err)

@@ -241,3 +241,69 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("tinct_loss = %g", l)
 	}
 }
+
+// TestResumeNoValidCheckpoint: when every checkpoint in the store is
+// damaged, Resume fails naming the store and each checkpoint's problem,
+// rather than reporting an empty store (which would start afresh); an
+// empty store is reported as such, without an error.
+func TestResumeNoValidCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, dir)
+	first := startLocal(t, cfg, coordinator.Options{}, false, 1)
+	if err := first.co.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	names := []string{"step-000000002", "step-000000004", "step-000000006"}
+	for _, name := range names {
+		part := filepath.Join(dir, name, "ema.safetensors")
+		b, err := os.ReadFile(part)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[len(b)/2] ^= 1
+		if err := os.WriteFile(part, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store, _ := checkpoint.Open(dir)
+	st, _ := trainstate.New(cfg)
+	ok, err := coordinator.Resume(context.Background(), store, st, quiet())
+	if ok || err == nil {
+		t.Fatalf("resume from a store of damaged checkpoints: %v %v, want an error", ok, err)
+	}
+	for _, want := range append([]string{store.String()}, names...) {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("resume: %v\nwant it to name %s", err, want)
+		}
+	}
+	if !strings.Contains(err.Error(), "ema.safetensors: sha256 mismatch") {
+		t.Errorf("resume: %v\nwant it to say what is wrong", err)
+	}
+
+	empty, _ := checkpoint.Open(t.TempDir())
+	if ok, err := coordinator.Resume(context.Background(), empty, st, quiet()); ok || err != nil {
+		t.Fatalf("resume from an empty store: %v %v, want false and no error", ok, err)
+	}
+}
+
+// TestResumeNewestDespiteLatestPointer: a coordinator killed after a
+// checkpoint was complete but before the latest pointer moved resumes from
+// that checkpoint, not from the one the pointer still names.
+func TestResumeNewestDespiteLatestPointer(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, dir)
+	first := startLocal(t, cfg, coordinator.Options{}, false, 1)
+	if err := first.co.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// the state of the store between the checkpoint's rename and the
+	// pointer's update
+	if err := os.WriteFile(filepath.Join(dir, "latest"), []byte("step-000000004\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	resumed := startLocal(t, cfg, coordinator.Options{}, true, 1)
+	if resumed.co.Step() != 6 || resumed.co.Epoch() != 3 {
+		t.Fatalf("resumed at step %d epoch %d, want the newest checkpoint (step 6, epoch 3)", resumed.co.Step(), resumed.co.Epoch())
+	}
+	sameState(t, first.st, resumed.st)
+}
