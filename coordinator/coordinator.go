@@ -278,14 +278,30 @@ func (c *Coordinator) endEpoch(ctx context.Context, a control.EpochDone) {
 	cfg := c.st.Config
 	c.log.Info("epoch done", "epoch", a.Epoch, "of", cfg.Epochs, "mean_loss", fmt.Sprintf("%.5f", a.MeanLoss), "step", a.Step)
 	c.scalar("loss/epoch", int64(a.Epoch), a.MeanLoss)
+	c.flushMetrics()
 	if cfg.SampleEvery > 0 && (a.Epoch%cfg.SampleEvery == 0 || a.Epoch == cfg.Epochs) && c.opt.Val != nil && c.opt.Track != nil && ctx.Err() == nil {
 		if err := c.sampleGrid(ctx, a.Epoch); err != nil {
 			c.log.Warn("sample grid", "epoch", a.Epoch, "err", err)
 		}
+		c.flushMetrics()
+	}
+}
+
+// flushMetrics writes the buffered metrics to their files. The writer
+// flushes by itself only every few seconds; flushing at every epoch end,
+// checkpoint and exit means a crash loses at most the steps since, never
+// an epoch's loss or what a checkpoint's run had recorded.
+func (c *Coordinator) flushMetrics() {
+	if c.opt.Track == nil {
+		return
+	}
+	if err := c.opt.Track.Flush(); err != nil {
+		c.log.Warn("metrics", "err", err)
 	}
 }
 
 func (c *Coordinator) finish(a control.Finish, interrupted bool) error {
+	c.flushMetrics()
 	switch {
 	case a.Err != nil:
 		c.opt.Transport.Close(cluster.Outcome_FAILED, "coordinator stopped: "+a.Err.Error())
@@ -304,6 +320,7 @@ func (c *Coordinator) save(ctx context.Context) error {
 	if c.opt.Store == nil {
 		return nil
 	}
+	c.flushMetrics() // the metrics up to the checkpoint are on disk before it is
 	c.st.Pos = c.core.Position()
 	ck, err := c.st.Checkpoint()
 	if err != nil {

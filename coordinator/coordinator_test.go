@@ -92,7 +92,10 @@ func startLocal(t *testing.T, cfg *config.Config, opt coordinator.Options, resum
 		ms = append(ms, m)
 		cms = append(cms, m)
 	}
-	opt.State, opt.Saved, opt.Train, opt.Store, opt.Transport = st, resume, data, store, coordinator.NewLocal(cms...)
+	opt.State, opt.Saved, opt.Train, opt.Transport = st, resume, data, coordinator.NewLocal(cms...)
+	if opt.Store == nil {
+		opt.Store = store
+	}
 	if opt.Log == nil {
 		opt.Log = quiet()
 	}
@@ -306,4 +309,87 @@ func TestResumeNewestDespiteLatestPointer(t *testing.T) {
 		t.Fatalf("resumed at step %d epoch %d, want the newest checkpoint (step 6, epoch 3)", resumed.co.Step(), resumed.co.Epoch())
 	}
 	sameState(t, first.st, resumed.st)
+}
+
+// metricsLine reports whether the run directory's metrics.jsonl, as it is
+// on disk, holds a line for tag at step.
+func metricsLine(t *testing.T, dir, tag string, step int64) bool {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "metrics.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Contains(string(b), fmt.Sprintf(`"tag":%q,"step":%d,`, tag, step))
+}
+
+// TestMetricsFlushedAtEpochEnd: the epoch's loss is in metrics.jsonl on
+// disk once the epoch has ended, without closing the writer, so that a
+// crash does not lose it.
+func TestMetricsFlushedAtEpochEnd(t *testing.T) {
+	dir := t.TempDir()
+	w, err := track.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	seen := map[int64]bool{}
+	l := startLocal(t, testConfig(t, t.TempDir(), "checkpoint_every=0"), coordinator.Options{Track: w, AfterStep: func(step int64) {
+		if step == 3 || step == 5 { // the first steps of epochs 2 and 3 (2 steps an epoch)
+			seen[step] = metricsLine(t, dir, "loss/epoch", (step-1)/2)
+		}
+	}}, false, 1)
+	if err := l.co.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !seen[3] || !seen[5] {
+		t.Errorf("loss/epoch of epochs 1 and 2 on disk at the next epoch's first step: %v %v, want both", seen[3], seen[5])
+	}
+	if !metricsLine(t, dir, "loss/epoch", 3) || !metricsLine(t, dir, "loss/step", 6) {
+		t.Error("the last epoch's metrics are not on disk when Run returns")
+	}
+}
+
+// savingStore calls before ahead of every Save.
+type savingStore struct {
+	checkpoint.Store
+	before func()
+}
+
+func (s savingStore) Save(ctx context.Context, c *checkpoint.Checkpoint) error {
+	s.before()
+	return s.Store.Save(ctx, c)
+}
+
+// TestMetricsFlushedAtCheckpoint: every metric up to a checkpoint is on
+// disk when the checkpoint is taken (here mid-epoch, on an interrupt).
+func TestMetricsFlushedAtCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	w, err := track.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	cfg := testConfig(t, t.TempDir())
+	store, err := checkpoint.Open(cfg.Store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	saves, flushed := 0, 0
+	l := startLocal(t, cfg, coordinator.Options{Track: w, Store: savingStore{store, func() {
+		saves++
+		if metricsLine(t, dir, "loss/step", 1) {
+			flushed++
+		}
+	}}, AfterStep: func(step int64) {
+		if step == 1 {
+			cancel()
+		}
+	}}, false, 1)
+	if err := l.co.Run(ctx); !errors.Is(err, coordinator.ErrInterrupted) {
+		t.Fatalf("interrupted run: %v", err)
+	}
+	if saves != 1 || flushed != 1 {
+		t.Fatalf("%d checkpoints, %d of them with step 1's loss on disk; want 1 and 1", saves, flushed)
+	}
 }
