@@ -274,7 +274,8 @@ func preparedData(ctx context.Context, cfg *config.Config) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	slog.Info("dataset prepared", "train", summary.Train, "val", summary.Val, "test", summary.Test, "skipped", summary.Skipped)
+	slog.Info("dataset prepared", "train", summary.Train, "val", summary.Val, "test", summary.Test, "skipped", summary.Skipped, "ignored", summary.Ignored)
+	logSkips(slog.Default(), summary)
 	return out, nil
 }
 
