@@ -31,8 +31,8 @@ type Info struct {
 // Store is where checkpoints live: a local directory ([Dir]) or an S3
 // bucket ([S3]).
 type Store interface {
-	// Save stores c, replacing a checkpoint of the same name, and makes it
-	// the one Latest returns.
+	// Save stores c, replacing a checkpoint of the same name, and points
+	// the latest pointer at it.
 	Save(ctx context.Context, c *Checkpoint) error
 	// List describes the stored checkpoints, newest first (highest step,
 	// then newest time). It does not verify their parts.
@@ -41,17 +41,21 @@ type Store interface {
 	// against its manifest. A missing checkpoint is ErrNotFound; a damaged
 	// one is ErrCorrupt (a *CorruptError).
 	Load(ctx context.Context, name string) (*Checkpoint, error)
-	// Latest loads the checkpoint to resume from: the one most recently
-	// saved, or, if that is missing or damaged, the newest valid one. The
-	// warnings say what was skipped and why. With no valid checkpoint the
-	// error is ErrNotFound.
+	// Latest loads the checkpoint to resume from: the newest valid one in
+	// List order, whatever the latest pointer says (a save moves it last,
+	// so after a crash it may name the previous one). The warnings say
+	// what was skipped and why. With no valid checkpoint the error matches
+	// ErrNotFound: ErrEmpty if the store holds nothing at all, else a
+	// *NoValidError listing what was wrong with each candidate.
 	Latest(ctx context.Context) (*Checkpoint, []error, error)
 	// Delete removes a checkpoint. If it was the latest, the pointer moves
 	// to the newest remaining checkpoint.
 	Delete(ctx context.Context, name string) error
-	// Prune removes all but the newest keep checkpoints (keep <= 0 keeps
-	// all), never the one the latest pointer names, and returns the names
-	// removed.
+	// Prune removes the checkpoints older than the newest keep valid ones
+	// (keep <= 0 keeps all), never the one the latest pointer names, and
+	// returns the names removed. It verifies the checkpoints it keeps:
+	// damaged ones are kept but do not count, so the newest valid
+	// checkpoint is never removed; the error reports them (ErrCorrupt).
 	Prune(ctx context.Context, keep int) ([]string, error)
 	// String returns the store's URL, e.g. "file:///abs/dir" or
 	// "s3://bucket/prefix", which Open accepts.
@@ -61,6 +65,16 @@ type Store interface {
 // ErrNotFound reports that a checkpoint, or any valid checkpoint, is not in
 // the store. Check for it with errors.Is.
 var ErrNotFound = errors.New("checkpoint not found")
+
+// ErrEmpty reports a store that holds no checkpoint at all: nothing with a
+// manifest, damaged or not, and no latest pointer. It matches ErrNotFound
+// too. Only an empty store lets resume=auto start afresh.
+var ErrEmpty error = emptyError{}
+
+type emptyError struct{}
+
+func (emptyError) Error() string        { return "checkpoint store empty" }
+func (emptyError) Is(target error) bool { return target == ErrNotFound }
 
 // ErrCorrupt is matched by errors.Is for every *CorruptError.
 var ErrCorrupt = errors.New("checkpoint corrupt")
@@ -83,7 +97,7 @@ func (e *CorruptError) Error() string {
 	if e.Err != nil {
 		msg += ": " + e.Err.Error()
 	}
-	return msg + " (" + e.Reason + "; the previous checkpoint will be used on resume)"
+	return msg + " (" + e.Reason + "; resume skips this checkpoint)"
 }
 
 // Unwrap returns the underlying error, if any.

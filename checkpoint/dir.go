@@ -314,8 +314,9 @@ func (d *Dir) repointLatest(infos []Info, gone string) error {
 	return syncDir(d.path)
 }
 
-// Prune removes all but the newest keep checkpoints, never the one latest
-// names, after cleaning up what an earlier crash left behind.
+// Prune removes the checkpoints older than the newest keep valid ones,
+// never the one latest names, after cleaning up what an earlier crash left
+// behind; see Store.
 func (d *Dir) Prune(ctx context.Context, keep int) ([]string, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()

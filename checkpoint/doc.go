@@ -120,11 +120,26 @@
 //
 // # Resuming
 //
-// [Store.Latest] loads the checkpoint that latest names, verifying every
-// part. If the pointer is missing, or names a checkpoint that is missing,
-// truncated, corrupt or unreadable, it reports why as a warning and falls back
-// to the newest valid checkpoint in [Store.List] order (highest step, then
-// newest time). With no valid checkpoint it returns [ErrNotFound].
+// [Store.Latest] loads the newest valid checkpoint in [Store.List] order
+// (highest step, then newest time), verifying every part; one that is
+// truncated, corrupt or unreadable is reported as a warning and the next
+// is tried. The latest pointer is only a hint: Save moves it last, so a
+// process killed after a checkpoint was complete but before the pointer
+// moved leaves it at the previous one, and that newer checkpoint must not
+// be lost. A pointer at a checkpoint that is not listed (deleted by hand,
+// or without its manifest) is reported. With no valid checkpoint Latest
+// fails with [ErrNotFound]: [ErrEmpty] when the store holds nothing at all,
+// otherwise a [*NoValidError] that names the store and what was wrong with
+// each candidate, so that a resume stops instead of starting afresh.
+//
+// # Retention
+//
+// [Store.Prune] keeps the newest keep valid checkpoints and removes the
+// older ones. It verifies the checkpoints it keeps, as Load does: a damaged
+// one does not count (it stays, and is reported), so a store of damaged
+// checkpoints never pushes out a good one, and the newest valid checkpoint
+// is never removed. Verifying reads the kept checkpoints in full, once per
+// Prune.
 //
 // # Concurrency
 //

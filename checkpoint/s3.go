@@ -516,8 +516,8 @@ func (s *S3) Delete(ctx context.Context, name string) error {
 	return nil
 }
 
-// Prune removes all but the newest keep checkpoints, never the one latest
-// names.
+// Prune removes the checkpoints older than the newest keep valid ones,
+// never the one latest names; see Store.
 func (s *S3) Prune(ctx context.Context, keep int) ([]string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"sort"
+	"strings"
 )
 
 // This file holds the behaviour every store shares: which checkpoint Latest
@@ -16,6 +17,8 @@ import (
 type backend interface {
 	String() string
 	Load(ctx context.Context, name string) (*Checkpoint, error)
+	// Verify checks a checkpoint as Load does, without keeping its parts.
+	Verify(ctx context.Context, name string) error
 	// scan reads every manifest: the checkpoints, newest first, and an
 	// error for each checkpoint whose manifest exists but cannot be used.
 	// Entries without a manifest are not checkpoints and are left out.
@@ -31,6 +34,30 @@ type badCheckpoint struct {
 	err  error
 }
 
+// NoValidError reports a store that holds checkpoints, or traces of them
+// (a manifest, a latest pointer), none of which is valid. It matches
+// ErrNotFound, and ErrCorrupt when a checkpoint was found damaged.
+type NoValidError struct {
+	Store    string  // the store's URL
+	Problems []error // what was wrong, one entry per candidate, newest first
+}
+
+func (e *NoValidError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "no valid checkpoint in %s:", e.Store)
+	for _, p := range e.Problems {
+		b.WriteString("\n  ")
+		b.WriteString(p.Error())
+	}
+	return b.String()
+}
+
+// Is reports whether target is ErrNotFound.
+func (e *NoValidError) Is(target error) bool { return target == ErrNotFound }
+
+// Unwrap returns the problems.
+func (e *NoValidError) Unwrap() []error { return e.Problems }
+
 // sortNewestFirst orders infos by step, then time, then name, all descending.
 func sortNewestFirst(infos []Info) {
 	sort.Slice(infos, func(i, j int) bool {
@@ -45,68 +72,87 @@ func sortNewestFirst(infos []Info) {
 	})
 }
 
-// latest loads the checkpoint b's latest pointer names, falling back to the
-// newest valid one; see Store.Latest.
+// latest loads the newest valid checkpoint of b in List order; see
+// Store.Latest. The latest pointer is only a hint: a save writes it last,
+// so a crash between the checkpoint and the pointer leaves it naming the
+// previous one, and the listing is what says which is newest. A pointer at
+// a checkpoint that is not listed is reported.
 func latest(ctx context.Context, b backend) (*Checkpoint, []error, error) {
-	var warnings []error
-	tried := ""
-	name, perr := b.readLatest(ctx)
-	missing := errors.Is(perr, fs.ErrNotExist)
-	switch {
-	case missing:
-		// Reported below, if there is anything to fall back to.
-	case perr != nil:
-		warnings = append(warnings, fmt.Errorf("latest pointer: %w; falling back to the newest valid checkpoint", perr))
-	case ValidateName(name) != nil:
-		warnings = append(warnings, fmt.Errorf("latest pointer in %s holds %q, which is not a checkpoint name; falling back to the newest valid checkpoint", b, name))
-	default:
-		c, err := b.Load(ctx, name)
-		if err == nil {
-			return c, nil, nil
-		}
-		if ctx.Err() != nil {
-			return nil, warnings, err
-		}
-		if errors.Is(err, ErrNotFound) {
-			err = fmt.Errorf("latest pointer names %s, which is gone from %s (%w); falling back to the newest valid checkpoint", name, b, ErrNotFound)
-		} else {
-			err = fmt.Errorf("latest pointer: %w", err)
-		}
-		warnings = append(warnings, err)
-		tried = name
-	}
-
 	infos, bad, err := b.scan(ctx)
 	if err != nil {
-		return nil, warnings, err
+		return nil, nil, err
 	}
-	if missing && len(infos)+len(bad) > 0 {
-		warnings = append(warnings, fmt.Errorf("%s has no latest pointer; using the newest valid checkpoint", b))
-	}
+	var skipped []error
 	for _, bc := range bad {
-		if bc.name != tried { // else already reported
-			warnings = append(warnings, bc.err)
-		}
+		skipped = append(skipped, bc.err)
 	}
+	var found *Checkpoint
 	for _, in := range infos {
-		if in.Name == tried {
-			continue
-		}
 		c, err := b.Load(ctx, in.Name)
 		if err == nil {
-			return c, warnings, nil
+			found = c
+			break
 		}
 		if ctx.Err() != nil {
-			return nil, warnings, err
+			return nil, skipped, err
 		}
-		warnings = append(warnings, err)
+		skipped = append(skipped, err)
 	}
-	return nil, warnings, fmt.Errorf("%w: no valid checkpoint in %s", ErrNotFound, b)
+	pointer, perr := b.readLatest(ctx)
+	warnings := append(pointerWarnings(ctx, b, pointer, perr, infos, bad), skipped...)
+	switch {
+	case found != nil:
+		return found, warnings, nil
+	case len(warnings) == 0 && errors.Is(perr, fs.ErrNotExist):
+		return nil, nil, fmt.Errorf("%w: %s holds no checkpoint", ErrEmpty, b)
+	}
+	return nil, warnings, &NoValidError{Store: b.String(), Problems: warnings}
 }
 
-// prune removes, with remove, all but the newest keep checkpoints of b
-// (keep <= 0 keeps all), never the one the latest pointer names. It returns
-// the names removed and what went wrong; it goes on past a failed removal.
+// pointerWarnings says what is wrong with the latest pointer (name, or the
+// error perr reading it) given the checkpoints listed (infos, bad). A
+// missing pointer, or one at any listed checkpoint, is fine: a save moves
+// the pointer last, so it lags behind the listing while a save is under
+// way and after a crash in that window. A pointer at something unlisted
+// means a checkpoint was lost.
+func pointerWarnings(ctx context.Context, b backend, name string, perr error, infos []Info, bad []badCheckpoint) []error {
+	switch {
+	case errors.Is(perr, fs.ErrNotExist):
+		return nil
+	case perr != nil:
+		return []error{fmt.Errorf("latest pointer: %w", perr)}
+	case ValidateName(name) != nil:
+		return []error{fmt.Errorf("latest pointer in %s holds %q, which is not a checkpoint name", b, name)}
+	}
+	for _, in := range infos {
+		if in.Name == name {
+			return nil
+		}
+	}
+	for _, bc := range bad {
+		if bc.name == name {
+			return nil // reported as damaged
+		}
+	}
+	// Not listed: say why (gone, or without its manifest), unless a save
+	// made it valid since the listing.
+	switch err := b.Verify(ctx, name); {
+	case err == nil:
+		return nil
+	case !errors.Is(err, ErrNotFound):
+		return []error{fmt.Errorf("latest pointer: %w", err)}
+	}
+	return []error{fmt.Errorf("latest pointer names %s, which is gone from %s (%w)", name, b, ErrNotFound)}
+}
+
+// prune removes, with remove, every checkpoint of b older than the newest
+// keep valid ones (keep <= 0 keeps all), never the one the latest pointer
+// names. Only valid checkpoints count: each candidate for keeping is
+// verified, and a damaged one is kept but not counted, so damaged
+// checkpoints never push out the good ones, and the newest valid one is
+// never removed. It returns the names removed and what went wrong,
+// including the damaged checkpoints it kept (matching ErrCorrupt); it goes
+// on past a failed removal.
 func prune(ctx context.Context, b backend, keep int, remove func(name string) error) ([]string, []error) {
 	if keep <= 0 {
 		return nil, nil
@@ -118,12 +164,21 @@ func prune(ctx context.Context, b backend, keep int, remove func(name string) er
 	latest, _ := b.readLatest(ctx)
 	var removed []string
 	var errs []error
-	for i, in := range infos {
-		if i < keep || in.Name == latest {
-			continue
-		}
+	valid := 0
+	for _, in := range infos {
 		if err := ctx.Err(); err != nil {
 			return removed, append(errs, err)
+		}
+		if valid < keep {
+			if err := b.Verify(ctx, in.Name); err != nil {
+				errs = append(errs, fmt.Errorf("kept but not counted toward keep_last: %w", err))
+			} else {
+				valid++
+			}
+			continue
+		}
+		if in.Name == latest {
+			continue
 		}
 		if err := remove(in.Name); err != nil {
 			errs = append(errs, fmt.Errorf("remove %s: %w", in.Name, err))

@@ -52,7 +52,7 @@ type Config struct {
 	CheckpointEvery int    `yaml:"checkpoint_every"`
 	Store           string `yaml:"store"`
 	KeepLast        int    `yaml:"keep_last"`
-	Resume          bool   `yaml:"resume"`
+	Resume          string `yaml:"resume"` // ResumeNo, ResumeYes or ResumeAuto
 
 	OutputDir   string `yaml:"output_dir"`
 	MetricsAddr string `yaml:"metrics_addr"`
@@ -60,11 +60,19 @@ type Config struct {
 	Threads     int    `yaml:"threads"`
 }
 
+// Values of resume.
+const (
+	ResumeNo   = "false" // start from the seed's state
+	ResumeYes  = "true"  // continue from the newest valid checkpoint; none is an error
+	ResumeAuto = "auto"  // continue if the store holds a valid checkpoint, start afresh if it is empty
+)
+
 // Choices lists the valid values of the keys that take one of a set.
 var Choices = map[string][]string{
 	"optimizer":   {"adam"},
 	"ema.buffers": {"copy", "average"},
 	"gemm":        {"auto", "onednn", "openblas", "go"},
+	"resume":      {ResumeNo, ResumeYes, ResumeAuto},
 }
 
 // Load resolves the configuration: built-in defaults, then file (if not
@@ -202,8 +210,13 @@ func apply(tree map[string]any, o string) error {
 	return nil
 }
 
-// coerce checks that v can stand where the default def does.
+// coerce checks that v can stand where the default def does. A key with
+// Choices takes any single value as its text (checked by Validate), so
+// that resume: true, a YAML boolean, still means "true".
 func coerce(key string, def, v any) (any, error) {
+	if _, ok := Choices[key]; ok {
+		def = ""
+	}
 	switch d := def.(type) {
 	case int:
 		if i, ok := v.(int); ok {
@@ -277,6 +290,7 @@ func (c *Config) Validate() error {
 	choice("optimizer", c.Optimizer)
 	choice("ema.buffers", c.EMA.Buffers)
 	choice("gemm", c.GEMM)
+	choice("resume", c.Resume)
 	if c.Dataset == "" {
 		bad("dataset: empty; give a prepared dataset or a folder of images")
 	}

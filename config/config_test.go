@@ -17,7 +17,7 @@ func TestDefaults(t *testing.T) {
 	}
 	// the original's defaults
 	if c.Optimizer != "adam" || c.LR != 2e-4 || c.BatchSize != 32 || c.Epochs != 1000 || c.ImageSize != 128 ||
-		c.EMA.Decay != 0.999 || c.EMA.Buffers != "copy" || c.CheckpointEvery != 50 || c.SampleEvery != 10 || c.SampleSteps != 100 || c.Resume {
+		c.EMA.Decay != 0.999 || c.EMA.Buffers != "copy" || c.CheckpointEvery != 50 || c.SampleEvery != 10 || c.SampleSteps != 100 || c.Resume != ResumeNo {
 		t.Fatalf("defaults differ from the original's: %+v", c)
 	}
 	if !reflect.DeepEqual(c.Model.Widths, []int{32, 64, 96, 128}) || c.Model.BlockDepth != 2 {
@@ -30,7 +30,7 @@ func TestOverrides(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.LR != 1e-3 || c.BatchSize != 64 || c.EMA.Decay != 0.9995 || c.EMA.Buffers != "average" || !c.Resume || c.Dataset != "some/dir" || !reflect.DeepEqual(c.Model.Widths, []int{16, 32}) {
+	if c.LR != 1e-3 || c.BatchSize != 64 || c.EMA.Decay != 0.9995 || c.EMA.Buffers != "average" || c.Resume != ResumeYes || c.Dataset != "some/dir" || !reflect.DeepEqual(c.Model.Widths, []int{16, 32}) {
 		t.Fatalf("overrides not applied: %+v", c)
 	}
 }
@@ -45,7 +45,9 @@ func TestBadOverrides(t *testing.T) {
 		{"ema.buffers=mean", "ema.buffers=mean: must be one of copy, average"},
 		{"optimizer=sgd", "optimizer=sgd: must be one of adam"},
 		{"gemm=cuda", "gemm=cuda: must be one of auto, onednn, openblas, go"},
-		{"resume=maybe", "resume=maybe: want true or false"},
+		{"resume=maybe", "resume=maybe: must be one of false, true, auto"},
+		{"resume=1", "resume=1: must be one of false, true, auto"},
+		{"resume=[true]", ": want a single value"},
 		{"model.widths=[32,x]", "every element must be like 32"},
 		{"model.widths=7", "want a list"},
 		{"ema=1", "ema is a group; set one of ema.buffers, ema.decay"},
@@ -154,7 +156,8 @@ func TestParseErrors(t *testing.T) {
 		{"group as value", "ema: 1\n", nil, "ema must be a mapping"},
 		{"invalid value", "batch_size: 0\n", nil, "batch_size=0: must be at least 1"},
 		{"bad override", "epochs: 3\n", []string{"lrr=1"}, `unknown key "lrr"`},
-		{"bad override value", "", []string{"resume=maybe"}, "resume=maybe: want true or false"},
+		{"bad override value", "", []string{"resume=maybe"}, "resume=maybe: must be one of false, true, auto"},
+		{"bad resume in a file", "resume: sometimes\n", nil, "resume=sometimes: must be one of false, true, auto"},
 		{"not yaml", "lr: [\n", nil, "config: yaml"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -182,5 +185,43 @@ func TestModelConfig(t *testing.T) {
 	m.Widths[0] = 99
 	if c.Model.Widths[0] != 4 {
 		t.Fatal("ModelConfig shares the config's widths slice")
+	}
+}
+
+// TestResume: resume is false, true or auto; YAML booleans still work, in
+// files (older configs and checkpoints' config.yaml) and on the command line.
+func TestResume(t *testing.T) {
+	for _, tc := range []struct {
+		data     string
+		override string
+		want     string
+	}{
+		{"", "", ResumeNo},
+		{"resume: true\n", "", ResumeYes},
+		{"resume: false\n", "", ResumeNo},
+		{"resume: True\n", "", ResumeYes},
+		{"resume: auto\n", "", ResumeAuto},
+		{`resume: "true"` + "\n", "", ResumeYes},
+		{"", "resume=true", ResumeYes},
+		{"", "resume=auto", ResumeAuto},
+		{"resume: true\n", "resume=false", ResumeNo},
+		{"resume: auto\n", "resume=true", ResumeYes},
+	} {
+		var overrides []string
+		if tc.override != "" {
+			overrides = []string{tc.override}
+		}
+		c, err := Parse([]byte(tc.data), overrides)
+		if err != nil {
+			t.Fatalf("%q %v: %v", tc.data, overrides, err)
+		}
+		if c.Resume != tc.want {
+			t.Errorf("%q %v: resume = %q, want %q", tc.data, overrides, c.Resume, tc.want)
+		}
+		// the resolved file reads back the same
+		back, err := Parse(c.YAML(), nil)
+		if err != nil || back.Resume != c.Resume {
+			t.Errorf("%q %v: round trip gives %v, %v", tc.data, overrides, back, err)
+		}
 	}
 }

@@ -278,14 +278,30 @@ func (c *Coordinator) endEpoch(ctx context.Context, a control.EpochDone) {
 	cfg := c.st.Config
 	c.log.Info("epoch done", "epoch", a.Epoch, "of", cfg.Epochs, "mean_loss", fmt.Sprintf("%.5f", a.MeanLoss), "step", a.Step)
 	c.scalar("loss/epoch", int64(a.Epoch), a.MeanLoss)
+	c.flushMetrics()
 	if cfg.SampleEvery > 0 && (a.Epoch%cfg.SampleEvery == 0 || a.Epoch == cfg.Epochs) && c.opt.Val != nil && c.opt.Track != nil && ctx.Err() == nil {
 		if err := c.sampleGrid(ctx, a.Epoch); err != nil {
 			c.log.Warn("sample grid", "epoch", a.Epoch, "err", err)
 		}
+		c.flushMetrics()
+	}
+}
+
+// flushMetrics writes the buffered metrics to their files. The writer
+// flushes by itself only every few seconds; flushing at every epoch end,
+// checkpoint and exit means a crash loses at most the steps since, never
+// an epoch's loss or what a checkpoint's run had recorded.
+func (c *Coordinator) flushMetrics() {
+	if c.opt.Track == nil {
+		return
+	}
+	if err := c.opt.Track.Flush(); err != nil {
+		c.log.Warn("metrics", "err", err)
 	}
 }
 
 func (c *Coordinator) finish(a control.Finish, interrupted bool) error {
+	c.flushMetrics()
 	switch {
 	case a.Err != nil:
 		c.opt.Transport.Close(cluster.Outcome_FAILED, "coordinator stopped: "+a.Err.Error())
@@ -304,6 +320,7 @@ func (c *Coordinator) save(ctx context.Context) error {
 	if c.opt.Store == nil {
 		return nil
 	}
+	c.flushMetrics() // the metrics up to the checkpoint are on disk before it is
 	c.st.Pos = c.core.Position()
 	ck, err := c.st.Checkpoint()
 	if err != nil {
@@ -315,11 +332,14 @@ func (c *Coordinator) save(ctx context.Context) error {
 	c.gauges.checkpoints.Add(1)
 	c.log.Info("checkpoint saved", "name", ck.Name, "store", c.opt.Store.String(), "epoch", ck.Epoch, "step", ck.Step)
 	if keep := c.st.Config.KeepLast; keep > 0 {
+		// Prune counts only valid checkpoints; its error also reports the
+		// damaged ones it kept.
 		removed, err := c.opt.Store.Prune(context.WithoutCancel(ctx), keep)
+		if len(removed) > 0 {
+			c.log.Info("old checkpoints removed", "names", removed)
+		}
 		if err != nil {
 			c.log.Warn("prune checkpoints", "err", err)
-		} else if len(removed) > 0 {
-			c.log.Info("old checkpoints removed", "names", removed)
 		}
 	}
 	return nil
@@ -367,17 +387,21 @@ func (c *Coordinator) sampleGrid(ctx context.Context, epoch int) error {
 }
 
 // Resume restores the newest valid checkpoint of store into st. It reports
-// false when the store holds none.
+// false, with no error, only when the store is empty (checkpoint.ErrEmpty);
+// a store whose checkpoints are all damaged, or whose latest pointer names
+// a checkpoint that is gone, is an error naming the store and each problem,
+// never a fresh start. Damaged checkpoints skipped on the way to a valid one
+// are logged.
 func Resume(ctx context.Context, store checkpoint.Store, st *trainstate.State, log *slog.Logger) (bool, error) {
 	ck, warns, err := store.Latest(ctx)
-	for _, w := range warns {
-		log.Warn("checkpoint skipped", "err", w)
-	}
-	if errors.Is(err, checkpoint.ErrNotFound) {
+	if errors.Is(err, checkpoint.ErrEmpty) {
 		return false, nil
 	}
 	if err != nil {
-		return false, err
+		return false, err // a NoValidError names the store and every problem
+	}
+	for _, w := range warns {
+		log.Warn("checkpoint skipped", "err", w)
 	}
 	if err := st.Restore(ck, log); err != nil {
 		return false, fmt.Errorf("resume from %s: %w", ck.Name, err)

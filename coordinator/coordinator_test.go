@@ -92,7 +92,10 @@ func startLocal(t *testing.T, cfg *config.Config, opt coordinator.Options, resum
 		ms = append(ms, m)
 		cms = append(cms, m)
 	}
-	opt.State, opt.Saved, opt.Train, opt.Store, opt.Transport = st, resume, data, store, coordinator.NewLocal(cms...)
+	opt.State, opt.Saved, opt.Train, opt.Transport = st, resume, data, coordinator.NewLocal(cms...)
+	if opt.Store == nil {
+		opt.Store = store
+	}
 	if opt.Log == nil {
 		opt.Log = quiet()
 	}
@@ -239,5 +242,154 @@ func TestMetrics(t *testing.T) {
 	}
 	if l := reg.Gauge("tinct_loss", "").Value(); !(l > 0) {
 		t.Errorf("tinct_loss = %g", l)
+	}
+}
+
+// TestResumeNoValidCheckpoint: when every checkpoint in the store is
+// damaged, Resume fails naming the store and each checkpoint's problem,
+// rather than reporting an empty store (which would start afresh); an
+// empty store is reported as such, without an error.
+func TestResumeNoValidCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, dir)
+	first := startLocal(t, cfg, coordinator.Options{}, false, 1)
+	if err := first.co.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	names := []string{"step-000000002", "step-000000004", "step-000000006"}
+	for _, name := range names {
+		part := filepath.Join(dir, name, "ema.safetensors")
+		b, err := os.ReadFile(part)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[len(b)/2] ^= 1
+		if err := os.WriteFile(part, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store, _ := checkpoint.Open(dir)
+	st, _ := trainstate.New(cfg)
+	ok, err := coordinator.Resume(context.Background(), store, st, quiet())
+	if ok || err == nil {
+		t.Fatalf("resume from a store of damaged checkpoints: %v %v, want an error", ok, err)
+	}
+	for _, want := range append([]string{store.String()}, names...) {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("resume: %v\nwant it to name %s", err, want)
+		}
+	}
+	if !strings.Contains(err.Error(), "ema.safetensors: sha256 mismatch") {
+		t.Errorf("resume: %v\nwant it to say what is wrong", err)
+	}
+
+	empty, _ := checkpoint.Open(t.TempDir())
+	if ok, err := coordinator.Resume(context.Background(), empty, st, quiet()); ok || err != nil {
+		t.Fatalf("resume from an empty store: %v %v, want false and no error", ok, err)
+	}
+}
+
+// TestResumeNewestDespiteLatestPointer: a coordinator killed after a
+// checkpoint was complete but before the latest pointer moved resumes from
+// that checkpoint, not from the one the pointer still names.
+func TestResumeNewestDespiteLatestPointer(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, dir)
+	first := startLocal(t, cfg, coordinator.Options{}, false, 1)
+	if err := first.co.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// the state of the store between the checkpoint's rename and the
+	// pointer's update
+	if err := os.WriteFile(filepath.Join(dir, "latest"), []byte("step-000000004\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	resumed := startLocal(t, cfg, coordinator.Options{}, true, 1)
+	if resumed.co.Step() != 6 || resumed.co.Epoch() != 3 {
+		t.Fatalf("resumed at step %d epoch %d, want the newest checkpoint (step 6, epoch 3)", resumed.co.Step(), resumed.co.Epoch())
+	}
+	sameState(t, first.st, resumed.st)
+}
+
+// metricsLine reports whether the run directory's metrics.jsonl, as it is
+// on disk, holds a line for tag at step.
+func metricsLine(t *testing.T, dir, tag string, step int64) bool {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "metrics.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Contains(string(b), fmt.Sprintf(`"tag":%q,"step":%d,`, tag, step))
+}
+
+// TestMetricsFlushedAtEpochEnd: the epoch's loss is in metrics.jsonl on
+// disk once the epoch has ended, without closing the writer, so that a
+// crash does not lose it.
+func TestMetricsFlushedAtEpochEnd(t *testing.T) {
+	dir := t.TempDir()
+	w, err := track.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	seen := map[int64]bool{}
+	l := startLocal(t, testConfig(t, t.TempDir(), "checkpoint_every=0"), coordinator.Options{Track: w, AfterStep: func(step int64) {
+		if step == 3 || step == 5 { // the first steps of epochs 2 and 3 (2 steps an epoch)
+			seen[step] = metricsLine(t, dir, "loss/epoch", (step-1)/2)
+		}
+	}}, false, 1)
+	if err := l.co.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !seen[3] || !seen[5] {
+		t.Errorf("loss/epoch of epochs 1 and 2 on disk at the next epoch's first step: %v %v, want both", seen[3], seen[5])
+	}
+	if !metricsLine(t, dir, "loss/epoch", 3) || !metricsLine(t, dir, "loss/step", 6) {
+		t.Error("the last epoch's metrics are not on disk when Run returns")
+	}
+}
+
+// savingStore calls before ahead of every Save.
+type savingStore struct {
+	checkpoint.Store
+	before func()
+}
+
+func (s savingStore) Save(ctx context.Context, c *checkpoint.Checkpoint) error {
+	s.before()
+	return s.Store.Save(ctx, c)
+}
+
+// TestMetricsFlushedAtCheckpoint: every metric up to a checkpoint is on
+// disk when the checkpoint is taken (here mid-epoch, on an interrupt).
+func TestMetricsFlushedAtCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	w, err := track.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	cfg := testConfig(t, t.TempDir())
+	store, err := checkpoint.Open(cfg.Store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	saves, flushed := 0, 0
+	l := startLocal(t, cfg, coordinator.Options{Track: w, Store: savingStore{store, func() {
+		saves++
+		if metricsLine(t, dir, "loss/step", 1) {
+			flushed++
+		}
+	}}, AfterStep: func(step int64) {
+		if step == 1 {
+			cancel()
+		}
+	}}, false, 1)
+	if err := l.co.Run(ctx); !errors.Is(err, coordinator.ErrInterrupted) {
+		t.Fatalf("interrupted run: %v", err)
+	}
+	if saves != 1 || flushed != 1 {
+		t.Fatalf("%d checkpoints, %d of them with step 1's loss on disk; want 1 and 1", saves, flushed)
 	}
 }

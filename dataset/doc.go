@@ -9,8 +9,12 @@
 // Every image is center-cropped to a square and resized to S×S with a
 // Lanczos (a = 3) filter ([Resize]); its gray version is the ITU-R BT.601
 // luma of the resized color, computed exactly as Pillow's convert("L")
-// ([ToGray]). Unreadable, undecodable and too-small inputs are skipped and
-// counted, never fatal.
+// ([ToGray]). Unreadable, undecodable and too-small inputs, and images in
+// formats other than JPEG and PNG, are skipped, never fatal: they are counted
+// in the manifest and listed in skipped.txt in the output folder, one
+// "path<TAB>reason" line each (a parquet row as "file row N"). Files that
+// are not images at all (a NOTICE.md beside the photos, a README beside
+// parquet shards) are ignored, not counted as bad images.
 //
 // Splits follow the original colorizer: for parquet sources whose files are
 // named by split, the "train" files give the training set and the
@@ -38,7 +42,13 @@
 //
 // # Reading
 //
-// [Open] maps one split of a prepared folder to a [Set]; [Set.Load] decodes
+// [Open] maps one split of a prepared folder to a [Set], after checking each
+// shard's SHA-256 against the manifest, so that a damaged shard stops
+// training with an error naming the file instead of feeding it wrong
+// pixels. It records what it verified in verified.json in the folder
+// (size, modification time and checksum of each shard) and hashes a shard
+// again only when that changed; where the folder is read-only it hashes
+// every time. [Set.Load] decodes
 // one record into float32 tensors scaled to [-1, 1] (v/127.5 − 1),
 // optionally mirrored. Loads use positioned reads, so many goroutines may
 // load from one Set at once. [Permutation] gives the deterministic per-epoch

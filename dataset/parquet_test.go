@@ -7,6 +7,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -100,9 +101,18 @@ func TestPrepareCelebAHQ(t *testing.T) {
 			if sum.Train != 5 || sum.Val != 2 || sum.Test != 2 {
 				t.Errorf("train/val/test = %d/%d/%d, want 5/2/2", sum.Train, sum.Val, sum.Test)
 			}
-			wantSkipped := map[string]int{SkipUndecodable: 1, SkipMissing: 1, SkipUnused: 1, SkipNotImage: 1}
-			if !maps.Equal(sum.Skipped, wantSkipped) {
-				t.Errorf("skipped %v, want %v", sum.Skipped, wantSkipped)
+			// README.md is ignored; the bad rows are named by file and row
+			wantSkipped := map[string]int{SkipUndecodable: 1, SkipMissing: 1, SkipUnused: 1}
+			if !maps.Equal(sum.Skipped, wantSkipped) || sum.Ignored != 1 {
+				t.Errorf("skipped %v, ignored %d; want %v and 1", sum.Skipped, sum.Ignored, wantSkipped)
+			}
+			wantSkips := []Skip{
+				{filepath.Join(src, "data/train-00000-of-00002.parquet") + " row 3", SkipUndecodable},
+				{filepath.Join(src, "data/validation-00000-of-00001.parquet") + " row 2", SkipMissing},
+				{filepath.Join(src, "data/validation-00000-of-00001.parquet") + " row 5", SkipUnused},
+			}
+			if !slices.Equal(sum.Skips, wantSkips) {
+				t.Errorf("skips %v, want %v", sum.Skips, wantSkips)
 			}
 			// Validation is the first two usable validation rows, test the
 			// next two, in file order; training keeps file order too.

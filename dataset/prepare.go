@@ -2,6 +2,7 @@ package dataset
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -53,8 +55,20 @@ type Summary struct {
 
 	Train, Val, Test int
 	Skipped          map[string]int // reason -> count
+	Skips            []Skip         // every item skipped, in source order; also in SkippedFile
+	Ignored          int            // files that are not inputs of the format (NOTICE.md beside photos)
 	Notes            []string       // warnings worth showing the user
 }
+
+// Skip is a source item that Prepare skipped, and why.
+type Skip struct {
+	Path   string // the file; for a parquet row, "file row N" (N from 0)
+	Reason string // one of the Skip… reasons
+}
+
+// SkippedFile is the name, inside a prepared folder, of the list of skipped
+// items: one "path<TAB>reason" line each, in source order.
+const SkippedFile = "skipped.txt"
 
 // String renders the summary on one line, e.g. for a log.
 func (s Summary) String() string {
@@ -74,16 +88,21 @@ func (s Summary) String() string {
 		}
 		fmt.Fprintf(&b, "%d %s", s.Skipped[r], r)
 	}
+	if s.Ignored > 0 {
+		fmt.Fprintf(&b, "; ignored %d (not images)", s.Ignored)
+	}
 	return b.String()
 }
 
 // Prepare reads the source, converts every usable image to a fixed-size
 // color/gray record, splits the records into train, val and test, and
 // writes shards and a manifest to opt.Out (see the package documentation
-// for the format and the split rules). Bad inputs are skipped and counted;
-// the error cases are bad options, an unreadable or damaged source, no
-// usable image, splits that leave no training image, and I/O errors on
-// the output. A previous dataset in opt.Out is replaced only once the new
+// for the format and the split rules). Bad inputs are skipped, counted and
+// listed (Summary.Skips, and SkippedFile in opt.Out); files that are not
+// inputs of the format, such as a NOTICE.md beside the photos, are
+// ignored. The error cases are bad options, an unreadable or damaged
+// source, no usable image, splits that leave no training image, and I/O
+// errors on the output. A previous dataset in opt.Out is replaced only once the new
 // shards are complete; cancelling ctx stops the work and leaves no
 // partial files behind.
 func Prepare(ctx context.Context, opt PrepareOptions) (Summary, error) {
@@ -114,11 +133,6 @@ func Prepare(ctx context.Context, opt PrepareOptions) (Summary, error) {
 		src:     src,
 		skipped: map[string]int{},
 		writers: map[string]*shardWriter{},
-	}
-	for reason, n := range src.ignored {
-		if n > 0 {
-			p.skipped[reason] += n
-		}
 	}
 	for _, split := range Splits {
 		p.writers[split] = newShardWriter(opt.Out, split, opt.ImageSize)
@@ -165,6 +179,7 @@ type preparer struct {
 	opt     PrepareOptions
 	src     *source
 	skipped map[string]int
+	skips   []Skip
 	writers map[string]*shardWriter
 	staging *os.File // shuffle rule: all usable records in source order
 	staged  int
@@ -174,6 +189,7 @@ type preparer struct {
 type job struct {
 	seq    int
 	origin origin
+	name   string // the item, as a Skip names it
 	path   string // folder source: the file to read
 	color  []byte // parquet source: the encoded color image
 	gray   []byte // gray128: the encoded gray image
@@ -184,6 +200,7 @@ type job struct {
 type result struct {
 	seq    int
 	origin origin
+	name   string
 	rec    []byte
 	skip   string
 }
@@ -214,7 +231,7 @@ func (p *preparer) run(ctx context.Context) (Summary, error) {
 			defer opt.Progress(done, src.total)
 		}
 		if r.skip != "" {
-			p.skipped[r.skip]++
+			p.skip(r.name, r.skip)
 			return nil
 		}
 		if src.splitRule == SplitShuffle {
@@ -234,7 +251,7 @@ func (p *preparer) run(ctx context.Context) (Summary, error) {
 			testTaken++
 			return p.writers[SplitTest].write(r.rec)
 		default:
-			p.skipped[SkipUnused]++
+			p.skip(r.name, SkipUnused)
 			return nil
 		}
 	}
@@ -297,8 +314,31 @@ func (p *preparer) run(ctx context.Context) (Summary, error) {
 		Val:       m.Splits[SplitVal].Count,
 		Test:      m.Splits[SplitTest].Count,
 		Skipped:   p.skipped,
+		Skips:     p.skips,
+		Ignored:   src.ignored,
 		Notes:     notes,
 	}, nil
+}
+
+// skip counts item name as skipped for reason and lists it.
+func (p *preparer) skip(name, reason string) {
+	p.skipped[reason]++
+	p.skips = append(p.skips, Skip{Path: name, Reason: reason})
+}
+
+// skipList is SkippedFile's content: one "path<TAB>reason" line per skip. A
+// path holding a tab or a line break is quoted (Go syntax), so that every
+// line still splits in two at its one tab.
+func skipList(skips []Skip) []byte {
+	var b bytes.Buffer
+	for _, s := range skips {
+		path := s.Path
+		if strings.ContainsAny(path, "\t\n\r") {
+			path = strconv.Quote(path)
+		}
+		fmt.Fprintf(&b, "%s\t%s\n", path, s.Reason)
+	}
+	return b.Bytes()
 }
 
 // absPath returns path made absolute, or path itself if that fails.
@@ -323,7 +363,7 @@ func (p *preparer) produce(ctx context.Context, emit func(job) error) error {
 	seq := 0
 	if p.src.format == FormatFolder {
 		for _, f := range p.src.files {
-			if err := emit(job{seq: seq, origin: f.origin, path: f.path}); err != nil {
+			if err := emit(job{seq: seq, origin: f.origin, name: f.path, path: f.path, skip: f.skip}); err != nil {
 				return err
 			}
 			seq++
@@ -331,12 +371,14 @@ func (p *preparer) produce(ctx context.Context, emit func(job) error) error {
 		return nil
 	}
 	for _, f := range p.src.files {
+		row := 0
 		err := readParquetRows(ctx, f, p.src.format, func(color, gray []byte) error {
-			j := job{seq: seq, origin: f.origin, color: color, gray: gray}
+			j := job{seq: seq, origin: f.origin, name: fmt.Sprintf("%s row %d", f.path, row), color: color, gray: gray}
 			if color == nil || (p.src.format == FormatGray128 && gray == nil) {
 				j.skip = SkipMissing
 			}
 			seq++
+			row++
 			return emit(j)
 		})
 		if err != nil {
@@ -349,7 +391,7 @@ func (p *preparer) produce(ctx context.Context, emit func(job) error) error {
 // process turns one job into a record or a skip reason. It never panics:
 // a decoder panic counts as undecodable.
 func (p *preparer) process(j job) (r result) {
-	r = result{seq: j.seq, origin: j.origin, skip: j.skip}
+	r = result{seq: j.seq, origin: j.origin, name: j.name, skip: j.skip}
 	if r.skip != "" {
 		return r
 	}
@@ -476,6 +518,11 @@ func (p *preparer) commit(m *Manifest) error {
 		if err := p.writers[split].commit(); err != nil {
 			return err
 		}
+	}
+	// Written even when empty, so that no list of an earlier prepare stays.
+	skipped := filepath.Join(out, SkippedFile)
+	if err := writeFileAtomic(skipped, skipList(p.skips)); err != nil {
+		return fmt.Errorf("write %s: %w", skipped, err)
 	}
 	if err := syncDir(out); err != nil {
 		return fmt.Errorf("sync output folder %s: %w", out, err)

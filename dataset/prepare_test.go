@@ -13,8 +13,9 @@ import (
 )
 
 // makeFolder writes a source folder with good images (in a subfolder too),
-// an undecodable file, a tiny image, a non-image file and a hidden file.
-// It returns the folder and the number of good images.
+// an undecodable file, a tiny image, an image in a format tinct does not
+// read, a file that is not an image and a hidden file. It returns the
+// folder and the number of good images.
 func makeFolder(t *testing.T) (string, int) {
 	t.Helper()
 	dir := t.TempDir()
@@ -27,6 +28,7 @@ func makeFolder(t *testing.T) (string, int) {
 	writeFile(t, dir, "broken.jpg", []byte("this is not a jpeg"))
 	writeFile(t, dir, "tiny.png", encodePNG(t, pattern(20, 40, 7)))
 	writeFile(t, dir, "notes.txt", []byte("hello"))
+	writeFile(t, dir, "sub/old.gif", []byte("GIF89a"))
 	writeFile(t, dir, ".DS_Store", []byte{0, 1, 2})
 	writeFile(t, dir, ".git/x.png", encodePNG(t, pattern(40, 40, 8)))
 	return dir, 6
@@ -46,15 +48,32 @@ func TestPrepareFolder(t *testing.T) {
 	if sum.Train != good-3 || sum.Val != 1 || sum.Test != 2 {
 		t.Errorf("train/val/test = %d/%d/%d, want %d/1/2", sum.Train, sum.Val, sum.Test, good-3)
 	}
+	// notes.txt is not an image: ignored, not skipped; old.gif is one
 	wantSkipped := map[string]int{SkipUndecodable: 1, SkipTooSmall: 1, SkipNotImage: 1}
-	if !maps.Equal(sum.Skipped, wantSkipped) {
-		t.Errorf("skipped %v, want %v", sum.Skipped, wantSkipped)
+	if !maps.Equal(sum.Skipped, wantSkipped) || sum.Ignored != 1 {
+		t.Errorf("skipped %v, ignored %d; want %v and 1", sum.Skipped, sum.Ignored, wantSkipped)
+	}
+	// every skipped file is named with its reason, in source order
+	wantSkips := []Skip{
+		{filepath.Join(src, "broken.jpg"), SkipUndecodable},
+		{filepath.Join(src, "sub", "old.gif"), SkipNotImage},
+		{filepath.Join(src, "tiny.png"), SkipTooSmall},
+	}
+	if !slices.Equal(sum.Skips, wantSkips) {
+		t.Errorf("skips %v, want %v", sum.Skips, wantSkips)
+	}
+	var lines strings.Builder
+	for _, s := range wantSkips {
+		lines.WriteString(s.Path + "\t" + s.Reason + "\n")
+	}
+	if b, err := os.ReadFile(filepath.Join(out, SkippedFile)); err != nil || string(b) != lines.String() {
+		t.Errorf("%s = %q, %v; want %q", SkippedFile, b, err, lines.String())
 	}
 	if sum.Format != FormatFolder || sum.SplitRule != SplitShuffle || sum.ImageSize != 16 {
 		t.Errorf("summary %+v", sum)
 	}
-	if calls != good+2 || lastDone != good+2 || lastTotal != good+2 {
-		t.Errorf("progress: %d calls, last (%d, %d); want %d calls ending (%[4]d, %[4]d)", calls, lastDone, lastTotal, good+2)
+	if calls != good+3 || lastDone != good+3 || lastTotal != good+3 {
+		t.Errorf("progress: %d calls, last (%d, %d); want %d calls ending (%[4]d, %[4]d)", calls, lastDone, lastTotal, good+3)
 	}
 	if !strings.Contains(sum.String(), "1 undecodable") {
 		t.Errorf("summary text %q lacks the skip counts", sum.String())
@@ -73,7 +92,7 @@ func TestPrepareFolder(t *testing.T) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	if want := []string{"manifest.json", "test-00000.bin", "train-00000.bin", "val-00000.bin"}; !slices.Equal(names, want) {
+	if want := []string{"manifest.json", SkippedFile, "test-00000.bin", "train-00000.bin", "val-00000.bin"}; !slices.Equal(names, want) {
 		t.Errorf("output holds %v, want %v", names, want)
 	}
 }
@@ -227,7 +246,7 @@ func TestPrepareOutputInsideSource(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if sum.Train != 3 || len(sum.Skipped) != 0 {
+		if sum.Train != 3 || len(sum.Skipped) != 0 || len(sum.Skips) != 0 {
 			t.Fatalf("summary %+v", sum)
 		}
 	}

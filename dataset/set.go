@@ -35,9 +35,12 @@ var unit = func() (t [256]float32) {
 }()
 
 // Open opens split ("train", "val" or "test") of the dataset prepared in
-// dir. It checks the manifest and that every shard of the split exists with
-// the size the manifest gives; Verify also checks their contents. An empty
-// split opens as a Set of length 0.
+// dir. It checks the manifest, that every shard of the split exists with
+// the size the manifest gives, and its SHA-256: a shard is hashed unless
+// the verdict cache in dir (VerdictFile) vouches for it, that is, unless it
+// was verified before and its size and modification time have not changed
+// since; Verify always reads every byte. An empty split opens as a Set of
+// length 0.
 func Open(dir, split string) (*Set, error) {
 	if split != SplitTrain && split != SplitVal && split != SplitTest {
 		return nil, fmt.Errorf("open dataset %s: unknown split %q; use %s, %s or %s", dir, split, SplitTrain, SplitVal, SplitTest)
@@ -52,6 +55,7 @@ func Open(dir, split string) (*Set, error) {
 		size: m.ImageSize, recBytes: m.RecordBytes, perShard: m.RecordsPerShard,
 		n: info.Count, shards: info.Shards,
 	}
+	stats := make([]os.FileInfo, 0, len(info.Shards))
 	for _, sh := range info.Shards {
 		path := filepath.Join(dir, sh.File)
 		f, err := os.Open(path)
@@ -72,6 +76,11 @@ func Open(dir, split string) (*Set, error) {
 			s.Close()
 			return nil, fmt.Errorf("open dataset %s: shard %s is %d bytes but the manifest says %d (truncated or damaged); run prepare again", dir, sh.File, st.Size(), sh.Bytes)
 		}
+		stats = append(stats, st)
+	}
+	if err := s.verifyShards(stats); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open dataset %s: %w", dir, err)
 	}
 	s.bufs.New = func() any { b := make([]byte, s.recBytes); return &b }
 	return s, nil

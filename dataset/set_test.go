@@ -186,7 +186,7 @@ func TestOpenDetectsDamage(t *testing.T) {
 			b, _ := os.ReadFile(path)
 			b[len(b)/2] ^= 0xff
 			os.WriteFile(path, b, 0o644)
-		}, "", "sha256"},
+		}, "sha256", ""},
 		{"truncated shard", func(t *testing.T, dir string) {
 			os.Truncate(filepath.Join(dir, shard), 100)
 		}, shard, ""},

@@ -61,7 +61,8 @@ type sourceFile struct {
 	path   string
 	rel    string // path relative to the source, slash-separated
 	origin origin
-	rows   int64 // parquet files: number of rows
+	rows   int64  // parquet files: number of rows
+	skip   string // set for an image file known to be unusable (a format tinct does not read)
 }
 
 // source is a resolved, listed input.
@@ -69,8 +70,8 @@ type source struct {
 	root      string
 	format    string // FormatFolder, FormatCelebAHQ or FormatGray128
 	files     []sourceFile
-	total     int            // items (images or parquet rows)
-	ignored   map[string]int // reason -> files that are not inputs at all
+	total     int // items (images or parquet rows)
+	ignored   int // files that are not inputs of the format: neither counted nor listed as skipped
 	splitRule string
 	notes     []string
 }
@@ -84,6 +85,18 @@ func isImageName(name string) bool {
 	return false
 }
 
+// isOtherImageName reports whether a file name has the extension of an
+// image format tinct does not read. Such files are skipped and listed, as
+// their owner may expect them used; other files (a NOTICE.md beside the
+// photos) are simply not inputs.
+func isOtherImageName(name string) bool {
+	switch strings.ToLower(filepath.Ext(name)) {
+	case ".gif", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".heif", ".avif", ".jxl", ".jp2":
+		return true
+	}
+	return false
+}
+
 func isParquetName(name string) bool { return strings.EqualFold(filepath.Ext(name), ".parquet") }
 
 // listSource resolves opt.Source and opt.Format into a list of input files.
@@ -92,9 +105,9 @@ func listSource(opt PrepareOptions) (*source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read source: %w; pass a folder of JPEG/PNG images, a .parquet file or a folder of .parquet files", err)
 	}
-	src := &source{root: opt.Source, ignored: map[string]int{}}
+	src := &source{root: opt.Source}
 
-	var images, parquets []sourceFile
+	var images, otherImages, parquets []sourceFile
 	if !st.IsDir() {
 		if !isParquetName(opt.Source) {
 			return nil, fmt.Errorf("source %s is a file but not a .parquet file; pass a folder of images, a .parquet file or a folder of .parquet files", opt.Source)
@@ -136,8 +149,11 @@ func listSource(opt PrepareOptions) (*source, error) {
 				images = append(images, f)
 			case isParquetName(d.Name()):
 				parquets = append(parquets, f)
+			case isOtherImageName(d.Name()):
+				f.skip = SkipNotImage
+				otherImages = append(otherImages, f)
 			default:
-				src.ignored[SkipNotImage]++
+				src.ignored++
 			}
 			return nil
 		})
@@ -172,15 +188,18 @@ func listSource(opt PrepareOptions) (*source, error) {
 		if len(images) == 0 {
 			return nil, fmt.Errorf("source %s holds no JPEG/PNG images (.jpg, .jpeg, .png); point it at a folder of photographs", opt.Source)
 		}
-		src.ignored[SkipNotImage] += len(parquets)
-		src.files, src.total, src.splitRule = images, len(images), SplitShuffle
+		src.ignored += len(parquets)
+		// the other images go through as skipped items, in source order
+		files := append(images, otherImages...)
+		slices.SortFunc(files, byRel)
+		src.files, src.total, src.splitRule = files, len(files), SplitShuffle
 		return src, nil
 	}
 
 	if len(parquets) == 0 {
 		return nil, fmt.Errorf("source %s holds no .parquet files, but format %q reads parquet; use format %s for a folder of images", opt.Source, format, FormatFolder)
 	}
-	src.ignored[SkipNotImage] += len(images)
+	src.ignored += len(images) + len(otherImages)
 	var trains, vals, others int
 	for i := range parquets {
 		rows, err := inspectParquet(parquets[i].path, format)

@@ -204,16 +204,18 @@ func (s *State) Replica() Replica {
 // Load loads the named checkpoint from store, verifying its parts, and
 // decodes its EMA network. An empty name loads the newest valid checkpoint
 // (store.Latest); the warnings then say which damaged ones were skipped. A
-// missing checkpoint is an error matching checkpoint.ErrNotFound.
+// missing checkpoint, or none valid, is an error matching
+// checkpoint.ErrNotFound.
 func Load(ctx context.Context, store checkpoint.Store, name string) (*Inference, []error, error) {
 	var ck *checkpoint.Checkpoint
 	var warns []error
 	var err error
 	if name == "" {
 		ck, warns, err = store.Latest(ctx)
-		if errors.Is(err, checkpoint.ErrNotFound) {
-			return nil, warns, fmt.Errorf("no valid checkpoint in %s (train first with tinct train, or choose another --store): %w", store, err)
+		if errors.Is(err, checkpoint.ErrEmpty) {
+			return nil, warns, fmt.Errorf("no valid checkpoint in %s (train first with tinct train, or choose another --store): %w", store, checkpoint.ErrEmpty)
 		}
+		// otherwise a *checkpoint.NoValidError names the store and each problem
 	} else {
 		ck, err = store.Load(ctx, name)
 	}

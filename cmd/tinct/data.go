@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
+	"log/slog"
+	"path/filepath"
 	"sync"
 
 	"github.com/spf13/cobra"
@@ -38,7 +40,10 @@ CelebA-HQ 256×256 (image struct column, label), or the 128-gray derivative
 resized with a Lanczos filter, made gray by ITU-R BT.601 (as PIL's "L"), and
 split into train / val / test (CelebA-HQ: the source train split is the
 training set; the first --val and next --test of the source validation split
-are validation and test). Undecodable or tiny images are skipped and counted.`,
+are validation and test). Undecodable or tiny images, and images in formats
+other than JPEG and PNG, are skipped: the log names the first 10 with the
+reason, and skipped.txt in --out lists them all (path, a tab, the reason).
+Files that are not images (a NOTICE.md beside the photos) are ignored.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opt.Source = args[0]
@@ -47,7 +52,8 @@ are validation and test). Undecodable or tiny images are skipped and counted.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "prepared %s: train %d, val %d, test %d; skipped %v\n", opt.Out, sum.Train, sum.Val, sum.Test, sum.Skipped)
+			logSkips(slog.Default(), sum)
+			fmt.Fprintln(cmd.OutOrStdout(), prepareResult(sum))
 			return nil
 		},
 	}
@@ -102,4 +108,37 @@ exist (the stores never create buckets).`,
 	}
 	cmd.Flags().BoolVar(&create, "create-bucket", false, "create the bucket if it does not exist")
 	return cmd
+}
+
+// logSkipsShown is how many skipped items the log names; skipped.txt in
+// the prepared set lists them all.
+const logSkipsShown = 10
+
+// logSkips names the first skipped items of a prepare with their reasons,
+// and where the full list is.
+func logSkips(log *slog.Logger, sum dataset.Summary) {
+	if len(sum.Skips) == 0 {
+		return
+	}
+	for _, s := range sum.Skips[:min(len(sum.Skips), logSkipsShown)] {
+		log.Warn("skipped", "file", s.Path, "reason", s.Reason)
+	}
+	list := filepath.Join(sum.Out, dataset.SkippedFile)
+	if more := len(sum.Skips) - logSkipsShown; more > 0 {
+		log.Warn("more skipped", "more", more, "all_in", list)
+	} else {
+		log.Info("skipped files listed", "in", list)
+	}
+}
+
+// prepareResult is the line tinct data prepare prints.
+func prepareResult(sum dataset.Summary) string {
+	line := fmt.Sprintf("prepared %s: train %d, val %d, test %d", sum.Out, sum.Train, sum.Val, sum.Test)
+	if n := len(sum.Skips); n > 0 {
+		line += fmt.Sprintf("; skipped %d (listed in %s) %v", n, filepath.Join(sum.Out, dataset.SkippedFile), sum.Skipped)
+	}
+	if sum.Ignored > 0 {
+		line += fmt.Sprintf("; ignored %d (not images)", sum.Ignored)
+	}
+	return line
 }

@@ -43,7 +43,9 @@ Each run writes outputs/<timestamp>/ (output_dir): the resolved config.yaml,
 metrics.jsonl, TensorBoard event files, sample grids (rows: gray, generated,
 ground truth) and colorized.png at the end. Checkpoints go to the store every
 checkpoint_every epochs, at the end, and on SIGINT/SIGTERM (then tinct exits
-0); resume=true continues from the newest valid one, exactly where it was.
+0); resume=true continues from the newest valid one, exactly where it was
+(no valid checkpoint is an error), and resume=auto does so when the store
+holds one and starts afresh when it is empty.
 When dataset names a folder of images instead of a prepared set, it is
 prepared on first use (see tinct data prepare).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -196,22 +198,29 @@ func (r *runParts) options(st *trainstate.State, saved bool, tr coordinator.Tran
 }
 
 // initialState is the state to train from: the seed's, or with resume=true
-// the newest checkpoint's (saved: it is in the store already).
+// or auto the newest valid checkpoint's (saved: it is in the store
+// already). Only resume=auto over an empty store starts afresh: resume=true
+// over an empty store (a typo in store, most likely) and any resume over a
+// store of damaged checkpoints stop with an error, since training afresh
+// would then overwrite or prune those checkpoints.
 func initialState(ctx context.Context, cfg *config.Config, store checkpoint.Store) (st *trainstate.State, saved bool, err error) {
 	if st, err = trainstate.New(cfg); err != nil {
 		return nil, false, err
 	}
-	if !cfg.Resume {
+	if cfg.Resume == config.ResumeNo {
 		return st, false, nil
 	}
 	ok, err := coordinator.Resume(ctx, store, st, slog.Default())
-	if err != nil {
-		return nil, false, err
+	switch {
+	case err != nil:
+		return nil, false, fmt.Errorf("resume=%s: %w\n(move the damaged checkpoints away or repair them, or give another store; resume=false would train afresh over them)", cfg.Resume, err)
+	case ok:
+		return st, true, nil
+	case cfg.Resume == config.ResumeYes:
+		return nil, false, fmt.Errorf("resume=true: %s holds no checkpoint (store=%s); check the path, or use resume=auto to start afresh when the store is empty", store, cfg.Store)
 	}
-	if !ok {
-		slog.Info("resume=true but the store holds no checkpoint: starting afresh", "store", store.String())
-	}
-	return st, ok, nil
+	slog.Info("resume=auto: the store holds no checkpoint; starting afresh", "store", store.String())
+	return st, false, nil
 }
 
 // useCompute applies the config's gemm and threads unless the command line
@@ -265,7 +274,8 @@ func preparedData(ctx context.Context, cfg *config.Config) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	slog.Info("dataset prepared", "train", summary.Train, "val", summary.Val, "test", summary.Test, "skipped", summary.Skipped)
+	slog.Info("dataset prepared", "train", summary.Train, "val", summary.Val, "test", summary.Test, "skipped", summary.Skipped, "ignored", summary.Ignored)
+	logSkips(slog.Default(), summary)
 	return out, nil
 }
 

@@ -172,3 +172,88 @@ func TestTrainSignal(t *testing.T) {
 		t.Fatalf("checkpoints after SIGINT: %+v %v", list, err)
 	}
 }
+
+// TestTrainDamagedShard: tinct train on a prepared set with a byte flipped
+// in a shard stops with an error naming the file, before training.
+func TestTrainDamagedShard(t *testing.T) {
+	out := t.TempDir()
+	data := filepath.Join(out, "data")
+	if o, err := run(t, "data", "prepare", photos(t, 10), "--out", data, "--image-size", "16", "--val", "2", "--test", "2"); err != nil {
+		t.Fatalf("prepare: %v\n%s", err, o)
+	}
+	shard := filepath.Join(data, "train-00000.bin")
+	b, err := os.ReadFile(shard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0x01
+	if err := os.WriteFile(shard, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = run(t, "train", "dataset="+data, "image_size=16", "model.widths=[4,8]", "batch_size=4", "epochs=1", "sample_every=0",
+		"output_dir="+out, "store="+filepath.Join(out, "ckpt"))
+	if err == nil || !strings.Contains(err.Error(), shard) || !strings.Contains(err.Error(), "sha256") {
+		t.Fatalf("train on a damaged shard: %v, want an error naming %s", err, shard)
+	}
+	if s, _ := checkpoint.Open(filepath.Join(out, "ckpt")); s != nil {
+		if list, _ := s.List(t.Context()); len(list) != 0 {
+			t.Errorf("a damaged set trained: checkpoints %+v", list)
+		}
+	}
+}
+
+// TestTrainResumeModes: resume=true needs a valid checkpoint (an empty
+// store, say a typo in its path, is an error); resume=auto starts afresh
+// only from an empty store; a store of damaged checkpoints stops both with
+// an error naming each, and is left as it was.
+func TestTrainResumeModes(t *testing.T) {
+	out := t.TempDir()
+	data := filepath.Join(out, "data")
+	if o, err := run(t, "data", "prepare", photos(t, 10), "--out", data, "--image-size", "16", "--val", "2", "--test", "2"); err != nil {
+		t.Fatalf("prepare: %v\n%s", err, o)
+	}
+	store := filepath.Join(out, "ckpt")
+	train := func(args ...string) error {
+		t.Helper()
+		_, err := run(t, append([]string{"train", "dataset=" + data, "image_size=16", "model.widths=[4,8]", "batch_size=4", "sample_every=0",
+			"checkpoint_every=1", "keep_last=3", "output_dir=" + out, "store=" + store}, args...)...)
+		return err
+	}
+	if err := train("epochs=1", "resume=true"); err == nil || !strings.Contains(err.Error(), "resume=true") || !strings.Contains(err.Error(), store) {
+		t.Fatalf("resume=true from an empty store: %v, want an error naming the store", err)
+	}
+	if err := train("epochs=2", "resume=auto"); err != nil {
+		t.Fatalf("resume=auto from an empty store: %v", err)
+	}
+	s, _ := checkpoint.Open(store)
+	if list, _ := s.List(t.Context()); len(list) != 2 {
+		t.Fatalf("checkpoints after 2 epochs: %+v", list)
+	}
+	if err := train("epochs=3", "resume=auto"); err != nil {
+		t.Fatalf("resume=auto: %v", err)
+	}
+	list, _ := s.List(t.Context())
+	if len(list) != 3 || list[0].Epoch != 3 {
+		t.Fatalf("after resume=auto to epoch 3: %+v", list)
+	}
+	for _, in := range list {
+		part := filepath.Join(store, in.Name, "weights.safetensors")
+		b, _ := os.ReadFile(part)
+		b[len(b)/2] ^= 1
+		os.WriteFile(part, b, 0o644)
+	}
+	for _, mode := range []string{"true", "auto"} {
+		err := train("epochs=4", "resume="+mode)
+		if err == nil {
+			t.Fatalf("resume=%s over damaged checkpoints trained", mode)
+		}
+		for _, in := range list {
+			if !strings.Contains(err.Error(), in.Name) {
+				t.Errorf("resume=%s: %v\nwant it to name %s", mode, err, in.Name)
+			}
+		}
+	}
+	if after, _ := s.List(t.Context()); len(after) != len(list) {
+		t.Errorf("checkpoints after the refused resumes: %+v, want the %d damaged ones kept", after, len(list))
+	}
+}
