@@ -2,7 +2,7 @@
 PY := /usr/bin/python3
 APT_PACKAGES := libopenblas0 python3-torch python3-numpy chromium
 
-.PHONY: build test deps minio bench bench-quick run clean cluster-demo
+.PHONY: build test deps minio bench bench-quick run clean cluster-demo image image-minio deploy-test
 
 build:
 	go build -o bin/tinct ./cmd/tinct
@@ -52,3 +52,29 @@ cluster-demo: minio
 
 clean:
 	rm -rf bin
+
+# image builds the tinct container image (deploy/Dockerfile) from a
+# CGO_ENABLED=0 build. BASE is the base image; when it is the default and
+# not present (no registry here), deploy/base-image.sh makes it from
+# Debian's packages first (debootstrap, ~1 minute; needs root).
+IMAGE ?= tinct:latest
+BASE_LOCAL := tinct-base:bookworm
+BASE ?= $(BASE_LOCAL)
+image:
+	@if [ "$(BASE)" = "$(BASE_LOCAL)" ] && ! docker image inspect $(BASE_LOCAL) >/dev/null 2>&1; then deploy/base-image.sh $(BASE_LOCAL); fi
+	rm -rf bin/image && mkdir -p bin/image
+	CGO_ENABLED=0 go build -trimpath -o bin/image/tinct ./cmd/tinct
+	docker build -q -f deploy/Dockerfile --build-arg BASE=$(BASE) -t $(IMAGE) bin/image
+	@docker image inspect -f '$(IMAGE): {{.Size}} bytes' $(IMAGE)
+
+# image-minio puts the MinIO server the tests use (make minio) in an image
+# for the compose cluster.
+image-minio: minio
+	@if [ "$(BASE)" = "$(BASE_LOCAL)" ] && ! docker image inspect $(BASE_LOCAL) >/dev/null 2>&1; then deploy/base-image.sh $(BASE_LOCAL); fi
+	rm -rf bin/image-minio && mkdir -p bin/image-minio && cp $(MINIO) bin/image-minio/minio
+	docker build -q -f deploy/minio.Dockerfile --build-arg BASE=$(BASE) -t tinct-minio:latest bin/image-minio
+
+# deploy-test runs the compose cluster's fault test on this Docker engine
+# (deploy/test.sh: kill, partition, coordinator restart, scale-out, web app).
+deploy-test: image image-minio
+	deploy/test.sh

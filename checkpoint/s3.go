@@ -128,7 +128,14 @@ func NewS3Client(opt Options, need string) (client *minio.Client, endpoint, keyI
 	if !secure {
 		endpoint = "http://" + host
 	}
-	key, secret := os.Getenv("AWS_ACCESS_KEY_ID"), os.Getenv("AWS_SECRET_ACCESS_KEY")
+	key, err := envOrFile("AWS_ACCESS_KEY_ID")
+	if err != nil {
+		return nil, "", "", err
+	}
+	secret, err := envOrFile("AWS_SECRET_ACCESS_KEY")
+	if err != nil {
+		return nil, "", "", err
+	}
 	var missing []string
 	if key == "" {
 		missing = append(missing, "AWS_ACCESS_KEY_ID")
@@ -153,6 +160,20 @@ func NewS3Client(opt Options, need string) (client *minio.Client, endpoint, keyI
 		return nil, "", "", fmt.Errorf("endpoint %s: %w", endpoint, err)
 	}
 	return client, endpoint, key, nil
+}
+
+// envOrFile is the variable name's value, or — the container-secret
+// convention — the content of the file that name_FILE names (trailing
+// newlines trimmed), so credentials need not be in the environment.
+func envOrFile(name string) (string, error) {
+	if f := os.Getenv(name + "_FILE"); f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return "", fmt.Errorf("%s_FILE: %w", name, err)
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	}
+	return os.Getenv(name), nil
 }
 
 // parseEndpoint returns host[:port] and whether to use TLS.

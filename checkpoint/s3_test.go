@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -437,5 +438,32 @@ func TestS3Unreachable(t *testing.T) {
 	}
 	if _, _, err := s.Latest(ctx); err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("Latest = %v, want %q", err, want)
+	}
+}
+
+// TestCredentialsFromFiles: AWS_ACCESS_KEY_ID_FILE and
+// AWS_SECRET_ACCESS_KEY_FILE (container secrets) stand in for the
+// variables; a missing file is named.
+func TestCredentialsFromFiles(t *testing.T) {
+	dir := t.TempDir()
+	key, sec := dir+"/key", dir+"/secret"
+	for f, v := range map[string]string{key: "file-key\n", sec: "file-secret\n"} {
+		if err := os.WriteFile(f, []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("AWS_ACCESS_KEY_ID", "")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
+	t.Setenv("AWS_ACCESS_KEY_ID_FILE", key)
+	t.Setenv("AWS_SECRET_ACCESS_KEY_FILE", sec)
+	if got, err := envOrFile("AWS_ACCESS_KEY_ID"); err != nil || got != "file-key" {
+		t.Errorf("key from file: %q, %v", got, err)
+	}
+	if _, err := OpenWith("s3://bkt/p", Options{S3Endpoint: "127.0.0.1:1"}); err != nil && strings.Contains(err.Error(), "no S3 credentials") {
+		t.Errorf("credentials in files were not used: %v", err)
+	}
+	t.Setenv("AWS_SECRET_ACCESS_KEY_FILE", dir+"/missing")
+	if _, err := OpenWith("s3://bkt/p", Options{S3Endpoint: "127.0.0.1:1"}); err == nil || !strings.Contains(err.Error(), "AWS_SECRET_ACCESS_KEY_FILE") {
+		t.Errorf("missing secret file: %v", err)
 	}
 }

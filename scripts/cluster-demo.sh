@@ -122,7 +122,9 @@ start minio "$WORK" env MINIO_ROOT_USER=$AWS_ACCESS_KEY_ID MINIO_ROOT_PASSWORD=$
 	"$MINIO" server --quiet --address "127.0.0.1:$S3PORT" --console-address "127.0.0.1:$CONSOLE" "$WORK/minio-data"
 MINIO_PID=$LAST_PID
 for i in $(seq 300); do
-	curl -fsS -o /dev/null "http://127.0.0.1:$S3PORT/minio/health/live" 2>/dev/null && break
+	# live answers before the object layer is up, and says so in a header
+	curl -fsS -o /dev/null -D "$WORK/minio-health" "http://127.0.0.1:$S3PORT/minio/health/live" 2>/dev/null &&
+		! grep -qi '^x-minio-server-status: *offline' "$WORK/minio-health" && break
 	kill -0 "$MINIO_PID" 2>/dev/null || { cat "$WORK/minio.log" >&2; die "MinIO exited"; }
 	((i < 300)) || die "MinIO did not answer within 60s"
 	sleep 0.2

@@ -156,7 +156,8 @@ tinct worker join --coordinator HOST:PORT and the same secret. Workers open
 the dataset path of the configuration themselves: a shared filesystem is
 assumed, unless dataset is s3://bucket/prefix, which each worker fetches into
 its own output_dir/datasets/ (give workers the TINCT_S3_* and AWS_*
-variables). resume=true continues from the newest checkpoint; workers rejoin.
+variables). resume=true continues from the newest valid checkpoint (an error if there is
+none), resume=auto if there is one; waiting workers rejoin by themselves.
 
 ` + secretHelp,
 		RunE: func(cmd *cobra.Command, args []string) error {

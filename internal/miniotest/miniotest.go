@@ -179,7 +179,10 @@ func tryStart(bin, dir string) (*Server, error) {
 				continue
 			}
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			// live answers 200 before the object layer is up too, and
+			// says so in this header; requests until then fail with
+			// "Server not initialized yet"
+			if resp.StatusCode == http.StatusOK && resp.Header.Get("X-Minio-Server-Status") != "offline" {
 				return srv, nil
 			}
 		}
