@@ -12,7 +12,10 @@ set -euo pipefail
 TAG=${1:?usage: base-image.sh NAME:TAG}
 PACKAGES=${BASE_PACKAGES:-libdnnl2 ca-certificates}
 
-command -v debootstrap >/dev/null || { echo "base-image: needs debootstrap (apt-get install debootstrap)" >&2; exit 1; }
+if ! command -v debootstrap >/dev/null; then
+	[[ $(id -u) == 0 ]] || { echo "base-image: needs debootstrap (apt-get install debootstrap) and root" >&2; exit 1; }
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+fi
 # the mirror this machine's apt uses (deb822 or one-line sources)
 MIRROR=$( (grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}'; grep -hs '^deb ' /etc/apt/sources.list | awk '{print $2}') | grep -v security | head -n 1 || true)
 
