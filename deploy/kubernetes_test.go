@@ -1,0 +1,409 @@
+package deploy
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/tinct/tinct/config"
+)
+
+// No cluster runs here: these tests decode every manifest strictly into
+// the Kubernetes API types (an unknown or misspelt field fails) and check
+// that what the manifests say agrees with the binary: flags that exist,
+// configuration keys that parse, ports, probes, secrets and mounts.
+
+var (
+	buildOnce sync.Once
+	tinctBin  string
+	buildErr  error
+	helpCache sync.Map // "coordinator start" → flag names
+)
+
+// tinct builds the binary once for the flag checks.
+func tinct(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "tinct-deploy-test-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		tinctBin = filepath.Join(dir, "tinct")
+		out, err := exec.Command("go", "build", "-o", tinctBin, "../cmd/tinct").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return tinctBin
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if tinctBin != "" {
+		os.RemoveAll(filepath.Dir(tinctBin))
+	}
+	os.Exit(code)
+}
+
+// flags lists the long flags `tinct CMD SUB --help` prints.
+func flags(t *testing.T, cmd, sub string) map[string]bool {
+	t.Helper()
+	key := cmd + " " + sub
+	if v, ok := helpCache.Load(key); ok {
+		return v.(map[string]bool)
+	}
+	out, err := exec.Command(tinct(t), cmd, sub, "--help").CombinedOutput()
+	if err != nil {
+		t.Fatalf("tinct %s --help: %v\n%s", key, err, out)
+	}
+	fs := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^\s+(?:-\w, )?--([a-z0-9-]+)`).FindAllStringSubmatch(string(out), -1) {
+		fs[m[1]] = true
+	}
+	if len(fs) == 0 {
+		t.Fatalf("tinct %s --help lists no flags:\n%s", key, out)
+	}
+	helpCache.Store(key, fs)
+	return fs
+}
+
+// strict decodes YAML into v, refusing unknown fields.
+func strict(doc []byte, v any) error {
+	j, err := yaml.YAMLToJSON(doc)
+	if err != nil {
+		return err
+	}
+	d := json.NewDecoder(bytes.NewReader(j))
+	d.DisallowUnknownFields()
+	return d.Decode(v)
+}
+
+// kustomization is the part of kustomize's schema these manifests use.
+type kustomization struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Labels     []struct {
+		Pairs map[string]string `json:"pairs"`
+	} `json:"labels"`
+	Resources []string `json:"resources"`
+	Images    []struct {
+		Name    string `json:"name"`
+		NewName string `json:"newName"`
+		NewTag  string `json:"newTag"`
+	} `json:"images"`
+	Patches []struct {
+		Path string `json:"path"`
+	} `json:"patches"`
+}
+
+// manifests are the decoded objects of a kustomization and its resources,
+// patches included.
+type manifests struct {
+	deployments  []*appsv1.Deployment
+	statefulSets []*appsv1.StatefulSet
+	services     []*corev1.Service
+	configMaps   []*corev1.ConfigMap
+}
+
+func load(t *testing.T, dir string, m *manifests) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k kustomization
+	if err := strict(b, &k); err != nil {
+		t.Fatalf("%s/kustomization.yaml: %v", dir, err)
+	}
+	if k.Kind != "Kustomization" || k.APIVersion != "kustomize.config.k8s.io/v1beta1" {
+		t.Errorf("%s/kustomization.yaml: kind %q, apiVersion %q", dir, k.Kind, k.APIVersion)
+	}
+	files := k.Resources
+	for _, p := range k.Patches {
+		files = append(files, p.Path)
+	}
+	for _, r := range files {
+		p := filepath.Join(dir, r)
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatalf("%s names %s: %v", dir, r, err)
+		}
+		if st.IsDir() {
+			load(t, p, m)
+			continue
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, doc := range regexp.MustCompile(`(?m)^---\s*$`).Split(string(b), -1) {
+			if strings.TrimSpace(doc) == "" {
+				continue
+			}
+			var meta struct {
+				Kind string `json:"kind"`
+			}
+			if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
+				t.Fatalf("%s doc %d: %v", p, i, err)
+			}
+			var obj any
+			switch meta.Kind {
+			case "Deployment":
+				d := &appsv1.Deployment{}
+				m.deployments, obj = append(m.deployments, d), d
+			case "StatefulSet":
+				s := &appsv1.StatefulSet{}
+				m.statefulSets, obj = append(m.statefulSets, s), s
+			case "Service":
+				s := &corev1.Service{}
+				m.services, obj = append(m.services, s), s
+			case "ConfigMap":
+				c := &corev1.ConfigMap{}
+				m.configMaps, obj = append(m.configMaps, c), c
+			default:
+				t.Fatalf("%s doc %d: kind %q is not one this test knows", p, i, meta.Kind)
+			}
+			if err := strict([]byte(doc), obj); err != nil {
+				t.Errorf("%s doc %d (%s): %v", p, i, meta.Kind, err)
+			}
+		}
+	}
+}
+
+func TestKubernetesBase(t *testing.T) {
+	var m manifests
+	load(t, "kubernetes/base", &m)
+	if len(m.deployments) != 1 || len(m.statefulSets) != 1 || len(m.services) != 2 {
+		t.Fatalf("base: %d deployments, %d statefulsets, %d services", len(m.deployments), len(m.statefulSets), len(m.services))
+	}
+	co, workers := m.deployments[0], m.statefulSets[0]
+	if *co.Spec.Replicas != 1 || co.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
+		t.Error("the coordinator must be one replica, replaced (not rolled) on update")
+	}
+	checkPod(t, "coordinator", co.Spec.Template.Spec, m.configMaps)
+	checkPod(t, "workers", workers.Spec.Template.Spec, m.configMaps)
+	for _, s := range m.services {
+		var pod *corev1.PodTemplateSpec
+		for _, p := range []*corev1.PodTemplateSpec{&co.Spec.Template, &workers.Spec.Template} {
+			if selects(s.Spec.Selector, p.Labels) {
+				pod = p
+			}
+		}
+		if pod == nil {
+			t.Errorf("service %s selects no pod", s.Name)
+			continue
+		}
+		for _, p := range s.Spec.Ports {
+			if _, ok := containerPort(pod.Spec.Containers[0], p.TargetPort.String()); !ok {
+				t.Errorf("service %s: target port %s is not a port of its pods", s.Name, p.TargetPort.String())
+			}
+		}
+	}
+	if workers.Spec.ServiceName == "" || !slices.ContainsFunc(m.services, func(s *corev1.Service) bool {
+		return s.Name == workers.Spec.ServiceName && s.Spec.ClusterIP == corev1.ClusterIPNone
+	}) {
+		t.Errorf("workers: serviceName %q is not a headless service", workers.Spec.ServiceName)
+	}
+	// the workers dial the coordinator's service on its gRPC port
+	coAddr := flagValue(workers.Spec.Template.Spec.Containers[0].Args, "coordinator")
+	host, port, _ := net.SplitHostPort(coAddr)
+	if !slices.ContainsFunc(m.services, func(s *corev1.Service) bool {
+		return s.Name == host && slices.ContainsFunc(s.Spec.Ports, func(p corev1.ServicePort) bool { return strconv.Itoa(int(p.Port)) == port })
+	}) {
+		t.Errorf("workers dial %s, which is no service port", coAddr)
+	}
+}
+
+func TestKubernetesGPUOverlay(t *testing.T) {
+	var m manifests
+	load(t, "kubernetes/overlays/gpu", &m)
+	if len(m.statefulSets) != 2 {
+		t.Fatalf("want the base's StatefulSet and the overlay's patch, got %d", len(m.statefulSets))
+	}
+	patch := m.statefulSets[1].Spec.Template.Spec
+	c := patch.Containers[0]
+	if flagValue(c.Args, "gpu") != "0" {
+		t.Errorf("GPU workers without --gpu: %v", c.Args)
+	}
+	if q := c.Resources.Limits["nvidia.com/gpu"]; q.Value() != 1 {
+		t.Errorf("GPU workers must request one nvidia.com/gpu, limits %v", c.Resources.Limits)
+	}
+	if !slices.Equal(c.Args[:2], []string{"worker", "join"}) {
+		t.Fatalf("args %v", c.Args)
+	}
+	fs := flags(t, "worker", "join")
+	for _, a := range c.Args[2:] {
+		if name, _, _ := strings.Cut(strings.TrimPrefix(a, "--"), "="); !fs[name] {
+			t.Errorf("GPU workers: tinct worker join has no flag --%s", name)
+		}
+	}
+}
+
+func selects(sel, labels map[string]string) bool {
+	for k, v := range sel {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return len(sel) > 0
+}
+
+// flagValue is the value of --name=VALUE in args ("" if absent).
+func flagValue(args []string, name string) string {
+	for _, a := range args {
+		if v, ok := strings.CutPrefix(a, "--"+name+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+func containerPort(c corev1.Container, nameOrNumber string) (corev1.ContainerPort, bool) {
+	for _, p := range c.Ports {
+		if p.Name == nameOrNumber || strconv.Itoa(int(p.ContainerPort)) == nameOrNumber {
+			return p, true
+		}
+	}
+	return corev1.ContainerPort{}, false
+}
+
+// checkPod checks one pod template against the binary.
+func checkPod(t *testing.T, what string, spec corev1.PodSpec, cms []*corev1.ConfigMap) {
+	t.Helper()
+	if len(spec.Containers) != 1 {
+		t.Fatalf("%s: %d containers", what, len(spec.Containers))
+	}
+	c := spec.Containers[0]
+	if len(c.Args) < 2 {
+		t.Fatalf("%s: args %v", what, c.Args)
+	}
+	fs := flags(t, c.Args[0], c.Args[1])
+	var keys []string
+	for _, a := range c.Args[2:] {
+		if strings.HasPrefix(a, "-") {
+			name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+			if !fs[name] {
+				t.Errorf("%s: tinct %s %s has no flag --%s", what, c.Args[0], c.Args[1], name)
+			}
+			continue
+		}
+		keys = append(keys, a)
+	}
+	if _, err := config.Parse(nil, keys); err != nil {
+		t.Errorf("%s: configuration keys: %v", what, err)
+	}
+	// $(VAR) in args must be defined in env
+	env := map[string]bool{}
+	for _, e := range c.Env {
+		env[e.Name] = true
+	}
+	for _, a := range c.Args {
+		for _, m := range regexp.MustCompile(`\$\(([A-Z_]+)\)`).FindAllStringSubmatch(a, -1) {
+			if !env[m[1]] {
+				t.Errorf("%s: %s uses $(%s), which env does not define", what, a, m[1])
+			}
+		}
+	}
+	// every address the process binds is a container port (gossip: TCP and UDP)
+	binds := map[string]string{"listen": "TCP", "ring-listen": "TCP", "gossip": "TCP", "health": "TCP"}
+	for flag, proto := range binds {
+		v := flagValue(c.Args, flag)
+		if v == "" {
+			continue
+		}
+		_, port, err := net.SplitHostPort(v)
+		if err != nil {
+			t.Errorf("%s: --%s=%s: %v", what, flag, v, err)
+			continue
+		}
+		protos := []string{proto}
+		if flag == "gossip" {
+			protos = append(protos, "UDP")
+		}
+		for _, pr := range protos {
+			if !slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool {
+				return strconv.Itoa(int(p.ContainerPort)) == port && (string(p.Protocol) == pr || (p.Protocol == "" && pr == "TCP"))
+			}) {
+				t.Errorf("%s: --%s binds port %s/%s, which is not a container port", what, flag, port, pr)
+			}
+		}
+	}
+	for _, a := range c.Args {
+		if v, ok := strings.CutPrefix(a, "metrics_addr="); ok {
+			_, port, _ := net.SplitHostPort(v)
+			if _, ok := containerPort(c, port); !ok {
+				t.Errorf("%s: metrics_addr port %s is not a container port", what, port)
+			}
+		}
+	}
+	// the probes ask the health server
+	_, healthPort, _ := net.SplitHostPort(flagValue(c.Args, "health"))
+	for name, pr := range map[string]*corev1.Probe{"readiness": c.ReadinessProbe, "liveness": c.LivenessProbe} {
+		want := map[string]string{"readiness": "/readyz", "liveness": "/healthz"}[name]
+		if pr == nil || pr.HTTPGet == nil {
+			t.Errorf("%s: no %s probe", what, name)
+			continue
+		}
+		p, ok := containerPort(c, pr.HTTPGet.Port.String())
+		if !ok || strconv.Itoa(int(p.ContainerPort)) != healthPort || pr.HTTPGet.Path != want {
+			t.Errorf("%s: %s probe asks %s on port %s; the health server (--health) is on %s and answers %s", what, name, pr.HTTPGet.Path, pr.HTTPGet.Port.String(), healthPort, want)
+		}
+	}
+	// files the flags and variables name come from the right secrets
+	mounts := map[string]string{} // mount path → secret name
+	for _, vm := range c.VolumeMounts {
+		for _, v := range spec.Volumes {
+			if v.Name == vm.Name && v.Secret != nil {
+				mounts[vm.MountPath] = v.Secret.SecretName
+			}
+		}
+	}
+	wantSecret := func(path, secret, why string) {
+		if got := mounts[path]; got != secret {
+			t.Errorf("%s: %s wants secret %s mounted at %s, got %q", what, why, secret, path, got)
+		}
+	}
+	wantSecret(flagValue(c.Args, "tls-dir"), "tinct-tls", "--tls-dir")
+	wantSecret(filepath.Dir(flagValue(c.Args, "secret-file")), "tinct-cluster", "--secret-file")
+	for _, e := range c.Env {
+		if strings.HasSuffix(e.Name, "_FILE") && strings.HasPrefix(e.Name, "AWS_") {
+			wantSecret(filepath.Dir(e.Value), "tinct-s3", e.Name)
+		}
+	}
+	for _, ef := range c.EnvFrom {
+		if ef.ConfigMapRef != nil && !slices.ContainsFunc(cms, func(cm *corev1.ConfigMap) bool { return cm.Name == ef.ConfigMapRef.Name }) {
+			t.Errorf("%s: envFrom names config map %s, which is not in the manifests", what, ef.ConfigMapRef.Name)
+		}
+	}
+	// tinct writes only /data and /tmp: a read-only root, as non-root
+	sc := c.SecurityContext
+	if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+		t.Errorf("%s: the root filesystem should be read-only", what)
+	}
+	if spec.SecurityContext == nil || spec.SecurityContext.RunAsNonRoot == nil || !*spec.SecurityContext.RunAsNonRoot {
+		t.Errorf("%s: should run as non-root", what)
+	}
+	for _, p := range []string{"/data", "/tmp"} {
+		if !slices.ContainsFunc(c.VolumeMounts, func(vm corev1.VolumeMount) bool { return vm.MountPath == p }) {
+			t.Errorf("%s: no writable volume at %s", what, p)
+		}
+	}
+}
