@@ -75,7 +75,8 @@ type Options struct {
 
 // Coordinator is the committed state and the loop around the core.
 type Coordinator struct {
-	opt    Options
+	opt       Options
+	epochLoss float64 // the last finished epoch's mean loss
 	st     *trainstate.State
 	core   *control.Core
 	log    *slog.Logger
@@ -135,6 +136,10 @@ func (c *Coordinator) Epoch() int  { return c.core.Position().Epoch }
 // StepsPerEpoch is the number of batches in an epoch (the last partial
 // batch is dropped unless the set is smaller than one batch).
 func (c *Coordinator) StepsPerEpoch() int { return c.core.StepsPerEpoch() }
+
+// EpochLoss is the mean loss of the last epoch finished in this run (0
+// before one has).
+func (c *Coordinator) EpochLoss() float64 { return c.epochLoss }
 
 // Workers names the current ring's members by rank.
 func (c *Coordinator) Workers() []string { return c.core.Ring() }
@@ -277,6 +282,7 @@ func (c *Coordinator) commit(a *control.Commit) {
 func (c *Coordinator) endEpoch(ctx context.Context, a control.EpochDone) {
 	cfg := c.st.Config
 	c.log.Info("epoch done", "epoch", a.Epoch, "of", cfg.Epochs, "mean_loss", fmt.Sprintf("%.5f", a.MeanLoss), "step", a.Step)
+	c.epochLoss = a.MeanLoss
 	c.scalar("loss/epoch", int64(a.Epoch), a.MeanLoss)
 	c.flushMetrics()
 	if cfg.SampleEvery > 0 && (a.Epoch%cfg.SampleEvery == 0 || a.Epoch == cfg.Epochs) && c.opt.Val != nil && c.opt.Track != nil && ctx.Err() == nil {

@@ -477,7 +477,7 @@ func (p *preparer) distribute() error {
 		return fmt.Errorf("no usable image in %s (%s); it needs JPEG/PNG photographs of at least %d×%d pixels", opt.Source, skipText(p.skipped), MinImageSide, MinImageSide)
 	}
 	if opt.Val+opt.Test >= n {
-		return fmt.Errorf("%s has %d usable images, but val+test = %d+%d leave none for training; lower val and test", opt.Source, n, opt.Val, opt.Test)
+		return &TooFewError{Source: opt.Source, Usable: n, Val: opt.Val, Test: opt.Test}
 	}
 	rb := recordBytes(opt.ImageSize)
 	rec := make([]byte, rb)
@@ -650,4 +650,15 @@ func runPipeline(ctx context.Context, workers int,
 		return produceErr
 	}
 	return ctx.Err()
+}
+
+// TooFewError: the validation and test splits would take every usable
+// image.
+type TooFewError struct {
+	Source            string
+	Usable, Val, Test int
+}
+
+func (e *TooFewError) Error() string {
+	return fmt.Sprintf("%s has %d usable images, but val+test = %d+%d leave none for training; lower val and test", e.Source, e.Usable, e.Val, e.Test)
 }

@@ -60,7 +60,7 @@ func newProgress(out io.Writer, total int, label string, terminal bool, now func
 	if terminal {
 		interval = terminalInterval
 	}
-	return &Progress{
+	p := &Progress{
 		out:      out,
 		total:    total,
 		label:    label,
@@ -69,6 +69,48 @@ func newProgress(out io.Writer, total int, label string, terminal bool, now func
 		now:      now,
 		start:    now(),
 	}
+	if terminal {
+		bars.mu.Lock()
+		bars.p = p
+		bars.mu.Unlock()
+	}
+	return p
+}
+
+// bars is the progress bar drawn on the terminal now, if any: LogWriter
+// writes log lines above it instead of onto it.
+var bars struct {
+	mu sync.Mutex
+	p  *Progress
+}
+
+// LogWriter wraps the writer of log lines (the terminal the bar is drawn
+// on): each line is written on a line of its own — the bar is erased
+// first and drawn again below the line — so log lines and the bar never
+// run into each other.
+func LogWriter(w io.Writer) io.Writer { return &logWriter{w: w} }
+
+type logWriter struct{ w io.Writer }
+
+func (l *logWriter) Write(b []byte) (int, error) {
+	bars.mu.Lock()
+	defer bars.mu.Unlock()
+	p := bars.p
+	if p == nil {
+		return l.w.Write(b)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	drawn := p.width > 0 && !p.finished
+	if drawn {
+		io.WriteString(p.out, "\r\x1b[K") // erase the bar
+		p.width = 0
+	}
+	n, err := l.w.Write(b)
+	if drawn {
+		p.print(p.line(p.now(), false), false)
+	}
+	return n, err
 }
 
 func isTerminal(w io.Writer) bool {
@@ -99,12 +141,19 @@ func (p *Progress) Update(done int, fields ...any) {
 // newline. Later calls to Update and Done do nothing.
 func (p *Progress) Done() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.finished {
+		p.mu.Unlock()
 		return
 	}
 	p.finished = true
 	p.print(p.line(p.now(), true), true)
+	p.mu.Unlock()
+	// after p.mu: LogWriter takes bars.mu before p.mu
+	bars.mu.Lock()
+	if bars.p == p {
+		bars.p = nil
+	}
+	bars.mu.Unlock()
 }
 
 // print writes line: on a terminal over the previous one, else on its own.

@@ -2,6 +2,7 @@ package track
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -118,5 +119,44 @@ func TestNewProgressNotTerminal(t *testing.T) {
 	}
 	if p := NewProgress(&bytes.Buffer{}, 10, "x"); p.terminal {
 		t.Errorf("buffer treated as a terminal")
+	}
+}
+
+// TestLogWriterAboveBar: a log line written while a bar is drawn on the
+// terminal erases the bar, stands on its own line, and the bar is drawn
+// again below it.
+func TestLogWriterAboveBar(t *testing.T) {
+	var term bytes.Buffer
+	clock := time.Unix(0, 0)
+	p := newProgress(&term, 10, "train", true, func() time.Time { return clock })
+	bars.mu.Lock()
+	bars.p = p
+	bars.mu.Unlock()
+	p.Update(3)
+	log := LogWriter(&term)
+	fmt.Fprintln(log, `level=INFO msg="epoch done"`)
+	p.Done()
+	out := term.String()
+	lines := strings.Split(out, "\n")
+	var logLine string
+	for _, l := range lines {
+		if strings.Contains(l, "epoch done") {
+			logLine = l
+		}
+	}
+	// what a terminal shows of that line: the text after the last \r,
+	// after an erase-line
+	shown := logLine[strings.LastIndex(logLine, "\r")+1:]
+	if !strings.HasPrefix(shown, "\x1b[K") || strings.Contains(strings.TrimPrefix(shown, "\x1b[K"), "train [") {
+		t.Errorf("the log line shares a line with the bar: %q", logLine)
+	}
+	if !strings.Contains(out[strings.Index(out, "epoch done"):], "train [") {
+		t.Errorf("the bar was not drawn again after the log line: %q", out)
+	}
+	// after Done, log lines are written as they are
+	term.Reset()
+	fmt.Fprintln(log, "after")
+	if term.String() != "after\n" {
+		t.Errorf("after Done: %q", term.String())
 	}
 }

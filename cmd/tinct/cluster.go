@@ -239,10 +239,7 @@ func trainCluster(ctx context.Context, cmd *cobra.Command, cfg *config.Config, o
 		}
 		cfg.Dataset = dataDir
 	}
-	st, saved, err := initialState(ctx, cfg, r.store)
-	if err != nil {
-		return err
-	}
+	st := r.st
 	opt.Log = slog.Default()
 	cl, err := coordinator.StartCluster(cfg, opt)
 	if err != nil {
@@ -252,7 +249,7 @@ func trainCluster(ctx context.Context, cmd *cobra.Command, cfg *config.Config, o
 	// the coordinator closes the cluster when it finishes; this covers a
 	// failure before that
 	defer cl.Close(cluster.Outcome_FAILED, "coordinator failed to start")
-	copt := r.options(st, saved, cl)
+	copt := r.options(cl)
 	copt.MinWorkers, copt.Wait, copt.StepTimeout, copt.SetupTimeout = run.minWorkers, run.wait, run.stepTimeout, run.setupTimeout
 	copt.Backoff, copt.MaxFailures = run.backoff, run.maxFailures
 	co, err := coordinator.New(copt)
@@ -265,7 +262,11 @@ func trainCluster(ctx context.Context, cmd *cobra.Command, cfg *config.Config, o
 		return err
 	}
 	slog.Info("training finished", "step", co.Step())
-	return colorizeExample(ctx, st.EMA, cfg, dataDir, runDir)
+	if err := colorizeExample(ctx, st.EMA, cfg, dataDir, runDir); err != nil {
+		return err
+	}
+	r.summary(cmd.ErrOrStderr(), co)
+	return nil
 }
 
 func newWorkerCmd() *cobra.Command {

@@ -28,6 +28,7 @@ type globalFlags struct {
 	threads    int
 	verbose    bool
 	cpuprofile string
+	logFormat  string
 }
 
 func newRoot() *cobra.Command {
@@ -51,7 +52,9 @@ Start with: tinct train --config configs/sample.yaml`,
 			if g.verbose {
 				level = slog.LevelDebug
 			}
-			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+			if err := setupLogging(g.logFormat, level); err != nil {
+				return err
+			}
 			if g.threads > 0 {
 				nn.SetWorkers(g.threads)
 			}
@@ -68,8 +71,10 @@ Start with: tinct train --config configs/sample.yaml`,
 					return err
 				}
 			}
-			if cmd.Name() != "version" {
+			if computes(cmd) {
 				slog.Info("gemm backend", "backend", b.Name(), "workers", nn.Workers())
+			} else {
+				slog.Debug("gemm backend", "backend", b.Name(), "workers", nn.Workers())
 			}
 			return nil
 		},
@@ -83,7 +88,18 @@ Start with: tinct train --config configs/sample.yaml`,
 	root.PersistentPostRun = func(*cobra.Command, []string) { pprof.StopCPUProfile() }
 	root.PersistentFlags().StringVar(&g.cpuprofile, "cpuprofile", "", "write a CPU profile to this file")
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "debug logging")
+	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "auto", "log lines: auto (short lines on a terminal, key=value otherwise), text (key=value) or json")
 	root.AddCommand(newVersionCmd(), newModelCmd(), newBenchCmd(), newTrainCmd(), newDataCmd(), newColorizeCmd(), newEvalCmd(), newServeCmd(),
-		newCoordinatorCmd(), newWorkerCmd(), newClusterCmd())
+		newCoordinatorCmd(), newWorkerCmd(), newClusterCmd(), newConfigCmd())
 	return root
+}
+
+// computes reports whether cmd runs the network (and so says which GEMM
+// backend it runs on).
+func computes(cmd *cobra.Command) bool {
+	switch cmd.Name() {
+	case "train", "start", "join", "colorize", "eval", "serve", "forward":
+		return true
+	}
+	return cmd.Parent() != nil && cmd.Parent().Name() == "bench"
 }

@@ -150,3 +150,17 @@ func TestBenchPrintsMetric(t *testing.T) {
 		t.Fatalf("size 20: %v", err)
 	}
 }
+
+func TestConfigShow(t *testing.T) {
+	out, err := run(t, "config", "show")
+	if err != nil || !strings.Contains(out, "batch_size: 32") || !strings.Contains(out, "# ") {
+		t.Errorf("config show: %v\n%s", err, out)
+	}
+	out, err = run(t, "config", "show", "--config", "../../configs/sample.yaml", "epochs=7", "ema.decay=0.99")
+	if err != nil || !strings.Contains(out, "epochs: 7") || !strings.Contains(out, "decay: 0.99") {
+		t.Errorf("config show with overrides: %v\n%s", err, out)
+	}
+	if _, err := run(t, "config", "show", "epoch=7"); err == nil || !strings.Contains(err.Error(), "epochs") {
+		t.Errorf("an unknown key: %v", err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -47,7 +48,12 @@ checkpoint_every epochs, at the end, and on SIGINT/SIGTERM (then tinct exits
 (no valid checkpoint is an error), and resume=auto does so when the store
 holds one and starts afresh when it is empty.
 When dataset names a folder of images instead of a prepared set, it is
-prepared on first use (see tinct data prepare).`,
+prepared on first use (see tinct data prepare).
+
+The main keys: dataset, image_size, batch_size, epochs, lr, store, resume,
+checkpoint_every, sample_every, output_dir, model.widths, ema.decay,
+val_images, test_images, seed. Every key with its default and meaning:
+tinct config show; what a run would use: tinct config show [key=value ...].`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := config.Load(file, args)
 			if err != nil {
@@ -66,15 +72,12 @@ func train(ctx context.Context, cmd *cobra.Command, cfg *config.Config) error {
 		return err
 	}
 	defer r.close()
-	st, saved, err := initialState(ctx, cfg, r.store)
-	if err != nil {
-		return err
-	}
+	st := r.st
 	w, err := worker.New("local", cfg.ModelConfig(), r.train)
 	if err != nil {
 		return err
 	}
-	co, err := coordinator.New(r.options(st, saved, coordinator.NewLocal(&worker.Member{W: w, Log: slog.Default()})))
+	co, err := coordinator.New(r.options(coordinator.NewLocal(&worker.Member{W: w, Log: slog.Default()})))
 	if err != nil {
 		return err
 	}
@@ -82,7 +85,25 @@ func train(ctx context.Context, cmd *cobra.Command, cfg *config.Config) error {
 	if done, err := runUntilDone(ctx, co); !done || err != nil {
 		return err
 	}
-	return colorizeExample(ctx, st.EMA, cfg, r.dataDir, r.dir)
+	if err := colorizeExample(ctx, st.EMA, cfg, r.dataDir, r.dir); err != nil {
+		return err
+	}
+	r.summary(cmd.ErrOrStderr(), co)
+	return nil
+}
+
+// summary ends a finished run with what it made and what to do next.
+func (r *runParts) summary(w io.Writer, co *coordinator.Coordinator) {
+	store := r.st.Config.Store
+	fmt.Fprintf(w, `
+training finished: %d epochs, %d steps, last epoch's mean loss %.4f
+  run folder   %s (config.yaml, metrics.jsonl, TensorBoard events, images/, colorized.png)
+  checkpoints  %s
+next:
+  tinct colorize PHOTO.jpg --checkpoint %s
+  tinct serve --store %s    (the web app, http://127.0.0.1:7860)
+  more epochs: the same tinct train command with resume=true and a larger epochs=
+`, co.Epoch(), co.Step(), co.EpochLoss(), r.dir, store, store, store)
 }
 
 // runUntilDone trains until the last epoch, or until SIGINT/SIGTERM, when
@@ -121,9 +142,12 @@ func newRunDir(base string) (string, error) {
 
 // runParts is what tinct train and tinct coordinator start set up around the
 // coordinator: the run directory with the resolved config, the prepared
-// data, the checkpoint store, the metrics writer and the Prometheus server.
+// data, the checkpoint store, the state to start from, the metrics writer
+// and the Prometheus server.
 type runParts struct {
 	dir, dataDir string
+	st           *trainstate.State
+	saved        bool // st is the store's newest checkpoint
 	train        *dataset.Set
 	val          dataset.Examples
 	store        checkpoint.Store
@@ -142,13 +166,15 @@ func startRun(ctx context.Context, cmd *cobra.Command, cfg *config.Config) (_ *r
 			r.close()
 		}
 	}()
-	if r.dir, err = newRunDir(cfg.OutputDir); err != nil {
+	// everything that can be refused is checked before the run directory
+	// is made, so a refused run leaves nothing behind; the store first,
+	// as it answers at once
+	if r.store, err = checkpoint.Open(cfg.Store); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(r.dir, "config.yaml"), cfg.YAML(), 0o644); err != nil {
+	if r.st, r.saved, err = initialState(ctx, cfg, r.store); err != nil {
 		return nil, err
 	}
-	slog.Info("run", "dir", r.dir)
 	if r.dataDir, err = preparedData(ctx, cfg); err != nil {
 		return nil, err
 	}
@@ -162,9 +188,13 @@ func startRun(ctx context.Context, cmd *cobra.Command, cfg *config.Config) (_ *r
 	} else {
 		slog.Warn("no validation images: sample grids are skipped", "dataset", r.dataDir)
 	}
-	if r.store, err = checkpoint.Open(cfg.Store); err != nil {
+	if r.dir, err = newRunDir(cfg.OutputDir); err != nil {
 		return nil, err
 	}
+	if err := os.WriteFile(filepath.Join(r.dir, "config.yaml"), cfg.YAML(), 0o644); err != nil {
+		return nil, err
+	}
+	slog.Info("run", "dir", r.dir)
 	if r.track, err = track.Open(r.dir); err != nil {
 		return nil, err
 	}
@@ -193,8 +223,8 @@ func (r *runParts) close() {
 }
 
 // options are the coordinator's parts for this run.
-func (r *runParts) options(st *trainstate.State, saved bool, tr coordinator.Transport) coordinator.Options {
-	return coordinator.Options{State: st, Saved: saved, Train: r.train, Val: r.val, Transport: tr, Store: r.store, Track: r.track, Progress: os.Stderr, Metrics: r.metrics}
+func (r *runParts) options(tr coordinator.Transport) coordinator.Options {
+	return coordinator.Options{State: r.st, Saved: r.saved, Train: r.train, Val: r.val, Transport: tr, Store: r.store, Track: r.track, Progress: os.Stderr, Metrics: r.metrics}
 }
 
 // initialState is the state to train from: the seed's, or with resume=true
@@ -270,8 +300,20 @@ func preparedData(ctx context.Context, cfg *config.Config) (string, error) {
 		return out, nil
 	}
 	slog.Info("preparing dataset", "source", cfg.Dataset, "out", out, "image_size", cfg.ImageSize)
+	_, statErr := os.Stat(out)
 	summary, err := dataset.Prepare(ctx, dataset.PrepareOptions{Source: cfg.Dataset, Format: "auto", Out: out, ImageSize: cfg.ImageSize, Val: cfg.ValImages, Test: cfg.TestImages, Seed: cfg.Seed, Progress: prepareProgress(os.Stderr)})
 	if err != nil {
+		if os.IsNotExist(statErr) {
+			// no half-prepared set left behind, nor the folders made for it
+			// (Remove leaves a folder that holds anything else)
+			os.RemoveAll(out)
+			os.Remove(filepath.Dir(out))
+			os.Remove(cfg.OutputDir)
+		}
+		var few *dataset.TooFewError
+		if errors.As(err, &few) {
+			return "", fmt.Errorf("dataset %s has %d usable images, but val_images=%d + test_images=%d leave none for training: lower them (e.g. tinct train val_images=8 test_images=8 …), or start with the bundled photos: tinct train --config configs/sample.yaml", cfg.Dataset, few.Usable, few.Val, few.Test)
+		}
 		return "", err
 	}
 	slog.Info("dataset prepared", "train", summary.Train, "val", summary.Val, "test", summary.Test, "skipped", summary.Skipped, "ignored", summary.Ignored)

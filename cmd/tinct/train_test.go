@@ -257,3 +257,35 @@ func TestTrainResumeModes(t *testing.T) {
 		t.Errorf("checkpoints after the refused resumes: %+v, want the %d damaged ones kept", after, len(list))
 	}
 }
+
+// TestRefusedRunLeavesNothing: a run refused for its data (splits that take
+// every image) or for its store (resume=true over an empty one) names what
+// to change and leaves no run folder and no half-prepared set behind.
+func TestRefusedRunLeavesNothing(t *testing.T) {
+	src := photos(t, 5)
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"val_images=1000", "test_images=1000"}, []string{"val_images=1000", "test_images=1000", "configs/sample.yaml"}},
+		{[]string{"val_images=1", "test_images=1", "resume=true"}, []string{"resume=true", "holds no checkpoint"}},
+	} {
+		out := t.TempDir()
+		args := append([]string{"train", "dataset=" + src, "image_size=8", "model.widths=[4,8]", "output_dir=" + out, "store=" + filepath.Join(out, "ckpt")}, tc.args...)
+		_, err := run(t, args...)
+		if err == nil {
+			t.Fatalf("%v: no error", tc.args)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%v: %v does not say %q", tc.args, err, w)
+			}
+		}
+		entries, _ := os.ReadDir(out)
+		for _, e := range entries {
+			if e.Name() != "ckpt" {
+				t.Errorf("%v: left %s behind", tc.args, filepath.Join(out, e.Name()))
+			}
+		}
+	}
+}
