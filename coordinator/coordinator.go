@@ -77,13 +77,13 @@ type Options struct {
 type Coordinator struct {
 	opt       Options
 	epochLoss float64 // the last finished epoch's mean loss
-	st     *trainstate.State
-	core   *control.Core
-	log    *slog.Logger
-	gauges gauges
-	prog   *track.Progress
-	last   time.Time // of the last commit
-	queue  []control.Event
+	st        *trainstate.State
+	core      *control.Core
+	log       *slog.Logger
+	gauges    gauges
+	prog      *track.Progress
+	last      time.Time // of the last commit
+	queue     []control.Event
 }
 
 // New checks the parts and starts the core at the state's position.
