@@ -121,12 +121,23 @@ def parse_metric(stdout, stderr, metric, cmd):
         f"--- stdout ---\n{stdout}--- stderr ---\n{stderr}")
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def relative(arg):
+    """A path inside the repository as the repository sees it, so that the
+    recorded commands do not name the machine they ran on."""
+    if os.path.isabs(arg) and arg.startswith(REPO + os.sep):
+        return os.path.relpath(arg, REPO)
+    return arg
+
+
 def measure(cmd, env, metric, timeout):
     print(f"  $ {shlex.join(cmd)}", file=sys.stderr, flush=True)
     stdout, stderr, rss = run_measured(cmd, env, timeout)
     ms = parse_metric(stdout, stderr, metric, cmd)
     print(f"    {metric}={ms:.3f}  peak RSS {rss:.1f} MiB", file=sys.stderr, flush=True)
-    return {"cmd": cmd, "ms": ms, "rss_mib": rss}
+    return {"cmd": [relative(a) for a in cmd], "ms": ms, "rss_mib": rss}
 
 
 def ratio(a, b):

@@ -20,8 +20,10 @@ package coordinator
 // (who is in the ring, what is abandoned, who is dropped) is the core's.
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -276,11 +278,11 @@ func (c *Cluster) Session(stream grpc.BidiStreamingServer[cluster.FromWorker, cl
 	}()
 	select {
 	case err := <-recvErr:
-		cause = fmt.Errorf("connection lost: %w", err)
+		cause = connectionLost(err)
 	case <-r.kill:
 		cause = r.why
 	case <-stream.Context().Done():
-		cause = fmt.Errorf("connection lost: %w", stream.Context().Err())
+		cause = connectionLost(stream.Context().Err())
 	}
 	c.mu.Lock()
 	stopping := c.stopping
@@ -289,6 +291,16 @@ func (c *Cluster) Session(stream grpc.BidiStreamingServer[cluster.FromWorker, cl
 		c.log.Warn("worker lost", "worker", r.name, "session", r.session, "cause", cause)
 	}
 	return status.Error(codes.Aborted, cause.Error())
+}
+
+// connectionLost says why a session's stream ended in words: a stream
+// whose context is canceled, or that reads EOF, lost its connection — the
+// worker died, closed it, or the network between them broke.
+func connectionLost(err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
+		return fmt.Errorf("the connection closed: the worker stopped or died, or the network broke (%w)", err)
+	}
+	return fmt.Errorf("connection lost: %w", err)
 }
 
 // authenticate challenges a new session and checks the worker's Hello

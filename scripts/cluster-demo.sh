@@ -36,7 +36,14 @@ EPOCHS=${DEMO_EPOCHS:-10}
 export TINCT_CLUSTER_SECRET=tinct-demo-secret-$RANDOM$RANDOM
 BUCKET=tinct-demo
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# headings in bold on a terminal, plain in a log
+if [[ -t 1 ]]; then
+	say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+else
+	say() { printf '\n== %s\n' "$*"; }
+fi
+# what a log line says, without its timestamp and quotes
+show() { sed -E 's/^time=[^ ]+ level=[A-Z]+ //; s/msg="([^"]*)"/\1/; s/^msg=//' ; }
 die() { printf 'cluster-demo: FAILED: %s\n' "$*" >&2; exit 1; }
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tinct-cluster-demo.XXXXXX")
@@ -170,29 +177,30 @@ W0=$W_PID
 worker w1
 W1=$W_PID
 wait_log "$CO_LOG" 'ring formed.*workers="?\[w[01] w[01]\]' 120 "$CO_PID"
-echo "coordinator: $(grep -Eo 'dataset fetched.*' "$CO_LOG" | head -n 1)"
-grep -E 'ring formed' "$CO_LOG" | tail -n 1
+echo "coordinator: $(grep -E 'dataset fetched' "$CO_LOG" | head -n 1 | show)"
+grep -E 'ring formed' "$CO_LOG" | tail -n 1 | show
 for w in w0 w1; do
 	wait_log "$WORK/$w.log" 'dataset fetched' 5
-	echo "$w: $(grep -Eo 'dataset fetched.*' "$WORK/$w.log" | head -n 1)"
+	echo "$w: $(grep -E 'dataset fetched' "$WORK/$w.log" | head -n 1 | show)"
 done
 
 say "after epoch 2, kill w1 with SIGKILL"
 wait_log "$CO_LOG" 'epoch done.*epoch=2 ' 300 "$CO_PID"
-grep -E 'msg="?checkpoint saved.*epoch=2 ' "$CO_LOG" || true
-kill -9 "$W1"
-echo "killed w1 (pid $W1) at $(date +%T)"
+grep -E 'msg="?checkpoint saved.*epoch=2 ' "$CO_LOG" | show || true
+# (waited for here, so that bash does not announce the kill as an error)
+{ kill -9 "$W1" && wait "$W1"; } 2>/dev/null || true
+echo "killed w1 (pid $W1) with SIGKILL at $(date +%T)"
 wait_log "$CO_LOG" 'worker lost.*worker=w1' 60 "$CO_PID"
-grep -E 'worker lost' "$CO_LOG" | head -n 1
+grep -E 'worker lost' "$CO_LOG" | head -n 1 | show
 # --min-workers 2: the coordinator waits for a second worker; w2 replaces w1.
-wait_log "$CO_LOG" 'waiting for workers' 60 "$CO_PID"
-grep -E 'waiting for workers' "$CO_LOG" | tail -n 1
+wait_log "$CO_LOG" 'waiting for workers"? have=1' 60 "$CO_PID"
+grep -E 'waiting for workers' "$CO_LOG" | tail -n 1 | show
 worker w2
 W2=$W_PID
 wait_log "$CO_LOG" 'ring formed.*workers="?\[(w0 w2|w2 w0)\]' 120 "$CO_PID"
-echo "re-formed: $(grep -E 'ring formed' "$CO_LOG" | tail -n 1)"
+echo "re-formed: $(grep -E 'ring formed' "$CO_LOG" | tail -n 1 | show)"
 wait_log "$CO_LOG" 'epoch done.*epoch=3 ' 300 "$CO_PID"
-echo "training continues: $(grep -E 'epoch done.*epoch=3 ' "$CO_LOG")"
+echo "training continues: $(grep -E 'epoch done.*epoch=3 ' "$CO_LOG" | show)"
 
 say "stop the coordinator (SIGTERM); the workers wait; resume it on the same address"
 kill -TERM "$CO_PID"
@@ -204,12 +212,12 @@ done
 kill -0 "$W0" 2>/dev/null && kill -0 "$W2" 2>/dev/null || die "a worker exited when the coordinator stopped"
 echo "w0, w2: $(grep -Eo 'msg="?the coordinator was stopped[^"]*' "$WORK/w0.log" | head -n 1 | sed 's/^msg="*//')"
 STOP_LINE=$(grep -E 'msg="?checkpoint saved' "$CO_LOG" | tail -n 1)
-echo "last checkpoint before the stop: $STOP_LINE"
+echo "last checkpoint before the stop: $(show <<<"$STOP_LINE")"
 STOP_STEP=$(grep -Eo 'step=[0-9]+' <<<"$STOP_LINE" | tail -n 1 | cut -d= -f2)
 coordinator coordinator-resumed 2 "$CO_PORT" resume=true
 wait_log "$CO_LOG" 'msg="?resumed' 60 "$CO_PID"
 RESUME_LINE=$(grep -E 'msg="?resumed' "$CO_LOG" | head -n 1)
-echo "$RESUME_LINE"
+show <<<"$RESUME_LINE"
 RESUME_STEP=$(grep -Eo 'step=[0-9]+' <<<"$RESUME_LINE" | tail -n 1 | cut -d= -f2)
 [[ $RESUME_STEP == "$STOP_STEP" ]] || die "resumed at step $RESUME_STEP, but the newest checkpoint was at step $STOP_STEP"
 wait_log "$CO_LOG" 'ring formed' 120 "$CO_PID"
