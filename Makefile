@@ -2,7 +2,7 @@
 PY := /usr/bin/python3
 APT_PACKAGES := libopenblas0 python3-torch python3-numpy chromium
 
-.PHONY: build test deps minio bench bench-quick run clean cluster-demo image image-minio deploy-test
+.PHONY: build install test deps minio bench bench-quick run clean cluster-demo image image-minio deploy-test
 
 build:
 	go build -o bin/tinct ./cmd/tinct
@@ -31,8 +31,13 @@ test:
 	TINCT_GEMM=go go test -count=1 ./model
 	go test -count=1 ./...
 
-run: build
-	./bin/tinct bench train --size 64 --batch 8
+# run is the README's run command: train on the bundled photos.
+run:
+	go run ./cmd/tinct train --config configs/sample.yaml
+
+# install puts tinct in $(go env GOPATH)/bin (add that folder to PATH).
+install:
+	go install ./cmd/tinct
 
 # bench runs tinct and the PyTorch reference on the same rows in one run.
 # OPENBLAS_CORETYPE is unset so that OpenBLAS may use AVX-512 (see README).

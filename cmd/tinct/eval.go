@@ -2,8 +2,10 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -17,10 +19,11 @@ func newEvalCmd() *cobra.Command {
 	var seed uint64
 	cmd := &cobra.Command{
 		Use:   "eval --checkpoint PATH --data DIR",
-		Short: "Score colourisations of a test split: PSNR, SSIM, colourfulness",
-		Long: `Colorizes every image of a prepared split (test by default) with the
-checkpoint's EMA network and compares with the ground truth, beside the
-baseline that shows the gray image as RGB:
+		Short: "Score colourisations of photos: PSNR, SSIM, colourfulness",
+		Long: `Colorizes every image of a prepared split (test by default) — or every
+photo of a folder of colour photos, prepared on the fly at the checkpoint's
+size (centre crop) — with the checkpoint's EMA network and compares with the
+ground truth, beside the baseline that shows the gray image as RGB:
 
   PSNR          over the three 8-bit channels;
   SSIM          Wang et al., 11×11 Gaussian window σ 1.5, per channel, averaged
@@ -35,7 +38,24 @@ Prints a table and writes it as JSON to --out.`,
 			if err != nil {
 				return err
 			}
-			set, err := dataset.Open(data, split)
+			if data == "" {
+				return errors.New("--data is required: a prepared dataset (tinct data prepare) or a folder of colour photos")
+			}
+			dir, what := data, data+"/"+split
+			if _, err := os.Stat(filepath.Join(data, "manifest.json")); err != nil {
+				// a folder of photos: prepare all of them, at the
+				// checkpoint's size, as one split
+				tmp, err := os.MkdirTemp("", "tinct-eval-")
+				if err != nil {
+					return err
+				}
+				defer os.RemoveAll(tmp)
+				dir, split, what = filepath.Join(tmp, "set"), "train", data
+				if _, err := dataset.Prepare(cmd.Context(), dataset.PrepareOptions{Source: data, Format: "auto", Out: dir, ImageSize: size, Seed: seed}); err != nil {
+					return fmt.Errorf("--data %s is not a prepared dataset (no manifest.json), and as a folder of photos: %w", data, err)
+				}
+			}
+			set, err := dataset.Open(dir, split)
 			if err != nil {
 				return err
 			}
@@ -56,7 +76,7 @@ Prints a table and writes it as JSON to --out.`,
 			fmt.Fprintln(cmd.ErrOrStderr())
 			n, rows := rep.Images, rep.Rows()
 			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "%d images of %s/%s\n\n| | PSNR dB | SSIM | colourfulness |\n|---|---:|---:|---:|\n", n, data, split)
+			fmt.Fprintf(w, "%d images of %s\n\n| | PSNR dB | SSIM | colourfulness |\n|---|---:|---:|---:|\n", n, what)
 			for _, r := range rows {
 				fmt.Fprintf(w, "| %s | %.2f | %.4f | %.1f |\n", r.Name, r.PSNR, r.SSIM, r.Colorfulness)
 			}
@@ -72,7 +92,7 @@ Prints a table and writes it as JSON to --out.`,
 		},
 	}
 	checkpointFlags(cmd, &ckpt)
-	cmd.Flags().StringVar(&data, "data", "", "prepared dataset directory")
+	cmd.Flags().StringVar(&data, "data", "", "a prepared dataset (tinct data prepare) or a folder of colour photos")
 	cmd.Flags().StringVar(&split, "split", "test", "split to score: test, val or train")
 	cmd.Flags().StringVar(&out, "out", "eval.json", "where to write the results as JSON (empty: nowhere)")
 	cmd.Flags().IntVar(&steps, "steps", 50, "DDIM steps")

@@ -108,6 +108,11 @@ func TestTrainResumeColorizeEval(t *testing.T) {
 	if _, err := os.Stat(js); err != nil {
 		t.Fatal(err)
 	}
+	// eval on a folder of photos, prepared on the fly (the corrupt one is skipped)
+	o, err = run(t, "eval", "--checkpoint", store, "--data", src, "--steps", "2", "--out", "")
+	if err != nil || !strings.Contains(o, "images of "+src) || !strings.Contains(o, "gray as RGB") {
+		t.Fatalf("eval on a folder of photos: %v\n%s", err, o)
+	}
 }
 
 func TestTrainBadInput(t *testing.T) {
