@@ -84,6 +84,9 @@ Prints a table and writes it as JSON to --out.`,
 			if out != "" {
 				b, _ := json.MarshalIndent(map[string]any{"images": n, "data": data, "split": split, "checkpoint": ckpt, "steps": steps, "seed": seed,
 					"rows": rows, "truth_colorfulness": rep.TruthColorfulness, "psnr_cap_db": quality.PSNRCap}, "", "  ")
+				if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+					return err
+				}
 				if err := os.WriteFile(out, b, 0o644); err != nil {
 					return err
 				}
@@ -94,7 +97,7 @@ Prints a table and writes it as JSON to --out.`,
 	checkpointFlags(cmd, &ckpt)
 	cmd.Flags().StringVar(&data, "data", "", "a prepared dataset (tinct data prepare) or a folder of colour photos")
 	cmd.Flags().StringVar(&split, "split", "test", "split to score: test, val or train")
-	cmd.Flags().StringVar(&out, "out", "eval.json", "where to write the results as JSON (empty: nowhere)")
+	cmd.Flags().StringVar(&out, "out", "outputs/eval.json", "where to write the results as JSON (empty: nowhere)")
 	cmd.Flags().IntVar(&steps, "steps", 50, "DDIM steps")
 	cmd.Flags().IntVar(&limit, "limit", 0, "score only the first N images (0: all)")
 	cmd.Flags().IntVar(&batch, "batch", 8, "images colorized at once")
