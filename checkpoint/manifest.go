@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sort"
 	"time"
 )
@@ -106,6 +107,7 @@ func decodeManifest(name string, data []byte) (*manifest, error) {
 		return nil, corrupt(fmt.Sprintf("negative step (%d) or epoch (%d)", m.Step, m.Epoch), nil)
 	}
 	seen := make(map[string]bool, len(m.Parts))
+	var total int64 // Info.Size
 	for _, p := range m.Parts {
 		if err := validatePartName(p.Name); err != nil {
 			return nil, corrupt("bad part entry", err)
@@ -117,6 +119,10 @@ func decodeManifest(name string, data []byte) (*manifest, error) {
 		if p.Size < 0 {
 			return nil, corrupt(fmt.Sprintf("part %s has negative size %d", p.Name, p.Size), nil)
 		}
+		if p.Size > math.MaxInt64-total {
+			return nil, corrupt(fmt.Sprintf("part sizes add up to more than %d bytes", int64(math.MaxInt64)), nil)
+		}
+		total += p.Size
 		if b, err := hex.DecodeString(p.SHA256); err != nil || len(b) != sha256.Size {
 			return nil, corrupt(fmt.Sprintf("part %s has malformed sha256 %q", p.Name, p.SHA256), nil)
 		}

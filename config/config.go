@@ -7,6 +7,7 @@ package config
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"os"
 	"slices"
 	"sort"
@@ -306,7 +307,10 @@ func (c *Config) Validate() error {
 	if c.Model.BlockDepth < 1 {
 		bad("model.block_depth=%d: must be at least 1", c.Model.BlockDepth)
 	}
-	if f := 1 << max(len(c.Model.Widths)-1, 0); c.ImageSize < f || c.ImageSize%f != 0 {
+	if n := len(c.Model.Widths) - 1; n >= 63 {
+		// 2^n would not fit an int (1 << 64 is 0 in Go)
+		bad("model.widths: %d levels; image_size would have to be a multiple of 2^%d", n+1, n)
+	} else if f := 1 << max(n, 0); c.ImageSize < f || c.ImageSize%f != 0 {
 		bad("image_size=%d: must be a positive multiple of %d (2^(levels−1) for model.widths %v)", c.ImageSize, f, c.Model.Widths)
 	}
 	if c.BatchSize < 1 {
@@ -315,10 +319,10 @@ func (c *Config) Validate() error {
 	if c.Epochs < 1 {
 		bad("epochs=%d: must be at least 1", c.Epochs)
 	}
-	if c.LR <= 0 {
-		bad("lr=%g: must be positive", c.LR)
+	if !(c.LR > 0) || math.IsInf(c.LR, 1) { // NaN fails every comparison
+		bad("lr=%g: must be positive and finite", c.LR)
 	}
-	if c.EMA.Decay < 0 || c.EMA.Decay >= 1 {
+	if !(c.EMA.Decay >= 0 && c.EMA.Decay < 1) {
 		bad("ema.decay=%g: must be in [0, 1)", c.EMA.Decay)
 	}
 	for _, kv := range []struct {

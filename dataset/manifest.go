@@ -118,6 +118,11 @@ func (m *Manifest) validate() error {
 	if m.RecordsPerShard < 1 {
 		return fmt.Errorf("records per shard %d must be positive", m.RecordsPerShard)
 	}
+	// A shard holds at most MaxShardBytes (or one record), which also keeps
+	// records × record_bytes below overflow in the checks that follow.
+	if limit := max(1, MaxShardBytes/m.RecordBytes); m.RecordsPerShard > limit {
+		return fmt.Errorf("records per shard %d: more than the %d records of %d bytes that fit in a %d MiB shard", m.RecordsPerShard, limit, m.RecordBytes, MaxShardBytes>>20)
+	}
 	for name, sp := range m.Splits {
 		if name != SplitTrain && name != SplitVal && name != SplitTest {
 			return fmt.Errorf("unknown split %q", name)
@@ -126,6 +131,9 @@ func (m *Manifest) validate() error {
 		for i, sh := range sp.Shards {
 			if sh.File == "" || filepath.Base(sh.File) != sh.File || strings.ContainsAny(sh.File, `/\`) || sh.File == "." || sh.File == ".." {
 				return fmt.Errorf("split %s: shard file name %q must be a plain file name", name, sh.File)
+			}
+			if want := fmt.Sprintf("%s-%05d.bin", name, i); sh.File != want {
+				return fmt.Errorf("split %s: shard %d is named %q, want %q", name, i, sh.File, want)
 			}
 			if sh.Records < 1 || sh.Records > m.RecordsPerShard || (i < len(sp.Shards)-1 && sh.Records != m.RecordsPerShard) {
 				return fmt.Errorf("split %s: shard %s holds %d records, inconsistent with %d per shard", name, sh.File, sh.Records, m.RecordsPerShard)

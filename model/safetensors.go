@@ -11,6 +11,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"unicode/utf8"
 )
 
 // Tensor is one named array of a safetensors file. Data holds the raw
@@ -65,6 +66,22 @@ type headerEntry struct {
 	Offsets [2]int `json:"data_offsets"`
 }
 
+// metadataKey is the header entry that holds the metadata, not a tensor.
+const metadataKey = "__metadata__"
+
+// tensorBytes is the byte size of a tensor of shape whose elements take
+// size bytes; ok is false for a negative dimension or a size beyond int.
+func tensorBytes(size int, shape []int) (n int, ok bool) {
+	n = size
+	for _, d := range shape {
+		if d < 0 || d > 0 && n > math.MaxInt/d {
+			return 0, false
+		}
+		n *= d
+	}
+	return n, true
+}
+
 // maxHeader bounds the JSON header a reader accepts (the format's own limit).
 const maxHeader = 100 << 20
 
@@ -76,8 +93,13 @@ func WriteSafetensors(w io.Writer, tensors map[string]Tensor, metadata map[strin
 	}
 	sort.Strings(names)
 	header := map[string]any{}
+	for k, v := range metadata {
+		if !utf8.ValidString(k) || !utf8.ValidString(v) {
+			return fmt.Errorf("metadata %q=%q: not valid UTF-8", k, v)
+		}
+	}
 	if len(metadata) > 0 {
-		header["__metadata__"] = metadata
+		header[metadataKey] = metadata
 	}
 	off := 0
 	for _, name := range names {
@@ -86,7 +108,14 @@ func WriteSafetensors(w io.Writer, tensors map[string]Tensor, metadata map[strin
 		if !ok {
 			return fmt.Errorf("tensor %s: unknown dtype %q", name, t.DType)
 		}
-		if want := size * numel(t.Shape); len(t.Data) != want {
+		if name == metadataKey || !utf8.ValidString(name) {
+			return fmt.Errorf("tensor %q: not a name a safetensors header can hold", name)
+		}
+		want, ok := tensorBytes(size, t.Shape)
+		if !ok {
+			return fmt.Errorf("tensor %s: shape %v of %s: a dimension is negative or the size overflows", name, t.Shape, t.DType)
+		}
+		if len(t.Data) != want {
 			return fmt.Errorf("tensor %s: %d bytes for shape %v of %s (want %d)", name, len(t.Data), t.Shape, t.DType, want)
 		}
 		shape := t.Shape
@@ -125,9 +154,15 @@ func ReadSafetensors(r io.Reader) (map[string]Tensor, map[string]string, error) 
 	if hl > maxHeader {
 		return nil, nil, fmt.Errorf("safetensors header of %d bytes: not a safetensors file or corrupt", hl)
 	}
-	hb := make([]byte, hl)
-	if _, err := io.ReadFull(r, hb); err != nil {
+	// Read the header through a limit rather than into a buffer of the
+	// length it claims, so that a short file claiming a long header costs
+	// what it holds, not the claim.
+	hb, err := io.ReadAll(io.LimitReader(r, int64(hl)))
+	if err != nil {
 		return nil, nil, fmt.Errorf("safetensors header: %w", err)
+	}
+	if uint64(len(hb)) != hl {
+		return nil, nil, fmt.Errorf("safetensors header: %w (%d of %d bytes)", io.ErrUnexpectedEOF, len(hb), hl)
 	}
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(hb, &raw); err != nil {
@@ -140,7 +175,7 @@ func ReadSafetensors(r io.Reader) (map[string]Tensor, map[string]string, error) 
 	var meta map[string]string
 	tensors := map[string]Tensor{}
 	for name, msg := range raw {
-		if name == "__metadata__" {
+		if name == metadataKey {
 			if err := json.Unmarshal(msg, &meta); err != nil {
 				return nil, nil, fmt.Errorf("safetensors metadata: %w", err)
 			}
@@ -155,7 +190,7 @@ func ReadSafetensors(r io.Reader) (map[string]Tensor, map[string]string, error) 
 			return nil, nil, fmt.Errorf("tensor %s: unknown dtype %q", name, e.DType)
 		}
 		b, end := e.Offsets[0], e.Offsets[1]
-		if b < 0 || end < b || end > len(body) || end-b != size*numel(e.Shape) {
+		if want, ok := tensorBytes(size, e.Shape); !ok || b < 0 || end < b || end > len(body) || end-b != want {
 			return nil, nil, fmt.Errorf("tensor %s: offsets %v do not fit shape %v of %s in %d data bytes (file truncated or corrupt)", name, e.Offsets, e.Shape, e.DType, len(body))
 		}
 		tensors[name] = Tensor{DType: e.DType, Shape: e.Shape, Data: body[b:end:end]}

@@ -97,11 +97,18 @@ func (s *State) Checkpoint() (*checkpoint.Checkpoint, error) {
 
 // Restore replaces the state with a checkpoint's. The network shape must be
 // the configuration's; a different seed is allowed (and logged), since the
-// run's configuration is the one given now.
+// run's configuration is the one given now. The position in state.json must
+// be one a run reaches (no negative counter, no more steps in the epoch than
+// in all) and agree with the checkpoint's step and epoch.
 func (s *State) Restore(ck *checkpoint.Checkpoint, log *slog.Logger) error {
 	var pos position
 	if err := json.Unmarshal(ck.Parts[PartPosition], &pos); err != nil {
 		return fmt.Errorf("checkpoint %s: %s: %w", ck.Name, PartPosition, err)
+	}
+	if p := pos.Position; p.Step < 0 || p.Epoch < 0 || p.StepInEpoch < 0 || p.EpochCount < 0 || p.EpochLossSum < 0 ||
+		int64(p.StepInEpoch) > p.Step || p.Step != ck.Step || p.Epoch != ck.Epoch {
+		return fmt.Errorf("checkpoint %s: %s: position %+v is not one a run reaches, or not the checkpoint's (step %d, epoch %d)",
+			ck.Name, PartPosition, p, ck.Step, ck.Epoch)
 	}
 	if pos.Seed != s.Config.Seed && log != nil {
 		log.Warn("resuming with another seed than the checkpoint's: the run will not repeat the original", "checkpoint_seed", pos.Seed, "seed", s.Config.Seed)
