@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/tinct/tinct/internal/fuzzcheck"
@@ -276,25 +277,15 @@ func FuzzShardRecords(f *testing.F) {
 		if err := os.WriteFile(path, b, 0o644); err != nil {
 			t.Fatal(err)
 		}
+		// Open checks every shard's sha256: a resized or flipped shard is
+		// refused, naming the file
 		s, err = Open(dir, SplitTrain)
-		if op%4 != 1 {
-			if err == nil {
-				s.Close()
-				t.Fatalf("Open accepted shard %s of %d bytes, listed as %d", sh.File, len(b), sh.Bytes)
-			}
-			return
+		if err == nil {
+			s.Close()
+			t.Fatalf("Open accepted shard %s changed (op %d: %d bytes, listed as %d)", sh.File, op%4, len(b), sh.Bytes)
 		}
-		if err != nil {
-			t.Fatalf("Open after a flipped byte (same size): %v", err)
-		}
-		defer s.Close()
-		for i := range n {
-			if err := s.Load(i, color, gray, false); err != nil {
-				t.Fatalf("Load(%d) after a flipped byte: %v", i, err)
-			}
-		}
-		if err := s.Verify(); err == nil {
-			t.Fatalf("Verify passed with a byte of %s flipped", sh.File)
+		if !strings.Contains(err.Error(), sh.File) {
+			t.Fatalf("Open's error does not name %s: %v", sh.File, err)
 		}
 	})
 }
