@@ -261,7 +261,7 @@ func (c *Coordinator) commit(a *control.Commit) {
 	ips := float64(a.Count) / secs
 	c.last = now
 	step := a.Step + 1
-	c.log.Debug("step committed", "step", step, "epoch", a.Epoch+1, "loss", a.Loss, "workers", a.Workers, "seconds", secs)
+	c.log.Debug("step committed", "step", step, "epoch", a.Epoch+1, "loss", a.Loss, "workers", a.Workers, "seconds", secs, "ring_seconds", a.RingSeconds)
 	c.gauges.step.Set(float64(step))
 	c.gauges.epoch.Set(float64(a.Epoch + 1))
 	c.gauges.loss.Set(a.Loss)
