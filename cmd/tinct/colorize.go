@@ -59,7 +59,7 @@ checkpoint directory inside a store, or an EMA weights file
 		},
 	}
 	checkpointFlags(cmd, &ckpt)
-	cmd.Flags().StringVar(&out, "out", "colorized", "output directory")
+	cmd.Flags().StringVar(&out, "out", "outputs/colorized", "output directory")
 	cmd.Flags().IntVar(&steps, "steps", 100, "DDIM steps (10–100)")
 	cmd.Flags().IntVar(&samples, "samples", 1, "colourisations per image (1–8)")
 	cmd.Flags().Uint64Var(&seed, "seed", 0, "random seed: the same seed gives the same colours")
