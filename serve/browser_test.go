@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"image"
 	"image/png"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -402,6 +403,74 @@ func TestBrowser(t *testing.T) {
 			t.Errorf("the server's colorization ended with %v, want context.Canceled", err)
 		}
 		waitJS(t, ctx, `document.getElementById('status').textContent === 'Cancelled.' && !document.getElementById('go').disabled && document.getElementById('cancel').hidden`)
+	})
+
+	t.Run("cross-site", func(t *testing.T) {
+		// Another site's page (another origin: another port) posts to the
+		// colorizer, with a script and with an auto-submitted form.
+		srv, err := New(Options{Store: ts.Config.Handler.(*Server).opts.Store})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		ran := 0
+		srv.finished = func(error) { mu.Lock(); ran++; mu.Unlock() }
+		target := httptest.NewServer(srv)
+		defer target.Close()
+		evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/html")
+			fmt.Fprintf(w, `<!doctype html><form id="f" method="post" enctype="multipart/form-data" action="%s/api/colorize">
+<input type="hidden" name="steps" value="100"><input type="hidden" name="samples" value="8">
+<textarea name="image">not really a photo</textarea></form>`, target.URL)
+		}))
+		defer evil.Close()
+		ctx := tab(t, bctx, true)
+		do(t, ctx, chromedp.Navigate(evil.URL))
+		status := run(t, ctx, chromedp.Evaluate[string](fmt.Sprintf(`(async () => {
+			const c = document.createElement('canvas');
+			c.width = 24; c.height = 24;
+			const blob = await new Promise((r) => c.toBlob(r, 'image/png'));
+			const f = new FormData();
+			f.append('image', blob, 'a.png'); f.append('steps', '100'); f.append('samples', '8');
+			const res = await fetch('%s/api/colorize', { method: 'POST', body: f, mode: 'no-cors' });
+			return res.type;
+		})()`, target.URL), chromedp.EvalAwaitPromise))
+		if status != "opaque" {
+			t.Errorf("the script's request: %q", status)
+		}
+		do(t, ctx, chromedp.Evaluate[chromedp.Void](`document.getElementById('f').submit()`))
+		// the form navigates the tab to the answer
+		var body string
+		for deadline := time.Now().Add(30 * time.Second); !strings.Contains(body, "another site"); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the form's answer: %q", body)
+			}
+			body, _ = chromedp.Run(ctx, chromedp.Evaluate[string](`location.href.endsWith('/api/colorize') && document.body ? document.body.textContent : ''`))
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if ran != 0 {
+			t.Errorf("%d cross-site requests reached the colorizer", ran)
+		}
+	})
+
+	t.Run("token", func(t *testing.T) {
+		const token = "a-token-of-twenty-chars"
+		srv, err := New(Options{Store: ts.Config.Handler.(*Server).opts.Store, OutputsDir: outputs, Token: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hts := httptest.NewServer(srv)
+		defer hts.Close()
+		ctx := tab(t, bctx, true)
+		do(t, ctx, chromedp.Navigate(hts.URL))
+		waitJS(t, ctx, `!document.getElementById('login').hidden && document.activeElement.id === 'token'`)
+		do(t, ctx, chromedp.SendKeys(chromedp.ID("token"), "wrong-token-0123456789"), chromedp.KeyEvent(kb.Enter))
+		waitJS(t, ctx, `document.getElementById('login-note').textContent.includes('wrong token')`)
+		do(t, ctx, chromedp.Evaluate[chromedp.Void](`document.getElementById('token').value = ''`), chromedp.SendKeys(chromedp.ID("token"), token), chromedp.KeyEvent(kb.Enter))
+		waitJS(t, ctx, `document.getElementById('login').hidden && document.getElementById('checkpoint').options.length > 1 &&
+			document.querySelector('#plot-step polyline') && document.getElementById('grid').naturalWidth > 0`)
+		colorizeInPage(t, ctx, hts.URL, photoPath, 1, tinySize) // the cookie outlives a reload
 	})
 
 	t.Run("narrow", func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"image/color"
 	"image/png"
 	"io"
 	"math/rand/v2"
@@ -39,7 +40,9 @@ type upload struct {
 }
 
 // readUpload reads a multipart/form-data body: the file field "image" and
-// short text fields. The body is limited to MaxUploadBytes.
+// short text fields. The body is limited to MaxUploadBytes and must arrive
+// at MinBodyRate after a grace of BodyTimeout (slowBody); an upload that
+// stalls is answered 408, which frees its place.
 func (s *Server) readUpload(w http.ResponseWriter, r *http.Request) (*upload, error) {
 	limit := s.opts.MaxUploadBytes
 	tooLarge := &apiError{status: http.StatusRequestEntityTooLarge,
@@ -50,11 +53,37 @@ func (s *Server) readUpload(w http.ResponseWriter, r *http.Request) (*upload, er
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "multipart/form-data" {
 		return nil, &apiError{status: http.StatusUnsupportedMediaType, msg: `send the photo as multipart/form-data with a file field "image"`}
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, limit)
+	body := newSlowBody(w, r.Body, s.opts.BodyTimeout, s.opts.MinBodyRate)
+	r.Body = http.MaxBytesReader(w, struct {
+		io.Reader
+		io.Closer
+	}{body, r.Body}, limit)
+	u, err := readForm(r, tooLarge)
+	if err == nil {
+		// the rest of the body (an epilogue), so that nothing is left to
+		// read after the deadline is cleared
+		if _, err = io.Copy(io.Discard, r.Body); err != nil {
+			err = badRequest("the form could not be read: the body does not end where it should")
+		}
+	}
+	body.finish(err == nil)
+	var mbe *http.MaxBytesError
+	switch {
+	case body.timedOut:
+		return nil, s.tooSlow()
+	case errors.As(err, &mbe):
+		return nil, tooLarge
+	}
+	return u, err
+}
+
+// readForm reads the multipart form of r: one file "image" and text fields.
+func readForm(r *http.Request, tooLarge error) (*upload, error) {
 	mr, err := r.MultipartReader()
 	if err != nil {
-		return nil, badRequest("read the form: %v", err)
+		return nil, badRequest("the form could not be read: it is not multipart/form-data with a boundary")
 	}
+	malformed := badRequest(`the form could not be read: the multipart body is malformed or cut short; send the photo as a file field "image"`)
 	u := &upload{fields: map[string]string{}}
 	for {
 		p, err := mr.NextPart()
@@ -66,7 +95,7 @@ func (s *Server) readUpload(w http.ResponseWriter, r *http.Request) (*upload, er
 			return nil, tooLarge
 		}
 		if err != nil {
-			return nil, badRequest("read the form: %v", err)
+			return nil, malformed
 		}
 		name := p.FormName()
 		switch {
@@ -92,7 +121,7 @@ func (s *Server) readUpload(w http.ResponseWriter, r *http.Request) (*upload, er
 			return nil, tooLarge
 		}
 		if err != nil {
-			return nil, badRequest("read the form: %v", err)
+			return nil, malformed
 		}
 	}
 	if u.image == nil {
@@ -122,19 +151,38 @@ func (u *upload) intField(name string, lo, hi int) (int, error) {
 
 // grayImage decodes an upload and makes it the network's input: center
 // crop, Lanczos resize to size², BT.601 gray, exactly as training prepared
-// its images. It checks the declared pixel size against the limit before
-// decoding (and dataset.Decode checks it again against its own bound).
+// its images. Before decoding, it checks the declared pixel count and the
+// decoded size (decodedBytes) against the limits; the decode itself waits
+// for one of maxDecodes places.
 func (s *Server) grayImage(ctx context.Context, data []byte, size int) (*image.Gray, error) {
+	img, err := s.decodeUpload(ctx, data)
+	if err != nil {
+		return nil, err
+	}
+	return dataset.ToGray(dataset.Resize(img, size)), nil
+}
+
+// decodeUpload checks and decodes an uploaded PNG or JPEG, turned upright
+// by its EXIF orientation.
+func (s *Server) decodeUpload(ctx context.Context, data []byte) (image.Image, error) {
 	cfg, format, err := image.DecodeConfig(bytes.NewReader(data))
 	if err != nil {
-		return nil, &apiError{status: http.StatusUnsupportedMediaType, msg: fmt.Sprintf("not a PNG or JPEG image (%v); choose a photo", err)}
+		return nil, &apiError{status: http.StatusUnsupportedMediaType, msg: "not a PNG or JPEG image, or its header is damaged; choose a photo"}
 	}
 	if format != "png" && format != "jpeg" {
 		return nil, &apiError{status: http.StatusUnsupportedMediaType, msg: fmt.Sprintf("%s images are not supported; choose a PNG or JPEG photo", strings.ToUpper(format))}
 	}
+	if cfg.Width <= 0 || cfg.Height <= 0 {
+		return nil, badRequest("the %s image is empty (%d×%d pixels); choose another file", strings.ToUpper(format), cfg.Width, cfg.Height)
+	}
 	if px := int64(cfg.Width) * int64(cfg.Height); px > s.opts.MaxPixels {
 		return nil, &apiError{status: http.StatusRequestEntityTooLarge,
 			msg: fmt.Sprintf("the photo is %d×%d pixels, more than the limit of %.0f megapixels; choose a smaller one", cfg.Width, cfg.Height, float64(s.opts.MaxPixels)/1e6)}
+	}
+	if n, bpp := decodedBytes(cfg, format, data); n > s.opts.MaxDecodedBytes {
+		return nil, &apiError{status: http.StatusRequestEntityTooLarge,
+			msg: fmt.Sprintf("the photo would take %d MiB when decoded (%d×%d pixels at %.4g bytes each), more than this server's %d MiB; choose a smaller photo, or one with 8 bits per channel",
+				n>>20, cfg.Width, cfg.Height, bpp, s.opts.MaxDecodedBytes>>20)}
 	}
 	select {
 	case s.decode <- struct{}{}:
@@ -144,9 +192,45 @@ func (s *Server) grayImage(ctx context.Context, data []byte, size int) (*image.G
 	}
 	img, err := dataset.Decode(bytes.NewReader(data))
 	if err != nil {
-		return nil, badRequest("the %s image is damaged or truncated and cannot be read (%v); choose another file", strings.ToUpper(format), err)
+		what := "damaged"
+		if errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(err.Error(), "not enough pixel data") {
+			what = "truncated (the file ends early)"
+		}
+		return nil, badRequest("the %s image is damaged or truncated and cannot be read: it looks %s; choose another file", strings.ToUpper(format), what)
 	}
-	return dataset.ToGray(dataset.Resize(img, size)), nil
+	return img, nil
+}
+
+// decodedBytes estimates the memory decoding takes: width × height × bytes
+// per pixel of the image the decoder allocates (by its colour model), plus
+// what the decoder keeps besides: a progressive JPEG's DCT coefficients
+// (two bytes per pixel and component), an interlaced PNG's largest pass
+// (half the image). It returns the total and the bytes per pixel.
+func decodedBytes(cfg image.Config, format string, data []byte) (int64, float64) {
+	var bpp float64
+	switch cfg.ColorModel {
+	case color.GrayModel, color.AlphaModel:
+		bpp = 1
+	case color.Gray16Model, color.Alpha16Model:
+		bpp = 2
+	case color.RGBAModel, color.NRGBAModel, color.CMYKModel:
+		bpp = 4
+	case color.YCbCrModel:
+		bpp = 3 // 4:4:4 at most
+	default:
+		if _, ok := cfg.ColorModel.(color.Palette); ok {
+			bpp = 1
+		} else {
+			bpp = 8 // RGBA64, NRGBA64 and anything unknown
+		}
+	}
+	switch {
+	case format == "jpeg" && dataset.ProgressiveJPEG(data):
+		bpp *= 3 // + 2 bytes per sample of coefficients
+	case format == "png" && len(data) > 28 && data[28] == 1: // IHDR interlace method Adam7
+		bpp *= 1.5
+	}
+	return int64(float64(cfg.Width) * float64(cfg.Height) * bpp), bpp
 }
 
 // pngDataURL encodes img as a data: URL.
@@ -167,6 +251,16 @@ type grayResult struct {
 // the photo in gray at the checkpoint's image size, as the network will see
 // it: {"checkpoint", "image_size", "gray": "data:image/png;base64,…"}.
 func (s *Server) handleGray(w http.ResponseWriter, r *http.Request) {
+	// At most maxGrayUploads are read and held at once; the rest are
+	// refused before their bodies are read.
+	select {
+	case s.uploads <- struct{}{}:
+		defer func() { <-s.uploads }()
+	default:
+		writeError(w, &apiError{status: http.StatusServiceUnavailable, header: http.Header{"Retry-After": {"5"}},
+			msg: fmt.Sprintf("busy: %d photos are being read, the most this server takes at once; try again in a few seconds", maxGrayUploads)})
+		return
+	}
 	res, err := s.gray(r.Context(), w, r)
 	if err != nil {
 		s.logError(r, err)

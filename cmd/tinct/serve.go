@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -24,7 +25,7 @@ const shutdownGrace = 5 * time.Second
 
 func newServeCmd() *cobra.Command {
 	var opts serve.Options
-	var addr, metricsURL string
+	var addr, metricsURL, tokenFile string
 	cmd := &cobra.Command{
 		Use:   "serve [--addr HOST:PORT] [--store STORE] [--run DIR | --outputs DIR] [--queue N]",
 		Short: "Serve the web app: colorize photos in a browser, follow a training run",
@@ -57,6 +58,14 @@ in progress finish for a few seconds.`,
 			if metricsURL != "" {
 				opts.Cluster = serve.MetricsCluster{URL: metricsURL, Client: &http.Client{Timeout: 5 * time.Second}}
 			}
+			token, err := serveToken(tokenFile)
+			if err != nil {
+				return err
+			}
+			if token == "" && !loopbackAddr(addr) {
+				return fmt.Errorf("serve: --addr %s can be reached from other machines, so the server needs an access token: put one (at least %d characters, e.g. from openssl rand -hex 16) in a file and give --token-file FILE, or set %s; or listen on 127.0.0.1", addr, serve.MinTokenLength, tokenEnv)
+			}
+			opts.Token = token
 			s, err := serve.New(opts)
 			if err != nil {
 				return err
@@ -78,7 +87,43 @@ in progress finish for a few seconds.`,
 	f.StringVar(&opts.OutputsDir, "outputs", "outputs", "where training runs are (output_dir of tinct train)")
 	f.StringVar(&metricsURL, "coordinator", "", "a running trainer's metrics URL for the cluster panel, e.g. http://127.0.0.1:9464/metrics (tinct train metrics_addr=…)")
 	f.IntVar(&opts.Queue, "queue", 4, "colorization requests that may wait behind the running one; more get 503 busy")
+	f.StringVar(&tokenFile, "token-file", "", "file holding the access token the page and API ask for (default: $"+tokenEnv+"); required unless --addr is a loopback address")
 	return cmd
+}
+
+// tokenEnv is the environment variable that holds tinct serve's token when
+// --token-file is not given.
+const tokenEnv = "TINCT_SERVE_TOKEN"
+
+// serveToken reads the token file, else $TINCT_SERVE_TOKEN ("" when
+// neither is set). A token on the command line would show in ps.
+func serveToken(file string) (string, error) {
+	if file == "" {
+		return strings.TrimSpace(os.Getenv(tokenEnv)), nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("--token-file: %w", err)
+	}
+	t := strings.TrimSpace(string(b))
+	if t == "" {
+		return "", fmt.Errorf("--token-file %s is empty", file)
+	}
+	return t, nil
+}
+
+// loopbackAddr reports whether a listen address HOST:PORT can be reached
+// from this machine only.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // runServer serves s on ln until ctx is done, then shuts down gracefully.
@@ -90,6 +135,11 @@ func runServer(ctx context.Context, cmd *cobra.Command, s http.Handler, ln net.L
 		ErrorLog:          slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn),
 	}
 	url := "http://" + ln.Addr().String() + "/"
+	if a, ok := ln.Addr().(*net.TCPAddr); ok && a.IP.IsUnspecified() {
+		// every interface: name one that works from here
+		url = fmt.Sprintf("http://127.0.0.1:%d/", a.Port)
+		slog.Info("listening on every interface: open the page by this machine's name or address", "port", a.Port)
+	}
 	fmt.Fprintf(cmd.OutOrStdout(), "tinct serve: listening on %s\n", url)
 	slog.Info("serving", "url", url)
 	errc := make(chan error, 1)

@@ -30,6 +30,49 @@ async function errorText(res) {
   return `The server answered ${res.status} ${res.statusText}.`;
 }
 
+// api fetches from the server's API; a 401 (a server started with a token)
+// shows the token form.
+async function api(path, opts) {
+  const res = await fetch(path, opts);
+  if (res.status === 401) needLogin();
+  return res;
+}
+
+function needLogin() {
+  const box = $('login');
+  if (!box.hidden) return;
+  box.hidden = false;
+  $('token').focus();
+}
+
+async function login(ev) {
+  ev.preventDefault();
+  const note = $('login-note');
+  let res;
+  try {
+    res = await fetch('/api/login', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ token: $('token').value }),
+    });
+  } catch (e) {
+    note.textContent = 'Cannot reach the server: ' + e.message;
+    return;
+  }
+  if (!res.ok) {
+    note.textContent = await errorText(res);
+    $('token').select();
+    return;
+  }
+  $('token').value = '';
+  $('login').hidden = true;
+  showError('');
+  loadLimits();
+  loadCheckpoints();
+  refreshDashboard();
+  if (photo) showGray();
+}
+
 function mib(n) {
   return (n / (1024 * 1024)).toFixed(n < 10 * 1024 * 1024 ? 1 : 0) + ' MiB';
 }
@@ -38,7 +81,7 @@ function mib(n) {
 
 async function loadLimits() {
   try {
-    const res = await fetch('/api/limits');
+    const res = await api('/api/limits');
     if (res.ok) limits = await res.json();
   } catch (_) { /* keep the defaults */ }
 }
@@ -48,7 +91,7 @@ async function loadCheckpoints() {
   const note = $('checkpoint-note');
   let res;
   try {
-    res = await fetch('/api/checkpoints');
+    res = await api('/api/checkpoints');
   } catch (e) {
     note.textContent = 'Cannot reach the server: ' + e.message;
     return;
@@ -102,7 +145,7 @@ async function showGray() {
   $('gray-caption').textContent = 'Reading the photo…';
   let res;
   try {
-    res = await fetch('/api/gray', { method: 'POST', body: form });
+    res = await api('/api/gray', { method: 'POST', body: form });
   } catch (e) {
     if (seq === graySeq) showError('Cannot reach the server: ' + e.message);
     return;
@@ -196,7 +239,7 @@ async function colorize(ev) {
   let start = null;
   let finished = false;
   try {
-    const res = await fetch('/api/colorize', { method: 'POST', body: form, signal: controller.signal });
+    const res = await api('/api/colorize', { method: 'POST', body: form, signal: controller.signal });
     if (!res.ok) {
       setStatus('');
       showError(await errorText(res));
@@ -363,7 +406,7 @@ async function loadRun() {
   const info = $('run-info');
   let res;
   try {
-    res = await fetch('/api/run');
+    res = await api('/api/run');
   } catch (e) {
     info.textContent = 'Cannot reach the server: ' + e.message;
     return;
@@ -404,7 +447,7 @@ async function loadCluster() {
   const box = $('cluster');
   let res;
   try {
-    res = await fetch('/api/cluster');
+    res = await api('/api/cluster');
   } catch (e) {
     box.replaceChildren(Object.assign(document.createElement('p'), { className: 'hint', textContent: 'Cannot reach the server.' }));
     return;
@@ -467,6 +510,7 @@ function init() {
   $('colorize-form').addEventListener('submit', colorize);
   $('cancel').addEventListener('click', () => controller && controller.abort());
   $('grid-epoch').addEventListener('input', showGrid);
+  $('login-form').addEventListener('submit', login);
   $('refresh').addEventListener('click', () => { loadCheckpoints(); refreshDashboard(); });
 
   const drop = $('drop');
