@@ -3,9 +3,11 @@ package serve
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"image"
 	"image/gif"
 	"image/jpeg"
@@ -736,5 +738,42 @@ func TestNewOptions(t *testing.T) {
 	}
 	if _, err := New(Options{Store: "ftp://host/x"}); err == nil || !strings.Contains(err.Error(), "ftp") {
 		t.Errorf("ftp store: %v", err)
+	}
+}
+
+// exifPNG returns img as a PNG with an eXIf chunk holding the orientation.
+func exifPNG(t testing.TB, img image.Image, orientation uint16) []byte {
+	t.Helper()
+	data := encodePNG(t, img)
+	tiff := []byte{'M', 'M', 0, 42, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, byte(orientation >> 8), byte(orientation), 0, 0, 0, 0, 0, 0}
+	chunk := binary.BigEndian.AppendUint32(nil, uint32(len(tiff)))
+	chunk = append(chunk, "eXIf"...)
+	chunk = append(chunk, tiff...)
+	chunk = binary.BigEndian.AppendUint32(chunk, crc32.ChecksumIEEE(chunk[4:]))
+	const ihdrEnd = 8 + 8 + 13 + 4
+	return append(append(append([]byte(nil), data[:ihdrEnd]...), chunk...), data[ihdrEnd:]...)
+}
+
+// TestGrayOrientation: a portrait photo stored sideways with an EXIF
+// orientation is seen upright, as the browser shows it.
+func TestGrayOrientation(t *testing.T) {
+	_, ts := newTestServer(t, Options{})
+	upright := photo(30, 48)
+	gray := func(file []byte) []byte {
+		body, ct := form(t, file)
+		res := post(t, context.Background(), ts.URL+"/api/gray", body, ct)
+		var got grayResult
+		if err := json.NewDecoder(res.Body).Decode(&got); err != nil || res.StatusCode != 200 {
+			t.Fatalf("%d %v", res.StatusCode, err)
+		}
+		res.Body.Close()
+		return decodeDataURL(t, got.Gray).(*image.Gray).Pix
+	}
+	want := gray(encodePNG(t, upright))
+	if got := gray(exifPNG(t, dataset.Orient(upright, 8), 6)); !bytes.Equal(got, want) {
+		t.Error("a photo stored sideways with orientation 6 is not seen upright")
+	}
+	if got := gray(exifPNG(t, dataset.Orient(upright, 3), 3)); !bytes.Equal(got, want) {
+		t.Error("a photo stored upside down with orientation 3 is not seen upright")
 	}
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"image"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -127,10 +126,10 @@ func colorizeFile(ctx context.Context, net *model.UNet, size int, path, outDir s
 	if err != nil {
 		return err
 	}
-	img, _, err := image.Decode(f)
+	img, err := dataset.Decode(f) // bounded, and upright by its EXIF orientation
 	f.Close()
 	if err != nil {
-		return fmt.Errorf("%s: not a PNG or JPEG image (%v)", path, err)
+		return fmt.Errorf("%s: %w", path, err)
 	}
 	g := dataset.ToGray(dataset.Resize(img, size))
 	gray := make([]float32, size*size)
