@@ -194,8 +194,8 @@ func colorizeInPage(t *testing.T, ctx context.Context, url, photoPath string, sa
 	if v := run(t, ctx, chromedp.Value(chromedp.ID("samples"))); v != fmt.Sprint(samples) {
 		t.Fatalf("samples slider at %s, want %d", v, samples)
 	}
-	if out := run(t, ctx, chromedp.Text(chromedp.ID("samples-value"))); out != fmt.Sprint(samples) {
-		t.Errorf("samples label shows %q", out)
+	if out := run(t, ctx, chromedp.Value(chromedp.ID("samples-box"))); out != fmt.Sprint(samples) {
+		t.Errorf("samples number box shows %q", out)
 	}
 	do(t, ctx, chromedp.Focus(chromedp.ID("go")), chromedp.KeyEvent(kb.Enter)) // the keyboard presses Colorize
 	waitJS(t, ctx, fmt.Sprintf(`(() => {
@@ -221,6 +221,10 @@ func TestBrowser(t *testing.T) {
 		}
 		if !run(t, ctx, chromedp.Evaluate[bool](`document.getElementById('error').hidden`)) {
 			t.Errorf("error shown: %s", run(t, ctx, chromedp.Text(chromedp.ID("error"))))
+		}
+		// the keyboard's focus is back on Colorize, not lost to <body>
+		if id := run(t, ctx, chromedp.Evaluate[string](`document.activeElement.id || document.activeElement.tagName`)); id != "go" {
+			t.Errorf("focus after a colorization: %s, want the Colorize button", id)
 		}
 
 		// Each result links to itself as a PNG download: decode the href…
@@ -301,12 +305,13 @@ func TestBrowser(t *testing.T) {
 		if msg := run(t, ctx, chromedp.Text(chromedp.ID("error"))); !strings.Contains(msg, "not a PNG or JPEG image") {
 			t.Errorf("error after a non-image upload: %q", msg)
 		}
-		// Colorize anyway: the server's refusal is shown too.
-		do(t, ctx, chromedp.Evaluate[chromedp.Void](`document.getElementById('error').hidden = true`), chromedp.Click(chromedp.ID("go")))
-		waitJS(t, ctx, `!document.getElementById('error').hidden && !document.getElementById('go').disabled`)
-		if msg := run(t, ctx, chromedp.Text(chromedp.ID("error"))); !strings.Contains(msg, "not a PNG or JPEG image") {
-			t.Errorf("error after Colorize with a non-image: %q", msg)
+		// The refused file is no longer selected: Colorize asks for a photo
+		// instead of sending it again.
+		if n := run(t, ctx, chromedp.Evaluate[int](`document.getElementById('image').files.length`)); n != 0 {
+			t.Errorf("%d files still selected after the server refused the photo", n)
 		}
+		do(t, ctx, chromedp.Click(chromedp.ID("go")))
+		waitJS(t, ctx, `document.getElementById('error').textContent.includes('Choose a photo first')`)
 		if n := run(t, ctx, chromedp.Evaluate[int](`document.querySelectorAll('#gallery img').length`)); n != 0 {
 			t.Errorf("%d results after an error", n)
 		}
@@ -378,15 +383,20 @@ func TestBrowser(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		stop := make(chan struct{}) // a failed test must not leave the server waiting
 		srv.progress = func(ctx context.Context, step, steps int) {
 			if step == 1 {
 				close(started)
-				<-ctx.Done()
+				select {
+				case <-ctx.Done():
+				case <-stop:
+				}
 			}
 		}
 		srv.finished = func(err error) { finished <- err }
 		hts := httptest.NewServer(srv)
 		defer hts.Close()
+		defer close(stop)
 
 		ctx := tab(t, bctx, false)
 		do(t, ctx,
@@ -397,12 +407,84 @@ func TestBrowser(t *testing.T) {
 		waitJS(t, ctx, `document.getElementById('gray').naturalWidth === 16`)
 		do(t, ctx, chromedp.Click(chromedp.ID("go")))
 		waitFor(t, started, "the colorization to start")
-		waitJS(t, ctx, `document.getElementById('status').textContent === 'Step 1 of 100' && !document.getElementById('cancel').hidden`)
-		do(t, ctx, chromedp.Click(chromedp.ID("cancel")))
+		waitJS(t, ctx, `document.getElementById('status').textContent.startsWith('Step 1 of 100') && !document.getElementById('cancel').hidden`)
+		if id := run(t, ctx, chromedp.Evaluate[string](`document.activeElement.id || document.activeElement.tagName`)); id != "cancel" {
+			t.Errorf("focus while colorizing: %s, want the Cancel button", id)
+		}
+		do(t, ctx, chromedp.KeyEvent(kb.Enter)) // Cancel, by keyboard
 		if err := waitFor(t, finished, "the server to stop the colorization"); !errors.Is(err, context.Canceled) {
 			t.Errorf("the server's colorization ended with %v, want context.Canceled", err)
 		}
 		waitJS(t, ctx, `document.getElementById('status').textContent === 'Cancelled.' && !document.getElementById('go').disabled && document.getElementById('cancel').hidden`)
+		if id := run(t, ctx, chromedp.Evaluate[string](`document.activeElement.id || document.activeElement.tagName`)); id != "go" {
+			t.Errorf("focus after Cancel: %s, want the Colorize button", id)
+		}
+	})
+
+	t.Run("number boxes", func(t *testing.T) {
+		// The number boxes take any whole number in range, as the API does,
+		// and move the sliders; the sliders move the boxes.
+		ctx := tab(t, bctx, false)
+		do(t, ctx,
+			chromedp.Navigate(ts.URL),
+			chromedp.WaitVisible(chromedp.ID("image")),
+			chromedp.SetUploadFiles(chromedp.ID("image"), []string{photoPath}),
+		)
+		waitJS(t, ctx, `document.getElementById('gray').naturalWidth === 16`)
+		do(t, ctx, chromedp.Focus(chromedp.ID("steps-box")), chromedp.KeyEvent(kb.End), chromedp.KeyEvent(kb.Backspace+kb.Backspace+kb.Backspace+"15"),
+			chromedp.Focus(chromedp.ID("samples-box")), chromedp.KeyEvent(kb.ArrowUp))
+		if v := run(t, ctx, chromedp.Evaluate[[]string](`['steps', 'samples'].map((id) => document.getElementById(id).value)`)); v[0] != "15" || v[1] != "2" {
+			t.Errorf("sliders at %v after typing 15 and pressing ↑ in the boxes, want [15 2]", v)
+		}
+		do(t, ctx, chromedp.Focus(chromedp.ID("steps")), chromedp.KeyEvent(kb.ArrowRight))
+		if v := run(t, ctx, chromedp.Value(chromedp.ID("steps-box"))); v != "16" {
+			t.Errorf("steps box at %s after → on the slider, want 16", v)
+		}
+		do(t, ctx, chromedp.Focus(chromedp.ID("go")), chromedp.KeyEvent(kb.Enter))
+		waitJS(t, ctx, `document.querySelectorAll('#gallery img').length === 2 && document.getElementById('status').textContent.includes('16 steps')`)
+	})
+
+	t.Run("plot ticks", func(t *testing.T) {
+		// three epochs whose loss hardly moves: several y ticks, and whole
+		// epochs on the x axis
+		dir := filepath.Join(t.TempDir(), "run")
+		os.MkdirAll(dir, 0o755)
+		var b strings.Builder
+		for e, v := range []float64{0.0312, 0.0305, 0.0299} {
+			for k := range 4 {
+				fmt.Fprintf(&b, `{"time":"2026-01-01T00:00:00Z","tag":"loss/step","step":%d,"value":%g}`+"\n", 4*e+k+1, v+0.0003*float64(k))
+			}
+			fmt.Fprintf(&b, `{"time":"2026-01-01T00:00:00Z","tag":"loss/epoch","step":%d,"value":%g}`+"\n", e+1, v)
+		}
+		os.WriteFile(filepath.Join(dir, "metrics.jsonl"), []byte(b.String()), 0o644)
+		srv, err := New(Options{RunDir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hts := httptest.NewServer(srv)
+		defer hts.Close()
+		ctx := tab(t, bctx, true)
+		do(t, ctx, chromedp.Navigate(hts.URL))
+		waitJS(t, ctx, `document.querySelector('#plot-epoch polyline')`)
+		for _, id := range []string{"plot-epoch", "plot-step"} {
+			ticks := run(t, ctx, chromedp.Evaluate[[][]string](fmt.Sprintf(`(() => {
+				const svg = document.getElementById('%s');
+				const texts = (anchor) => [...svg.querySelectorAll('text[text-anchor="' + anchor + '"]')].map((e) => e.textContent);
+				return [texts('end'), texts('middle').filter((s) => /^[0-9.e+-]+$/.test(s))];
+			})()`, id)))
+			y, x := ticks[0], ticks[1]
+			if len(y) < 3 {
+				t.Errorf("%s: y ticks %q, want at least 3", id, y)
+			}
+			if len(x) < 2 {
+				t.Errorf("%s: x ticks %q, want at least 2", id, x)
+			}
+			for _, v := range x {
+				if strings.ContainsAny(v, ".e") {
+					t.Errorf("%s: x tick %q is not a whole %s", id, v, strings.TrimPrefix(id, "plot-"))
+				}
+			}
+		}
 	})
 
 	t.Run("cross-site", func(t *testing.T) {

@@ -289,7 +289,7 @@ func (s *Server) gray(ctx context.Context, w http.ResponseWriter, r *http.Reques
 // Events of POST /api/colorize's stream, each "event: NAME\ndata: JSON\n\n".
 type (
 	queuedEvent struct {
-		Ahead int `json:"ahead"` // about how many requests are before this one
+		Ahead int `json:"ahead"` // how many colorizations are before this one, the running one included
 	}
 	startEvent struct {
 		grayResult
@@ -399,11 +399,8 @@ func (s *Server) colorize(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 
-	if !s.queue.tryRun() {
-		send("queued", queuedEvent{Ahead: s.queue.others()})
-		if err := s.queue.run(ctx); err != nil {
-			return streamErr(err)
-		}
+	if err := s.queue.run(ctx, func(ahead int) { send("queued", queuedEvent{Ahead: ahead}) }); err != nil {
+		return streamErr(err)
 	}
 	defer s.queue.done()
 	send("start", startEvent{grayResult: grayResult{Checkpoint: m.Name, ImageSize: m.ImageSize, Gray: pngDataURL(g)},

@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -775,5 +776,102 @@ func TestGrayOrientation(t *testing.T) {
 	}
 	if got := gray(exifPNG(t, dataset.Orient(upright, 3), 3)); !bytes.Equal(got, want) {
 		t.Error("a photo stored upside down with orientation 3 is not seen upright")
+	}
+}
+
+// TestQueuePositions: waiting requests are told how many colorizations are
+// before them, and told again whenever that changes: when one ahead gives
+// up, and when the running one finishes.
+func TestQueuePositions(t *testing.T) {
+	s, ts := newTestServer(t, Options{Queue: 3})
+	started := make(chan struct{})
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	all, cancelAll := context.WithCancel(context.Background())
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }); cancelAll() }) // before the server closes
+	var calls atomic.Int32
+	s.progress = func(ctx context.Context, step, steps int) {
+		if calls.Add(1) == 1 {
+			close(started)
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+	}
+	body, ct := form(t, encodePNG(t, photo(20, 20)), "steps", "10", "samples", "1")
+	type event struct {
+		name string
+		data []byte
+	}
+	// open sends a colorization and streams its events into a channel.
+	open := func(ctx context.Context) <-chan event {
+		ch := make(chan event, 64)
+		go func() {
+			defer close(ch)
+			req, _ := http.NewRequestWithContext(ctx, "POST", ts.URL+"/api/colorize", bytes.NewReader(body))
+			req.Header.Set("Content-Type", ct)
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return
+			}
+			defer res.Body.Close()
+			ev := newSSE(res.Body)
+			for {
+				name, data, ok := ev.next()
+				if !ok {
+					return
+				}
+				ch <- event{name, data}
+			}
+		}()
+		return ch
+	}
+	// nextQueued returns the "ahead" of the next event, which must be queued.
+	nextQueued := func(ch <-chan event, who string) int {
+		t.Helper()
+		e := waitFor(t, ch, who+"'s next event")
+		var q queuedEvent
+		if e.name != "queued" || json.Unmarshal(e.data, &q) != nil {
+			t.Fatalf("%s: event %q %s, want queued", who, e.name, e.data)
+		}
+		return q.Ahead
+	}
+
+	first := open(all)
+	waitFor(t, started, "the first colorization to start")
+	second := open(all)
+	if n := nextQueued(second, "second"); n != 1 {
+		t.Errorf("second: %d ahead, want 1", n)
+	}
+	ctx3, cancel3 := context.WithCancel(all)
+	defer cancel3()
+	third := open(ctx3)
+	if n := nextQueued(third, "third"); n != 2 {
+		t.Errorf("third: %d ahead, want 2", n)
+	}
+	fourth := open(all)
+	if n := nextQueued(fourth, "fourth"); n != 3 {
+		t.Errorf("fourth: %d ahead, want 3", n)
+	}
+	cancel3() // the third gives up: the fourth moves up
+	if n := nextQueued(fourth, "fourth"); n != 2 {
+		t.Errorf("fourth after the third left: %d ahead, want 2", n)
+	}
+	releaseOnce.Do(func() { close(release) }) // the first finishes: the second runs, the fourth moves up
+	if e := waitFor(t, second, "the second's start"); e.name != "start" {
+		t.Errorf("second: %q after the first finished, want start", e.name)
+	}
+	if n := nextQueued(fourth, "fourth"); n != 1 {
+		t.Errorf("fourth after the first finished: %d ahead, want 1", n)
+	}
+	for _, ch := range []<-chan event{first, second, fourth} {
+		last := ""
+		for e := range ch {
+			last = e.name
+		}
+		if last != "done" {
+			t.Errorf("a colorization ended with %q", last)
+		}
 	}
 }

@@ -120,12 +120,18 @@ function clearGray() {
   $('gray').removeAttribute('src');
 }
 
+// forgetPhoto drops the chosen photo, in the page and in the file input.
+function forgetPhoto() {
+  photo = null;
+  $('image').value = '';
+}
+
 function choosePhoto(file) {
   showError('');
   setStatus('');
   if (!file) return;
   if (file.size > limits.max_upload_bytes) {
-    photo = null;
+    forgetPhoto();
     clearGray();
     showError(`${file.name} is ${mib(file.size)}, more than the limit of ${mib(limits.max_upload_bytes)}. Choose a smaller photo.`);
     return;
@@ -155,6 +161,9 @@ async function showGray() {
     const msg = await errorText(res);
     if (seq !== graySeq) return;
     clearGray();
+    // A photo the server refuses (4xx) is forgotten, so that Colorize does
+    // not send it again; a busy or failing server (5xx) may take it later.
+    if (res.status >= 400 && res.status < 500 && res.status !== 401 && res.status !== 408) forgetPhoto();
     showError(msg);
     return;
   }
@@ -167,11 +176,18 @@ async function showGray() {
 
 // ---- colorizing ----------------------------------------------------------
 
+// setBusy switches the form between idle and colorizing. The keyboard's
+// focus follows the button that can be pressed: Cancel while colorizing
+// (Colorize is disabled, which would drop the focus to <body>), Colorize
+// after.
 function setBusy(busy) {
+  const a = document.activeElement;
+  const follow = a === $('go') || a === $('cancel') || a === document.body || a === null;
   $('go').disabled = busy;
   $('cancel').hidden = !busy;
   $('image').disabled = busy;
   $('checkpoint').disabled = busy;
+  if (follow) (busy ? $('cancel') : $('go')).focus();
 }
 
 // readEvents reads a text/event-stream answer and calls on[event](data).
@@ -308,27 +324,41 @@ function fmt(v) {
   return String(Number(v.toPrecision(3)));
 }
 
-function niceTicks(lo, hi, n) {
+// niceTicks returns about n round values (1, 2, 5 × 10^k apart) within
+// [lo, hi]; whole numbers only when integer is set (epochs, steps).
+function niceTicks(lo, hi, n, integer) {
   const step0 = (hi - lo) / n;
   const mag = 10 ** Math.floor(Math.log10(step0));
   const r = step0 / mag;
-  const step = (r >= 7.5 ? 10 : r >= 3.5 ? 5 : r >= 1.5 ? 2 : 1) * mag;
+  let step = (r >= 7.5 ? 10 : r >= 3.5 ? 5 : r >= 1.5 ? 2 : 1) * mag;
+  if (integer) step = Math.max(1, Math.round(step));
   const out = [];
-  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(v);
+  for (let i = Math.ceil(lo / step - 1e-9); i * step <= hi + step * 1e-9; i++) {
+    out.push(Number((i * step).toPrecision(12))); // no 0.30000000000000004
+  }
   return out;
 }
 
-// logTicks returns 1, 2, 5 × 10^k within [10^lo, 10^hi] (lo, hi: log10).
+// logTicks returns ticks for a log axis over [10^lo, 10^hi] (lo, hi:
+// log10): 1, 2, 5 × 10^k, or every m × 10^k when that gives fewer than
+// three, or round values on a linear step when the range is narrower than
+// that (a loss that hardly moves).
 function logTicks(lo, hi) {
-  let out = [];
-  for (let k = Math.floor(lo); k <= Math.ceil(hi); k++) {
-    for (const m of [1, 2, 5]) {
-      const v = m * 10 ** k;
-      const l = Math.log10(v);
-      if (l >= lo - 1e-9 && l <= hi + 1e-9) out.push(v);
+  const pick = (ms) => {
+    const out = [];
+    for (let k = Math.floor(lo); k <= Math.ceil(hi); k++) {
+      for (const m of ms) {
+        const v = Number((m * 10 ** k).toPrecision(12));
+        const l = Math.log10(v);
+        if (l >= lo - 1e-9 && l <= hi + 1e-9) out.push(v);
+      }
     }
-  }
+    return out;
+  };
+  let out = pick([1, 2, 5]);
   if (out.length > 8) out = out.filter((v) => Math.abs(Math.log10(v) - Math.round(Math.log10(v))) < 1e-9);
+  if (out.length < 3) out = pick([1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  if (out.length < 3) out = niceTicks(10 ** lo, 10 ** hi, 4).filter((v) => v > 0);
   return out;
 }
 
@@ -364,7 +394,7 @@ function plot(svg, points, xname, title) {
     svg.append(svgEl('line', { class: 'gridline', x1: L, x2: W - R, y1: y, y2: y }));
     svg.append(svgEl('text', { x: L - 6, y: y + 4, 'text-anchor': 'end' }, fmt(v)));
   }
-  for (const v of niceTicks(x0, x1, 5).filter((v) => Number.isInteger(v) || x1 - x0 < 10)) {
+  for (const v of niceTicks(x0, x1, 5, true)) { // steps and epochs are whole
     const x = sx(v);
     svg.append(svgEl('line', { class: 'axis', x1: x, x2: x, y1: H - B, y2: H - B + 4 }));
     svg.append(svgEl('text', { x, y: H - B + 16, 'text-anchor': 'middle' }, fmt(v)));
@@ -497,13 +527,23 @@ function refreshDashboard() {
 // ---- wiring ----------------------------------------------------------------
 
 function init() {
+  // Each slider has a number box; both take any whole number in range, as
+  // the API does.
   for (const id of ['steps', 'samples']) {
-    const input = $(id);
-    const out = $(id + '-value');
-    const sync = () => { out.textContent = input.value; };
-    input.addEventListener('input', sync);
-    input.addEventListener('change', sync);
-    sync();
+    const slider = $(id);
+    const box = $(id + '-box');
+    const lo = Number(slider.min), hi = Number(slider.max);
+    slider.addEventListener('input', () => { box.value = slider.value; });
+    box.addEventListener('input', () => {
+      const v = Number(box.value);
+      if (box.value !== '' && Number.isInteger(v) && v >= lo && v <= hi) slider.value = String(v);
+    });
+    box.addEventListener('change', () => {
+      const v = Math.round(Number(box.value));
+      box.value = String(Number.isFinite(v) && box.value !== '' ? Math.min(hi, Math.max(lo, v)) : slider.value);
+      slider.value = box.value;
+    });
+    box.value = slider.value;
   }
   $('image').addEventListener('change', (e) => choosePhoto(e.target.files[0]));
   $('checkpoint').addEventListener('change', showGray);
