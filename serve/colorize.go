@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tinct/tinct/chroma"
 	"github.com/tinct/tinct/dataset"
 	"github.com/tinct/tinct/model"
 	"github.com/tinct/tinct/nn"
@@ -149,17 +150,15 @@ func (u *upload) intField(name string, lo, hi int) (int, error) {
 	return n, nil
 }
 
-// grayImage decodes an upload and makes it the network's input: center
-// crop, Lanczos resize to size², BT.601 gray, exactly as training prepared
-// its images. Before decoding, it checks the declared pixel count and the
-// decoded size (decodedBytes) against the limits; the decode itself waits
-// for one of maxDecodes places.
-func (s *Server) grayImage(ctx context.Context, data []byte, size int) (*image.Gray, error) {
+// luminance decodes an upload (decodeUpload) and returns its BT.601 gray
+// at the photo's own size: what the network's input is made from and what
+// the full-resolution results are coloured on.
+func (s *Server) luminance(ctx context.Context, data []byte) (*image.Gray, error) {
 	img, err := s.decodeUpload(ctx, data)
 	if err != nil {
 		return nil, err
 	}
-	return dataset.ToGray(dataset.Resize(img, size)), nil
+	return dataset.ToGray(img), nil
 }
 
 // decodeUpload checks and decodes an uploaded PNG or JPEG, turned upright
@@ -244,12 +243,24 @@ func pngDataURL(img image.Image) string {
 type grayResult struct {
 	Checkpoint string `json:"checkpoint"`
 	ImageSize  int    `json:"image_size"`
-	Gray       string `json:"gray"` // data:image/png;base64,…
+	Gray       string `json:"gray"` // data:image/png;base64,… of ImageSize²: the network's input
+	// Width and Height are the photo's, upright; Frame is where it lies in
+	// Gray ([x0, y0, x1, y1]); the rest of Gray mirrors it.
+	Width  int    `json:"width"`
+	Height int    `json:"height"`
+	Frame  [4]int `json:"frame"`
+}
+
+func newGrayResult(m *Model, lum, in *image.Gray, frame image.Rectangle) grayResult {
+	return grayResult{Checkpoint: m.Name, ImageSize: m.ImageSize, Gray: pngDataURL(in), Width: lum.Bounds().Dx(), Height: lum.Bounds().Dy(),
+		Frame: [4]int{frame.Min.X, frame.Min.Y, frame.Max.X, frame.Max.Y}}
 }
 
 // handleGray answers POST /api/gray (form: image, optional checkpoint) with
 // the photo in gray at the checkpoint's image size, as the network will see
-// it: {"checkpoint", "image_size", "gray": "data:image/png;base64,…"}.
+// it (chroma.Fit: the whole frame, its longer side at the model's size,
+// mirrored into the rest of the square): {"checkpoint", "image_size",
+// "gray": "data:image/png;base64,…", "width", "height", "frame"}.
 func (s *Server) handleGray(w http.ResponseWriter, r *http.Request) {
 	// At most maxGrayUploads are read and held at once; the rest are
 	// refused before their bodies are read.
@@ -279,11 +290,13 @@ func (s *Server) gray(ctx context.Context, w http.ResponseWriter, r *http.Reques
 	if err != nil {
 		return nil, err
 	}
-	g, err := s.grayImage(ctx, u.image, m.ImageSize)
+	lum, err := s.luminance(ctx, u.image)
 	if err != nil {
 		return nil, err
 	}
-	return &grayResult{Checkpoint: m.Name, ImageSize: m.ImageSize, Gray: pngDataURL(g)}, nil
+	in, frame := chroma.Fit(lum, m.ImageSize)
+	res := newGrayResult(m, lum, in, frame)
+	return &res, nil
 }
 
 // Events of POST /api/colorize's stream, each "event: NAME\ndata: JSON\n\n".
@@ -304,10 +317,17 @@ type (
 	}
 	previewEvent struct {
 		Step  int    `json:"step"`
-		Image string `json:"image"` // data:image/png;base64,… of the first sample's current x̂0
+		Image string `json:"image"` // data:image/png;base64,… of the first sample's current x̂0, the frame only
 	}
 	doneEvent struct {
-		Images  []string `json:"images"` // data:image/png;base64,… of ImageSize², one per sample
+		// Images are the model-size samples of the photo's frame (e.g.
+		// 128×85 for a 3:2 photo), data:image/png;base64,…
+		Images []string `json:"images"`
+		// Full are the URLs of the same samples at the photo's own size
+		// (Width×Height), coloured on its luminance (GET them: PNG).
+		Full    []string `json:"full"`
+		Width   int      `json:"width"`
+		Height  int      `json:"height"`
 		Seconds float64  `json:"seconds"`
 	}
 	errorEvent struct {
@@ -373,10 +393,12 @@ func (s *Server) colorize(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fail(err)
 	}
-	g, err := s.grayImage(ctx, u.image, m.ImageSize)
+	lum, err := s.luminance(ctx, u.image)
 	if err != nil {
 		return fail(err)
 	}
+	size := m.ImageSize
+	g, frame := chroma.Fit(lum, size)
 
 	// From here on the answer is a stream.
 	h := w.Header()
@@ -403,10 +425,8 @@ func (s *Server) colorize(w http.ResponseWriter, r *http.Request) error {
 		return streamErr(err)
 	}
 	defer s.queue.done()
-	send("start", startEvent{grayResult: grayResult{Checkpoint: m.Name, ImageSize: m.ImageSize, Gray: pngDataURL(g)},
-		Epoch: m.Epoch, Steps: steps, Samples: samples, Seed: seed})
+	send("start", startEvent{grayResult: newGrayResult(m, lum, g, frame), Epoch: m.Epoch, Steps: steps, Samples: samples, Seed: seed})
 
-	size := m.ImageSize
 	gray := make([]float32, size*size)
 	for i, v := range g.Pix[:size*size] {
 		gray[i] = model.PixelToUnit(v)
@@ -418,7 +438,7 @@ func (s *Server) colorize(w http.ResponseWriter, r *http.Request) error {
 	// a preview of the first sample about ten times per colorization (a
 	// PNG of ImageSize² costs well under a diffusion step)
 	sampler.SetPreview(max(1, steps/10), func(step int, x0 nn.Tensor) {
-		send("preview", previewEvent{Step: step, Image: pngDataURL(track.ToImage(x0.Image(0), 3, size, size))})
+		send("preview", previewEvent{Step: step, Image: pngDataURL(subImage(track.ToImage(x0.Image(0), 3, size, size), frame))})
 	})
 	defer sampler.SetPreview(0, nil)
 	start := time.Now()
@@ -432,12 +452,26 @@ func (s *Server) colorize(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return streamErr(err)
 	}
-	done := doneEvent{Seconds: time.Since(start).Seconds()}
+	done := doneEvent{Seconds: time.Since(start).Seconds(), Width: lum.Bounds().Dx(), Height: lum.Bounds().Dy()}
+	res := &result{lum: lum, content: frame}
 	for k := range samples {
-		done.Images = append(done.Images, pngDataURL(track.ToImage(out.Image(k), 3, size, size)))
+		img := track.ToImage(out.Image(k), 3, size, size).(*image.RGBA)
+		res.samples = append(res.samples, img)
+		done.Images = append(done.Images, pngDataURL(img.SubImage(frame)))
+	}
+	id := s.results.add(res)
+	for k := range samples {
+		done.Full = append(done.Full, resultURL(id, k))
 	}
 	send("done", done)
 	return nil
+}
+
+// subImage returns the part of img inside r.
+func subImage(img image.Image, r image.Rectangle) image.Image {
+	return img.(interface {
+		SubImage(image.Rectangle) image.Image
+	}).SubImage(r)
 }
 
 func formatBytes(n int64) string {

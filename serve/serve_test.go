@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/tinct/tinct/checkpoint"
+	"github.com/tinct/tinct/chroma"
 	"github.com/tinct/tinct/dataset"
 	"github.com/tinct/tinct/model"
 	"github.com/tinct/tinct/nn"
@@ -150,9 +151,11 @@ func TestLimits(t *testing.T) {
 	}
 }
 
-// grayOf is the network input tinct computes for img: training's pipeline.
+// grayOf is the network input tinct serve computes for img: BT.601 gray as
+// training's pipeline, the whole frame fitted into size² (chroma.Fit).
 func grayOf(img image.Image, size int) *image.Gray {
-	return dataset.ToGray(dataset.Resize(img, size))
+	g, _ := chroma.Fit(dataset.ToGray(img), size)
+	return g
 }
 
 func TestGray(t *testing.T) {
@@ -178,6 +181,9 @@ func TestGray(t *testing.T) {
 		g, ok := img.(*image.Gray)
 		if !ok || got.ImageSize != tinySize || got.Checkpoint != "epoch-000001" || !bytes.Equal(g.Pix, want.Pix) {
 			t.Errorf("%s: gray %T %v (checkpoint %q, size %d) differs from the training pipeline's", enc, img, img.Bounds(), got.Checkpoint, got.ImageSize)
+		}
+		if got.Width != 48 || got.Height != 32 || got.Frame != [4]int{0, 2, 16, 13} {
+			t.Errorf("%s: photo %d×%d, frame %v; want 48×32 in [0 2 16 13] (11 rows: 32·16/48 rounded)", enc, got.Width, got.Height, got.Frame)
 		}
 	}
 }
@@ -296,11 +302,13 @@ func TestColorize(t *testing.T) {
 	}
 	for k, u := range s.done.Images {
 		got := decodeDataURL(t, u)
-		want := track.ToImage(out.Image(k), 3, tinySize, tinySize).(*image.RGBA)
+		// the model-size sample is the photo's frame: 16×12 of the 16² square for 40×30
+		want := track.ToImage(out.Image(k), 3, tinySize, tinySize).(*image.RGBA).SubImage(image.Rect(0, 2, 16, 14)).(*image.RGBA)
+		want.Rect = want.Rect.Sub(want.Rect.Min)
 		if got.Bounds() != want.Bounds() {
 			t.Fatalf("image %d: %v, want %v", k, got.Bounds(), want.Bounds())
 		}
-		for y := range tinySize {
+		for y := range 12 {
 			for x := range tinySize {
 				r1, g1, b1, _ := got.At(x, y).RGBA()
 				r2, g2, b2, _ := want.At(x, y).RGBA()
@@ -873,5 +881,67 @@ func TestQueuePositions(t *testing.T) {
 		if last != "done" {
 			t.Errorf("a colorization ended with %q", last)
 		}
+	}
+}
+
+// TestFullResolution: a 3000×2000 photo comes back as a 3000×2000 PNG whose
+// luminance is the photo's to within rounding, coloured by the network's
+// model-size sample of the whole frame; the model-size sample comes too.
+func TestFullResolution(t *testing.T) {
+	_, ts := newTestServer(t, Options{})
+	src := image.NewRGBA(image.Rect(0, 0, 3000, 2000))
+	for y := range 2000 {
+		for x := range 3000 {
+			i := src.PixOffset(x, y)
+			src.Pix[i], src.Pix[i+1], src.Pix[i+2], src.Pix[i+3] = uint8(x*255/3000), uint8(y*255/2000), uint8((x^y)&255), 255
+		}
+	}
+	file := encodePNG(t, src)
+	body, ct := form(t, file, "steps", "10", "samples", "2", "seed", "5")
+	s := readStream(t, post(t, context.Background(), ts.URL+"/api/colorize", body, ct))
+	if s.done == nil || len(s.done.Full) != 2 || len(s.done.Images) != 2 {
+		t.Fatalf("events %v, done %+v", s.order, s.done)
+	}
+	if s.done.Width != 3000 || s.done.Height != 2000 {
+		t.Errorf("done: %d×%d, want 3000×2000", s.done.Width, s.done.Height)
+	}
+	// the model-size sample: the frame's 16×11 of the 16² square
+	if b := decodeDataURL(t, s.done.Images[0]).Bounds(); b != image.Rect(0, 0, 16, 11) {
+		t.Errorf("model-size sample %v, want 16×11 (the whole frame at the model's size)", b)
+	}
+	res, err := http.Get(ts.URL + s.done.Full[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != 200 || res.Header.Get("Content-Type") != "image/png" {
+		t.Fatalf("GET %s: %d %s", s.done.Full[0], res.StatusCode, res.Header.Get("Content-Type"))
+	}
+	full, err := png.Decode(res.Body)
+	res.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if full.Bounds() != src.Bounds() {
+		t.Fatalf("full-resolution result %v, want %v", full.Bounds(), src.Bounds())
+	}
+	want, got := dataset.ToGray(src), dataset.ToGray(full)
+	worst, coloured := 0, 0
+	for i := range want.Pix {
+		d := int(got.Pix[i]) - int(want.Pix[i])
+		worst = max(worst, d, -d)
+	}
+	rgba := full.(*image.RGBA)
+	for i := 0; i < len(rgba.Pix); i += 4 {
+		if rgba.Pix[i] != rgba.Pix[i+1] || rgba.Pix[i+1] != rgba.Pix[i+2] {
+			coloured++
+		}
+	}
+	if worst > 1 || coloured < len(want.Pix)/2 {
+		t.Errorf("full-resolution luminance differs from the photo's by up to %d levels (want ≤ 1); %d of %d pixels coloured", worst, coloured, len(want.Pix))
+	}
+	// an unknown result
+	res, _ = http.Get(ts.URL + "/api/results/0123456789abcdef0123456789abcdef/1.png")
+	if msg := apiErr(t, res); res.StatusCode != 404 || !strings.Contains(msg, "colorize again") {
+		t.Errorf("unknown result: %d %q", res.StatusCode, msg)
 	}
 }

@@ -55,6 +55,11 @@ type Options struct {
 	// height × bytes per pixel, checked before decoding (0:
 	// DefaultMaxDecodedBytes).
 	MaxDecodedBytes int64
+	// MaxResultBytes bounds the finished colorizations kept for their
+	// full-resolution downloads (each holds its photo's luminance, one byte
+	// per pixel; 0: DefaultMaxResultBytes). The oldest go first, and none
+	// stays longer than an hour.
+	MaxResultBytes int64
 	// Token, when set, is required on every API request: as the header
 	// "Authorization: Bearer TOKEN" or the session cookie that POST
 	// /api/login sets. Without it, only requests addressed to a loopback
@@ -78,6 +83,7 @@ type Server struct {
 	decode  chan struct{} // bounds concurrent image decodes
 	uploads chan struct{} // bounds the /api/gray uploads held at once
 	session string        // the session cookie's value when Token is set
+	results *results      // finished colorizations, for full-resolution downloads
 
 	// Test hooks: progress, if set, is called after each diffusion step
 	// with the request's context; finished with each colorization's result.
@@ -107,6 +113,9 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxDecodedBytes <= 0 {
 		opts.MaxDecodedBytes = DefaultMaxDecodedBytes
 	}
+	if opts.MaxResultBytes <= 0 {
+		opts.MaxResultBytes = DefaultMaxResultBytes
+	}
 	if opts.BodyTimeout <= 0 {
 		opts.BodyTimeout = DefaultBodyTimeout
 	}
@@ -123,7 +132,7 @@ func New(opts Options) (*Server, error) {
 		opts.Logger = slog.Default()
 	}
 	s := &Server{opts: opts, log: opts.Logger, mux: http.NewServeMux(), queue: newQueue(opts.Queue),
-		decode: make(chan struct{}, maxDecodes), uploads: make(chan struct{}, maxGrayUploads)}
+		decode: make(chan struct{}, maxDecodes), uploads: make(chan struct{}, maxGrayUploads), results: newResults(opts.MaxResultBytes)}
 	if opts.Token != "" {
 		s.session = sessionValue(opts.Token)
 	}
@@ -160,6 +169,7 @@ func New(opts Options) (*Server, error) {
 	s.mux.HandleFunc("GET /run/images/{file}", s.handleRunImage)
 	s.mux.HandleFunc("GET /api/cluster", s.handleCluster)
 	s.mux.HandleFunc("POST /api/login", s.handleLogin)
+	s.mux.HandleFunc("GET /api/results/{id}/{file}", s.handleResult)
 	s.mux.HandleFunc("/api/", s.handleNoEndpoint)
 	return s, nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"hash/crc32"
 	"image"
 	"image/color"
@@ -84,5 +85,37 @@ func TestColorizeOrientation(t *testing.T) {
 	b := readPNG(t, filepath.Join(out, "sideways-gray.png")).(*image.Gray)
 	if a.Bounds() != b.Bounds() || !bytes.Equal(a.Pix, b.Pix) {
 		t.Error("the sideways photo tagged with orientation 6 is not colorized upright")
+	}
+}
+
+// TestColorizeFullRes: by default tinct colorize writes the colorization at
+// the photo's own size on its own luminance, and the model-size sample of
+// the whole frame beside it; --full-res=false writes only the latter.
+func TestColorizeFullRes(t *testing.T) {
+	dir, _, _, _ := tinyFiles(t)
+	src := gradient(300, 200)
+	writePNG(t, filepath.Join(dir, "photo.png"), src, 0)
+	w := filepath.Join(dir, "w.safetensors")
+	out := filepath.Join(dir, "full")
+	colorizeArgs(t, w, out, "--samples", "2", filepath.Join(dir, "photo.png"))
+	for k := 1; k <= 2; k++ {
+		full := readPNG(t, filepath.Join(out, fmt.Sprintf("photo-%d.png", k)))
+		if full.Bounds() != src.Bounds() {
+			t.Fatalf("photo-%d.png is %v, want %v", k, full.Bounds(), src.Bounds())
+		}
+		want, got := dataset.ToGray(src), dataset.ToGray(full)
+		for i := range want.Pix {
+			if d := int(got.Pix[i]) - int(want.Pix[i]); d < -1 || d > 1 {
+				t.Fatalf("photo-%d.png: luminance %d at pixel %d, the photo's is %d", k, got.Pix[i], i, want.Pix[i])
+			}
+		}
+		if b := readPNG(t, filepath.Join(out, fmt.Sprintf("photo-%d-model.png", k))).Bounds(); b != image.Rect(0, 0, 16, 11) {
+			t.Errorf("photo-%d-model.png is %v, want 16×11", k, b)
+		}
+	}
+	small := filepath.Join(dir, "small")
+	colorizeArgs(t, w, small, "--full-res=false", filepath.Join(dir, "photo.png"))
+	if b := readPNG(t, filepath.Join(small, "photo-1.png")).Bounds(); b != image.Rect(0, 0, 16, 11) {
+		t.Errorf("--full-res=false: photo-1.png is %v, want the 16×11 model-size sample", b)
 	}
 }

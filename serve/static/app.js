@@ -115,33 +115,87 @@ async function loadCheckpoints() {
 
 // ---- the photo -----------------------------------------------------------
 
+let photoURL = null; // object URL of the chosen photo, shown as it is
+
 function clearGray() {
   $('gray-figure').hidden = true;
   $('gray').removeAttribute('src');
 }
 
+// dropPhoto drops the chosen photo and its views.
+function dropPhoto() {
+  photo = null;
+  graySeq++; // answers still on their way are for a photo no longer chosen
+  $('photo-box').hidden = true;
+  $('original').removeAttribute('src');
+  if (photoURL) URL.revokeObjectURL(photoURL);
+  photoURL = null;
+  clearGray();
+}
+
 // forgetPhoto drops the chosen photo, in the page and in the file input.
 function forgetPhoto() {
-  photo = null;
+  dropPhoto();
   $('image').value = '';
+}
+
+// clearAll is the Clear button: no photo, no results, no messages.
+function clearAll() {
+  if (controller) return;
+  forgetPhoto();
+  showError('');
+  setStatus('');
+  $('gallery').replaceChildren();
+  $('results-title').hidden = true;
+  $('results-note').hidden = true;
+  $('image').focus();
 }
 
 function choosePhoto(file) {
   showError('');
   setStatus('');
-  if (!file) return;
+  if (!file || controller) return;
   if (file.size > limits.max_upload_bytes) {
     forgetPhoto();
-    clearGray();
     showError(`${file.name} is ${mib(file.size)}, more than the limit of ${mib(limits.max_upload_bytes)}. Choose a smaller photo.`);
     return;
   }
+  dropPhoto();
   photo = file;
+  photoURL = URL.createObjectURL(file);
+  const img = $('original');
+  img.onload = () => {
+    $('original-caption').textContent = `${file.name || 'pasted photo'}, ${img.naturalWidth}×${img.naturalHeight}`;
+  };
+  img.onerror = () => { $('original-caption').textContent = file.name || 'pasted photo'; };
+  img.src = photoURL;
+  $('original-caption').textContent = file.name || 'pasted photo';
+  $('photo-box').hidden = false;
   showGray();
 }
 
+// chooseExample loads one of the bundled sample photos as if it were chosen.
+async function chooseExample(src) {
+  if (controller) return;
+  let res;
+  try {
+    res = await fetch(src);
+  } catch (e) {
+    showError('Cannot reach the server: ' + e.message);
+    return;
+  }
+  if (!res.ok) {
+    showError(`The example ${src} is missing (${res.status}).`);
+    return;
+  }
+  const blob = await res.blob();
+  $('image').value = '';
+  choosePhoto(new File([blob], src.split('/').pop(), { type: blob.type || 'image/jpeg' }));
+}
+
 // showGray asks the server for the photo in gray at the model's size, as the
-// network will see it (center crop, Lanczos, BT.601: the training pipeline).
+// network will see it: the whole frame, its longer side at the model's size,
+// mirrored into the rest of the square.
 async function showGray() {
   if (!photo) return;
   const seq = ++graySeq;
@@ -170,7 +224,7 @@ async function showGray() {
   const j = await res.json();
   if (seq !== graySeq) return;
   $('gray').src = j.gray;
-  $('gray-caption').textContent = `${photo.name} in gray at ${j.image_size}×${j.image_size}, as checkpoint ${j.checkpoint} sees it`;
+  $('gray-caption').textContent = `In gray at ${j.image_size}×${j.image_size}, as checkpoint ${j.checkpoint} sees it (the photo, ${j.width}×${j.height}, mirrored into the square)`;
   $('gray-figure').hidden = false;
 }
 
@@ -187,6 +241,8 @@ function setBusy(busy) {
   $('cancel').hidden = !busy;
   $('image').disabled = busy;
   $('checkpoint').disabled = busy;
+  $('clear').disabled = busy;
+  for (const b of document.querySelectorAll('.example')) b.disabled = busy;
   if (follow) (busy ? $('cancel') : $('go')).focus();
 }
 
@@ -213,24 +269,68 @@ async function readEvents(res, on) {
   }
 }
 
-function showResults(start, images) {
+// seconds formats a duration for the status line.
+function seconds(ms) {
+  const s = ms / 1000;
+  if (s < 60) return `${s.toFixed(s < 10 ? 1 : 0)} s`;
+  return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+}
+
+// showResults puts the photo and its colorizations side by side: each
+// result at full size (the colours on the photo's own gray) with downloads
+// of the full-size and the model-size PNG; selecting one enlarges it.
+function showResults(start, done) {
   const gallery = $('gallery');
-  const figures = images.map((src, i) => {
+  const input = document.createElement('figure');
+  input.className = 'input';
+  const inImg = document.createElement('img');
+  inImg.src = photoURL || start.gray;
+  inImg.alt = 'Your photo';
+  const inCap = document.createElement('figcaption');
+  inCap.textContent = `Your photo, ${done.width}×${done.height}`;
+  input.append(inImg, inCap);
+
+  const name = `tinct-${start.checkpoint}-seed${start.seed}`;
+  const figures = done.images.map((small, i) => {
     const fig = document.createElement('figure');
+    fig.className = 'result';
+    const open = document.createElement('button');
+    open.type = 'button';
+    open.className = 'enlarge';
     const img = document.createElement('img');
-    img.src = src;
-    img.alt = `Colorization ${i + 1} of ${images.length}`;
+    img.src = done.full[i];
+    img.alt = `Colorization ${i + 1} of ${done.images.length}, full size`;
+    open.append(img);
+    open.setAttribute('aria-label', `Enlarge colorization ${i + 1}`);
+    open.addEventListener('click', () => enlarge(done.full[i], `Colorization ${i + 1} of ${done.images.length}, ${done.width}×${done.height} (seed ${start.seed})`));
     const cap = document.createElement('figcaption');
-    const a = document.createElement('a');
-    a.href = src;
-    a.download = `tinct-${start.checkpoint}-seed${start.seed}-${i + 1}.png`;
-    a.textContent = `Download ${i + 1} (PNG)`;
-    cap.append(a);
-    fig.append(img, cap);
+    const full = document.createElement('a');
+    full.href = done.full[i];
+    full.download = `${name}-${i + 1}.png`;
+    full.className = 'download-full';
+    full.textContent = `Full size ${i + 1} (${done.width}×${done.height} PNG)`;
+    const model = document.createElement('a');
+    model.href = small;
+    model.download = `${name}-${i + 1}-model.png`;
+    model.className = 'download-model';
+    model.textContent = 'model size';
+    cap.append(full, ' · ', model);
+    fig.append(open, cap);
     return fig;
   });
-  gallery.replaceChildren(...figures);
+  gallery.replaceChildren(input, ...figures);
   $('results-title').hidden = false;
+  $('results-note').hidden = false;
+  // On a phone the results are below the fold: bring them up.
+  if (window.matchMedia('(max-width: 900px)').matches) $('results-title').scrollIntoView({ behavior: 'smooth', block: 'start' });
+}
+
+// enlarge shows an image in the viewer dialog (Escape or Close closes it).
+function enlarge(src, caption) {
+  $('viewer-img').src = src;
+  $('viewer-img').alt = caption;
+  $('viewer-caption').textContent = caption;
+  $('viewer').showModal();
 }
 
 async function colorize(ev) {
@@ -252,6 +352,8 @@ async function colorize(ev) {
   controller = new AbortController();
   setBusy(true);
   setStatus('Sending…');
+  const sent = performance.now();
+  let began = 0; // when the diffusion started
   let start = null;
   let finished = false;
   try {
@@ -262,9 +364,10 @@ async function colorize(ev) {
       return;
     }
     await readEvents(res, {
-      queued: (d) => setStatus(`Waiting for the server: ${d.ahead} ahead of you…`),
+      queued: (d) => setStatus(`Waiting for the server: ${d.ahead} ahead of you (${seconds(performance.now() - sent)} so far)…`),
       start: (d) => {
         start = d;
+        began = performance.now();
         progress.max = d.steps;
         progress.value = 0;
         progress.hidden = false;
@@ -272,7 +375,9 @@ async function colorize(ev) {
       },
       progress: (d) => {
         progress.value = d.step;
-        setStatus(`Step ${d.step} of ${d.steps}`);
+        const spent = performance.now() - began;
+        const left = d.step < d.steps ? ` · about ${seconds((spent / d.step) * (d.steps - d.step))} left` : '';
+        setStatus(`Step ${d.step} of ${d.steps} · ${seconds(spent)}${left}`);
       },
       preview: (d) => {
         preview.src = d.image;
@@ -280,7 +385,7 @@ async function colorize(ev) {
       },
       done: (d) => {
         finished = true;
-        showResults(start, d.images);
+        showResults(start, d);
         const n = d.images.length;
         setStatus(`Done: ${n} colorization${n === 1 ? '' : 's'}, ${start.steps} steps in ${d.seconds.toFixed(1)} s (seed ${start.seed}).`);
       },
@@ -545,7 +650,18 @@ function init() {
     });
     box.value = slider.value;
   }
-  $('image').addEventListener('change', (e) => choosePhoto(e.target.files[0]));
+  $('image').addEventListener('change', (e) => { if (e.target.files[0]) choosePhoto(e.target.files[0]); });
+  $('clear').addEventListener('click', clearAll);
+  for (const b of document.querySelectorAll('.example')) b.addEventListener('click', () => chooseExample(b.dataset.src));
+  // A photo pasted anywhere on the page (Ctrl+V) is chosen.
+  document.addEventListener('paste', (e) => {
+    const files = e.clipboardData ? [...e.clipboardData.files] : [];
+    const file = files.find((f) => f.type === 'image/png' || f.type === 'image/jpeg') || files[0];
+    if (!file) return;
+    e.preventDefault();
+    choosePhoto(file);
+  });
+  $('viewer').addEventListener('click', (e) => { if (e.target === $('viewer')) $('viewer').close(); }); // the backdrop
   $('checkpoint').addEventListener('change', showGray);
   $('colorize-form').addEventListener('submit', colorize);
   $('cancel').addEventListener('click', () => controller && controller.abort());
@@ -565,8 +681,8 @@ function init() {
     drop.classList.remove('over');
     const files = e.dataTransfer && e.dataTransfer.files;
     if (!files || !files.length) return;
-    try { $('image').files = files; } catch (_) { /* read-only in old browsers */ }
     choosePhoto(files[0]);
+    try { $('image').files = files; } catch (_) { /* read-only in old browsers */ }
   });
   // A file dropped next to the zone must not make the browser open it.
   window.addEventListener('dragover', (e) => e.preventDefault());
