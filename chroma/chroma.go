@@ -92,23 +92,40 @@ const (
 // (a = 3), added to lum's values as Y. Pixels whose colour would leave
 // [0, 255] keep their Y and get as much of their chroma as fits. The result
 // has lum's size, with origin (0, 0), and is opaque. Alpha in sample is
-// ignored. An empty lum or content gives an empty or gray result.
+// ignored. An empty content rectangle leaves the photo gray.
 func Transfer(lum *image.Gray, sample image.Image, content image.Rectangle) *image.RGBA {
 	lb := lum.Bounds()
+	out := image.NewRGBA(image.Rect(0, 0, lb.Dx(), lb.Dy()))
+	TransferRows(lum, sample, content, func(y int, rgb []uint8) error {
+		o := out.Pix[y*out.Stride:]
+		for x := range len(rgb) / 3 {
+			o[4*x], o[4*x+1], o[4*x+2], o[4*x+3] = rgb[3*x], rgb[3*x+1], rgb[3*x+2], 255
+		}
+		return nil
+	})
+	return out
+}
+
+// TransferRows is Transfer one row at a time, for results too large to hold
+// whole: it calls emit with each row, top to bottom, as 8-bit RGB (3 bytes
+// per pixel; the slice is reused between calls), and returns emit's first
+// error. Besides a row it holds the chroma's horizontal pass, the content's
+// height × lum's width × 2 values.
+func TransferRows(lum *image.Gray, sample image.Image, content image.Rectangle, emit func(y int, rgb []uint8) error) error {
+	lb := lum.Bounds()
 	W, H := lb.Dx(), lb.Dy()
-	out := image.NewRGBA(image.Rect(0, 0, W, H))
 	content = content.Intersect(sample.Bounds())
 	if W == 0 || H == 0 {
-		return out
+		return nil
 	}
 	var rs *resizer // Cb, Cr interleaved; nil: no colour
 	if content.Dx() > 0 && content.Dy() > 0 {
 		rs = newResizer(content.Dx(), content.Dy(), W, H, 2, chromaRows(sample, content))
 	}
 	bc := make([]float32, 2*W) // one output row of Cb, Cr
+	o := make([]uint8, 3*W)
 	for y := range H {
 		row := lum.Pix[lum.PixOffset(lb.Min.X, lb.Min.Y+y):]
-		o := out.Pix[y*out.Stride:]
 		if rs != nil {
 			rs.row(y, bc)
 		}
@@ -126,11 +143,13 @@ func Transfer(lum *image.Gray, sample image.Image, content image.Rectangle) *ima
 				}
 			}
 			s = max(s, 0)
-			p := o[4*x : 4*x+4]
-			p[0], p[1], p[2], p[3] = toByte(Y+s*dr), toByte(Y+s*dg), toByte(Y+s*db), 255
+			o[3*x], o[3*x+1], o[3*x+2] = toByte(Y+s*dr), toByte(Y+s*dg), toByte(Y+s*db)
+		}
+		if err := emit(y, o); err != nil {
+			return err
 		}
 	}
-	return out
+	return nil
 }
 
 // chromaRows reads the Cb and Cr of img's pixels inside r, interleaved.

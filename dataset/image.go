@@ -48,6 +48,14 @@ func Decode(r io.Reader) (image.Image, error) {
 	return decodeBytes(data)
 }
 
+// DecodeBytes is Decode on an in-memory encoding (no copy of it is made).
+func DecodeBytes(data []byte) (image.Image, error) {
+	if len(data) > maxEncodedBytes {
+		return nil, fmt.Errorf("%w: encoded image exceeds %d MiB", errTooLarge, maxEncodedBytes>>20)
+	}
+	return decodeBytes(data)
+}
+
 // decodeBytes is Decode on an in-memory encoding.
 func decodeBytes(data []byte) (img image.Image, err error) {
 	defer func() {

@@ -59,7 +59,7 @@ func (s *Server) readUpload(w http.ResponseWriter, r *http.Request) (*upload, er
 		io.Reader
 		io.Closer
 	}{body, r.Body}, limit)
-	u, err := readForm(r, tooLarge)
+	u, err := readForm(r, tooLarge, min(r.ContentLength, limit))
 	if err == nil {
 		// the rest of the body (an epilogue), so that nothing is left to
 		// read after the deadline is cleared
@@ -79,7 +79,9 @@ func (s *Server) readUpload(w http.ResponseWriter, r *http.Request) (*upload, er
 }
 
 // readForm reads the multipart form of r: one file "image" and text fields.
-func readForm(r *http.Request, tooLarge error) (*upload, error) {
+// sizeHint (the body's declared length, or ≤ 0) sizes the image's buffer at
+// once, so that reading it does not hold a half-size copy besides.
+func readForm(r *http.Request, tooLarge error, sizeHint int64) (*upload, error) {
 	mr, err := r.MultipartReader()
 	if err != nil {
 		return nil, badRequest("the form could not be read: it is not multipart/form-data with a boundary")
@@ -104,7 +106,12 @@ func readForm(r *http.Request, tooLarge error) (*upload, error) {
 			if u.image != nil {
 				return nil, badRequest(`more than one file in field "image"; send one photo`)
 			}
-			u.image, err = io.ReadAll(p)
+			var buf bytes.Buffer
+			if sizeHint > 0 {
+				buf.Grow(int(sizeHint) + bytes.MinRead) // ReadFrom wants MinRead free at the end
+			}
+			_, err = buf.ReadFrom(p)
+			u.image = buf.Bytes()
 			if u.image == nil {
 				u.image = []byte{}
 			}
@@ -158,6 +165,9 @@ func (s *Server) luminance(ctx context.Context, data []byte) (*image.Gray, error
 	if err != nil {
 		return nil, err
 	}
+	if g, ok := img.(*image.Gray); ok && g.Rect.Min == (image.Point{}) {
+		return g, nil // a gray photo is its own luminance: no copy
+	}
 	return dataset.ToGray(img), nil
 }
 
@@ -189,7 +199,7 @@ func (s *Server) decodeUpload(ctx context.Context, data []byte) (image.Image, er
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	img, err := dataset.Decode(bytes.NewReader(data))
+	img, err := dataset.DecodeBytes(data)
 	if err != nil {
 		what := "damaged"
 		if errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(err.Error(), "not enough pixel data") {

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"image"
-	"image/png"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -103,7 +102,8 @@ func resultURL(id string, k int) string { return fmt.Sprintf("/api/results/%s/%d
 // handleResult answers GET /api/results/{id}/{k}.png with sample k of a
 // kept result at the photo's own size: the sample's chroma on the photo's
 // luminance (chroma.Transfer). It is made when asked, one of maxDecodes at
-// a time (it takes 4 bytes per pixel while it is encoded).
+// a time, and streamed: it is encoded row by row (pngStream), so that even
+// a 50-megapixel result takes a few megabytes while it is sent.
 func (s *Server) handleResult(w http.ResponseWriter, r *http.Request) {
 	gone := &apiError{status: http.StatusNotFound, msg: fmt.Sprintf(
 		"this result is no longer kept (the server keeps the newest %d MiB of results, each for an hour); colorize again", s.opts.MaxResultBytes>>20)}
@@ -124,11 +124,17 @@ func (s *Server) handleResult(w http.ResponseWriter, r *http.Request) {
 	case <-r.Context().Done():
 		return
 	}
-	img := chroma.Transfer(res.lum, res.samples[k-1], res.content)
 	w.Header().Set("Content-Type", "image/png")
 	w.Header().Set("Cache-Control", "private, max-age=3600, immutable")
-	enc := png.Encoder{CompressionLevel: png.BestSpeed}
-	if err := enc.Encode(w, img); err != nil {
+	b := res.lum.Bounds()
+	ps, err := newPNGStream(w, b.Dx(), b.Dy())
+	if err == nil {
+		err = chroma.TransferRows(res.lum, res.samples[k-1], res.content, func(_ int, rgb []uint8) error { return ps.writeRow(rgb) })
+	}
+	if err == nil {
+		err = ps.close()
+	}
+	if err != nil {
 		s.log.Debug("result not sent", "err", err) // the client went away
 	}
 }

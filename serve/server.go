@@ -302,13 +302,14 @@ func (s *Server) handleCheckpoints(w http.ResponseWriter, r *http.Request) {
 // handleLimits answers GET /api/limits with what a colorization request may
 // hold, so that the page can check a file before sending it:
 //
-//	{"max_upload_bytes", "max_pixels", "steps": [10, 100], "samples": [1, 8], "queue"}
+//	{"max_upload_bytes", "max_pixels", "max_decoded_bytes", "steps": [10, 100], "samples": [1, 8], "queue"}
 func (s *Server) handleLimits(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{
-		"max_upload_bytes": s.opts.MaxUploadBytes,
-		"max_pixels":       s.opts.MaxPixels,
-		"steps":            [2]int{MinSteps, MaxSteps},
-		"samples":          [2]int{MinSamples, MaxSamples},
-		"queue":            s.opts.Queue,
+		"max_upload_bytes":  s.opts.MaxUploadBytes,
+		"max_pixels":        s.opts.MaxPixels,
+		"max_decoded_bytes": s.opts.MaxDecodedBytes,
+		"steps":             [2]int{MinSteps, MaxSteps},
+		"samples":           [2]int{MinSamples, MaxSamples},
+		"queue":             s.opts.Queue,
 	})
 }

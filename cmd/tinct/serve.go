@@ -30,29 +30,41 @@ func newServeCmd() *cobra.Command {
 		Use:   "serve [--addr HOST:PORT] [--store STORE] [--run DIR | --outputs DIR] [--queue N]",
 		Short: "Serve the web app: colorize photos in a browser, follow a training run",
 		Long: `Serves a web page (on 127.0.0.1:7860 by default: only this machine can reach
-it; give --addr 0.0.0.0:7860 to serve the network) with two parts:
+it) with two parts:
 
-Colorize: upload a PNG or JPEG (file picker or drag and drop); it is shown in
-gray at the model's size (center crop, Lanczos, as training prepared its
-images). Choose the DDIM steps (10–100) and the number of colorizations
-(1–8), press Colorize, follow the progress, and download the results as PNG.
+Colorize: choose a PNG or JPEG (file picker, drag and drop, paste, or one of
+the examples); it is shown as it is, and in gray as the network sees it (the
+whole frame, its longer side at the model's size). Choose the DDIM steps
+(10–100) and the number of colorizations (1–8), press Colorize, follow the
+progress, and download each result at full resolution (the model's colours
+on the photo's own luminance, at its own size) or at the model's size.
 The checkpoint is the newest in --store unless one is picked from the list.
 One colorization runs at a time (it uses every core); --queue more may wait,
-and beyond that the server answers "busy, try again" (HTTP 503). A
-colorization stops when its browser tab goes away. Uploads are limited to
-20 MiB and 50 megapixels.
+told their place as the line moves, and beyond that the server answers
+"busy, try again" (HTTP 503). A colorization stops when its browser tab goes
+away. Uploads are limited to 20 MiB, 50 megapixels and 256 MiB decoded, and
+must arrive at 32 KiB/s or more.
 
 Training: the loss per step and per epoch, the sample grids of each epoch,
-and the trainer's status (step, epoch, workers, images/s) read from its
-Prometheus endpoint when --coordinator names it, for the run in --run, or else the newest run under
---outputs (looked up again at each refresh, so a run started later appears).
+for the run in --run, or else the newest run under --outputs (looked up again
+at each refresh, so a run started later appears); and, with --coordinator
+URL (a trainer's Prometheus endpoint, tinct train metrics_addr=…), the
+trainer's step, epoch, workers and images/s.
 
-The page and its API are described in serve/doc.go; the page needs nothing
-from other sites. SIGINT or SIGTERM stops the server, letting colorizations
-in progress finish for a few seconds.`,
+Access: without a token the server answers only requests addressed to
+127.0.0.1, [::1] or localhost. To serve other machines (--addr 0.0.0.0:7860)
+it needs an access token, from --token-file FILE or $TINCT_SERVE_TOKEN (at
+least 16 characters); the page asks for it once and keeps a session cookie.
+Requests from other sites' pages are refused either way.
+
+The page, its API (every request and every event of the colorization
+stream) and the limits are described in docs/serve.md; the page needs
+nothing from other sites. SIGINT or SIGTERM stops the server, letting
+colorizations in progress finish for a few seconds.`,
 		Example: `  tinct serve
   tinct serve --store outputs/sample-checkpoints --outputs outputs
-  tinct serve --store file:///data/checkpoints --run outputs/2026-01-02_03-04-05 --queue 8`,
+  tinct serve --store file:///data/checkpoints --run outputs/2026-01-02_03-04-05 --queue 8
+  TINCT_SERVE_TOKEN=$(cat ~/.tinct-token) tinct serve --addr 0.0.0.0:7860 --store outputs/checkpoints`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if metricsURL != "" {

@@ -23,7 +23,8 @@ func TestServeHelp(t *testing.T) {
 	if err := cmd.Execute(); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"--addr", "127.0.0.1:7860", "--store", "--run", "--outputs", "--queue", "503", "20 MiB"} {
+	for _, want := range []string{"--addr", "127.0.0.1:7860", "--store", "--run", "--outputs", "--queue", "503", "20 MiB",
+		"docs/serve.md", "--token-file", "TINCT_SERVE_TOKEN", "--coordinator", "full resolution"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help does not mention %q:\n%s", want, out.String())
 		}
