@@ -81,7 +81,18 @@ func sameOrigin(r *http.Request) bool {
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 		return false // "null" (sandboxed frames, data: pages) and junk
 	}
-	return strings.EqualFold(u.Host, r.Host)
+	if strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	// Behind a reverse proxy that rewrites Host, the host it was asked for.
+	// A page of another site cannot set this header on a request without a
+	// CORS preflight, which this server never grants.
+	for _, h := range strings.Split(r.Header.Get("X-Forwarded-Host"), ",") {
+		if h = strings.TrimSpace(h); h != "" && strings.EqualFold(u.Host, h) {
+			return true
+		}
+	}
+	return false
 }
 
 // requiresToken reports whether a path needs the token when one is set:
