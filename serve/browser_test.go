@@ -667,10 +667,15 @@ func TestBrowser(t *testing.T) {
 		}{{"serve-desktop.png", 1280, 900}, {"serve-narrow.png", 400, 900}} {
 			ctx := tab(t, bctx, false)
 			do(t, ctx, chromedp.EmulateViewport(shot.width, shot.height))
-			colorizeInPage(t, ctx, url, photoPath, 4, size, 128)
+			colorizeInPage(t, ctx, url, photoPath, 3, size, 128)
+			// again with 50 steps: smoother colours than 10 give
+			do(t, ctx, chromedp.Focus(chromedp.ID("steps-box")), chromedp.KeyEvent(kb.End+kb.Backspace+kb.Backspace+"50"),
+				chromedp.Focus(chromedp.ID("go")), chromedp.KeyEvent(kb.Enter))
+			waitJS(t, ctx, `document.getElementById('status').textContent.includes('50 steps') &&
+				[...document.querySelectorAll('#gallery figure.result img')].every((i) => i.complete && i.naturalWidth > 0)`)
 			waitJS(t, ctx, `document.querySelector('#plot-epoch polyline') && document.getElementById('grid').complete && document.getElementById('grid').naturalWidth > 0`)
 			if shot.width < 600 { // show the results, not the page's top
-				do(t, ctx, chromedp.Evaluate[chromedp.Void](`document.getElementById('steps').scrollIntoView()`))
+				do(t, ctx, chromedp.Evaluate[chromedp.Void](`document.getElementById('photo-box').scrollIntoView()`))
 			}
 			do(t, ctx, chromedp.Evaluate[chromedp.Void](`document.activeElement.blur()`))
 			buf := run(t, ctx, chromedp.CaptureScreenshot())
@@ -678,8 +683,8 @@ func TestBrowser(t *testing.T) {
 			if err != nil || img.Bounds().Dx() != int(shot.width) {
 				t.Fatalf("%s: %v %v", shot.name, err, img.Bounds())
 			}
-			if len(buf) > 300<<10 {
-				t.Errorf("%s: %d KiB, over 300 KiB", shot.name, len(buf)>>10)
+			if len(buf) > 450<<10 { // the sample model's noisy colours at full size compress poorly
+				t.Errorf("%s: %d KiB, over 450 KiB", shot.name, len(buf)>>10)
 			}
 			if err := os.WriteFile(filepath.Join(dir, shot.name), buf, 0o644); err != nil {
 				t.Fatal(err)

@@ -224,7 +224,7 @@ async function showGray() {
   const j = await res.json();
   if (seq !== graySeq) return;
   $('gray').src = j.gray;
-  $('gray-caption').textContent = `In gray at ${j.image_size}×${j.image_size}, as checkpoint ${j.checkpoint} sees it (the photo, ${j.width}×${j.height}, mirrored into the square)`;
+  $('gray-caption').textContent = `As the network sees it: ${j.image_size}×${j.image_size} gray, the whole photo mirrored into the square (checkpoint ${j.checkpoint})`;
   $('gray-figure').hidden = false;
 }
 
