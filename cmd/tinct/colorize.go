@@ -141,7 +141,7 @@ func colorizeFile(ctx context.Context, net *model.UNet, size int, path, outDir s
 	img, err := dataset.Decode(f) // bounded, and upright by its EXIF orientation
 	f.Close()
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return fmt.Errorf("%s: not a PNG or JPEG image, or a damaged one: %w", path, err)
 	}
 	lum := dataset.ToGray(img)
 	in, frame := chroma.Fit(lum, size)
