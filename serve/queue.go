@@ -119,10 +119,3 @@ func (q *queue) notify() {
 		}
 	}
 }
-
-// waiting is how many requests wait in line (for tests and logs).
-func (q *queue) waiting() int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return len(q.line)
-}
