@@ -35,11 +35,21 @@ var errTooLarge = errors.New("image too large")
 // Decode decodes a JPEG, PNG, GIF, BMP or WebP image. It checks the declared
 // dimensions before decoding the pixels, refusing images larger than
 // MaxImagePixels, and turns a decoder panic on malformed data into an error.
+// A JPEG or PNG with an EXIF orientation (a phone's portrait photo stored
+// sideways) is turned upright (Orientation, Orient).
 func Decode(r io.Reader) (image.Image, error) {
 	data, err := io.ReadAll(io.LimitReader(r, maxEncodedBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("read image: %w", err)
 	}
+	if len(data) > maxEncodedBytes {
+		return nil, fmt.Errorf("%w: encoded image exceeds %d MiB", errTooLarge, maxEncodedBytes>>20)
+	}
+	return decodeBytes(data)
+}
+
+// DecodeBytes is Decode on an in-memory encoding (no copy of it is made).
+func DecodeBytes(data []byte) (image.Image, error) {
 	if len(data) > maxEncodedBytes {
 		return nil, fmt.Errorf("%w: encoded image exceeds %d MiB", errTooLarge, maxEncodedBytes>>20)
 	}
@@ -66,6 +76,9 @@ func decodeBytes(data []byte) (img image.Image, err error) {
 	img, _, err = image.Decode(bytes.NewReader(data))
 	if err != nil {
 		return nil, fmt.Errorf("decode %s: %w", format, err)
+	}
+	if format == "jpeg" || format == "png" {
+		img = Orient(img, Orientation(data))
 	}
 	return img, nil
 }

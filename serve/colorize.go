@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"image/color"
 	"image/png"
 	"io"
 	"math/rand/v2"
@@ -17,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tinct/tinct/chroma"
 	"github.com/tinct/tinct/dataset"
 	"github.com/tinct/tinct/model"
 	"github.com/tinct/tinct/nn"
@@ -39,7 +41,9 @@ type upload struct {
 }
 
 // readUpload reads a multipart/form-data body: the file field "image" and
-// short text fields. The body is limited to MaxUploadBytes.
+// short text fields. The body is limited to MaxUploadBytes and must arrive
+// at MinBodyRate after a grace of BodyTimeout (slowBody); an upload that
+// stalls is answered 408, which frees its place.
 func (s *Server) readUpload(w http.ResponseWriter, r *http.Request) (*upload, error) {
 	limit := s.opts.MaxUploadBytes
 	tooLarge := &apiError{status: http.StatusRequestEntityTooLarge,
@@ -50,11 +54,39 @@ func (s *Server) readUpload(w http.ResponseWriter, r *http.Request) (*upload, er
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "multipart/form-data" {
 		return nil, &apiError{status: http.StatusUnsupportedMediaType, msg: `send the photo as multipart/form-data with a file field "image"`}
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, limit)
+	body := newSlowBody(w, r.Body, s.opts.BodyTimeout, s.opts.MinBodyRate)
+	r.Body = http.MaxBytesReader(w, struct {
+		io.Reader
+		io.Closer
+	}{body, r.Body}, limit)
+	u, err := readForm(r, tooLarge, min(r.ContentLength, limit))
+	if err == nil {
+		// the rest of the body (an epilogue), so that nothing is left to
+		// read after the deadline is cleared
+		if _, err = io.Copy(io.Discard, r.Body); err != nil {
+			err = badRequest("the form could not be read: the body does not end where it should")
+		}
+	}
+	body.finish(err == nil)
+	var mbe *http.MaxBytesError
+	switch {
+	case body.timedOut:
+		return nil, s.tooSlow()
+	case errors.As(err, &mbe):
+		return nil, tooLarge
+	}
+	return u, err
+}
+
+// readForm reads the multipart form of r: one file "image" and text fields.
+// sizeHint (the body's declared length, or ≤ 0) sizes the image's buffer at
+// once, so that reading it does not hold a half-size copy besides.
+func readForm(r *http.Request, tooLarge error, sizeHint int64) (*upload, error) {
 	mr, err := r.MultipartReader()
 	if err != nil {
-		return nil, badRequest("read the form: %v", err)
+		return nil, badRequest("the form could not be read: it is not multipart/form-data with a boundary")
 	}
+	malformed := badRequest(`the form could not be read: the multipart body is malformed or cut short; send the photo as a file field "image"`)
 	u := &upload{fields: map[string]string{}}
 	for {
 		p, err := mr.NextPart()
@@ -66,7 +98,7 @@ func (s *Server) readUpload(w http.ResponseWriter, r *http.Request) (*upload, er
 			return nil, tooLarge
 		}
 		if err != nil {
-			return nil, badRequest("read the form: %v", err)
+			return nil, malformed
 		}
 		name := p.FormName()
 		switch {
@@ -74,7 +106,12 @@ func (s *Server) readUpload(w http.ResponseWriter, r *http.Request) (*upload, er
 			if u.image != nil {
 				return nil, badRequest(`more than one file in field "image"; send one photo`)
 			}
-			u.image, err = io.ReadAll(p)
+			var buf bytes.Buffer
+			if sizeHint > 0 {
+				buf.Grow(int(sizeHint) + bytes.MinRead) // ReadFrom wants MinRead free at the end
+			}
+			_, err = buf.ReadFrom(p)
+			u.image = buf.Bytes()
 			if u.image == nil {
 				u.image = []byte{}
 			}
@@ -92,7 +129,7 @@ func (s *Server) readUpload(w http.ResponseWriter, r *http.Request) (*upload, er
 			return nil, tooLarge
 		}
 		if err != nil {
-			return nil, badRequest("read the form: %v", err)
+			return nil, malformed
 		}
 	}
 	if u.image == nil {
@@ -120,21 +157,41 @@ func (u *upload) intField(name string, lo, hi int) (int, error) {
 	return n, nil
 }
 
-// grayImage decodes an upload and makes it the network's input: center
-// crop, Lanczos resize to size², BT.601 gray, exactly as training prepared
-// its images. It checks the declared pixel size against the limit before
-// decoding (and dataset.Decode checks it again against its own bound).
-func (s *Server) grayImage(ctx context.Context, data []byte, size int) (*image.Gray, error) {
+// luminance decodes an upload (decodeUpload) and returns its BT.601 gray
+// at the photo's own size: what the network's input is made from and what
+// the full-resolution results are coloured on.
+func (s *Server) luminance(ctx context.Context, data []byte) (*image.Gray, error) {
+	img, err := s.decodeUpload(ctx, data)
+	if err != nil {
+		return nil, err
+	}
+	if g, ok := img.(*image.Gray); ok && g.Rect.Min == (image.Point{}) {
+		return g, nil // a gray photo is its own luminance: no copy
+	}
+	return dataset.ToGray(img), nil
+}
+
+// decodeUpload checks and decodes an uploaded PNG or JPEG, turned upright
+// by its EXIF orientation.
+func (s *Server) decodeUpload(ctx context.Context, data []byte) (image.Image, error) {
 	cfg, format, err := image.DecodeConfig(bytes.NewReader(data))
 	if err != nil {
-		return nil, &apiError{status: http.StatusUnsupportedMediaType, msg: fmt.Sprintf("not a PNG or JPEG image (%v); choose a photo", err)}
+		return nil, &apiError{status: http.StatusUnsupportedMediaType, msg: "not a PNG or JPEG image, or its header is damaged; choose a photo"}
 	}
 	if format != "png" && format != "jpeg" {
 		return nil, &apiError{status: http.StatusUnsupportedMediaType, msg: fmt.Sprintf("%s images are not supported; choose a PNG or JPEG photo", strings.ToUpper(format))}
 	}
+	if cfg.Width <= 0 || cfg.Height <= 0 {
+		return nil, badRequest("the %s image is empty (%d×%d pixels); choose another file", strings.ToUpper(format), cfg.Width, cfg.Height)
+	}
 	if px := int64(cfg.Width) * int64(cfg.Height); px > s.opts.MaxPixels {
 		return nil, &apiError{status: http.StatusRequestEntityTooLarge,
 			msg: fmt.Sprintf("the photo is %d×%d pixels, more than the limit of %.0f megapixels; choose a smaller one", cfg.Width, cfg.Height, float64(s.opts.MaxPixels)/1e6)}
+	}
+	if n, bpp := decodedBytes(cfg, format, data); n > s.opts.MaxDecodedBytes {
+		return nil, &apiError{status: http.StatusRequestEntityTooLarge,
+			msg: fmt.Sprintf("the photo would take %d MiB when decoded (%d×%d pixels at %.4g bytes each), more than this server's %d MiB; choose a smaller photo, or one with 8 bits per channel",
+				n>>20, cfg.Width, cfg.Height, bpp, s.opts.MaxDecodedBytes>>20)}
 	}
 	select {
 	case s.decode <- struct{}{}:
@@ -142,11 +199,47 @@ func (s *Server) grayImage(ctx context.Context, data []byte, size int) (*image.G
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	img, err := dataset.Decode(bytes.NewReader(data))
+	img, err := dataset.DecodeBytes(data)
 	if err != nil {
-		return nil, badRequest("the %s image is damaged or truncated and cannot be read (%v); choose another file", strings.ToUpper(format), err)
+		what := "damaged"
+		if errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(err.Error(), "not enough pixel data") {
+			what = "truncated (the file ends early)"
+		}
+		return nil, badRequest("the %s image is damaged or truncated and cannot be read: it looks %s; choose another file", strings.ToUpper(format), what)
 	}
-	return dataset.ToGray(dataset.Resize(img, size)), nil
+	return img, nil
+}
+
+// decodedBytes estimates the memory decoding takes: width × height × bytes
+// per pixel of the image the decoder allocates (by its colour model), plus
+// what the decoder keeps besides: a progressive JPEG's DCT coefficients
+// (two bytes per pixel and component), an interlaced PNG's largest pass
+// (half the image). It returns the total and the bytes per pixel.
+func decodedBytes(cfg image.Config, format string, data []byte) (int64, float64) {
+	var bpp float64
+	switch cfg.ColorModel {
+	case color.GrayModel, color.AlphaModel:
+		bpp = 1
+	case color.Gray16Model, color.Alpha16Model:
+		bpp = 2
+	case color.RGBAModel, color.NRGBAModel, color.CMYKModel:
+		bpp = 4
+	case color.YCbCrModel:
+		bpp = 3 // 4:4:4 at most
+	default:
+		if _, ok := cfg.ColorModel.(color.Palette); ok {
+			bpp = 1
+		} else {
+			bpp = 8 // RGBA64, NRGBA64 and anything unknown
+		}
+	}
+	switch {
+	case format == "jpeg" && dataset.ProgressiveJPEG(data):
+		bpp *= 3 // + 2 bytes per sample of coefficients
+	case format == "png" && len(data) > 28 && data[28] == 1: // IHDR interlace method Adam7
+		bpp *= 1.5
+	}
+	return int64(float64(cfg.Width) * float64(cfg.Height) * bpp), bpp
 }
 
 // pngDataURL encodes img as a data: URL.
@@ -160,13 +253,35 @@ func pngDataURL(img image.Image) string {
 type grayResult struct {
 	Checkpoint string `json:"checkpoint"`
 	ImageSize  int    `json:"image_size"`
-	Gray       string `json:"gray"` // data:image/png;base64,…
+	Gray       string `json:"gray"` // data:image/png;base64,… of ImageSize²: the network's input
+	// Width and Height are the photo's, upright; Frame is where it lies in
+	// Gray ([x0, y0, x1, y1]); the rest of Gray mirrors it.
+	Width  int    `json:"width"`
+	Height int    `json:"height"`
+	Frame  [4]int `json:"frame"`
+}
+
+func newGrayResult(m *Model, lum, in *image.Gray, frame image.Rectangle) grayResult {
+	return grayResult{Checkpoint: m.Name, ImageSize: m.ImageSize, Gray: pngDataURL(in), Width: lum.Bounds().Dx(), Height: lum.Bounds().Dy(),
+		Frame: [4]int{frame.Min.X, frame.Min.Y, frame.Max.X, frame.Max.Y}}
 }
 
 // handleGray answers POST /api/gray (form: image, optional checkpoint) with
 // the photo in gray at the checkpoint's image size, as the network will see
-// it: {"checkpoint", "image_size", "gray": "data:image/png;base64,…"}.
+// it (chroma.Fit: the whole frame, its longer side at the model's size,
+// mirrored into the rest of the square): {"checkpoint", "image_size",
+// "gray": "data:image/png;base64,…", "width", "height", "frame"}.
 func (s *Server) handleGray(w http.ResponseWriter, r *http.Request) {
+	// At most maxGrayUploads are read and held at once; the rest are
+	// refused before their bodies are read.
+	select {
+	case s.uploads <- struct{}{}:
+		defer func() { <-s.uploads }()
+	default:
+		writeError(w, &apiError{status: http.StatusServiceUnavailable, header: http.Header{"Retry-After": {"5"}},
+			msg: fmt.Sprintf("busy: %d photos are being read, the most this server takes at once; try again in a few seconds", maxGrayUploads)})
+		return
+	}
 	res, err := s.gray(r.Context(), w, r)
 	if err != nil {
 		s.logError(r, err)
@@ -185,17 +300,19 @@ func (s *Server) gray(ctx context.Context, w http.ResponseWriter, r *http.Reques
 	if err != nil {
 		return nil, err
 	}
-	g, err := s.grayImage(ctx, u.image, m.ImageSize)
+	lum, err := s.luminance(ctx, u.image)
 	if err != nil {
 		return nil, err
 	}
-	return &grayResult{Checkpoint: m.Name, ImageSize: m.ImageSize, Gray: pngDataURL(g)}, nil
+	in, frame := chroma.Fit(lum, m.ImageSize)
+	res := newGrayResult(m, lum, in, frame)
+	return &res, nil
 }
 
 // Events of POST /api/colorize's stream, each "event: NAME\ndata: JSON\n\n".
 type (
 	queuedEvent struct {
-		Ahead int `json:"ahead"` // about how many requests are before this one
+		Ahead int `json:"ahead"` // how many colorizations are before this one, the running one included
 	}
 	startEvent struct {
 		grayResult
@@ -210,10 +327,17 @@ type (
 	}
 	previewEvent struct {
 		Step  int    `json:"step"`
-		Image string `json:"image"` // data:image/png;base64,… of the first sample's current x̂0
+		Image string `json:"image"` // data:image/png;base64,… of the first sample's current x̂0, the frame only
 	}
 	doneEvent struct {
-		Images  []string `json:"images"` // data:image/png;base64,… of ImageSize², one per sample
+		// Images are the model-size samples of the photo's frame (e.g.
+		// 128×85 for a 3:2 photo), data:image/png;base64,…
+		Images []string `json:"images"`
+		// Full are the URLs of the same samples at the photo's own size
+		// (Width×Height), coloured on its luminance (GET them: PNG).
+		Full    []string `json:"full"`
+		Width   int      `json:"width"`
+		Height  int      `json:"height"`
 		Seconds float64  `json:"seconds"`
 	}
 	errorEvent struct {
@@ -279,10 +403,12 @@ func (s *Server) colorize(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fail(err)
 	}
-	g, err := s.grayImage(ctx, u.image, m.ImageSize)
+	lum, err := s.luminance(ctx, u.image)
 	if err != nil {
 		return fail(err)
 	}
+	size := m.ImageSize
+	g, frame := chroma.Fit(lum, size)
 
 	// From here on the answer is a stream.
 	h := w.Header()
@@ -305,17 +431,12 @@ func (s *Server) colorize(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 
-	if !s.queue.tryRun() {
-		send("queued", queuedEvent{Ahead: s.queue.others()})
-		if err := s.queue.run(ctx); err != nil {
-			return streamErr(err)
-		}
+	if err := s.queue.run(ctx, func(ahead int) { send("queued", queuedEvent{Ahead: ahead}) }); err != nil {
+		return streamErr(err)
 	}
 	defer s.queue.done()
-	send("start", startEvent{grayResult: grayResult{Checkpoint: m.Name, ImageSize: m.ImageSize, Gray: pngDataURL(g)},
-		Epoch: m.Epoch, Steps: steps, Samples: samples, Seed: seed})
+	send("start", startEvent{grayResult: newGrayResult(m, lum, g, frame), Epoch: m.Epoch, Steps: steps, Samples: samples, Seed: seed})
 
-	size := m.ImageSize
 	gray := make([]float32, size*size)
 	for i, v := range g.Pix[:size*size] {
 		gray[i] = model.PixelToUnit(v)
@@ -327,7 +448,7 @@ func (s *Server) colorize(w http.ResponseWriter, r *http.Request) error {
 	// a preview of the first sample about ten times per colorization (a
 	// PNG of ImageSize² costs well under a diffusion step)
 	sampler.SetPreview(max(1, steps/10), func(step int, x0 nn.Tensor) {
-		send("preview", previewEvent{Step: step, Image: pngDataURL(track.ToImage(x0.Image(0), 3, size, size))})
+		send("preview", previewEvent{Step: step, Image: pngDataURL(subImage(track.ToImage(x0.Image(0), 3, size, size), frame))})
 	})
 	defer sampler.SetPreview(0, nil)
 	start := time.Now()
@@ -341,12 +462,26 @@ func (s *Server) colorize(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return streamErr(err)
 	}
-	done := doneEvent{Seconds: time.Since(start).Seconds()}
+	done := doneEvent{Seconds: time.Since(start).Seconds(), Width: lum.Bounds().Dx(), Height: lum.Bounds().Dy()}
+	res := &result{lum: lum, content: frame}
 	for k := range samples {
-		done.Images = append(done.Images, pngDataURL(track.ToImage(out.Image(k), 3, size, size)))
+		img := track.ToImage(out.Image(k), 3, size, size).(*image.RGBA)
+		res.samples = append(res.samples, img)
+		done.Images = append(done.Images, pngDataURL(img.SubImage(frame)))
+	}
+	id := s.results.add(res)
+	for k := range samples {
+		done.Full = append(done.Full, resultURL(id, k))
 	}
 	send("done", done)
 	return nil
+}
+
+// subImage returns the part of img inside r.
+func subImage(img image.Image, r image.Rectangle) image.Image {
+	return img.(interface {
+		SubImage(image.Rectangle) image.Image
+	}).SubImage(r)
 }
 
 func formatBytes(n int64) string {

@@ -33,7 +33,7 @@ func (m MetricsCluster) ClusterStatus(ctx context.Context) (ClusterStatus, error
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		st.Message = fmt.Sprintf("coordinator metrics at %s unreachable: %v", m.URL, err)
+		st.Message = fmt.Sprintf("coordinator metrics at %s unreachable (is the trainer running, with metrics_addr set?)", m.URL)
 		return st, nil
 	}
 	defer resp.Body.Close()

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
+	"path"
 	"sync"
 	"time"
 
@@ -62,6 +64,7 @@ const (
 // (the queue's run slot); the cache itself is safe for concurrent use.
 type models struct {
 	store checkpoint.Store
+	name  string // the store as the page shows it (storeName)
 	warn  func(error)
 
 	mu       sync.Mutex
@@ -76,7 +79,21 @@ type cachedSampler struct {
 }
 
 func newModels(store checkpoint.Store, warn func(error)) *models {
-	return &models{store: store, warn: warn, nets: list.New(), samplers: list.New()}
+	return &models{store: store, name: storeName(store), warn: warn, nets: list.New(), samplers: list.New()}
+}
+
+// storeName is how answers name a store: a directory by its last element
+// (no absolute path of the server's), other stores (s3://bucket/prefix) by
+// their URL.
+func storeName(store checkpoint.Store) string {
+	if store == nil {
+		return ""
+	}
+	s := store.String()
+	if u, err := url.Parse(s); err == nil && u.Scheme == "file" {
+		return path.Base(u.Path)
+	}
+	return s
 }
 
 // errNoStore is returned when the server has no checkpoint store.
@@ -97,7 +114,7 @@ func (c *models) get(ctx context.Context, name string) (*Model, error) {
 	}
 	infos, err := c.store.List(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("list checkpoints in %s: %w", c.store, err)
+		return nil, fmt.Errorf("list checkpoints in %s: %w", c.store, err) // logged, not shown
 	}
 	var want *checkpoint.Info
 	for i := range infos {
@@ -108,9 +125,9 @@ func (c *models) get(ctx context.Context, name string) (*Model, error) {
 	}
 	if want == nil {
 		if name == "" {
-			return nil, &apiError{status: 404, msg: fmt.Sprintf("no checkpoint in %s yet: train a model first (tinct train), or start tinct serve with another --store", c.store)}
+			return nil, &apiError{status: 404, msg: fmt.Sprintf("no checkpoint in %s yet: train a model first (tinct train), or start tinct serve with another --store", c.name)}
 		}
-		return nil, &apiError{status: 404, msg: fmt.Sprintf("checkpoint %q is not in %s; choose one from the list", name, c.store)}
+		return nil, &apiError{status: 404, msg: fmt.Sprintf("checkpoint %q is not in %s; choose one from the list", name, c.name)}
 	}
 
 	c.mu.Lock()
@@ -134,7 +151,8 @@ func (c *models) get(ctx context.Context, name string) (*Model, error) {
 		c.warn(w)
 	}
 	if errors.Is(err, checkpoint.ErrNotFound) {
-		return nil, &apiError{status: 404, msg: err.Error()}
+		c.warn(err)
+		return nil, &apiError{status: 404, msg: fmt.Sprintf("checkpoint %q is gone from %s; reload the page and choose another", want.Name, c.name)}
 	}
 	if err != nil {
 		return nil, err

@@ -1,16 +1,34 @@
 package serve
 
-import "context"
+import (
+	"context"
+	"slices"
+	"sync"
+)
 
 // queue bounds the colorizations: one runs, up to waiting more are admitted
-// and wait their turn, and beyond that admit refuses at once.
+// and wait their turn in order, and beyond that admit refuses at once.
+// Admission comes before a request's upload is read (it bounds the uploads
+// held in memory); the line for the run slot is joined after the upload
+// was read and checked.
 type queue struct {
 	admitted chan struct{} // one token per admitted request: capacity 1 + waiting
-	running  chan struct{} // the run slot: capacity 1
+
+	mu      sync.Mutex
+	running bool
+	line    []*waiter // waiting for the run slot, first first
+}
+
+// waiter is one request in the line. moved is signalled (without blocking)
+// whenever the line changes; granted is set, under mu, when it gets the run
+// slot.
+type waiter struct {
+	moved   chan struct{}
+	granted bool
 }
 
 func newQueue(waiting int) *queue {
-	return &queue{admitted: make(chan struct{}, 1+max(waiting, 0)), running: make(chan struct{}, 1)}
+	return &queue{admitted: make(chan struct{}, 1+max(waiting, 0))}
 }
 
 // admit takes a place in the queue without waiting. It reports false when
@@ -29,29 +47,75 @@ func (q *queue) leave() { <-q.admitted }
 // capacity is how many requests may be admitted at once.
 func (q *queue) capacity() int { return cap(q.admitted) }
 
-// tryRun takes the run slot if it is free.
-func (q *queue) tryRun() bool {
-	select {
-	case q.running <- struct{}{}:
-		return true
-	default:
-		return false
-	}
-}
-
-// run waits for the run slot until ctx is done.
-func (q *queue) run(ctx context.Context) error {
-	select {
-	case q.running <- struct{}{}:
+// run takes the run slot, waiting in line behind the requests that asked
+// before. While it waits it calls ahead with the number of colorizations
+// before this one (the running one included), first when it starts to wait
+// and then whenever that number changes; it is not called when the slot is
+// free at once. It returns ctx's error if ctx is done first. After a nil
+// return the caller must call done.
+func (q *queue) run(ctx context.Context, ahead func(n int)) error {
+	q.mu.Lock()
+	if !q.running && len(q.line) == 0 {
+		q.running = true
+		q.mu.Unlock()
 		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	}
+	w := &waiter{moved: make(chan struct{}, 1)}
+	q.line = append(q.line, w)
+	told := -1
+	for {
+		if w.granted {
+			q.mu.Unlock()
+			return nil
+		}
+		n := slices.Index(q.line, w) + 1 // + the running one
+		q.mu.Unlock()
+		if n != told {
+			ahead(n) // outside the lock: it writes to a client
+			told = n
+		}
+		select {
+		case <-w.moved:
+		case <-ctx.Done():
+			q.mu.Lock()
+			if w.granted { // granted as ctx ended: pass the slot on
+				q.mu.Unlock()
+				q.done()
+				return ctx.Err()
+			}
+			q.line = slices.DeleteFunc(q.line, func(o *waiter) bool { return o == w })
+			q.notify()
+			q.mu.Unlock()
+			return ctx.Err()
+		}
+		q.mu.Lock()
 	}
 }
 
-// done frees the run slot.
-func (q *queue) done() { <-q.running }
+// done frees the run slot: the first in line gets it.
+func (q *queue) done() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.line) == 0 {
+		q.running = false
+		return
+	}
+	next := q.line[0]
+	q.line = q.line[1:]
+	next.granted = true
+	select {
+	case next.moved <- struct{}{}:
+	default:
+	}
+	q.notify()
+}
 
-// waiting is about how many admitted requests there are besides the caller
-// (racy by nature: for a message, not for decisions).
-func (q *queue) others() int { return max(len(q.admitted)-1, 0) }
+// notify tells everyone in line that the line moved. Call with mu held.
+func (q *queue) notify() {
+	for _, w := range q.line {
+		select {
+		case w.moved <- struct{}{}:
+		default:
+		}
+	}
+}

@@ -36,6 +36,8 @@ const (
 
 // runData is the answer of GET /api/run.
 type runData struct {
+	// Dir is the run's folder relative to --outputs (for --run, its name):
+	// never a path of the server's.
 	Dir  string `json:"dir"`
 	Name string `json:"name"`
 	// Config holds a few keys of the run's resolved config.yaml, when readable.
@@ -74,7 +76,7 @@ type grid struct {
 func (s *Server) runDir() (string, error) {
 	if d := s.opts.RunDir; d != "" {
 		if st, err := os.Stat(d); err != nil || !st.IsDir() {
-			return "", &apiError{status: http.StatusNotFound, msg: fmt.Sprintf("run directory %s: not found (give --run a run directory, e.g. outputs/2026-01-02_03-04-05)", d)}
+			return "", &apiError{status: http.StatusNotFound, msg: fmt.Sprintf("run directory %s: not found (give --run a run directory, e.g. outputs/2026-01-02_03-04-05)", filepath.Base(d))}
 		}
 		return d, nil
 	}
@@ -101,7 +103,7 @@ func (s *Server) runDir() (string, error) {
 		}
 	}
 	if best == "" {
-		return "", &apiError{status: http.StatusNotFound, msg: fmt.Sprintf("no training run under %s yet: start one with tinct train, or give --run DIR", base)}
+		return "", &apiError{status: http.StatusNotFound, msg: fmt.Sprintf("no training run under %s yet: start one with tinct train, or give --run DIR", filepath.Base(base))}
 	}
 	return best, nil
 }
@@ -112,6 +114,11 @@ func (s *Server) handleRun(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		var data *runData
 		if data, err = readRun(r.Context(), dir); err == nil {
+			if s.opts.RunDir == "" {
+				if rel, err := filepath.Rel(s.opts.OutputsDir, dir); err == nil {
+					data.Dir = filepath.ToSlash(rel)
+				}
+			}
 			writeJSON(w, http.StatusOK, data)
 			return
 		}
@@ -139,7 +146,7 @@ func readRun(ctx context.Context, dir string) (*runData, error) {
 	if err != nil {
 		return nil, err
 	}
-	data := &runData{Dir: abs, Name: filepath.Base(abs), LossStep: []point{}, LossEpoch: []point{}, Samples: []grid{}, Bucket: 1}
+	data := &runData{Dir: filepath.Base(abs), Name: filepath.Base(abs), LossStep: []point{}, LossEpoch: []point{}, Samples: []grid{}, Bucket: 1}
 	if b, err := os.ReadFile(filepath.Join(dir, "config.yaml")); err == nil {
 		var c config.Config
 		if yaml.Unmarshal(b, &c) == nil {

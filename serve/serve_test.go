@@ -3,9 +3,11 @@ package serve
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"image"
 	"image/gif"
 	"image/jpeg"
@@ -17,11 +19,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tinct/tinct/checkpoint"
+	"github.com/tinct/tinct/chroma"
 	"github.com/tinct/tinct/dataset"
 	"github.com/tinct/tinct/model"
 	"github.com/tinct/tinct/nn"
@@ -106,7 +110,7 @@ func TestCheckpoints(t *testing.T) {
 	}
 	getJSON(t, ts.URL+"/api/checkpoints", 200, &got)
 	if got.Default != "epoch-000002" || len(got.Checkpoints) != 2 || got.Checkpoints[1].Name != "epoch-000001" ||
-		got.Checkpoints[0].Epoch != 2 || got.Checkpoints[0].Step != 20 || got.Checkpoints[0].Bytes == 0 || !strings.HasPrefix(got.Store, "file://") {
+		got.Checkpoints[0].Epoch != 2 || got.Checkpoints[0].Step != 20 || got.Checkpoints[0].Bytes == 0 || got.Store != "checkpoints" {
 		t.Errorf("checkpoints: %+v", got)
 	}
 
@@ -147,9 +151,11 @@ func TestLimits(t *testing.T) {
 	}
 }
 
-// grayOf is the network input tinct computes for img: training's pipeline.
+// grayOf is the network input tinct serve computes for img: BT.601 gray as
+// training's pipeline, the whole frame fitted into size² (chroma.Fit).
 func grayOf(img image.Image, size int) *image.Gray {
-	return dataset.ToGray(dataset.Resize(img, size))
+	g, _ := chroma.Fit(dataset.ToGray(img), size)
+	return g
 }
 
 func TestGray(t *testing.T) {
@@ -175,6 +181,9 @@ func TestGray(t *testing.T) {
 		g, ok := img.(*image.Gray)
 		if !ok || got.ImageSize != tinySize || got.Checkpoint != "epoch-000001" || !bytes.Equal(g.Pix, want.Pix) {
 			t.Errorf("%s: gray %T %v (checkpoint %q, size %d) differs from the training pipeline's", enc, img, img.Bounds(), got.Checkpoint, got.ImageSize)
+		}
+		if got.Width != 48 || got.Height != 32 || got.Frame != [4]int{0, 2, 16, 13} {
+			t.Errorf("%s: photo %d×%d, frame %v; want 48×32 in [0 2 16 13] (11 rows: 32·16/48 rounded)", enc, got.Width, got.Height, got.Frame)
 		}
 	}
 }
@@ -293,11 +302,13 @@ func TestColorize(t *testing.T) {
 	}
 	for k, u := range s.done.Images {
 		got := decodeDataURL(t, u)
-		want := track.ToImage(out.Image(k), 3, tinySize, tinySize).(*image.RGBA)
+		// the model-size sample is the photo's frame: 16×12 of the 16² square for 40×30
+		want := track.ToImage(out.Image(k), 3, tinySize, tinySize).(*image.RGBA).SubImage(image.Rect(0, 2, 16, 14)).(*image.RGBA)
+		want.Rect = want.Rect.Sub(want.Rect.Min)
 		if got.Bounds() != want.Bounds() {
 			t.Fatalf("image %d: %v, want %v", k, got.Bounds(), want.Bounds())
 		}
-		for y := range tinySize {
+		for y := range 12 {
 			for x := range tinySize {
 				r1, g1, b1, _ := got.At(x, y).RGBA()
 				r2, g2, b2, _ := want.At(x, y).RGBA()
@@ -736,5 +747,201 @@ func TestNewOptions(t *testing.T) {
 	}
 	if _, err := New(Options{Store: "ftp://host/x"}); err == nil || !strings.Contains(err.Error(), "ftp") {
 		t.Errorf("ftp store: %v", err)
+	}
+}
+
+// exifPNG returns img as a PNG with an eXIf chunk holding the orientation.
+func exifPNG(t testing.TB, img image.Image, orientation uint16) []byte {
+	t.Helper()
+	data := encodePNG(t, img)
+	tiff := []byte{'M', 'M', 0, 42, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, byte(orientation >> 8), byte(orientation), 0, 0, 0, 0, 0, 0}
+	chunk := binary.BigEndian.AppendUint32(nil, uint32(len(tiff)))
+	chunk = append(chunk, "eXIf"...)
+	chunk = append(chunk, tiff...)
+	chunk = binary.BigEndian.AppendUint32(chunk, crc32.ChecksumIEEE(chunk[4:]))
+	const ihdrEnd = 8 + 8 + 13 + 4
+	return append(append(append([]byte(nil), data[:ihdrEnd]...), chunk...), data[ihdrEnd:]...)
+}
+
+// TestGrayOrientation: a portrait photo stored sideways with an EXIF
+// orientation is seen upright, as the browser shows it.
+func TestGrayOrientation(t *testing.T) {
+	_, ts := newTestServer(t, Options{})
+	upright := photo(30, 48)
+	gray := func(file []byte) []byte {
+		body, ct := form(t, file)
+		res := post(t, context.Background(), ts.URL+"/api/gray", body, ct)
+		var got grayResult
+		if err := json.NewDecoder(res.Body).Decode(&got); err != nil || res.StatusCode != 200 {
+			t.Fatalf("%d %v", res.StatusCode, err)
+		}
+		res.Body.Close()
+		return decodeDataURL(t, got.Gray).(*image.Gray).Pix
+	}
+	want := gray(encodePNG(t, upright))
+	if got := gray(exifPNG(t, dataset.Orient(upright, 8), 6)); !bytes.Equal(got, want) {
+		t.Error("a photo stored sideways with orientation 6 is not seen upright")
+	}
+	if got := gray(exifPNG(t, dataset.Orient(upright, 3), 3)); !bytes.Equal(got, want) {
+		t.Error("a photo stored upside down with orientation 3 is not seen upright")
+	}
+}
+
+// TestQueuePositions: waiting requests are told how many colorizations are
+// before them, and told again whenever that changes: when one ahead gives
+// up, and when the running one finishes.
+func TestQueuePositions(t *testing.T) {
+	s, ts := newTestServer(t, Options{Queue: 3})
+	started := make(chan struct{})
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	all, cancelAll := context.WithCancel(context.Background())
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }); cancelAll() }) // before the server closes
+	var calls atomic.Int32
+	s.progress = func(ctx context.Context, step, steps int) {
+		if calls.Add(1) == 1 {
+			close(started)
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+	}
+	body, ct := form(t, encodePNG(t, photo(20, 20)), "steps", "10", "samples", "1")
+	type event struct {
+		name string
+		data []byte
+	}
+	// open sends a colorization and streams its events into a channel.
+	open := func(ctx context.Context) <-chan event {
+		ch := make(chan event, 64)
+		go func() {
+			defer close(ch)
+			req, _ := http.NewRequestWithContext(ctx, "POST", ts.URL+"/api/colorize", bytes.NewReader(body))
+			req.Header.Set("Content-Type", ct)
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return
+			}
+			defer res.Body.Close()
+			ev := newSSE(res.Body)
+			for {
+				name, data, ok := ev.next()
+				if !ok {
+					return
+				}
+				ch <- event{name, data}
+			}
+		}()
+		return ch
+	}
+	// nextQueued returns the "ahead" of the next event, which must be queued.
+	nextQueued := func(ch <-chan event, who string) int {
+		t.Helper()
+		e := waitFor(t, ch, who+"'s next event")
+		var q queuedEvent
+		if e.name != "queued" || json.Unmarshal(e.data, &q) != nil {
+			t.Fatalf("%s: event %q %s, want queued", who, e.name, e.data)
+		}
+		return q.Ahead
+	}
+
+	first := open(all)
+	waitFor(t, started, "the first colorization to start")
+	second := open(all)
+	if n := nextQueued(second, "second"); n != 1 {
+		t.Errorf("second: %d ahead, want 1", n)
+	}
+	ctx3, cancel3 := context.WithCancel(all)
+	defer cancel3()
+	third := open(ctx3)
+	if n := nextQueued(third, "third"); n != 2 {
+		t.Errorf("third: %d ahead, want 2", n)
+	}
+	fourth := open(all)
+	if n := nextQueued(fourth, "fourth"); n != 3 {
+		t.Errorf("fourth: %d ahead, want 3", n)
+	}
+	cancel3() // the third gives up: the fourth moves up
+	if n := nextQueued(fourth, "fourth"); n != 2 {
+		t.Errorf("fourth after the third left: %d ahead, want 2", n)
+	}
+	releaseOnce.Do(func() { close(release) }) // the first finishes: the second runs, the fourth moves up
+	if e := waitFor(t, second, "the second's start"); e.name != "start" {
+		t.Errorf("second: %q after the first finished, want start", e.name)
+	}
+	if n := nextQueued(fourth, "fourth"); n != 1 {
+		t.Errorf("fourth after the first finished: %d ahead, want 1", n)
+	}
+	for _, ch := range []<-chan event{first, second, fourth} {
+		last := ""
+		for e := range ch {
+			last = e.name
+		}
+		if last != "done" {
+			t.Errorf("a colorization ended with %q", last)
+		}
+	}
+}
+
+// TestFullResolution: a 3000×2000 photo comes back as a 3000×2000 PNG whose
+// luminance is the photo's to within rounding, coloured by the network's
+// model-size sample of the whole frame; the model-size sample comes too.
+func TestFullResolution(t *testing.T) {
+	_, ts := newTestServer(t, Options{})
+	src := image.NewRGBA(image.Rect(0, 0, 3000, 2000))
+	for y := range 2000 {
+		for x := range 3000 {
+			i := src.PixOffset(x, y)
+			src.Pix[i], src.Pix[i+1], src.Pix[i+2], src.Pix[i+3] = uint8(x*255/3000), uint8(y*255/2000), uint8((x^y)&255), 255
+		}
+	}
+	file := encodePNG(t, src)
+	body, ct := form(t, file, "steps", "10", "samples", "2", "seed", "5")
+	s := readStream(t, post(t, context.Background(), ts.URL+"/api/colorize", body, ct))
+	if s.done == nil || len(s.done.Full) != 2 || len(s.done.Images) != 2 {
+		t.Fatalf("events %v, done %+v", s.order, s.done)
+	}
+	if s.done.Width != 3000 || s.done.Height != 2000 {
+		t.Errorf("done: %d×%d, want 3000×2000", s.done.Width, s.done.Height)
+	}
+	// the model-size sample: the frame's 16×11 of the 16² square
+	if b := decodeDataURL(t, s.done.Images[0]).Bounds(); b != image.Rect(0, 0, 16, 11) {
+		t.Errorf("model-size sample %v, want 16×11 (the whole frame at the model's size)", b)
+	}
+	res, err := http.Get(ts.URL + s.done.Full[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != 200 || res.Header.Get("Content-Type") != "image/png" {
+		t.Fatalf("GET %s: %d %s", s.done.Full[0], res.StatusCode, res.Header.Get("Content-Type"))
+	}
+	full, err := png.Decode(res.Body)
+	res.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if full.Bounds() != src.Bounds() {
+		t.Fatalf("full-resolution result %v, want %v", full.Bounds(), src.Bounds())
+	}
+	want, got := dataset.ToGray(src), dataset.ToGray(full)
+	worst, coloured := 0, 0
+	for i := range want.Pix {
+		d := int(got.Pix[i]) - int(want.Pix[i])
+		worst = max(worst, d, -d)
+	}
+	rgba := full.(*image.RGBA)
+	for i := 0; i < len(rgba.Pix); i += 4 {
+		if rgba.Pix[i] != rgba.Pix[i+1] || rgba.Pix[i+1] != rgba.Pix[i+2] {
+			coloured++
+		}
+	}
+	if worst > 1 || coloured < len(want.Pix)/2 {
+		t.Errorf("full-resolution luminance differs from the photo's by up to %d levels (want ≤ 1); %d of %d pixels coloured", worst, coloured, len(want.Pix))
+	}
+	// an unknown result
+	res, _ = http.Get(ts.URL + "/api/results/0123456789abcdef0123456789abcdef/1.png")
+	if msg := apiErr(t, res); res.StatusCode != 404 || !strings.Contains(msg, "colorize again") {
+		t.Errorf("unknown result: %d %q", res.StatusCode, msg)
 	}
 }

@@ -17,9 +17,15 @@ import (
 
 // Defaults of Options' limits.
 const (
-	DefaultMaxUploadBytes = 20 << 20   // 20 MiB
-	DefaultMaxPixels      = 50_000_000 // a 50-megapixel photo
+	DefaultMaxUploadBytes  = 20 << 20         // 20 MiB
+	DefaultMaxPixels       = 50_000_000       // a 50-megapixel photo
+	DefaultMaxDecodedBytes = 256 << 20        // 256 MiB: a 64-megapixel 8-bit RGBA image
+	DefaultBodyTimeout     = 15 * time.Second // grace, and the longest pause, of an upload
+	DefaultMinBodyRate     = 32 << 10         // 32 KiB/s: 20 MiB in under 11 minutes
 )
+
+// MinTokenLength is the shortest token Options.Token accepts.
+const MinTokenLength = 16
 
 // Options configure a Server.
 type Options struct {
@@ -39,6 +45,26 @@ type Options struct {
 	// MaxPixels bounds an upload's declared width·height, checked before
 	// its pixels are decoded (0: DefaultMaxPixels).
 	MaxPixels int64
+	// BodyTimeout and MinBodyRate bound how long an upload may take: its
+	// body must keep arriving at MinBodyRate bytes a second on average,
+	// after a grace of BodyTimeout, and never pause for longer than
+	// BodyTimeout (0: DefaultBodyTimeout, DefaultMinBodyRate).
+	BodyTimeout time.Duration
+	MinBodyRate int64
+	// MaxDecodedBytes bounds the memory a decoded upload takes, width ×
+	// height × bytes per pixel, checked before decoding (0:
+	// DefaultMaxDecodedBytes).
+	MaxDecodedBytes int64
+	// MaxResultBytes bounds the finished colorizations kept for their
+	// full-resolution downloads (each holds its photo's luminance, one byte
+	// per pixel; 0: DefaultMaxResultBytes). The oldest go first, and none
+	// stays longer than an hour.
+	MaxResultBytes int64
+	// Token, when set, is required on every API request: as the header
+	// "Authorization: Bearer TOKEN" or the session cookie that POST
+	// /api/login sets. Without it, only requests addressed to a loopback
+	// host (127.0.0.1, [::1], localhost) are served.
+	Token string
 	// Cluster reports the training cluster's state for the dashboard; nil
 	// reports "not attached to a coordinator".
 	Cluster ClusterSource
@@ -49,12 +75,15 @@ type Options struct {
 
 // Server is the web app. It is an http.Handler; create it with New.
 type Server struct {
-	opts   Options
-	log    *slog.Logger
-	mux    *http.ServeMux
-	models *models
-	queue  *queue
-	decode chan struct{} // bounds concurrent image decodes
+	opts    Options
+	log     *slog.Logger
+	mux     *http.ServeMux
+	models  *models
+	queue   *queue
+	decode  chan struct{} // bounds concurrent image decodes
+	uploads chan struct{} // bounds the /api/gray uploads held at once
+	session string        // the session cookie's value when Token is set
+	results *results      // finished colorizations, for full-resolution downloads
 
 	// Test hooks: progress, if set, is called after each diffusion step
 	// with the request's context; finished with each colorization's result.
@@ -69,6 +98,9 @@ var staticFiles embed.FS
 // hundred MB at the pixel limit).
 const maxDecodes = 2
 
+// maxGrayUploads is how many /api/gray uploads are read and held at once.
+const maxGrayUploads = 4
+
 // New checks the options and returns a Server. It opens the checkpoint store
 // (which creates a missing directory) but loads nothing until asked.
 func New(opts Options) (*Server, error) {
@@ -78,13 +110,32 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxPixels <= 0 {
 		opts.MaxPixels = DefaultMaxPixels
 	}
+	if opts.MaxDecodedBytes <= 0 {
+		opts.MaxDecodedBytes = DefaultMaxDecodedBytes
+	}
+	if opts.MaxResultBytes <= 0 {
+		opts.MaxResultBytes = DefaultMaxResultBytes
+	}
+	if opts.BodyTimeout <= 0 {
+		opts.BodyTimeout = DefaultBodyTimeout
+	}
+	if opts.MinBodyRate <= 0 {
+		opts.MinBodyRate = DefaultMinBodyRate
+	}
+	if opts.Token != "" && len(opts.Token) < MinTokenLength {
+		return nil, fmt.Errorf("serve: the token has %d characters; use at least %d (e.g. openssl rand -hex 16)", len(opts.Token), MinTokenLength)
+	}
 	if opts.Queue < 0 {
 		return nil, fmt.Errorf("serve: queue %d: must be 0 or more", opts.Queue)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	s := &Server{opts: opts, log: opts.Logger, mux: http.NewServeMux(), queue: newQueue(opts.Queue), decode: make(chan struct{}, maxDecodes)}
+	s := &Server{opts: opts, log: opts.Logger, mux: http.NewServeMux(), queue: newQueue(opts.Queue),
+		decode: make(chan struct{}, maxDecodes), uploads: make(chan struct{}, maxGrayUploads), results: newResults(opts.MaxResultBytes)}
+	if opts.Token != "" {
+		s.session = sessionValue(opts.Token)
+	}
 	var store checkpoint.Store
 	if opts.Store != "" {
 		var err error
@@ -117,6 +168,8 @@ func New(opts Options) (*Server, error) {
 	s.mux.HandleFunc("GET /api/run", s.handleRun)
 	s.mux.HandleFunc("GET /run/images/{file}", s.handleRunImage)
 	s.mux.HandleFunc("GET /api/cluster", s.handleCluster)
+	s.mux.HandleFunc("POST /api/login", s.handleLogin)
+	s.mux.HandleFunc("GET /api/results/{id}/{file}", s.handleResult)
 	s.mux.HandleFunc("/api/", s.handleNoEndpoint)
 	return s, nil
 }
@@ -128,6 +181,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
+	if err := s.guard(r); err != nil {
+		writeError(w, err)
+		return
+	}
 	s.mux.ServeHTTP(w, r)
 }
 
@@ -172,7 +229,8 @@ func writeError(w http.ResponseWriter, err error) {
 	case errors.Is(err, errNoStore):
 		ae = &apiError{status: http.StatusServiceUnavailable, msg: err.Error()}
 	default:
-		ae = &apiError{status: http.StatusInternalServerError, msg: "internal error: " + err.Error()}
+		// the details (paths, Go's error text) go to the server's log only
+		ae = &apiError{status: http.StatusInternalServerError, msg: "internal error: the server could not do this; its log has the details"}
 	}
 	for k, v := range ae.header {
 		w.Header()[k] = v
@@ -209,10 +267,11 @@ type checkpointInfo struct {
 
 // handleCheckpoints answers GET /api/checkpoints:
 //
-//	{"store": "file:///…", "default": "step-000000420", "checkpoints": [{"name", "epoch", "step", "time", "bytes"}, …]}
+//	{"store": "checkpoints", "default": "step-000000420", "checkpoints": [{"name", "epoch", "step", "time", "bytes"}, …]}
 //
 // newest first; "default" is the one used when a request names none (empty
-// when the store is empty).
+// when the store is empty). "store" names the store without the server's
+// paths (see storeName).
 func (s *Server) handleCheckpoints(w http.ResponseWriter, r *http.Request) {
 	store := s.models.store
 	if store == nil {
@@ -221,7 +280,7 @@ func (s *Server) handleCheckpoints(w http.ResponseWriter, r *http.Request) {
 	}
 	infos, err := store.List(r.Context())
 	if err != nil {
-		err = fmt.Errorf("list checkpoints in %s: %w", store, err)
+		err = fmt.Errorf("list checkpoints in %s: %w", store, err) // logged, not shown
 		s.logError(r, err)
 		writeError(w, err)
 		return
@@ -230,7 +289,7 @@ func (s *Server) handleCheckpoints(w http.ResponseWriter, r *http.Request) {
 		Store       string           `json:"store"`
 		Default     string           `json:"default"`
 		Checkpoints []checkpointInfo `json:"checkpoints"`
-	}{Store: store.String(), Checkpoints: []checkpointInfo{}}
+	}{Store: s.models.name, Checkpoints: []checkpointInfo{}}
 	for _, in := range infos {
 		out.Checkpoints = append(out.Checkpoints, checkpointInfo{Name: in.Name, Epoch: in.Epoch, Step: in.Step, Time: in.Time, Bytes: in.Size})
 	}
@@ -243,13 +302,14 @@ func (s *Server) handleCheckpoints(w http.ResponseWriter, r *http.Request) {
 // handleLimits answers GET /api/limits with what a colorization request may
 // hold, so that the page can check a file before sending it:
 //
-//	{"max_upload_bytes", "max_pixels", "steps": [10, 100], "samples": [1, 8], "queue"}
+//	{"max_upload_bytes", "max_pixels", "max_decoded_bytes", "steps": [10, 100], "samples": [1, 8], "queue"}
 func (s *Server) handleLimits(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{
-		"max_upload_bytes": s.opts.MaxUploadBytes,
-		"max_pixels":       s.opts.MaxPixels,
-		"steps":            [2]int{MinSteps, MaxSteps},
-		"samples":          [2]int{MinSamples, MaxSamples},
-		"queue":            s.opts.Queue,
+		"max_upload_bytes":  s.opts.MaxUploadBytes,
+		"max_pixels":        s.opts.MaxPixels,
+		"max_decoded_bytes": s.opts.MaxDecodedBytes,
+		"steps":             [2]int{MinSteps, MaxSteps},
+		"samples":           [2]int{MinSamples, MaxSamples},
+		"queue":             s.opts.Queue,
 	})
 }

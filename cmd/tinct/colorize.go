@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tinct/tinct/checkpoint"
+	"github.com/tinct/tinct/chroma"
 	"github.com/tinct/tinct/dataset"
 	"github.com/tinct/tinct/model"
 	"github.com/tinct/tinct/nn"
@@ -24,13 +25,22 @@ func newColorizeCmd() *cobra.Command {
 	var ckpt, out string
 	var steps, samples int
 	var seed uint64
+	var fullRes bool
 	cmd := &cobra.Command{
 		Use:   "colorize IMAGE... --checkpoint PATH",
 		Short: "Colorize photographs with a trained checkpoint's EMA network",
-		Long: `Each image (PNG or JPEG; a colour photo is made gray first) is center-cropped,
-resized to the checkpoint's image size with a Lanczos filter, and colorized
-with deterministic DDIM: --samples colourisations per image, written to
---out as NAME-gray.png and NAME-1.png … NAME-K.png.
+		Long: `Each image (PNG or JPEG; a colour photo is made gray first; a phone photo is
+turned upright by its EXIF orientation) is resized whole, its longer side to
+the checkpoint's image size with a Lanczos filter and the rest of the square
+filled by mirroring it (nothing is cropped), and colorized with
+deterministic DDIM: --samples colourisations per image.
+
+With --full-res (the default) the colours are then carried onto the photo's
+own luminance at its own size (the model's Cb/Cr, upsampled with Lanczos;
+see docs/serve.md): --out gets NAME-1.png … NAME-K.png at the photo's size,
+NAME-1-model.png … at the model's size (the photo's frame only), and
+NAME-gray.png, the network's input. With --full-res=false NAME-K.png is the
+model-size result.
 
 --checkpoint is a checkpoint store (its newest valid checkpoint is used), one
 checkpoint directory inside a store, or an EMA weights file
@@ -51,7 +61,7 @@ checkpoint directory inside a store, or an EMA weights file
 				return err
 			}
 			for _, path := range args {
-				if err := colorizeFile(cmd.Context(), net, size, path, out, samples, steps, seed); err != nil {
+				if err := colorizeFile(cmd.Context(), net, size, path, out, samples, steps, seed, fullRes); err != nil {
 					return err
 				}
 			}
@@ -63,6 +73,7 @@ checkpoint directory inside a store, or an EMA weights file
 	cmd.Flags().IntVar(&steps, "steps", 100, "DDIM steps (10–100)")
 	cmd.Flags().IntVar(&samples, "samples", 1, "colourisations per image (1–8)")
 	cmd.Flags().Uint64Var(&seed, "seed", 0, "random seed: the same seed gives the same colours")
+	cmd.Flags().BoolVar(&fullRes, "full-res", true, "also write each result at the photo's own size, on its own luminance")
 	return cmd
 }
 
@@ -122,19 +133,20 @@ func loadInference(ctx context.Context, path string, cmd *cobra.Command) (*model
 	return m.Net, m.Config.ImageSize, nil
 }
 
-func colorizeFile(ctx context.Context, net *model.UNet, size int, path, outDir string, samples, steps int, seed uint64) error {
+func colorizeFile(ctx context.Context, net *model.UNet, size int, path, outDir string, samples, steps int, seed uint64, fullRes bool) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
-	img, _, err := image.Decode(f)
+	img, err := dataset.Decode(f) // bounded, and upright by its EXIF orientation
 	f.Close()
 	if err != nil {
-		return fmt.Errorf("%s: not a PNG or JPEG image (%v)", path, err)
+		return fmt.Errorf("%s: not a PNG or JPEG image, or a damaged one: %w", path, err)
 	}
-	g := dataset.ToGray(dataset.Resize(img, size))
+	lum := dataset.ToGray(img)
+	in, frame := chroma.Fit(lum, size)
 	gray := make([]float32, size*size)
-	for i, v := range g.Pix[:size*size] {
+	for i, v := range in.Pix[:size*size] {
 		gray[i] = model.PixelToUnit(v)
 	}
 	out, err := colorizeGray(ctx, net, gray, size, samples, steps, seed)
@@ -142,15 +154,32 @@ func colorizeFile(ctx context.Context, net *model.UNet, size int, path, outDir s
 		return err
 	}
 	base := strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
-	if err := track.SavePNG(filepath.Join(outDir, base+"-gray.png"), track.ToImage(gray, 1, size, size)); err != nil {
+	if err := track.SavePNG(filepath.Join(outDir, base+"-gray.png"), in); err != nil {
 		return err
 	}
-	for k := range samples {
-		p := filepath.Join(outDir, fmt.Sprintf("%s-%d.png", base, k+1))
-		if err := track.SavePNG(p, track.ToImage(out.Image(k), 3, size, size)); err != nil {
+	save := func(name string, img image.Image) error {
+		p := filepath.Join(outDir, name)
+		if err := track.SavePNG(p, img); err != nil {
 			return err
 		}
 		fmt.Println(p)
+		return nil
+	}
+	for k := range samples {
+		sample := track.ToImage(out.Image(k), 3, size, size).(*image.RGBA)
+		small := sample.SubImage(frame)
+		if !fullRes {
+			if err := save(fmt.Sprintf("%s-%d.png", base, k+1), small); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := save(fmt.Sprintf("%s-%d.png", base, k+1), chroma.Transfer(lum, sample, frame)); err != nil {
+			return err
+		}
+		if err := save(fmt.Sprintf("%s-%d-model.png", base, k+1), small); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -24,39 +25,59 @@ const shutdownGrace = 5 * time.Second
 
 func newServeCmd() *cobra.Command {
 	var opts serve.Options
-	var addr, metricsURL string
+	var addr, metricsURL, tokenFile string
 	cmd := &cobra.Command{
 		Use:   "serve [--addr HOST:PORT] [--store STORE] [--run DIR | --outputs DIR] [--queue N]",
 		Short: "Serve the web app: colorize photos in a browser, follow a training run",
 		Long: `Serves a web page (on 127.0.0.1:7860 by default: only this machine can reach
-it; give --addr 0.0.0.0:7860 to serve the network) with two parts:
+it) with two parts:
 
-Colorize: upload a PNG or JPEG (file picker or drag and drop); it is shown in
-gray at the model's size (center crop, Lanczos, as training prepared its
-images). Choose the DDIM steps (10–100) and the number of colorizations
-(1–8), press Colorize, follow the progress, and download the results as PNG.
+Colorize: choose a PNG or JPEG (file picker, drag and drop, paste, or one of
+the examples); it is shown as it is, and in gray as the network sees it (the
+whole frame, its longer side at the model's size). Choose the DDIM steps
+(10–100) and the number of colorizations (1–8), press Colorize, follow the
+progress, and download each result at full resolution (the model's colours
+on the photo's own luminance, at its own size) or at the model's size.
 The checkpoint is the newest in --store unless one is picked from the list.
 One colorization runs at a time (it uses every core); --queue more may wait,
-and beyond that the server answers "busy, try again" (HTTP 503). A
-colorization stops when its browser tab goes away. Uploads are limited to
-20 MiB and 50 megapixels.
+told their place as the line moves, and beyond that the server answers
+"busy, try again" (HTTP 503). A colorization stops when its browser tab goes
+away. Uploads are limited to 20 MiB, 50 megapixels and 256 MiB decoded, and
+must arrive at 32 KiB/s or more.
 
 Training: the loss per step and per epoch, the sample grids of each epoch,
-and the trainer's status (step, epoch, workers, images/s) read from its
-Prometheus endpoint when --coordinator names it, for the run in --run, or else the newest run under
---outputs (looked up again at each refresh, so a run started later appears).
+for the run in --run, or else the newest run under --outputs (looked up again
+at each refresh, so a run started later appears); and, with --coordinator
+URL (a trainer's Prometheus endpoint, tinct train metrics_addr=…), the
+trainer's step, epoch, workers and images/s.
 
-The page and its API are described in serve/doc.go; the page needs nothing
-from other sites. SIGINT or SIGTERM stops the server, letting colorizations
-in progress finish for a few seconds.`,
+Access: without a token the server answers only requests addressed to
+127.0.0.1, [::1] or localhost. To serve other machines (--addr 0.0.0.0:7860)
+it needs an access token, from --token-file FILE or $TINCT_SERVE_TOKEN (at
+least 16 characters); the page asks for it once and keeps a session cookie.
+Requests from other sites' pages are refused either way.
+
+The page, its API (every request and every event of the colorization
+stream) and the limits are described in docs/serve.md; the page needs
+nothing from other sites. SIGINT or SIGTERM stops the server, letting
+colorizations in progress finish for a few seconds.`,
 		Example: `  tinct serve
   tinct serve --store outputs/sample-checkpoints --outputs outputs
-  tinct serve --store file:///data/checkpoints --run outputs/2026-01-02_03-04-05 --queue 8`,
+  tinct serve --store file:///data/checkpoints --run outputs/2026-01-02_03-04-05 --queue 8
+  TINCT_SERVE_TOKEN=$(cat ~/.tinct-token) tinct serve --addr 0.0.0.0:7860 --store outputs/checkpoints`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if metricsURL != "" {
 				opts.Cluster = serve.MetricsCluster{URL: metricsURL, Client: &http.Client{Timeout: 5 * time.Second}}
 			}
+			token, err := serveToken(tokenFile)
+			if err != nil {
+				return err
+			}
+			if token == "" && !loopbackAddr(addr) {
+				return fmt.Errorf("serve: --addr %s can be reached from other machines, so the server needs an access token: put one (at least %d characters, e.g. from openssl rand -hex 16) in a file and give --token-file FILE, or set %s; or listen on 127.0.0.1", addr, serve.MinTokenLength, tokenEnv)
+			}
+			opts.Token = token
 			s, err := serve.New(opts)
 			if err != nil {
 				return err
@@ -78,7 +99,43 @@ in progress finish for a few seconds.`,
 	f.StringVar(&opts.OutputsDir, "outputs", "outputs", "where training runs are (output_dir of tinct train)")
 	f.StringVar(&metricsURL, "coordinator", "", "a running trainer's metrics URL for the cluster panel, e.g. http://127.0.0.1:9464/metrics (tinct train metrics_addr=…)")
 	f.IntVar(&opts.Queue, "queue", 4, "colorization requests that may wait behind the running one; more get 503 busy")
+	f.StringVar(&tokenFile, "token-file", "", "file holding the access token the page and API ask for (default: $"+tokenEnv+"); required unless --addr is a loopback address")
 	return cmd
+}
+
+// tokenEnv is the environment variable that holds tinct serve's token when
+// --token-file is not given.
+const tokenEnv = "TINCT_SERVE_TOKEN"
+
+// serveToken reads the token file, else $TINCT_SERVE_TOKEN ("" when
+// neither is set). A token on the command line would show in ps.
+func serveToken(file string) (string, error) {
+	if file == "" {
+		return strings.TrimSpace(os.Getenv(tokenEnv)), nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("--token-file: %w", err)
+	}
+	t := strings.TrimSpace(string(b))
+	if t == "" {
+		return "", fmt.Errorf("--token-file %s is empty", file)
+	}
+	return t, nil
+}
+
+// loopbackAddr reports whether a listen address HOST:PORT can be reached
+// from this machine only.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // runServer serves s on ln until ctx is done, then shuts down gracefully.
@@ -90,6 +147,11 @@ func runServer(ctx context.Context, cmd *cobra.Command, s http.Handler, ln net.L
 		ErrorLog:          slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn),
 	}
 	url := "http://" + ln.Addr().String() + "/"
+	if a, ok := ln.Addr().(*net.TCPAddr); ok && a.IP.IsUnspecified() {
+		// every interface: name one that works from here
+		url = fmt.Sprintf("http://127.0.0.1:%d/", a.Port)
+		slog.Info("listening on every interface: open the page by this machine's name or address", "port", a.Port)
+	}
 	fmt.Fprintf(cmd.OutOrStdout(), "tinct serve: listening on %s\n", url)
 	slog.Info("serving", "url", url)
 	errc := make(chan error, 1)

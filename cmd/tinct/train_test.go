@@ -81,15 +81,17 @@ func TestTrainResumeColorizeEval(t *testing.T) {
 	if o, err := run(t, "colorize", filepath.Join(src, "pa.png"), "--checkpoint", store, "--steps", "10", "--samples", "2", "--out", col); err != nil {
 		t.Fatalf("colorize: %v\n%s", err, o)
 	}
-	for _, f := range []string{"pa-gray.png", "pa-1.png", "pa-2.png"} {
+	// the network's input and the model-size samples at 16², the results at
+	// the photo's own size (--full-res, the default)
+	for f, width := range map[string]int{"pa-gray.png": 16, "pa-1-model.png": 16, "pa-2-model.png": 16, "pa-1.png": 40, "pa-2.png": 40} {
 		fh, err := os.Open(filepath.Join(col, f))
 		if err != nil {
 			t.Fatal(err)
 		}
 		img, err := png.Decode(fh)
 		fh.Close()
-		if err != nil || img.Bounds().Dx() != 16 {
-			t.Fatalf("%s: %v %v", f, err, img.Bounds())
+		if err != nil || img.Bounds().Dx() != width {
+			t.Fatalf("%s: %v %v, want %d wide", f, err, img.Bounds(), width)
 		}
 	}
 	if _, err := run(t, "colorize", filepath.Join(src, "broken.jpg"), "--checkpoint", store, "--out", col); err == nil || !strings.Contains(err.Error(), "not a PNG or JPEG") {

@@ -30,6 +30,49 @@ async function errorText(res) {
   return `The server answered ${res.status} ${res.statusText}.`;
 }
 
+// api fetches from the server's API; a 401 (a server started with a token)
+// shows the token form.
+async function api(path, opts) {
+  const res = await fetch(path, opts);
+  if (res.status === 401) needLogin();
+  return res;
+}
+
+function needLogin() {
+  const box = $('login');
+  if (!box.hidden) return;
+  box.hidden = false;
+  $('token').focus();
+}
+
+async function login(ev) {
+  ev.preventDefault();
+  const note = $('login-note');
+  let res;
+  try {
+    res = await fetch('/api/login', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ token: $('token').value }),
+    });
+  } catch (e) {
+    note.textContent = 'Cannot reach the server: ' + e.message;
+    return;
+  }
+  if (!res.ok) {
+    note.textContent = await errorText(res);
+    $('token').select();
+    return;
+  }
+  $('token').value = '';
+  $('login').hidden = true;
+  showError('');
+  loadLimits();
+  loadCheckpoints();
+  refreshDashboard();
+  if (photo) showGray();
+}
+
 function mib(n) {
   return (n / (1024 * 1024)).toFixed(n < 10 * 1024 * 1024 ? 1 : 0) + ' MiB';
 }
@@ -38,7 +81,7 @@ function mib(n) {
 
 async function loadLimits() {
   try {
-    const res = await fetch('/api/limits');
+    const res = await api('/api/limits');
     if (res.ok) limits = await res.json();
   } catch (_) { /* keep the defaults */ }
 }
@@ -48,7 +91,7 @@ async function loadCheckpoints() {
   const note = $('checkpoint-note');
   let res;
   try {
-    res = await fetch('/api/checkpoints');
+    res = await api('/api/checkpoints');
   } catch (e) {
     note.textContent = 'Cannot reach the server: ' + e.message;
     return;
@@ -72,27 +115,87 @@ async function loadCheckpoints() {
 
 // ---- the photo -----------------------------------------------------------
 
+let photoURL = null; // object URL of the chosen photo, shown as it is
+
 function clearGray() {
   $('gray-figure').hidden = true;
   $('gray').removeAttribute('src');
 }
 
+// dropPhoto drops the chosen photo and its views.
+function dropPhoto() {
+  photo = null;
+  graySeq++; // answers still on their way are for a photo no longer chosen
+  $('photo-box').hidden = true;
+  $('original').removeAttribute('src');
+  if (photoURL) URL.revokeObjectURL(photoURL);
+  photoURL = null;
+  clearGray();
+}
+
+// forgetPhoto drops the chosen photo, in the page and in the file input.
+function forgetPhoto() {
+  dropPhoto();
+  $('image').value = '';
+}
+
+// clearAll is the Clear button: no photo, no results, no messages.
+function clearAll() {
+  if (controller) return;
+  forgetPhoto();
+  showError('');
+  setStatus('');
+  $('gallery').replaceChildren();
+  $('results-title').hidden = true;
+  $('results-note').hidden = true;
+  $('image').focus();
+}
+
 function choosePhoto(file) {
   showError('');
   setStatus('');
-  if (!file) return;
+  if (!file || controller) return;
   if (file.size > limits.max_upload_bytes) {
-    photo = null;
-    clearGray();
+    forgetPhoto();
     showError(`${file.name} is ${mib(file.size)}, more than the limit of ${mib(limits.max_upload_bytes)}. Choose a smaller photo.`);
     return;
   }
+  dropPhoto();
   photo = file;
+  photoURL = URL.createObjectURL(file);
+  const img = $('original');
+  img.onload = () => {
+    $('original-caption').textContent = `${file.name || 'pasted photo'}, ${img.naturalWidth}×${img.naturalHeight}`;
+  };
+  img.onerror = () => { $('original-caption').textContent = file.name || 'pasted photo'; };
+  img.src = photoURL;
+  $('original-caption').textContent = file.name || 'pasted photo';
+  $('photo-box').hidden = false;
   showGray();
 }
 
+// chooseExample loads one of the bundled sample photos as if it were chosen.
+async function chooseExample(src) {
+  if (controller) return;
+  let res;
+  try {
+    res = await fetch(src);
+  } catch (e) {
+    showError('Cannot reach the server: ' + e.message);
+    return;
+  }
+  if (!res.ok) {
+    showError(`The example ${src} is missing (${res.status}).`);
+    return;
+  }
+  const blob = await res.blob();
+  $('image').value = '';
+  choosePhoto(new File([blob], src.split('/').pop(), { type: blob.type || 'image/jpeg' }));
+}
+
 // showGray asks the server for the photo in gray at the model's size, as the
-// network will see it (center crop, Lanczos, BT.601: the training pipeline).
+// network will see it: the whole frame, its longer side at the model's size,
+// mirrored into the rest of the square.
 async function showGray() {
   if (!photo) return;
   const seq = ++graySeq;
@@ -102,7 +205,7 @@ async function showGray() {
   $('gray-caption').textContent = 'Reading the photo…';
   let res;
   try {
-    res = await fetch('/api/gray', { method: 'POST', body: form });
+    res = await api('/api/gray', { method: 'POST', body: form });
   } catch (e) {
     if (seq === graySeq) showError('Cannot reach the server: ' + e.message);
     return;
@@ -112,23 +215,35 @@ async function showGray() {
     const msg = await errorText(res);
     if (seq !== graySeq) return;
     clearGray();
+    // A photo the server refuses (4xx) is forgotten, so that Colorize does
+    // not send it again; a busy or failing server (5xx) may take it later.
+    if (res.status >= 400 && res.status < 500 && res.status !== 401 && res.status !== 408) forgetPhoto();
     showError(msg);
     return;
   }
   const j = await res.json();
   if (seq !== graySeq) return;
   $('gray').src = j.gray;
-  $('gray-caption').textContent = `${photo.name} in gray at ${j.image_size}×${j.image_size}, as checkpoint ${j.checkpoint} sees it`;
+  $('gray-caption').textContent = `As the network sees it: ${j.image_size}×${j.image_size} gray, the whole photo mirrored into the square (checkpoint ${j.checkpoint})`;
   $('gray-figure').hidden = false;
 }
 
 // ---- colorizing ----------------------------------------------------------
 
+// setBusy switches the form between idle and colorizing. The keyboard's
+// focus follows the button that can be pressed: Cancel while colorizing
+// (Colorize is disabled, which would drop the focus to <body>), Colorize
+// after.
 function setBusy(busy) {
+  const a = document.activeElement;
+  const follow = a === $('go') || a === $('cancel') || a === document.body || a === null;
   $('go').disabled = busy;
   $('cancel').hidden = !busy;
   $('image').disabled = busy;
   $('checkpoint').disabled = busy;
+  $('clear').disabled = busy;
+  for (const b of document.querySelectorAll('.example')) b.disabled = busy;
+  if (follow) (busy ? $('cancel') : $('go')).focus();
 }
 
 // readEvents reads a text/event-stream answer and calls on[event](data).
@@ -154,24 +269,68 @@ async function readEvents(res, on) {
   }
 }
 
-function showResults(start, images) {
+// seconds formats a duration for the status line.
+function seconds(ms) {
+  const s = ms / 1000;
+  if (s < 60) return `${s.toFixed(s < 10 ? 1 : 0)} s`;
+  return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+}
+
+// showResults puts the photo and its colorizations side by side: each
+// result at full size (the colours on the photo's own gray) with downloads
+// of the full-size and the model-size PNG; selecting one enlarges it.
+function showResults(start, done) {
   const gallery = $('gallery');
-  const figures = images.map((src, i) => {
+  const input = document.createElement('figure');
+  input.className = 'input';
+  const inImg = document.createElement('img');
+  inImg.src = photoURL || start.gray;
+  inImg.alt = 'Your photo';
+  const inCap = document.createElement('figcaption');
+  inCap.textContent = `Your photo, ${done.width}×${done.height}`;
+  input.append(inImg, inCap);
+
+  const name = `tinct-${start.checkpoint}-seed${start.seed}`;
+  const figures = done.images.map((small, i) => {
     const fig = document.createElement('figure');
+    fig.className = 'result';
+    const open = document.createElement('button');
+    open.type = 'button';
+    open.className = 'enlarge';
     const img = document.createElement('img');
-    img.src = src;
-    img.alt = `Colorization ${i + 1} of ${images.length}`;
+    img.src = done.full[i];
+    img.alt = `Colorization ${i + 1} of ${done.images.length}, full size`;
+    open.append(img);
+    open.setAttribute('aria-label', `Enlarge colorization ${i + 1}`);
+    open.addEventListener('click', () => enlarge(done.full[i], `Colorization ${i + 1} of ${done.images.length}, ${done.width}×${done.height} (seed ${start.seed})`));
     const cap = document.createElement('figcaption');
-    const a = document.createElement('a');
-    a.href = src;
-    a.download = `tinct-${start.checkpoint}-seed${start.seed}-${i + 1}.png`;
-    a.textContent = `Download ${i + 1} (PNG)`;
-    cap.append(a);
-    fig.append(img, cap);
+    const full = document.createElement('a');
+    full.href = done.full[i];
+    full.download = `${name}-${i + 1}.png`;
+    full.className = 'download-full';
+    full.textContent = `Full size ${i + 1} (${done.width}×${done.height} PNG)`;
+    const model = document.createElement('a');
+    model.href = small;
+    model.download = `${name}-${i + 1}-model.png`;
+    model.className = 'download-model';
+    model.textContent = 'model size';
+    cap.append(full, ' · ', model);
+    fig.append(open, cap);
     return fig;
   });
-  gallery.replaceChildren(...figures);
+  gallery.replaceChildren(input, ...figures);
   $('results-title').hidden = false;
+  $('results-note').hidden = false;
+  // On a phone the results are below the fold: bring them up.
+  if (window.matchMedia('(max-width: 900px)').matches) $('results-title').scrollIntoView({ behavior: 'smooth', block: 'start' });
+}
+
+// enlarge shows an image in the viewer dialog (Escape or Close closes it).
+function enlarge(src, caption) {
+  $('viewer-img').src = src;
+  $('viewer-img').alt = caption;
+  $('viewer-caption').textContent = caption;
+  $('viewer').showModal();
 }
 
 async function colorize(ev) {
@@ -193,19 +352,22 @@ async function colorize(ev) {
   controller = new AbortController();
   setBusy(true);
   setStatus('Sending…');
+  const sent = performance.now();
+  let began = 0; // when the diffusion started
   let start = null;
   let finished = false;
   try {
-    const res = await fetch('/api/colorize', { method: 'POST', body: form, signal: controller.signal });
+    const res = await api('/api/colorize', { method: 'POST', body: form, signal: controller.signal });
     if (!res.ok) {
       setStatus('');
       showError(await errorText(res));
       return;
     }
     await readEvents(res, {
-      queued: (d) => setStatus(`Waiting for the server: ${d.ahead} ahead of you…`),
+      queued: (d) => setStatus(`Waiting for the server: ${d.ahead} ahead of you (${seconds(performance.now() - sent)} so far)…`),
       start: (d) => {
         start = d;
+        began = performance.now();
         progress.max = d.steps;
         progress.value = 0;
         progress.hidden = false;
@@ -213,7 +375,9 @@ async function colorize(ev) {
       },
       progress: (d) => {
         progress.value = d.step;
-        setStatus(`Step ${d.step} of ${d.steps}`);
+        const spent = performance.now() - began;
+        const left = d.step < d.steps ? ` · about ${seconds((spent / d.step) * (d.steps - d.step))} left` : '';
+        setStatus(`Step ${d.step} of ${d.steps} · ${seconds(spent)}${left}`);
       },
       preview: (d) => {
         preview.src = d.image;
@@ -221,7 +385,7 @@ async function colorize(ev) {
       },
       done: (d) => {
         finished = true;
-        showResults(start, d.images);
+        showResults(start, d);
         const n = d.images.length;
         setStatus(`Done: ${n} colorization${n === 1 ? '' : 's'}, ${start.steps} steps in ${d.seconds.toFixed(1)} s (seed ${start.seed}).`);
       },
@@ -265,27 +429,41 @@ function fmt(v) {
   return String(Number(v.toPrecision(3)));
 }
 
-function niceTicks(lo, hi, n) {
+// niceTicks returns about n round values (1, 2, 5 × 10^k apart) within
+// [lo, hi]; whole numbers only when integer is set (epochs, steps).
+function niceTicks(lo, hi, n, integer) {
   const step0 = (hi - lo) / n;
   const mag = 10 ** Math.floor(Math.log10(step0));
   const r = step0 / mag;
-  const step = (r >= 7.5 ? 10 : r >= 3.5 ? 5 : r >= 1.5 ? 2 : 1) * mag;
+  let step = (r >= 7.5 ? 10 : r >= 3.5 ? 5 : r >= 1.5 ? 2 : 1) * mag;
+  if (integer) step = Math.max(1, Math.round(step));
   const out = [];
-  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(v);
+  for (let i = Math.ceil(lo / step - 1e-9); i * step <= hi + step * 1e-9; i++) {
+    out.push(Number((i * step).toPrecision(12))); // no 0.30000000000000004
+  }
   return out;
 }
 
-// logTicks returns 1, 2, 5 × 10^k within [10^lo, 10^hi] (lo, hi: log10).
+// logTicks returns ticks for a log axis over [10^lo, 10^hi] (lo, hi:
+// log10): 1, 2, 5 × 10^k, or every m × 10^k when that gives fewer than
+// three, or round values on a linear step when the range is narrower than
+// that (a loss that hardly moves).
 function logTicks(lo, hi) {
-  let out = [];
-  for (let k = Math.floor(lo); k <= Math.ceil(hi); k++) {
-    for (const m of [1, 2, 5]) {
-      const v = m * 10 ** k;
-      const l = Math.log10(v);
-      if (l >= lo - 1e-9 && l <= hi + 1e-9) out.push(v);
+  const pick = (ms) => {
+    const out = [];
+    for (let k = Math.floor(lo); k <= Math.ceil(hi); k++) {
+      for (const m of ms) {
+        const v = Number((m * 10 ** k).toPrecision(12));
+        const l = Math.log10(v);
+        if (l >= lo - 1e-9 && l <= hi + 1e-9) out.push(v);
+      }
     }
-  }
+    return out;
+  };
+  let out = pick([1, 2, 5]);
   if (out.length > 8) out = out.filter((v) => Math.abs(Math.log10(v) - Math.round(Math.log10(v))) < 1e-9);
+  if (out.length < 3) out = pick([1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  if (out.length < 3) out = niceTicks(10 ** lo, 10 ** hi, 4).filter((v) => v > 0);
   return out;
 }
 
@@ -321,7 +499,7 @@ function plot(svg, points, xname, title) {
     svg.append(svgEl('line', { class: 'gridline', x1: L, x2: W - R, y1: y, y2: y }));
     svg.append(svgEl('text', { x: L - 6, y: y + 4, 'text-anchor': 'end' }, fmt(v)));
   }
-  for (const v of niceTicks(x0, x1, 5).filter((v) => Number.isInteger(v) || x1 - x0 < 10)) {
+  for (const v of niceTicks(x0, x1, 5, true)) { // steps and epochs are whole
     const x = sx(v);
     svg.append(svgEl('line', { class: 'axis', x1: x, x2: x, y1: H - B, y2: H - B + 4 }));
     svg.append(svgEl('text', { x, y: H - B + 16, 'text-anchor': 'middle' }, fmt(v)));
@@ -363,7 +541,7 @@ async function loadRun() {
   const info = $('run-info');
   let res;
   try {
-    res = await fetch('/api/run');
+    res = await api('/api/run');
   } catch (e) {
     info.textContent = 'Cannot reach the server: ' + e.message;
     return;
@@ -404,7 +582,7 @@ async function loadCluster() {
   const box = $('cluster');
   let res;
   try {
-    res = await fetch('/api/cluster');
+    res = await api('/api/cluster');
   } catch (e) {
     box.replaceChildren(Object.assign(document.createElement('p'), { className: 'hint', textContent: 'Cannot reach the server.' }));
     return;
@@ -454,19 +632,41 @@ function refreshDashboard() {
 // ---- wiring ----------------------------------------------------------------
 
 function init() {
+  // Each slider has a number box; both take any whole number in range, as
+  // the API does.
   for (const id of ['steps', 'samples']) {
-    const input = $(id);
-    const out = $(id + '-value');
-    const sync = () => { out.textContent = input.value; };
-    input.addEventListener('input', sync);
-    input.addEventListener('change', sync);
-    sync();
+    const slider = $(id);
+    const box = $(id + '-box');
+    const lo = Number(slider.min), hi = Number(slider.max);
+    slider.addEventListener('input', () => { box.value = slider.value; });
+    box.addEventListener('input', () => {
+      const v = Number(box.value);
+      if (box.value !== '' && Number.isInteger(v) && v >= lo && v <= hi) slider.value = String(v);
+    });
+    box.addEventListener('change', () => {
+      const v = Math.round(Number(box.value));
+      box.value = String(Number.isFinite(v) && box.value !== '' ? Math.min(hi, Math.max(lo, v)) : slider.value);
+      slider.value = box.value;
+    });
+    box.value = slider.value;
   }
-  $('image').addEventListener('change', (e) => choosePhoto(e.target.files[0]));
+  $('image').addEventListener('change', (e) => { if (e.target.files[0]) choosePhoto(e.target.files[0]); });
+  $('clear').addEventListener('click', clearAll);
+  for (const b of document.querySelectorAll('.example')) b.addEventListener('click', () => chooseExample(b.dataset.src));
+  // A photo pasted anywhere on the page (Ctrl+V) is chosen.
+  document.addEventListener('paste', (e) => {
+    const files = e.clipboardData ? [...e.clipboardData.files] : [];
+    const file = files.find((f) => f.type === 'image/png' || f.type === 'image/jpeg') || files[0];
+    if (!file) return;
+    e.preventDefault();
+    choosePhoto(file);
+  });
+  $('viewer').addEventListener('click', (e) => { if (e.target === $('viewer')) $('viewer').close(); }); // the backdrop
   $('checkpoint').addEventListener('change', showGray);
   $('colorize-form').addEventListener('submit', colorize);
   $('cancel').addEventListener('click', () => controller && controller.abort());
   $('grid-epoch').addEventListener('input', showGrid);
+  $('login-form').addEventListener('submit', login);
   $('refresh').addEventListener('click', () => { loadCheckpoints(); refreshDashboard(); });
 
   const drop = $('drop');
@@ -481,8 +681,8 @@ function init() {
     drop.classList.remove('over');
     const files = e.dataTransfer && e.dataTransfer.files;
     if (!files || !files.length) return;
-    try { $('image').files = files; } catch (_) { /* read-only in old browsers */ }
     choosePhoto(files[0]);
+    try { $('image').files = files; } catch (_) { /* read-only in old browsers */ }
   });
   // A file dropped next to the zone must not make the browser open it.
   window.addEventListener('dragover', (e) => e.preventDefault());

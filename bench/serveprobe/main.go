@@ -1,0 +1,375 @@
+// Command serveprobe measures the peak memory (VmHWM, the resident set's
+// high-water mark) of a real tinct serve process under the hostile loads of
+// issue 10, one fresh server per probe:
+//
+//	idle        one gray preview of a small photo
+//	gray30      30 parallel 19 MB uploads to /api/gray
+//	colorize30  30 parallel 19 MB uploads to /api/colorize (10 steps), then the full-resolution result of each admitted one
+//	png16       4 parallel 16-bit 7000×7000 PNGs (381 KB each, 392 MB decoded) to /api/gray
+//	slowbody    5 stalled uploads to /api/colorize and 30 to /api/gray (headers and a part header, then nothing),
+//	            while a normal colorization is retried every 0.5 s until it gets through
+//	fullres     one 7000×7000 photo colorized, then its full-resolution PNG fetched 8 times in parallel
+//
+// Usage (Linux: it reads /proc/PID/status):
+//
+//	go build -o /tmp/tinct ./cmd/tinct && go run ./bench/serveprobe --tinct /tmp/tinct [--probes gray30,slowbody]
+//
+// Without --store it makes a checkpoint of a small random network at 64²
+// (widths 16,32) in a temporary directory. It prints one line per probe.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"compress/zlib"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"hash/crc32"
+	"image"
+	"image/jpeg"
+	"image/png"
+	"io"
+	"log"
+	"math/rand/v2"
+	"mime/multipart"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/tinct/tinct/checkpoint"
+	"github.com/tinct/tinct/config"
+	"github.com/tinct/tinct/model"
+)
+
+func main() {
+	tinct := flag.String("tinct", "", "the tinct binary to measure (required)")
+	store := flag.String("store", "", "checkpoint store (default: a random 64² network made here)")
+	probes := flag.String("probes", "idle,gray30,colorize30,png16,slowbody,fullres", "probes to run, comma-separated")
+	flag.Parse()
+	if *tinct == "" {
+		log.Fatal("give --tinct PATH (go build -o /tmp/tinct ./cmd/tinct)")
+	}
+	tmp, err := os.MkdirTemp("", "serveprobe")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(tmp)
+	if *store == "" {
+		*store = filepath.Join(tmp, "checkpoints")
+		if err := makeCheckpoint(*store); err != nil {
+			log.Fatal(err)
+		}
+	}
+	p := &prober{tinct: *tinct, store: *store, dir: tmp}
+	for _, name := range strings.Split(*probes, ",") {
+		fn, ok := map[string]func(string) string{
+			"idle": p.idle, "gray30": p.gray30, "colorize30": p.colorize30, "png16": p.png16, "slowbody": p.slowbody, "fullres": p.fullres,
+		}[name]
+		if !ok {
+			log.Fatalf("unknown probe %q", name)
+		}
+		p.run(name, fn)
+	}
+}
+
+// makeCheckpoint saves a random network (64², widths 16,32) into dir.
+func makeCheckpoint(dir string) error {
+	cfg, err := config.Load("", []string{"image_size=64", "model.widths=[16,32]", "model.block_depth=1"})
+	if err != nil {
+		return err
+	}
+	net, err := model.New(cfg.ModelConfig())
+	if err != nil {
+		return err
+	}
+	net.Init(rand.New(rand.NewPCG(1, 2)))
+	var ema bytes.Buffer
+	if err := model.WriteSafetensors(&ema, net.StateDict(), nil); err != nil {
+		return err
+	}
+	store, err := checkpoint.Open(dir)
+	if err != nil {
+		return err
+	}
+	return store.Save(context.Background(), &checkpoint.Checkpoint{Name: "epoch-000001", Step: 10, Epoch: 1,
+		Parts: map[string][]byte{"ema.safetensors": ema.Bytes(), "config.yaml": cfg.YAML()}})
+}
+
+type prober struct {
+	tinct, store, dir string
+	big               []byte // a 19 MB PNG
+}
+
+// run starts a fresh server, runs the probe and prints its peak RSS.
+func (p *prober) run(name string, probe func(base string) string) {
+	cmd := exec.Command(p.tinct, "serve", "--addr", "127.0.0.1:0", "--store", p.store, "--outputs", p.dir, "--queue", "4")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		log.Fatal(err)
+	}
+	cmd.Stderr = io.Discard
+	if err := cmd.Start(); err != nil {
+		log.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		log.Fatalf("%s: tinct serve did not start: %v", name, err)
+	}
+	go io.Copy(io.Discard, out)
+	base := strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(line), "tinct serve: listening on "), "/")
+	start := time.Now()
+	what := probe(base)
+	hwm := status(cmd.Process.Pid, "VmHWM")
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+	fmt.Printf("%-11s peak RSS %4d MiB  (%.1f s)  %s\n", name, hwm>>10, time.Since(start).Seconds(), what)
+}
+
+// status returns a field of /proc/PID/status in KiB.
+func status(pid int, field string) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, field+":"); ok {
+			var kib int64
+			fmt.Sscanf(strings.TrimSpace(v), "%d", &kib)
+			return kib
+		}
+	}
+	return 0
+}
+
+func form(file []byte, fields ...string) ([]byte, string) {
+	var b bytes.Buffer
+	mw := multipart.NewWriter(&b)
+	for i := 0; i+1 < len(fields); i += 2 {
+		mw.WriteField(fields[i], fields[i+1])
+	}
+	fw, _ := mw.CreateFormFile("image", "photo.png")
+	fw.Write(file)
+	mw.Close()
+	return b.Bytes(), mw.FormDataContentType()
+}
+
+// post sends a form and returns the status and the body (a colorization's
+// stream read to its end).
+func post(u string, body []byte, ct string) (int, []byte) {
+	res, err := http.Post(u, ct, bytes.NewReader(body))
+	if err != nil {
+		return 0, []byte(err.Error())
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, b
+}
+
+// bigPNG is a 2500×2500 RGB noise PNG: about 19 MB, 25 MB decoded.
+func (p *prober) bigPNG() []byte {
+	if p.big == nil {
+		img := image.NewRGBA(image.Rect(0, 0, 2500, 2500))
+		rng := rand.New(rand.NewPCG(7, 8))
+		for i := range img.Pix {
+			img.Pix[i] = uint8(rng.Uint32())
+			if i%4 == 3 {
+				img.Pix[i] = 255
+			}
+		}
+		var b bytes.Buffer
+		png.Encode(&b, img)
+		p.big = b.Bytes()
+	}
+	return p.big
+}
+
+func counts(statuses []int) string {
+	m := map[int]int{}
+	for _, s := range statuses {
+		m[s]++
+	}
+	b, _ := json.Marshal(m)
+	return "statuses " + string(b)
+}
+
+func (p *prober) parallel(n int, f func(i int) int) []int {
+	out := make([]int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { out[i] = f(i) })
+	}
+	wg.Wait()
+	return out
+}
+
+func (p *prober) idle(base string) string {
+	var b bytes.Buffer
+	png.Encode(&b, image.NewGray(image.Rect(0, 0, 300, 200)))
+	body, ct := form(b.Bytes())
+	s, _ := post(base+"/api/gray", body, ct)
+	return counts([]int{s})
+}
+
+func (p *prober) gray30(base string) string {
+	body, ct := form(p.bigPNG())
+	return fmt.Sprintf("%d MB each, ", len(body)>>20) + counts(p.parallel(30, func(int) int { s, _ := post(base+"/api/gray", body, ct); return s }))
+}
+
+func (p *prober) colorize30(base string) string {
+	body, ct := form(p.bigPNG(), "steps", "10", "samples", "1")
+	var mu sync.Mutex
+	var full []string
+	st := p.parallel(30, func(int) int {
+		s, b := post(base+"/api/colorize", body, ct)
+		if i := bytes.Index(b, []byte("event: done\ndata: ")); i >= 0 {
+			var d struct{ Full []string }
+			json.Unmarshal(bytes.SplitN(b[i+18:], []byte("\n"), 2)[0], &d)
+			mu.Lock()
+			full = append(full, d.Full...)
+			mu.Unlock()
+		}
+		return s
+	})
+	got := p.parallel(len(full), func(i int) int {
+		res, err := http.Get(base + full[i])
+		if err != nil {
+			return 0
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		return res.StatusCode
+	})
+	return counts(st) + fmt.Sprintf("; %d full-resolution results fetched: %s", len(full), counts(got))
+}
+
+// png16 is a valid 16-bit RGBA PNG of 7000×7000 zero pixels: a small file
+// that decodes to 392 MB.
+func png16() []byte {
+	var b bytes.Buffer
+	b.WriteString("\x89PNG\r\n\x1a\n")
+	chunk := func(typ string, data []byte) {
+		binary.Write(&b, binary.BigEndian, uint32(len(data)))
+		c := append([]byte(typ), data...)
+		b.Write(c)
+		binary.Write(&b, binary.BigEndian, crc32.ChecksumIEEE(c))
+	}
+	ihdr := make([]byte, 13)
+	binary.BigEndian.PutUint32(ihdr, 7000)
+	binary.BigEndian.PutUint32(ihdr[4:], 7000)
+	ihdr[8], ihdr[9] = 16, 6
+	chunk("IHDR", ihdr)
+	var z bytes.Buffer
+	zw, _ := zlib.NewWriterLevel(&z, zlib.BestCompression)
+	row := make([]byte, 1+7000*8)
+	for range 7000 {
+		zw.Write(row)
+	}
+	zw.Close()
+	chunk("IDAT", z.Bytes())
+	chunk("IEND", nil)
+	return b.Bytes()
+}
+
+func (p *prober) png16(base string) string {
+	file := png16()
+	body, ct := form(file)
+	return fmt.Sprintf("%d KB each, ", len(file)>>10) + counts(p.parallel(4, func(int) int { s, _ := post(base+"/api/gray", body, ct); return s }))
+}
+
+// stall opens a connection that sends an upload's headers and first part
+// header, then nothing.
+func stall(base, path string) net.Conn {
+	u, _ := url.Parse(base)
+	c, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: multipart/form-data; boundary=XYZ\r\nContent-Length: 19000000\r\n\r\n", path, u.Host)
+	fmt.Fprint(c, "--XYZ\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n\x89PNG")
+	return c
+}
+
+func (p *prober) slowbody(base string) string {
+	var conns []net.Conn
+	for range 5 {
+		conns = append(conns, stall(base, "/api/colorize"))
+	}
+	for range 30 {
+		conns = append(conns, stall(base, "/api/gray"))
+	}
+	time.Sleep(200 * time.Millisecond) // let the server take them in
+	var b bytes.Buffer
+	png.Encode(&b, image.NewGray(image.Rect(0, 0, 300, 200)))
+	body, ct := form(b.Bytes(), "steps", "10", "samples", "1")
+	start := time.Now()
+	tries := 0
+	for {
+		tries++
+		s, _ := post(base+"/api/colorize", body, ct)
+		if s == 200 || time.Since(start) > 5*time.Minute {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	waited := time.Since(start)
+	var answers []int
+	for _, c := range conns {
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		s := 0
+		if res, err := http.ReadResponse(bufio.NewReader(c), nil); err == nil {
+			s = res.StatusCode
+		}
+		answers = append(answers, s)
+		c.Close()
+	}
+	return fmt.Sprintf("a normal colorization got through after %.1f s (%d tries); the 35 stalled uploads were answered: %s", waited.Seconds(), tries, counts(answers))
+}
+
+func (p *prober) fullres(base string) string {
+	img := image.NewGray(image.Rect(0, 0, 7000, 7000))
+	for y := range 7000 {
+		for x := range 7000 {
+			img.Pix[y*7000+x] = uint8((x/7 + y/11) % 256)
+		}
+	}
+	var b bytes.Buffer
+	jpeg.Encode(&b, img, &jpeg.Options{Quality: 90})
+	img = nil
+	body, ct := form(b.Bytes(), "steps", "10", "samples", "2")
+	s, out := post(base+"/api/colorize", body, ct)
+	i := bytes.Index(out, []byte("event: done\ndata: "))
+	if s != 200 || i < 0 {
+		return fmt.Sprintf("colorize: %d %.200s", s, out)
+	}
+	var d struct{ Full []string }
+	json.Unmarshal(bytes.SplitN(out[i+18:], []byte("\n"), 2)[0], &d)
+	var size int64
+	var mu sync.Mutex
+	st := p.parallel(8, func(i int) int {
+		res, err := http.Get(base + d.Full[i%len(d.Full)])
+		if err != nil {
+			return 0
+		}
+		defer res.Body.Close()
+		if i == 0 {
+			if m, err := png.DecodeConfig(res.Body); err == nil {
+				mu.Lock()
+				size = int64(m.Width) * int64(m.Height)
+				mu.Unlock()
+			}
+		}
+		io.Copy(io.Discard, res.Body)
+		return res.StatusCode
+	})
+	return fmt.Sprintf("%d KB JPEG; 8 parallel fetches of %d-megapixel PNGs: %s", b.Len()>>10, size/1_000_000, counts(st))
+}
