@@ -63,14 +63,14 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// flags lists the long flags `tinct CMD SUB --help` prints.
-func flags(t *testing.T, cmd, sub string) map[string]bool {
+// flags lists the long flags `tinct WORDS… --help` prints.
+func flags(t *testing.T, words ...string) map[string]bool {
 	t.Helper()
-	key := cmd + " " + sub
+	key := strings.Join(words, " ")
 	if v, ok := helpCache.Load(key); ok {
 		return v.(map[string]bool)
 	}
-	out, err := exec.Command(tinct(t), cmd, sub, "--help").CombinedOutput()
+	out, err := exec.Command(tinct(t), append(slices.Clone(words), "--help")...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("tinct %s --help: %v\n%s", key, err, out)
 	}
@@ -191,18 +191,19 @@ func load(t *testing.T, dir string, m *manifests) {
 func TestKubernetesBase(t *testing.T) {
 	var m manifests
 	load(t, "kubernetes/base", &m)
-	if len(m.deployments) != 1 || len(m.statefulSets) != 1 || len(m.services) != 2 {
+	if len(m.deployments) != 2 || len(m.statefulSets) != 1 || len(m.services) != 3 {
 		t.Fatalf("base: %d deployments, %d statefulsets, %d services", len(m.deployments), len(m.statefulSets), len(m.services))
 	}
-	co, workers := m.deployments[0], m.statefulSets[0]
+	co, serve, workers := m.deployments[0], m.deployments[1], m.statefulSets[0]
 	if *co.Spec.Replicas != 1 || co.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
 		t.Error("the coordinator must be one replica, replaced (not rolled) on update")
 	}
 	checkPod(t, "coordinator", co.Spec.Template.Spec, m.configMaps)
 	checkPod(t, "workers", workers.Spec.Template.Spec, m.configMaps)
+	checkPod(t, "serve", serve.Spec.Template.Spec, m.configMaps)
 	for _, s := range m.services {
 		var pod *corev1.PodTemplateSpec
-		for _, p := range []*corev1.PodTemplateSpec{&co.Spec.Template, &workers.Spec.Template} {
+		for _, p := range []*corev1.PodTemplateSpec{&co.Spec.Template, &workers.Spec.Template, &serve.Spec.Template} {
 			if selects(s.Spec.Selector, p.Labels) {
 				pod = p
 			}
@@ -295,13 +296,18 @@ func checkPod(t *testing.T, what string, spec corev1.PodSpec, cms []*corev1.Conf
 	if len(c.Args) < 2 {
 		t.Fatalf("%s: args %v", what, c.Args)
 	}
-	fs := flags(t, c.Args[0], c.Args[1])
+	// the command words, then flags and configuration keys
+	nw := 0
+	for nw < len(c.Args) && !strings.HasPrefix(c.Args[nw], "-") && !strings.Contains(c.Args[nw], "=") {
+		nw++
+	}
+	fs := flags(t, c.Args[:nw]...)
 	var keys []string
-	for _, a := range c.Args[2:] {
+	for _, a := range c.Args[nw:] {
 		if strings.HasPrefix(a, "-") {
 			name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
 			if !fs[name] {
-				t.Errorf("%s: tinct %s %s has no flag --%s", what, c.Args[0], c.Args[1], name)
+				t.Errorf("%s: tinct %s has no flag --%s", what, strings.Join(c.Args[:nw], " "), name)
 			}
 			continue
 		}
@@ -323,7 +329,7 @@ func checkPod(t *testing.T, what string, spec corev1.PodSpec, cms []*corev1.Conf
 		}
 	}
 	// every address the process binds is a container port (gossip: TCP and UDP)
-	binds := map[string]string{"listen": "TCP", "ring-listen": "TCP", "gossip": "TCP", "health": "TCP"}
+	binds := map[string]string{"listen": "TCP", "ring-listen": "TCP", "gossip": "TCP", "health": "TCP", "addr": "TCP"}
 	for flag, proto := range binds {
 		v := flagValue(c.Args, flag)
 		if v == "" {
@@ -354,8 +360,13 @@ func checkPod(t *testing.T, what string, spec corev1.PodSpec, cms []*corev1.Conf
 			}
 		}
 	}
-	// the probes ask the health server
-	_, healthPort, _ := net.SplitHostPort(flagValue(c.Args, "health"))
+	// the probes ask the health server (the web app answers them on its
+	// own address)
+	healthFlag := "health"
+	if c.Args[0] == "serve" {
+		healthFlag = "addr"
+	}
+	_, healthPort, _ := net.SplitHostPort(flagValue(c.Args, healthFlag))
 	for name, pr := range map[string]*corev1.Probe{"readiness": c.ReadinessProbe, "liveness": c.LivenessProbe} {
 		want := map[string]string{"readiness": "/readyz", "liveness": "/healthz"}[name]
 		if pr == nil || pr.HTTPGet == nil {
@@ -381,8 +392,16 @@ func checkPod(t *testing.T, what string, spec corev1.PodSpec, cms []*corev1.Conf
 			t.Errorf("%s: %s wants secret %s mounted at %s, got %q", what, why, secret, path, got)
 		}
 	}
-	wantSecret(flagValue(c.Args, "tls-dir"), "tinct-tls", "--tls-dir")
-	wantSecret(filepath.Dir(flagValue(c.Args, "secret-file")), "tinct-cluster", "--secret-file")
+	for flag, secret := range map[string]string{"tls-dir": "tinct-tls", "secret-file": "tinct-cluster", "token-file": "tinct-serve"} {
+		v := flagValue(c.Args, flag)
+		if v == "" {
+			continue
+		}
+		if flag != "tls-dir" {
+			v = filepath.Dir(v)
+		}
+		wantSecret(v, secret, "--"+flag)
+	}
 	for _, e := range c.Env {
 		if strings.HasSuffix(e.Name, "_FILE") && strings.HasPrefix(e.Name, "AWS_") {
 			wantSecret(filepath.Dir(e.Value), "tinct-s3", e.Name)

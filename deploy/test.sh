@@ -133,9 +133,10 @@ echo "  every worker exited 0"
 say "the web app colorizes with the newest checkpoint"
 "${DC[@]}" up -d serve >/dev/null 2>&1
 URL=http://127.0.0.1:$SERVE_PORT
-for _ in $(seq 60); do curl -fsS "$URL/api/checkpoints" >"$WORK/ck.json" 2>/dev/null && break || sleep 0.5; done
+AUTH="Authorization: Bearer $(cat "$TINCT_SECRETS/serve-token")"
+for _ in $(seq 60); do curl -fsS -H "$AUTH" "$URL/api/checkpoints" >"$WORK/ck.json" 2>/dev/null && break || sleep 0.5; done
 grep -q "\"default\": *\"step-$(printf %09d "$TOTAL")\"" "$WORK/ck.json" || die "the web app's newest checkpoint is not step $TOTAL: $(cat "$WORK/ck.json")"
-curl -fsS -N -H "Origin: $URL" -H "Authorization: Bearer $(cat "$TINCT_SECRETS/serve-token")" \
+curl -fsS -N -H "Origin: $URL" -H "$AUTH" \
 	-F image=@"$ROOT/data/sample/$(ls "$ROOT/data/sample" | grep -Ei '\.jpe?g$' | head -n 1)" -F steps=10 -F samples=1 \
 	"$URL/api/colorize" >"$WORK/colorize.txt" || die "colorize request failed"
 grep -q '^event: done' "$WORK/colorize.txt" || die "no colorization: $(head -c 300 "$WORK/colorize.txt")"

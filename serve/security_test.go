@@ -404,3 +404,37 @@ func openStore(t *testing.T, dir string) (checkpoint.Store, error) {
 	}
 	return s, nil
 }
+
+// TestProbes: /healthz and /readyz answer a platform's probes — by pod
+// address, without the token — and tell nothing else; /readyz fails while
+// the checkpoint store does not answer.
+func TestProbes(t *testing.T) {
+	_, ts := newTestServer(t, Options{Token: "correct-horse-battery-staple"})
+	for _, p := range []string{"/healthz", "/readyz"} {
+		res := request(t, "GET", ts.URL+p, nil, "Host", "10.1.2.3:7860")
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 || len(b) > 16 {
+			t.Errorf("GET %s: %d %q", p, res.StatusCode, b)
+		}
+	}
+	res := request(t, "POST", ts.URL+"/healthz", nil)
+	res.Body.Close()
+	if res.StatusCode == 200 {
+		t.Error("POST /healthz answered 200")
+	}
+	gone := t.TempDir()
+	s, ts2 := newTestServer(t, Options{Store: gone})
+	_ = s
+	if err := os.RemoveAll(gone); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(gone, []byte("not a folder"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res = request(t, "GET", ts2.URL+"/readyz", nil)
+	res.Body.Close()
+	if res.StatusCode != 503 {
+		t.Errorf("/readyz with a store that does not answer: %d", res.StatusCode)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tinct/tinct/checkpoint"
+	"github.com/tinct/tinct/internal/health"
 )
 
 // Defaults of Options' limits.
@@ -78,6 +79,7 @@ type Server struct {
 	opts    Options
 	log     *slog.Logger
 	mux     *http.ServeMux
+	probes  http.Handler // /healthz, /readyz
 	models  *models
 	queue   *queue
 	decode  chan struct{} // bounds concurrent image decodes
@@ -171,7 +173,23 @@ func New(opts Options) (*Server, error) {
 	s.mux.HandleFunc("POST /api/login", s.handleLogin)
 	s.mux.HandleFunc("GET /api/results/{id}/{file}", s.handleResult)
 	s.mux.HandleFunc("/api/", s.handleNoEndpoint)
+	s.probes = health.Handler(s.ready)
 	return s, nil
+}
+
+// ready: the checkpoint store answers (a server without a store shows a
+// training run only, and is ready as soon as it is up).
+func (s *Server) ready() error {
+	store := s.models.store
+	if store == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := store.List(ctx); err != nil {
+		return errors.New("the checkpoint store does not answer")
+	}
+	return nil
 }
 
 // ServeHTTP serves the app. Every answer forbids content from other sites
@@ -181,6 +199,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
+	if r.Method == http.MethodGet && (r.URL.Path == "/healthz" || r.URL.Path == "/readyz") {
+		// probes from the platform (by pod address, without a token): they
+		// tell nothing but "up" and "ready"
+		s.probes.ServeHTTP(w, r)
+		return
+	}
 	if err := s.guard(r); err != nil {
 		writeError(w, err)
 		return
