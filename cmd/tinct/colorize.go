@@ -53,6 +53,22 @@ checkpoint directory inside a store, or an EMA weights file
 			if samples < 1 || samples > 8 {
 				return fmt.Errorf("--samples %d: must be 1 to 8", samples)
 			}
+			// the inputs are checked before the checkpoint is loaded: a
+			// bad one is reported, the good ones are colorized
+			var good, bad []string
+			for _, path := range args {
+				if err := checkPhoto(path); err != nil {
+					bad = append(bad, err.Error())
+					continue
+				}
+				good = append(good, path)
+			}
+			if len(good) == 0 {
+				return fmt.Errorf("nothing to colorize:\n  %s", strings.Join(bad, "\n  "))
+			}
+			for _, b := range bad {
+				slog.Warn("skipped", "input", b)
+			}
 			net, size, err := loadInference(cmd.Context(), ckpt, cmd)
 			if err != nil {
 				return err
@@ -60,10 +76,17 @@ checkpoint directory inside a store, or an EMA weights file
 			if err := os.MkdirAll(out, 0o755); err != nil {
 				return err
 			}
-			for _, path := range args {
+			for _, path := range good {
 				if err := colorizeFile(cmd.Context(), net, size, path, out, samples, steps, seed, fullRes); err != nil {
-					return err
+					if cmd.Context().Err() != nil {
+						return err
+					}
+					slog.Warn("not colorized", "input", path, "err", err)
+					bad = append(bad, err.Error())
 				}
+			}
+			if len(bad) > 0 {
+				return fmt.Errorf("colorized %d of %d photos; these were not:\n  %s", len(args)-len(bad), len(args), strings.Join(bad, "\n  "))
 			}
 			return nil
 		},
@@ -75,6 +98,19 @@ checkpoint directory inside a store, or an EMA weights file
 	cmd.Flags().Uint64Var(&seed, "seed", 0, "random seed: the same seed gives the same colours")
 	cmd.Flags().BoolVar(&fullRes, "full-res", true, "also write each result at the photo's own size, on its own luminance")
 	return cmd
+}
+
+// checkPhoto reads a photo's header: a PNG or JPEG that tinct can decode.
+func checkPhoto(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, format, err := image.DecodeConfig(f); err != nil || (format != "png" && format != "jpeg") {
+		return fmt.Errorf("%s: not a PNG or JPEG image, or a damaged one", path)
+	}
+	return nil
 }
 
 // checkpointFlags registers --checkpoint (required) and the network shape

@@ -97,6 +97,23 @@ func TestTrainResumeColorizeEval(t *testing.T) {
 	if _, err := run(t, "colorize", filepath.Join(src, "broken.jpg"), "--checkpoint", store, "--out", col); err == nil || !strings.Contains(err.Error(), "not a PNG or JPEG") {
 		t.Fatalf("colorize of a corrupt file: %v", err)
 	}
+	// inputs are checked before the checkpoint is loaded; the good ones
+	// are colorized, the bad ones reported
+	notes := filepath.Join(out, "notes.txt")
+	if err := os.WriteFile(notes, []byte("not a photo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run(t, "colorize", notes, filepath.Join(out, "missing.jpg"), "--checkpoint", filepath.Join(out, "no-such-store")); err == nil || !strings.Contains(err.Error(), "nothing to colorize") || !strings.Contains(err.Error(), "notes.txt") {
+		t.Errorf("colorize of bad inputs only: %v", err)
+	}
+	col2 := filepath.Join(out, "col2")
+	_, err = run(t, "colorize", notes, filepath.Join(src, "pa.png"), "--checkpoint", store, "--steps", "10", "--out", col2)
+	if err == nil || !strings.Contains(err.Error(), "colorized 1 of 2") || !strings.Contains(err.Error(), "notes.txt") {
+		t.Errorf("colorize of a good and a bad input: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(col2, "pa-1.png")); err != nil {
+		t.Errorf("the good photo was not colorized: %v", err)
+	}
 	// eval on the prepared test split
 	prepared, _ := filepath.Glob(filepath.Join(out, "prepared", "*"))
 	if len(prepared) != 1 {
