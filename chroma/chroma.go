@@ -22,6 +22,8 @@ import (
 	"image"
 	"image/color"
 	"math"
+
+	"github.com/tinct/tinct/internal/lanczos"
 )
 
 // Fit returns the network's input for a gray photo: a size×size image
@@ -183,19 +185,19 @@ func toByte(v float32) uint8 {
 type resizer struct {
 	nc, ow int
 	tmp    []float32
-	vw     filter
+	vw     lanczos.Filter
 }
 
 func newResizer(w, h, ow, oh, nc int, row func(y int, dst []float32)) *resizer {
 	src := make([]float32, w*nc)
-	hw := weights(w, ow)
+	hw := lanczos.Weights(w, ow)
 	tmp := make([]float32, h*ow*nc)
 	for y := range h {
 		row(y, src)
 		dst := tmp[y*ow*nc : (y+1)*ow*nc]
 		for o := range ow {
-			ws := hw.w[hw.off[o]:hw.off[o+1]]
-			s := src[hw.lo[o]*nc:]
+			ws := hw.W[hw.Off[o]:hw.Off[o+1]]
+			s := src[hw.Lo[o]*nc:]
 			for c := range nc {
 				var acc float32
 				for k, wt := range ws {
@@ -205,7 +207,7 @@ func newResizer(w, h, ow, oh, nc int, row func(y int, dst []float32)) *resizer {
 			}
 		}
 	}
-	return &resizer{nc: nc, ow: ow, tmp: tmp, vw: weights(h, oh)}
+	return &resizer{nc: nc, ow: ow, tmp: tmp, vw: lanczos.Weights(h, oh)}
 }
 
 // row writes output row o (ow·nc values) into dst.
@@ -213,62 +215,10 @@ func (r *resizer) row(o int, dst []float32) {
 	rowLen := r.ow * r.nc
 	dst = dst[:rowLen]
 	clear(dst)
-	for k, wt := range r.vw.w[r.vw.off[o]:r.vw.off[o+1]] {
-		s := r.tmp[(r.vw.lo[o]+k)*rowLen : (r.vw.lo[o]+k+1)*rowLen]
+	for k, wt := range r.vw.W[r.vw.Off[o]:r.vw.Off[o+1]] {
+		s := r.tmp[(r.vw.Lo[o]+k)*rowLen : (r.vw.Lo[o]+k+1)*rowLen]
 		for i := range dst {
 			dst[i] += wt * s[i]
 		}
 	}
-}
-
-// filter holds, for each output sample o, the first input sample lo[o] it
-// reads and its weights w[off[o]:off[o+1]].
-type filter struct {
-	lo, off []int
-	w       []float32
-}
-
-// weights computes Lanczos-3 resampling weights from in samples to out
-// samples as Pillow does: output o is centred at (o + 0.5)·in/out, the
-// kernel is widened by the scale when shrinking, clipped to the input and
-// normalized to sum to one.
-func weights(in, out int) filter {
-	scale := float64(in) / float64(out)
-	fscale := max(scale, 1)
-	support := 3 * fscale
-	f := filter{lo: make([]int, out), off: make([]int, out+1)}
-	var k []float64
-	for o := range out {
-		center := (float64(o) + 0.5) * scale
-		lo := max(int(math.Floor(center-support+0.5)), 0)
-		hi := min(int(math.Floor(center+support+0.5)), in)
-		k = k[:0]
-		sum := 0.0
-		for x := lo; x < hi; x++ {
-			v := lanczos3((float64(x) + 0.5 - center) / fscale)
-			k = append(k, v)
-			sum += v
-		}
-		if math.Abs(sum) < 1e-9 { // never for Lanczos-3; nearest sample then
-			lo = min(max(int(center), 0), in-1)
-			k, sum = append(k[:0], 1), 1
-		}
-		f.lo[o] = lo
-		for _, v := range k {
-			f.w = append(f.w, float32(v/sum))
-		}
-		f.off[o+1] = len(f.w)
-	}
-	return f
-}
-
-func lanczos3(x float64) float64 {
-	if x <= -3 || x >= 3 {
-		return 0
-	}
-	if x == 0 {
-		return 1
-	}
-	px := math.Pi * x
-	return 3 * math.Sin(px) * math.Sin(px/3) / (px * px)
 }

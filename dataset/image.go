@@ -10,8 +10,8 @@ import (
 	_ "image/jpeg"
 	_ "image/png"
 	"io"
-	"math"
 
+	"github.com/tinct/tinct/internal/lanczos"
 	_ "golang.org/x/image/bmp"
 	_ "golang.org/x/image/webp"
 )
@@ -281,71 +281,6 @@ func grayRows(img image.Image, r image.Rectangle) rowFunc {
 	}
 }
 
-// lanczos3 is the Lanczos kernel with a = 3: sinc(x)·sinc(x/3) on (−3, 3).
-func lanczos3(x float64) float64 {
-	if x <= -3 || x >= 3 {
-		return 0
-	}
-	return sinc(x) * sinc(x/3)
-}
-
-func sinc(x float64) float64 {
-	if x == 0 {
-		return 1
-	}
-	x *= math.Pi
-	return math.Sin(x) / x
-}
-
-// filterWeights holds, for each output sample o, the first input sample
-// lo[o] it reads and its weights w[off[o]:off[o+1]].
-type filterWeights struct {
-	lo  []int
-	off []int
-	w   []float32
-}
-
-// lanczosWeights computes resampling weights from in samples to out samples
-// the way Pillow's precompute_coeffs does: output sample o is centered at
-// (o + 0.5)·in/out in input coordinates, the kernel is widened by the scale
-// factor when shrinking (antialiasing), the window is clipped to the input
-// and the weights of each output are normalized to sum to one, which keeps
-// flat regions flat up to the borders.
-func lanczosWeights(in, out int) filterWeights {
-	scale := float64(in) / float64(out)
-	fscale := max(scale, 1)
-	support := 3 * fscale
-	fw := filterWeights{lo: make([]int, out), off: make([]int, out+1)}
-	fw.w = make([]float32, 0, out*(2*int(math.Ceil(support))+1))
-	k := make([]float64, 0, 2*int(math.Ceil(support))+2)
-	for o := 0; o < out; o++ {
-		center := (float64(o) + 0.5) * scale
-		lo := max(int(math.Floor(center-support+0.5)), 0)
-		hi := min(int(math.Floor(center+support+0.5)), in)
-		k = k[:0]
-		sum := 0.0
-		for x := lo; x < hi; x++ {
-			v := lanczos3((float64(x) + 0.5 - center) / fscale)
-			k = append(k, v)
-			sum += v
-		}
-		if math.Abs(sum) < 1e-9 {
-			// Cannot happen for Lanczos-3 (the nearest sample always has a
-			// large positive weight), but never divide by zero: fall back
-			// to the nearest sample.
-			lo = min(max(int(center), 0), in-1)
-			k = append(k[:0], 1)
-			sum = 1
-		}
-		fw.lo[o] = lo
-		for _, v := range k {
-			fw.w = append(fw.w, float32(v/sum))
-		}
-		fw.off[o+1] = len(fw.w)
-	}
-	return fw
-}
-
 // resample resizes a side×side image with nc interleaved channels, read
 // row by row through row, to size×size: a horizontal pass into a
 // side×size buffer, then a vertical pass. Passes whose size does not change
@@ -360,13 +295,13 @@ func resample(side, size, nc int, row rowFunc) []float32 {
 		}
 		return tmp
 	}
-	fw := lanczosWeights(side, size)
+	fw := lanczos.Weights(side, size)
 	for y := 0; y < side; y++ {
 		row(y, src)
 		dst := tmp[y*rowLen : (y+1)*rowLen]
 		for o := 0; o < size; o++ {
-			ws := fw.w[fw.off[o]:fw.off[o+1]]
-			s := src[fw.lo[o]*nc:]
+			ws := fw.W[fw.Off[o]:fw.Off[o+1]]
+			s := src[fw.Lo[o]*nc:]
 			if nc == 3 { // RGB: one sweep over the taps
 				var r, g, b float32
 				for k, w := range ws {
@@ -390,8 +325,8 @@ func resample(side, size, nc int, row rowFunc) []float32 {
 	out := make([]float32, size*rowLen)
 	for o := 0; o < size; o++ {
 		dst := out[o*rowLen : (o+1)*rowLen]
-		for k, w := range fw.w[fw.off[o]:fw.off[o+1]] {
-			s := tmp[(fw.lo[o]+k)*rowLen : (fw.lo[o]+k+1)*rowLen]
+		for k, w := range fw.W[fw.Off[o]:fw.Off[o+1]] {
+			s := tmp[(fw.Lo[o]+k)*rowLen : (fw.Lo[o]+k+1)*rowLen]
 			for i := range dst {
 				dst[i] += w * s[i]
 			}

@@ -9,6 +9,8 @@ import (
 	"image/color"
 	"math"
 	"testing"
+
+	"github.com/tinct/tinct/internal/lanczos"
 )
 
 func TestResizeConstant(t *testing.T) {
@@ -161,11 +163,11 @@ func TestResizeStraightAlpha(t *testing.T) {
 
 func TestLanczosWeights(t *testing.T) {
 	for _, tc := range []struct{ in, out int }{{1, 1}, {1, 7}, {7, 1}, {256, 128}, {128, 256}, {720, 64}, {5, 3}, {3, 5}} {
-		fw := lanczosWeights(tc.in, tc.out)
+		fw := lanczos.Weights(tc.in, tc.out)
 		for o := 0; o < tc.out; o++ {
-			ws := fw.w[fw.off[o]:fw.off[o+1]]
-			if fw.lo[o] < 0 || fw.lo[o]+len(ws) > tc.in || len(ws) == 0 {
-				t.Fatalf("%d->%d output %d: window [%d,%d) outside [0,%d)", tc.in, tc.out, o, fw.lo[o], fw.lo[o]+len(ws), tc.in)
+			ws := fw.W[fw.Off[o]:fw.Off[o+1]]
+			if fw.Lo[o] < 0 || fw.Lo[o]+len(ws) > tc.in || len(ws) == 0 {
+				t.Fatalf("%d->%d output %d: window [%d,%d) outside [0,%d)", tc.in, tc.out, o, fw.Lo[o], fw.Lo[o]+len(ws), tc.in)
 			}
 			sum := 0.0
 			for _, w := range ws {
@@ -179,7 +181,7 @@ func TestLanczosWeights(t *testing.T) {
 	// 4 -> 2: output 0 is centered at input coordinate 1.0, the kernel is
 	// stretched 2x, and all 4 inputs are in reach: weights are
 	// L((x + 0.5 - 1) / 2), normalized.
-	fw := lanczosWeights(4, 2)
+	fw := lanczos.Weights(4, 2)
 	var want [4]float64
 	sum := 0.0
 	for x := range want {
@@ -187,16 +189,16 @@ func TestLanczosWeights(t *testing.T) {
 		want[x] = math.Sin(d) / d * math.Sin(d/3) / (d / 3)
 		sum += want[x]
 	}
-	if fw.lo[0] != 0 || fw.off[1] != 4 {
-		t.Fatalf("4->2 output 0 reads %d inputs from %d, want 4 from 0", fw.off[1], fw.lo[0])
+	if fw.Lo[0] != 0 || fw.Off[1] != 4 {
+		t.Fatalf("4->2 output 0 reads %d inputs from %d, want 4 from 0", fw.Off[1], fw.Lo[0])
 	}
 	for x := range want {
-		if got := float64(fw.w[x]); math.Abs(got-want[x]/sum) > 1e-6 {
+		if got := float64(fw.W[x]); math.Abs(got-want[x]/sum) > 1e-6 {
 			t.Errorf("4->2 weight %d = %v, want %v", x, got, want[x]/sum)
 		}
 	}
-	if lanczos3(0) != 1 || lanczos3(3) != 0 || lanczos3(-3) != 0 || math.Abs(lanczos3(1)) > 1e-15 {
-		t.Fatalf("kernel values wrong: L(0)=%v L(1)=%v L(±3)=%v,%v", lanczos3(0), lanczos3(1), lanczos3(3), lanczos3(-3))
+	if lanczos.Kernel(0) != 1 || lanczos.Kernel(3) != 0 || lanczos.Kernel(-3) != 0 || math.Abs(lanczos.Kernel(1)) > 1e-15 {
+		t.Fatalf("kernel values wrong: L(0)=%v L(1)=%v L(±3)=%v,%v", lanczos.Kernel(0), lanczos.Kernel(1), lanczos.Kernel(3), lanczos.Kernel(-3))
 	}
 }
 

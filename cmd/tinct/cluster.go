@@ -212,12 +212,7 @@ func trainCluster(ctx context.Context, cmd *cobra.Command, cfg *config.Config, o
 		return err
 	}
 	var listening atomic.Bool
-	stopHealth, err := health.Serve(run.health, func() error {
-		if !listening.Load() {
-			return errors.New("preparing: not accepting workers yet")
-		}
-		return nil
-	}, slog.Default())
+	stopHealth, err := serveProbes(run.health, &listening, "preparing: not accepting workers yet")
 	if err != nil {
 		return err
 	}
@@ -323,12 +318,7 @@ secret, or stayed unreachable for --wait.
 			}
 			var joined atomic.Bool
 			opt.OnJoined = joined.Store
-			stopHealth, err := health.Serve(healthAddr, func() error {
-				if !joined.Load() {
-					return errors.New("not joined to a coordinator")
-				}
-				return nil
-			}, slog.Default())
+			stopHealth, err := serveProbes(healthAddr, &joined, "not joined to a coordinator")
 			if err != nil {
 				return err
 			}
@@ -359,4 +349,15 @@ secret, or stayed unreachable for --wait.
 	f.DurationVar(&opt.Wait, "wait", 5*time.Minute, "how long to keep trying to reach the coordinator (before it is up, or after it was lost) before giving up")
 	cmd.AddCommand(join)
 	return cmd
+}
+
+// serveProbes serves /healthz and /readyz on addr ("" serves nothing);
+// ready while ready holds, else not ready, saying why.
+func serveProbes(addr string, ready *atomic.Bool, why string) (stop func(), err error) {
+	return health.Serve(addr, func() error {
+		if !ready.Load() {
+			return errors.New(why)
+		}
+		return nil
+	}, slog.Default())
 }
