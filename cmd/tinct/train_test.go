@@ -135,6 +135,7 @@ func TestTrainResumeColorizeEval(t *testing.T) {
 }
 
 func TestTrainBadInput(t *testing.T) {
+	photo := filepath.Join(photos(t, 1), "pa.png")
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -143,7 +144,7 @@ func TestTrainBadInput(t *testing.T) {
 		{[]string{"train", "ema.buffers=median"}, "must be one of copy, average"},
 		{[]string{"train", "dataset=/nonexistent/photos", "output_dir=" + t.TempDir()}, "/nonexistent/photos"},
 		{[]string{"train", "--config", "/nonexistent.yaml"}, "config file"},
-		{[]string{"colorize", "x.png", "--checkpoint", t.TempDir()}, "no valid checkpoint"},
+		{[]string{"colorize", photo, "--checkpoint", t.TempDir()}, "no valid checkpoint"},
 		{[]string{"colorize", "x.png", "--checkpoint", t.TempDir(), "--steps", "5"}, "--steps 5: must be 10 to 100"},
 		{[]string{"colorize", "x.png", "--checkpoint", t.TempDir(), "--samples", "9"}, "--samples 9: must be 1 to 8"},
 	} {
