@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"image"
 	"math"
 	"math/rand/v2"
 
+	"github.com/tinct/tinct/chroma"
 	"github.com/tinct/tinct/model"
 	"github.com/tinct/tinct/nn"
 )
@@ -45,13 +47,14 @@ type Row struct {
 // Report is the result of Evaluate.
 type Report struct {
 	Images            int     // images scored
-	Model             Row     // the network's colourisations
+	Model             Row     // the network's colourisations, as sampled (raw RGB)
+	Kept              Row     // the same with the input's own luminance: the sample's chroma only (chroma.Transfer)
 	Baseline          Row     // the gray image shown as RGB
 	TruthColorfulness float64 // the ground truth's mean, for scale
 }
 
-// Rows is the model's row, then the baseline's.
-func (r Report) Rows() []Row { return []Row{r.Model, r.Baseline} }
+// Rows is the model's rows (raw, then luminance kept), then the baseline's.
+func (r Report) Rows() []Row { return []Row{r.Model, r.Kept, r.Baseline} }
 
 // Evaluate colorizes the first images of set (all, or opt.Limit) with net,
 // one sample each from opt.Seed, and scores them against the ground truth
@@ -75,7 +78,7 @@ func Evaluate(ctx context.Context, net *model.UNet, set Source, opt Options) (Re
 		return Report{}, fmt.Errorf("evaluate: %w", err)
 	}
 	hw := size * size
-	var sums [2]Row
+	var sums [3]Row
 	var truthColor float64
 	rng := rand.New(rand.NewPCG(opt.Seed, 0))
 	color := make([]float32, 3*hw)
@@ -96,8 +99,9 @@ func Evaluate(ctx context.Context, net *model.UNet, set Source, opt Options) (Re
 		for i := range k {
 			gen := ToUint8(out.Image(i))
 			g := ToUint8(gray.Image(i))
+			kept := keepLuminance(g, gen, size)
 			base := append(append(append([]uint8{}, g...), g...), g...)
-			for j, img := range [][]uint8{gen, base} {
+			for j, img := range [][]uint8{gen, kept, base} {
 				sums[j].PSNR += math.Min(PSNR(img, truths[i]), PSNRCap)
 				sums[j].SSIM += SSIM(img, truths[i], 3, size, size)
 				sums[j].Colorfulness += Colorfulness(img, hw)
@@ -118,7 +122,26 @@ func Evaluate(ctx context.Context, net *model.UNet, set Source, opt Options) (Re
 	return Report{
 		Images:            n,
 		Model:             mean(sums[0], name),
-		Baseline:          mean(sums[1], "gray as RGB (baseline)"),
+		Kept:              mean(sums[1], name+", luminance kept"),
+		Baseline:          mean(sums[2], "gray as RGB (baseline)"),
 		TruthColorfulness: truthColor / float64(n),
 	}, nil
+}
+
+// keepLuminance puts the chroma of gen (planar RGB, size×size) on the
+// input's own luminance g — the transform tinct colorize and the web app
+// apply to their results (chroma.Transfer) — and returns it planar.
+func keepLuminance(g, gen []uint8, size int) []uint8 {
+	hw := size * size
+	lum := &image.Gray{Pix: g, Stride: size, Rect: image.Rect(0, 0, size, size)}
+	sample := image.NewRGBA(image.Rect(0, 0, size, size))
+	for p := range hw {
+		sample.Pix[4*p], sample.Pix[4*p+1], sample.Pix[4*p+2], sample.Pix[4*p+3] = gen[p], gen[hw+p], gen[2*hw+p], 255
+	}
+	rgb := chroma.Transfer(lum, sample, sample.Rect)
+	out := make([]uint8, 3*hw)
+	for p := range hw {
+		out[p], out[hw+p], out[2*hw+p] = rgb.Pix[4*p], rgb.Pix[4*p+1], rgb.Pix[4*p+2]
+	}
+	return out
 }

@@ -117,8 +117,12 @@ func TestEvaluate(t *testing.T) {
 			if m.Name != "model, 2 DDIM steps" || math.IsNaN(m.PSNR) || m.PSNR <= 0 || m.PSNR > PSNRCap || m.Colorfulness < 0 {
 				t.Fatalf("model row %+v", m)
 			}
-			if rows := rep.Rows(); len(rows) != 2 || rows[0].Name != m.Name || rows[1].Name != b.Name {
-				t.Fatalf("rows %+v, want the model's then the baseline's", rows)
+			k := rep.Kept
+			if k.Name != m.Name+", luminance kept" || math.IsNaN(k.PSNR) || k.PSNR <= 0 || k.Colorfulness < 0 {
+				t.Fatalf("luminance-kept row %+v", k)
+			}
+			if rows := rep.Rows(); len(rows) != 3 || rows[0].Name != m.Name || rows[1].Name != k.Name || rows[2].Name != b.Name {
+				t.Fatalf("rows %+v, want the model's, luminance kept, then the baseline's", rows)
 			}
 		})
 	}
@@ -174,5 +178,29 @@ func TestEvaluateErrors(t *testing.T) {
 				t.Fatalf("error %v is not context.Canceled", err)
 			}
 		})
+	}
+}
+
+// TestKeepLuminance: whatever colours a sample has, the result carries the
+// input's own luminance (BT.601, within a level) and the sample's hue.
+func TestKeepLuminance(t *testing.T) {
+	const size = 8
+	hw := size * size
+	g := make([]uint8, hw)
+	gen := make([]uint8, 3*hw)
+	for p := range hw {
+		g[p] = uint8(p * 255 / hw)
+		gen[p], gen[hw+p], gen[2*hw+p] = 250, uint8(p), 10 // saturated orange, another brightness
+	}
+	out := keepLuminance(g, gen, size)
+	for p := range hw {
+		r, gg, b := float64(out[p]), float64(out[hw+p]), float64(out[2*hw+p])
+		y := 0.299*r + 0.587*gg + 0.114*b
+		if math.Abs(y-float64(g[p])) > 1.5 {
+			t.Fatalf("pixel %d: luminance %.1f, input %d", p, y, g[p])
+		}
+		if g[p] > 40 && g[p] < 200 && !(r > b) {
+			t.Fatalf("pixel %d: %v,%v,%v lost the sample's warm hue", p, r, gg, b)
+		}
 	}
 }
