@@ -39,6 +39,7 @@ type Config struct {
 	ValImages  int    `yaml:"val_images"`
 	TestImages int    `yaml:"test_images"`
 	Flip       bool   `yaml:"flip"`
+	Crops      int    `yaml:"crops"`
 
 	BatchSize int     `yaml:"batch_size"`
 	Epochs    int     `yaml:"epochs"`
@@ -332,6 +333,9 @@ func (c *Config) Validate() error {
 		if kv.v < 0 {
 			bad("%s=%d: must be 0 or more", kv.key, kv.v)
 		}
+	}
+	if c.Crops < 1 || c.Crops > 16 {
+		bad("crops=%d: must be 1 to 16", c.Crops)
 	}
 	if c.SampleImages < 1 {
 		bad("sample_images=%d: must be at least 1", c.SampleImages)

@@ -158,13 +158,38 @@ func centerSquare(r image.Rectangle) image.Rectangle {
 	return image.Rect(x0, y0, x0+side, y0+side)
 }
 
+// cropSquares returns n squares of the short side of r, evenly spaced
+// along its long side from one end to the other (offsets rounded down); n
+// of 1 or less gives the center square alone.
+func cropSquares(r image.Rectangle, n int) []image.Rectangle {
+	if n <= 1 {
+		return []image.Rectangle{centerSquare(r)}
+	}
+	side := min(r.Dx(), r.Dy())
+	out := make([]image.Rectangle, n)
+	for i := range out {
+		x0, y0 := r.Min.X, r.Min.Y
+		if r.Dx() > side {
+			x0 += i * (r.Dx() - side) / (n - 1)
+		} else {
+			y0 += i * (r.Dy() - side) / (n - 1)
+		}
+		out[i] = image.Rect(x0, y0, x0+side, y0+side)
+	}
+	return out
+}
+
 // resizeRGB center-crops and resizes img to size×size, returning
 // interleaved 8-bit RGB (HWC), or nil when img is nil or empty.
 func resizeRGB(img image.Image, size int) []uint8 {
 	if img == nil || img.Bounds().Empty() || size < 1 {
 		return nil
 	}
-	sq := centerSquare(img.Bounds())
+	return resizeRGBSquare(img, centerSquare(img.Bounds()), size)
+}
+
+// resizeRGBSquare resizes the square sq of img to size×size.
+func resizeRGBSquare(img image.Image, sq image.Rectangle, size int) []uint8 {
 	return toUint8(resample(sq.Dx(), size, 3, rgbRows(img, sq)))
 }
 
@@ -174,7 +199,11 @@ func resizeGray(img image.Image, size int) []uint8 {
 	if img == nil || img.Bounds().Empty() || size < 1 {
 		return nil
 	}
-	sq := centerSquare(img.Bounds())
+	return resizeGraySquare(img, centerSquare(img.Bounds()), size)
+}
+
+// resizeGraySquare resizes the square sq of a gray image to size×size.
+func resizeGraySquare(img image.Image, sq image.Rectangle, size int) []uint8 {
 	return toUint8(resample(sq.Dx(), size, 1, grayRows(img, sq)))
 }
 

@@ -50,6 +50,7 @@ type Manifest struct {
 	SourceFormat    string               `json:"source_format"` // folder, celebahq or gray128
 	SplitRule       string               `json:"split_rule"`    // SplitByFileName or SplitShuffle
 	Seed            uint64               `json:"seed"`
+	Crops           int                  `json:"crops,omitempty"` // training crops per photo (PrepareOptions.Crops); 0 or 1: the center square
 	Splits          map[string]SplitInfo `json:"splits"`
 	Skipped         map[string]int       `json:"skipped"`
 	Notes           []string             `json:"notes,omitempty"`

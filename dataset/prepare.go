@@ -43,7 +43,16 @@ type PrepareOptions struct {
 	Progress func(done, total int)
 	// Workers is the number of decoding goroutines; 0 means GOMAXPROCS.
 	Workers int
+	// Crops is the number of square crops taken from each training image,
+	// evenly spaced along its long side (augmentation for small sets of
+	// wide photographs); 0 or 1 means the center square alone. Validation
+	// and test images are always the center square, one per photo, and a
+	// photo's crops never straddle splits.
+	Crops int
 }
+
+// MaxCrops bounds PrepareOptions.Crops.
+const MaxCrops = 16
 
 // Summary reports what Prepare wrote.
 type Summary struct {
@@ -171,6 +180,9 @@ func (opt *PrepareOptions) check() error {
 	if opt.Workers < 0 {
 		return fmt.Errorf("prepare: workers (%d) must not be negative", opt.Workers)
 	}
+	if opt.Crops < 0 || opt.Crops > MaxCrops {
+		return fmt.Errorf("prepare: crops %d out of range; use 1..%d", opt.Crops, MaxCrops)
+	}
 	return nil
 }
 
@@ -201,8 +213,37 @@ type result struct {
 	seq    int
 	origin origin
 	name   string
-	rec    []byte
+	rec    []byte // a unit: the center record, then the training crops if any (unitRecords)
 	skip   string
+}
+
+// unitRecords is the number of records process makes of one photo: the
+// center square, then opt.Crops training crops when Crops > 1.
+func (opt *PrepareOptions) unitRecords() int {
+	if opt.Crops > 1 {
+		return 1 + opt.Crops
+	}
+	return 1
+}
+
+// heldOut is a unit's record for validation and test: the center square.
+func (p *preparer) heldOut(unit []byte) []byte {
+	return unit[:recordBytes(p.opt.ImageSize)]
+}
+
+// writeTrain writes a unit's training records: the crops, or the center
+// square when there are none.
+func (p *preparer) writeTrain(unit []byte) error {
+	rb := recordBytes(p.opt.ImageSize)
+	if len(unit) > rb {
+		unit = unit[rb:]
+	}
+	for off := 0; off < len(unit); off += rb {
+		if err := p.writers[SplitTrain].write(unit[off : off+rb]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (p *preparer) run(ctx context.Context) (Summary, error) {
@@ -243,13 +284,13 @@ func (p *preparer) run(ctx context.Context) (Summary, error) {
 		}
 		switch {
 		case r.origin == originTrain:
-			return p.writers[SplitTrain].write(r.rec)
+			return p.writeTrain(r.rec)
 		case valTaken < opt.Val:
 			valTaken++
-			return p.writers[SplitVal].write(r.rec)
+			return p.writers[SplitVal].write(p.heldOut(r.rec))
 		case testTaken < opt.Test:
 			testTaken++
-			return p.writers[SplitTest].write(r.rec)
+			return p.writers[SplitTest].write(p.heldOut(r.rec))
 		default:
 			p.skip(r.name, SkipUnused)
 			return nil
@@ -287,6 +328,7 @@ func (p *preparer) run(ctx context.Context) (Summary, error) {
 		SourceFormat:    src.format,
 		SplitRule:       src.splitRule,
 		Seed:            opt.Seed,
+		Crops:           max(1, opt.Crops),
 		Splits:          map[string]SplitInfo{},
 		Skipped:         p.skipped,
 		Notes:           notes,
@@ -414,27 +456,39 @@ func (p *preparer) process(j job) (r result) {
 		r.skip = skip
 		return r
 	}
-	size := p.opt.ImageSize
-	rgb := resizeRGB(img, size)
-	var gray []uint8
+	var gimg image.Image
 	if j.gray != nil {
-		gimg, skip := decodeInput(j.gray)
+		g, skip := decodeInput(j.gray)
 		if skip != "" {
 			r.skip = skip
 			return r
 		}
-		if gimg.Bounds().Size() != img.Bounds().Size() {
+		if g.Bounds().Size() != img.Bounds().Size() {
 			r.skip = SkipGrayMismatch
 			return r
 		}
-		gray = resizeGray(gimg, size)
-	} else {
-		gray = make([]uint8, size*size)
-		for i := range gray {
-			gray[i] = luma(rgb[3*i], rgb[3*i+1], rgb[3*i+2])
-		}
+		gimg = g
 	}
-	r.rec = makeRecord(rgb, gray, size)
+	squares := []image.Rectangle{centerSquare(img.Bounds())}
+	if p.opt.Crops > 1 {
+		squares = append(squares, cropSquares(img.Bounds(), p.opt.Crops)...)
+	}
+	size := p.opt.ImageSize
+	r.rec = make([]byte, 0, len(squares)*recordBytes(size))
+	for _, sq := range squares {
+		rgb := resizeRGBSquare(img, sq, size)
+		var gray []uint8
+		if gimg != nil {
+			gsq := sq.Sub(img.Bounds().Min).Add(gimg.Bounds().Min)
+			gray = resizeGraySquare(gimg, gsq, size)
+		} else {
+			gray = make([]uint8, size*size)
+			for i := range gray {
+				gray[i] = luma(rgb[3*i], rgb[3*i+1], rgb[3*i+2])
+			}
+		}
+		r.rec = append(r.rec, makeRecord(rgb, gray, size)...)
+	}
 	return r
 }
 
@@ -479,20 +533,22 @@ func (p *preparer) distribute() error {
 	if opt.Val+opt.Test >= n {
 		return &TooFewError{Source: opt.Source, Usable: n, Val: opt.Val, Test: opt.Test}
 	}
-	rb := recordBytes(opt.ImageSize)
-	rec := make([]byte, rb)
+	ub := recordBytes(opt.ImageSize) * opt.unitRecords()
+	unit := make([]byte, ub)
 	for pos, idx := range permute(n, opt.Seed, domainSplit, 0) {
-		if _, err := p.staging.ReadAt(rec, int64(idx)*int64(rb)); err != nil {
+		if _, err := p.staging.ReadAt(unit, int64(idx)*int64(ub)); err != nil {
 			return fmt.Errorf("read staging file %s: %w", p.staging.Name(), err)
 		}
-		split := SplitTrain
+		var err error
 		switch {
 		case pos < opt.Val:
-			split = SplitVal
+			err = p.writers[SplitVal].write(p.heldOut(unit))
 		case pos < opt.Val+opt.Test:
-			split = SplitTest
+			err = p.writers[SplitTest].write(p.heldOut(unit))
+		default:
+			err = p.writeTrain(unit)
 		}
-		if err := p.writers[split].write(rec); err != nil {
+		if err != nil {
 			return err
 		}
 	}

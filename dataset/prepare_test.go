@@ -3,6 +3,8 @@ package dataset
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math"
 	"image/color"
 	"maps"
 	"os"
@@ -248,6 +250,79 @@ func TestPrepareOutputInsideSource(t *testing.T) {
 		}
 		if sum.Train != 3 || len(sum.Skipped) != 0 || len(sum.Skips) != 0 {
 			t.Fatalf("summary %+v", sum)
+		}
+	}
+}
+
+// TestPrepareCrops checks that crops takes evenly spaced squares of each
+// training photo, that held-out photos give their center square only, and
+// that no crop of a held-out photo reaches the training split.
+func TestPrepareCrops(t *testing.T) {
+	dir := t.TempDir()
+	const photos = 6
+	for k := range photos {
+		// three 40×40 bands, each coloured with the photo's number k
+		img := solid(120, 40, color.NRGBA{A: 255})
+		for y := range 40 {
+			for x := range 120 {
+				c := [3]color.NRGBA{{250, uint8(10 * k), 0, 255}, {0, 250, uint8(10 * k), 255}, {uint8(10 * k), 0, 250, 255}}[x/40]
+				img.SetNRGBA(x, y, c)
+			}
+		}
+		writeFile(t, dir, fmt.Sprintf("p%d.png", k), encodePNG(t, img))
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	sum, err := Prepare(context.Background(), PrepareOptions{Source: dir, Out: out, ImageSize: 15, Val: 1, Test: 1, Seed: 3, Crops: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Train != 3*(photos-2) || sum.Val != 1 || sum.Test != 1 {
+		t.Fatalf("train/val/test = %d/%d/%d, want %d/1/1", sum.Train, sum.Val, sum.Test, 3*(photos-2))
+	}
+	if m, err := ReadManifest(out); err != nil || m.Crops != 3 {
+		t.Fatalf("manifest crops %v, %v; want 3", m, err)
+	}
+	// a record's band: 0 left (red), 1 center (green), 2 right (blue), and k
+	band := func(c []float32) (int, int) {
+		n := len(c) / 3
+		px := func(p int) int { return int(math.Round(float64(c[p*n]+1) * 127.5)) }
+		r, g, b := px(0), px(1), px(2)
+		switch {
+		case r == 250 && b == 0:
+			return 0, g / 10
+		case g == 250:
+			return 1, b / 10
+		case b == 250:
+			return 2, r / 10
+		}
+		t.Fatalf("record is no band: %d %d %d", r, g, b)
+		return 0, 0
+	}
+	held := map[int]bool{}
+	for _, split := range []string{SplitVal, SplitTest} {
+		colors, _ := loadAll(t, out, split)
+		for _, c := range colors {
+			b, k := band(c)
+			if b != 1 {
+				t.Errorf("%s holds band %d of photo %d, want the center", split, b, k)
+			}
+			held[k] = true
+		}
+	}
+	seen := map[[2]int]int{}
+	colors, _ := loadAll(t, out, SplitTrain)
+	for _, c := range colors {
+		b, k := band(c)
+		if held[k] {
+			t.Errorf("train holds band %d of held-out photo %d", b, k)
+		}
+		seen[[2]int{b, k}]++
+	}
+	for k := range photos {
+		for b := range 3 {
+			if want := map[bool]int{false: 1, true: 0}[held[k]]; seen[[2]int{b, k}] != want {
+				t.Errorf("photo %d band %d in train %d times, want %d", k, b, seen[[2]int{b, k}], want)
+			}
 		}
 	}
 }

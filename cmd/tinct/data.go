@@ -63,6 +63,7 @@ Files that are not images (a NOTICE.md beside the photos) are ignored.`,
 	prep.Flags().IntVar(&opt.Val, "val", 1000, "validation images")
 	prep.Flags().IntVar(&opt.Test, "test", 1000, "test images")
 	prep.Flags().Uint64Var(&opt.Seed, "seed", 42, "split shuffle seed")
+	prep.Flags().IntVar(&opt.Crops, "crops", 1, "square crops per training photo, evenly spaced along its long side (1: the center square; held-out photos are always the center)")
 	prep.MarkFlagRequired("out")
 	cmd.AddCommand(prep, newDataPushCmd())
 	return cmd

@@ -293,6 +293,9 @@ func preparedData(ctx context.Context, cfg *config.Config) (string, error) {
 	}
 	abs, _ := filepath.Abs(cfg.Dataset)
 	key := fmt.Sprintf("%s|%d|%d|%d|%d|%d", abs, st.ModTime().UnixNano(), cfg.ImageSize, cfg.ValImages, cfg.TestImages, cfg.Seed)
+	if cfg.Crops > 1 {
+		key += fmt.Sprintf("|crops%d", cfg.Crops) // the key of a one-crop set is unchanged
+	}
 	sum := sha256.Sum256([]byte(key))
 	out := filepath.Join(cfg.OutputDir, "prepared", fmt.Sprintf("%s-%d-%x", filepath.Base(abs), cfg.ImageSize, sum[:6]))
 	if _, err := os.Stat(filepath.Join(out, "manifest.json")); err == nil {
@@ -301,7 +304,7 @@ func preparedData(ctx context.Context, cfg *config.Config) (string, error) {
 	}
 	slog.Info("preparing dataset", "source", cfg.Dataset, "out", out, "image_size", cfg.ImageSize)
 	_, statErr := os.Stat(out)
-	summary, err := dataset.Prepare(ctx, dataset.PrepareOptions{Source: cfg.Dataset, Format: "auto", Out: out, ImageSize: cfg.ImageSize, Val: cfg.ValImages, Test: cfg.TestImages, Seed: cfg.Seed, Progress: prepareProgress(os.Stderr)})
+	summary, err := dataset.Prepare(ctx, dataset.PrepareOptions{Source: cfg.Dataset, Format: "auto", Out: out, ImageSize: cfg.ImageSize, Val: cfg.ValImages, Test: cfg.TestImages, Seed: cfg.Seed, Crops: cfg.Crops, Progress: prepareProgress(os.Stderr)})
 	if err != nil {
 		if os.IsNotExist(statErr) {
 			// no half-prepared set left behind, nor the folders made for it
