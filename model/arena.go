@@ -30,7 +30,7 @@ type Arena struct {
 	h, dA, dH []float32   // per-block scratch, sized for the largest block
 	grads     []nn.Tensor // gradient buffers, zeroed before each backward
 	owned     []nn.Tensor // every buffer allocated above, for Bytes
-	ws        nn.Workspace
+	be        nn.Compute  // runs every operation; owns its scratch
 }
 
 type blockAct struct {
@@ -46,11 +46,20 @@ type upAct struct{ src, dst, dSrc, dDst nn.Tensor }
 // NewArena allocates the buffers for batches of n images of h×w; h and w must
 // be divisible by 2^(levels−1).
 func (u *UNet) NewArena(n, h, w int) (*Arena, error) {
+	return u.NewArenaOn(nil, n, h, w)
+}
+
+// NewArenaOn is NewArena on a given compute backend instance (nil: the one
+// $TINCT_BACKEND names, see nn.DefaultCompute). The arena owns it.
+func (u *UNet) NewArenaOn(be nn.Compute, n, h, w int) (*Arena, error) {
+	if be == nil {
+		be = nn.DefaultCompute()
+	}
 	levels := len(u.Widths) - 1
 	if n < 1 || h < 1 || w < 1 || h%(1<<levels) != 0 || w%(1<<levels) != 0 {
 		return nil, fmt.Errorf("image size %d×%d, batch %d: sizes must be positive multiples of %d", h, w, n, 1<<levels)
 	}
-	ar := &Arena{N: n, H: h, W: w, acts: map[*Block]*blockAct{}, noiseVar: make([]float32, n)}
+	ar := &Arena{N: n, H: h, W: w, acts: map[*Block]*blockAct{}, noiseVar: make([]float32, n), be: be}
 	alloc := func(c, lv int) nn.Tensor {
 		t := nn.NewTensor(n, c, h>>lv, w>>lv)
 		ar.owned = append(ar.owned, t)
@@ -137,13 +146,16 @@ func (u *UNet) NewArena(n, h, w int) (*Arena, error) {
 	return ar, nil
 }
 
+// Compute is the backend instance the arena runs on.
+func (ar *Arena) Compute() nn.Compute { return ar.be }
+
 // Bytes is the memory the arena holds.
 func (ar *Arena) Bytes() int {
 	total := 4 * (len(ar.h) + len(ar.dA) + len(ar.dH))
 	for _, t := range ar.owned {
 		total += 4 * len(t.Data)
 	}
-	return total + ar.ws.Bytes()
+	return total + ar.be.Bytes()
 }
 
 func scratch(buf []float32, n, c, h, w int) nn.Tensor {

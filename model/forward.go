@@ -16,29 +16,29 @@ func (u *UNet) Forward(ar *Arena, x nn.Tensor, noiseVar []float32, train bool) n
 	if x.N != ar.N || x.C != 4 || x.H != ar.H || x.W != ar.W || len(noiseVar) != ar.N {
 		panic(fmt.Sprintf("model: forward of %v with %d noise variances on an arena for [%d 4 %d %d]", x.Shape(), len(noiseVar), ar.N, ar.H, ar.W))
 	}
-	ws := &ar.ws
+	be := ar.be
 	x.CopyTo(ar.input)
 	copy(ar.noiseVar, noiseVar)
-	u.Stem.Forward(ws, ar.input, ar.stemCat.Channels(0, u.Widths[0]), false)
+	be.ConvForward(u.Stem, ar.input, ar.stemCat.Channels(0, u.Widths[0]), false)
 	u.embed(ar)
 	for l, level := range u.Downs {
 		for _, b := range level {
 			u.blockForward(ar, b, train)
 		}
 		p := ar.pools[l]
-		nn.AvgPool2Forward(p.src, p.dst)
+		be.AvgPool2Forward(p.src, p.dst)
 	}
 	for _, b := range u.Mids {
 		u.blockForward(ar, b, train)
 	}
 	for i, level := range u.Ups {
 		up := ar.ups[i]
-		nn.Upsample2Forward(up.src, up.dst)
+		be.Upsample2Forward(up.src, up.dst)
 		for _, b := range level {
 			u.blockForward(ar, b, train)
 		}
 	}
-	u.Head.Forward(ws, ar.topOut, ar.out, false)
+	be.ConvForward(u.Head, ar.topOut, ar.out, false)
 	return ar.out
 }
 
@@ -69,16 +69,17 @@ func (u *UNet) blockForward(ar *Arena, b *Block, train bool) {
 	a := ar.acts[b]
 	x, out := a.x, a.out
 	n, h, w := x.N, x.H, x.W
+	be := ar.be
 	if b.Skip != nil {
-		b.Skip.Forward(&ar.ws, x, out, false)
+		be.ConvForward(b.Skip, x, out, false)
 	} else {
 		x.CopyTo(out)
 	}
 	hn := scratch(ar.h, n, b.In, h, w)
-	b.Norm.Forward(x, hn, train)
-	b.Conv1.Forward(&ar.ws, hn, a.h1, false)
-	nn.SiLUForwardSave(a.h1, a.act) // h1 now holds σ(h1)
-	b.Conv2.Forward(&ar.ws, a.act, out, true)
+	be.BatchNormForward(b.Norm, x, hn, train)
+	be.ConvForward(b.Conv1, hn, a.h1, false)
+	be.SiLUForwardSave(a.h1, a.act) // h1 now holds σ(h1)
+	be.ConvForward(b.Conv2, a.act, out, true)
 }
 
 // Backward adds to u.Grads the gradient of the loss whose gradient with
@@ -97,8 +98,8 @@ func (u *UNet) BackwardNotify(ar *Arena, dOut nn.Tensor, ready func(from int)) {
 	for _, g := range ar.grads {
 		g.Zero()
 	}
-	ws := &ar.ws
-	u.Head.Backward(ws, ar.topOut, dOut, ar.dTopOut, true)
+	be := ar.be
+	be.ConvBackward(u.Head, ar.topOut, dOut, ar.dTopOut, true)
 	ready(u.param("head.weight").Offset)
 	for i := len(u.Ups) - 1; i >= 0; i-- {
 		level := u.Ups[i]
@@ -107,7 +108,7 @@ func (u *UNet) BackwardNotify(ar *Arena, dOut nn.Tensor, ready func(from int)) {
 			ready(level[j].Offset)
 		}
 		up := ar.ups[i]
-		nn.Upsample2Backward(up.dDst, up.dSrc)
+		be.Upsample2Backward(up.dDst, up.dSrc)
 	}
 	for j := len(u.Mids) - 1; j >= 0; j-- {
 		u.blockBackward(ar, u.Mids[j])
@@ -115,7 +116,7 @@ func (u *UNet) BackwardNotify(ar *Arena, dOut nn.Tensor, ready func(from int)) {
 	}
 	for l := len(u.Downs) - 1; l >= 0; l-- {
 		p := ar.pools[l]
-		nn.AvgPool2Backward(p.dDst, p.dSrc)
+		be.AvgPool2Backward(p.dDst, p.dSrc)
 		level := u.Downs[l]
 		for j := len(level) - 1; j >= 0; j-- {
 			u.blockBackward(ar, level[j])
@@ -123,7 +124,7 @@ func (u *UNet) BackwardNotify(ar *Arena, dOut nn.Tensor, ready func(from int)) {
 		}
 	}
 	// The embedding has no weights and the input needs no gradient.
-	u.Stem.Backward(ws, ar.input, ar.dStemCat.Channels(0, u.Widths[0]), nn.Tensor{}, false)
+	be.ConvBackward(u.Stem, ar.input, ar.dStemCat.Channels(0, u.Widths[0]), nn.Tensor{}, false)
 	ready(0)
 }
 
@@ -131,17 +132,18 @@ func (u *UNet) blockBackward(ar *Arena, b *Block) {
 	a := ar.acts[b]
 	x := a.x
 	n, h, w := x.N, x.H, x.W
+	be := ar.be
 	hn := scratch(ar.h, n, b.In, h, w)
-	b.Norm.Apply(x, hn)
+	be.BatchNormApply(b.Norm, x, hn)
 	dAct := scratch(ar.dA, n, b.Out, h, w)
-	b.Conv2.Backward(&ar.ws, a.act, a.dOut, dAct, false)
-	nn.SiLUBackwardSaved(a.h1, a.act, dAct, dAct)
+	be.ConvBackward(b.Conv2, a.act, a.dOut, dAct, false)
+	be.SiLUBackwardSaved(a.h1, a.act, dAct, dAct)
 	dH := scratch(ar.dH, n, b.In, h, w)
-	b.Conv1.Backward(&ar.ws, hn, dAct, dH, false)
-	b.Norm.Backward(x, dH, a.dx)
+	be.ConvBackward(b.Conv1, hn, dAct, dH, false)
+	be.BatchNormBackward(b.Norm, x, dH, a.dx)
 	if b.Skip != nil {
-		b.Skip.Backward(&ar.ws, x, a.dOut, a.dx, true)
+		be.ConvBackward(b.Skip, x, a.dOut, a.dx, true)
 	} else {
-		nn.AddTo(a.dOut, a.dx)
+		be.Add(a.dOut, a.dx)
 	}
 }

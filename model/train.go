@@ -24,7 +24,7 @@ func (u *UNet) TrainStep(ar *Arena, x nn.Tensor, noiseVar []float32, noise nn.Te
 	clear(u.Grads)
 	pred := u.Forward(ar, x, noiseVar, true)
 	dOut := ar.dOut.Batch(x.N)
-	loss := nn.MSE(pred, noise, dOut)
+	loss := ar.be.MSE(pred, noise, dOut)
 	if scale != 1 {
 		for k := range dOut.N {
 			img := dOut.Image(k)

@@ -1,0 +1,138 @@
+package nn
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+)
+
+var warnOnce sync.Once
+
+// Compute is the seam between the network and the code that runs its
+// operations. model.Arena owns one instance and routes every layer of a
+// forward pass, backward pass and loss through it; the layers (Conv2D,
+// BatchNorm) hold parameters and statistics, the Compute decides how and
+// where the arithmetic happens.
+//
+// Shapes are those of the Tensors (NCHW views, possibly channel ranges of a
+// wider tensor). "accumulate" means add into the destination instead of
+// overwriting it; gradients of parameters are always added (the caller
+// clears them once per step).
+//
+// An instance serves one caller at a time and keeps whatever it needs
+// between calls (scratch, primitives created once per shape), so a training
+// loop allocates nothing after its first step. Today's tensors live in host
+// memory; a device backend will keep its own copies behind the same calls
+// and move data only at the edges (the batch in, the loss and the gradient
+// vector out), which is why every operation names both its inputs and its
+// outputs.
+type Compute interface {
+	// Name says which backend runs, for logs and `tinct version`.
+	Name() string
+
+	// ConvForward: y[N,Out,H,W] (+)= conv(x[N,In,H,W]; c.Weight) + c.Bias.
+	ConvForward(c *Conv2D, x, y Tensor, accumulate bool)
+	// ConvBackward: c.GradW, c.GradB += ∂/∂W, ∂/∂b from x and dy[N,Out,H,W];
+	// dx[N,In,H,W] (+)= the input gradient when dx has data.
+	ConvBackward(c *Conv2D, x, dy, dx Tensor, accumulate bool)
+
+	// BatchNormForward: y = (x − μ)/σ per channel (batch statistics recorded
+	// in bn when train, running statistics otherwise).
+	BatchNormForward(bn *BatchNorm, x, y Tensor, train bool)
+	// BatchNormApply recomputes y from x with the last Forward's statistics.
+	BatchNormApply(bn *BatchNorm, x, y Tensor)
+	// BatchNormBackward: dx += ∂/∂x given x and dy (training statistics).
+	BatchNormBackward(bn *BatchNorm, x, dy, dx Tensor)
+
+	// SiLUForwardSave: y = x·σ(x), x overwritten with σ(x).
+	SiLUForwardSave(x, y Tensor)
+	// SiLUBackwardSaved: dx = dy·(σ + y·(1−σ)); dx may alias dy.
+	SiLUBackwardSaved(sig, y, dy, dx Tensor)
+
+	// AvgPool2Forward: y[N,C,H/2,W/2] = 2×2 mean of x. Backward adds.
+	AvgPool2Forward(x, y Tensor)
+	AvgPool2Backward(dy, dx Tensor)
+	// Upsample2Forward: y[N,C,2H,2W] = bilinear ×2 of x. Backward adds.
+	Upsample2Forward(x, y Tensor)
+	Upsample2Backward(dy, dx Tensor)
+
+	// Add: dst += src.
+	Add(src, dst Tensor)
+	// MSE returns mean((pred−target)²) and sets grad = 2(pred−target)/count
+	// when grad has data.
+	MSE(pred, target, grad Tensor) float32
+
+	// Bytes is the memory the instance holds (scratch, internal layouts).
+	Bytes() int
+}
+
+// kernels is the reference backend: tinct's own kernels in Go (im2col plus
+// the active GEMM backend for convolutions). Every other backend is checked
+// against it op by op.
+type kernels struct{ ws Workspace }
+
+// NewKernels returns an instance of the reference backend.
+func NewKernels() Compute { return &kernels{} }
+
+func (k *kernels) Name() string {
+	return "go (tinct's kernels; gemm: " + ActiveBackend().Name() + ")"
+}
+func (k *kernels) ConvForward(c *Conv2D, x, y Tensor, acc bool) { c.Forward(&k.ws, x, y, acc) }
+func (k *kernels) ConvBackward(c *Conv2D, x, dy, dx Tensor, acc bool) {
+	c.Backward(&k.ws, x, dy, dx, acc)
+}
+func (k *kernels) BatchNormForward(bn *BatchNorm, x, y Tensor, train bool) { bn.Forward(x, y, train) }
+func (k *kernels) BatchNormApply(bn *BatchNorm, x, y Tensor)               { bn.Apply(x, y) }
+func (k *kernels) BatchNormBackward(bn *BatchNorm, x, dy, dx Tensor)       { bn.Backward(x, dy, dx) }
+func (k *kernels) SiLUForwardSave(x, y Tensor)                             { SiLUForwardSave(x, y) }
+func (k *kernels) SiLUBackwardSaved(sig, y, dy, dx Tensor)                 { SiLUBackwardSaved(sig, y, dy, dx) }
+func (k *kernels) AvgPool2Forward(x, y Tensor)                             { AvgPool2Forward(x, y) }
+func (k *kernels) AvgPool2Backward(dy, dx Tensor)                          { AvgPool2Backward(dy, dx) }
+func (k *kernels) Upsample2Forward(x, y Tensor)                            { Upsample2Forward(x, y) }
+func (k *kernels) Upsample2Backward(dy, dx Tensor)                         { Upsample2Backward(dy, dx) }
+func (k *kernels) Add(src, dst Tensor)                                     { AddTo(src, dst) }
+func (k *kernels) MSE(pred, target, grad Tensor) float32                   { return MSE(pred, target, grad) }
+func (k *kernels) Bytes() int                                              { return k.ws.Bytes() }
+
+// ComputeNames lists the backends NewCompute accepts.
+func ComputeNames() []string { return []string{"go", "onednn"} }
+
+// NewCompute returns a new instance of the named backend: "go" (the
+// reference kernels) or "onednn" (oneDNN's primitives). An empty name means
+// $TINCT_BACKEND, and "go" when that is unset. When oneDNN cannot be loaded
+// the instance is the "go" backend and the error says why (callers log it
+// and go on: the binary works without oneDNN).
+func NewCompute(name string) (Compute, error) { return newComputeWith(name, loadDNNL) }
+
+func newComputeWith(name string, load func() (*dnnlAPI, error)) (Compute, error) {
+	if name == "" {
+		name = os.Getenv("TINCT_BACKEND")
+	}
+	switch name {
+	case "", "go":
+		return NewKernels(), nil
+	case "onednn":
+		d, err := load()
+		if err != nil {
+			return NewKernels(), fmt.Errorf("compute backend onednn unavailable, using go: %w", err)
+		}
+		return newOneDNN(d), nil
+	}
+	return nil, fmt.Errorf("unknown compute backend %q (choices: %s)", name, strings.Join(ComputeNames(), ", "))
+}
+
+// DefaultCompute is NewCompute("") for callers with nowhere to report a
+// problem: a missing oneDNN is logged once and the reference backend used;
+// an unknown name panics.
+func DefaultCompute() Compute {
+	c, err := NewCompute("")
+	if c == nil {
+		panic("nn: TINCT_BACKEND: " + err.Error())
+	}
+	if err != nil {
+		warnOnce.Do(func() { slog.Warn(err.Error()) })
+	}
+	return c
+}

@@ -1,0 +1,320 @@
+package nn
+
+import (
+	"fmt"
+	"runtime"
+	"unsafe"
+)
+
+// oneDNNCompute runs convolutions (forward, backward-data, backward-weights
+// with bias) as oneDNN primitives and, for now, every other operation on the
+// reference kernels it embeds.
+//
+// Each convolution lets oneDNN choose its layouts (format "any": on AVX-512,
+// nChw16c activations and blocked weights for its JIT kernels) and reorders
+// tinct's NCHW views in and out around it. The primitives and their memory
+// objects are created once per shape and kept; the internal buffers are
+// shared by all operations of the instance, grown to the largest request.
+type oneDNNCompute struct {
+	kernels
+	d     *dnnlAPI
+	convs map[convKey]*convPrims
+	slots [numDnnlSlots][]float32
+}
+
+const (
+	slotSrc     = iota // src or diff_src in the primitive's layout
+	slotDst            // dst or diff_dst in the primitive's layout
+	slotWei            // weights in the primitive's layout
+	slotDiffWei        // diff_weights in the primitive's layout
+	slotBias           // diff_bias
+	slotPad            // scratchpad
+	numDnnlSlots
+)
+
+func newOneDNN(d *dnnlAPI) *oneDNNCompute {
+	return &oneDNNCompute{d: d, convs: map[convKey]*convPrims{}}
+}
+
+func (o *oneDNNCompute) Name() string {
+	return "onednn (" + o.d.VersionString() + " primitives for convolutions; go kernels for the rest)"
+}
+
+func (o *oneDNNCompute) Bytes() int {
+	n := o.kernels.Bytes()
+	for _, s := range o.slots {
+		n += 4 * cap(s)
+	}
+	return n
+}
+
+// slot returns the instance's buffer for slot s with at least bytes bytes,
+// 64-byte aligned.
+func (o *oneDNNCompute) slot(s, bytes int) unsafe.Pointer {
+	n := (bytes+3)/4 + 16
+	if len(o.slots[s]) < n {
+		o.slots[s] = make([]float32, n)
+	}
+	p := unsafe.Pointer(&o.slots[s][0])
+	off := (64 - uintptr(p)%64) % 64
+	return unsafe.Add(p, off)
+}
+
+// dnnlStep is one primitive with its argument memory objects; run points
+// them at buffers.
+type dnnlStep struct {
+	prim     uintptr
+	args     []dnnlExecArg
+	padBytes int
+}
+
+func (o *oneDNNCompute) step(pd uintptr, kinds []int32, mds []dnnlMD) *dnnlStep {
+	d := o.d
+	s := &dnnlStep{prim: d.primitive(pd)}
+	for i, k := range kinds {
+		s.args = append(s.args, dnnlExecArg{arg: k, mem: d.memory(&mds[i])})
+	}
+	pad := d.queryMD(pd, dnnlQueryScratchpadMD)
+	if s.padBytes = d.size(&pad); s.padBytes > 0 {
+		s.args = append(s.args, dnnlExecArg{arg: dnnlArgScratchpad, mem: d.memory(&pad)})
+	}
+	return s
+}
+
+// run sets the step's buffers (in the order of its arguments) and runs it.
+func (o *oneDNNCompute) run(s *dnnlStep, bufs ...unsafe.Pointer) {
+	d := o.d
+	for i, b := range bufs {
+		d.check("memory_set_data_handle", d.memSetHandle(s.args[i].mem, b))
+	}
+	if s.padBytes > 0 {
+		d.check("memory_set_data_handle", d.memSetHandle(s.args[len(bufs)].mem, o.slot(slotPad, s.padBytes)))
+	}
+	d.run(s.prim, s.args)
+}
+
+// reorder makes the step that copies src into the layout of dst, adding to
+// what dst holds when accumulate is set; nil when the layouts are equal and
+// nothing is to be added.
+func (o *oneDNNCompute) reorder(src, dst dnnlMD, accumulate bool) *dnnlStep {
+	d := o.d
+	if !accumulate && d.same(&src, &dst) {
+		return nil
+	}
+	var post func(uintptr)
+	if accumulate {
+		post = func(po uintptr) { d.check("post_ops_append_sum", d.postOpsSum(po, 1)) }
+	}
+	var pd uintptr
+	if st := d.reorderPD(&pd, &src, d.engine, &dst, d.engine, d.attr(post)); st != dnnlSuccess {
+		panic("nn: " + dnnlError("reorder_primitive_desc_create", st).Error())
+	}
+	return o.step(pd, []int32{dnnlArgSrc, dnnlArgDst}, []dnnlMD{src, dst})
+}
+
+type convKey struct {
+	n, in, out, h, w, k int
+	xStride, yStride    int // per-image strides of the two activations
+	accumulate          bool
+	backward            bool
+}
+
+// convPrims is one convolution shape's primitives. Forward: reorder x and
+// the weights in, convolve with bias, reorder y out (adding, for the
+// residual). Backward: reorder x and dy in, backward-weights (diff weights
+// added to GradW by its reorder out, diff bias added in Go), then
+// backward-data with the weights reordered for it and dx reordered out.
+type convPrims struct {
+	// layouts the primitives chose
+	src, dst, wei         dnnlMD
+	xIn, wIn, yOut, conv  *dnnlStep
+	dyIn, bwdW, dwOut     *dnnlStep
+	bwdWei, bwdDiffDst    dnnlMD
+	bwdWIn, dyInD, bwdD   *dnnlStep
+	dxOut                 *dnnlStep
+	srcBytes, dstBytes    int
+	weiBytes, diffWBytes  int
+	bwdWeiBytes, diffDstB int
+	impl                  string
+}
+
+func (o *oneDNNCompute) convFwdDesc(c *Conv2D, n, h, w int) (desc dnnlOpDesc, src, wei, bias, dst dnnlMD) {
+	d := o.d
+	src = d.mdTag(dnnlTagAny, n, c.In, h, w)
+	dst = d.mdTag(dnnlTagAny, n, c.Out, h, w)
+	wei = d.mdTag(dnnlTagAny, c.Out, c.In, c.K, c.K)
+	bias = d.mdTag(dnnlTagA, c.Out)
+	p := int64(c.K / 2)
+	strides, pad := dnnlDims{1, 1}, dnnlDims{p, p}
+	d.check("convolution_forward_desc_init", d.convFwdInit(&desc, dnnlForwardTraining, dnnlConvolutionDirect,
+		&src, &wei, &bias, &dst, &strides[0], &pad[0], &pad[0]))
+	return
+}
+
+func (o *oneDNNCompute) convPD(desc *dnnlOpDesc, attr, hint uintptr) uintptr {
+	var pd uintptr
+	if st := o.d.pdCreate(&pd, desc, attr, o.d.engine, hint); st != dnnlSuccess {
+		panic("nn: " + dnnlError("convolution primitive_desc_create", st).Error())
+	}
+	return pd
+}
+
+func (o *oneDNNCompute) convPrims(c *Conv2D, x, y Tensor, accumulate, backward bool) *convPrims {
+	key := convKey{x.N, c.In, c.Out, x.H, x.W, c.K, x.Stride, y.Stride, accumulate, backward}
+	if p := o.convs[key]; p != nil {
+		return p
+	}
+	d := o.d
+	p := &convPrims{}
+	userX := d.md4(x.N, c.In, x.H, x.W, x.Stride)
+	userY := d.md4(y.N, c.Out, y.H, y.W, y.Stride)
+	userW := d.mdTag(dnnlTagABCD, c.Out, c.In, c.K, c.K)
+	bias := d.mdTag(dnnlTagA, c.Out)
+
+	desc, _, _, _, _ := o.convFwdDesc(c, x.N, x.H, x.W)
+	fwd := o.convPD(&desc, d.attr(nil), 0)
+	p.src, p.wei, p.dst = d.queryMD(fwd, dnnlQuerySrcMD), d.queryMD(fwd, dnnlQueryWeightsMD), d.queryMD(fwd, dnnlQueryDstMD)
+	p.srcBytes, p.dstBytes, p.weiBytes = d.size(&p.src), d.size(&p.dst), d.size(&p.wei)
+	p.impl = d.implInfo(fwd)
+	p.xIn = o.reorder(userX, p.src, false)
+	p.wIn = o.reorder(userW, p.wei, false)
+	if !backward {
+		p.conv = o.step(fwd, []int32{dnnlArgSrc, dnnlArgWeights, dnnlArgBias, dnnlArgDst}, []dnnlMD{p.src, p.wei, bias, p.dst})
+		p.yOut = o.reorder(p.dst, userY, accumulate)
+		if p.yOut == nil && accumulate { // cannot happen: reorder adds
+			panic("nn: oneDNN convolution: accumulate without a reorder")
+		}
+		o.convs[key] = p
+		return p
+	}
+
+	// backward weights: src, diff_dst in → diff_weights, diff_bias out
+	var bw dnnlOpDesc
+	anyW := d.mdTag(dnnlTagAny, c.Out, c.In, c.K, c.K)
+	anySrc := d.mdTag(dnnlTagAny, x.N, c.In, x.H, x.W)
+	anyDst := d.mdTag(dnnlTagAny, y.N, c.Out, y.H, y.W)
+	pp := int64(c.K / 2)
+	strides, pad := dnnlDims{1, 1}, dnnlDims{pp, pp}
+	d.check("convolution_backward_weights_desc_init", d.convBwdWInit(&bw, dnnlConvolutionDirect,
+		&anySrc, &anyW, &bias, &anyDst, &strides[0], &pad[0], &pad[0]))
+	bwPD := o.convPD(&bw, d.attr(nil), fwd)
+	bwSrc, bwDiffW, bwDiffDst := d.queryMD(bwPD, dnnlQuerySrcMD), d.queryMD(bwPD, dnnlQueryDiffWeightsMD), d.queryMD(bwPD, dnnlQueryDiffDstMD)
+	p.src = bwSrc
+	p.srcBytes = d.size(&bwSrc)
+	p.xIn = o.reorder(userX, bwSrc, false)
+	p.dst = bwDiffDst
+	p.dstBytes = d.size(&bwDiffDst)
+	p.dyIn = o.reorder(userY, bwDiffDst, false)
+	p.diffWBytes = d.size(&bwDiffW)
+	p.bwdW = o.step(bwPD, []int32{dnnlArgSrc, dnnlArgDiffDst, dnnlArgDiffWeights, dnnlArgDiffBias}, []dnnlMD{bwSrc, bwDiffDst, bwDiffW, bias})
+	p.dwOut = o.reorder(bwDiffW, userW, true)
+
+	// backward data: diff_dst, weights in → diff_src out
+	var bd dnnlOpDesc
+	anyW = d.mdTag(dnnlTagAny, c.Out, c.In, c.K, c.K)
+	anySrc = d.mdTag(dnnlTagAny, x.N, c.In, x.H, x.W)
+	anyDst = d.mdTag(dnnlTagAny, y.N, c.Out, y.H, y.W)
+	d.check("convolution_backward_data_desc_init", d.convBwdDataInit(&bd, dnnlConvolutionDirect,
+		&anySrc, &anyW, &anyDst, &strides[0], &pad[0], &pad[0]))
+	bdPD := o.convPD(&bd, d.attr(nil), fwd)
+	bdDiffSrc, bdWei, bdDiffDst := d.queryMD(bdPD, dnnlQueryDiffSrcMD), d.queryMD(bdPD, dnnlQueryWeightsMD), d.queryMD(bdPD, dnnlQueryDiffDstMD)
+	p.bwdWei, p.bwdDiffDst = bdWei, bdDiffDst
+	p.bwdWeiBytes, p.diffDstB = d.size(&bdWei), d.size(&bdDiffDst)
+	p.bwdWIn = o.reorder(userW, bdWei, false)
+	if !d.same(&bdDiffDst, &bwDiffDst) {
+		p.dyInD = o.reorder(userY, bdDiffDst, false)
+		if p.dyInD == nil {
+			p.dyInD = &dnnlStep{} // user layout: marker, see ConvBackward
+		}
+	}
+	p.bwdD = o.step(bdPD, []int32{dnnlArgDiffDst, dnnlArgWeights, dnnlArgDiffSrc}, []dnnlMD{bdDiffDst, bdWei, bdDiffSrc})
+	p.dxOut = o.reorder(bdDiffSrc, userX, accumulate)
+	// diff_src may land in a layout of its own size
+	p.srcBytes = max(p.srcBytes, d.size(&bdDiffSrc))
+	o.convs[key] = p
+	return p
+}
+
+func ptr(t []float32) unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(t)) }
+
+func (o *oneDNNCompute) ConvForward(c *Conv2D, x, y Tensor, accumulate bool) {
+	c.check("forward", x, y)
+	p := o.convPrims(c, x, y, accumulate, false)
+	src, wei, dst := ptr(x.Data), ptr(c.Weight), ptr(y.Data)
+	if p.xIn != nil {
+		src = o.slot(slotSrc, p.srcBytes)
+		o.run(p.xIn, ptr(x.Data), src)
+	}
+	if p.wIn != nil {
+		wei = o.slot(slotWei, p.weiBytes)
+		o.run(p.wIn, ptr(c.Weight), wei)
+	}
+	if p.yOut != nil {
+		dst = o.slot(slotDst, p.dstBytes)
+	}
+	o.run(p.conv, src, wei, ptr(c.Bias), dst)
+	if p.yOut != nil {
+		o.run(p.yOut, dst, ptr(y.Data))
+	}
+	runtime.KeepAlive(x.Data)
+	runtime.KeepAlive(y.Data)
+	runtime.KeepAlive(c.Weight)
+	runtime.KeepAlive(c.Bias)
+}
+
+func (o *oneDNNCompute) ConvBackward(c *Conv2D, x, dy, dx Tensor, accumulate bool) {
+	c.check("backward", x, dy)
+	if dx.Data != nil {
+		c.check("input gradient", dx, dy)
+		if dx.Stride != x.Stride {
+			// one layout for x and dx in the primitives' key: copy through
+			// the reference kernels' rule instead of a second key
+			panic(fmt.Sprintf("nn: oneDNN convolution backward: x stride %d, dx stride %d", x.Stride, dx.Stride))
+		}
+	}
+	p := o.convPrims(c, x, dy, accumulate, true)
+	src, diffDst := ptr(x.Data), ptr(dy.Data)
+	if p.xIn != nil {
+		src = o.slot(slotSrc, p.srcBytes)
+		o.run(p.xIn, ptr(x.Data), src)
+	}
+	if p.dyIn != nil {
+		diffDst = o.slot(slotDst, p.dstBytes)
+		o.run(p.dyIn, ptr(dy.Data), diffDst)
+	}
+	dw := o.slot(slotDiffWei, p.diffWBytes)
+	db := o.slot(slotBias, 4*c.Out)
+	o.run(p.bwdW, src, diffDst, dw, db)
+	if p.dwOut != nil {
+		o.run(p.dwOut, dw, ptr(c.GradW))
+	}
+	axpy(1, unsafe.Slice((*float32)(db), c.Out), c.GradB)
+	if dx.Data != nil {
+		wei := ptr(c.Weight)
+		if p.bwdWIn != nil {
+			wei = o.slot(slotWei, p.bwdWeiBytes)
+			o.run(p.bwdWIn, ptr(c.Weight), wei)
+		}
+		if p.dyInD != nil {
+			diffDst = ptr(dy.Data)
+			if p.dyInD.prim != 0 {
+				diffDst = o.slot(slotDst, p.diffDstB)
+				o.run(p.dyInD, ptr(dy.Data), diffDst)
+			}
+		}
+		diffSrc := ptr(dx.Data)
+		if p.dxOut != nil {
+			diffSrc = o.slot(slotSrc, p.srcBytes)
+		}
+		o.run(p.bwdD, diffDst, wei, diffSrc)
+		if p.dxOut != nil {
+			o.run(p.dxOut, diffSrc, ptr(dx.Data))
+		}
+	}
+	runtime.KeepAlive(x.Data)
+	runtime.KeepAlive(dy.Data)
+	runtime.KeepAlive(dx.Data)
+	runtime.KeepAlive(c.Weight)
+	runtime.KeepAlive(c.GradW)
+	runtime.KeepAlive(c.GradB)
+}

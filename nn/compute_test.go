@@ -1,0 +1,140 @@
+package nn
+
+import (
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+)
+
+// oneDNNOrSkip returns a oneDNN backend instance, or skips where the
+// library is missing (CI has Debian's libdnnl2, which python3-torch pulls in).
+func oneDNNOrSkip(t testing.TB) Compute {
+	t.Helper()
+	c, err := NewCompute("onednn")
+	if err != nil {
+		t.Skipf("oneDNN not available: %v", err)
+	}
+	return c
+}
+
+// relDiff is max|a−b| over max(1, max|b|).
+func relDiff(a, b []float32) float64 {
+	var m float64
+	for _, v := range b {
+		m = math.Max(m, math.Abs(float64(v)))
+	}
+	return maxAbsDiff(a, b) / math.Max(1, m)
+}
+
+// convCase is one convolution as the U-Net runs it: x and y may be channel
+// ranges of wider tensors (the concatenations), y may be added to.
+type convCase struct {
+	n, in, out, h, w, k int
+	xPad, yPad          int // extra channels around the views
+	accumulate          bool
+}
+
+func (cc convCase) tensors(rng *rand.Rand) (c *Conv2D, x, y, dy, dx Tensor) {
+	c = &Conv2D{In: cc.in, Out: cc.out, K: cc.k}
+	np := c.NumParams()
+	c.Bind(randSlice(rng, np, 0.3), randSlice(rng, np, 1))
+	view := func(ch, pad int) Tensor {
+		return randTensor(rng, cc.n, ch+pad, cc.h, cc.w).Channels(pad/2, pad/2+ch)
+	}
+	return c, view(cc.in, cc.xPad), view(cc.out, cc.yPad), view(cc.out, cc.yPad), view(cc.in, cc.xPad)
+}
+
+func cloneTensor(t Tensor) Tensor {
+	c := t
+	c.Data = append([]float32(nil), t.Data...)
+	return c
+}
+
+// TestOneDNNConv checks the oneDNN backend's convolutions, forward and
+// backward, against the reference kernels on the shapes the network uses:
+// 1×1 and 3×3, channel views of concatenations, accumulated outputs,
+// accumulated parameter gradients.
+func TestOneDNNConv(t *testing.T) {
+	dn := oneDNNOrSkip(t)
+	ref := NewKernels()
+	cases := []convCase{
+		{2, 4, 32, 16, 16, 1, 0, 64, false},  // stem into the stem/embedding concat
+		{2, 64, 32, 16, 16, 3, 0, 32, false}, // conv1 of a down block
+		{2, 32, 32, 16, 16, 3, 0, 32, true},  // conv2 added to the skip
+		{2, 64, 32, 8, 8, 1, 0, 0, false},    // a skip 1×1
+		{3, 5, 7, 6, 10, 3, 4, 2, true},      // odd sizes
+		{1, 32, 3, 16, 16, 1, 0, 0, false},   // the head
+		{2, 96, 128, 4, 4, 3, 32, 0, false},  // a bottleneck block
+	}
+	for i, cc := range cases {
+		for _, withDx := range []bool{true, false} {
+			rng := rand.New(rand.NewPCG(uint64(i), 1))
+			c, x, y, dy, dx := cc.tensors(rng)
+			y2, dx2 := cloneTensor(y), cloneTensor(dx)
+			gw, gb := append([]float32(nil), c.GradW...), append([]float32(nil), c.GradB...)
+
+			ref.ConvForward(c, x, y, cc.accumulate)
+			dn.ConvForward(c, x, y2, cc.accumulate)
+			if d := relDiff(y2.Data, y.Data); d > 2e-5 {
+				t.Fatalf("case %d %+v: forward differs by %.3g", i, cc, d)
+			}
+			if !withDx {
+				dx, dx2 = Tensor{}, Tensor{}
+			}
+			ref.ConvBackward(c, x, dy, dx, cc.accumulate)
+			gwRef, gbRef := append([]float32(nil), c.GradW...), append([]float32(nil), c.GradB...)
+			copy(c.GradW, gw)
+			copy(c.GradB, gb)
+			dn.ConvBackward(c, x, dy, dx2, cc.accumulate)
+			if d := relDiff(c.GradW, gwRef); d > 2e-5 {
+				t.Fatalf("case %d %+v: weight gradient differs by %.3g", i, cc, d)
+			}
+			if d := relDiff(c.GradB, gbRef); d > 2e-5 {
+				t.Fatalf("case %d %+v: bias gradient differs by %.3g", i, cc, d)
+			}
+			if withDx {
+				if d := relDiff(dx2.Data, dx.Data); d > 2e-5 {
+					t.Fatalf("case %d %+v: input gradient differs by %.3g", i, cc, d)
+				}
+			}
+		}
+	}
+	t.Logf("%s agrees with %s", dn.Name(), ref.Name())
+}
+
+// TestOneDNNConvAgainstNaive ties the oneDNN forward to the naive
+// definition too, not only to the kernels.
+func TestOneDNNConvAgainstNaive(t *testing.T) {
+	dn := oneDNNOrSkip(t)
+	rng := rand.New(rand.NewPCG(3, 3))
+	for _, k := range []int{1, 3} {
+		c := &Conv2D{In: 3, Out: 5, K: k}
+		np := c.NumParams()
+		c.Bind(randSlice(rng, np, 0.5), make([]float32, np))
+		x := randTensor(rng, 2, 3, 7, 9)
+		y := NewTensor(2, 5, 7, 9)
+		dn.ConvForward(c, x, y, false)
+		if d := maxAbsDiff(y.Data, naiveConv(x, c.Weight, c.Bias, 5, k).Data); d > 1e-5 {
+			t.Fatalf("k=%d: oneDNN convolution differs from the naive one by %g", k, d)
+		}
+	}
+}
+
+// TestComputeFallback: with no oneDNN library the backend is the reference
+// one and the error names the file that is missing.
+func TestComputeFallback(t *testing.T) {
+	if _, err := openDNNL("libdnnl-missing.so.2"); err == nil || !strings.Contains(err.Error(), "libdnnl-missing.so.2") {
+		t.Fatalf("loading a missing library: %v", err)
+	}
+	c, err := newComputeWith("onednn", func() (*dnnlAPI, error) { return openDNNL("libdnnl-missing.so.2") })
+	if err == nil || c == nil || !strings.HasPrefix(c.Name(), "go") || !strings.Contains(err.Error(), "using go") {
+		t.Fatalf("fallback: backend %v, error %v", c, err)
+	}
+	if _, err := NewCompute("nope"); err == nil {
+		t.Fatal("an unknown backend name was accepted")
+	}
+	if c, err := NewCompute("go"); err != nil || !strings.HasPrefix(c.Name(), "go") {
+		t.Fatalf("go backend: %v %v", c, err)
+	}
+}
