@@ -20,6 +20,10 @@ type oneDNNCompute struct {
 	d     *dnnlAPI
 	convs map[convKey]*convPrims
 	slots [numDnnlSlots][]float32
+	// allConvs runs 1×1 convolutions on oneDNN too (tests)
+	allConvs bool
+	// chunkImages, when set, is the images per primitive call (tests)
+	chunkImages int
 }
 
 const (
@@ -165,6 +169,8 @@ func (o *oneDNNCompute) convPrims(c *Conv2D, x, y Tensor, accumulate, backward b
 		return p
 	}
 	d := o.d
+	d.pin()
+	defer d.unpin()
 	p := &convPrims{}
 	userX := d.md4(x.N, c.In, x.H, x.W, x.Stride)
 	userY := d.md4(y.N, c.Out, y.H, y.W, y.Stride)
@@ -237,8 +243,72 @@ func (o *oneDNNCompute) convPrims(c *Conv2D, x, y Tensor, accumulate, backward b
 
 func ptr(t []float32) unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(t)) }
 
+// Which convolutions run on oneDNN was chosen by measurement
+// (BenchmarkConv, every layer of the 128² network at batch 1 and 8, in
+// docs/benchmarks.md): its 3×3 kernels beat im2col+GEMM by 10–40% even with
+// the reorders in and out, while a 1×1 convolution is a plain GEMM on NCHW
+// that the reorders only slow down. So 1×1 layers stay on the kernels.
+func (o *oneDNNCompute) useDNNL(c *Conv2D) bool { return c.K == 3 || o.allConvs }
+
+// dnnlChunkBytes caps the activations one primitive call reorders: the
+// batch is convolved in chunks of images so that the blocked copies stay
+// small next to the arena (peak memory) and closer to the caches.
+const dnnlChunkBytes = 24 << 20
+
+// chunk is how many images of x (and of the wider of x, y) go in one call.
+func (o *oneDNNCompute) chunk(c *Conv2D, x Tensor) int {
+	if o.chunkImages > 0 {
+		return o.chunkImages
+	}
+	per := 4 * max(c.In, c.Out) * x.HW()
+	return max(1, min(x.N, dnnlChunkBytes/per))
+}
+
+// images is the view of images [lo,hi) of t (nil data stays nil).
+func images(t Tensor, lo, hi int) Tensor {
+	if t.Data == nil {
+		return t
+	}
+	v := t
+	v.N = hi - lo
+	v.Data = t.Data[lo*t.Stride:]
+	return v
+}
+
 func (o *oneDNNCompute) ConvForward(c *Conv2D, x, y Tensor, accumulate bool) {
+	if !o.useDNNL(c) {
+		o.kernels.ConvForward(c, x, y, accumulate)
+		return
+	}
 	c.check("forward", x, y)
+	nb := o.chunk(c, x)
+	for lo := 0; lo < x.N; lo += nb {
+		hi := min(lo+nb, x.N)
+		o.convForward(c, images(x, lo, hi), images(y, lo, hi), accumulate)
+	}
+}
+
+func (o *oneDNNCompute) ConvBackward(c *Conv2D, x, dy, dx Tensor, accumulate bool) {
+	if !o.useDNNL(c) {
+		o.kernels.ConvBackward(c, x, dy, dx, accumulate)
+		return
+	}
+	c.check("backward", x, dy)
+	if dx.Data != nil {
+		c.check("input gradient", dx, dy)
+		if dx.Stride != x.Stride {
+			// x and dx share one user layout in the primitives
+			panic(fmt.Sprintf("nn: oneDNN convolution backward: x stride %d, dx stride %d", x.Stride, dx.Stride))
+		}
+	}
+	nb := o.chunk(c, x)
+	for lo := 0; lo < x.N; lo += nb {
+		hi := min(lo+nb, x.N)
+		o.convBackward(c, images(x, lo, hi), images(dy, lo, hi), images(dx, lo, hi), accumulate)
+	}
+}
+
+func (o *oneDNNCompute) convForward(c *Conv2D, x, y Tensor, accumulate bool) {
 	p := o.convPrims(c, x, y, accumulate, false)
 	src, wei, dst := ptr(x.Data), ptr(c.Weight), ptr(y.Data)
 	if p.xIn != nil {
@@ -262,16 +332,7 @@ func (o *oneDNNCompute) ConvForward(c *Conv2D, x, y Tensor, accumulate bool) {
 	runtime.KeepAlive(c.Bias)
 }
 
-func (o *oneDNNCompute) ConvBackward(c *Conv2D, x, dy, dx Tensor, accumulate bool) {
-	c.check("backward", x, dy)
-	if dx.Data != nil {
-		c.check("input gradient", dx, dy)
-		if dx.Stride != x.Stride {
-			// one layout for x and dx in the primitives' key: copy through
-			// the reference kernels' rule instead of a second key
-			panic(fmt.Sprintf("nn: oneDNN convolution backward: x stride %d, dx stride %d", x.Stride, dx.Stride))
-		}
-	}
+func (o *oneDNNCompute) convBackward(c *Conv2D, x, dy, dx Tensor, accumulate bool) {
 	p := o.convPrims(c, x, dy, accumulate, true)
 	src, diffDst := ptr(x.Data), ptr(dy.Data)
 	if p.xIn != nil {

@@ -1,8 +1,11 @@
 package nn
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -56,7 +59,19 @@ func cloneTensor(t Tensor) Tensor {
 // 1×1 and 3×3, channel views of concatenations, accumulated outputs,
 // accumulated parameter gradients.
 func TestOneDNNConv(t *testing.T) {
-	dn := oneDNNOrSkip(t)
+	for _, chunked := range []bool{false, true} {
+		t.Run(fmt.Sprintf("chunked=%v", chunked), func(t *testing.T) {
+			dn := oneDNNOrSkip(t)
+			dn.(*oneDNNCompute).allConvs = true
+			if chunked { // two images per primitive call, and remainders
+				dn.(*oneDNNCompute).chunkImages = 2
+			}
+			testConvAgainst(t, dn)
+		})
+	}
+}
+
+func testConvAgainst(t *testing.T, dn Compute) {
 	ref := NewKernels()
 	cases := []convCase{
 		{2, 4, 32, 16, 16, 1, 0, 64, false},  // stem into the stem/embedding concat
@@ -136,5 +151,51 @@ func TestComputeFallback(t *testing.T) {
 	}
 	if c, err := NewCompute("go"); err != nil || !strings.HasPrefix(c.Name(), "go") {
 		t.Fatalf("go backend: %v %v", c, err)
+	}
+}
+
+// unetConvs are the convolutions of the default U-Net (widths 32, 64, 96,
+// 128, two blocks per level) as in, out, kernel and level (a level halves
+// the image side), for BenchmarkConv.
+var unetConvs = [][4]int{
+	{4, 32, 1, 0}, {32, 3, 1, 0}, // stem, head
+	{64, 32, 1, 0}, {64, 32, 3, 0}, {32, 32, 3, 0}, // downs.0
+	{32, 64, 1, 1}, {32, 64, 3, 1}, {64, 64, 3, 1}, // downs.1
+	{64, 96, 1, 2}, {64, 96, 3, 2}, {96, 96, 3, 2}, // downs.2
+	{96, 128, 1, 3}, {96, 128, 3, 3}, {128, 128, 3, 3}, // mids
+	{224, 96, 1, 2}, {224, 96, 3, 2}, {192, 96, 1, 2}, {192, 96, 3, 2}, // ups.0
+	{160, 64, 1, 1}, {160, 64, 3, 1}, {128, 64, 1, 1}, {128, 64, 3, 1}, // ups.1
+	{96, 32, 1, 0}, {96, 32, 3, 0}, // ups.2 (its second block: 64→32, above)
+}
+
+// BenchmarkConv times each convolution of the U-Net at 128², forward and
+// backward (weights and input gradient), on both backends, at batch
+// $TINCT_BENCH_BATCH (default 8).
+func BenchmarkConv(b *testing.B) {
+	n := 8
+	if v, err := strconv.Atoi(os.Getenv("TINCT_BENCH_BATCH")); err == nil && v > 0 {
+		n = v
+	}
+	for _, l := range unetConvs {
+		cc := convCase{n: n, in: l[0], out: l[1], k: l[2], h: 128 >> l[3], w: 128 >> l[3]}
+		for _, name := range []string{"go", "onednn"} {
+			be, err := NewCompute(name)
+			if err != nil {
+				b.Skip(err)
+			}
+			rng := rand.New(rand.NewPCG(1, 1))
+			c, x, y, dy, dx := cc.tensors(rng)
+			label := fmt.Sprintf("%dx%d_%d-%d_%d²_b%d/%s", cc.k, cc.k, cc.in, cc.out, cc.h, cc.n, name)
+			b.Run(label+"/fwd", func(b *testing.B) {
+				for range b.N {
+					be.ConvForward(c, x, y, cc.accumulate)
+				}
+			})
+			b.Run(label+"/bwd", func(b *testing.B) {
+				for range b.N {
+					be.ConvBackward(c, x, dy, dx, false)
+				}
+			})
+		}
 	}
 }

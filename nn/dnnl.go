@@ -310,14 +310,24 @@ func (d *dnnlAPI) attr(post func(po uintptr)) uintptr {
 	return a
 }
 
-// run executes primitive p with args on the calling OS thread with an
-// OpenMP team of Workers() threads, and waits for it.
-func (d *dnnlAPI) run(p uintptr, args []dnnlExecArg) {
+// pin locks the calling goroutine to its OS thread and gives that thread
+// an OpenMP team of Workers() threads; unpin undoes the lock. Primitives
+// are both created (their kernels size their work split for the team they
+// see then) and run between the two.
+func (d *dnnlAPI) pin() {
 	runtime.LockOSThread()
 	if d.ompSetThreads != nil {
 		d.ompSetThreads(int32(workers))
 	}
+}
+
+func (d *dnnlAPI) unpin() { runtime.UnlockOSThread() }
+
+// run executes primitive p with args on the calling OS thread with an
+// OpenMP team of Workers() threads, and waits for it.
+func (d *dnnlAPI) run(p uintptr, args []dnnlExecArg) {
+	d.pin()
 	st := d.execute(p, d.stream, int32(len(args)), unsafe.SliceData(args))
-	runtime.UnlockOSThread()
+	d.unpin()
 	d.check("primitive_execute", st)
 }
