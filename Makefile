@@ -23,12 +23,15 @@ minio:
 	else echo "deps: building MinIO $(MINIO_VERSION) (several minutes)"; go install github.com/minio/minio@$(MINIO_VERSION); fi
 
 # test: vet, the whole suite on the fastest backend, the model's tests again
-# on the pure-Go GEMM, a cgo-free build, and the PyTorch reference's self-test.
+# on the pure-Go GEMM and on the oneDNN compute backend (PyTorch cross-check
+# and gradient checks included), a cgo-free build, and the PyTorch
+# reference's self-test.
 test:
 	go vet ./...
 	CGO_ENABLED=0 go build -o /dev/null ./cmd/tinct
 	$(PY) testdata/reference/unet.py > /dev/null
 	TINCT_GEMM=go go test -count=1 ./model
+	TINCT_BACKEND=onednn go test -count=1 ./model
 	go test -count=1 ./...
 
 # run is the README's run command: train on the bundled photos.

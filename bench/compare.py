@@ -4,8 +4,9 @@ Usage:
     /usr/bin/python3 bench/compare.py [--tinct ./bin/tinct] [--rows a,b,...]
                                       [--quick | --steps K] [--json FILE]
 
-For every row, three subprocesses run one after another:
-    Go               <tinct> bench <args>
+For every row, these subprocesses run one after another:
+    Go               <tinct> bench <args>, once per compute backend
+                     (--backends, default go,onednn: $TINCT_BACKEND)
     PyTorch          /usr/bin/python3 testdata/reference/bench.py <args>
     PyTorch tuned    the same, with GLIBC_TUNABLES set so glibc malloc keeps
                      big freed buffers instead of returning them to the OS
@@ -144,16 +145,21 @@ def ratio(a, b):
     return a / b if b > 0 else float("inf")
 
 
-def markdown(results):
-    head = ["row", "Go ms", "Go peak RSS MiB", "PyTorch ms", "PyTorch RSS", "Go/PyTorch",
-            "PyTorch tuned ms", "tuned RSS", "Go/tuned"]
+def markdown(results, backends):
+    head = ["row"]
+    for b in backends:
+        head += [f"Go {b} ms", "RSS MiB"]
+    head += ["PyTorch ms", "RSS", "PyTorch tuned ms", "tuned RSS"]
+    head += [f"{b}/tuned" for b in backends]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for r in results:
-        go, pt, tu = r["go"], r["torch"], r["torch_tuned"]
-        cells = [r["row"],
-                 f"{go['ms']:.1f}", f"{go['rss_mib']:.0f}",
-                 f"{pt['ms']:.1f}", f"{pt['rss_mib']:.0f}", f"{r['go_over_torch']:.2f}",
-                 f"{tu['ms']:.1f}", f"{tu['rss_mib']:.0f}", f"{r['go_over_tuned']:.2f}"]
+        pt, tu = r["torch"], r["torch_tuned"]
+        cells = [r["row"]]
+        for b in backends:
+            go = r["backends"][b]
+            cells += [f"{go['ms']:.1f}", f"{go['rss_mib']:.0f}"]
+        cells += [f"{pt['ms']:.1f}", f"{pt['rss_mib']:.0f}", f"{tu['ms']:.1f}", f"{tu['rss_mib']:.0f}"]
+        cells += [f"{ratio(r['backends'][b]['ms'], tu['ms']):.2f}" for b in backends]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -171,6 +177,8 @@ def main():
     ap.add_argument("--steps", type=int, default=None, help="timed steps for train rows (overrides --quick)")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds allowed per subprocess")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ap.add_argument("--backends", default="go,onednn",
+                    help="tinct compute backends to time, comma-separated ($TINCT_BACKEND; default go,onednn)")
     args = ap.parse_args()
 
     k = args.steps if args.steps is not None else (QUICK_TRAIN_STEPS if args.quick else DEFAULT_TRAIN_STEPS)
@@ -191,6 +199,9 @@ def main():
                 chosen.append(row)
         table = chosen
 
+    backends = [b for b in args.backends.split(",") if b]
+    if not backends:
+        ap.error("--backends: name at least one")
     plain_env = dict(os.environ)
     plain_env.pop("GLIBC_TUNABLES", None)
     tuned_env = dict(plain_env, GLIBC_TUNABLES=TUNED_MALLOC)
@@ -200,13 +211,18 @@ def main():
         floor = run_measured(["/bin/true"], plain_env, 60)[2]
         for slug, label, bench_args, metric in table:
             print(f"[{label}]", file=sys.stderr, flush=True)
-            go = measure([args.tinct, "bench"] + bench_args, plain_env, metric, args.timeout)
+            gos = {}
+            for b in backends:
+                gos[b] = measure([args.tinct, "bench"] + bench_args, dict(plain_env, TINCT_BACKEND=b),
+                                 metric, args.timeout)
+                gos[b]["backend"] = b
+            go = gos[backends[0]]
             py_cmd = [args.python, args.bench_py] + bench_args
             pt = measure(py_cmd, plain_env, metric, args.timeout)
             tu = measure(py_cmd, tuned_env, metric, args.timeout)
             results.append({
                 "row": label, "slug": slug, "metric": metric,
-                "go": go, "torch": pt, "torch_tuned": tu,
+                "go": go, "backends": gos, "torch": pt, "torch_tuned": tu,
                 "go_over_torch": ratio(go["ms"], pt["ms"]),
                 "go_over_tuned": ratio(go["ms"], tu["ms"]),
             })
@@ -214,7 +230,7 @@ def main():
         print(f"compare: error: {e}", file=sys.stderr)
         return 1
 
-    print(markdown(results))
+    print(markdown(results, backends))
     print(f"\nRSS floor inherited from the launcher (ru_maxrss of /bin/true): {floor:.0f} MiB; "
           f"train rows time {k} steps.")
     if args.json:

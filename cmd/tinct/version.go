@@ -17,6 +17,15 @@ func newVersionCmd() *cobra.Command {
 		Run: func(cmd *cobra.Command, args []string) {
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "tinct %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+			be, err := nn.NewCompute("")
+			if be == nil {
+				fmt.Fprintf(w, "compute backend: %v\n", err)
+			} else {
+				fmt.Fprintf(w, "compute backend: %s (TINCT_BACKEND; choices: %v)\n", be.Name(), nn.ComputeNames())
+				if err != nil {
+					fmt.Fprintf(w, "  %v\n", err)
+				}
+			}
 			fmt.Fprintf(w, "gemm backend: %s (available: %v)\n", nn.ActiveBackend().Name(), nn.Backends())
 			fmt.Fprintf(w, "kernel workers: %d\n", nn.Workers())
 		},
