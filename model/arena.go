@@ -28,7 +28,6 @@ type Arena struct {
 	order []*Block  // forward order
 
 	h, dA, dH []float32   // per-block scratch, sized for the largest block
-	grads     []nn.Tensor // gradient buffers, zeroed before each backward
 	owned     []nn.Tensor // every buffer allocated above, for Bytes
 	be        nn.Compute  // runs every operation; owns its scratch
 }
@@ -38,6 +37,11 @@ type blockAct struct {
 	h1       nn.Tensor // conv1's output, then (after SiLU) its sigmoid
 	act      nn.Tensor // silu(conv1 output), conv2's input
 	dx, dOut nn.Tensor
+	// dxFirst: the block's backward is the first to write dx in a backward
+	// pass, so it overwrites instead of adding to a cleared buffer. Only a
+	// down block after a level's first reads an x that has another reader
+	// (the up block it is the skip of), whose backward comes earlier.
+	dxFirst bool
 }
 
 type poolAct struct{ src, dst, dSrc, dDst nn.Tensor }
@@ -68,7 +72,6 @@ func (u *UNet) NewArenaOn(be nn.Compute, n, h, w int) (*Arena, error) {
 	withGrad := func(t, g *nn.Tensor, c, lv int) {
 		*t = alloc(c, lv)
 		*g = alloc(c, lv)
-		ar.grads = append(ar.grads, *g)
 	}
 	wd := u.Widths
 	D := u.BlockDepth
@@ -109,6 +112,7 @@ func (u *UNet) NewArenaOn(be nn.Compute, n, h, w int) (*Arena, error) {
 		for i, b := range level {
 			out, dOut := skip(cat, l, i), skip(dcat, l, i)
 			act(b, x, dx, out, dOut, l)
+			ar.acts[b].dxFirst = i == 0
 			x, dx = out, dOut
 		}
 		var p poolAct
@@ -121,6 +125,7 @@ func (u *UNet) NewArenaOn(be nn.Compute, n, h, w int) (*Arena, error) {
 		var out, dOut nn.Tensor
 		withGrad(&out, &dOut, b.Out, levels)
 		act(b, x, dx, out, dOut, levels)
+		ar.acts[b].dxFirst = true
 		x, dx = out, dOut
 	}
 	for i, level := range u.Ups {
@@ -135,6 +140,7 @@ func (u *UNet) NewArenaOn(be nn.Compute, n, h, w int) (*Arena, error) {
 				withGrad(&out, &dOut, wd[l], l)
 			}
 			act(b, cat[l][j], dcat[l][j], out, dOut, l)
+			ar.acts[b].dxFirst = true
 			x, dx = out, dOut
 		}
 	}

@@ -95,11 +95,10 @@ func (u *UNet) BackwardNotify(ar *Arena, dOut nn.Tensor, ready func(from int)) {
 	if ready == nil {
 		ready = func(int) {}
 	}
-	for _, g := range ar.grads {
-		g.Zero()
-	}
+	// No gradient buffer is cleared: each one's first writer overwrites it
+	// (see blockAct.dxFirst), except the upsamples' inputs, cleared below.
 	be := ar.be
-	be.ConvBackward(u.Head, ar.topOut, dOut, ar.dTopOut, true)
+	be.ConvBackward(u.Head, ar.topOut, dOut, ar.dTopOut, false)
 	ready(u.param("head.weight").Offset)
 	for i := len(u.Ups) - 1; i >= 0; i-- {
 		level := u.Ups[i]
@@ -108,6 +107,7 @@ func (u *UNet) BackwardNotify(ar *Arena, dOut nn.Tensor, ready func(from int)) {
 			ready(level[j].Offset)
 		}
 		up := ar.ups[i]
+		up.dSrc.Zero() // its only writer, which adds
 		be.Upsample2Backward(up.dDst, up.dSrc)
 	}
 	for j := len(u.Mids) - 1; j >= 0; j-- {
@@ -140,7 +140,7 @@ func (u *UNet) blockBackward(ar *Arena, b *Block) {
 	be.SiLUBackwardSaved(a.h1, a.act, dAct, dAct)
 	dH := scratch(ar.dH, n, b.In, h, w)
 	be.ConvBackward(b.Conv1, hn, dAct, dH, false)
-	be.BatchNormBackward(b.Norm, x, dH, a.dx)
+	be.BatchNormBackward(b.Norm, x, dH, a.dx, !a.dxFirst)
 	if b.Skip != nil {
 		be.ConvBackward(b.Skip, x, a.dOut, a.dx, true)
 	} else {

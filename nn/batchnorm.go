@@ -75,7 +75,11 @@ func (bn *BatchNorm) Apply(x, y Tensor) {
 
 // Backward adds the input gradient to dx, given the forward input x and the
 // output gradient dy of the last training-mode Forward.
-func (bn *BatchNorm) Backward(x, dy, dx Tensor) {
+func (bn *BatchNorm) Backward(x, dy, dx Tensor) { bn.BackwardTo(x, dy, dx, true) }
+
+// BackwardTo is Backward that overwrites dx instead when accumulate is
+// false (the first gradient written there needs no zeroed buffer).
+func (bn *BatchNorm) BackwardTo(x, dy, dx Tensor, accumulate bool) {
 	mustSameShape("batchnorm backward", x, dy)
 	mustSameShape("batchnorm backward", x, dx)
 	m := float64(x.N * x.HW())
@@ -93,8 +97,14 @@ func (bn *BatchNorm) Backward(x, dy, dx Tensor) {
 			k := float32(sdyx/m) * is * is
 			for n := range x.N {
 				xs, gs, out := x.Plane(n, c), dy.Plane(n, c), dx.Plane(n, c)
-				for i, g := range gs {
-					out[i] += is * (g - mdy - (xs[i]-mu)*k)
+				if accumulate {
+					for i, g := range gs {
+						out[i] += is * (g - mdy - (xs[i]-mu)*k)
+					}
+				} else {
+					for i, g := range gs {
+						out[i] = is * (g - mdy - (xs[i]-mu)*k)
+					}
 				}
 			}
 		}

@@ -43,8 +43,8 @@ type Compute interface {
 	BatchNormForward(bn *BatchNorm, x, y Tensor, train bool)
 	// BatchNormApply recomputes y from x with the last Forward's statistics.
 	BatchNormApply(bn *BatchNorm, x, y Tensor)
-	// BatchNormBackward: dx += ∂/∂x given x and dy (training statistics).
-	BatchNormBackward(bn *BatchNorm, x, dy, dx Tensor)
+	// BatchNormBackward: dx (+)= ∂/∂x given x and dy (training statistics).
+	BatchNormBackward(bn *BatchNorm, x, dy, dx Tensor, accumulate bool)
 
 	// SiLUForwardSave: y = x·σ(x), x overwritten with σ(x).
 	SiLUForwardSave(x, y Tensor)
@@ -85,16 +85,18 @@ func (k *kernels) ConvBackward(c *Conv2D, x, dy, dx Tensor, acc bool) {
 }
 func (k *kernels) BatchNormForward(bn *BatchNorm, x, y Tensor, train bool) { bn.Forward(x, y, train) }
 func (k *kernels) BatchNormApply(bn *BatchNorm, x, y Tensor)               { bn.Apply(x, y) }
-func (k *kernels) BatchNormBackward(bn *BatchNorm, x, dy, dx Tensor)       { bn.Backward(x, dy, dx) }
-func (k *kernels) SiLUForwardSave(x, y Tensor)                             { SiLUForwardSave(x, y) }
-func (k *kernels) SiLUBackwardSaved(sig, y, dy, dx Tensor)                 { SiLUBackwardSaved(sig, y, dy, dx) }
-func (k *kernels) AvgPool2Forward(x, y Tensor)                             { AvgPool2Forward(x, y) }
-func (k *kernels) AvgPool2Backward(dy, dx Tensor)                          { AvgPool2Backward(dy, dx) }
-func (k *kernels) Upsample2Forward(x, y Tensor)                            { Upsample2Forward(x, y) }
-func (k *kernels) Upsample2Backward(dy, dx Tensor)                         { Upsample2Backward(dy, dx) }
-func (k *kernels) Add(src, dst Tensor)                                     { AddTo(src, dst) }
-func (k *kernels) MSE(pred, target, grad Tensor) float32                   { return MSE(pred, target, grad) }
-func (k *kernels) Bytes() int                                              { return k.ws.Bytes() }
+func (k *kernels) BatchNormBackward(bn *BatchNorm, x, dy, dx Tensor, acc bool) {
+	bn.BackwardTo(x, dy, dx, acc)
+}
+func (k *kernels) SiLUForwardSave(x, y Tensor)             { SiLUForwardSave(x, y) }
+func (k *kernels) SiLUBackwardSaved(sig, y, dy, dx Tensor) { SiLUBackwardSaved(sig, y, dy, dx) }
+func (k *kernels) AvgPool2Forward(x, y Tensor)             { AvgPool2Forward(x, y) }
+func (k *kernels) AvgPool2Backward(dy, dx Tensor)          { AvgPool2Backward(dy, dx) }
+func (k *kernels) Upsample2Forward(x, y Tensor)            { Upsample2Forward(x, y) }
+func (k *kernels) Upsample2Backward(dy, dx Tensor)         { Upsample2Backward(dy, dx) }
+func (k *kernels) Add(src, dst Tensor)                     { AddTo(src, dst) }
+func (k *kernels) MSE(pred, target, grad Tensor) float32   { return MSE(pred, target, grad) }
+func (k *kernels) Bytes() int                              { return k.ws.Bytes() }
 
 // ComputeNames lists the backends NewCompute accepts.
 func ComputeNames() []string { return []string{"go", "onednn"} }

@@ -2,7 +2,9 @@ package nn
 
 import (
 	"fmt"
+	"os"
 	"runtime"
+	"strconv"
 	"unsafe"
 )
 
@@ -169,8 +171,7 @@ func (o *oneDNNCompute) convPrims(c *Conv2D, x, y Tensor, accumulate, backward b
 		return p
 	}
 	d := o.d
-	d.pin()
-	defer d.unpin()
+	defer d.unpin(d.pin())
 	p := &convPrims{}
 	userX := d.md4(x.N, c.In, x.H, x.W, x.Stride)
 	userY := d.md4(y.N, c.Out, y.H, y.W, y.Stride)
@@ -253,7 +254,12 @@ func (o *oneDNNCompute) useDNNL(c *Conv2D) bool { return c.K == 3 || o.allConvs 
 // dnnlChunkBytes caps the activations one primitive call reorders: the
 // batch is convolved in chunks of images so that the blocked copies stay
 // small next to the arena (peak memory) and closer to the caches.
-const dnnlChunkBytes = 24 << 20
+var dnnlChunkBytes = func() int {
+	if v, err := strconv.Atoi(os.Getenv("TINCT_DNNL_CHUNK")); err == nil && v > 0 {
+		return v
+	}
+	return 4 << 20
+}()
 
 // chunk is how many images of x (and of the wider of x, y) go in one call.
 func (o *oneDNNCompute) chunk(c *Conv2D, x Tensor) int {

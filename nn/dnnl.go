@@ -314,20 +314,29 @@ func (d *dnnlAPI) attr(post func(po uintptr)) uintptr {
 // an OpenMP team of Workers() threads; unpin undoes the lock. Primitives
 // are both created (their kernels size their work split for the team they
 // see then) and run between the two.
-func (d *dnnlAPI) pin() {
+//
+// The thread's asynchronous signals are blocked in between, so that the
+// OpenMP threads created from it inherit a mask that keeps Go's signals
+// (which they could not handle) off them; see blockSignals.
+func (d *dnnlAPI) pin() (mask uint64) {
 	runtime.LockOSThread()
+	mask = blockSignals()
 	if d.ompSetThreads != nil {
 		d.ompSetThreads(int32(workers))
 	}
+	return mask
 }
 
-func (d *dnnlAPI) unpin() { runtime.UnlockOSThread() }
+func (d *dnnlAPI) unpin(mask uint64) {
+	restoreSignals(mask)
+	runtime.UnlockOSThread()
+}
 
 // run executes primitive p with args on the calling OS thread with an
 // OpenMP team of Workers() threads, and waits for it.
 func (d *dnnlAPI) run(p uintptr, args []dnnlExecArg) {
-	d.pin()
+	m := d.pin()
 	st := d.execute(p, d.stream, int32(len(args)), unsafe.SliceData(args))
-	d.unpin()
+	d.unpin(m)
 	d.check("primitive_execute", st)
 }
