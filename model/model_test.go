@@ -3,9 +3,11 @@ package model
 import (
 	"bytes"
 	"context"
+	"io"
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"testing"
 
@@ -475,4 +477,33 @@ func (t *trainer) step(x0, gray nn.Tensor, rng *rand.Rand) float32 {
 	t.buf = t.net.Buffers(t.buf[:0])
 	Commit(t.net, t.ema, t.opt, t.rule, t.net.Grads, t.buf, tracked)
 	return loss
+}
+
+// TestOneDNNUnderCPUProfile: training on the oneDNN backend while a CPU
+// profile runs. SIGPROF may land on any thread, OpenMP's workers included;
+// before they were kept from Go's signals (nn's dnnlAPI.pin), this
+// corrupted the C heap within a step or two.
+func TestOneDNNUnderCPUProfile(t *testing.T) {
+	be, err := nn.NewCompute("onednn")
+	if err != nil {
+		t.Skipf("oneDNN not available: %v", err)
+	}
+	if err := pprof.StartCPUProfile(io.Discard); err != nil {
+		t.Skipf("a CPU profile is already running: %v", err)
+	}
+	defer pprof.StopCPUProfile()
+	u, _ := New(DefaultConfig())
+	rng := rand.New(rand.NewPCG(1, 1))
+	u.Init(rng)
+	ar, err := u.NewArenaOn(be, 4, 128, 128)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, noise := nn.NewTensor(4, 4, 128, 128), nn.NewTensor(4, 3, 128, 128)
+	for i := range x.Data {
+		x.Data[i] = float32(rng.NormFloat64())
+	}
+	for range 3 {
+		u.TrainStep(ar, x, []float32{0.1, 0.2, 0.5, 0.9}, noise, 1, nil)
+	}
 }
