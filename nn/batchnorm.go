@@ -111,28 +111,44 @@ func (bn *BatchNorm) BackwardTo(x, dy, dx Tensor, accumulate bool) {
 	})
 }
 
+// sumSqDev returns Σ(x−mu)², with four partial sums (the additions'
+// latency, not memory, bounds a single chain).
 func sumSqDev(x []float32, mu float32) float32 {
-	var s0, s1 float32
+	var s0, s1, s2, s3 float32
 	i := 0
-	for ; i+2 <= len(x); i += 2 {
-		d0, d1 := x[i]-mu, x[i+1]-mu
+	for ; i+4 <= len(x); i += 4 {
+		d0, d1, d2, d3 := x[i]-mu, x[i+1]-mu, x[i+2]-mu, x[i+3]-mu
 		s0 += d0 * d0
 		s1 += d1 * d1
+		s2 += d2 * d2
+		s3 += d3 * d3
 	}
 	for ; i < len(x); i++ {
 		d := x[i] - mu
 		s0 += d * d
 	}
-	return s0 + s1
+	return (s0 + s1) + (s2 + s3)
 }
 
-// dotDev returns Σg and Σg·(x−mu).
+// dotDev returns Σg and Σg·(x−mu), with four partial sums of each.
 func dotDev(g, x []float32, mu float32) (float32, float32) {
 	x = x[:len(g)]
-	var a, b float32
-	for i, v := range g {
-		a += v
-		b += v * (x[i] - mu)
+	var a0, a1, a2, a3, b0, b1, b2, b3 float32
+	i := 0
+	for ; i+4 <= len(g); i += 4 {
+		g0, g1, g2, g3 := g[i], g[i+1], g[i+2], g[i+3]
+		a0 += g0
+		a1 += g1
+		a2 += g2
+		a3 += g3
+		b0 += g0 * (x[i] - mu)
+		b1 += g1 * (x[i+1] - mu)
+		b2 += g2 * (x[i+2] - mu)
+		b3 += g3 * (x[i+3] - mu)
 	}
-	return a, b
+	for ; i < len(g); i++ {
+		a0 += g[i]
+		b0 += g[i] * (x[i] - mu)
+	}
+	return (a0 + a1) + (a2 + a3), (b0 + b1) + (b2 + b3)
 }
