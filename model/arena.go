@@ -33,9 +33,11 @@ type Arena struct {
 }
 
 type blockAct struct {
-	x, out   nn.Tensor
-	h1       nn.Tensor // conv1's output, then (after SiLU) its sigmoid
-	act      nn.Tensor // silu(conv1 output), conv2's input
+	x, out nn.Tensor
+	h1     nn.Tensor // conv1's output, then (after SiLU) its sigmoid
+	act    nn.Tensor // silu(conv1 output), conv2's input
+	// (h1, act and their gradient scratch are in the backend's
+	// ActivationBlock layout)
 	dx, dOut nn.Tensor
 	// dxFirst: the block's backward is the first to write dx in a backward
 	// pass, so it overwrites instead of adding to a cleared buffer. Only a
@@ -102,7 +104,14 @@ func (u *UNet) NewArenaOn(be nn.Compute, n, h, w int) (*Arena, error) {
 	}
 	var maxIn, maxOut int
 	act := func(b *Block, x, dx, out, dOut nn.Tensor, lv int) {
-		ar.acts[b] = &blockAct{x: x, dx: dx, out: out, dOut: dOut, h1: alloc(b.Out, lv), act: alloc(b.Out, lv)}
+		// conv1's output and conv2's input are the backend's own: in the
+		// layout its convolutions want (nChw16c on oneDNN)
+		inner := func() nn.Tensor {
+			t := alloc(b.Out, lv)
+			t.Blocked = be.ActivationBlock(b.Out)
+			return t
+		}
+		ar.acts[b] = &blockAct{x: x, dx: dx, out: out, dOut: dOut, h1: inner(), act: inner()}
 		ar.order = append(ar.order, b)
 		maxIn = max(maxIn, n*b.In*(h>>lv)*(w>>lv))
 		maxOut = max(maxOut, n*b.Out*(h>>lv)*(w>>lv))

@@ -136,6 +136,7 @@ func (u *UNet) blockBackward(ar *Arena, b *Block) {
 	hn := scratch(ar.h, n, b.In, h, w)
 	be.BatchNormApply(b.Norm, x, hn)
 	dAct := scratch(ar.dA, n, b.Out, h, w)
+	dAct.Blocked = a.act.Blocked
 	be.ConvBackward(b.Conv2, a.act, a.dOut, dAct, false)
 	be.SiLUBackwardSaved(a.h1, a.act, dAct, dAct)
 	dH := scratch(ar.dH, n, b.In, h, w)

@@ -27,6 +27,7 @@ func NewBatchNorm(c int) *BatchNorm {
 // statistics and updates the running ones.
 func (bn *BatchNorm) Forward(x, y Tensor, train bool) {
 	mustSameShape("batchnorm", x, y)
+	mustPlain("batchnorm", x)
 	if !train {
 		for c := range bn.C {
 			bn.mean[c] = bn.RunningMean[c]
@@ -64,6 +65,7 @@ func (bn *BatchNorm) Forward(x, y Tensor, train bool) {
 // touching the running statistics: backward uses it to recompute its input
 // instead of storing it.
 func (bn *BatchNorm) Apply(x, y Tensor) {
+	mustPlain("batchnorm", x, y)
 	planes(x, func(n, c int) {
 		src, dst := x.Plane(n, c), y.Plane(n, c)
 		mu, is := bn.mean[c], bn.invstd[c]
@@ -82,6 +84,7 @@ func (bn *BatchNorm) Backward(x, dy, dx Tensor) { bn.BackwardTo(x, dy, dx, true)
 func (bn *BatchNorm) BackwardTo(x, dy, dx Tensor, accumulate bool) {
 	mustSameShape("batchnorm backward", x, dy)
 	mustSameShape("batchnorm backward", x, dx)
+	mustPlain("batchnorm backward", x)
 	m := float64(x.N * x.HW())
 	parallelFor(bn.C, func(_, lo, hi int) {
 		for c := lo; c < hi; c++ {

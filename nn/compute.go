@@ -66,6 +66,11 @@ type Compute interface {
 
 	// Bytes is the memory the instance holds (scratch, internal layouts).
 	Bytes() int
+
+	// ActivationBlock is the channel blocking (Tensor.Blocked) the backend
+	// wants for a tensor of c channels that only its convolutions and the
+	// element-wise SiLU touch (a block's inner activations), 0 for NCHW.
+	ActivationBlock(c int) int
 }
 
 // kernels is the reference backend: tinct's own kernels in Go (im2col plus
@@ -97,6 +102,7 @@ func (k *kernels) Upsample2Backward(dy, dx Tensor)         { Upsample2Backward(d
 func (k *kernels) Add(src, dst Tensor)                     { AddTo(src, dst) }
 func (k *kernels) MSE(pred, target, grad Tensor) float32   { return MSE(pred, target, grad) }
 func (k *kernels) Bytes() int                              { return k.ws.Bytes() }
+func (k *kernels) ActivationBlock(int) int                 { return 0 }
 
 // ComputeNames lists the backends NewCompute accepts.
 func ComputeNames() []string { return []string{"go", "onednn"} }

@@ -26,6 +26,8 @@ type oneDNNCompute struct {
 	allConvs bool
 	// chunkImages, when set, is the images per primitive call (tests)
 	chunkImages int
+	// plain keeps every activation NCHW ($TINCT_DNNL_PLAIN, for measuring)
+	plain bool
 }
 
 const (
@@ -39,11 +41,20 @@ const (
 )
 
 func newOneDNN(d *dnnlAPI) *oneDNNCompute {
-	return &oneDNNCompute{d: d, convs: map[convKey]*convPrims{}}
+	return &oneDNNCompute{d: d, convs: map[convKey]*convPrims{}, plain: os.Getenv("TINCT_DNNL_PLAIN") != ""}
 }
 
 func (o *oneDNNCompute) Name() string {
 	return "onednn (" + o.d.VersionString() + " primitives for convolutions; go kernels for the rest)"
+}
+
+// ActivationBlock: nChw16c, the layout its AVX-512 convolutions run in, so
+// that a block's conv1 output, SiLU and conv2 input need no reorders.
+func (o *oneDNNCompute) ActivationBlock(c int) int {
+	if c%16 == 0 && !o.plain {
+		return 16
+	}
+	return 0
 }
 
 func (o *oneDNNCompute) Bytes() int {
@@ -121,6 +132,7 @@ func (o *oneDNNCompute) reorder(src, dst dnnlMD, accumulate bool) *dnnlStep {
 type convKey struct {
 	n, in, out, h, w, k int
 	xStride, yStride    int // per-image strides of the two activations
+	xBlocked, yBlocked  int // and their layouts
 	accumulate          bool
 	backward            bool
 }
@@ -166,15 +178,14 @@ func (o *oneDNNCompute) convPD(desc *dnnlOpDesc, attr, hint uintptr) uintptr {
 }
 
 func (o *oneDNNCompute) convPrims(c *Conv2D, x, y Tensor, accumulate, backward bool) *convPrims {
-	key := convKey{x.N, c.In, c.Out, x.H, x.W, c.K, x.Stride, y.Stride, accumulate, backward}
+	key := convKey{x.N, c.In, c.Out, x.H, x.W, c.K, x.Stride, y.Stride, x.Blocked, y.Blocked, accumulate, backward}
 	if p := o.convs[key]; p != nil {
 		return p
 	}
 	d := o.d
 	defer d.unpin(d.pin())
 	p := &convPrims{}
-	userX := d.md4(x.N, c.In, x.H, x.W, x.Stride)
-	userY := d.md4(y.N, c.Out, y.H, y.W, y.Stride)
+	userX, userY := d.mdOf(x), d.mdOf(y)
 	userW := d.mdTag(dnnlTagABCD, c.Out, c.In, c.K, c.K)
 	bias := d.mdTag(dnnlTagA, c.Out)
 
@@ -286,7 +297,7 @@ func (o *oneDNNCompute) ConvForward(c *Conv2D, x, y Tensor, accumulate bool) {
 		o.kernels.ConvForward(c, x, y, accumulate)
 		return
 	}
-	c.check("forward", x, y)
+	c.checkShape("forward", x, y)
 	nb := o.chunk(c, x)
 	for lo := 0; lo < x.N; lo += nb {
 		hi := min(lo+nb, x.N)
@@ -299,10 +310,10 @@ func (o *oneDNNCompute) ConvBackward(c *Conv2D, x, dy, dx Tensor, accumulate boo
 		o.kernels.ConvBackward(c, x, dy, dx, accumulate)
 		return
 	}
-	c.check("backward", x, dy)
+	c.checkShape("backward", x, dy)
 	if dx.Data != nil {
-		c.check("input gradient", dx, dy)
-		if dx.Stride != x.Stride {
+		c.checkShape("input gradient", dx, dy)
+		if dx.Stride != x.Stride || dx.Blocked != x.Blocked {
 			// x and dx share one user layout in the primitives
 			panic(fmt.Sprintf("nn: oneDNN convolution backward: x stride %d, dx stride %d", x.Stride, dx.Stride))
 		}

@@ -36,6 +36,11 @@ func (c *Conv2D) Bind(params, grads []float32) {
 }
 
 func (c *Conv2D) check(op string, x, y Tensor) {
+	c.checkShape(op, x, y)
+	mustPlain("conv", x, y)
+}
+
+func (c *Conv2D) checkShape(op string, x, y Tensor) {
 	if x.C != c.In || y.C != c.Out || x.N != y.N || x.H != y.H || x.W != y.W {
 		panic(fmt.Sprintf("nn: conv%dx%d %d→%d %s: input %v, output %v", c.K, c.K, c.In, c.Out, op, x.Shape(), y.Shape()))
 	}

@@ -44,7 +44,8 @@ const (
 	dnnlTagAny = 1
 	dnnlTagA   = 2 // dnnl_x: a bias
 	// dnnl_oihw/dnnl_nchw (abcd) = 5, dnnl_nChw16c = 69
-	dnnlTagABCD = 5
+	dnnlTagABCD    = 5
+	dnnlTagNChw16c = 69
 
 	dnnlForwardTraining  = 64
 	dnnlForwardInference = 96
@@ -242,6 +243,20 @@ func (d *dnnlAPI) md4(n, c, h, w, stride int) dnnlMD {
 	st := dnnlDims{int64(stride), int64(h * w), int64(w), 1}
 	d.check("memory_desc_init_by_strides", d.mdByStrides(&md, 4, &dims[0], dnnlF32, &st[0]))
 	return md
+}
+
+// mdOf describes tensor t: NCHW with its stride, or nChw16c.
+func (d *dnnlAPI) mdOf(t Tensor) dnnlMD {
+	switch t.Blocked {
+	case 0:
+		return d.md4(t.N, t.C, t.H, t.W, t.Stride)
+	case 16:
+		if t.C%16 != 0 || !t.Contiguous() {
+			panic(fmt.Sprintf("nn: nChw16c tensor %v with stride %d", t.Shape(), t.Stride))
+		}
+		return d.mdTag(dnnlTagNChw16c, t.N, t.C, t.H, t.W)
+	}
+	panic(fmt.Sprintf("nn: no oneDNN layout for %d-channel blocks", t.Blocked))
 }
 
 // mdTag describes a dense tensor of the given dims in format tag (dnnlTagAny

@@ -35,6 +35,7 @@ func AvgPool2Backward(dy, dx Tensor) {
 }
 
 func checkHalf(op string, big, small Tensor) {
+	mustPlain(op, big, small)
 	if big.N != small.N || big.C != small.C || big.H != 2*small.H || big.W != 2*small.W {
 		panic(fmt.Sprintf("nn: %s: %v is not twice %v", op, big.Shape(), small.Shape()))
 	}

@@ -5,10 +5,18 @@ import "fmt"
 // Tensor is a float32 NCHW view. Image n occupies Data[n*Stride:][:C*H*W];
 // Stride may exceed C*H*W when the tensor is a channel range of a wider one,
 // which is how the U-Net concatenates skips without copying.
+//
+// Blocked, when not 0, says the images are in a channel-blocked layout
+// instead (oneDNN's nChw16c for 16: blocks of 16 channels, each H×W×16
+// with the channel fastest), dense. Only a Compute backend that asked for
+// such tensors (Compute.ActivationBlock) reads their values as pixels; the
+// rest of the code may only treat them element-wise (SiLU), all operands
+// alike, or as whole images.
 type Tensor struct {
 	Data       []float32
 	N, C, H, W int
 	Stride     int
+	Blocked    int
 }
 
 // NewTensor allocates a zeroed N×C×H×W tensor.
@@ -41,6 +49,7 @@ func (t Tensor) Plane(n, c int) []float32 {
 
 // Channels returns the view of channels [c0,c1).
 func (t Tensor) Channels(c0, c1 int) Tensor {
+	mustPlain("channel view", t)
 	if c0 < 0 || c1 > t.C || c0 > c1 {
 		panic(fmt.Sprintf("nn: channels [%d,%d) of %d", c0, c1, t.C))
 	}
@@ -74,8 +83,18 @@ func (t Tensor) CopyTo(dst Tensor) {
 }
 
 func mustSameShape(op string, a, b Tensor) {
-	if a.N != b.N || a.C != b.C || a.H != b.H || a.W != b.W {
-		panic(fmt.Sprintf("nn: %s: shape %v vs %v", op, a.Shape(), b.Shape()))
+	if a.N != b.N || a.C != b.C || a.H != b.H || a.W != b.W || a.Blocked != b.Blocked {
+		panic(fmt.Sprintf("nn: %s: shape %v (blocked %d) vs %v (blocked %d)", op, a.Shape(), a.Blocked, b.Shape(), b.Blocked))
+	}
+}
+
+// mustPlain panics for a channel-blocked tensor: kernels that address
+// pixels work on NCHW only.
+func mustPlain(op string, ts ...Tensor) {
+	for _, t := range ts {
+		if t.Blocked != 0 {
+			panic(fmt.Sprintf("nn: %s: a channel-blocked tensor (%d) where NCHW is needed", op, t.Blocked))
+		}
 	}
 }
 
