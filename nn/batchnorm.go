@@ -67,11 +67,7 @@ func (bn *BatchNorm) Forward(x, y Tensor, train bool) {
 func (bn *BatchNorm) Apply(x, y Tensor) {
 	mustPlain("batchnorm", x, y)
 	planes(x, func(n, c int) {
-		src, dst := x.Plane(n, c), y.Plane(n, c)
-		mu, is := bn.mean[c], bn.invstd[c]
-		for i, v := range src {
-			dst[i] = (v - mu) * is
-		}
+		bnApply(x.Plane(n, c), y.Plane(n, c), bn.mean[c], bn.invstd[c])
 	})
 }
 
@@ -99,24 +95,35 @@ func (bn *BatchNorm) BackwardTo(x, dy, dx Tensor, accumulate bool) {
 			mdy := float32(sdy / m)
 			k := float32(sdyx/m) * is * is
 			for n := range x.N {
-				xs, gs, out := x.Plane(n, c), dy.Plane(n, c), dx.Plane(n, c)
-				if accumulate {
-					for i, g := range gs {
-						out[i] += is * (g - mdy - (xs[i]-mu)*k)
-					}
-				} else {
-					for i, g := range gs {
-						out[i] = is * (g - mdy - (xs[i]-mu)*k)
-					}
-				}
+				bnBack(dy.Plane(n, c), x.Plane(n, c), dx.Plane(n, c), is, mdy, mu, k, accumulate)
 			}
 		}
 	})
 }
 
-// sumSqDev returns Σ(x−mu)², with four partial sums (the additions'
+func bnApplyGo(x, y []float32, mu, is float32) {
+	y = y[:len(x)]
+	for i, v := range x {
+		y[i] = (v - mu) * is
+	}
+}
+
+func bnBackGo(g, x, out []float32, is, mdy, mu, k float32, acc bool) {
+	x, out = x[:len(g)], out[:len(g)]
+	if acc {
+		for i, v := range g {
+			out[i] += is * (v - mdy - (x[i]-mu)*k)
+		}
+		return
+	}
+	for i, v := range g {
+		out[i] = is * (v - mdy - (x[i]-mu)*k)
+	}
+}
+
+// sumSqDevGo returns Σ(x−mu)², with four partial sums (the additions'
 // latency, not memory, bounds a single chain).
-func sumSqDev(x []float32, mu float32) float32 {
+func sumSqDevGo(x []float32, mu float32) float32 {
 	var s0, s1, s2, s3 float32
 	i := 0
 	for ; i+4 <= len(x); i += 4 {
@@ -133,8 +140,8 @@ func sumSqDev(x []float32, mu float32) float32 {
 	return (s0 + s1) + (s2 + s3)
 }
 
-// dotDev returns Σg and Σg·(x−mu), with four partial sums of each.
-func dotDev(g, x []float32, mu float32) (float32, float32) {
+// dotDevGo returns Σg and Σg·(x−mu), with four partial sums of each.
+func dotDevGo(g, x []float32, mu float32) (float32, float32) {
 	x = x[:len(g)]
 	var a0, a1, a2, a3, b0, b1, b2, b3 float32
 	i := 0

@@ -302,3 +302,39 @@ func TestBlockedLayoutRoundTrip(t *testing.T) {
 		t.Fatalf("round trip differs by %g", d)
 	}
 }
+
+// TestBatchNormVectorPaths compares the vector BatchNorm loops (where the
+// CPU has them) with the scalar ones, on lengths with and without tails.
+func TestBatchNormVectorPaths(t *testing.T) {
+	rng := rand.New(rand.NewPCG(12, 12))
+	for _, n := range []int{1, 7, 8, 15, 16, 17, 100, 1031} {
+		x, g := randSlice(rng, n, 3), randSlice(rng, n, 1)
+		mu, is, mdy, k := float32(0.3), float32(1.7), float32(-0.2), float32(0.4)
+		close := func(a, b float32, scale float64) bool {
+			return math.Abs(float64(a-b)) <= 1e-5*math.Max(1, scale)
+		}
+		if a, b := sumSqDev(x, mu), sumSqDevGo(x, mu); !close(a, b, float64(b)) {
+			t.Fatalf("n=%d: sumSqDev %g, scalar %g", n, a, b)
+		}
+		a1, b1 := dotDev(g, x, mu)
+		a2, b2 := dotDevGo(g, x, mu)
+		if !close(a1, a2, float64(n)) || !close(b1, b2, 3*float64(n)) {
+			t.Fatalf("n=%d: dotDev %g %g, scalar %g %g", n, a1, b1, a2, b2)
+		}
+		y1, y2 := make([]float32, n), make([]float32, n)
+		bnApply(x, y1, mu, is)
+		bnApplyGo(x, y2, mu, is)
+		if d := maxAbsDiff(y1, y2); d > 1e-6 {
+			t.Fatalf("n=%d: bnApply differs by %g", n, d)
+		}
+		for _, acc := range []bool{false, true} {
+			o1, o2 := randSlice(rng, n, 1), make([]float32, n)
+			copy(o2, o1)
+			bnBack(g, x, o1, is, mdy, mu, k, acc)
+			bnBackGo(g, x, o2, is, mdy, mu, k, acc)
+			if d := maxAbsDiff(o1, o2); d > 1e-5 {
+				t.Fatalf("n=%d acc=%v: bnBack differs by %g", n, acc, d)
+			}
+		}
+	}
+}
