@@ -53,8 +53,9 @@ const (
 	dnnlBackwardWeights  = 192
 	dnnlBackward         = 128
 
-	dnnlConvolutionDirect = 1
-	dnnlEltwiseSwish      = 223
+	dnnlConvolutionDirect   = 1
+	dnnlConvolutionWinograd = 2
+	dnnlEltwiseSwish        = 223
 
 	dnnlArgSrc         = 1
 	dnnlArgDst         = 17
