@@ -276,7 +276,7 @@ var dnnlChunkBytes = func() int {
 	if v, err := strconv.Atoi(os.Getenv("TINCT_DNNL_CHUNK")); err == nil && v > 0 {
 		return v
 	}
-	return 32 << 20
+	return 8 << 20
 }()
 
 // chunk is how many images of x (and of the wider of x, y) go in one call.

@@ -168,20 +168,27 @@ var unetConvs = [][4]int{
 	{96, 32, 1, 0}, {96, 32, 3, 0}, // ups.2 (its second block: 64→32, above)
 }
 
-// BenchmarkConv times each convolution of the U-Net at 128², forward and
-// backward (weights and input gradient), on both backends, at batch
+// BenchmarkConv times each convolution of the U-Net at 128² (or
+// $TINCT_BENCH_SIZE), forward and backward (weights and input gradient), on
+// both backends (oneDNN also with direct convolutions only), at batch
 // $TINCT_BENCH_BATCH (default 8).
 func BenchmarkConv(b *testing.B) {
-	n := 8
+	n, size := 8, 128
 	if v, err := strconv.Atoi(os.Getenv("TINCT_BENCH_BATCH")); err == nil && v > 0 {
 		n = v
 	}
+	if v, err := strconv.Atoi(os.Getenv("TINCT_BENCH_SIZE")); err == nil && v > 0 {
+		size = v
+	}
 	for _, l := range unetConvs {
-		cc := convCase{n: n, in: l[0], out: l[1], k: l[2], h: 128 >> l[3], w: 128 >> l[3]}
-		for _, name := range []string{"go", "onednn"} {
-			be, err := NewCompute(name)
+		cc := convCase{n: n, in: l[0], out: l[1], k: l[2], h: size >> l[3], w: size >> l[3]}
+		for _, name := range []string{"go", "onednn", "onednn-direct"} {
+			be, err := NewCompute(strings.TrimSuffix(name, "-direct"))
 			if err != nil {
 				b.Skip(err)
+			}
+			if o, ok := be.(*oneDNNCompute); ok {
+				o.noWinograd = strings.HasSuffix(name, "-direct")
 			}
 			rng := rand.New(rand.NewPCG(1, 1))
 			c, x, y, dy, dx := cc.tensors(rng)

@@ -27,10 +27,7 @@ func loadOneDNN() (Backend, error) {
 	if p := os.Getenv("TINCT_ONEDNN"); p != "" {
 		name = p
 	}
-	// one thread per call: the kernels run products on several goroutines
-	if os.Getenv("OMP_NUM_THREADS") == "" {
-		os.Setenv("OMP_NUM_THREADS", "1")
-	}
+	ompDefaults()
 	lib, err := purego.Dlopen(name, purego.RTLD_NOW|purego.RTLD_GLOBAL)
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %w (install Debian's libdnnl2)", name, err)
