@@ -2,7 +2,7 @@
 PY := /usr/bin/python3
 APT_PACKAGES := libopenblas0 python3-torch python3-numpy chromium
 
-.PHONY: build install test deps minio bench bench-quick run clean cluster-demo image image-minio deploy-test fuzz
+.PHONY: build install test deps minio bench bench-quick bench-scaling run clean cluster-demo image image-minio deploy-test fuzz
 
 build:
 	go build -o bin/tinct ./cmd/tinct
@@ -53,13 +53,19 @@ FUZZTIME ?= 5s
 fuzz:
 	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
-# bench runs tinct and the PyTorch reference on the same rows in one run.
+# bench runs tinct (once per compute backend: go, onednn) and the PyTorch
+# reference on the same rows in one run.
 # OPENBLAS_CORETYPE is unset so that OpenBLAS may use AVX-512 (see README).
 bench: build
 	env -u OPENBLAS_CORETYPE $(PY) bench/compare.py --tinct ./bin/tinct --json bench/results.json
 
 bench-quick: build
 	env -u OPENBLAS_CORETYPE $(PY) bench/compare.py --tinct ./bin/tinct --quick
+
+# bench-scaling: training step time against image size (32²–256²) and batch
+# (1–64), per compute backend (bench/scaling.sh, bench/scaling.json).
+bench-scaling: build
+	bench/scaling.sh
 
 # cluster-demo runs a training cluster on this machine against a local MinIO
 # (dataset and checkpoints in s3://), kills a worker, stops and resumes the
