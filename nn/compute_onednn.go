@@ -8,20 +8,26 @@ import (
 	"unsafe"
 )
 
-// oneDNNCompute runs convolutions (forward, backward-data, backward-weights
-// with bias) as oneDNN primitives and, for now, every other operation on the
-// reference kernels it embeds.
+// oneDNNCompute runs 3×3 convolutions (forward, backward-data,
+// backward-weights with bias) as oneDNN primitives and every other
+// operation on the reference kernels it embeds (see useDNNL).
 //
 // Each convolution lets oneDNN choose its layouts (format "any": on AVX-512,
-// nChw16c activations and blocked weights for its JIT kernels) and reorders
-// tinct's NCHW views in and out around it. The primitives and their memory
-// objects are created once per shape and kept; the internal buffers are
-// shared by all operations of the instance, grown to the largest request.
+// nChw16c activations and blocked weights for its JIT kernels) and its
+// algorithm (Winograd where it has one, else direct), and reorders the
+// tensors it is given in and out around it: NCHW views of the
+// concatenations, or nChw16c tensors (Tensor.Blocked) that need no reorder.
+// The residual add rides on the output reorder (a sum post-op), as do the
+// weight gradients' accumulation. The batch goes through in chunks of
+// images (dnnlChunkBytes). Primitives and their memory objects are created
+// once per shape and kept; the internal buffers are shared by all
+// operations of the instance, grown to the largest request.
 type oneDNNCompute struct {
 	kernels
-	d     *dnnlAPI
-	convs map[convKey]*convPrims
-	slots [numDnnlSlots][]float32
+	d      *dnnlAPI
+	stream uintptr
+	convs  map[convKey]*convPrims
+	slots  [numDnnlSlots][]float32
 	// allConvs runs 1×1 convolutions on oneDNN too (tests)
 	allConvs bool
 	// chunkImages, when set, is the images per primitive call (tests)
@@ -43,7 +49,7 @@ const (
 )
 
 func newOneDNN(d *dnnlAPI) *oneDNNCompute {
-	return &oneDNNCompute{d: d, convs: map[convKey]*convPrims{}, plain: os.Getenv("TINCT_DNNL_PLAIN") != "",
+	return &oneDNNCompute{d: d, stream: d.newStream(), convs: map[convKey]*convPrims{}, plain: os.Getenv("TINCT_DNNL_PLAIN") != "",
 		noWinograd: os.Getenv("TINCT_DNNL_WINOGRAD") == "0"}
 }
 
@@ -110,7 +116,7 @@ func (o *oneDNNCompute) run(s *dnnlStep, bufs ...unsafe.Pointer) {
 	if s.padBytes > 0 {
 		d.check("memory_set_data_handle", d.memSetHandle(s.args[len(bufs)].mem, o.slot(slotPad, s.padBytes)))
 	}
-	d.run(s.prim, s.args)
+	d.run(o.stream, s.prim, s.args)
 }
 
 // reorder makes the step that copies src into the layout of dst, adding to

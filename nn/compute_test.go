@@ -345,3 +345,39 @@ func TestBatchNormVectorPaths(t *testing.T) {
 		}
 	}
 }
+
+// TestOneDNNConcurrentInstances: instances on different goroutines (two
+// arenas, say, in the web app) run at once, each on its own stream and
+// memory objects, and get what one instance gets alone.
+func TestOneDNNConcurrentInstances(t *testing.T) {
+	oneDNNOrSkip(t)
+	rng := rand.New(rand.NewPCG(6, 6))
+	c, x, y, dy, dx := convCase{n: 2, in: 32, out: 32, h: 16, w: 16, k: 3}.tensors(rng)
+	want := cloneTensor(y)
+	solo, _ := NewCompute("onednn")
+	solo.ConvForward(c, x, want, false)
+	const n = 4
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			be, _ := NewCompute("onednn")
+			out := cloneTensor(y)
+			d := cloneTensor(dx)
+			for range 20 {
+				be.ConvForward(c, x, out, false)
+				be.ConvBackward(&Conv2D{In: c.In, Out: c.Out, K: c.K, Weight: c.Weight, Bias: c.Bias,
+					GradW: make([]float32, len(c.GradW)), GradB: make([]float32, len(c.GradB))}, x, dy, d, false)
+			}
+			if diff := maxAbsDiff(out.Data, want.Data); diff != 0 {
+				errs <- fmt.Errorf("concurrent instance differs by %g", diff)
+				return
+			}
+			errs <- nil
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -91,12 +91,11 @@ type dnnlVersionT struct {
 	gpuRuntime          uint32
 }
 
-// dnnlAPI is the loaded library: its functions, one CPU engine and one
-// stream (in-order; the CPU stream runs a primitive on the calling thread
-// and its OpenMP team).
+// dnnlAPI is the loaded library: its functions and one CPU engine (each
+// Compute instance makes its own stream).
 type dnnlAPI struct {
 	version         *dnnlVersionT
-	engine, stream  uintptr
+	engine          uintptr
 	ompSetThreads   func(n int32)
 	engineCreate    func(engine *uintptr, kind int32, index uintptr) int32
 	streamCreate    func(stream *uintptr, engine uintptr, flags uint32) int32
@@ -138,8 +137,7 @@ func oneDNNName() string {
 	return "libdnnl.so.2"
 }
 
-// loadDNNL opens oneDNN once per process and creates its CPU engine and
-// stream.
+// loadDNNL opens oneDNN once per process and creates its CPU engine.
 func loadDNNL() (*dnnlAPI, error) {
 	dnnlOnce.Do(func() { dnnlLib, dnnlErr = openDNNL(oneDNNName()) })
 	return dnnlLib, dnnlErr
@@ -203,9 +201,6 @@ func openDNNL(name string) (*dnnlAPI, error) {
 	}
 	if st := d.engineCreate(&d.engine, dnnlCPU, 0); st != dnnlSuccess {
 		return nil, dnnlError("engine_create", st)
-	}
-	if st := d.streamCreate(&d.stream, d.engine, dnnlStreamDefault); st != dnnlSuccess {
-		return nil, dnnlError("stream_create", st)
 	}
 	return d, nil
 }
@@ -361,11 +356,20 @@ func (d *dnnlAPI) unpin(mask uint64) {
 	runtime.UnlockOSThread()
 }
 
-// run executes primitive p with args on the calling OS thread with an
-// OpenMP team of Workers() threads, and waits for it.
-func (d *dnnlAPI) run(p uintptr, args []dnnlExecArg) {
+// newStream makes a stream: each Compute instance has its own, as oneDNN's
+// streams are not for concurrent use.
+func (d *dnnlAPI) newStream() uintptr {
+	var s uintptr
+	d.check("stream_create", d.streamCreate(&s, d.engine, dnnlStreamDefault))
+	return s
+}
+
+// run executes primitive p with args on stream (a CPU stream runs it on
+// the calling OS thread, here with an OpenMP team of Workers() threads)
+// and waits for it.
+func (d *dnnlAPI) run(stream, p uintptr, args []dnnlExecArg) {
 	m := d.pin()
-	st := d.execute(p, d.stream, int32(len(args)), unsafe.SliceData(args))
+	st := d.execute(p, stream, int32(len(args)), unsafe.SliceData(args))
 	d.unpin(m)
 	d.check("primitive_execute", st)
 }
