@@ -29,13 +29,7 @@ func (a *Adam) Update(params, grads []float32) {
 	b1, b2 := float32(a.Beta1), float32(a.Beta2)
 	eps := float32(a.Eps)
 	nn.ParallelFor(len(params), func(lo, hi int) {
-		m, v, g, p := a.M[lo:hi], a.V[lo:hi], grads[lo:hi], params[lo:hi]
-		for i, gi := range g {
-			m[i] = m[i]*b1 + gi*(1-b1)
-			v[i] = v[i]*b2 + gi*gi*(1-b2)
-			denom := float32(math.Sqrt(float64(v[i])))/bc2Sqrt + eps
-			p[i] -= stepSize * m[i] / denom
-		}
+		nn.AdamStep(params[lo:hi], grads[lo:hi], a.M[lo:hi], a.V[lo:hi], b1, b2, stepSize, bc2Sqrt, eps)
 	})
 }
 
@@ -51,10 +45,7 @@ type EMA struct {
 func (e EMA) Update(avg, live *UNet) {
 	d := float32(e.Decay)
 	nn.ParallelFor(len(live.Params), func(lo, hi int) {
-		a := avg.Params[lo:hi]
-		for i, p := range live.Params[lo:hi] {
-			a[i] = d*a[i] + (1-d)*p
-		}
+		nn.EMAStep(avg.Params[lo:hi], live.Params[lo:hi], d)
 	})
 	ab, lb := avg.Blocks(), live.Blocks()
 	for i := range ab {

@@ -381,3 +381,36 @@ func TestOneDNNConcurrentInstances(t *testing.T) {
 		}
 	}
 }
+
+// TestOptimVectorPaths: the vector Adam and EMA steps are bitwise the scalar
+// ones (same operations, same order, no fused multiply-adds).
+func TestOptimVectorPaths(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 13))
+	for _, n := range []int{1, 7, 8, 9, 64, 1003} {
+		g := randSlice(rng, n, 1)
+		g[0] = 0
+		p1, m1, v1 := randSlice(rng, n, 1), randSlice(rng, n, 0.1), make([]float32, n)
+		for i := range v1 {
+			v1[i] = float32(rng.Float64() * 1e-3)
+		}
+		p2, m2, v2 := append([]float32(nil), p1...), append([]float32(nil), m1...), append([]float32(nil), v1...)
+		for range 3 {
+			AdamStep(p1, g, m1, v1, 0.9, 0.999, 2e-4/0.1, 0.0447, 1e-8)
+			adamGo(p2, g, m2, v2, 0.9, 0.999, 2e-4/0.1, 0.0447, 1e-8)
+		}
+		for i := range p1 {
+			if p1[i] != p2[i] || m1[i] != m2[i] || v1[i] != v2[i] {
+				t.Fatalf("n=%d, element %d: vector Adam p %g m %g v %g, scalar %g %g %g", n, i, p1[i], m1[i], v1[i], p2[i], m2[i], v2[i])
+			}
+		}
+		a1, live := randSlice(rng, n, 1), randSlice(rng, n, 1)
+		a2 := append([]float32(nil), a1...)
+		EMAStep(a1, live, 0.999)
+		emaGo(a2, live, 0.999)
+		for i := range a1 {
+			if a1[i] != a2[i] {
+				t.Fatalf("n=%d, element %d: vector EMA %g, scalar %g", n, i, a1[i], a2[i])
+			}
+		}
+	}
+}
