@@ -31,6 +31,12 @@ type Model struct {
 	BlockDepth int   `yaml:"block_depth"`
 }
 
+// sample_color values: how the sample grids show a colourisation.
+const (
+	SampleLuminance = "luminance" // the sample's colour on the gray input's own luminance (as colorize and the web app)
+	SampleRaw       = "raw"       // the network's RGB as sampled
+)
+
 // Config holds every hyperparameter of a run; see configs/config.yaml.
 type Config struct {
 	Seed       uint64 `yaml:"seed"`
@@ -51,6 +57,7 @@ type Config struct {
 	SampleEvery     int    `yaml:"sample_every"`
 	SampleImages    int    `yaml:"sample_images"`
 	SampleSteps     int    `yaml:"sample_steps"`
+	SampleColor     string `yaml:"sample_color"` // SampleLuminance or SampleRaw
 	CheckpointEvery int    `yaml:"checkpoint_every"`
 	Store           string `yaml:"store"`
 	KeepLast        int    `yaml:"keep_last"`
@@ -336,6 +343,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Crops < 1 || c.Crops > 16 {
 		bad("crops=%d: must be 1 to 16", c.Crops)
+	}
+	if c.SampleColor != SampleLuminance && c.SampleColor != SampleRaw {
+		bad("sample_color=%q: must be %s or %s", c.SampleColor, SampleLuminance, SampleRaw)
 	}
 	if c.SampleImages < 1 {
 		bad("sample_images=%d: must be at least 1", c.SampleImages)

@@ -171,6 +171,13 @@ type Inference struct {
 // is parsed like any configuration file (defaults, validation), so a
 // checkpoint from a run with an incomplete file still loads.
 func LoadInference(ck *checkpoint.Checkpoint) (*Inference, error) {
+	return LoadNetwork(ck, PartEMA)
+}
+
+// LoadNetwork decodes one of a checkpoint's networks for inference: the
+// EMA (PartEMA) or the live weights (PartWeights), with their BatchNorm
+// buffers.
+func LoadNetwork(ck *checkpoint.Checkpoint, part string) (*Inference, error) {
 	raw, ok := ck.Parts[PartConfig]
 	if !ok {
 		return nil, fmt.Errorf("checkpoint %s has no %s", ck.Name, PartConfig)
@@ -179,16 +186,19 @@ func LoadInference(ck *checkpoint.Checkpoint) (*Inference, error) {
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint %s: %s: %w", ck.Name, PartConfig, err)
 	}
+	sd, err := tensors(ck, part)
+	if err != nil {
+		return nil, err
+	}
+	if err := fitsTensors(cfg.ModelConfig(), sd); err != nil {
+		return nil, fmt.Errorf("checkpoint %s: %s: %w", ck.Name, PartConfig, err)
+	}
 	net, err := model.New(cfg.ModelConfig())
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint %s: %s: %w", ck.Name, PartConfig, err)
 	}
-	sd, err := tensors(ck, PartEMA)
-	if err != nil {
-		return nil, err
-	}
 	if err := net.LoadStateDict(sd); err != nil {
-		return nil, fmt.Errorf("checkpoint %s: %s: %w", ck.Name, PartEMA, err)
+		return nil, fmt.Errorf("checkpoint %s: %s: %w", ck.Name, part, err)
 	}
 	return &Inference{Name: ck.Name, Epoch: ck.Epoch, Step: ck.Step, Time: ck.Time, Config: cfg, Net: net}, nil
 }

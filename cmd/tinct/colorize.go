@@ -12,13 +12,11 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tinct/tinct/checkpoint"
 	"github.com/tinct/tinct/chroma"
 	"github.com/tinct/tinct/dataset"
 	"github.com/tinct/tinct/model"
 	"github.com/tinct/tinct/nn"
 	"github.com/tinct/tinct/track"
-	"github.com/tinct/tinct/trainstate"
 )
 
 func newColorizeCmd() *cobra.Command {
@@ -69,10 +67,11 @@ checkpoint directory inside a store, or an EMA weights file
 			for _, b := range bad {
 				slog.Warn("skipped", "input", b)
 			}
-			net, size, err := loadInference(cmd.Context(), ckpt, cmd)
+			inf, err := loadInference(cmd.Context(), ckpt, cmd, false)
 			if err != nil {
 				return err
 			}
+			net, size := inf.Net, inf.Size
 			if err := os.MkdirAll(out, 0o755); err != nil {
 				return err
 			}
@@ -111,62 +110,6 @@ func checkPhoto(path string) error {
 		return fmt.Errorf("%s: not a PNG or JPEG image, or a damaged one", path)
 	}
 	return nil
-}
-
-// checkpointFlags registers --checkpoint (required) and the network shape
-// flags that a bare .safetensors weights file needs; loadInference reads them.
-func checkpointFlags(cmd *cobra.Command, ckpt *string) {
-	cmd.Flags().StringVar(ckpt, "checkpoint", "", "checkpoint store, checkpoint directory, or EMA weights .safetensors")
-	cmd.Flags().Int("image-size", 128, "image size, for a bare .safetensors weights file")
-	cmd.Flags().String("widths", "32,64,96,128", "U-Net widths, for a bare .safetensors weights file")
-	cmd.Flags().Int("block-depth", 2, "U-Net block depth, for a bare .safetensors weights file")
-	cmd.MarkFlagRequired("checkpoint")
-}
-
-// loadInference returns the EMA network of a checkpoint and its image size.
-func loadInference(ctx context.Context, path string, cmd *cobra.Command) (*model.UNet, int, error) {
-	if strings.HasSuffix(path, ".safetensors") {
-		nf := netFlags{}
-		nf.widths, _ = cmd.Flags().GetString("widths")
-		nf.depth, _ = cmd.Flags().GetInt("block-depth")
-		size, _ := cmd.Flags().GetInt("image-size")
-		mc, err := nf.config()
-		if err != nil {
-			return nil, 0, err
-		}
-		net, err := model.New(mc)
-		if err != nil {
-			return nil, 0, err
-		}
-		sd, _, err := model.LoadFile(path)
-		if err != nil {
-			return nil, 0, err
-		}
-		if err := net.LoadStateDict(sd); err != nil {
-			return nil, 0, fmt.Errorf("%s: %w", path, err)
-		}
-		return net, size, nil
-	}
-	// a checkpoint directory inside a store, or a store (its newest valid one)
-	storePath, name := path, ""
-	if _, err := os.Stat(filepath.Join(path, "manifest.json")); err == nil {
-		storePath, name = filepath.Dir(path), filepath.Base(path)
-	} else if _, err := os.Stat(path); err != nil && !strings.Contains(path, "://") {
-		return nil, 0, fmt.Errorf("checkpoint %s: %w", path, err)
-	}
-	store, err := checkpoint.Open(storePath)
-	if err != nil {
-		return nil, 0, err
-	}
-	m, warns, err := trainstate.Load(ctx, store, name)
-	for _, w := range warns {
-		slog.Warn("checkpoint skipped", "err", w)
-	}
-	if err != nil {
-		return nil, 0, err
-	}
-	slog.Info("checkpoint", "name", m.Name, "epoch", m.Epoch, "step", m.Step, "image_size", m.Config.ImageSize)
-	return m.Net, m.Config.ImageSize, nil
 }
 
 func colorizeFile(ctx context.Context, net *model.UNet, size int, path, outDir string, samples, steps int, seed uint64, fullRes bool) error {
