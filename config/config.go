@@ -58,6 +58,7 @@ type Config struct {
 	SampleImages    int    `yaml:"sample_images"`
 	SampleSteps     int    `yaml:"sample_steps"`
 	SampleColor     string `yaml:"sample_color"` // SampleLuminance or SampleRaw
+	SampleClip      bool   `yaml:"sample_clip"`
 	CheckpointEvery int    `yaml:"checkpoint_every"`
 	Store           string `yaml:"store"`
 	KeepLast        int    `yaml:"keep_last"`

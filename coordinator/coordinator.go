@@ -382,6 +382,7 @@ func (c *Coordinator) sampleGrid(ctx context.Context, epoch int) error {
 	if err != nil {
 		return err
 	}
+	sampler.Clip = cfg.SampleClip
 	out, err := sampler.Colorize(ctx, gray, 1, cfg.SampleSteps, rand.New(rand.NewPCG(cfg.Seed, 0x6a1d)), nil)
 	if err != nil {
 		return err

@@ -44,11 +44,11 @@ row() { # name, eval flags...
 }
 
 for steps in 10 20 50 100; do
-  row "ema-steps-$steps" --steps "$steps"
+  row "ema-noclip-steps-$steps" --steps "$steps" --clip=false
+  row "ema-clip-steps-$steps" --steps "$steps" --clip
 done
-row "ema-clip-steps-20" --steps 20 --clip
-row "ema-clip-steps-100" --steps 100 --clip
 if [ -d "$ckpt" ]; then
-  row "live-steps-20" --steps 20 --weights live
+  row "live-noclip-steps-20" --steps 20 --weights live --clip=false
+  row "live-clip-steps-20" --steps 20 --weights live --clip
 fi
 echo "wrote $out" >&2

@@ -67,6 +67,7 @@ type models struct {
 	name     string // the store as the page shows it (storeName)
 	warn     func(error)
 	fallback *Model // Options.Fallback
+	clip     bool   // Options.Clip
 
 	mu       sync.Mutex
 	nets     *list.List // of *Model, most recently used first
@@ -210,6 +211,7 @@ func (c *models) sampler(m *Model, samples int) (*model.Sampler, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.Clip = c.clip
 	c.samplers.PushFront(&cachedSampler{m: m, samples: samples, s: s})
 	images := 0
 	for e := c.samplers.Front(); e != nil; {

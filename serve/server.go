@@ -39,6 +39,9 @@ type Options struct {
 	// model): the default while the store holds none, and chosen by name
 	// otherwise.
 	Fallback *Model
+	// Clip clamps the sampler's estimate of the clean image to the data
+	// range at each step (model.Sampler.Clip).
+	Clip bool
 	// RunDir is the run directory the dashboard shows. Empty: the newest
 	// run (the most recently written metrics.jsonl) under OutputsDir, looked
 	// up at each request, so a new run appears when it starts.
@@ -152,7 +155,7 @@ func New(opts Options) (*Server, error) {
 		}
 	}
 	s.models = newModels(store, func(err error) { s.log.Warn("checkpoint skipped", "err", err) })
-	s.models.fallback = opts.Fallback
+	s.models.fallback, s.models.clip = opts.Fallback, opts.Clip
 
 	static, err := fs.Sub(staticFiles, "static")
 	if err != nil {

@@ -23,7 +23,7 @@ func newColorizeCmd() *cobra.Command {
 	var ckpt, out string
 	var steps, samples int
 	var seed uint64
-	var fullRes bool
+	var fullRes, clip bool
 	cmd := &cobra.Command{
 		Use:   "colorize IMAGE... --checkpoint PATH",
 		Short: "Colorize photographs with a trained checkpoint's EMA network",
@@ -76,7 +76,7 @@ checkpoint directory inside a store, or an EMA weights file
 				return err
 			}
 			for _, path := range good {
-				if err := colorizeFile(cmd.Context(), net, size, path, out, samples, steps, seed, fullRes); err != nil {
+				if err := colorizeFile(cmd.Context(), net, size, path, out, samples, steps, seed, fullRes, clip); err != nil {
 					if cmd.Context().Err() != nil {
 						return err
 					}
@@ -95,6 +95,7 @@ checkpoint directory inside a store, or an EMA weights file
 	cmd.Flags().IntVar(&steps, "steps", 100, "DDIM steps (10–100)")
 	cmd.Flags().IntVar(&samples, "samples", 1, "colourisations per image (1–8)")
 	cmd.Flags().Uint64Var(&seed, "seed", 0, "random seed: the same seed gives the same colours")
+	cmd.Flags().BoolVar(&clip, "clip", true, "clamp the sampler's estimate of the clean image to the data range at each step (docs/quality.md: less over-saturated colour)")
 	cmd.Flags().BoolVar(&fullRes, "full-res", true, "also write each result at the photo's own size, on its own luminance")
 	return cmd
 }
@@ -112,7 +113,7 @@ func checkPhoto(path string) error {
 	return nil
 }
 
-func colorizeFile(ctx context.Context, net *model.UNet, size int, path, outDir string, samples, steps int, seed uint64, fullRes bool) error {
+func colorizeFile(ctx context.Context, net *model.UNet, size int, path, outDir string, samples, steps int, seed uint64, fullRes, clip bool) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -128,7 +129,7 @@ func colorizeFile(ctx context.Context, net *model.UNet, size int, path, outDir s
 	for i, v := range in.Pix[:size*size] {
 		gray[i] = model.PixelToUnit(v)
 	}
-	out, err := colorizeGray(ctx, net, gray, size, samples, steps, seed)
+	out, err := colorizeGray(ctx, net, gray, size, samples, steps, seed, clip)
 	if err != nil {
 		return err
 	}
@@ -165,10 +166,11 @@ func colorizeFile(ctx context.Context, net *model.UNet, size int, path, outDir s
 
 // colorizeGray runs DDIM for samples colourisations of one gray image
 // (size² values in [−1,1]).
-func colorizeGray(ctx context.Context, net *model.UNet, gray []float32, size, samples, steps int, seed uint64) (nn.Tensor, error) {
+func colorizeGray(ctx context.Context, net *model.UNet, gray []float32, size, samples, steps int, seed uint64, clip bool) (nn.Tensor, error) {
 	s, err := model.NewSampler(net, samples, size, size)
 	if err != nil {
 		return nn.Tensor{}, err
 	}
+	s.Clip = clip
 	return s.Colorize(ctx, nn.TensorFrom(gray, 1, 1, size, size), samples, steps, rand.New(rand.NewPCG(seed, 0)), nil)
 }

@@ -93,8 +93,8 @@ images to --grid: gray input, each sample (luminance kept), ground truth.`,
 			if weights == "live" {
 				name = "live weights"
 			}
-			if clip {
-				name += ", x̂0 clipped"
+			if !clip {
+				name += ", x̂0 not clipped"
 			}
 			progress := func(done, total int) {}
 			if isatty.IsTerminal(os.Stderr.Fd()) {
@@ -147,7 +147,7 @@ images to --grid: gray input, each sample (luminance kept), ground truth.`,
 	cmd.Flags().StringVar(&grid, "grid", "outputs/eval.png", "where to write a picture of the first 8 images (empty: nowhere)")
 	cmd.Flags().IntVar(&steps, "steps", 20, "DDIM steps")
 	cmd.Flags().IntVar(&samples, "samples", 4, "colourisations per image for the best-of-N row (1: no such row)")
-	cmd.Flags().BoolVar(&clip, "clip", false, "clamp the sampler's estimate of the clean image to the data range at each step")
+	cmd.Flags().BoolVar(&clip, "clip", true, "clamp the sampler's estimate of the clean image to the data range at each step")
 	cmd.Flags().StringVar(&weights, "weights", "ema", "ema: the checkpoint's EMA network; live: its live weights")
 	cmd.Flags().IntVar(&limit, "limit", 0, "score only the first N images (0: all)")
 	cmd.Flags().IntVar(&batch, "batch", 8, "images colorized at once")

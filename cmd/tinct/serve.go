@@ -110,6 +110,7 @@ colorizations in progress finish for a few seconds.`,
 	f.StringVar(&opts.RunDir, "run", "", "training run directory for the dashboard (default: the newest under --outputs)")
 	f.StringVar(&opts.OutputsDir, "outputs", "outputs", "where training runs are (output_dir of tinct train)")
 	f.StringVar(&metricsURL, "coordinator", "", "a running trainer's metrics URL for the cluster panel, e.g. http://127.0.0.1:9464/metrics (tinct train metrics_addr=…)")
+	f.BoolVar(&opts.Clip, "clip", true, "clamp the sampler's estimate of the clean image to the data range at each step (docs/quality.md: less over-saturated colour)")
 	f.BoolVar(&withDemo, "demo", true, "offer the bundled demo model beside the store's checkpoints (used while the store has none)")
 	f.IntVar(&opts.Queue, "queue", 4, "colorization requests that may wait behind the running one; more get 503 busy")
 	f.StringVar(&tokenFile, "token-file", "", "file holding the access token the page and API ask for (default: $"+tokenEnv+"); required unless --addr is a loopback address")
