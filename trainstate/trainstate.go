@@ -99,7 +99,8 @@ func (s *State) Checkpoint() (*checkpoint.Checkpoint, error) {
 // the configuration's; a different seed is allowed (and logged), since the
 // run's configuration is the one given now. The position in state.json must
 // be one a run reaches (no negative counter, no more steps in the epoch than
-// in all) and agree with the checkpoint's step and epoch.
+// in all) and agree with the checkpoint's step and epoch. A checkpoint that
+// fails changes nothing.
 func (s *State) Restore(ck *checkpoint.Checkpoint, log *slog.Logger) error {
 	var pos position
 	if err := json.Unmarshal(ck.Parts[PartPosition], &pos); err != nil {
@@ -125,10 +126,21 @@ func (s *State) Restore(ck *checkpoint.Checkpoint, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if err := s.Net.LoadStateDict(w); err != nil {
+	// Everything is decoded and checked before anything is changed: a
+	// checkpoint that fails leaves the state as it was.
+	mc := s.Config.ModelConfig()
+	net, err := model.New(mc)
+	if err != nil {
+		return err
+	}
+	ema, err := model.New(mc)
+	if err != nil {
+		return err
+	}
+	if err := net.LoadStateDict(w); err != nil {
 		return fmt.Errorf("checkpoint %s: %s: %w", ck.Name, PartWeights, err)
 	}
-	if err := s.EMA.LoadStateDict(e); err != nil {
+	if err := ema.LoadStateDict(e); err != nil {
 		return fmt.Errorf("checkpoint %s: %s: %w", ck.Name, PartEMA, err)
 	}
 	m, err1 := o["adam.m"].Float32s()
@@ -137,6 +149,8 @@ func (s *State) Restore(ck *checkpoint.Checkpoint, log *slog.Logger) error {
 	if err := errors.Join(err1, err2, err3); err != nil || len(m) != len(s.Adam.M) || len(v) != len(s.Adam.V) {
 		return fmt.Errorf("checkpoint %s: optimizer state does not fit the network: %v", ck.Name, err)
 	}
+	s.Net.CopyFrom(net)
+	s.EMA.CopyFrom(ema)
 	copy(s.Adam.M, m)
 	copy(s.Adam.V, v)
 	s.Adam.Step = st

@@ -2,6 +2,8 @@ package trainstate
 
 import (
 	"bytes"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 
@@ -69,5 +71,38 @@ func TestLoadInferenceRefusesHugeConfig(t *testing.T) {
 	ck.Parts[PartConfig] = []byte("image_size: 64\nmodel:\n  widths: [2048, 2048, 2048, 2048]\n  block_depth: 8\n")
 	if _, err := LoadInference(ck); err == nil || !strings.Contains(err.Error(), "far more parameters") {
 		t.Fatalf("LoadInference: %v, want the huge network refused", err)
+	}
+}
+
+// TestRestoreAllOrNothing: a checkpoint whose weights load but whose EMA or
+// optimizer state does not fit is refused with the state unchanged (the
+// live weights used to be replaced before the EMA failed).
+func TestRestoreAllOrNothing(t *testing.T) {
+	src := tinyState(t, control.Position{Epoch: 1, Step: 4})
+	for i := range src.Net.Params {
+		src.Net.Params[i] = float32(i%5) + 1
+	}
+	ck, err := src.Checkpoint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, part := range []string{PartEMA, PartOptimizer} {
+		t.Run(part, func(t *testing.T) {
+			bad := *ck
+			bad.Parts = maps.Clone(ck.Parts)
+			var b bytes.Buffer
+			if err := model.WriteSafetensors(&b, map[string]model.Tensor{"adam.m": model.F32([]float32{1}, 1)}, nil); err != nil {
+				t.Fatal(err)
+			}
+			bad.Parts[part] = b.Bytes()
+			dst := tinyState(t, control.Position{})
+			before := slices.Clone(dst.Net.Params)
+			if err := dst.Restore(&bad, nil); err == nil {
+				t.Fatalf("a checkpoint with a damaged %s restored", part)
+			}
+			if !slices.Equal(dst.Net.Params, before) {
+				t.Errorf("a failed restore (damaged %s) changed the live weights", part)
+			}
+		})
 	}
 }
