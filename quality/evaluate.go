@@ -54,6 +54,7 @@ type Report struct {
 	Model             Row     // the network's colourisations, as sampled (raw RGB)
 	Kept              Row     // the same with the input's own luminance: the sample's chroma only (chroma.Transfer)
 	Best              *Row    // luminance kept, the best of Options.Samples colourisations per image by PSNR (nil for one)
+	Mean              *Row    // luminance kept, the mean of the Options.Samples colourisations (an estimate of the posterior mean; nil for one)
 	Baseline          Row     // the gray image shown as RGB
 	TruthColorfulness float64 // the ground truth's mean, for scale
 	Examples          []Example
@@ -73,6 +74,9 @@ func (r Report) Rows() []Row {
 	rows := []Row{r.Model, r.Kept}
 	if r.Best != nil {
 		rows = append(rows, *r.Best)
+	}
+	if r.Mean != nil {
+		rows = append(rows, *r.Mean)
 	}
 	return append(rows, r.Baseline)
 }
@@ -104,8 +108,8 @@ func Evaluate(ctx context.Context, net *model.UNet, set Source, opt Options) (Re
 	}
 	sampler.Clip = opt.Clip
 	hw := size * size
-	const raw, kept, best, base = 0, 1, 2, 3
-	var sums [4]Row
+	const raw, kept, best, mean, base = 0, 1, 2, 3, 4
+	var sums [5]Row
 	var truthColor float64
 	var examples []Example
 	rng := rand.New(rand.NewPCG(opt.Seed, 0))
@@ -139,6 +143,7 @@ func Evaluate(ctx context.Context, net *model.UNet, set Source, opt Options) (Re
 			}
 			var top []uint8
 			topPSNR := math.Inf(-1)
+			avg := make([]float64, 3*hw)
 			for j := range samples {
 				gen := ToUint8(out.Image(i*samples + j))
 				kp := keepLuminance(g, gen, size)
@@ -152,7 +157,15 @@ func Evaluate(ctx context.Context, net *model.UNet, set Source, opt Options) (Re
 				if p := math.Min(PSNR(kp, truths[i]), PSNRCap); p > topPSNR {
 					top, topPSNR = kp, p
 				}
+				for q, v := range kp {
+					avg[q] += float64(v)
+				}
 			}
+			mixed := make([]uint8, 3*hw)
+			for q, v := range avg {
+				mixed[q] = uint8(math.Round(v / float64(samples)))
+			}
+			add(&sums[mean], mixed, truths[i])
 			if ex != nil {
 				examples = append(examples, *ex)
 			}
@@ -165,7 +178,7 @@ func Evaluate(ctx context.Context, net *model.UNet, set Source, opt Options) (Re
 		}
 	}
 	gray := sums[base].PSNR / float64(n)
-	mean := func(s Row, name string) Row {
+	average := func(s Row, name string) Row {
 		p := s.PSNR / float64(n)
 		return Row{Name: name, PSNR: p, SSIM: s.SSIM / float64(n), Colorfulness: s.Colorfulness / float64(n), VsGray: p - gray}
 	}
@@ -175,15 +188,17 @@ func Evaluate(ctx context.Context, net *model.UNet, set Source, opt Options) (Re
 	}
 	rep := Report{
 		Images:            n,
-		Model:             mean(sums[raw], name+", raw RGB"),
-		Kept:              mean(sums[kept], name+", luminance kept"),
-		Baseline:          mean(sums[base], "gray as RGB (baseline)"),
+		Model:             average(sums[raw], name+", raw RGB"),
+		Kept:              average(sums[kept], name+", luminance kept"),
+		Baseline:          average(sums[base], "gray as RGB (baseline)"),
 		TruthColorfulness: truthColor / float64(n),
 		Examples:          examples,
 	}
 	if samples > 1 {
-		b := mean(sums[best], fmt.Sprintf("%s, luminance kept, best of %d", name, samples))
+		b := average(sums[best], fmt.Sprintf("%s, luminance kept, best of %d", name, samples))
 		rep.Best = &b
+		m := average(sums[mean], fmt.Sprintf("%s, luminance kept, mean of %d", name, samples))
+		rep.Mean = &m
 	}
 	return rep, nil
 }

@@ -169,15 +169,18 @@ func TestEvaluateBestOfN(t *testing.T) {
 	if b.Name != "net, luminance kept, best of 4" || b.PSNR < rep.Kept.PSNR || b.PSNR == rep.Kept.PSNR {
 		t.Fatalf("best of 4 %+v, luminance kept %+v: want a higher PSNR", b, rep.Kept)
 	}
-	if rows := rep.Rows(); len(rows) != 4 || rows[2].Name != b.Name || rows[3].Name != rep.Baseline.Name {
+	if rep.Mean == nil || rep.Mean.Name != "net, luminance kept, mean of 4" || rep.Mean.Colorfulness >= b.Colorfulness+50 {
+		t.Fatalf("mean of 4: %+v", rep.Mean)
+	}
+	if rows := rep.Rows(); len(rows) != 5 || rows[2].Name != b.Name || rows[3].Name != rep.Mean.Name || rows[4].Name != rep.Baseline.Name {
 		t.Fatalf("rows %+v", rows)
 	}
 	one, err := Evaluate(t.Context(), net, src, Options{Name: "net", Steps: 2, Batch: 2, Samples: 1, Seed: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if one.Best != nil {
-		t.Fatalf("best-of-N row with one sample: %+v", one.Best)
+	if one.Best != nil || one.Mean != nil {
+		t.Fatalf("best-of-N or mean row with one sample: %+v %+v", one.Best, one.Mean)
 	}
 }
 

@@ -36,6 +36,9 @@ baseline that shows the gray image as RGB. Rows:
   best of N        per image, the one of --samples colourisations (luminance
                    kept) closest to the truth by PSNR — how stochastic
                    colorizers are usually judged;
+  mean of N        per image, the average of the --samples colourisations
+                   (luminance kept): an estimate of the posterior mean, the
+                   colour that minimises the expected squared error;
   gray as RGB      the baseline: no colour at all.
 
 Scores:
