@@ -198,8 +198,9 @@ func (bn *BatchNorm) Apply(e Exec, x, y View) error {
 	return elementwise(e, "bn_apply", x.Elems(), x.Mem, y.Mem, bn.Mean, bn.InvStd, x.N, x.C, x.HW(), x.Stride, y.Stride)
 }
 
-// Backward adds the input gradient to dx.
-func (bn *BatchNorm) Backward(e Exec, x, dy, dx View) error {
+// Backward writes the input gradient to dx, or adds it when accumulate is
+// set (nn.BatchNorm.Backward adds).
+func (bn *BatchNorm) Backward(e Exec, x, dy, dx View, accumulate bool) error {
 	if err := sameShape("batchnorm backward", x, dy, dx); err != nil {
 		return err
 	}
@@ -207,7 +208,7 @@ func (bn *BatchNorm) Backward(e Exec, x, dy, dx View) error {
 	if err != nil {
 		return err
 	}
-	return e.Launch("bn_backward", grid, block, x.Mem, dy.Mem, dx.Mem, bn.Mean, bn.InvStd, x.N, x.C, x.HW(), x.Stride, dy.Stride, dx.Stride)
+	return e.Launch("bn_backward", grid, block, x.Mem, dy.Mem, dx.Mem, bn.Mean, bn.InvStd, x.N, x.C, x.HW(), x.Stride, dy.Stride, dx.Stride, b2i(accumulate))
 }
 
 func half(op string, big, small View) error {

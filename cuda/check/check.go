@@ -209,15 +209,21 @@ var cases = []func(r *run){
 		}
 	},
 	func(r *run) {
-		x, dy, dx := r.tensor(4, 3, 5, 4, 1, 2, -1), r.tensor(4, 3, 5, 4, 0, 1, 0), r.tensor(4, 3, 5, 4, 2, 1, 0)
-		bn, dbn := r.batchNorm(3)
-		scratch := nn.NewTensor(4, 3, 5, 4)
-		bn.Forward(x.host, scratch, true)
-		bn.Backward(x.host, dy.host, dx.host)
-		ds := r.tensor(4, 3, 5, 4, 0, 0, 0)
-		r.do(dbn.Forward(r.b, x.dev, ds.dev, true))
-		r.do(dbn.Backward(r.b, x.dev, dy.dev, dx.dev))
-		r.check("bn_backward", dx.mem, dx.full, loose)
+		for _, acc := range []bool{true, false} {
+			x, dy, dx := r.tensor(4, 3, 5, 4, 1, 2, -1), r.tensor(4, 3, 5, 4, 0, 1, 0), r.tensor(4, 3, 5, 4, 2, 1, 0)
+			bn, dbn := r.batchNorm(3)
+			scratch := nn.NewTensor(4, 3, 5, 4)
+			bn.Forward(x.host, scratch, true)
+			if !acc { // nn adds: from zero, it writes
+				dx.host.Zero()
+			}
+			bn.Backward(x.host, dy.host, dx.host)
+			ds := r.tensor(4, 3, 5, 4, 0, 0, 0)
+			r.do(dbn.Forward(r.b, x.dev, ds.dev, true))
+			r.do(dbn.Backward(r.b, x.dev, dy.dev, dx.dev, acc))
+			// the whole buffer: the view overwritten or added to, the rest untouched
+			r.check(fmt.Sprintf("bn_backward acc=%v", acc), dx.mem, dx.full, loose)
+		}
 	},
 	func(r *run) {
 		x, y := r.tensor(2, 3, 8, 6, 1, 1, 0), r.tensor(2, 3, 4, 3, 1, 1, 0)

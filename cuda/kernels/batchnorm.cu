@@ -49,11 +49,12 @@ extern "C" __global__ void bn_apply(const float* x, float* y, const float* mean,
 	}
 }
 
-// bn_backward adds to dx the input gradient given the forward input x and
-// the output gradient dy: dx += is·(dy − mean(dy) − (x−mu)·is²·mean(dy·(x−mu))).
+// bn_backward writes (accumulate = 0) or adds to dx the input gradient given
+// the forward input x and the output gradient dy:
+// is·(dy − mean(dy) − (x−mu)·is²·mean(dy·(x−mu))).
 // One block of TINCT_THREADS threads per channel (grid = c).
 extern "C" __global__ void bn_backward(const float* x, const float* dy, float* dx, const float* mean, const float* invstd,
-                                       int n, int c, int hw, int xs, int dys, int dxs) {
+                                       int n, int c, int hw, int xs, int dys, int dxs, int accumulate) {
 	__shared__ double red[TINCT_THREADS];
 	int ch = blockIdx.x;
 	long long m = (long long)n * hw;
@@ -74,6 +75,7 @@ extern "C" __global__ void bn_backward(const float* x, const float* dy, float* d
 	float k = (float)(sdyx / (double)m) * is * is;
 	for (long long i = threadIdx.x; i < m; i += blockDim.x) {
 		long long p = i / hw, q = i % hw;
-		ob[p * dxs + q] += is * (gb[p * dys + q] - mdy - (xb[p * xs + q] - mu) * k);
+		float v = is * (gb[p * dys + q] - mdy - (xb[p * xs + q] - mu) * k);
+		ob[p * dxs + q] = accumulate ? ob[p * dxs + q] + v : v;
 	}
 }
