@@ -1,6 +1,9 @@
 package cuda
 
-import "fmt"
+import (
+	"fmt"
+	"math"
+)
 
 // Conv is nn.Conv2D on the device: a stride-1 convolution with bias,
 // kernel 1×1 or 3×3 (zero padding 1), weights Out×In×K×K (PyTorch's OIHW)
@@ -132,6 +135,49 @@ func (c *Conv) Backward(e Exec, x, dy, dx View, col, rot Mem, accumulate bool) e
 	return e.Gemm(Gemm{M: hw, N: c.In, K: ko, Alpha: 1,
 		A: col, LDA: hw, StrideA: ko * hw, B: rot, LDB: ko,
 		Beta: beta, C: dx.Mem, LDC: hw, StrideC: dx.Stride, Batch: n})
+}
+
+// Validate checks the sizes and that every operand's buffer holds what
+// the product reads or writes.
+func (g Gemm) Validate() error {
+	if g.M < 0 || g.N < 0 || g.K < 0 || g.Batch < 0 || g.StrideA < 0 || g.StrideB < 0 || g.StrideC < 0 {
+		return fmt.Errorf("cuda: gemm %dx%dx%d×%d: negative size or stride", g.M, g.N, g.K, g.Batch)
+	}
+	for _, v := range []int{g.M, g.N, g.K, g.LDA, g.LDB, g.LDC, g.StrideA, g.StrideB, g.StrideC, g.Batch} {
+		if v > math.MaxInt32 && v != g.StrideA && v != g.StrideB && v != g.StrideC {
+			return fmt.Errorf("cuda: gemm size %d beyond int32", v)
+		}
+	}
+	if g.Batch == 0 || g.M == 0 || g.N == 0 {
+		return nil
+	}
+	operand := func(name string, m Mem, trans bool, rows, cols, ld, stride int) error {
+		if trans {
+			rows, cols = cols, rows
+		}
+		if ld < max(rows, 1) {
+			return fmt.Errorf("cuda: gemm %s: leading dimension %d below %d rows", name, ld, rows)
+		}
+		if rows == 0 || cols == 0 {
+			return nil
+		}
+		need := (g.Batch-1)*stride + (cols-1)*ld + rows
+		if m == nil || m.Len() < need {
+			l := 0
+			if m != nil {
+				l = m.Len()
+			}
+			return fmt.Errorf("cuda: gemm %s needs %d floats, buffer has %d", name, need, l)
+		}
+		return nil
+	}
+	if err := operand("A", g.A, g.TransA, g.M, g.K, g.LDA, g.StrideA); err != nil {
+		return err
+	}
+	if err := operand("B", g.B, g.TransB, g.K, g.N, g.LDB, g.StrideB); err != nil {
+		return err
+	}
+	return operand("C", g.C, false, g.M, g.N, g.LDC, g.StrideC)
 }
 
 // HostGemm computes g on host slices, column-major, as

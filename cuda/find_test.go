@@ -191,3 +191,40 @@ func TestCheckELF(t *testing.T) {
 		}
 	}
 }
+
+// fakeDriver builds testdata/fakecuda.c as dir/libcuda.so.1 and points
+// TINCT_CUDA_LIBS at it.
+func fakeDriver(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	src, err := os.ReadFile("testdata/fakecuda.c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sharedObject(t, filepath.Join(dir, "libcuda.so.1"), string(src))
+	t.Setenv("TINCT_CUDA_LIBS", dir)
+	return dir
+}
+
+func TestProbeFakeDriver(t *testing.T) {
+	dir := fakeDriver(t)
+	in, err := Probe(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.Name != "Fake H200" || in.CC != [2]int{9, 0} || in.SMs != 132 || in.Count != 1 || in.TotalMem != 141<<30 ||
+		in.DriverVersion != 13000 || in.MaxThreads != 1024 || in.DriverPath != filepath.Join(dir, "libcuda.so.1") {
+		t.Errorf("Probe = %+v", in)
+	}
+	if s := in.String(); !strings.Contains(s, "Fake H200 (GPU 0 of 1, compute capability 9.0, 132 multiprocessors, 141.0 GiB, driver CUDA 13.0") {
+		t.Errorf("Info.String = %s", s)
+	}
+	if _, err := Probe(1); err == nil || !strings.Contains(err.Error(), "GPU 1: the driver sees 1 device(s)") {
+		t.Errorf("Probe(1): %v", err)
+	}
+	t.Setenv("FAKE_CUDA_NODEV", "1")
+	_, err = Probe(0)
+	if err == nil || !strings.Contains(err.Error(), "cuInit: CUDA_ERROR_NO_DEVICE (100: no CUDA-capable device is detected)") {
+		t.Errorf("no device: %v", err)
+	}
+}

@@ -2,6 +2,7 @@ package cuda
 
 import (
 	"math"
+	"strings"
 	"testing"
 )
 
@@ -117,5 +118,59 @@ func TestHostGemm(t *testing.T) {
 				t.Fatalf("batch %d: %v", i, c3)
 			}
 		}
+	}
+}
+
+func TestGemmValidate(t *testing.T) {
+	buf := func(n int) Mem { return memStub{n} }
+	ok := Gemm{M: 4, N: 3, K: 2, A: buf(8), LDA: 4, B: buf(6), LDB: 2, C: buf(12), LDC: 4, Batch: 1}
+	if err := ok.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	batched := ok
+	batched.Batch, batched.StrideA, batched.StrideC, batched.C, batched.A = 3, 8, 12, buf(36), buf(24)
+	if err := batched.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for name, g := range map[string]Gemm{
+		"short A":    func() Gemm { g := ok; g.A = buf(7); return g }(),
+		"short C":    func() Gemm { g := batched; g.C = buf(35); return g }(),
+		"ld below M": func() Gemm { g := ok; g.LDA = 3; return g }(),
+		"transposed": func() Gemm { g := ok; g.TransA = true; return g }(), // A is then 2×4 with ld 4: needs 14 floats
+		"nil B":      func() Gemm { g := ok; g.B = nil; return g }(),
+		"negative":   func() Gemm { g := ok; g.K = -1; return g }(),
+	} {
+		if err := g.Validate(); err == nil {
+			t.Errorf("%s accepted", name)
+		}
+	}
+}
+
+func TestArch(t *testing.T) {
+	sup := []int{75, 80, 86, 87, 89, 90, 100, 120}
+	for _, tc := range []struct {
+		cc   [2]int
+		want string
+	}{{[2]int{9, 0}, "sm_90"}, {[2]int{8, 6}, "sm_86"}, {[2]int{8, 8}, "sm_87"}, {[2]int{12, 1}, "sm_120"}, {[2]int{10, 3}, "sm_100"}} {
+		got, err := Arch(tc.cc, sup)
+		if err != nil || got != tc.want {
+			t.Errorf("Arch(%v) = %s, %v; want %s", tc.cc, got, err, tc.want)
+		}
+	}
+	if _, err := Arch([2]int{7, 0}, sup); err == nil {
+		t.Error("compute capability 7.0 accepted by an NVRTC from 7.5 on")
+	}
+	opts := strings.Join(CompileOptions("sm_90"), " ")
+	if !strings.Contains(opts, "--gpu-architecture=sm_90") || !strings.Contains(opts, "--fmad=false") {
+		t.Errorf("options %s", opts)
+	}
+	for _, s := range []string{"fp32", "tf32", "bf16", "TF32", ""} {
+		p, err := ParsePrecision(s)
+		if err != nil || (s != "" && p.String() != strings.ToLower(s)) {
+			t.Errorf("ParsePrecision(%q) = %v, %v", s, p, err)
+		}
+	}
+	if _, err := ParsePrecision("fp16"); err == nil {
+		t.Error("fp16 accepted")
 	}
 }

@@ -137,6 +137,9 @@ func (s *Shim) Sync() error { return nil }
 
 // Gemm runs cuda.HostGemm: the shim has no cuBLAS.
 func (s *Shim) Gemm(g cuda.Gemm) error {
+	if err := g.Validate(); err != nil {
+		return err
+	}
 	a, ok1 := g.A.(HostMem)
 	b, ok2 := g.B.(HostMem)
 	c, ok3 := g.C.(HostMem)
