@@ -109,8 +109,12 @@ type Finder struct {
 	sitesW []Attempt
 }
 
-// DefaultFinder looks where this machine's environment says.
+// DefaultFinder looks where this machine's environment says. With
+// TINCT_CUDA_LIBS_ONLY set (to anything), it looks in TINCT_CUDA_LIBS alone.
 func DefaultFinder() *Finder {
+	if os.Getenv("TINCT_CUDA_LIBS_ONLY") != "" {
+		return &Finder{Env: os.Getenv("TINCT_CUDA_LIBS")}
+	}
 	f := &Finder{Env: os.Getenv("TINCT_CUDA_LIBS"), Loader: true, Dirs: systemDirs}
 	for _, v := range []string{"CUDA_HOME", "CUDA_PATH"} {
 		if p := os.Getenv(v); p != "" {
