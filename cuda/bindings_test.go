@@ -101,3 +101,27 @@ func TestGoString(t *testing.T) {
 		t.Error("goString(nil)")
 	}
 }
+
+func TestPackParams(t *testing.T) {
+	vals, err := packParams([]any{DevMem{Ptr: 0x7f0000001000, N: 10}.At(3), -2, float32(1.5), 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []uint64{0x7f0000001000 + 12, 0xfffffffe, 0x3fc00000, 7}
+	for i := range want {
+		if vals[i] != want[i] {
+			t.Errorf("slot %d = %#x, want %#x", i, vals[i], want[i])
+		}
+	}
+	// a 4-byte value is read at the slot's start: little-endian
+	b := (*[8]byte)(unsafe.Pointer(&vals[1]))
+	if *(*int32)(unsafe.Pointer(&b[0])) != -2 {
+		t.Error("int not at the slot's start")
+	}
+	if _, err := packParams([]any{memStub{4}}); err == nil {
+		t.Error("host memory packed as a device pointer")
+	}
+	if _, err := packParams([]any{2.5}); err == nil {
+		t.Error("float64 packed")
+	}
+}

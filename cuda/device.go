@@ -565,25 +565,11 @@ func (d *Device) Launch(kernel string, grid, block Dim3, args ...any) error {
 	if err := CheckLimits(grid, block, d.MaxThreads, d.MaxGridX); err != nil {
 		return fmt.Errorf("%s: %w", kernel, err)
 	}
-	// kernelParams is an array of pointers to each argument's value;
-	// every value sits in its own 8-byte slot (little-endian, so 4-byte
-	// values are at the slot's start).
-	vals := make([]uint64, len(args))
-	ptrs := make([]unsafe.Pointer, len(args))
-	for i, a := range args {
-		switch v := a.(type) {
-		case Mem:
-			dm, err := devMem(v)
-			if err != nil {
-				return err
-			}
-			vals[i] = dm.Ptr
-		case int:
-			vals[i] = uint64(uint32(int32(v)))
-		case float32:
-			vals[i] = uint64(math.Float32bits(v))
-		}
+	vals, err := packParams(args)
+	if err != nil {
+		return err
 	}
+	ptrs := make([]unsafe.Pointer, len(args))
 	var pin runtime.Pinner
 	defer pin.Unpin()
 	for i := range vals {
@@ -602,6 +588,31 @@ func (d *Device) Launch(kernel string, grid, block Dim3, args ...any) error {
 	defer leave()
 	r := d.drv.api.LaunchKernel(f, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, 0, d.stream, params, nil)
 	return d.drv.check("cuLaunchKernel "+kernel, r)
+}
+
+// packParams lays out a launch's arguments for cuLaunchKernel's
+// kernelParams (an array of pointers to each value): every value in its own
+// 8-byte slot, little-endian, so a 4-byte int or float is at the slot's
+// start and a device pointer fills it.
+func packParams(args []any) ([]uint64, error) {
+	vals := make([]uint64, len(args))
+	for i, a := range args {
+		switch v := a.(type) {
+		case Mem:
+			dm, err := devMem(v)
+			if err != nil {
+				return nil, err
+			}
+			vals[i] = dm.Ptr
+		case int:
+			vals[i] = uint64(uint32(int32(v)))
+		case float32:
+			vals[i] = uint64(math.Float32bits(v))
+		default:
+			return nil, fmt.Errorf("cuda: kernel argument %d: %T", i, a)
+		}
+	}
+	return vals, nil
 }
 
 // Gemm runs the product with cuBLAS in the device's precision.

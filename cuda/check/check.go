@@ -384,6 +384,27 @@ var cases = []func(r *run){
 		r.do(cuda.EMA(r.b, a, l, len(avg.Params), float32(rule.Decay)))
 		r.check("ema", a, avg.Params, tight)
 	},
+	func(r *run) {
+		// sizes past one pass of a 16-block grid (4096 threads)
+		x, y := r.tensor(3, 5, 30, 31, 1, 3, 0), r.tensor(3, 5, 30, 31, 0, 1, 0)
+		nn.SiLUForward(x.host, y.host)
+		r.do(cuda.SiLUForward(r.b, x.dev, y.dev))
+		r.check("silu_forward large", y.mem, y.full, tight)
+		t := r.tensor(3, 5, 30, 31, 2, 1, 0)
+		loss := nn.MSE(y.host, t.host, x.host)
+		parts, sum := r.buf(make([]float32, 2*cuda.MaxPartials)), r.buf(make([]float32, 2))
+		r.do(cuda.MSE(r.b, y.dev, t.dev, x.dev, 1, parts, sum))
+		r.check("mse grad large", x.mem, x.full, tight)
+		if r.err == nil {
+			got, err := r.b.Read(sum, 2)
+			if err != nil {
+				r.fail("mse loss large", err)
+				return
+			}
+			total := math.Float64frombits(uint64(math.Float32bits(got[0])) | uint64(math.Float32bits(got[1]))<<32)
+			r.out = append(r.out, Compare("mse loss large", []float32{float32(total / float64(y.host.N*y.host.C*y.host.HW()))}, []float32{loss}, tight))
+		}
+	},
 	convForward(3, false), convForward(3, true), convForward(1, false), convForward(1, true),
 	convBackward(3, false), convBackward(3, true), convBackward(1, false), convBackward(1, true),
 }

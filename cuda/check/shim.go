@@ -77,6 +77,10 @@ type Shim struct {
 	inc  io.Closer
 	out  *bufio.Reader
 	Runs int // kernel launches
+	// Multiprocessors is what SMs reports: grid-stride launches get 16
+	// blocks per multiprocessor (0: up to 4096 blocks), so a small value
+	// makes their loops go round.
+	Multiprocessors int
 }
 
 // StartShim starts the compiled shim.
@@ -117,7 +121,7 @@ func (m HostMem) Len() int            { return len(m.b.data) - m.off }
 // Floats is the buffer from the offset on.
 func (m HostMem) Floats() []float32 { return m.b.data[m.off:] }
 
-func (s *Shim) SMs() int { return 0 }
+func (s *Shim) SMs() int { return s.Multiprocessors }
 
 // Alloc copies data into a new buffer.
 func (s *Shim) Alloc(data []float32) (cuda.Mem, error) {
