@@ -70,6 +70,41 @@ func TestKernelsMatchCPU(t *testing.T) {
 	}
 }
 
+// TestKernelsOrderIndependent runs the cases with blocks and threads in
+// reverse order: every result must be the same as in order, bit for bit
+// (each output has one writer; the reductions sum in a fixed tree).
+func TestKernelsOrderIndependent(t *testing.T) {
+	exe, err := BuildShim(t.TempDir())
+	if errors.Is(err, ErrNoCompiler) {
+		t.Skip("no g++")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var runs [2][]Result
+	for i, rev := range []bool{false, true} {
+		s, err := StartShim(exe, rev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Multiprocessors = 1
+		runs[i] = Run(s, 3)
+		s.Close()
+	}
+	if len(runs[0]) != len(runs[1]) {
+		t.Fatalf("%d and %d results", len(runs[0]), len(runs[1]))
+	}
+	for i, a := range runs[0] {
+		b := runs[1][i]
+		if !b.OK() {
+			t.Errorf("reversed: %v", b)
+		}
+		if a.MaxAbs != b.MaxAbs || a.Worst != b.Worst {
+			t.Errorf("%s: in order max |Δ| %g, reversed %g", a.Case, a.MaxAbs, b.MaxAbs)
+		}
+	}
+}
+
 // TestCompareCatchesErrors makes sure a wrong kernel would fail: a result
 // off by more than the tolerance, a NaN, a wrong length.
 func TestCompareCatchesErrors(t *testing.T) {
@@ -127,4 +162,29 @@ func startShimFrom(t *testing.T, src string) *Shim {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// TestShimCatchesMissingBarrier removes the barrier after the block sum is
+// read: the next sum then overwrites the shared array while other threads
+// still read it, as on a GPU, and the BatchNorm cases fail. The shim's
+// fibers honour __syncthreads; a shim without them would pass this.
+func TestShimCatchesMissingBarrier(t *testing.T) {
+	src, err := ShimSource()
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken := strings.Replace(src, "\tdouble total = red[0];\n\t__syncthreads();", "\tdouble total = red[0];", 1)
+	if broken == src {
+		t.Fatal("tinct_block_sum's last barrier not found")
+	}
+	s := startShimFrom(t, broken)
+	failed := 0
+	for _, r := range Run(s, 1) {
+		if strings.HasPrefix(r.Case, "bn_") && !r.OK() {
+			failed++
+		}
+	}
+	if failed == 0 {
+		t.Error("the BatchNorm cases passed without the barrier")
+	}
 }

@@ -83,9 +83,14 @@ type Shim struct {
 	Multiprocessors int
 }
 
-// StartShim starts the compiled shim.
-func StartShim(exe string) (*Shim, error) {
+// StartShim starts the compiled shim. With reverse set it runs blocks and
+// threads in reverse order: a kernel whose result depends on the order
+// (which would race on a GPU) then gives other results.
+func StartShim(exe string, reverse ...bool) (*Shim, error) {
 	cmd := exec.Command(exe)
+	if len(reverse) > 0 && reverse[0] {
+		cmd.Env = append(os.Environ(), "TINCT_SHIM_REVERSE=1")
+	}
 	w, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err

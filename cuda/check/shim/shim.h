@@ -32,6 +32,9 @@ static std::vector<char> shim_stacks;
 static std::vector<char> shim_done;
 static int shim_cur;
 static const size_t shim_stack = 64 * 1024;
+// TINCT_SHIM_REVERSE set: blocks and threads run in reverse order, so a
+// kernel whose result depends on the order (a race on a GPU) shows up.
+static const bool shim_reverse = getenv("TINCT_SHIM_REVERSE") != nullptr;
 
 static void __syncthreads() { swapcontext(&shim_fibers[shim_cur], &shim_sched); }
 
@@ -50,7 +53,8 @@ static void shim_run(dim3 g, dim3 b, std::function<void()> body) {
 	shim_done.resize(nt);
 	for (unsigned bz = 0; bz < g.z; bz++)
 		for (unsigned by = 0; by < g.y; by++)
-			for (unsigned bx = 0; bx < g.x; bx++) {
+			for (unsigned bi = 0; bi < g.x; bi++) {
+				unsigned bx = shim_reverse ? g.x - 1 - bi : bi;
 				blockIdx = {bx, by, bz};
 				for (int t = 0; t < nt; t++) {
 					getcontext(&shim_fibers[t]);
@@ -62,7 +66,8 @@ static void shim_run(dim3 g, dim3 b, std::function<void()> body) {
 				}
 				int left = nt;
 				while (left > 0) {
-					for (int t = 0; t < nt; t++) {
+					for (int k = 0; k < nt; k++) {
+						int t = shim_reverse ? nt - 1 - k : k;
 						if (shim_done[t]) continue;
 						shim_cur = t;
 						threadIdx = {(unsigned)(t % b.x), (unsigned)((t / b.x) % b.y), (unsigned)(t / (b.x * b.y))};
