@@ -2,16 +2,43 @@ package check
 
 import (
 	"errors"
+	"os"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/tinct/tinct/cuda"
 )
 
-// startShim compiles the kernels as C++ with the CPU shim.
+var (
+	shimOnce sync.Once
+	shimDir  string
+	shimExe  string
+	shimErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if shimDir != "" {
+		os.RemoveAll(shimDir)
+	}
+	os.Exit(code)
+}
+
+// builtShim compiles the kernels as C++ with the CPU shim, once.
+func builtShim() (string, error) {
+	shimOnce.Do(func() {
+		if shimDir, shimErr = os.MkdirTemp("", "tinct-shim-test-"); shimErr == nil {
+			shimExe, shimErr = BuildShim(shimDir)
+		}
+	})
+	return shimExe, shimErr
+}
+
+// startShim starts the compiled shim.
 func startShim(t *testing.T) *Shim {
 	t.Helper()
-	exe, err := BuildShim(t.TempDir())
+	exe, err := builtShim()
 	if errors.Is(err, ErrNoCompiler) {
 		t.Skip("no g++: the kernels' arithmetic is not checked on this machine")
 	}
@@ -74,7 +101,7 @@ func TestKernelsMatchCPU(t *testing.T) {
 // reverse order: every result must be the same as in order, bit for bit
 // (each output has one writer; the reductions sum in a fixed tree).
 func TestKernelsOrderIndependent(t *testing.T) {
-	exe, err := BuildShim(t.TempDir())
+	exe, err := builtShim()
 	if errors.Is(err, ErrNoCompiler) {
 		t.Skip("no g++")
 	}
