@@ -228,3 +228,21 @@ func TestProbeFakeDriver(t *testing.T) {
 		t.Errorf("no device: %v", err)
 	}
 }
+
+// TestFakeDriverDefinesEveryBinding keeps testdata/fakecuda.c in step with
+// the bindings: Probe binds every driver symbol before it calls any.
+func TestFakeDriverDefinesEveryBinding(t *testing.T) {
+	src, err := os.ReadFile("testdata/fakecuda.c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs, err := symFields(&driverAPI{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fs {
+		if !strings.Contains(string(src), "CUresult "+f.names[0]+"(") {
+			t.Errorf("testdata/fakecuda.c lacks %s", f.names[0])
+		}
+	}
+}
