@@ -10,7 +10,10 @@
 #
 # It builds nothing: it runs a bin/tinct built beforehand, where Go is:
 #
-#   CGO_ENABLED=0 go build -o bin/tinct ./cmd/tinct
+#   CGO_ENABLED=0 go build -ldflags='-s -w' -o bin/tinct ./cmd/tinct
+#
+# (stripped: about 35 MB instead of 46, so that the tree and the binary stay
+# well under the device machine's 64 MiB transfer limit)
 #
 # and carried to the GPU machine (on this project's device machine:
 # run(command="bash scripts/gpu-check.sh", carry=["bin/tinct"],
@@ -54,7 +57,7 @@ run() { # run CMD…: log its output and status; never stops the script
 }
 
 if [ ! -x "$BIN" ]; then
-	echo "gpu-check: no $BIN; build it where Go is: CGO_ENABLED=0 go build -o bin/tinct ./cmd/tinct" | tee -a "$LOG"
+	echo "gpu-check: no $BIN; build it where Go is: CGO_ENABLED=0 go build -ldflags='-s -w' -o bin/tinct ./cmd/tinct" | tee -a "$LOG"
 	exit 2
 fi
 
