@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -68,6 +69,7 @@ type Config struct {
 	MetricsAddr string `yaml:"metrics_addr"`
 	GEMM        string `yaml:"gemm"`
 	Threads     int    `yaml:"threads"`
+	Device      string `yaml:"device"` // cpu, or cuda:N (issue 13: not wired into training yet)
 }
 
 // Values of resume.
@@ -76,6 +78,8 @@ const (
 	ResumeYes  = "true"  // continue from the newest valid checkpoint; none is an error
 	ResumeAuto = "auto"  // continue if the store holds a valid checkpoint, start afresh if it is empty
 )
+
+var deviceRE = regexp.MustCompile(`^(cpu|cuda:[0-9]+)$`)
 
 // Choices lists the valid values of the keys that take one of a set.
 var Choices = map[string][]string{
@@ -301,6 +305,9 @@ func (c *Config) Validate() error {
 	choice("ema.buffers", c.EMA.Buffers)
 	choice("gemm", c.GEMM)
 	choice("resume", c.Resume)
+	if !deviceRE.MatchString(c.Device) {
+		bad("device=%s: must be cpu or cuda:N (N a GPU index)", c.Device)
+	}
 	if c.Dataset == "" {
 		bad("dataset: empty; give a prepared dataset or a folder of images")
 	}

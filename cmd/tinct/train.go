@@ -257,6 +257,9 @@ func initialState(ctx context.Context, cfg *config.Config, store checkpoint.Stor
 // useCompute applies the config's gemm and threads unless the command line
 // chose them.
 func useCompute(cmd *cobra.Command, cfg *config.Config) error {
+	if err := checkDevice(cfg.Device); err != nil {
+		return err
+	}
 	if cfg.Threads > 0 && !cmd.Flags().Changed("threads") {
 		nn.SetWorkers(cfg.Threads)
 	}
