@@ -196,6 +196,8 @@ func (rx *rxChunk) parse(data mem.BufferSlice) bool {
 			rx.offset = x
 		case chunkTotal:
 			rx.total = x
+		default:
+			return false // an unknown field: proto decides what it is
 		}
 	}
 	return true // no data field: an empty chunk

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -31,6 +32,12 @@ type Model struct {
 	BlockDepth int   `yaml:"block_depth"`
 }
 
+// sample_color values: how the sample grids show a colourisation.
+const (
+	SampleLuminance = "luminance" // the sample's colour on the gray input's own luminance (as colorize and the web app)
+	SampleRaw       = "raw"       // the network's RGB as sampled
+)
+
 // Config holds every hyperparameter of a run; see configs/config.yaml.
 type Config struct {
 	Seed       uint64 `yaml:"seed"`
@@ -51,6 +58,8 @@ type Config struct {
 	SampleEvery     int    `yaml:"sample_every"`
 	SampleImages    int    `yaml:"sample_images"`
 	SampleSteps     int    `yaml:"sample_steps"`
+	SampleColor     string `yaml:"sample_color"` // SampleLuminance or SampleRaw
+	SampleClip      bool   `yaml:"sample_clip"`
 	CheckpointEvery int    `yaml:"checkpoint_every"`
 	Store           string `yaml:"store"`
 	KeepLast        int    `yaml:"keep_last"`
@@ -60,6 +69,7 @@ type Config struct {
 	MetricsAddr string `yaml:"metrics_addr"`
 	GEMM        string `yaml:"gemm"`
 	Threads     int    `yaml:"threads"`
+	Device      string `yaml:"device"` // cpu, or cuda:N (issue 13: not wired into training yet)
 }
 
 // Values of resume.
@@ -68,6 +78,8 @@ const (
 	ResumeYes  = "true"  // continue from the newest valid checkpoint; none is an error
 	ResumeAuto = "auto"  // continue if the store holds a valid checkpoint, start afresh if it is empty
 )
+
+var deviceRE = regexp.MustCompile(`^(cpu|cuda:[0-9]+)$`)
 
 // Choices lists the valid values of the keys that take one of a set.
 var Choices = map[string][]string{
@@ -293,6 +305,9 @@ func (c *Config) Validate() error {
 	choice("ema.buffers", c.EMA.Buffers)
 	choice("gemm", c.GEMM)
 	choice("resume", c.Resume)
+	if !deviceRE.MatchString(c.Device) {
+		bad("device=%s: must be cpu or cuda:N (N a GPU index)", c.Device)
+	}
 	if c.Dataset == "" {
 		bad("dataset: empty; give a prepared dataset or a folder of images")
 	}
@@ -336,6 +351,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Crops < 1 || c.Crops > 16 {
 		bad("crops=%d: must be 1 to 16", c.Crops)
+	}
+	if c.SampleColor != SampleLuminance && c.SampleColor != SampleRaw {
+		bad("sample_color=%q: must be %s or %s", c.SampleColor, SampleLuminance, SampleRaw)
 	}
 	if c.SampleImages < 1 {
 		bad("sample_images=%d: must be at least 1", c.SampleImages)

@@ -45,6 +45,8 @@ func TestBadOverrides(t *testing.T) {
 		{"ema.buffers=mean", "ema.buffers=mean: must be one of copy, average"},
 		{"optimizer=sgd", "optimizer=sgd: must be one of adam"},
 		{"gemm=cuda", "gemm=cuda: must be one of auto, onednn, openblas, go"},
+		{"device=gpu0", "device=gpu0: must be cpu or cuda:N"},
+		{"device=cuda", "device=cuda: must be cpu or cuda:N"},
 		{"resume=maybe", "resume=maybe: must be one of false, true, auto"},
 		{"resume=1", "resume=1: must be one of false, true, auto"},
 		{"resume=[true]", ": want a single value"},

@@ -18,7 +18,9 @@ import (
 	"time"
 
 	"github.com/tinct/tinct/checkpoint"
+	"github.com/tinct/tinct/chroma"
 	"github.com/tinct/tinct/cluster"
+	"github.com/tinct/tinct/config"
 	"github.com/tinct/tinct/control"
 	"github.com/tinct/tinct/dataset"
 	"github.com/tinct/tinct/model"
@@ -361,7 +363,8 @@ func (c *Coordinator) scalar(tag string, step int64, v float64) {
 }
 
 // sampleGrid colorizes the first sample_images validation images with the
-// EMA network and records rows gray / generated / ground truth.
+// EMA network and records rows gray / generated / ground truth; generated
+// keeps the gray image's own luminance unless sample_color is raw.
 func (c *Coordinator) sampleGrid(ctx context.Context, epoch int) error {
 	cfg := c.st.Config
 	k := min(cfg.SampleImages, c.opt.Val.Len())
@@ -379,6 +382,7 @@ func (c *Coordinator) sampleGrid(ctx context.Context, epoch int) error {
 	if err != nil {
 		return err
 	}
+	sampler.Clip = cfg.SampleClip
 	out, err := sampler.Colorize(ctx, gray, 1, cfg.SampleSteps, rand.New(rand.NewPCG(cfg.Seed, 0x6a1d)), nil)
 	if err != nil {
 		return err
@@ -386,7 +390,12 @@ func (c *Coordinator) sampleGrid(ctx context.Context, epoch int) error {
 	rows := make([][]image.Image, 3)
 	for i := range k {
 		rows[0] = append(rows[0], track.ToImage(gray.Image(i), 1, s, s))
-		rows[1] = append(rows[1], track.ToImage(out.Image(i), 3, s, s))
+		gen := track.ToImage(out.Image(i), 3, s, s)
+		if cfg.SampleColor != config.SampleRaw {
+			lum := track.ToImage(gray.Image(i), 1, s, s).(*image.Gray)
+			gen = chroma.Transfer(lum, gen, gen.Bounds())
+		}
+		rows[1] = append(rows[1], gen)
 		rows[2] = append(rows[2], track.ToImage(color.Image(i), 3, s, s))
 	}
 	return c.opt.Track.Image("samples", int64(epoch), track.Grid(rows, 2))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"image/png"
 	"io"
 	"log/slog"
 	"math"
@@ -391,5 +392,61 @@ func TestMetricsFlushedAtCheckpoint(t *testing.T) {
 	}
 	if saves != 1 || flushed != 1 {
 		t.Fatalf("%d checkpoints, %d of them with step 1's loss on disk; want 1 and 1", saves, flushed)
+	}
+}
+
+// TestSampleGridKeepsLuminance: the grid's generated row carries the gray
+// row's own luminance (within a level or two of BT.601 rounding) unless
+// sample_color is raw, which shows the network's RGB as sampled.
+func TestSampleGridKeepsLuminance(t *testing.T) {
+	for _, tc := range []struct {
+		color string
+		kept  bool
+	}{{"luminance", true}, {"raw", false}} {
+		t.Run(tc.color, func(t *testing.T) {
+			dir := t.TempDir()
+			w, err := track.Open(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Close()
+			cfg := testConfig(t, t.TempDir(), "checkpoint_every=0", "epochs=1", "sample_every=1", "sample_images=2", "sample_steps=3", "sample_color="+tc.color)
+			l := startLocal(t, cfg, coordinator.Options{Track: w, Val: data}, false, 1)
+			if err := l.co.Run(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			matches, _ := filepath.Glob(filepath.Join(dir, "images", "samples*.png"))
+			if len(matches) != 1 {
+				t.Fatalf("grids %v, want one", matches)
+			}
+			f, err := os.Open(matches[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			grid, err := png.Decode(f)
+			f.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			const s, pad = 8, 2
+			worst := 0.0
+			for i := range 2 {
+				for y := range s {
+					for x := range s {
+						gx := i*(s+pad) + x
+						gr, _, _, _ := grid.At(gx, y).RGBA()
+						r, g, b, _ := grid.At(gx, s+pad+y).RGBA()
+						lum := 0.299*float64(r>>8) + 0.587*float64(g>>8) + 0.114*float64(b>>8)
+						worst = math.Max(worst, math.Abs(lum-float64(gr>>8)))
+					}
+				}
+			}
+			if tc.kept && worst > 2 {
+				t.Errorf("generated row's luminance is up to %.1f levels off the gray row's", worst)
+			}
+			if !tc.kept && worst < 5 {
+				t.Errorf("raw samples have the gray row's luminance (worst %.1f): not raw", worst)
+			}
+		})
 	}
 }

@@ -75,6 +75,12 @@ type Skip struct {
 	Reason string // one of the Skip… reasons
 }
 
+// HeldOutFile is the name, inside a prepared folder, of the list of the
+// photos in the validation and test splits: one "split<TAB>path" line per
+// record, in record order (for a parquet row, "file row N"). Their other
+// crops, if any, are in no split.
+const HeldOutFile = "held-out.txt"
+
 // SkippedFile is the name, inside a prepared folder, of the list of skipped
 // items: one "path<TAB>reason" line each, in source order.
 const SkippedFile = "skipped.txt"
@@ -195,6 +201,8 @@ type preparer struct {
 	writers map[string]*shardWriter
 	staging *os.File // shuffle rule: all usable records in source order
 	staged  int
+	names   []string // shuffle rule: the source item of each staged unit
+	heldOut []Skip   // val and test records: Path the item, Reason the split
 }
 
 // job is one source item on its way through the decoders.
@@ -226,8 +234,8 @@ func (opt *PrepareOptions) unitRecords() int {
 	return 1
 }
 
-// heldOut is a unit's record for validation and test: the center square.
-func (p *preparer) heldOut(unit []byte) []byte {
+// centerOf is a unit's record for validation and test: the center square.
+func (p *preparer) centerOf(unit []byte) []byte {
 	return unit[:recordBytes(p.opt.ImageSize)]
 }
 
@@ -280,6 +288,7 @@ func (p *preparer) run(ctx context.Context) (Summary, error) {
 				return fmt.Errorf("write staging file %s: %w (is the disk full?)", p.staging.Name(), err)
 			}
 			p.staged++
+			p.names = append(p.names, r.name)
 			return nil
 		}
 		switch {
@@ -287,10 +296,12 @@ func (p *preparer) run(ctx context.Context) (Summary, error) {
 			return p.writeTrain(r.rec)
 		case valTaken < opt.Val:
 			valTaken++
-			return p.writers[SplitVal].write(p.heldOut(r.rec))
+			p.heldOut = append(p.heldOut, Skip{Path: r.name, Reason: SplitVal})
+			return p.writers[SplitVal].write(p.centerOf(r.rec))
 		case testTaken < opt.Test:
 			testTaken++
-			return p.writers[SplitTest].write(p.heldOut(r.rec))
+			p.heldOut = append(p.heldOut, Skip{Path: r.name, Reason: SplitTest})
+			return p.writers[SplitTest].write(p.centerOf(r.rec))
 		default:
 			p.skip(r.name, SkipUnused)
 			return nil
@@ -374,13 +385,27 @@ func (p *preparer) skip(name, reason string) {
 func skipList(skips []Skip) []byte {
 	var b bytes.Buffer
 	for _, s := range skips {
-		path := s.Path
-		if strings.ContainsAny(path, "\t\n\r") {
-			path = strconv.Quote(path)
-		}
-		fmt.Fprintf(&b, "%s\t%s\n", path, s.Reason)
+		fmt.Fprintf(&b, "%s\t%s\n", quotePath(s.Path), s.Reason)
 	}
 	return b.Bytes()
+}
+
+// heldOutList is HeldOutFile's content: one "split<TAB>path" line per
+// held-out record, paths quoted as in skipList.
+func heldOutList(held []Skip) []byte {
+	var b bytes.Buffer
+	for _, h := range held {
+		fmt.Fprintf(&b, "%s\t%s\n", h.Reason, quotePath(h.Path))
+	}
+	return b.Bytes()
+}
+
+// quotePath quotes (Go syntax) a path holding a tab or a line break.
+func quotePath(path string) string {
+	if strings.ContainsAny(path, "\t\n\r") {
+		return strconv.Quote(path)
+	}
+	return path
 }
 
 // absPath returns path made absolute, or path itself if that fails.
@@ -542,9 +567,11 @@ func (p *preparer) distribute() error {
 		var err error
 		switch {
 		case pos < opt.Val:
-			err = p.writers[SplitVal].write(p.heldOut(unit))
+			p.heldOut = append(p.heldOut, Skip{Path: p.names[idx], Reason: SplitVal})
+			err = p.writers[SplitVal].write(p.centerOf(unit))
 		case pos < opt.Val+opt.Test:
-			err = p.writers[SplitTest].write(p.heldOut(unit))
+			p.heldOut = append(p.heldOut, Skip{Path: p.names[idx], Reason: SplitTest})
+			err = p.writers[SplitTest].write(p.centerOf(unit))
 		default:
 			err = p.writeTrain(unit)
 		}
@@ -579,6 +606,10 @@ func (p *preparer) commit(m *Manifest) error {
 	skipped := filepath.Join(out, SkippedFile)
 	if err := writeFileAtomic(skipped, skipList(p.skips)); err != nil {
 		return fmt.Errorf("write %s: %w", skipped, err)
+	}
+	held := filepath.Join(out, HeldOutFile)
+	if err := writeFileAtomic(held, heldOutList(p.heldOut)); err != nil {
+		return fmt.Errorf("write %s: %w", held, err)
 	}
 	if err := syncDir(out); err != nil {
 		return fmt.Errorf("sync output folder %s: %w", out, err)

@@ -94,7 +94,7 @@ func TestPrepareFolder(t *testing.T) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	if want := []string{"manifest.json", SkippedFile, "test-00000.bin", "train-00000.bin", "val-00000.bin"}; !slices.Equal(names, want) {
+	if want := []string{HeldOutFile, "manifest.json", SkippedFile, "test-00000.bin", "train-00000.bin", "val-00000.bin"}; !slices.Equal(names, want) {
 		t.Errorf("output holds %v, want %v", names, want)
 	}
 }
@@ -308,6 +308,23 @@ func TestPrepareCrops(t *testing.T) {
 			}
 			held[k] = true
 		}
+	}
+	// held-out.txt names the held-out photos, split by split
+	b, err := os.ReadFile(filepath.Join(out, HeldOutFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listed []string
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		split, path, _ := strings.Cut(line, "\t")
+		var k int
+		if _, err := fmt.Sscanf(filepath.Base(path), "p%d.png", &k); err != nil || !held[k] {
+			t.Errorf("%s lists %q, not a held-out photo", HeldOutFile, line)
+		}
+		listed = append(listed, split)
+	}
+	if !slices.Equal(listed, []string{SplitVal, SplitTest}) {
+		t.Errorf("%s lists splits %v, want val then test", HeldOutFile, listed)
 	}
 	seen := map[[2]int]int{}
 	colors, _ := loadAll(t, out, SplitTrain)

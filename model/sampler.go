@@ -11,7 +11,12 @@ import (
 // Sampler colorizes gray images with deterministic DDIM (η = 0) using a
 // network in eval mode. Its arena is sized for one batch shape and reused.
 type Sampler struct {
-	Net   *UNet
+	Net *UNet
+	// Clip clamps each step's estimate of the clean images, x̂0, to the
+	// data range [−1, 1] and re-derives the noise from it, so that the next
+	// step starts from an image that could be a photo (off by default: the
+	// sampler as trained; docs/quality.md measures both).
+	Clip  bool
 	arena *Arena
 	x     nn.Tensor // current noisy colour images
 	input nn.Tensor
@@ -85,11 +90,16 @@ func (s *Sampler) Colorize(ctx context.Context, gray nn.Tensor, samples, steps i
 			nsig, nnoi = float32(a), float32(b)
 		}
 		for i, v := range s.x.Data {
-			x0 := (v - noi*eps.Data[i]) / sig
+			e := eps.Data[i]
+			x0 := (v - noi*e) / sig
+			if s.Clip && (x0 < -1 || x0 > 1) {
+				x0 = min(max(x0, -1), 1)
+				e = (v - sig*x0) / noi
+			}
 			if last {
 				s.x.Data[i] = x0
 			} else {
-				s.x.Data[i] = nsig*x0 + nnoi*eps.Data[i]
+				s.x.Data[i] = nsig*x0 + nnoi*e
 			}
 			if show {
 				s.x0.Data[i] = x0

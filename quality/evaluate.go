@@ -32,6 +32,9 @@ type Options struct {
 	Steps    int                   // DDIM steps
 	Limit    int                   // score only the first Limit images (0: all)
 	Batch    int                   // images colorized at once, clamped to 1…images
+	Samples  int                   // colourisations per image for the best-of-N row (0 or 1: one, no such row)
+	Clip     bool                  // clamp the sampler's x̂0 to [−1, 1] at each step (model.Sampler.Clip)
+	Examples int                   // keep the first Examples images' gray input, samples and truth (Report.Examples)
 	Seed     uint64                // seed of the sampler's noise
 	Progress func(done, total int) // called after each batch when not nil
 }
@@ -42,6 +45,7 @@ type Row struct {
 	PSNR         float64 `json:"psnr_db"` // each image's capped at PSNRCap
 	SSIM         float64 `json:"ssim"`    // NaN for images under 11×11
 	Colorfulness float64 `json:"colorfulness"`
+	VsGray       float64 `json:"psnr_vs_gray_db"` // PSNR minus the gray baseline's: above 0, the colour is closer to the truth than none
 }
 
 // Report is the result of Evaluate.
@@ -49,17 +53,41 @@ type Report struct {
 	Images            int     // images scored
 	Model             Row     // the network's colourisations, as sampled (raw RGB)
 	Kept              Row     // the same with the input's own luminance: the sample's chroma only (chroma.Transfer)
+	Best              *Row    // luminance kept, the best of Options.Samples colourisations per image by PSNR (nil for one)
+	Mean              *Row    // luminance kept, the mean of the Options.Samples colourisations (an estimate of the posterior mean; nil for one)
 	Baseline          Row     // the gray image shown as RGB
 	TruthColorfulness float64 // the ground truth's mean, for scale
+	Examples          []Example
 }
 
-// Rows is the model's rows (raw, then luminance kept), then the baseline's.
-func (r Report) Rows() []Row { return []Row{r.Model, r.Kept, r.Baseline} }
+// Example is one scored image for a picture of the results: planar 8-bit
+// values, size×size.
+type Example struct {
+	Gray  []uint8   // the network's input
+	Kept  [][]uint8 // every sample, luminance kept (RGB planes)
+	Truth []uint8   // RGB planes
+}
+
+// Rows is the model's rows (raw, luminance kept, best of N when there is
+// one), then the baseline's.
+func (r Report) Rows() []Row {
+	rows := []Row{r.Model, r.Kept}
+	if r.Best != nil {
+		rows = append(rows, *r.Best)
+	}
+	if r.Mean != nil {
+		rows = append(rows, *r.Mean)
+	}
+	return append(rows, r.Baseline)
+}
 
 // Evaluate colorizes the first images of set (all, or opt.Limit) with net,
-// one sample each from opt.Seed, and scores them against the ground truth
-// beside the baseline that shows the gray image as RGB: PSNR over the three
-// 8-bit channels, SSIM and colourfulness. It stops early when ctx is done.
+// opt.Samples colourisations each from opt.Seed, and scores them against
+// the ground truth beside the baseline that shows the gray image as RGB:
+// PSNR over the three 8-bit channels, SSIM and colourfulness. The raw and
+// luminance-kept rows score each image's first sample; the best-of-N row
+// its sample of highest PSNR (luminance kept). It stops early when ctx is
+// done.
 func Evaluate(ctx context.Context, net *model.UNet, set Source, opt Options) (Report, error) {
 	n := set.Len()
 	if opt.Limit > 0 {
@@ -71,17 +99,28 @@ func Evaluate(ctx context.Context, net *model.UNet, set Source, opt Options) (Re
 	if opt.Steps < 1 {
 		return Report{}, fmt.Errorf("evaluate: %d DDIM steps; need at least 1", opt.Steps)
 	}
+	samples := max(1, opt.Samples)
 	size := set.ImageSize()
 	batch := max(1, min(opt.Batch, n))
-	sampler, err := model.NewSampler(net, batch, size, size)
+	sampler, err := model.NewSampler(net, batch*samples, size, size)
 	if err != nil {
 		return Report{}, fmt.Errorf("evaluate: %w", err)
 	}
+	sampler.Clip = opt.Clip
 	hw := size * size
-	var sums [3]Row
+	const raw, kept, best, mean, base = 0, 1, 2, 3, 4
+	var sums [5]Row
 	var truthColor float64
+	var examples []Example
 	rng := rand.New(rand.NewPCG(opt.Seed, 0))
 	color := make([]float32, 3*hw)
+	add := func(r *Row, img, truth []uint8) float64 {
+		p := math.Min(PSNR(img, truth), PSNRCap)
+		r.PSNR += p
+		r.SSIM += SSIM(img, truth, 3, size, size)
+		r.Colorfulness += Colorfulness(img, hw)
+		return p
+	}
 	for start := 0; start < n; start += batch {
 		k := min(batch, n-start)
 		gray := nn.NewTensor(batch, 1, size, size)
@@ -92,40 +131,76 @@ func Evaluate(ctx context.Context, net *model.UNet, set Source, opt Options) (Re
 			}
 			truths[i] = ToUint8(color)
 		}
-		out, err := sampler.Colorize(ctx, gray, 1, opt.Steps, rng, nil)
+		out, err := sampler.Colorize(ctx, gray, samples, opt.Steps, rng, nil)
 		if err != nil {
 			return Report{}, err
 		}
 		for i := range k {
-			gen := ToUint8(out.Image(i))
 			g := ToUint8(gray.Image(i))
-			kept := keepLuminance(g, gen, size)
-			base := append(append(append([]uint8{}, g...), g...), g...)
-			for j, img := range [][]uint8{gen, kept, base} {
-				sums[j].PSNR += math.Min(PSNR(img, truths[i]), PSNRCap)
-				sums[j].SSIM += SSIM(img, truths[i], 3, size, size)
-				sums[j].Colorfulness += Colorfulness(img, hw)
+			var ex *Example
+			if start+i < opt.Examples {
+				ex = &Example{Gray: g, Truth: truths[i]}
 			}
+			var top []uint8
+			topPSNR := math.Inf(-1)
+			avg := make([]float64, 3*hw)
+			for j := range samples {
+				gen := ToUint8(out.Image(i*samples + j))
+				kp := keepLuminance(g, gen, size)
+				if ex != nil {
+					ex.Kept = append(ex.Kept, kp)
+				}
+				if j == 0 {
+					add(&sums[raw], gen, truths[i])
+					add(&sums[kept], kp, truths[i])
+				}
+				if p := math.Min(PSNR(kp, truths[i]), PSNRCap); p > topPSNR {
+					top, topPSNR = kp, p
+				}
+				for q, v := range kp {
+					avg[q] += float64(v)
+				}
+			}
+			mixed := make([]uint8, 3*hw)
+			for q, v := range avg {
+				mixed[q] = uint8(math.Round(v / float64(samples)))
+			}
+			add(&sums[mean], mixed, truths[i])
+			if ex != nil {
+				examples = append(examples, *ex)
+			}
+			add(&sums[best], top, truths[i])
+			add(&sums[base], append(append(append([]uint8{}, g...), g...), g...), truths[i])
 			truthColor += Colorfulness(truths[i], hw)
 		}
 		if opt.Progress != nil {
 			opt.Progress(start+k, n)
 		}
 	}
-	mean := func(s Row, name string) Row {
-		return Row{Name: name, PSNR: s.PSNR / float64(n), SSIM: s.SSIM / float64(n), Colorfulness: s.Colorfulness / float64(n)}
+	gray := sums[base].PSNR / float64(n)
+	average := func(s Row, name string) Row {
+		p := s.PSNR / float64(n)
+		return Row{Name: name, PSNR: p, SSIM: s.SSIM / float64(n), Colorfulness: s.Colorfulness / float64(n), VsGray: p - gray}
 	}
 	name := opt.Name
 	if name == "" {
 		name = fmt.Sprintf("model, %d DDIM steps", opt.Steps)
 	}
-	return Report{
+	rep := Report{
 		Images:            n,
-		Model:             mean(sums[0], name),
-		Kept:              mean(sums[1], name+", luminance kept"),
-		Baseline:          mean(sums[2], "gray as RGB (baseline)"),
+		Model:             average(sums[raw], name+", raw RGB"),
+		Kept:              average(sums[kept], name+", luminance kept"),
+		Baseline:          average(sums[base], "gray as RGB (baseline)"),
 		TruthColorfulness: truthColor / float64(n),
-	}, nil
+		Examples:          examples,
+	}
+	if samples > 1 {
+		b := average(sums[best], fmt.Sprintf("%s, luminance kept, best of %d", name, samples))
+		rep.Best = &b
+		m := average(sums[mean], fmt.Sprintf("%s, luminance kept, mean of %d", name, samples))
+		rep.Mean = &m
+	}
+	return rep, nil
 }
 
 // keepLuminance puts the chroma of gen (planar RGB, size×size) on the

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -114,11 +115,11 @@ func TestEvaluate(t *testing.T) {
 				t.Fatalf("truth colourfulness %g, want %g", rep.TruthColorfulness, truth/n)
 			}
 			m := rep.Model
-			if m.Name != "model, 2 DDIM steps" || math.IsNaN(m.PSNR) || m.PSNR <= 0 || m.PSNR > PSNRCap || m.Colorfulness < 0 {
+			if m.Name != "model, 2 DDIM steps, raw RGB" || math.IsNaN(m.PSNR) || m.PSNR <= 0 || m.PSNR > PSNRCap || m.Colorfulness < 0 {
 				t.Fatalf("model row %+v", m)
 			}
 			k := rep.Kept
-			if k.Name != m.Name+", luminance kept" || math.IsNaN(k.PSNR) || k.PSNR <= 0 || k.Colorfulness < 0 {
+			if k.Name != "model, 2 DDIM steps, luminance kept" || math.Abs(k.VsGray-(k.PSNR-b.PSNR)) > 1e-9 || math.IsNaN(k.PSNR) || k.PSNR <= 0 || k.Colorfulness < 0 {
 				t.Fatalf("luminance-kept row %+v", k)
 			}
 			if rows := rep.Rows(); len(rows) != 3 || rows[0].Name != m.Name || rows[1].Name != k.Name || rows[2].Name != b.Name {
@@ -139,14 +140,47 @@ func TestEvaluateSeed(t *testing.T) {
 		return rep
 	}
 	a, b, c := run(1), run(1), run(2)
-	if a != b {
+	if !reflect.DeepEqual(a, b) {
 		t.Fatalf("same seed, different reports: %+v vs %+v", a, b)
 	}
 	if a.Model == c.Model {
 		t.Fatal("another seed gave the same colourisations")
 	}
-	if a.Model.Name != "net" || a.Baseline != c.Baseline {
+	if a.Model.Name != "net, raw RGB" || a.Baseline != c.Baseline {
 		t.Fatalf("reports %+v, %+v", a, c)
+	}
+}
+
+// TestEvaluateBestOfN: the best-of-N row scores, per image, the sample of
+// highest PSNR among N that include the first, so its mean PSNR is at
+// least the luminance-kept row's; the first sample's rows do not depend on
+// N beyond the noise drawn.
+func TestEvaluateBestOfN(t *testing.T) {
+	net := tinyNet(t)
+	src := newPixels(3, 16, 6)
+	rep, err := Evaluate(t.Context(), net, src, Options{Name: "net", Steps: 2, Batch: 2, Samples: 4, Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Best == nil {
+		t.Fatal("no best-of-N row with 4 samples")
+	}
+	b := *rep.Best
+	if b.Name != "net, luminance kept, best of 4" || b.PSNR < rep.Kept.PSNR || b.PSNR == rep.Kept.PSNR {
+		t.Fatalf("best of 4 %+v, luminance kept %+v: want a higher PSNR", b, rep.Kept)
+	}
+	if rep.Mean == nil || rep.Mean.Name != "net, luminance kept, mean of 4" || rep.Mean.Colorfulness >= b.Colorfulness+50 {
+		t.Fatalf("mean of 4: %+v", rep.Mean)
+	}
+	if rows := rep.Rows(); len(rows) != 5 || rows[2].Name != b.Name || rows[3].Name != rep.Mean.Name || rows[4].Name != rep.Baseline.Name {
+		t.Fatalf("rows %+v", rows)
+	}
+	one, err := Evaluate(t.Context(), net, src, Options{Name: "net", Steps: 2, Batch: 2, Samples: 1, Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if one.Best != nil || one.Mean != nil {
+		t.Fatalf("best-of-N or mean row with one sample: %+v %+v", one.Best, one.Mean)
 	}
 }
 

@@ -63,9 +63,11 @@ const (
 // networks and samplers. Samplers are used by one colorization at a time
 // (the queue's run slot); the cache itself is safe for concurrent use.
 type models struct {
-	store checkpoint.Store
-	name  string // the store as the page shows it (storeName)
-	warn  func(error)
+	store    checkpoint.Store
+	name     string // the store as the page shows it (storeName)
+	warn     func(error)
+	fallback *Model // Options.Fallback
+	clip     bool   // Options.Clip
 
 	mu       sync.Mutex
 	nets     *list.List // of *Model, most recently used first
@@ -104,6 +106,9 @@ var errNoStore = errors.New("no checkpoint store configured (start tinct serve w
 // only while the store still lists a checkpoint of that name taken at the
 // same time (a save under the same name replaces it).
 func (c *models) get(ctx context.Context, name string) (*Model, error) {
+	if fb := c.fallback; fb != nil && (name == fb.Name || name == "" && c.store == nil) {
+		return fb, nil
+	}
 	if c.store == nil {
 		return nil, errNoStore
 	}
@@ -128,6 +133,9 @@ func (c *models) get(ctx context.Context, name string) (*Model, error) {
 			want = &infos[i]
 			break
 		}
+	}
+	if want == nil && name == "" && c.fallback != nil {
+		return c.fallback, nil // the store holds no checkpoint yet
 	}
 	if want == nil {
 		if name == "" {
@@ -203,6 +211,7 @@ func (c *models) sampler(m *Model, samples int) (*model.Sampler, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.Clip = c.clip
 	c.samplers.PushFront(&cachedSampler{m: m, samples: samples, s: s})
 	images := 0
 	for e := c.samplers.Front(); e != nil; {

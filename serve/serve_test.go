@@ -137,6 +137,74 @@ func TestCheckpoints(t *testing.T) {
 	}
 }
 
+// TestFallbackModel: a fallback model (tinct serve's bundled demo) is
+// listed after the store's checkpoints, marked bundled, colorizes when
+// named, and is the default while the store is empty or absent.
+func TestFallbackModel(t *testing.T) {
+	fbStore, err := checkpoint.Open(filepath.Join(t.TempDir(), "fb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	saveTiny(t, fbStore, "fb", 7, 9)
+	fb, _, err := LoadModel(context.Background(), fbStore, "fb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fb.Name = "demo"
+	var got struct {
+		Default     string
+		Checkpoints []checkpointInfo
+	}
+	colorize := func(url string, fields ...string) (int, string) {
+		body, ct := form(t, encodePNG(t, photo(20, 20)), append([]string{"steps", "10", "samples", "1"}, fields...)...)
+		res := post(t, context.Background(), url+"/api/colorize", body, ct)
+		defer res.Body.Close()
+		if res.StatusCode != 200 {
+			return res.StatusCode, apiErr(t, res)
+		}
+		st := readStream(t, res)
+		if st.start == nil {
+			return 200, ""
+		}
+		return 200, st.start.Checkpoint
+	}
+
+	_, full := newTestServer(t, Options{Fallback: fb})
+	getJSON(t, full.URL+"/api/checkpoints", 200, &got)
+	if got.Default != "epoch-000001" || len(got.Checkpoints) != 2 || got.Checkpoints[1].Name != "demo" || !got.Checkpoints[1].Bundled || got.Checkpoints[0].Bundled {
+		t.Errorf("store and fallback: %+v", got)
+	}
+	if code, name := colorize(full.URL, "checkpoint", "demo"); code != 200 || name != "demo" {
+		t.Errorf("colorize with the fallback by name: %d %q", code, name)
+	}
+	if code, name := colorize(full.URL); code != 200 || name != "epoch-000001" {
+		t.Errorf("colorize by default with a checkpoint in the store: %d %q, want the store's", code, name)
+	}
+
+	_, empty := newTestServer(t, Options{Store: t.TempDir(), Fallback: fb})
+	getJSON(t, empty.URL+"/api/checkpoints", 200, &got)
+	if got.Default != "demo" || len(got.Checkpoints) != 1 {
+		t.Errorf("empty store and fallback: %+v", got)
+	}
+	if code, name := colorize(empty.URL); code != 200 || name != "demo" {
+		t.Errorf("colorize with an empty store: %d %q, want the fallback", code, name)
+	}
+
+	s, err := New(Options{Fallback: fb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	none := httptest.NewServer(s)
+	defer none.Close()
+	getJSON(t, none.URL+"/api/checkpoints", 200, &got)
+	if got.Default != "demo" || len(got.Checkpoints) != 1 {
+		t.Errorf("no store, fallback: %+v", got)
+	}
+	if code, name := colorize(none.URL); code != 200 || name != "demo" {
+		t.Errorf("colorize with no store: %d %q, want the fallback", code, name)
+	}
+}
+
 func TestLimits(t *testing.T) {
 	_, ts := newTestServer(t, Options{Queue: 3, MaxUploadBytes: 1000})
 	var got struct {

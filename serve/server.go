@@ -31,8 +31,17 @@ const MinTokenLength = 16
 // Options configure a Server.
 type Options struct {
 	// Store is the checkpoint store to colorize with: a directory or a
-	// file:// URL. Empty: the page can show a run but not colorize.
+	// file:// URL. Empty: the page can show a run, and colorize only with
+	// Fallback.
 	Store string
+	// Fallback, when not nil, is a model offered beside the store's
+	// checkpoints under its Name (tinct serve passes the bundled demo
+	// model): the default while the store holds none, and chosen by name
+	// otherwise.
+	Fallback *Model
+	// Clip clamps the sampler's estimate of the clean image to the data
+	// range at each step (model.Sampler.Clip).
+	Clip bool
 	// RunDir is the run directory the dashboard shows. Empty: the newest
 	// run (the most recently written metrics.jsonl) under OutputsDir, looked
 	// up at each request, so a new run appears when it starts.
@@ -146,6 +155,7 @@ func New(opts Options) (*Server, error) {
 		}
 	}
 	s.models = newModels(store, func(err error) { s.log.Warn("checkpoint skipped", "err", err) })
+	s.models.fallback, s.models.clip = opts.Fallback, opts.Clip
 
 	static, err := fs.Sub(staticFiles, "static")
 	if err != nil {
@@ -287,6 +297,8 @@ type checkpointInfo struct {
 	Step  int64     `json:"step"`
 	Time  time.Time `json:"time"`
 	Bytes int64     `json:"bytes"`
+	// Bundled marks Options.Fallback (the demo model built into tinct).
+	Bundled bool `json:"bundled,omitempty"`
 }
 
 // handleCheckpoints answers GET /api/checkpoints:
@@ -297,17 +309,20 @@ type checkpointInfo struct {
 // when the store is empty). "store" names the store without the server's
 // paths (see storeName).
 func (s *Server) handleCheckpoints(w http.ResponseWriter, r *http.Request) {
-	store := s.models.store
-	if store == nil {
+	store, fb := s.models.store, s.models.fallback
+	if store == nil && fb == nil {
 		writeError(w, errNoStore)
 		return
 	}
-	infos, err := store.List(r.Context())
-	if err != nil {
-		err = fmt.Errorf("list checkpoints in %s: %w", store, err) // logged, not shown
-		s.logError(r, err)
-		writeError(w, err)
-		return
+	var infos []checkpoint.Info
+	if store != nil {
+		var err error
+		if infos, err = store.List(r.Context()); err != nil {
+			err = fmt.Errorf("list checkpoints in %s: %w", store, err) // logged, not shown
+			s.logError(r, err)
+			writeError(w, err)
+			return
+		}
 	}
 	out := struct {
 		Store       string           `json:"store"`
@@ -317,8 +332,11 @@ func (s *Server) handleCheckpoints(w http.ResponseWriter, r *http.Request) {
 	for _, in := range infos {
 		out.Checkpoints = append(out.Checkpoints, checkpointInfo{Name: in.Name, Epoch: in.Epoch, Step: in.Step, Time: in.Time, Bytes: in.Size})
 	}
-	if len(infos) > 0 {
-		out.Default = infos[0].Name
+	if fb != nil {
+		out.Checkpoints = append(out.Checkpoints, checkpointInfo{Name: fb.Name, Epoch: fb.Epoch, Step: fb.Step, Time: fb.Time, Bundled: true})
+	}
+	if len(out.Checkpoints) > 0 {
+		out.Default = out.Checkpoints[0].Name
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -99,7 +99,8 @@ func (s *State) Checkpoint() (*checkpoint.Checkpoint, error) {
 // the configuration's; a different seed is allowed (and logged), since the
 // run's configuration is the one given now. The position in state.json must
 // be one a run reaches (no negative counter, no more steps in the epoch than
-// in all) and agree with the checkpoint's step and epoch.
+// in all) and agree with the checkpoint's step and epoch. A checkpoint that
+// fails changes nothing.
 func (s *State) Restore(ck *checkpoint.Checkpoint, log *slog.Logger) error {
 	var pos position
 	if err := json.Unmarshal(ck.Parts[PartPosition], &pos); err != nil {
@@ -125,10 +126,21 @@ func (s *State) Restore(ck *checkpoint.Checkpoint, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if err := s.Net.LoadStateDict(w); err != nil {
+	// Everything is decoded and checked before anything is changed: a
+	// checkpoint that fails leaves the state as it was.
+	mc := s.Config.ModelConfig()
+	net, err := model.New(mc)
+	if err != nil {
+		return err
+	}
+	ema, err := model.New(mc)
+	if err != nil {
+		return err
+	}
+	if err := net.LoadStateDict(w); err != nil {
 		return fmt.Errorf("checkpoint %s: %s: %w", ck.Name, PartWeights, err)
 	}
-	if err := s.EMA.LoadStateDict(e); err != nil {
+	if err := ema.LoadStateDict(e); err != nil {
 		return fmt.Errorf("checkpoint %s: %s: %w", ck.Name, PartEMA, err)
 	}
 	m, err1 := o["adam.m"].Float32s()
@@ -137,6 +149,8 @@ func (s *State) Restore(ck *checkpoint.Checkpoint, log *slog.Logger) error {
 	if err := errors.Join(err1, err2, err3); err != nil || len(m) != len(s.Adam.M) || len(v) != len(s.Adam.V) {
 		return fmt.Errorf("checkpoint %s: optimizer state does not fit the network: %v", ck.Name, err)
 	}
+	s.Net.CopyFrom(net)
+	s.EMA.CopyFrom(ema)
 	copy(s.Adam.M, m)
 	copy(s.Adam.V, v)
 	s.Adam.Step = st
@@ -171,6 +185,13 @@ type Inference struct {
 // is parsed like any configuration file (defaults, validation), so a
 // checkpoint from a run with an incomplete file still loads.
 func LoadInference(ck *checkpoint.Checkpoint) (*Inference, error) {
+	return LoadNetwork(ck, PartEMA)
+}
+
+// LoadNetwork decodes one of a checkpoint's networks for inference: the
+// EMA (PartEMA) or the live weights (PartWeights), with their BatchNorm
+// buffers.
+func LoadNetwork(ck *checkpoint.Checkpoint, part string) (*Inference, error) {
 	raw, ok := ck.Parts[PartConfig]
 	if !ok {
 		return nil, fmt.Errorf("checkpoint %s has no %s", ck.Name, PartConfig)
@@ -179,16 +200,19 @@ func LoadInference(ck *checkpoint.Checkpoint) (*Inference, error) {
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint %s: %s: %w", ck.Name, PartConfig, err)
 	}
+	sd, err := tensors(ck, part)
+	if err != nil {
+		return nil, err
+	}
+	if err := fitsTensors(cfg.ModelConfig(), sd); err != nil {
+		return nil, fmt.Errorf("checkpoint %s: %s: %w", ck.Name, PartConfig, err)
+	}
 	net, err := model.New(cfg.ModelConfig())
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint %s: %s: %w", ck.Name, PartConfig, err)
 	}
-	sd, err := tensors(ck, PartEMA)
-	if err != nil {
-		return nil, err
-	}
 	if err := net.LoadStateDict(sd); err != nil {
-		return nil, fmt.Errorf("checkpoint %s: %s: %w", ck.Name, PartEMA, err)
+		return nil, fmt.Errorf("checkpoint %s: %s: %w", ck.Name, part, err)
 	}
 	return &Inference{Name: ck.Name, Epoch: ck.Epoch, Step: ck.Step, Time: ck.Time, Config: cfg, Net: net}, nil
 }

@@ -392,6 +392,8 @@ func TestClusterCoordinatorKilledResume(t *testing.T) {
 func TestClusterCommandErrors(t *testing.T) {
 	t.Setenv("TINCT_CLUSTER_SECRET", "")
 	t.Setenv("TINCT_TLS_DIR", "")
+	t.Setenv("TINCT_CUDA_LIBS_ONLY", "1") // no driver, whatever this machine has
+	t.Setenv("TINCT_CUDA_LIBS", "")
 	secret := filepath.Join(t.TempDir(), "secret")
 	if err := os.WriteFile(secret, []byte("s\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -406,7 +408,7 @@ func TestClusterCommandErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{newWorkerCmd, []string{"join", "--coordinator", "127.0.0.1:1", "--gpu", "0", "--secret-file", secret}, "no GPU backend yet"},
+		{newWorkerCmd, []string{"join", "--coordinator", "127.0.0.1:1", "--gpu", "0", "--secret-file", secret}, "--gpu 0: no usable CUDA GPU: the CUDA driver (libcuda.so.1) not found"},
 		{newWorkerCmd, []string{"join", "--coordinator", "127.0.0.1:1", "--plaintext"}, "no cluster secret"},
 		{newWorkerCmd, []string{"join", "--coordinator", "127.0.0.1:1", "--secret", "s"}, "unknown flag: --secret"},
 		{newWorkerCmd, []string{"join", "--coordinator", "127.0.0.1:1", "--secret-file", empty, "--plaintext"}, "is empty"},

@@ -12,20 +12,18 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tinct/tinct/checkpoint"
 	"github.com/tinct/tinct/chroma"
 	"github.com/tinct/tinct/dataset"
 	"github.com/tinct/tinct/model"
 	"github.com/tinct/tinct/nn"
 	"github.com/tinct/tinct/track"
-	"github.com/tinct/tinct/trainstate"
 )
 
 func newColorizeCmd() *cobra.Command {
 	var ckpt, out string
 	var steps, samples int
 	var seed uint64
-	var fullRes bool
+	var fullRes, clip bool
 	cmd := &cobra.Command{
 		Use:   "colorize IMAGE... --checkpoint PATH",
 		Short: "Colorize photographs with a trained checkpoint's EMA network",
@@ -69,15 +67,16 @@ checkpoint directory inside a store, or an EMA weights file
 			for _, b := range bad {
 				slog.Warn("skipped", "input", b)
 			}
-			net, size, err := loadInference(cmd.Context(), ckpt, cmd)
+			inf, err := loadInference(cmd.Context(), ckpt, cmd, false)
 			if err != nil {
 				return err
 			}
+			net, size := inf.Net, inf.Size
 			if err := os.MkdirAll(out, 0o755); err != nil {
 				return err
 			}
 			for _, path := range good {
-				if err := colorizeFile(cmd.Context(), net, size, path, out, samples, steps, seed, fullRes); err != nil {
+				if err := colorizeFile(cmd.Context(), net, size, path, out, samples, steps, seed, fullRes, clip); err != nil {
 					if cmd.Context().Err() != nil {
 						return err
 					}
@@ -96,6 +95,7 @@ checkpoint directory inside a store, or an EMA weights file
 	cmd.Flags().IntVar(&steps, "steps", 100, "DDIM steps (10–100)")
 	cmd.Flags().IntVar(&samples, "samples", 1, "colourisations per image (1–8)")
 	cmd.Flags().Uint64Var(&seed, "seed", 0, "random seed: the same seed gives the same colours")
+	cmd.Flags().BoolVar(&clip, "clip", true, "clamp the sampler's estimate of the clean image to the data range at each step (docs/quality.md: less over-saturated colour)")
 	cmd.Flags().BoolVar(&fullRes, "full-res", true, "also write each result at the photo's own size, on its own luminance")
 	return cmd
 }
@@ -113,63 +113,7 @@ func checkPhoto(path string) error {
 	return nil
 }
 
-// checkpointFlags registers --checkpoint (required) and the network shape
-// flags that a bare .safetensors weights file needs; loadInference reads them.
-func checkpointFlags(cmd *cobra.Command, ckpt *string) {
-	cmd.Flags().StringVar(ckpt, "checkpoint", "", "checkpoint store, checkpoint directory, or EMA weights .safetensors")
-	cmd.Flags().Int("image-size", 128, "image size, for a bare .safetensors weights file")
-	cmd.Flags().String("widths", "32,64,96,128", "U-Net widths, for a bare .safetensors weights file")
-	cmd.Flags().Int("block-depth", 2, "U-Net block depth, for a bare .safetensors weights file")
-	cmd.MarkFlagRequired("checkpoint")
-}
-
-// loadInference returns the EMA network of a checkpoint and its image size.
-func loadInference(ctx context.Context, path string, cmd *cobra.Command) (*model.UNet, int, error) {
-	if strings.HasSuffix(path, ".safetensors") {
-		nf := netFlags{}
-		nf.widths, _ = cmd.Flags().GetString("widths")
-		nf.depth, _ = cmd.Flags().GetInt("block-depth")
-		size, _ := cmd.Flags().GetInt("image-size")
-		mc, err := nf.config()
-		if err != nil {
-			return nil, 0, err
-		}
-		net, err := model.New(mc)
-		if err != nil {
-			return nil, 0, err
-		}
-		sd, _, err := model.LoadFile(path)
-		if err != nil {
-			return nil, 0, err
-		}
-		if err := net.LoadStateDict(sd); err != nil {
-			return nil, 0, fmt.Errorf("%s: %w", path, err)
-		}
-		return net, size, nil
-	}
-	// a checkpoint directory inside a store, or a store (its newest valid one)
-	storePath, name := path, ""
-	if _, err := os.Stat(filepath.Join(path, "manifest.json")); err == nil {
-		storePath, name = filepath.Dir(path), filepath.Base(path)
-	} else if _, err := os.Stat(path); err != nil && !strings.Contains(path, "://") {
-		return nil, 0, fmt.Errorf("checkpoint %s: %w", path, err)
-	}
-	store, err := checkpoint.Open(storePath)
-	if err != nil {
-		return nil, 0, err
-	}
-	m, warns, err := trainstate.Load(ctx, store, name)
-	for _, w := range warns {
-		slog.Warn("checkpoint skipped", "err", w)
-	}
-	if err != nil {
-		return nil, 0, err
-	}
-	slog.Info("checkpoint", "name", m.Name, "epoch", m.Epoch, "step", m.Step, "image_size", m.Config.ImageSize)
-	return m.Net, m.Config.ImageSize, nil
-}
-
-func colorizeFile(ctx context.Context, net *model.UNet, size int, path, outDir string, samples, steps int, seed uint64, fullRes bool) error {
+func colorizeFile(ctx context.Context, net *model.UNet, size int, path, outDir string, samples, steps int, seed uint64, fullRes, clip bool) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -185,7 +129,7 @@ func colorizeFile(ctx context.Context, net *model.UNet, size int, path, outDir s
 	for i, v := range in.Pix[:size*size] {
 		gray[i] = model.PixelToUnit(v)
 	}
-	out, err := colorizeGray(ctx, net, gray, size, samples, steps, seed)
+	out, err := colorizeGray(ctx, net, gray, size, samples, steps, seed, clip)
 	if err != nil {
 		return err
 	}
@@ -222,10 +166,11 @@ func colorizeFile(ctx context.Context, net *model.UNet, size int, path, outDir s
 
 // colorizeGray runs DDIM for samples colourisations of one gray image
 // (size² values in [−1,1]).
-func colorizeGray(ctx context.Context, net *model.UNet, gray []float32, size, samples, steps int, seed uint64) (nn.Tensor, error) {
+func colorizeGray(ctx context.Context, net *model.UNet, gray []float32, size, samples, steps int, seed uint64, clip bool) (nn.Tensor, error) {
 	s, err := model.NewSampler(net, samples, size, size)
 	if err != nil {
 		return nn.Tensor{}, err
 	}
+	s.Clip = clip
 	return s.Colorize(ctx, nn.TensorFrom(gray, 1, 1, size, size), samples, steps, rand.New(rand.NewPCG(seed, 0)), nil)
 }

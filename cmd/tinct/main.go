@@ -90,7 +90,7 @@ Start with: tinct train --config configs/sample.yaml`,
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "debug logging")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "auto", "log lines: auto (short lines on a terminal, key=value otherwise), text (key=value) or json")
 	root.AddCommand(newVersionCmd(), newModelCmd(), newBenchCmd(), newTrainCmd(), newDataCmd(), newColorizeCmd(), newEvalCmd(), newServeCmd(),
-		newCoordinatorCmd(), newWorkerCmd(), newClusterCmd(), newConfigCmd())
+		newCoordinatorCmd(), newWorkerCmd(), newClusterCmd(), newConfigCmd(), newCUDACmd())
 	return root
 }
 

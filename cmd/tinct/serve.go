@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tinct/tinct/checkpoint"
+	"github.com/tinct/tinct/demo"
 	"github.com/tinct/tinct/serve"
 )
 
@@ -26,6 +27,7 @@ const shutdownGrace = 5 * time.Second
 func newServeCmd() *cobra.Command {
 	var opts serve.Options
 	var addr, metricsURL, tokenFile string
+	var withDemo bool
 	cmd := &cobra.Command{
 		Use:   "serve [--addr HOST:PORT] [--store STORE] [--run DIR | --outputs DIR] [--queue N]",
 		Short: "Serve the web app: colorize photos in a browser, follow a training run",
@@ -38,7 +40,10 @@ whole frame, its longer side at the model's size). Choose the DDIM steps
 (10–100) and the number of colorizations (1–8), press Colorize, follow the
 progress, and download each result at full resolution (the model's colours
 on the photo's own luminance, at its own size) or at the model's size.
-The checkpoint is the newest in --store unless one is picked from the list.
+The checkpoint is the newest in --store unless one is picked from the list;
+the bundled demo model (demo/MODEL.md: 64×64, trained on landscape photos)
+is offered too, and used while the store holds no checkpoint (--demo=false
+leaves it out).
 One colorization runs at a time (it uses every core); --queue more may wait,
 told their place as the line moves, and beyond that the server answers
 "busy, try again" (HTTP 503). A colorization stops when its browser tab goes
@@ -78,11 +83,18 @@ colorizations in progress finish for a few seconds.`,
 				return fmt.Errorf("serve: --addr %s can be reached from other machines, so the server needs an access token: put one (at least %d characters, e.g. from openssl rand -hex 16) in a file and give --token-file FILE, or set %s; or listen on 127.0.0.1", addr, serve.MinTokenLength, tokenEnv)
 			}
 			opts.Token = token
+			if withDemo {
+				w, err := demo.Load()
+				if err != nil {
+					return fmt.Errorf("bundled demo model: %w", err)
+				}
+				opts.Fallback = &serve.Model{Name: demo.Name, Epoch: w.Epoch, Step: w.Step, ImageSize: w.ImageSize, Net: w.Net}
+			}
 			s, err := serve.New(opts)
 			if err != nil {
 				return err
 			}
-			describeStore(cmd.Context(), opts.Store)
+			describeStore(cmd.Context(), opts.Store, withDemo)
 			ln, err := net.Listen("tcp", addr)
 			if err != nil {
 				return fmt.Errorf("serve: %w (is another server on %s? choose another --addr)", err, addr)
@@ -98,6 +110,8 @@ colorizations in progress finish for a few seconds.`,
 	f.StringVar(&opts.RunDir, "run", "", "training run directory for the dashboard (default: the newest under --outputs)")
 	f.StringVar(&opts.OutputsDir, "outputs", "outputs", "where training runs are (output_dir of tinct train)")
 	f.StringVar(&metricsURL, "coordinator", "", "a running trainer's metrics URL for the cluster panel, e.g. http://127.0.0.1:9464/metrics (tinct train metrics_addr=…)")
+	f.BoolVar(&opts.Clip, "clip", true, "clamp the sampler's estimate of the clean image to the data range at each step (docs/quality.md: less over-saturated colour)")
+	f.BoolVar(&withDemo, "demo", true, "offer the bundled demo model beside the store's checkpoints (used while the store has none)")
 	f.IntVar(&opts.Queue, "queue", 4, "colorization requests that may wait behind the running one; more get 503 busy")
 	f.StringVar(&tokenFile, "token-file", "", "file holding the access token the page and API ask for (default: $"+tokenEnv+"); required unless --addr is a loopback address")
 	return cmd
@@ -175,7 +189,7 @@ func runServer(ctx context.Context, cmd *cobra.Command, s http.Handler, ln net.L
 
 // describeStore logs what the store holds, so that an empty or mistyped
 // --store shows at start.
-func describeStore(ctx context.Context, url string) {
+func describeStore(ctx context.Context, url string, withDemo bool) {
 	store, err := checkpoint.Open(url)
 	if err != nil {
 		return // serve.New reported it
@@ -184,6 +198,8 @@ func describeStore(ctx context.Context, url string) {
 	switch {
 	case err != nil:
 		slog.Warn("cannot list checkpoints", "store", store.String(), "err", err)
+	case len(infos) == 0 && withDemo:
+		slog.Info("no checkpoint in the store yet: colorizing with the bundled demo model ("+demo.Card+") until a training run saves one", "store", store.String())
 	case len(infos) == 0:
 		slog.Warn("no checkpoint in the store yet: colorizing will fail until a training run saves one", "store", store.String())
 	default:

@@ -54,7 +54,7 @@ func TestServeRuns(t *testing.T) {
 	if !ok || !strings.HasPrefix(url, "http://127.0.0.1:") {
 		t.Fatalf("first line %q", line)
 	}
-	for path, want := range map[string]string{"api/cluster": "not attached to a coordinator", "api/checkpoints": `"checkpoints":[]`} {
+	for path, want := range map[string]string{"api/cluster": "not attached to a coordinator", "api/checkpoints": `"default":"demo"`} {
 		res, err := http.Get(url + path)
 		if err != nil {
 			t.Fatal(err)

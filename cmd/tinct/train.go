@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tinct/tinct/checkpoint"
+	"github.com/tinct/tinct/chroma"
 	"github.com/tinct/tinct/config"
 	"github.com/tinct/tinct/coordinator"
 	"github.com/tinct/tinct/dataset"
@@ -256,6 +257,9 @@ func initialState(ctx context.Context, cfg *config.Config, store checkpoint.Stor
 // useCompute applies the config's gemm and threads unless the command line
 // chose them.
 func useCompute(cmd *cobra.Command, cfg *config.Config) error {
+	if err := checkDevice(cfg.Device); err != nil {
+		return err
+	}
 	if cfg.Threads > 0 && !cmd.Flags().Changed("threads") {
 		nn.SetWorkers(cfg.Threads)
 	}
@@ -343,11 +347,15 @@ func colorizeExample(ctx context.Context, ema *model.UNet, cfg *config.Config, d
 	if err := set.Load(0, color, gray, false); err != nil {
 		return err
 	}
-	out, err := colorizeGray(ctx, ema, gray, s, 1, cfg.SampleSteps, cfg.Seed)
+	out, err := colorizeGray(ctx, ema, gray, s, 1, cfg.SampleSteps, cfg.Seed, cfg.SampleClip)
 	if err != nil {
 		return err
 	}
-	grid := track.Grid([][]image.Image{{track.ToImage(gray, 1, s, s), track.ToImage(out.Image(0), 3, s, s), track.ToImage(color, 3, s, s)}}, 2)
+	gen := track.ToImage(out.Image(0), 3, s, s)
+	if cfg.SampleColor != config.SampleRaw {
+		gen = chroma.Transfer(track.ToImage(gray, 1, s, s).(*image.Gray), gen, gen.Bounds())
+	}
+	grid := track.Grid([][]image.Image{{track.ToImage(gray, 1, s, s), gen, track.ToImage(color, 3, s, s)}}, 2)
 	path := filepath.Join(runDir, "colorized.png")
 	if err := track.SavePNG(path, grid); err != nil {
 		return err

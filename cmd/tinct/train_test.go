@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"image"
 	"image/color"
 	"image/png"
@@ -120,17 +121,77 @@ func TestTrainResumeColorizeEval(t *testing.T) {
 		t.Fatalf("prepared sets %v", prepared)
 	}
 	js := filepath.Join(out, "eval.json")
-	o, err := run(t, "eval", "--checkpoint", store, "--data", prepared[0], "--steps", "2", "--out", js)
+	pic := filepath.Join(out, "eval.png")
+	o, err := run(t, "eval", "--checkpoint", store, "--data", prepared[0], "--steps", "2", "--out", js, "--grid", pic)
 	if err != nil || !strings.Contains(o, "gray as RGB") {
 		t.Fatalf("eval: %v\n%s", err, o)
 	}
 	if _, err := os.Stat(js); err != nil {
 		t.Fatal(err)
 	}
+	// the picture: 2 test images, rows gray, 4 samples, truth, 16² each
+	if b := readPNG(t, pic).Bounds(); b.Dx() != 2*16+2 || b.Dy() != 6*16+5*2 {
+		t.Errorf("eval picture is %v, want 2 columns and 6 rows of 16²", b)
+	}
 	// eval on a folder of photos, prepared on the fly (the corrupt one is skipped)
-	o, err = run(t, "eval", "--checkpoint", store, "--data", src, "--steps", "2", "--out", "")
+	o, err = run(t, "eval", "--checkpoint", store, "--data", src, "--steps", "2", "--out", "", "--grid", "")
 	if err != nil || !strings.Contains(o, "images of "+src) || !strings.Contains(o, "gray as RGB") {
 		t.Fatalf("eval on a folder of photos: %v\n%s", err, o)
+	}
+	// the live weights, two samples each: a best-of-2 row
+	o, err = run(t, "eval", "--checkpoint", store, "--data", src, "--steps", "2", "--samples", "2", "--weights", "live", "--out", "", "--grid", "")
+	if err != nil || !strings.Contains(o, "| live weights, 2 steps, luminance kept, best of 2 |") {
+		t.Fatalf("eval --weights live --samples 2: %v\n%s", err, o)
+	}
+	// the EMA network exported as one weights file (its shape and size in
+	// its metadata, no flags) colorizes exactly as the checkpoint does
+	wfile := filepath.Join(out, "ema.safetensors")
+	if o, err := run(t, "model", "export", "--checkpoint", store, "--out", wfile); err != nil || !strings.Contains(o, "wrote "+wfile) {
+		t.Fatalf("model export: %v\n%s", err, o)
+	}
+	same := func(ckpt, dir string) []byte {
+		if o, err := run(t, "colorize", filepath.Join(src, "pa.png"), "--checkpoint", ckpt, "--steps", "10", "--full-res=false", "--out", dir); err != nil {
+			t.Fatalf("colorize --checkpoint %s: %v\n%s", ckpt, err, o)
+		}
+		b, err := os.ReadFile(filepath.Join(dir, "pa-1.png"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	if !bytes.Equal(same(store, filepath.Join(out, "c1")), same(wfile, filepath.Join(out, "c2"))) {
+		t.Error("the exported weights colorize otherwise than their checkpoint")
+	}
+}
+
+// TestColorizeDemoModel: with no --checkpoint, colorize uses the bundled
+// demo model: a fresh clone colorizes a photo without training.
+func TestColorizeDemoModel(t *testing.T) {
+	dir := t.TempDir()
+	photo := filepath.Join(dir, "photo.png")
+	writePNG(t, photo, gradient(96, 64), 0)
+	out := filepath.Join(dir, "out")
+	if o, err := run(t, "colorize", photo, "--steps", "10", "--out", out); err != nil {
+		t.Fatalf("colorize without --checkpoint: %v\n%s", err, o)
+	}
+	img := readPNG(t, filepath.Join(out, "photo-1.png"))
+	if img.Bounds() != image.Rect(0, 0, 96, 64) {
+		t.Fatalf("photo-1.png is %v, want the photo's 96×64", img.Bounds())
+	}
+	coloured := 0
+	for y := range 64 {
+		for x := range 96 {
+			r, g, b, _ := img.At(x, y).RGBA()
+			if r != g || g != b {
+				coloured++
+			}
+		}
+	}
+	if coloured < 96*64/2 {
+		t.Errorf("only %d of %d pixels have colour", coloured, 96*64)
+	}
+	if model := readPNG(t, filepath.Join(out, "photo-1-model.png")); model.Bounds().Dx() != 64 {
+		t.Errorf("photo-1-model.png is %v, want the demo model's 64 wide", model.Bounds())
 	}
 }
 

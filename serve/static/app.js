@@ -104,13 +104,22 @@ async function loadCheckpoints() {
   const keep = sel.value;
   const options = [new Option(j.default ? `Newest (${j.default})` : 'Newest', '')];
   for (const c of j.checkpoints) {
-    options.push(new Option(`${c.name} — epoch ${c.epoch}, step ${c.step}`, c.name));
+    const label = c.bundled
+      ? `${c.name} — bundled demo model, step ${c.step}`
+      : `${c.name} — epoch ${c.epoch}, step ${c.step}`;
+    options.push(new Option(label, c.name));
   }
   sel.replaceChildren(...options);
   if (j.checkpoints.some((c) => c.name === keep)) sel.value = keep;
-  note.textContent = j.checkpoints.length
-    ? `${j.checkpoints.length} in ${j.store}`
-    : `No checkpoints in ${j.store} yet: train a model first.`;
+  const trained = j.checkpoints.filter((c) => !c.bundled).length;
+  const where = j.store ? ` in ${j.store}` : '';
+  if (trained) {
+    note.textContent = `${trained} checkpoint${trained > 1 ? 's' : ''}${where}`;
+  } else if (j.checkpoints.length) {
+    note.textContent = `No trained checkpoint${where} yet: colorizing with the bundled demo model (landscapes, 64×64).`;
+  } else {
+    note.textContent = `No checkpoints${where} yet: train a model first.`;
+  }
 }
 
 // ---- the photo -----------------------------------------------------------

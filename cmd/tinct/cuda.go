@@ -1,0 +1,244 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tinct/tinct/cuda"
+	"github.com/tinct/tinct/cuda/check"
+)
+
+// The CUDA backend (issue 13) is groundwork: libraries found at run time,
+// kernels compiled by NVRTC and checked against the CPU ops. It is not yet
+// wired into training, colorize, serve or bench; asking for a GPU there
+// says so (gpuNotWired). `tinct cuda` is the hidden tool that exercises
+// what exists: docs/gpu.md.
+
+// gpuNotWired is the answer to a request for GPU n (what names the
+// request, e.g. "--gpu 0"): the discovery error when there is no usable
+// driver or device, otherwise that the backend is not wired in yet.
+func gpuNotWired(what string, n int) error {
+	in, err := cuda.Probe(n)
+	if err != nil {
+		return fmt.Errorf("%s: no usable CUDA GPU: %w", what, err)
+	}
+	return fmt.Errorf("%s: found %s, CUDA backend not yet wired into training: see issue 13", what, in.Name)
+}
+
+var cudaDeviceRE = regexp.MustCompile(`^cuda:([0-9]+)$`)
+
+// checkDevice fails a configuration's device=cuda:N at once (see
+// gpuNotWired); device=cpu passes.
+func checkDevice(device string) error {
+	m := cudaDeviceRE.FindStringSubmatch(device)
+	if m == nil {
+		return nil
+	}
+	n, err := strconv.Atoi(m[1])
+	if err != nil {
+		return fmt.Errorf("device=%s: %w", device, err)
+	}
+	return gpuNotWired("device="+device, n)
+}
+
+func newCUDACmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:    "cuda",
+		Short:  "Check the CUDA backend's groundwork: libraries, device, kernels (not yet used for training)",
+		Hidden: true,
+	}
+	find := &cobra.Command{
+		Use:   "find",
+		Short: "Show where each of NVIDIA's libraries is found, or every place it was looked for",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			w := cmd.OutOrStdout()
+			f := cuda.DefaultFinder()
+			var missing error
+			for _, spec := range []cuda.LibSpec{cuda.DriverLib, cuda.NVRTCLib, cuda.CUBLASLtLib, cuda.CUBLASLib, cuda.CUDNNLib} {
+				lib, err := f.Find(spec)
+				if err != nil {
+					fmt.Fprintf(w, "%-9s not found: %v\n", spec.Key, err)
+					if spec.Key != "cudnn" && missing == nil {
+						missing = fmt.Errorf("%s not found", spec.What)
+					}
+					continue
+				}
+				fmt.Fprintf(w, "%-9s %s (via %s)\n", spec.Key, lib.Path, lib.Via)
+			}
+			return missing
+		},
+	}
+	var gpu int
+	probe := &cobra.Command{
+		Use:   "probe",
+		Short: "Load the driver and describe a GPU",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			in, err := cuda.Probe(gpu)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), in)
+			return nil
+		},
+	}
+	probe.Flags().IntVar(&gpu, "gpu", 0, "GPU index")
+	var st selftestFlags
+	selftest := &cobra.Command{
+		Use:   "selftest",
+		Short: "Compile the kernels and compare each with the Go CPU ops on random inputs",
+		Long: `Opens GPU --gpu, compiles the embedded kernels with NVRTC for it, runs every
+kernel (and the convolution over cuBLAS) on small random inputs, and
+compares the results with tinct's Go CPU ops, printing a table; exits
+non-zero if any comparison fails. With --cpu-shim it runs the same table
+with the kernels compiled as C++ by g++ (no GPU needed; what go test does).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return runSelftest(cmd.OutOrStdout(), st) },
+	}
+	f := selftest.Flags()
+	f.IntVar(&st.gpu, "gpu", 0, "GPU index")
+	f.BoolVar(&st.shim, "cpu-shim", false, "run on the CPU shim (g++) instead of a GPU")
+	f.Uint64Var(&st.seed, "seed", 1, "random inputs' seed")
+	f.StringVar(&st.precision, "precision", "fp32", "products' precision for the comparisons: fp32, tf32 or bf16 (tf32 and bf16 fail the fp32 tolerances by design)")
+	f.StringVar(&st.json, "json", "", "also write the results to this JSON file")
+	f.BoolVar(&st.bench, "bench", false, "also time a 3×3 convolution in each precision")
+	cmd.AddCommand(find, probe, selftest)
+	return cmd
+}
+
+type selftestFlags struct {
+	gpu       int
+	shim      bool
+	seed      uint64
+	precision string
+	json      string
+	bench     bool
+}
+
+type selftestReport struct {
+	Backend string            `json:"backend"`
+	Device  string            `json:"device,omitempty"`
+	Arch    string            `json:"arch,omitempty"`
+	NVRTC   string            `json:"nvrtc,omitempty"`
+	Compile string            `json:"compile,omitempty"`
+	Libs    map[string]string `json:"libraries,omitempty"`
+	Results []selftestRow     `json:"results"`
+	Timings []string          `json:"timings,omitempty"`
+	Failed  int               `json:"failed"`
+}
+
+type selftestRow struct {
+	Case   string  `json:"case"`
+	OK     bool    `json:"ok"`
+	Elems  int     `json:"values"`
+	MaxAbs float64 `json:"max_abs_diff"`
+	Worst  float64 `json:"worst_of_tolerance"`
+	Err    string  `json:"error,omitempty"`
+}
+
+func runSelftest(w io.Writer, st selftestFlags) error {
+	prec, err := cuda.ParsePrecision(st.precision)
+	if err != nil {
+		return err
+	}
+	rep := selftestReport{Libs: map[string]string{}}
+	var backend check.Backend
+	var dev *cuda.Device
+	if st.shim {
+		dir, err := os.MkdirTemp("", "tinct-shim-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		start := time.Now()
+		exe, err := check.BuildShim(dir)
+		if err != nil {
+			return err
+		}
+		s, err := check.StartShim(exe)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		backend = s
+		rep.Backend = "cpu-shim (kernels compiled as C++ by g++, products by cuda.HostGemm)"
+		rep.Compile = time.Since(start).Round(time.Millisecond).String()
+	} else {
+		d, err := cuda.Open(st.gpu, prec)
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		dev = d
+		db := &check.DeviceBackend{D: d}
+		defer db.Free()
+		backend = db
+		ma, mi := d.NVRTCVersion()
+		rep.Backend = "gpu"
+		rep.Device = d.Info.String()
+		rep.Arch = d.Arch
+		rep.NVRTC = fmt.Sprintf("%d.%d", ma, mi)
+		rep.Compile = d.Compiled.Round(time.Millisecond).String()
+		for _, l := range []*cuda.Library{d.Libs.Driver, d.Libs.NVRTC, d.Libs.CUBLASLt, d.Libs.CUBLAS, d.Libs.CUDNN} {
+			if l != nil {
+				rep.Libs[l.Spec.Key] = l.Path + " (via " + l.Via + ")"
+			}
+		}
+		if d.Libs.CUDNN == nil {
+			rep.Libs["cudnn"] = "not found (not needed yet): " + d.Libs.CUDNNErr.Error()
+		}
+	}
+	fmt.Fprintf(w, "backend   %s\n", rep.Backend)
+	if rep.Device != "" {
+		fmt.Fprintf(w, "device    %s\nnvrtc     %s, target %s, compiled in %s\n", rep.Device, rep.NVRTC, rep.Arch, rep.Compile)
+		for _, k := range []string{"driver", "nvrtc", "cublasLt", "cublas", "cudnn"} {
+			fmt.Fprintf(w, "%-9s %s\n", k, rep.Libs[k])
+		}
+	} else {
+		fmt.Fprintf(w, "compiled  in %s\n", rep.Compile)
+	}
+	fmt.Fprintf(w, "products  %s\n\n", prec)
+	for _, r := range check.Run(backend, st.seed) {
+		fmt.Fprintln(w, r)
+		row := selftestRow{Case: r.Case, OK: r.OK(), Elems: r.Elems, MaxAbs: r.MaxAbs, Worst: r.Worst}
+		if r.Err != nil {
+			row.Err = r.Err.Error()
+		}
+		if !r.OK() {
+			rep.Failed++
+		}
+		rep.Results = append(rep.Results, row)
+	}
+	if st.bench && dev != nil {
+		fmt.Fprintln(w)
+		ts, err := check.TimeConv(dev, 32, 96, 64, 64, 20)
+		for _, t := range ts {
+			fmt.Fprintln(w, t)
+			rep.Timings = append(rep.Timings, t.String())
+		}
+		if err != nil {
+			fmt.Fprintln(w, "timing:", err)
+			rep.Timings = append(rep.Timings, "error: "+err.Error())
+		}
+	}
+	fmt.Fprintf(w, "\n%d of %d comparisons failed\n", rep.Failed, len(rep.Results))
+	if st.json != "" {
+		b, _ := json.MarshalIndent(rep, "", "  ")
+		if err := os.WriteFile(st.json, append(b, '\n'), 0o644); err != nil {
+			return err
+		}
+	}
+	if rep.Failed > 0 {
+		return errors.New("selftest: some kernels disagree with the CPU ops")
+	}
+	return nil
+}
