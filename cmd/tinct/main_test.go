@@ -43,6 +43,17 @@ func TestVersion(t *testing.T) {
 	if _, err := run(t, "--gemm", "nope", "version"); err == nil || !strings.Contains(err.Error(), "choices") {
 		t.Fatalf("unknown backend: %v", err)
 	}
+	// the compute backend: go by default; onednn where the library loads,
+	// else go with the reason
+	t.Setenv("TINCT_BACKEND", "")
+	if out, _ := run(t, "version"); !strings.Contains(out, "compute backend: go") {
+		t.Fatalf("default compute backend:\n%s", out)
+	}
+	t.Setenv("TINCT_BACKEND", "onednn")
+	out, _ = run(t, "version")
+	if !strings.Contains(out, "compute backend: onednn") && !strings.Contains(out, "onednn unavailable, using go") {
+		t.Fatalf("TINCT_BACKEND=onednn:\n%s", out)
+	}
 }
 
 func tinyFiles(t *testing.T) (dir string, net *model.UNet, x nn.Tensor, nv []float32) {
