@@ -62,6 +62,9 @@ Start with: tinct train --config configs/sample.yaml`,
 			if err != nil {
 				return err
 			}
+			if be, err := nn.NewCompute(""); be == nil { // an unknown $TINCT_BACKEND
+				return err
+			}
 			if g.cpuprofile != "" {
 				f, err := os.Create(g.cpuprofile)
 				if err != nil {

@@ -49,6 +49,10 @@ func TestVersion(t *testing.T) {
 	if out, _ := run(t, "version"); !strings.Contains(out, "compute backend: go") {
 		t.Fatalf("default compute backend:\n%s", out)
 	}
+	t.Setenv("TINCT_BACKEND", "nope")
+	if _, err := run(t, "version"); err == nil || !strings.Contains(err.Error(), "unknown compute backend") {
+		t.Fatalf("TINCT_BACKEND=nope: %v", err)
+	}
 	t.Setenv("TINCT_BACKEND", "onednn")
 	out, _ = run(t, "version")
 	if !strings.Contains(out, "compute backend: onednn") && !strings.Contains(out, "onednn unavailable, using go") {
