@@ -36,6 +36,8 @@ type oneDNNCompute struct {
 	plain bool
 	// noWinograd: direct convolutions only ($TINCT_DNNL_WINOGRAD=0)
 	noWinograd bool
+	// the library's objects this instance made, destroyed by free
+	prims, mems []uintptr
 }
 
 const (
@@ -49,8 +51,29 @@ const (
 )
 
 func newOneDNN(d *dnnlAPI) *oneDNNCompute {
-	return &oneDNNCompute{d: d, stream: d.newStream(), convs: map[convKey]*convPrims{}, plain: os.Getenv("TINCT_DNNL_PLAIN") != "",
+	o := &oneDNNCompute{d: d, stream: d.newStream(), convs: map[convKey]*convPrims{}, plain: os.Getenv("TINCT_DNNL_PLAIN") != "",
 		noWinograd: os.Getenv("TINCT_DNNL_WINOGRAD") == "0"}
+	// An arena that is dropped (a sampler made for one preview, say) takes
+	// its instance with it; the library's objects go with the instance.
+	runtime.SetFinalizer(o, (*oneDNNCompute).free)
+	return o
+}
+
+// free destroys the primitives, memory objects and stream of an instance
+// nothing refers to any more.
+func (o *oneDNNCompute) free() {
+	if o.stream == 0 {
+		return
+	}
+	runtime.SetFinalizer(o, nil)
+	for _, p := range o.prims {
+		o.d.primDestroy(p)
+	}
+	for _, m := range o.mems {
+		o.d.memDestroy(m)
+	}
+	o.d.streamDestroy(o.stream)
+	o.stream, o.prims, o.mems, o.convs = 0, nil, nil, nil
 }
 
 func (o *oneDNNCompute) Name() string {
@@ -97,12 +120,16 @@ type dnnlStep struct {
 func (o *oneDNNCompute) step(pd uintptr, kinds []int32, mds []dnnlMD) *dnnlStep {
 	d := o.d
 	s := &dnnlStep{prim: d.primitive(pd)}
+	o.prims = append(o.prims, s.prim)
 	for i, k := range kinds {
 		s.args = append(s.args, dnnlExecArg{arg: k, mem: d.memory(&mds[i])})
 	}
 	pad := d.queryMD(pd, dnnlQueryScratchpadMD)
 	if s.padBytes = d.size(&pad); s.padBytes > 0 {
 		s.args = append(s.args, dnnlExecArg{arg: dnnlArgScratchpad, mem: d.memory(&pad)})
+	}
+	for _, a := range s.args {
+		o.mems = append(o.mems, a.mem)
 	}
 	return s
 }
@@ -132,9 +159,13 @@ func (o *oneDNNCompute) reorder(src, dst dnnlMD, accumulate bool) *dnnlStep {
 		post = func(po uintptr) { d.check("post_ops_append_sum", d.postOpsSum(po, 1)) }
 	}
 	var pd uintptr
-	if st := d.reorderPD(&pd, &src, d.engine, &dst, d.engine, d.attr(post)); st != dnnlSuccess {
+	attr := d.attr(post)
+	st := d.reorderPD(&pd, &src, d.engine, &dst, d.engine, attr)
+	d.attrDestroy(attr)
+	if st != dnnlSuccess {
 		panic("nn: " + dnnlError("reorder_primitive_desc_create", st).Error())
 	}
+	defer d.pdDestroy(pd)
 	return o.step(pd, []int32{dnnlArgSrc, dnnlArgDst}, []dnnlMD{src, dst})
 }
 
@@ -186,7 +217,10 @@ func (o *oneDNNCompute) convPD(what string, init func(alg int32, desc *dnnlOpDes
 			continue
 		}
 		var pd uintptr
-		if last = o.d.pdCreate(&pd, &desc, o.d.attr(nil), o.d.engine, hint); last == dnnlSuccess {
+		attr := o.d.attr(nil)
+		last = o.d.pdCreate(&pd, &desc, attr, o.d.engine, hint)
+		o.d.attrDestroy(attr)
+		if last == dnnlSuccess {
 			return pd
 		}
 	}
@@ -212,6 +246,7 @@ func (o *oneDNNCompute) convPrims(c *Conv2D, x, y Tensor, accumulate, backward b
 		return d.convFwdInit(desc, dnnlForwardTraining, alg, any4(x.N, c.In, x.H, x.W), any4(c.Out, c.In, c.K, c.K),
 			&bias, any4(y.N, c.Out, y.H, y.W), &strides[0], &pad[0], &pad[0])
 	}, 0)
+	defer d.pdDestroy(fwd)
 	p.src, p.wei, p.dst = d.queryMD(fwd, dnnlQuerySrcMD), d.queryMD(fwd, dnnlQueryWeightsMD), d.queryMD(fwd, dnnlQueryDstMD)
 	p.srcBytes, p.dstBytes, p.weiBytes = d.size(&p.src), d.size(&p.dst), d.size(&p.wei)
 	p.impl = d.implInfo(fwd)
@@ -232,6 +267,7 @@ func (o *oneDNNCompute) convPrims(c *Conv2D, x, y Tensor, accumulate, backward b
 		return d.convBwdWInit(desc, alg, any4(x.N, c.In, x.H, x.W), any4(c.Out, c.In, c.K, c.K), &bias,
 			any4(y.N, c.Out, y.H, y.W), &strides[0], &pad[0], &pad[0])
 	}, fwd)
+	defer d.pdDestroy(bwPD)
 	bwSrc, bwDiffW, bwDiffDst := d.queryMD(bwPD, dnnlQuerySrcMD), d.queryMD(bwPD, dnnlQueryDiffWeightsMD), d.queryMD(bwPD, dnnlQueryDiffDstMD)
 	p.src = bwSrc
 	p.srcBytes = d.size(&bwSrc)
@@ -248,6 +284,7 @@ func (o *oneDNNCompute) convPrims(c *Conv2D, x, y Tensor, accumulate, backward b
 		return d.convBwdDataInit(desc, alg, any4(x.N, c.In, x.H, x.W), any4(c.Out, c.In, c.K, c.K),
 			any4(y.N, c.Out, y.H, y.W), &strides[0], &pad[0], &pad[0])
 	}, fwd)
+	defer d.pdDestroy(bdPD)
 	bdDiffSrc, bdWei, bdDiffDst := d.queryMD(bdPD, dnnlQueryDiffSrcMD), d.queryMD(bdPD, dnnlQueryWeightsMD), d.queryMD(bdPD, dnnlQueryDiffDstMD)
 	p.bwdWei, p.bwdDiffDst = bdWei, bdDiffDst
 	p.bwdWeiBytes, p.diffDstB = d.size(&bdWei), d.size(&bdDiffDst)

@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -412,5 +413,30 @@ func TestOptimVectorPaths(t *testing.T) {
 				t.Fatalf("n=%d, element %d: vector EMA %g, scalar %g", n, i, a1[i], a2[i])
 			}
 		}
+	}
+}
+
+// TestOneDNNFree: instances that are dropped are destroyed by their
+// finalizer (primitives, memory objects, stream) while others go on.
+func TestOneDNNFree(t *testing.T) {
+	keep := oneDNNOrSkip(t)
+	rng := rand.New(rand.NewPCG(8, 8))
+	c, x, y, dy, dx := convCase{n: 2, in: 16, out: 16, h: 8, w: 8, k: 3}.tensors(rng)
+	want := cloneTensor(y)
+	keep.ConvForward(c, x, want, false)
+	for range 10 {
+		be, _ := NewCompute("onednn")
+		be.ConvForward(c, x, y, false)
+		be.ConvBackward(c, x, dy, dx, false)
+		be.(*oneDNNCompute).free() // what the finalizer does
+		be2, _ := NewCompute("onednn")
+		be2.ConvForward(c, x, y, false)
+		runtime.GC()
+	}
+	runtime.GC()
+	got := cloneTensor(y)
+	keep.ConvForward(c, x, got, false)
+	if d := maxAbsDiff(got.Data, want.Data); d != 0 {
+		t.Fatalf("a kept instance changed its result by %g after others were freed", d)
 	}
 }

@@ -120,6 +120,12 @@ type dnnlAPI struct {
 	postOpsCreate   func(po *uintptr) int32
 	postOpsSum      func(po uintptr, scale float32) int32
 	postOpsEltwise  func(po uintptr, scale float32, alg int32, alpha, beta float32) int32
+	primDestroy     func(p uintptr) int32
+	pdDestroy       func(pd uintptr) int32
+	memDestroy      func(m uintptr) int32
+	streamDestroy   func(s uintptr) int32
+	attrDestroy     func(a uintptr) int32
+	postOpsDestroy  func(po uintptr) int32
 }
 
 var (
@@ -182,6 +188,12 @@ func openDNNL(name string) (*dnnlAPI, error) {
 		{&d.postOpsCreate, "dnnl_post_ops_create"},
 		{&d.postOpsSum, "dnnl_post_ops_append_sum"},
 		{&d.postOpsEltwise, "dnnl_post_ops_append_eltwise"},
+		{&d.primDestroy, "dnnl_primitive_destroy"},
+		{&d.pdDestroy, "dnnl_primitive_desc_destroy"},
+		{&d.memDestroy, "dnnl_memory_destroy"},
+		{&d.streamDestroy, "dnnl_stream_destroy"},
+		{&d.attrDestroy, "dnnl_primitive_attr_destroy"},
+		{&d.postOpsDestroy, "dnnl_post_ops_destroy"},
 	}
 	for _, f := range fns {
 		if err := register(f.fn, lib, f.name); err != nil {
@@ -320,7 +332,8 @@ func (d *dnnlAPI) memory(md *dnnlMD) uintptr {
 }
 
 // attr makes primitive attributes: a user scratchpad (so that the backend
-// owns that memory too) and the post-ops post fills, if any.
+// owns that memory too) and the post-ops post fills, if any. A primitive
+// descriptor copies them: destroy them (attrDestroy) once it is made.
 func (d *dnnlAPI) attr(post func(po uintptr)) uintptr {
 	var a uintptr
 	d.check("primitive_attr_create", d.attrCreate(&a))
@@ -330,6 +343,7 @@ func (d *dnnlAPI) attr(post func(po uintptr)) uintptr {
 		d.check("post_ops_create", d.postOpsCreate(&po))
 		post(po)
 		d.check("attr_set_post_ops", d.attrSetPostOps(a, po))
+		d.postOpsDestroy(po)
 	}
 	return a
 }
