@@ -45,7 +45,7 @@ install:
 # fuzz runs every fuzz target (func FuzzXxx: the parsers of untrusted bytes)
 # for $(FUZZTIME) each, one after another (scripts/fuzz.sh); a failing input
 # is saved under the package's testdata/fuzz/ and fails the target (make
-# test runs only the seed corpora). With the default 5s, the 17 targets take
+# test runs only the seed corpora). With the default 5s, the 18 targets take
 # about 1m40s on the 2-core VM with a warm build cache (75 s of fuzzing, the
 # rest building and starting each package's instrumented test binary), and
 # about 4m40s with an empty one.
