@@ -389,16 +389,24 @@ func (c *Coordinator) sampleGrid(ctx context.Context, epoch int) error {
 	}
 	rows := make([][]image.Image, 3)
 	for i := range k {
-		rows[0] = append(rows[0], track.ToImage(gray.Image(i), 1, s, s))
-		gen := track.ToImage(out.Image(i), 3, s, s)
-		if cfg.SampleColor != config.SampleRaw {
-			lum := track.ToImage(gray.Image(i), 1, s, s).(*image.Gray)
-			gen = chroma.Transfer(lum, gen, gen.Bounds())
+		for r, img := range SampleImages(cfg, gray.Image(i), out.Image(i), color.Image(i)) {
+			rows[r] = append(rows[r], img)
 		}
-		rows[1] = append(rows[1], gen)
-		rows[2] = append(rows[2], track.ToImage(color.Image(i), 3, s, s))
 	}
 	return c.opt.Track.Image("samples", int64(epoch), track.Grid(rows, 2))
+}
+
+// SampleImages renders one sample-grid column: the gray input, the
+// colourisation (on the gray input's own luminance unless sample_color is
+// raw) and the truth, from planar values in [−1, 1] of cfg.ImageSize².
+func SampleImages(cfg *config.Config, gray, gen, truth []float32) [3]image.Image {
+	s := cfg.ImageSize
+	g := track.ToImage(gray, 1, s, s)
+	col := track.ToImage(gen, 3, s, s)
+	if cfg.SampleColor != config.SampleRaw {
+		col = chroma.Transfer(g.(*image.Gray), col, col.Bounds())
+	}
+	return [3]image.Image{g, col, track.ToImage(truth, 3, s, s)}
 }
 
 // Resume restores the newest valid checkpoint of store into st. It reports

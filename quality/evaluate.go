@@ -208,15 +208,26 @@ func Evaluate(ctx context.Context, net *model.UNet, set Source, opt Options) (Re
 // apply to their results (chroma.Transfer) — and returns it planar.
 func keepLuminance(g, gen []uint8, size int) []uint8 {
 	hw := size * size
-	lum := &image.Gray{Pix: g, Stride: size, Rect: image.Rect(0, 0, size, size)}
-	sample := image.NewRGBA(image.Rect(0, 0, size, size))
-	for p := range hw {
-		sample.Pix[4*p], sample.Pix[4*p+1], sample.Pix[4*p+2], sample.Pix[4*p+3] = gen[p], gen[hw+p], gen[2*hw+p], 255
-	}
-	rgb := chroma.Transfer(lum, sample, sample.Rect)
+	lum := PlanarImage(g, 1, size).(*image.Gray)
+	sample := PlanarImage(gen, 3, size)
+	rgb := chroma.Transfer(lum, sample, sample.Bounds())
 	out := make([]uint8, 3*hw)
 	for p := range hw {
 		out[p], out[hw+p], out[2*hw+p] = rgb.Pix[4*p], rgb.Pix[4*p+1], rgb.Pix[4*p+2]
 	}
 	return out
+}
+
+// PlanarImage makes an image of c planes (1: gray, 3: RGB) of size×size
+// 8-bit values, as Evaluate's examples hold them; a gray one shares v.
+func PlanarImage(v []uint8, c, size int) image.Image {
+	hw := size * size
+	if c == 1 {
+		return &image.Gray{Pix: v[:hw], Stride: size, Rect: image.Rect(0, 0, size, size)}
+	}
+	img := image.NewRGBA(image.Rect(0, 0, size, size))
+	for p := range hw {
+		img.Pix[4*p], img.Pix[4*p+1], img.Pix[4*p+2], img.Pix[4*p+3] = v[p], v[hw+p], v[2*hw+p], 255
+	}
+	return img
 }

@@ -238,6 +238,12 @@ func (s *State) Replica() Replica {
 // missing checkpoint, or none valid, is an error matching
 // checkpoint.ErrNotFound.
 func Load(ctx context.Context, store checkpoint.Store, name string) (*Inference, []error, error) {
+	return LoadPart(ctx, store, name, PartEMA)
+}
+
+// LoadPart is Load for one of the checkpoint's networks: PartEMA or
+// PartWeights (the live network).
+func LoadPart(ctx context.Context, store checkpoint.Store, name, part string) (*Inference, []error, error) {
 	var ck *checkpoint.Checkpoint
 	var warns []error
 	var err error
@@ -253,6 +259,6 @@ func Load(ctx context.Context, store checkpoint.Store, name string) (*Inference,
 	if err != nil {
 		return nil, warns, err
 	}
-	inf, err := LoadInference(ck)
+	inf, err := LoadNetwork(ck, part)
 	return inf, warns, err
 }

@@ -99,8 +99,9 @@ images to --grid: gray input, each sample (luminance kept), ground truth.`,
 			if !clip {
 				name += ", x̂0 not clipped"
 			}
+			tty := isatty.IsTerminal(os.Stderr.Fd())
 			progress := func(done, total int) {}
-			if isatty.IsTerminal(os.Stderr.Fd()) {
+			if tty {
 				progress = func(done, total int) { fmt.Fprintf(cmd.ErrOrStderr(), "\r%d/%d images", done, total) }
 			}
 			rep, err := quality.Evaluate(cmd.Context(), net, set, quality.Options{
@@ -110,7 +111,7 @@ images to --grid: gray input, each sample (luminance kept), ground truth.`,
 			if err != nil {
 				return err
 			}
-			if isatty.IsTerminal(os.Stderr.Fd()) {
+			if tty {
 				fmt.Fprintln(cmd.ErrOrStderr())
 			}
 			n, rows := rep.Images, rep.Rows()
@@ -164,24 +165,11 @@ images to --grid: gray input, each sample (luminance kept), ground truth.`,
 func examplesGrid(exs []quality.Example, size int) image.Image {
 	rows := make([][]image.Image, 2+len(exs[0].Kept))
 	for _, ex := range exs {
-		rows[0] = append(rows[0], planarImage(ex.Gray, 1, size))
+		rows[0] = append(rows[0], quality.PlanarImage(ex.Gray, 1, size))
 		for j, k := range ex.Kept {
-			rows[1+j] = append(rows[1+j], planarImage(k, 3, size))
+			rows[1+j] = append(rows[1+j], quality.PlanarImage(k, 3, size))
 		}
-		rows[len(rows)-1] = append(rows[len(rows)-1], planarImage(ex.Truth, 3, size))
+		rows[len(rows)-1] = append(rows[len(rows)-1], quality.PlanarImage(ex.Truth, 3, size))
 	}
 	return track.Grid(rows, 2)
-}
-
-// planarImage makes an image of c planes of size×size 8-bit values.
-func planarImage(v []uint8, c, size int) image.Image {
-	hw := size * size
-	if c == 1 {
-		return &image.Gray{Pix: v[:hw], Stride: size, Rect: image.Rect(0, 0, size, size)}
-	}
-	img := image.NewRGBA(image.Rect(0, 0, size, size))
-	for p := range hw {
-		img.Pix[4*p], img.Pix[4*p+1], img.Pix[4*p+2], img.Pix[4*p+3] = v[p], v[hw+p], v[2*hw+p], 255
-	}
-	return img
 }

@@ -3,15 +3,11 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"log/slog"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 
-	"github.com/tinct/tinct/checkpoint"
 	"github.com/tinct/tinct/internal/atomicfile"
 	"github.com/tinct/tinct/model"
 	"github.com/tinct/tinct/nn"
@@ -65,18 +61,7 @@ is a quarter of a checkpoint's size (no live weights, no Adam moments).
 The bundled demo model (demo/ema.safetensors) is such a file.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			storePath, name := ckpt, ""
-			if _, err := os.Stat(filepath.Join(ckpt, "manifest.json")); err == nil {
-				storePath, name = filepath.Dir(ckpt), filepath.Base(ckpt)
-			}
-			store, err := checkpoint.Open(storePath)
-			if err != nil {
-				return err
-			}
-			inf, warns, err := trainstate.Load(cmd.Context(), store, name)
-			for _, w := range warns {
-				slog.Warn("checkpoint skipped", "err", w)
-			}
+			inf, err := loadCheckpoint(cmd.Context(), ckpt, trainstate.PartEMA)
 			if err != nil {
 				return err
 			}

@@ -19,7 +19,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tinct/tinct/checkpoint"
-	"github.com/tinct/tinct/chroma"
 	"github.com/tinct/tinct/config"
 	"github.com/tinct/tinct/coordinator"
 	"github.com/tinct/tinct/dataset"
@@ -351,11 +350,8 @@ func colorizeExample(ctx context.Context, ema *model.UNet, cfg *config.Config, d
 	if err != nil {
 		return err
 	}
-	gen := track.ToImage(out.Image(0), 3, s, s)
-	if cfg.SampleColor != config.SampleRaw {
-		gen = chroma.Transfer(track.ToImage(gray, 1, s, s).(*image.Gray), gen, gen.Bounds())
-	}
-	grid := track.Grid([][]image.Image{{track.ToImage(gray, 1, s, s), gen, track.ToImage(color, 3, s, s)}}, 2)
+	col := coordinator.SampleImages(cfg, gray, out.Image(0), color)
+	grid := track.Grid([][]image.Image{col[:]}, 2)
 	path := filepath.Join(runDir, "colorized.png")
 	if err := track.SavePNG(path, grid); err != nil {
 		return err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -57,7 +58,22 @@ func loadInference(ctx context.Context, path string, cmd *cobra.Command, live bo
 		}
 		return loadWeightsFile(path, cmd)
 	}
-	// a checkpoint directory inside a store, or a store (its newest valid one)
+	part := trainstate.PartEMA
+	if live {
+		part = trainstate.PartWeights
+	}
+	inf, err := loadCheckpoint(ctx, path, part)
+	if err != nil {
+		return nil, err
+	}
+	slog.Info("checkpoint", "name", inf.Name, "epoch", inf.Epoch, "step", inf.Step, "image_size", inf.Config.ImageSize, "live_weights", live)
+	return &inference{Net: inf.Net, Size: inf.Config.ImageSize, Name: inf.Name}, nil
+}
+
+// loadCheckpoint decodes one network (trainstate.PartEMA or PartWeights)
+// of a checkpoint: path is a checkpoint directory inside a store, or a
+// store (a directory or URL), whose newest valid checkpoint is used.
+func loadCheckpoint(ctx context.Context, path, part string) (*trainstate.Inference, error) {
 	storePath, name := path, ""
 	if _, err := os.Stat(filepath.Join(path, "manifest.json")); err == nil {
 		storePath, name = filepath.Dir(path), filepath.Base(path)
@@ -68,40 +84,11 @@ func loadInference(ctx context.Context, path string, cmd *cobra.Command, live bo
 	if err != nil {
 		return nil, err
 	}
-	var inf *trainstate.Inference
-	if live {
-		inf, err = loadLive(ctx, store, name)
-	} else {
-		var warns []error
-		inf, warns, err = trainstate.Load(ctx, store, name)
-		for _, w := range warns {
-			slog.Warn("checkpoint skipped", "err", w)
-		}
+	inf, warns, err := trainstate.LoadPart(ctx, store, name, part)
+	for _, w := range warns {
+		slog.Warn("checkpoint skipped", "err", w)
 	}
-	if err != nil {
-		return nil, err
-	}
-	slog.Info("checkpoint", "name", inf.Name, "epoch", inf.Epoch, "step", inf.Step, "image_size", inf.Config.ImageSize, "live_weights", live)
-	return &inference{Net: inf.Net, Size: inf.Config.ImageSize, Name: inf.Name}, nil
-}
-
-// loadLive loads a checkpoint's live (not averaged) network.
-func loadLive(ctx context.Context, store checkpoint.Store, name string) (*trainstate.Inference, error) {
-	var ck *checkpoint.Checkpoint
-	var err error
-	if name == "" {
-		var warns []error
-		ck, warns, err = store.Latest(ctx)
-		for _, w := range warns {
-			slog.Warn("checkpoint skipped", "err", w)
-		}
-	} else {
-		ck, err = store.Load(ctx, name)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return trainstate.LoadNetwork(ck, trainstate.PartWeights)
+	return inf, err
 }
 
 // loadWeightsFile reads a .safetensors file: an exported one carries its
@@ -127,9 +114,9 @@ func loadWeightsFile(path string, cmd *cobra.Command) (*inference, error) {
 	if err != nil {
 		return nil, err
 	}
-	sd, _, err := model.LoadFile(path)
+	sd, _, err := model.ReadSafetensors(bytes.NewReader(data))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	if err := net.LoadStateDict(sd); err != nil {
 		return nil, fmt.Errorf("%s: %w (a state dict without tinct's metadata: give its shape with --widths, --block-depth and --image-size)", path, err)
