@@ -54,7 +54,7 @@ func (s *Server) readUpload(w http.ResponseWriter, r *http.Request) (*upload, er
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "multipart/form-data" {
 		return nil, &apiError{status: http.StatusUnsupportedMediaType, msg: `send the photo as multipart/form-data with a file field "image"`}
 	}
-	body := newSlowBody(w, r.Body, s.opts.BodyTimeout, s.opts.MinBodyRate)
+	body := newSlowBody(w, r, s.opts.BodyTimeout, s.opts.MinBodyRate)
 	r.Body = http.MaxBytesReader(w, struct {
 		io.Reader
 		io.Closer

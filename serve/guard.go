@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -159,21 +160,38 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 // grace, and no read may wait longer than grace. The deadline is the
 // connection's read deadline, so a client that sends nothing does not keep
 // its reader (and its queue place) waiting.
+//
+// The deadline must never fire on net/http's own read. Once a body is read
+// to its end, net/http starts a background read on the connection to notice
+// a client going away; if that read fails (a deadline passing counts), it
+// cancels the context of the whole connection, not only of this request.
+// The connection stays open for keep-alive, and every later request on it
+// starts with its context already cancelled (a browser reusing it got
+// "context canceled" answers to plain GETs). So the deadline is cleared as
+// soon as the body ends, and a connection whose context was hit anyway, or
+// whose body was abandoned under a passed deadline, is closed after the
+// answer.
 type slowBody struct {
 	r        io.Reader
+	w        http.ResponseWriter
+	ctx      context.Context // the request's
 	rc       *http.ResponseController
 	start    time.Time
 	n        int64
 	grace    time.Duration
 	rate     int64
 	timedOut bool
+	ended    bool // the body was read to its end; the deadline is cleared
 }
 
-func newSlowBody(w http.ResponseWriter, r io.Reader, grace time.Duration, rate int64) *slowBody {
-	return &slowBody{r: r, rc: http.NewResponseController(w), start: time.Now(), grace: grace, rate: rate}
+func newSlowBody(w http.ResponseWriter, r *http.Request, grace time.Duration, rate int64) *slowBody {
+	return &slowBody{r: r.Body, w: w, ctx: r.Context(), rc: http.NewResponseController(w), start: time.Now(), grace: grace, rate: rate}
 }
 
 func (b *slowBody) Read(p []byte) (int, error) {
+	if b.ended {
+		return 0, io.EOF
+	}
 	if b.rc != nil {
 		dl := b.start.Add(b.grace + time.Duration(float64(b.n)/float64(b.rate)*float64(time.Second)))
 		if idle := time.Now().Add(b.grace); idle.Before(dl) {
@@ -189,20 +207,36 @@ func (b *slowBody) Read(p []byte) (int, error) {
 	if err != nil && (errors.As(err, &ne) && ne.Timeout()) {
 		b.timedOut = true
 	}
+	if err == io.EOF {
+		b.ended = true
+		if b.rc != nil {
+			b.rc.SetReadDeadline(time.Time{}) // net/http's background read has started
+		}
+	}
 	return n, err
 }
 
-// finish clears the deadline after a body was read in full; after a
-// failure it leaves it passed, so the server does not wait to drain the
-// rest.
+// finish ends the body's reading: ok after it was read in full. After a
+// failure it leaves a passed deadline, so that the server does not wait to
+// drain the rest, and asks for the connection to be closed after the
+// answer. It also closes a connection whose context was cancelled while its
+// body was read (see slowBody), and reports that as a timeout.
 func (b *slowBody) finish(ok bool) {
 	if b.rc == nil {
 		return
 	}
-	if ok {
-		b.rc.SetReadDeadline(time.Time{})
-	} else {
+	if !b.ended && b.ctx.Err() == nil {
+		if ok {
+			b.rc.SetReadDeadline(time.Time{})
+			return
+		}
 		b.rc.SetReadDeadline(time.Now())
+	}
+	if !ok || b.ctx.Err() != nil {
+		b.w.Header().Set("Connection", "close")
+	}
+	if ok && b.ctx.Err() != nil {
+		b.timedOut = true // only a deadline cancels a live connection here
 	}
 }
 

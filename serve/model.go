@@ -117,13 +117,7 @@ func (c *models) get(ctx context.Context, name string) (*Model, error) {
 			return nil, &apiError{status: 400, msg: err.Error()}
 		}
 	}
-	// the listing is short and bounded on its own: it does not follow the
-	// request's cancellation (a request once saw its context canceled
-	// while its connection stayed up, under a full parallel test run; the
-	// cause was not found), so that a client still waiting gets its answer
-	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
-	infos, err := c.store.List(lctx)
+	infos, err := c.store.List(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list checkpoints in %s: %w", c.store, err) // logged, not shown
 	}
