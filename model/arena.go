@@ -55,16 +55,26 @@ func (u *UNet) NewArena(n, h, w int) (*Arena, error) {
 	return u.NewArenaOn(nil, n, h, w)
 }
 
+// CheckShape says whether the network takes batches of n images of h×w:
+// h and w must be divisible by 2^(levels−1).
+func (u *UNet) CheckShape(n, h, w int) error {
+	levels := len(u.Widths) - 1
+	if n < 1 || h < 1 || w < 1 || h%(1<<levels) != 0 || w%(1<<levels) != 0 {
+		return fmt.Errorf("image size %d×%d, batch %d: sizes must be positive multiples of %d", h, w, n, 1<<levels)
+	}
+	return nil
+}
+
 // NewArenaOn is NewArena on a given compute backend instance (nil: the one
 // $TINCT_BACKEND names, see nn.DefaultCompute). The arena owns it.
 func (u *UNet) NewArenaOn(be nn.Compute, n, h, w int) (*Arena, error) {
 	if be == nil {
 		be = nn.DefaultCompute()
 	}
-	levels := len(u.Widths) - 1
-	if n < 1 || h < 1 || w < 1 || h%(1<<levels) != 0 || w%(1<<levels) != 0 {
-		return nil, fmt.Errorf("image size %d×%d, batch %d: sizes must be positive multiples of %d", h, w, n, 1<<levels)
+	if err := u.CheckShape(n, h, w); err != nil {
+		return nil, err
 	}
+	levels := len(u.Widths) - 1
 	ar := &Arena{N: n, H: h, W: w, acts: map[*Block]*blockAct{}, noiseVar: make([]float32, n), be: be}
 	alloc := func(c, lv int) nn.Tensor {
 		t := nn.NewTensor(n, c, h>>lv, w>>lv)

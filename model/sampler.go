@@ -18,6 +18,8 @@ type Sampler struct {
 	// sampler as trained; docs/quality.md measures both).
 	Clip  bool
 	arena *Arena
+	dev   Forwarder // runs the network instead of Net on arena, when set
+	eps   nn.Tensor // dev's output
 	x     nn.Tensor // current noisy colour images
 	input nn.Tensor
 	nv    []float32
@@ -38,18 +40,40 @@ func (s *Sampler) SetPreview(every int, fn func(step int, x0 nn.Tensor)) {
 	}
 }
 
+// Forwarder runs a network's eval-mode forward somewhere else than the
+// host's kernels (a GPU: cuda/gpunet.Net): Forward(ar, x, noiseVar, false)
+// of the same weights, written to out (len N·3·H·W).
+type Forwarder interface {
+	Forward(x nn.Tensor, noiseVar []float32, out []float32) error
+}
+
 // NewSampler prepares to colorize batch images of h×w at a time (a batch is
 // gray images × samples per image).
 func NewSampler(net *UNet, batch, h, w int) (*Sampler, error) {
+	return NewSamplerOn(net, nil, batch, h, w)
+}
+
+// NewSamplerOn is NewSampler whose network calls dev makes (nil: net on
+// the host's kernels). dev must hold net's weights.
+func NewSamplerOn(net *UNet, dev Forwarder, batch, h, w int) (*Sampler, error) {
+	s := &Sampler{Net: net, dev: dev, x: nn.NewTensor(batch, 3, h, w), input: nn.NewTensor(batch, 4, h, w), nv: make([]float32, batch)}
+	if dev != nil {
+		if err := net.CheckShape(batch, h, w); err != nil {
+			return nil, err
+		}
+		s.eps = nn.NewTensor(batch, 3, h, w)
+		return s, nil
+	}
 	ar, err := net.NewArena(batch, h, w)
 	if err != nil {
 		return nil, err
 	}
-	return &Sampler{Net: net, arena: ar, x: nn.NewTensor(batch, 3, h, w), input: nn.NewTensor(batch, 4, h, w), nv: make([]float32, batch)}, nil
+	s.arena = ar
+	return s, nil
 }
 
 // Batch is the number of images the sampler runs at once.
-func (s *Sampler) Batch() int { return s.arena.N }
+func (s *Sampler) Batch() int { return s.x.N }
 
 // Colorize returns samples colourisations of each gray image ([B,1,H,W],
 // values in [−1,1]) as [B·samples,3,H,W] in [−1,1] before clipping: image b's
@@ -57,8 +81,8 @@ func (s *Sampler) Batch() int { return s.arena.N }
 // from rng, so a seed fixes the result. progress, if not nil, is called
 // after each of the steps network calls. It stops early when ctx is done.
 func (s *Sampler) Colorize(ctx context.Context, gray nn.Tensor, samples, steps int, rng *rand.Rand, progress func(step, steps int)) (nn.Tensor, error) {
-	if gray.C != 1 || gray.H != s.arena.H || gray.W != s.arena.W || gray.N*samples != s.arena.N {
-		return nn.Tensor{}, fmt.Errorf("colorize %v × %d samples with a sampler for %d images of %d×%d", gray.Shape(), samples, s.arena.N, s.arena.H, s.arena.W)
+	if gray.C != 1 || gray.H != s.x.H || gray.W != s.x.W || gray.N*samples != s.x.N {
+		return nn.Tensor{}, fmt.Errorf("colorize %v × %d samples with a sampler for %d images of %d×%d", gray.Shape(), samples, s.x.N, s.x.H, s.x.W)
 	}
 	if steps < 1 {
 		return nn.Tensor{}, fmt.Errorf("steps %d: need at least 1", steps)
@@ -67,7 +91,7 @@ func (s *Sampler) Colorize(ctx context.Context, gray nn.Tensor, samples, steps i
 	for i := range s.x.Data {
 		s.x.Data[i] = float32(rng.NormFloat64())
 	}
-	for n := range s.arena.N {
+	for n := range s.x.N {
 		copy(s.input.Image(n)[3*hw:], gray.Image(n/samples))
 	}
 	times := SamplerTimes(steps)
@@ -77,11 +101,18 @@ func (s *Sampler) Colorize(ctx context.Context, gray nn.Tensor, samples, steps i
 		}
 		sig64, noi64 := RatesAt(t)
 		sig, noi := float32(sig64), float32(noi64)
-		for n := range s.arena.N {
+		for n := range s.x.N {
 			copy(s.input.Image(n)[:3*hw], s.x.Image(n))
 			s.nv[n] = float32(noi64 * noi64)
 		}
-		eps := s.Net.Forward(s.arena, s.input, s.nv, false)
+		eps := s.eps
+		if s.dev != nil {
+			if err := s.dev.Forward(s.input, s.nv, eps.Data); err != nil {
+				return nn.Tensor{}, err
+			}
+		} else {
+			eps = s.Net.Forward(s.arena, s.input, s.nv, false)
+		}
 		last := k == len(times)-1
 		show := s.preview != nil && !last && (k+1)%s.previewEvery == 0
 		var nsig, nnoi float32

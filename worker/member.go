@@ -146,7 +146,9 @@ func (m *Member) Step(ctx context.Context, t *control.Task, tracked int64) *cont
 		rep.RingSeconds = time.Since(waitStart).Seconds()
 	}
 	np := len(res.Grads)
-	m.W.Apply(m.vec[:np], m.vec[np:], tracked)
+	if err := m.W.Apply(m.vec[:np], m.vec[np:], tracked); err != nil {
+		return fail(err) // the replica is no longer the committed state's
+	}
 	rep.Loss, rep.Count, rep.Checksum = res.Loss, res.Count, m.W.Checksum()
 	if t.SendUpdate {
 		rep.Update = m.vec

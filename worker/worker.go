@@ -7,6 +7,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 
@@ -34,12 +35,32 @@ type Result struct {
 	Buffers []float32 // BatchNorm running statistics after the share's forward
 }
 
+// Device runs a replica's step on an accelerator instead of the host's
+// kernels (a GPU: cuda/gpunet.Net), mirroring the host network it was made
+// for: the host copy keeps the weights and buffers that checksums and
+// results read, the device keeps its own and does the arithmetic.
+type Device interface {
+	// TrainStep is model.UNet.TrainStep on the device; it leaves the
+	// gradient in the host network's Grads (each tail before ready is told
+	// of it) and the batch's BatchNorm statistics in its buffers.
+	TrainStep(x nn.Tensor, noiseVar []float32, noise nn.Tensor, scale float32, ready func(from int)) (float32, error)
+	// Apply is model.UNet.Apply on the device, with its own Adam moments;
+	// the host network's weights and buffers are updated to match.
+	Apply(opt *model.Adam, grads, bufs []float32, tracked int64) error
+	// Upload copies the host network's weights and buffers, and LoadAdam
+	// opt's moments, to the device.
+	Upload() error
+	LoadAdam(opt *model.Adam) error
+	Close()
+}
+
 // Worker holds one replica of the network and its optimizer.
 type Worker struct {
 	Name string
 	net  *model.UNet
 	opt  *model.Adam
 	data dataset.Examples
+	dev  Device // runs the steps when set (UseDevice)
 
 	arenas map[int]*model.Arena // by share size
 	x0     nn.Tensor
@@ -59,6 +80,33 @@ func New(name string, cfg model.Config, data dataset.Examples) (*Worker, error) 
 	return &Worker{Name: name, net: net, data: data, arenas: map[int]*model.Arena{}}, nil
 }
 
+// UseDevice makes open's device run the replica's steps from now on; open
+// is given the host network the device must mirror. The worker owns the
+// device (Close).
+func (w *Worker) UseDevice(open func(host *model.UNet) (Device, error)) error {
+	d, err := open(w.net)
+	if err != nil {
+		return fmt.Errorf("worker %s: %w", w.Name, err)
+	}
+	if w.opt != nil {
+		if err := errors.Join(d.Upload(), d.LoadAdam(w.opt)); err != nil {
+			d.Close()
+			return fmt.Errorf("worker %s: %w", w.Name, err)
+		}
+	}
+	w.Close()
+	w.dev = d
+	return nil
+}
+
+// Close releases the worker's device, if it has one.
+func (w *Worker) Close() {
+	if w.dev != nil {
+		w.dev.Close()
+		w.dev = nil
+	}
+}
+
 // Load replaces the replica's state with a copy of st.
 func (w *Worker) Load(st trainstate.Replica) error {
 	if len(st.Params) != len(w.net.Params) || len(st.Buffers) != w.net.NumBuffers() || st.Adam == nil || len(st.Adam.M) != len(w.net.Params) || len(st.Adam.V) != len(w.net.Params) {
@@ -70,6 +118,11 @@ func (w *Worker) Load(st trainstate.Replica) error {
 	opt.M = append([]float32(nil), st.Adam.M...)
 	opt.V = append([]float32(nil), st.Adam.V...)
 	w.opt = &opt
+	if w.dev != nil {
+		if err := errors.Join(w.dev.Upload(), w.dev.LoadAdam(w.opt)); err != nil {
+			return fmt.Errorf("worker %s: %w", w.Name, err)
+		}
+	}
 	return nil
 }
 
@@ -121,15 +174,29 @@ func (w *Worker) ComputeScaled(ctx context.Context, t Task, scale float32, ready
 		}
 		w.nv[k] = model.NoisyExample(c, g, w.noise.Image(k), w.input.Image(k), ExampleRNG(t.Seed, t.Step, idx))
 	}
-	loss := w.net.TrainStep(ar, w.input.Batch(n), w.nv[:n], w.noise.Batch(n), scale, ready)
+	var loss float32
+	if w.dev != nil {
+		if loss, err = w.dev.TrainStep(w.input.Batch(n), w.nv[:n], w.noise.Batch(n), scale, ready); err != nil {
+			return Result{}, fmt.Errorf("worker %s: step %d: %w", w.Name, t.Step, err)
+		}
+	} else {
+		loss = w.net.TrainStep(ar, w.input.Batch(n), w.nv[:n], w.noise.Batch(n), scale, ready)
+	}
 	w.bufs = w.net.Buffers(w.bufs[:0])
 	return Result{Loss: float64(loss), Count: n, Grads: w.net.Grads, Buffers: w.bufs}, nil
 }
 
 // Apply updates the replica with the step's reduced gradient and the
 // averaged BatchNorm statistics, exactly as the coordinator updates its copy.
-func (w *Worker) Apply(grads, buffers []float32, tracked int64) {
+func (w *Worker) Apply(grads, buffers []float32, tracked int64) error {
+	if w.dev != nil {
+		if err := w.dev.Apply(w.opt, grads, buffers, tracked); err != nil {
+			return fmt.Errorf("worker %s: %w", w.Name, err)
+		}
+		return nil
+	}
 	w.net.Apply(w.opt, grads, buffers, tracked)
+	return nil
 }
 
 // Params exposes the replica's weights (for consistency checks).
@@ -138,12 +205,19 @@ func (w *Worker) Params() []float32 { return w.net.Params }
 // Checksum identifies the replica's weights, buffers and batch count.
 func (w *Worker) Checksum() []byte { return cluster.Checksum(w.net) }
 
+// arena returns the host arena for shares of n images (nil with a device,
+// which keeps its own) and sizes the host's input buffers.
 func (w *Worker) arena(n, size int) (*model.Arena, error) {
-	if ar, ok := w.arenas[n]; ok && ar.H == size {
+	if ar, ok := w.arenas[n]; ok && (ar == nil || ar.H == size) && w.x0.N >= n && w.x0.H == size {
 		return ar, nil
 	}
-	ar, err := w.net.NewArena(n, size, size)
-	if err != nil {
+	var ar *model.Arena
+	if w.dev == nil {
+		var err error
+		if ar, err = w.net.NewArena(n, size, size); err != nil {
+			return nil, err
+		}
+	} else if err := w.net.CheckShape(n, size, size); err != nil {
 		return nil, err
 	}
 	w.arenas[n] = ar
