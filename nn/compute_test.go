@@ -208,33 +208,33 @@ func BenchmarkConv(b *testing.B) {
 	}
 }
 
-// toBlocked16 copies NCHW t into a new nChw16c tensor (C a multiple of 16):
-// element (n, c, y, x) at ((n·C/16 + c/16)·H·W + y·W + x)·16 + c%16.
-func toBlocked16(t Tensor) Tensor {
+// toBlocked copies NCHW t into a new nChw{bs}c tensor (C a multiple of bs):
+// element (n, c, y, x) at ((n·C/bs + c/bs)·H·W + y·W + x)·bs + c%bs.
+func toBlocked(t Tensor, bs int) Tensor {
 	b := NewTensor(t.N, t.C, t.H, t.W)
-	b.Blocked = 16
+	b.Blocked = bs
 	hw := t.HW()
 	for n := range t.N {
 		for c := range t.C {
 			p := t.Plane(n, c)
-			base := (n*t.C/16 + c/16) * hw * 16
+			base := (n*t.C/bs + c/bs) * hw * bs
 			for i, v := range p {
-				b.Data[base+i*16+c%16] = v
+				b.Data[base+i*bs+c%bs] = v
 			}
 		}
 	}
 	return b
 }
 
-func fromBlocked16(b Tensor) Tensor {
+func fromBlocked(b Tensor) Tensor {
 	t := NewTensor(b.N, b.C, b.H, b.W)
-	hw := b.HW()
+	hw, bs := b.HW(), b.Blocked
 	for n := range b.N {
 		for c := range b.C {
 			p := t.Plane(n, c)
-			base := (n*b.C/16 + c/16) * hw * 16
+			base := (n*b.C/bs + c/bs) * hw * bs
 			for i := range p {
-				p[i] = b.Data[base+i*16+c%16]
+				p[i] = b.Data[base+i*bs+c%bs]
 			}
 		}
 	}
@@ -242,58 +242,65 @@ func fromBlocked16(b Tensor) Tensor {
 }
 
 // TestOneDNNConvBlocked: convolutions whose input or output (and its
-// gradient) is in nChw16c, as a block's inner activations are on oneDNN,
-// against the reference on the same values in NCHW.
+// gradient) is in nChw8c or nChw16c, as a block's inner activations are on
+// oneDNN (whichever this CPU's convolutions run in), against the reference
+// on the same values in NCHW.
 func TestOneDNNConvBlocked(t *testing.T) {
 	dn := oneDNNOrSkip(t)
 	ref := NewKernels()
-	for _, xb := range []bool{false, true} {
-		for _, yb := range []bool{false, true} {
-			for _, acc := range []bool{false, true} {
-				rng := rand.New(rand.NewPCG(7, 7))
-				cc := convCase{n: 3, in: 32, out: 16, h: 6, w: 10, k: 3, accumulate: acc}
-				c, x, y, dy, dx := cc.tensors(rng)
-				x, y, dy, dx = cloneTensor(x.Channels(0, 32)), cloneTensor(y), cloneTensor(dy), cloneTensor(dx)
-				// dense copies, then the layouts under test
-				x, dx = denseCopy(x), denseCopy(dx)
-				y, dy = denseCopy(y), denseCopy(dy)
-				bx, by, bdy, bdx := x, denseCopy(y), dy, denseCopy(dx)
-				if xb {
-					bx, bdx = toBlocked16(x), toBlocked16(dx)
-				}
-				if yb {
-					by, bdy = toBlocked16(y), toBlocked16(dy)
-				}
-				gw := append([]float32(nil), c.GradW...)
-				ref.ConvForward(c, x, y, acc)
-				dn.ConvForward(c, bx, by, acc)
-				ref.ConvBackward(c, x, dy, dx, acc)
-				gwRef := append([]float32(nil), c.GradW...)
-				copy(c.GradW, gw)
-				dn.ConvBackward(c, bx, bdy, bdx, acc)
-				if yb {
-					by = fromBlocked16(by)
-				}
-				if xb {
-					bdx = fromBlocked16(bdx)
-				}
-				if d := relDiff(by.Data, y.Data); d > 2e-5 {
-					t.Fatalf("x blocked %v, y blocked %v, accumulate %v: forward differs by %.3g", xb, yb, acc, d)
-				}
-				if d := relDiff(bdx.Data, dx.Data); d > 2e-5 {
-					t.Fatalf("x blocked %v, y blocked %v, accumulate %v: input gradient differs by %.3g", xb, yb, acc, d)
-				}
-				if d := relDiff(c.GradW, gwRef); d > 2e-5 {
-					t.Fatalf("x blocked %v, y blocked %v: weight gradient differs by %.3g", xb, yb, d)
+	for _, bs := range []int{8, 16} {
+		for _, xb := range []bool{false, true} {
+			for _, yb := range []bool{false, true} {
+				for _, acc := range []bool{false, true} {
+					rng := rand.New(rand.NewPCG(7, 7))
+					cc := convCase{n: 3, in: 32, out: 16, h: 6, w: 10, k: 3, accumulate: acc}
+					c, x, y, dy, dx := cc.tensors(rng)
+					x, y, dy, dx = cloneTensor(x.Channels(0, 32)), cloneTensor(y), cloneTensor(dy), cloneTensor(dx)
+					// dense copies, then the layouts under test
+					x, dx = denseCopy(x), denseCopy(dx)
+					y, dy = denseCopy(y), denseCopy(dy)
+					bx, by, bdy, bdx := x, denseCopy(y), dy, denseCopy(dx)
+					if xb {
+						bx, bdx = toBlocked(x, bs), toBlocked(dx, bs)
+					}
+					if yb {
+						by, bdy = toBlocked(y, bs), toBlocked(dy, bs)
+					}
+					gw := append([]float32(nil), c.GradW...)
+					ref.ConvForward(c, x, y, acc)
+					dn.ConvForward(c, bx, by, acc)
+					ref.ConvBackward(c, x, dy, dx, acc)
+					gwRef := append([]float32(nil), c.GradW...)
+					copy(c.GradW, gw)
+					dn.ConvBackward(c, bx, bdy, bdx, acc)
+					if yb {
+						by = fromBlocked(by)
+					}
+					if xb {
+						bdx = fromBlocked(bdx)
+					}
+					if d := relDiff(by.Data, y.Data); d > 2e-5 {
+						t.Fatalf("nChw%dc: x blocked %v, y blocked %v, accumulate %v: forward differs by %.3g", bs, xb, yb, acc, d)
+					}
+					if d := relDiff(bdx.Data, dx.Data); d > 2e-5 {
+						t.Fatalf("nChw%dc: x blocked %v, y blocked %v, accumulate %v: input gradient differs by %.3g", bs, xb, yb, acc, d)
+					}
+					if d := relDiff(c.GradW, gwRef); d > 2e-5 {
+						t.Fatalf("nChw%dc: x blocked %v, y blocked %v: weight gradient differs by %.3g", bs, xb, yb, d)
+					}
 				}
 			}
 		}
 	}
-	if got := dn.ActivationBlock(32); got != 16 {
-		t.Fatalf("ActivationBlock(32) = %d, want 16", got)
+	want := 8
+	if hasAVX512() {
+		want = 16
 	}
-	if got := dn.ActivationBlock(24); got != 0 {
-		t.Fatalf("ActivationBlock(24) = %d, want 0 (not a multiple of 16)", got)
+	if got := dn.ActivationBlock(32); got != want {
+		t.Fatalf("ActivationBlock(32) = %d, want %d", got, want)
+	}
+	if got := dn.ActivationBlock(want + 4); got != 0 {
+		t.Fatalf("ActivationBlock(%d) = %d, want 0 (not a multiple of %d)", want+4, got, want)
 	}
 }
 
@@ -306,7 +313,7 @@ func denseCopy(t Tensor) Tensor {
 func TestBlockedLayoutRoundTrip(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 9))
 	x := randTensor(rng, 2, 32, 3, 5)
-	if d := maxAbsDiff(fromBlocked16(toBlocked16(x)).Data, x.Data); d != 0 {
+	if d := maxAbsDiff(fromBlocked(toBlocked(x, 16)).Data, x.Data); d != 0 {
 		t.Fatalf("round trip differs by %g", d)
 	}
 }

@@ -46,6 +46,7 @@ const (
 	// dnnl_oihw/dnnl_nchw (abcd) = 5, dnnl_nChw16c = 69
 	dnnlTagABCD    = 5
 	dnnlTagNChw16c = 69
+	dnnlTagNChw8c  = 93
 
 	dnnlForwardTraining  = 64
 	dnnlForwardInference = 96
@@ -266,16 +267,20 @@ func (d *dnnlAPI) md4(n, c, h, w, stride int) dnnlMD {
 	return md
 }
 
-// mdOf describes tensor t: NCHW with its stride, or nChw16c.
+// mdOf describes tensor t: NCHW with its stride, or nChw8c or nChw16c.
 func (d *dnnlAPI) mdOf(t Tensor) dnnlMD {
 	switch t.Blocked {
 	case 0:
 		return d.md4(t.N, t.C, t.H, t.W, t.Stride)
-	case 16:
-		if t.C%16 != 0 || !t.Contiguous() {
-			panic(fmt.Sprintf("nn: nChw16c tensor %v with stride %d", t.Shape(), t.Stride))
+	case 8, 16:
+		if t.C%t.Blocked != 0 || !t.Contiguous() {
+			panic(fmt.Sprintf("nn: nChw%dc tensor %v with stride %d", t.Blocked, t.Shape(), t.Stride))
 		}
-		return d.mdTag(dnnlTagNChw16c, t.N, t.C, t.H, t.W)
+		tag := int32(dnnlTagNChw16c)
+		if t.Blocked == 8 {
+			tag = dnnlTagNChw8c
+		}
+		return d.mdTag(tag, t.N, t.C, t.H, t.W)
 	}
 	panic(fmt.Sprintf("nn: no oneDNN layout for %d-channel blocks", t.Blocked))
 }
