@@ -133,12 +133,31 @@ def relative(arg):
     return arg
 
 
+def steal_ticks():
+    """The machine's CPU time stolen by the hypervisor so far, in clock
+    ticks (the 8th field of /proc/stat's cpu line); None where unknown."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) if fields[0] == "cpu" and len(fields) > 8 else None
+    except (OSError, ValueError):
+        return None
+
+
 def measure(cmd, env, metric, timeout):
     print(f"  $ {shlex.join(cmd)}", file=sys.stderr, flush=True)
+    s0, t0 = steal_ticks(), time.monotonic()
     stdout, stderr, rss = run_measured(cmd, env, timeout)
+    s1, wall = steal_ticks(), time.monotonic() - t0
     ms = parse_metric(stdout, stderr, metric, cmd)
-    print(f"    {metric}={ms:.3f}  peak RSS {rss:.1f} MiB", file=sys.stderr, flush=True)
-    return {"cmd": [relative(a) for a in cmd], "ms": ms, "rss_mib": rss}
+    # On a shared VM the hypervisor lends the cores out: the share of the
+    # machine's CPU time stolen during the run says how far to trust it.
+    steal = None
+    if s0 is not None and s1 is not None and wall > 0:
+        steal = 100.0 * (s1 - s0) / (os.sysconf("SC_CLK_TCK") * wall * (os.cpu_count() or 1))
+    note = f"  steal {steal:.1f}%" if steal is not None else ""
+    print(f"    {metric}={ms:.3f}  peak RSS {rss:.1f} MiB{note}", file=sys.stderr, flush=True)
+    return {"cmd": [relative(a) for a in cmd], "ms": ms, "rss_mib": rss, "steal_pct": steal}
 
 
 def ratio(a, b):
@@ -151,6 +170,7 @@ def markdown(results, backends):
         head += [f"Go {b} ms", "RSS MiB"]
     head += ["PyTorch ms", "RSS", "PyTorch tuned ms", "tuned RSS"]
     head += [f"{b}/tuned" for b in backends]
+    head += ["max steal %"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for r in results:
         pt, tu = r["torch"], r["torch_tuned"]
@@ -160,6 +180,9 @@ def markdown(results, backends):
             cells += [f"{go['ms']:.1f}", f"{go['rss_mib']:.0f}"]
         cells += [f"{pt['ms']:.1f}", f"{pt['rss_mib']:.0f}", f"{tu['ms']:.1f}", f"{tu['rss_mib']:.0f}"]
         cells += [f"{ratio(r['backends'][b]['ms'], tu['ms']):.2f}" for b in backends]
+        steals = [m.get("steal_pct") for m in [pt, tu] + [r["backends"][b] for b in backends]]
+        steals = [x for x in steals if x is not None]
+        cells += [f"{max(steals):.0f}" if steals else "?"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
