@@ -69,7 +69,8 @@ type Config struct {
 	MetricsAddr string `yaml:"metrics_addr"`
 	GEMM        string `yaml:"gemm"`
 	Threads     int    `yaml:"threads"`
-	Device      string `yaml:"device"` // cpu, or cuda:N (issue 13: not wired into training yet)
+	Device      string `yaml:"device"`    // cpu, or cuda:N: where `tinct train` computes (workers: --gpu N)
+	Precision   string `yaml:"precision"` // a GPU's matrix products: tf32, fp32 or bf16 (fp32 storage throughout)
 }
 
 // Values of resume.
@@ -87,6 +88,7 @@ var Choices = map[string][]string{
 	"ema.buffers": {"copy", "average"},
 	"gemm":        {"auto", "onednn", "openblas", "go"},
 	"resume":      {ResumeNo, ResumeYes, ResumeAuto},
+	"precision":   {"tf32", "fp32", "bf16"},
 }
 
 // Load resolves the configuration: built-in defaults, then file (if not
@@ -305,6 +307,7 @@ func (c *Config) Validate() error {
 	choice("ema.buffers", c.EMA.Buffers)
 	choice("gemm", c.GEMM)
 	choice("resume", c.Resume)
+	choice("precision", c.Precision)
 	if !deviceRE.MatchString(c.Device) {
 		bad("device=%s: must be cpu or cuda:N (N a GPU index)", c.Device)
 	}

@@ -56,7 +56,10 @@ type JoinOptions struct {
 	// must be reachable from the worker: an s3:// URL, fetched into the
 	// worker's own cache, or a path on a shared filesystem).
 	Open func(ctx context.Context, cfg *config.Config) (dataset.Examples, error)
-	Log  *slog.Logger
+	// Device, if set, opens the accelerator that runs the steps of each
+	// replica the worker makes (Worker.UseDevice); nil: the host's kernels.
+	Device func(host *model.UNet) (Device, error)
+	Log    *slog.Logger
 	// OnStep, if set, is called after each applied step (tests).
 	OnStep func(w *Worker, step int64)
 }
@@ -181,6 +184,9 @@ func (j *joiner) close() {
 	if c, ok := j.data.(io.Closer); ok {
 		c.Close()
 	}
+	if j.w != nil {
+		j.w.Close() // its device
+	}
 }
 
 // sessionResult is how one session ended.
@@ -298,6 +304,14 @@ func (j *joiner) replica(ctx context.Context, cfg *config.Config) (*Worker, erro
 		w, err := New(j.opt.Name, mc, j.data)
 		if err != nil {
 			return nil, err
+		}
+		if j.opt.Device != nil {
+			if err := w.UseDevice(j.opt.Device); err != nil {
+				return nil, err
+			}
+		}
+		if j.w != nil {
+			j.w.Close()
 		}
 		j.w, j.mc = w, mc
 	}
