@@ -66,12 +66,20 @@ type models struct {
 	store    checkpoint.Store
 	name     string // the store as the page shows it (storeName)
 	warn     func(error)
-	fallback *Model // Options.Fallback
-	clip     bool   // Options.Clip
+	fallback *Model                                             // Options.Fallback
+	clip     bool                                               // Options.Clip
+	device   func(*model.UNet) (model.Forwarder, func(), error) // Options.Device
 
 	mu       sync.Mutex
 	nets     *list.List // of *Model, most recently used first
 	samplers *list.List // of *cachedSampler, most recently used first
+	onDevice map[*Model]deviceNet
+}
+
+// deviceNet is a model's network on the accelerator (Options.Device).
+type deviceNet struct {
+	fwd     model.Forwarder
+	release func()
 }
 
 type cachedSampler struct {
@@ -180,6 +188,8 @@ func (c *models) get(ctx context.Context, name string) (*Model, error) {
 	return m, nil
 }
 
+// dropSamplers forgets m's samplers and frees its network's copy on the
+// accelerator.
 func (c *models) dropSamplers(m *Model) {
 	for e := c.samplers.Front(); e != nil; {
 		next := e.Next()
@@ -188,6 +198,41 @@ func (c *models) dropSamplers(m *Model) {
 		}
 		e = next
 	}
+	if d, ok := c.onDevice[m]; ok {
+		d.release()
+		delete(c.onDevice, m)
+	}
+}
+
+// forwarder returns m's network on the accelerator, putting it there first
+// (nil without Options.Device). Call it holding c.mu.
+func (c *models) forwarder(m *Model) (model.Forwarder, error) {
+	if c.device == nil {
+		return nil, nil
+	}
+	if d, ok := c.onDevice[m]; ok {
+		return d.fwd, nil
+	}
+	fwd, release, err := c.device(m.Net)
+	if err != nil {
+		return nil, err
+	}
+	if c.onDevice == nil {
+		c.onDevice = map[*Model]deviceNet{}
+	}
+	c.onDevice[m] = deviceNet{fwd, release}
+	return fwd, nil
+}
+
+// close frees every network on the accelerator.
+func (c *models) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for m, d := range c.onDevice {
+		d.release()
+		delete(c.onDevice, m)
+	}
+	c.samplers.Init()
 }
 
 // sampler returns a sampler for one gray image × samples colourisations with
@@ -201,7 +246,11 @@ func (c *models) sampler(m *Model, samples int) (*model.Sampler, error) {
 			return cs.s, nil
 		}
 	}
-	s, err := model.NewSampler(m.Net, samples, m.ImageSize, m.ImageSize)
+	fwd, err := c.forwarder(m)
+	if err != nil {
+		return nil, err
+	}
+	s, err := model.NewSamplerOn(m.Net, fwd, samples, m.ImageSize, m.ImageSize)
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tinct/tinct/checkpoint"
 	"github.com/tinct/tinct/internal/health"
+	"github.com/tinct/tinct/model"
 )
 
 // Defaults of Options' limits.
@@ -42,6 +43,11 @@ type Options struct {
 	// Clip clamps the sampler's estimate of the clean image to the data
 	// range at each step (model.Sampler.Clip).
 	Clip bool
+	// Device, when not nil, puts a model's network on an accelerator (tinct
+	// serve --gpu N: a GPU) for its colorizations: the Forwarder runs it
+	// there, and release frees it when the model leaves the cache or the
+	// server closes (Close).
+	Device func(net *model.UNet) (fwd model.Forwarder, release func(), err error)
 	// RunDir is the run directory the dashboard shows. Empty: the newest
 	// run (the most recently written metrics.jsonl) under OutputsDir, looked
 	// up at each request, so a new run appears when it starts.
@@ -155,7 +161,7 @@ func New(opts Options) (*Server, error) {
 		}
 	}
 	s.models = newModels(store, func(err error) { s.log.Warn("checkpoint skipped", "err", err) })
-	s.models.fallback, s.models.clip = opts.Fallback, opts.Clip
+	s.models.fallback, s.models.clip, s.models.device = opts.Fallback, opts.Clip, opts.Device
 
 	static, err := fs.Sub(staticFiles, "static")
 	if err != nil {
@@ -204,6 +210,10 @@ func (s *Server) ready() error {
 
 // ServeHTTP serves the app. Every answer forbids content from other sites
 // and inline scripts (Content-Security-Policy) and MIME sniffing.
+// Close frees what the server holds on an accelerator (Options.Device).
+// Call it after the HTTP server has stopped.
+func (s *Server) Close() { s.models.close() }
+
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
