@@ -4,7 +4,8 @@ Usage:
     /usr/bin/python3 testdata/reference/bench.py train    --size S --batch B [--steps K]
     /usr/bin/python3 testdata/reference/bench.py forward  --size S [--batch B] [--calls K]
     /usr/bin/python3 testdata/reference/bench.py colorize --size S [--steps 20] [--samples 1] [--images K]
-    (every command also takes --threads N, default 2, and --seed N)
+    (every command also takes --threads N, default 2, --seed N, and
+    --device cpu|cuda[:N] with --precision tf32|fp32: PyTorch eager on a GPU)
 
 Each command runs one untimed warm-up iteration, times K iterations and prints
 the median as its last line:
@@ -29,13 +30,24 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import unet  # noqa: E402
 
 
+DEVICE = torch.device("cpu")
+
+
+def sync():
+    """Wait for the GPU's queued work (a no-op on the CPU)."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def timed(fn, iters):
     """Run fn once untimed, then `iters` timed times; return per-call ms list."""
     fn()
+    sync()
     times = []
     for _ in range(iters):
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append((time.perf_counter() - t0) * 1e3)
     return times
 
@@ -57,10 +69,10 @@ def bench_train(args, net):
 
     def step():
         # Random batch: colors and gray in [-1, 1], t ~ U[0, 1], Gaussian noise.
-        color = torch.rand(b, 3, s, s) * 2 - 1
-        gray = torch.rand(b, 1, s, s) * 2 - 1
-        noise_rate, signal_rate = unet.diffusion_schedule(torch.rand(b))
-        eps = torch.randn(b, 3, s, s)
+        color = torch.rand(b, 3, s, s, device=DEVICE) * 2 - 1
+        gray = torch.rand(b, 1, s, s, device=DEVICE) * 2 - 1
+        noise_rate, signal_rate = unet.diffusion_schedule(torch.rand(b, device=DEVICE))
+        eps = torch.randn(b, 3, s, s, device=DEVICE)
         noisy = signal_rate.view(b, 1, 1, 1) * color + noise_rate.view(b, 1, 1, 1) * eps
         x = torch.cat([noisy, gray], dim=1)
 
@@ -74,14 +86,17 @@ def bench_train(args, net):
             for e, bb in zip(ema_buffers, net.buffers()):
                 e.copy_(bb)
 
-    report("ms_per_step", timed(step, args.steps))
+    times = timed(step, args.steps)
+    if DEVICE.type == "cuda":
+        print(f"peak_device_mib={torch.cuda.max_memory_allocated(DEVICE) / 2**20:.0f}")
+    report("ms_per_step", times)
 
 
 def bench_forward(args, net):
     net.eval()
     b, s = args.batch, args.size
-    x = torch.rand(b, 4, s, s) * 2 - 1
-    nv = torch.rand(b)
+    x = torch.rand(b, 4, s, s, device=DEVICE) * 2 - 1
+    nv = torch.rand(b, device=DEVICE)
 
     def call():
         with torch.no_grad():
@@ -96,9 +111,30 @@ def bench_colorize(args, net):
 
     def image():
         gray = (torch.rand(1, 1, s, s, generator=gen) * 2 - 1).expand(args.samples, -1, -1, -1)
-        unet.ddim_sample(net, gray.contiguous(), args.steps, gen)
+        x = torch.randn(args.samples, 3, s, s, generator=gen)
+        # no autograd: tinct's sampler keeps nothing for a backward pass
+        with torch.no_grad():
+            if DEVICE.type == "cpu":
+                unet.ddim_sample(net, gray.contiguous(), args.steps, x_init=x)
+            else:
+                ddim_on_device(net, gray.contiguous().to(DEVICE), x.to(DEVICE), args.steps)
 
     report("ms_per_image", timed(image, args.images))
+
+
+def ddim_on_device(net, gray, x, steps):
+    """unet.ddim_sample with every tensor on DEVICE."""
+    n = gray.shape[0]
+    rates = [unet.diffusion_schedule(i / unet.T) for i in unet.ddim_times(steps)]
+    net.eval()
+    for k, (noise, signal) in enumerate(rates):
+        nv = torch.full((n,), noise * noise, dtype=torch.float32, device=DEVICE)
+        eps_hat = net(torch.cat([x, gray], dim=1), nv)
+        x0_hat = (x - noise * eps_hat) / signal
+        if k == len(rates) - 1:
+            return x0_hat
+        next_noise, next_signal = rates[k + 1]
+        x = next_signal * x0_hat + next_noise * eps_hat
 
 
 def main():
@@ -109,6 +145,9 @@ def main():
         p.add_argument("--size", type=int, required=True, help="image side in pixels")
         p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--device", default="cpu", help="cpu, or cuda / cuda:N: PyTorch eager on that GPU")
+        p.add_argument("--precision", default="tf32", choices=["tf32", "fp32"],
+                       help="on a GPU: TF32 or full fp32 products in convolutions and matmuls")
 
     p = sub.add_parser("train", help="time full training steps")
     common(p)
@@ -127,14 +166,25 @@ def main():
     p.add_argument("--images", type=int, default=3, help="timed images (after 1 warm-up)")
 
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    if DEVICE.type == "cuda":
+        tf32 = args.precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cudnn.benchmark = True
     net = unet.UNet()
     # The real head starts at zero; randomize it so the timed work is realistic.
     with torch.no_grad():
         torch.nn.init.normal_(net.head.weight, std=0.05)
+    net = net.to(DEVICE)
+    extra = ""
+    if DEVICE.type == "cuda":
+        extra = f", {torch.cuda.get_device_name(DEVICE)}"
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"params {unet.param_count(net)}, args {vars(args)}")
+          f"params {unet.param_count(net)}, args {vars(args)}{extra}")
     {"train": bench_train, "forward": bench_forward, "colorize": bench_colorize}[args.cmd](args, net)
 
 
