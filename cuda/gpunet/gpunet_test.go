@@ -126,7 +126,12 @@ func clone(t *testing.T, u *model.UNet) *model.UNet {
 
 // batch draws an input, noise variances and a target noise.
 func batch(rng *rand.Rand, n, h, w int) (x nn.Tensor, nv []float32, noise nn.Tensor) {
-	x, noise = nn.NewTensor(n, 4, h, w), nn.NewTensor(n, 3, h, w)
+	return batchC(rng, n, 4, h, w)
+}
+
+// batchC is batch with c input channels.
+func batchC(rng *rand.Rand, n, c, h, w int) (x nn.Tensor, nv []float32, noise nn.Tensor) {
+	x, noise = nn.NewTensor(n, c, h, w), nn.NewTensor(n, 3, h, w)
 	for i := range x.Data {
 		x.Data[i] = float32(rng.NormFloat64())
 	}
@@ -546,3 +551,51 @@ func TestReverseOrder(t *testing.T) {
 var _ Backend = deviceBackend{}
 var _ Freer = deviceBackend{}
 var _ cuda.Exec = shimBackend{}
+
+// TestOtherShapes: three levels with one block each (an up level fed by
+// the previous up level, not the middle; no down block adds to its input's
+// gradient), 2 embedding dims, 8×8, and input and noise given as channel
+// ranges of wider tensors (uploaded image by image): the forward, a
+// training step's loss, gradients and buffers equal the CPU's.
+func TestOtherShapes(t *testing.T) {
+	s := startShim(t)
+	host, err := model.New(model.Config{Widths: []int{4, 8, 8}, BlockDepth: 1, EmbedDims: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(16, 16))
+	host.Init(rng)
+	for _, p := range host.Layout {
+		if strings.HasPrefix(p.Name, "head.") {
+			for i := p.Offset; i < p.Offset+p.Size(); i++ {
+				host.Params[i] = float32(0.3 * rng.NormFloat64())
+			}
+		}
+	}
+	d := newNet(t, s, host)
+	ref := clone(t, host)
+	const n, h, w = 2, 8, 8
+	ar, err := ref.NewArena(n, h, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wideX, nv, _ := batchC(rng, n, 5, h, w)
+	wideNoise, _, _ := batchC(rng, n, 4, h, w)
+	x, noise := wideX.Channels(1, 5), wideNoise.Channels(0, 3)
+	if x.Contiguous() || noise.Contiguous() {
+		t.Fatal("want strided input and noise")
+	}
+	got := make([]float32, n*3*h*w)
+	if err := d.Forward(x, nv, got); err != nil {
+		t.Fatal(err)
+	}
+	compare(t, "forward eval", got, ref.Forward(ar, x, nv, false).Data, tolForward)
+	loss, err := d.TrainStep(x, nv, noise, 2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantLoss := ref.TrainStep(ar, x, nv, noise, 2, nil)
+	compare(t, "loss", []float32{loss}, []float32{wantLoss}, tol{rel: 1e-5})
+	t.Logf("gradients: worst %.3f of tolerance", compareGrads(t, "grad", host, host.Grads, ref.Grads, tolGrad))
+	compare(t, "running statistics", host.Buffers(nil), ref.Buffers(nil), tolForward)
+}
