@@ -236,8 +236,13 @@ func (d *Net) TrainStep(x nn.Tensor, noiseVar []float32, noise nn.Tensor, scale 
 	}
 	loss := mseLoss(sum[:], ar.out.Elems())
 
+	// Each download waits for the device: without a ready to tell, the
+	// gradients come back in one piece at the end.
 	prev := len(host.Grads) // host.Grads[prev:] are downloaded
 	d.backward(o, func(from int) {
+		if ready == nil && from > 0 {
+			return
+		}
 		o.do(func() error { return d.b.Download(host.Grads[from:prev], d.grads.At(from)) })
 		if o.err != nil {
 			return
