@@ -12,4 +12,8 @@
 // Device type have not run on a GPU: scripts/gpu-check.sh and
 // `tinct cuda selftest` are prepared for a session that has one
 // (docs/gpu.md).
+//
+// Package cuda/gpunet composes these operations into model.UNet's whole
+// training step and inference forward, resident on the device (checked,
+// like the kernels, only through the CPU shim).
 package cuda

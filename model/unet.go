@@ -179,6 +179,11 @@ func (u *UNet) Init(rng *rand.Rand) {
 	}
 }
 
+// EmbedSpeeds is the embedding's angular speeds 2π·f (EmbedDims/2 of
+// them, as the forward pass uses them): a device copy of the network needs
+// the same float32 values.
+func (u *UNet) EmbedSpeeds() []float32 { return append([]float32(nil), u.speeds...) }
+
 func (u *UNet) param(name string) Param {
 	for _, p := range u.Layout {
 		if p.Name == name {
