@@ -25,6 +25,7 @@ import (
 
 type benchFlags struct {
 	nf    netFlags
+	gf    gpuFlags
 	size  int
 	batch int
 	reps  int
@@ -37,6 +38,22 @@ func (b *benchFlags) register(cmd *cobra.Command, batch, reps int, repsName stri
 	cmd.Flags().IntVar(&b.batch, "batch", batch, "images per batch")
 	cmd.Flags().IntVar(&b.reps, repsName, reps, "timed repetitions (after one warm-up)")
 	cmd.Flags().Uint64Var(&b.seed, "seed", 1, "random seed")
+	b.gf.register(cmd, "run the network")
+}
+
+// onGPU puts net on the GPU of --gpu (nil, and nothing to release, without
+// it); release frees the network and the device.
+func (b *benchFlags) onGPU(net *model.UNet) (dn model.Forwarder, release func(), err error) {
+	g, err := b.gf.open()
+	if err != nil || g == nil {
+		return nil, func() {}, err
+	}
+	n, err := g.net(net)
+	if err != nil {
+		g.close()
+		return nil, nil, err
+	}
+	return n, func() { n.Close(); g.close() }, nil
 }
 
 func (b *benchFlags) net() (*model.UNet, *rand.Rand, error) {
@@ -97,6 +114,17 @@ to its replica, checksum) and the coordinator's commit of the same update
 			if err != nil {
 				return err
 			}
+			g, err := b.gf.open()
+			if err != nil {
+				return err
+			}
+			if g != nil {
+				defer g.close()
+				if err := w.UseDevice(g.replica); err != nil {
+					return err
+				}
+				defer w.Close()
+			}
 			m := &worker.Member{W: w}
 			if _, err := m.Setup(1, 0, 1, st.Replica()); err != nil {
 				return err
@@ -138,9 +166,16 @@ func newBenchForwardCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ar, err := net.NewArena(b.batch, b.size, b.size)
+			dn, release, err := b.onGPU(net)
 			if err != nil {
 				return err
+			}
+			defer release()
+			var ar *model.Arena
+			if dn == nil {
+				if ar, err = net.NewArena(b.batch, b.size, b.size); err != nil {
+					return err
+				}
 			}
 			x := nn.NewTensor(b.batch, 4, b.size, b.size)
 			for i := range x.Data {
@@ -151,9 +186,16 @@ func newBenchForwardCmd() *cobra.Command {
 				nv[i] = rng.Float32()
 			}
 			flops := 2 * float64(net.MACs(b.size, b.size)) * float64(b.batch)
-			return timeIt(cmd.OutOrStdout(), "ms_per_call", b.reps, flops, func() {
-				net.Forward(ar, x, nv, false)
+			out := make([]float32, b.batch*3*b.size*b.size)
+			var callErr error
+			err = timeIt(cmd.OutOrStdout(), "ms_per_call", b.reps, flops, func() {
+				if dn == nil {
+					net.Forward(ar, x, nv, false)
+				} else if err := dn.Forward(x, nv, out); err != nil {
+					callErr = err
+				}
 			})
+			return errors.Join(err, callErr)
 		},
 	}
 	b.register(cmd, 1, 10, "calls")
@@ -173,7 +215,12 @@ func newBenchColorizeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			s, err := model.NewSampler(net, samples, b.size, b.size)
+			dn, release, err := b.onGPU(net)
+			if err != nil {
+				return err
+			}
+			defer release()
+			s, err := model.NewSamplerOn(net, dn, samples, b.size, b.size)
 			if err != nil {
 				return err
 			}
@@ -192,6 +239,7 @@ func newBenchColorizeCmd() *cobra.Command {
 	cmd.Flags().IntVar(&samples, "samples", 1, "colourisations of the image, sampled as one batch")
 	cmd.Flags().IntVar(&b.reps, "images", 3, "timed colourisations (after one warm-up)")
 	cmd.Flags().Uint64Var(&b.seed, "seed", 1, "random seed")
+	b.gf.register(cmd, "run the network")
 	return cmd
 }
 

@@ -268,7 +268,7 @@ func newWorkerCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "worker", Short: "Run a worker of a training cluster"}
 	var (
 		node       nodeFlags
-		gpu        int
+		gpu        gpuFlags
 		opt        worker.JoinOptions
 		healthAddr string
 	)
@@ -292,13 +292,17 @@ secret, or stayed unreachable for --wait.
 ` + secretHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if gpu >= 0 {
-				return gpuNotWired(fmt.Sprintf("--gpu %d", gpu), gpu)
-			}
 			if opt.Coordinator == "" {
 				return errors.New("--coordinator HOST:PORT is required")
 			}
-			var err error
+			g, err := gpu.open()
+			if err != nil {
+				return err
+			}
+			if g != nil {
+				defer g.close()
+				opt.Device = g.replica
+			}
 			if opt.Secret, opt.Security, err = node.load(); err != nil {
 				return err
 			}
@@ -340,7 +344,7 @@ secret, or stayed unreachable for --wait.
 	f := join.Flags()
 	f.StringVar(&opt.Coordinator, "coordinator", "", "the coordinator's address, HOST:PORT")
 	f.StringVar(&opt.Name, "name", "", "this worker's name, unique in the cluster (default HOSTNAME-PID)")
-	f.IntVar(&gpu, "gpu", -1, "GPU index (the CUDA backend is not wired into training yet: fails, saying what it found)")
+	gpu.register(join, "compute the steps")
 	f.StringVar(&opt.RingListen, "ring-listen", "127.0.0.1:0", "address of this worker's all-reduce server (reachable by the other workers)")
 	f.StringVar(&opt.GossipBind, "gossip", "127.0.0.1:0", "memberlist bind address host:port")
 	f.StringVar(&opt.Advertise, "advertise", "", "host (name or IP) the other nodes reach this worker's ring and gossip at (default: the bind addresses' host, or this machine's address when they are 0.0.0.0)")

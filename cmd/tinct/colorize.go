@@ -24,6 +24,7 @@ func newColorizeCmd() *cobra.Command {
 	var steps, samples int
 	var seed uint64
 	var fullRes, clip bool
+	var gf gpuFlags
 	cmd := &cobra.Command{
 		Use:   "colorize IMAGE... --checkpoint PATH",
 		Short: "Colorize photographs with a trained checkpoint's EMA network",
@@ -72,11 +73,25 @@ checkpoint directory inside a store, or an EMA weights file
 				return err
 			}
 			net, size := inf.Net, inf.Size
+			var fwd model.Forwarder // --gpu: the network's calls on the GPU
+			g, err := gf.open()
+			if err != nil {
+				return err
+			}
+			if g != nil {
+				defer g.close()
+				dn, err := g.net(net)
+				if err != nil {
+					return err
+				}
+				defer dn.Close()
+				fwd = dn
+			}
 			if err := os.MkdirAll(out, 0o755); err != nil {
 				return err
 			}
 			for _, path := range good {
-				if err := colorizeFile(cmd.Context(), net, size, path, out, samples, steps, seed, fullRes, clip); err != nil {
+				if err := colorizeFile(cmd.Context(), net, fwd, size, path, out, samples, steps, seed, fullRes, clip); err != nil {
 					if cmd.Context().Err() != nil {
 						return err
 					}
@@ -97,6 +112,7 @@ checkpoint directory inside a store, or an EMA weights file
 	cmd.Flags().Uint64Var(&seed, "seed", 0, "random seed: the same seed gives the same colours")
 	cmd.Flags().BoolVar(&clip, "clip", true, "clamp the sampler's estimate of the clean image to the data range at each step (docs/quality.md: less over-saturated colour)")
 	cmd.Flags().BoolVar(&fullRes, "full-res", true, "also write each result at the photo's own size, on its own luminance")
+	gf.register(cmd, "run the network")
 	return cmd
 }
 
@@ -113,7 +129,7 @@ func checkPhoto(path string) error {
 	return nil
 }
 
-func colorizeFile(ctx context.Context, net *model.UNet, size int, path, outDir string, samples, steps int, seed uint64, fullRes, clip bool) error {
+func colorizeFile(ctx context.Context, net *model.UNet, fwd model.Forwarder, size int, path, outDir string, samples, steps int, seed uint64, fullRes, clip bool) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -129,7 +145,7 @@ func colorizeFile(ctx context.Context, net *model.UNet, size int, path, outDir s
 	for i, v := range in.Pix[:size*size] {
 		gray[i] = model.PixelToUnit(v)
 	}
-	out, err := colorizeGray(ctx, net, gray, size, samples, steps, seed, clip)
+	out, err := colorizeGray(ctx, net, fwd, gray, size, samples, steps, seed, clip)
 	if err != nil {
 		return err
 	}
@@ -165,9 +181,9 @@ func colorizeFile(ctx context.Context, net *model.UNet, size int, path, outDir s
 }
 
 // colorizeGray runs DDIM for samples colourisations of one gray image
-// (size² values in [−1,1]).
-func colorizeGray(ctx context.Context, net *model.UNet, gray []float32, size, samples, steps int, seed uint64, clip bool) (nn.Tensor, error) {
-	s, err := model.NewSampler(net, samples, size, size)
+// (size² values in [−1,1]), with net's calls made by fwd when not nil.
+func colorizeGray(ctx context.Context, net *model.UNet, fwd model.Forwarder, gray []float32, size, samples, steps int, seed uint64, clip bool) (nn.Tensor, error) {
+	s, err := model.NewSamplerOn(net, fwd, samples, size, size)
 	if err != nil {
 		return nn.Tensor{}, err
 	}

@@ -16,43 +16,28 @@ import (
 	"github.com/tinct/tinct/cuda/check"
 )
 
-// The CUDA backend (issue 13) is groundwork: libraries found at run time,
-// kernels compiled by NVRTC and checked against the CPU ops. It is not yet
-// wired into training, colorize, serve or bench; asking for a GPU there
-// says so (gpuNotWired). `tinct cuda` is the hidden tool that exercises
-// what exists: docs/gpu.md.
-
-// gpuNotWired is the answer to a request for GPU n (what names the
-// request, e.g. "--gpu 0"): the discovery error when there is no usable
-// driver or device, otherwise that the backend is not wired in yet.
-func gpuNotWired(what string, n int) error {
-	in, err := cuda.Probe(n)
-	if err != nil {
-		return fmt.Errorf("%s: no usable CUDA GPU: %w", what, err)
-	}
-	return fmt.Errorf("%s: found %s, CUDA backend not yet wired into training: see issue 13", what, in.Name)
-}
+// The CUDA backend (issue 13): libraries found at run time, kernels
+// compiled by NVRTC and checked against the CPU ops, the network on the
+// device in cuda/gpunet, opened where a command is asked for a GPU (gpu.go).
+// `tinct cuda` is the hidden tool that checks the pieces: docs/gpu.md.
 
 var cudaDeviceRE = regexp.MustCompile(`^cuda:([0-9]+)$`)
 
-// checkDevice fails a configuration's device=cuda:N at once (see
-// gpuNotWired); device=cpu passes.
-func checkDevice(device string) error {
+// cudaOrdinal reads device=cuda:N (false for cpu; config.Validate has
+// refused anything else).
+func cudaOrdinal(device string) (int, bool) {
 	m := cudaDeviceRE.FindStringSubmatch(device)
 	if m == nil {
-		return nil
+		return 0, false
 	}
 	n, err := strconv.Atoi(m[1])
-	if err != nil {
-		return fmt.Errorf("device=%s: %w", device, err)
-	}
-	return gpuNotWired("device="+device, n)
+	return n, err == nil
 }
 
 func newCUDACmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:    "cuda",
-		Short:  "Check the CUDA backend's groundwork: libraries, device, kernels (not yet used for training)",
+		Short:  "Check the CUDA backend's pieces: libraries, device, kernels",
 		Hidden: true,
 	}
 	find := &cobra.Command{

@@ -44,6 +44,11 @@ func TestGPURequestsWithoutDriver(t *testing.T) {
 	}{
 		{[]string{"worker", "join", "--coordinator", "127.0.0.1:1", "--gpu", "1", "--secret-file", secret}, "--gpu 1: no usable CUDA GPU: the CUDA driver (libcuda.so.1) not found"},
 		{[]string{"train", "device=cuda:0", "dataset=/nonexistent", "output_dir=" + t.TempDir()}, "device=cuda:0: no usable CUDA GPU: the CUDA driver (libcuda.so.1) not found"},
+		{[]string{"colorize", "--gpu", "0", filepath.Join("..", "..", "data", "sample", "fields0.jpg"), "--out", t.TempDir()}, "--gpu 0: no usable CUDA GPU: the CUDA driver (libcuda.so.1) not found"},
+		{[]string{"serve", "--gpu", "2", "--addr", "127.0.0.1:0", "--store", t.TempDir()}, "--gpu 2: no usable CUDA GPU: the CUDA driver (libcuda.so.1) not found"},
+		{[]string{"bench", "forward", "--gpu", "0", "--size", "16", "--widths", "4,8", "--calls", "1"}, "--gpu 0: no usable CUDA GPU: the CUDA driver (libcuda.so.1) not found"},
+		{[]string{"bench", "train", "--gpu", "0", "--size", "16", "--widths", "4,8", "--steps", "1"}, "--gpu 0: no usable CUDA GPU: the CUDA driver (libcuda.so.1) not found"},
+		{[]string{"bench", "colorize", "--gpu", "0", "--size", "16", "--widths", "4,8", "--images", "1"}, "--gpu 0: no usable CUDA GPU: the CUDA driver (libcuda.so.1) not found"},
 		{[]string{"cuda", "probe"}, "the CUDA driver (libcuda.so.1) not found"},
 	} {
 		_, err := run(t, tc.args...)
@@ -56,8 +61,23 @@ func TestGPURequestsWithoutDriver(t *testing.T) {
 			t.Errorf("%v: the error does not say where it looked:\n%v", tc.args, err)
 		}
 	}
-	if err := checkDevice("cpu"); err != nil {
-		t.Errorf("device=cpu: %v", err)
+	for dev, want := range map[string]int{"cpu": -1, "cuda:0": 0, "cuda:12": 12} {
+		if n, ok := cudaOrdinal(dev); !ok && want >= 0 || ok && n != want {
+			t.Errorf("cudaOrdinal(%q) = %d, %v", dev, n, ok)
+		}
+	}
+}
+
+// TestTrainOnMissingGPUMakesNothing: device=cuda:N without a GPU stops
+// before the run makes its folder or prepares data.
+func TestTrainOnMissingGPUMakesNothing(t *testing.T) {
+	noDriver(t)
+	out := t.TempDir()
+	if _, err := run(t, "train", "device=cuda:0", "dataset="+filepath.Join("..", "..", "data", "sample"), "output_dir="+out); err == nil {
+		t.Fatal("training on a missing GPU started")
+	}
+	if entries, _ := os.ReadDir(out); len(entries) != 0 {
+		t.Errorf("a refused run left %d entries in output_dir", len(entries))
 	}
 }
 
@@ -67,9 +87,10 @@ func TestGPURequestsWithDriver(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"worker", "join", "--coordinator", "127.0.0.1:1", "--gpu", "0", "--plaintext"}, "--gpu 0: found Fake H200, CUDA backend not yet wired into training: see issue 13"},
+		{[]string{"worker", "join", "--coordinator", "127.0.0.1:1", "--gpu", "0", "--plaintext"}, "--gpu 0: no usable CUDA GPU: found Fake H200, but: NVRTC"},
 		{[]string{"worker", "join", "--coordinator", "127.0.0.1:1", "--gpu", "3", "--plaintext"}, "--gpu 3: no usable CUDA GPU: GPU 3: the driver sees 1 device(s)"},
-		{[]string{"train", "device=cuda:0", "dataset=/nonexistent", "output_dir=" + t.TempDir()}, "device=cuda:0: found Fake H200, CUDA backend not yet wired into training: see issue 13"},
+		{[]string{"train", "device=cuda:0", "dataset=/nonexistent", "output_dir=" + t.TempDir()}, "device=cuda:0: no usable CUDA GPU: found Fake H200, but: NVRTC"},
+		{[]string{"bench", "forward", "--gpu", "0", "--precision", "fp16"}, "--gpu 0: precision \"fp16\": one of fp32, tf32, bf16"},
 	} {
 		if _, err := run(t, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: error %v, want %q", tc.args, err, tc.want)

@@ -28,6 +28,7 @@ func newServeCmd() *cobra.Command {
 	var opts serve.Options
 	var addr, metricsURL, tokenFile string
 	var withDemo bool
+	var gf gpuFlags
 	cmd := &cobra.Command{
 		Use:   "serve [--addr HOST:PORT] [--store STORE] [--run DIR | --outputs DIR] [--queue N]",
 		Short: "Serve the web app: colorize photos in a browser, follow a training run",
@@ -90,10 +91,19 @@ colorizations in progress finish for a few seconds.`,
 				}
 				opts.Fallback = &serve.Model{Name: demo.Name, Epoch: w.Epoch, Step: w.Step, ImageSize: w.ImageSize, Net: w.Net}
 			}
+			g, err := gf.open()
+			if err != nil {
+				return err
+			}
+			if g != nil {
+				defer g.close()
+				opts.Device = g.forwarder
+			}
 			s, err := serve.New(opts)
 			if err != nil {
 				return err
 			}
+			defer s.Close() // before the GPU's close: its networks
 			describeStore(cmd.Context(), opts.Store, withDemo)
 			ln, err := net.Listen("tcp", addr)
 			if err != nil {
@@ -114,6 +124,7 @@ colorizations in progress finish for a few seconds.`,
 	f.BoolVar(&withDemo, "demo", true, "offer the bundled demo model beside the store's checkpoints (used while the store has none)")
 	f.IntVar(&opts.Queue, "queue", 4, "colorization requests that may wait behind the running one; more get 503 busy")
 	f.StringVar(&tokenFile, "token-file", "", "file holding the access token the page and API ask for (default: $"+tokenEnv+"); required unless --addr is a loopback address")
+	gf.register(cmd, "run the colorizations' network")
 	return cmd
 }
 

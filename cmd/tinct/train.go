@@ -67,6 +67,16 @@ tinct config show; what a run would use: tinct config show [key=value ...].`,
 }
 
 func train(ctx context.Context, cmd *cobra.Command, cfg *config.Config) error {
+	// device=cuda:N: the GPU is opened first, so that a missing one stops
+	// the run before it makes anything
+	var g *gpu
+	if n, ok := cudaOrdinal(cfg.Device); ok {
+		var err error
+		if g, err = openGPU("device="+cfg.Device, n, cfg.Precision); err != nil {
+			return err
+		}
+		defer g.close()
+	}
 	r, err := startRun(ctx, cmd, cfg)
 	if err != nil {
 		return err
@@ -76,6 +86,12 @@ func train(ctx context.Context, cmd *cobra.Command, cfg *config.Config) error {
 	w, err := worker.New("local", cfg.ModelConfig(), r.train)
 	if err != nil {
 		return err
+	}
+	if g != nil {
+		if err := w.UseDevice(g.replica); err != nil {
+			return err
+		}
+		defer w.Close()
 	}
 	co, err := coordinator.New(r.options(coordinator.NewLocal(&worker.Member{W: w, Log: slog.Default()})))
 	if err != nil {
@@ -256,9 +272,6 @@ func initialState(ctx context.Context, cfg *config.Config, store checkpoint.Stor
 // useCompute applies the config's gemm and threads unless the command line
 // chose them.
 func useCompute(cmd *cobra.Command, cfg *config.Config) error {
-	if err := checkDevice(cfg.Device); err != nil {
-		return err
-	}
 	if cfg.Threads > 0 && !cmd.Flags().Changed("threads") {
 		nn.SetWorkers(cfg.Threads)
 	}
@@ -346,7 +359,7 @@ func colorizeExample(ctx context.Context, ema *model.UNet, cfg *config.Config, d
 	if err := set.Load(0, color, gray, false); err != nil {
 		return err
 	}
-	out, err := colorizeGray(ctx, ema, gray, s, 1, cfg.SampleSteps, cfg.Seed, cfg.SampleClip)
+	out, err := colorizeGray(ctx, ema, nil, gray, s, 1, cfg.SampleSteps, cfg.Seed, cfg.SampleClip)
 	if err != nil {
 		return err
 	}
