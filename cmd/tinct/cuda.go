@@ -14,6 +14,7 @@ import (
 
 	"github.com/tinct/tinct/cuda"
 	"github.com/tinct/tinct/cuda/check"
+	"github.com/tinct/tinct/cuda/gpunet"
 )
 
 // The CUDA backend (issue 13): libraries found at run time, kernels
@@ -192,7 +193,7 @@ func runSelftest(w io.Writer, st selftestFlags) error {
 		fmt.Fprintf(w, "compiled  in %s\n", rep.Compile)
 	}
 	fmt.Fprintf(w, "products  %s\n\n", prec)
-	for _, r := range check.Run(backend, st.seed) {
+	add := func(r check.Result) {
 		fmt.Fprintln(w, r)
 		row := selftestRow{Case: r.Case, OK: r.OK(), Elems: r.Elems, MaxAbs: r.MaxAbs, Worst: r.Worst}
 		if r.Err != nil {
@@ -202,6 +203,21 @@ func runSelftest(w io.Writer, st selftestFlags) error {
 			rep.Failed++
 		}
 		rep.Results = append(rep.Results, row)
+	}
+	for _, r := range check.Run(backend, st.seed) {
+		add(r)
+	}
+	// then the whole network on the device (cuda/gpunet) against the CPU
+	// model: forward, a training step's gradients, Adam steps
+	var netBackend gpunet.Backend
+	if s, ok := backend.(*check.Shim); ok {
+		netBackend = gpunet.ShimBackend(s)
+	} else {
+		netBackend = gpunet.DeviceBackend(dev)
+	}
+	fmt.Fprintln(w)
+	for _, r := range gpunet.SelfCheck(netBackend, st.seed) {
+		add(r)
 	}
 	if st.bench && dev != nil {
 		fmt.Fprintln(w)
