@@ -495,6 +495,7 @@ func TestMisuse(t *testing.T) {
 		{"load adam: wrong size", d.LoadAdam(small)},
 		{"read adam: wrong size", d.ReadAdam(small)},
 		{"ema: other shape", d.EMA(other, 0.9, true)},
+		{"ema: nil", d.EMA(nil, 0.9, true)},
 		{"new: nil network", func() error { _, err := New(ShimBackend(s), nil); return err }()},
 	}
 	for _, c := range cases {
