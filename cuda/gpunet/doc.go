@@ -20,8 +20,16 @@
 // run as loops, cuBLAS replaced by cuda.HostGemm): the tests compare the
 // forward in both modes, the loss, every gradient, the ready callbacks,
 // the BatchNorm buffers and three steps of TrainStep+Apply with the CPU
-// model on a tiny network. DeviceBackend (the adapter over cuda.Device),
+// model on tiny networks, and a backend that runs nothing checks every
+// launch's arguments and every product's operands at DefaultConfig's full
+// sizes (TestMemoryPlan). DeviceBackend (the adapter over cuda.Device),
 // the device's copies, its stream ordering, cuBLAS's products and the
 // speed of any of it are untested; see docs/gpu.md for what of package
-// cuda has run.
+// cuda has run. SelfCheck is the comparison prepared for a GPU session.
+//
+// First cuts: each gradient tail is downloaded with a synchronous copy
+// (the device waits while the host copies and calls ready; pinned buffers
+// and an event per tail would let backward go on), the batch is uploaded
+// from pageable memory, and the products' precision is whatever the
+// cuda.Device is set to (SelfCheck's tolerances assume fp32).
 package gpunet

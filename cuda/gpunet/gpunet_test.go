@@ -495,6 +495,7 @@ func TestMisuse(t *testing.T) {
 		{"load adam: wrong size", d.LoadAdam(small)},
 		{"read adam: wrong size", d.ReadAdam(small)},
 		{"ema: other shape", d.EMA(other, 0.9, true)},
+		{"ema: nil", d.EMA(nil, 0.9, true)},
 		{"new: nil network", func() error { _, err := New(ShimBackend(s), nil); return err }()},
 	}
 	for _, c := range cases {
@@ -598,4 +599,67 @@ func TestOtherShapes(t *testing.T) {
 	compare(t, "loss", []float32{loss}, []float32{wantLoss}, tol{rel: 1e-5})
 	t.Logf("gradients: worst %.3f of tolerance", compareGrads(t, "grad", host, host.Grads, ref.Grads, tolGrad))
 	compare(t, "running statistics", host.Buffers(nil), ref.Buffers(nil), tolForward)
+}
+
+// countMem is memory that is only counted.
+type countMem struct{ n int }
+
+func (m countMem) At(off int) cuda.Mem { return countMem{m.n - off} }
+func (m countMem) Len() int            { return m.n }
+
+// countBackend allocates nothing and runs nothing, but checks each launch's
+// arguments against the kernel's signature and each product's operands
+// against their buffers: for the memory plan at full size.
+type countBackend struct{}
+
+func (countBackend) Launch(kernel string, grid, block cuda.Dim3, args ...any) error {
+	k, err := cuda.Kernel(kernel)
+	if err != nil {
+		return err
+	}
+	return cuda.CheckArgs(k, args)
+}
+func (countBackend) Gemm(g cuda.Gemm) error             { return g.Validate() }
+func (countBackend) SMs() int                           { return 0 }
+func (countBackend) Alloc(n int) (cuda.Mem, error)      { return countMem{n}, nil }
+func (countBackend) Upload(cuda.Mem, []float32) error   { return nil }
+func (countBackend) Download([]float32, cuda.Mem) error { return nil }
+func (countBackend) Sync() error                        { return nil }
+
+// TestMemoryPlan logs the device memory of DefaultConfig's network and of
+// an arena at a training and an inference shape, and checks the network's
+// own share: four parameter-sized vectors, two buffer-sized, the speeds.
+// Running a training step and a forward on countBackend checks every
+// operation's views, launches and products at those sizes.
+func TestMemoryPlan(t *testing.T) {
+	host, err := model.New(model.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := New(countBackend{}, host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := d.Bytes()
+	if want := 4 * (4*host.NumParams() + 2*host.NumBuffers() + host.EmbedDims/2); own != want {
+		t.Errorf("network: %d bytes, want %d", own, want)
+	}
+	t.Logf("DefaultConfig network: %.1f MB", float64(own)/1e6)
+	for _, s := range [][3]int{{32, 128, 128}, {1, 256, 256}} {
+		x := nn.NewTensor(s[0], 4, s[1], s[2])
+		if err := d.Forward(x, make([]float32, s[0]), make([]float32, s[0]*3*s[1]*s[2])); err != nil {
+			t.Fatal(err)
+		}
+		calls := 0
+		if _, err := d.TrainStep(x, make([]float32, s[0]), nn.NewTensor(s[0], 3, s[1], s[2]), 1, func(int) { calls++ }); err != nil {
+			t.Fatal(err)
+		}
+		if calls != len(host.Blocks())+2 {
+			t.Errorf("%d ready calls", calls)
+		}
+		ar := d.arenas[s]
+		col := 4 * ar.col.Len()
+		t.Logf("arena [%d 4 %d %d]: %.2f GB, of which im2col %.2f GB", s[0], s[1], s[2], float64(d.Bytes()-own)/1e9, float64(col)/1e9)
+		d.FreeArenas()
+	}
 }

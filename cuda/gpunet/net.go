@@ -233,6 +233,9 @@ func (d *Net) EMA(avg *Net, decay float32, copyBuffers bool) error {
 	if err := d.usable(); err != nil {
 		return err
 	}
+	if avg == nil {
+		return errors.New("gpunet: EMA into a nil network")
+	}
 	if err := avg.usable(); err != nil {
 		return err
 	}
