@@ -1,6 +1,6 @@
 # tinct — build, test, benchmark.
 PY := /usr/bin/python3
-APT_PACKAGES := libopenblas0 python3-torch python3-numpy chromium
+APT_PACKAGES := libopenblas0 python3-torch python3-numpy chromium g++
 
 .PHONY: build install test deps minio bench bench-quick bench-scaling run clean cluster-demo image image-minio deploy-test fuzz
 

@@ -205,13 +205,13 @@ def ddim_sample(net, gray, steps, generator=None, x_init=None):
     if x_init is not None:
         x = x_init.clone()
     else:
-        x = torch.randn(n, 3, h, w, generator=generator, dtype=torch.float32)
+        x = torch.randn(n, 3, h, w, generator=generator, dtype=torch.float32).to(gray.device)
     rates = [diffusion_schedule(i / T) for i in ddim_times(steps)]
     was_training = net.training
     net.eval()
     try:
         for k, (noise, signal) in enumerate(rates):
-            nv = torch.full((n,), noise * noise, dtype=torch.float32)
+            nv = torch.full((n,), noise * noise, dtype=torch.float32, device=gray.device)
             eps_hat = net(torch.cat([x, gray], dim=1), nv)
             x0_hat = (x - noise * eps_hat) / signal
             if k == len(rates) - 1:
