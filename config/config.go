@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -80,7 +81,18 @@ const (
 	ResumeAuto = "auto"  // continue if the store holds a valid checkpoint, start afresh if it is empty
 )
 
-var deviceRE = regexp.MustCompile(`^(cpu|cuda:[0-9]+)$`)
+var deviceRE = regexp.MustCompile(`^(cpu|cuda:([0-9]+))$`)
+
+// CUDAOrdinal is the GPU index of device=cuda:N; false for cpu (and for
+// anything Validate refuses).
+func (c *Config) CUDAOrdinal() (int, bool) {
+	m := deviceRE.FindStringSubmatch(c.Device)
+	if m == nil || m[2] == "" {
+		return 0, false
+	}
+	n, err := strconv.Atoi(m[2])
+	return n, err == nil
+}
 
 // Choices lists the valid values of the keys that take one of a set.
 var Choices = map[string][]string{

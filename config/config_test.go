@@ -227,3 +227,12 @@ func TestResume(t *testing.T) {
 		}
 	}
 }
+
+func TestCUDAOrdinal(t *testing.T) {
+	for dev, want := range map[string]int{"cpu": -1, "cuda:0": 0, "cuda:12": 12, "cuda:": -1, "gpu:1": -1} {
+		c := Config{Device: dev}
+		if n, ok := c.CUDAOrdinal(); !ok && want >= 0 || ok && n != want {
+			t.Errorf("device=%s: CUDAOrdinal() = %d, %v", dev, n, ok)
+		}
+	}
+}

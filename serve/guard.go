@@ -225,17 +225,18 @@ func (b *slowBody) finish(ok bool) {
 	if b.rc == nil {
 		return
 	}
-	if !b.ended && b.ctx.Err() == nil {
-		if ok {
-			b.rc.SetReadDeadline(time.Time{})
-			return
-		}
+	hit := b.ctx.Err() != nil // the connection's context, cancelled while reading
+	switch {
+	case b.ended || hit: // the deadline is cleared already, or too late to matter
+	case ok:
+		b.rc.SetReadDeadline(time.Time{})
+	default:
 		b.rc.SetReadDeadline(time.Now())
 	}
-	if !ok || b.ctx.Err() != nil {
+	if !ok || hit {
 		b.w.Header().Set("Connection", "close")
 	}
-	if ok && b.ctx.Err() != nil {
+	if ok && hit {
 		b.timedOut = true // only a deadline cancels a live connection here
 	}
 }

@@ -208,12 +208,12 @@ func (s *Server) ready() error {
 	return nil
 }
 
-// ServeHTTP serves the app. Every answer forbids content from other sites
-// and inline scripts (Content-Security-Policy) and MIME sniffing.
 // Close frees what the server holds on an accelerator (Options.Device).
 // Call it after the HTTP server has stopped.
 func (s *Server) Close() { s.models.close() }
 
+// ServeHTTP serves the app. Every answer forbids content from other sites
+// and inline scripts (Content-Security-Policy) and MIME sniffing.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")

@@ -89,13 +89,22 @@ func (w *Worker) UseDevice(open func(host *model.UNet) (Device, error)) error {
 		return fmt.Errorf("worker %s: %w", w.Name, err)
 	}
 	if w.opt != nil {
-		if err := errors.Join(d.Upload(), d.LoadAdam(w.opt)); err != nil {
+		if err := w.loadDevice(d); err != nil {
 			d.Close()
-			return fmt.Errorf("worker %s: %w", w.Name, err)
+			return err
 		}
 	}
 	w.Close()
 	w.dev = d
+	return nil
+}
+
+// loadDevice copies the replica's state (weights, buffers, Adam's moments)
+// to d.
+func (w *Worker) loadDevice(d Device) error {
+	if err := errors.Join(d.Upload(), d.LoadAdam(w.opt)); err != nil {
+		return fmt.Errorf("worker %s: %w", w.Name, err)
+	}
 	return nil
 }
 
@@ -119,9 +128,7 @@ func (w *Worker) Load(st trainstate.Replica) error {
 	opt.V = append([]float32(nil), st.Adam.V...)
 	w.opt = &opt
 	if w.dev != nil {
-		if err := errors.Join(w.dev.Upload(), w.dev.LoadAdam(w.opt)); err != nil {
-			return fmt.Errorf("worker %s: %w", w.Name, err)
-		}
+		return w.loadDevice(w.dev)
 	}
 	return nil
 }

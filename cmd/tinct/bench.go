@@ -41,21 +41,6 @@ func (b *benchFlags) register(cmd *cobra.Command, batch, reps int, repsName stri
 	b.gf.register(cmd, "run the network")
 }
 
-// onGPU puts net on the GPU of --gpu (nil, and nothing to release, without
-// it); release frees the network and the device.
-func (b *benchFlags) onGPU(net *model.UNet) (dn model.Forwarder, release func(), err error) {
-	g, err := b.gf.open()
-	if err != nil || g == nil {
-		return nil, func() {}, err
-	}
-	n, err := g.net(net)
-	if err != nil {
-		g.close()
-		return nil, nil, err
-	}
-	return n, func() { n.Close(); g.close() }, nil
-}
-
 func (b *benchFlags) net() (*model.UNet, *rand.Rand, error) {
 	if b.reps < 1 || b.batch < 1 {
 		return nil, nil, fmt.Errorf("batch and repetitions must be at least 1")
@@ -166,7 +151,7 @@ func newBenchForwardCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			dn, release, err := b.onGPU(net)
+			dn, release, err := b.gf.forwarder(net)
 			if err != nil {
 				return err
 			}
@@ -215,7 +200,7 @@ func newBenchColorizeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			dn, release, err := b.onGPU(net)
+			dn, release, err := b.gf.forwarder(net)
 			if err != nil {
 				return err
 			}

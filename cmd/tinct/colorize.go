@@ -73,20 +73,11 @@ checkpoint directory inside a store, or an EMA weights file
 				return err
 			}
 			net, size := inf.Net, inf.Size
-			var fwd model.Forwarder // --gpu: the network's calls on the GPU
-			g, err := gf.open()
+			fwd, release, err := gf.forwarder(net) // --gpu: the network's calls on the GPU
 			if err != nil {
 				return err
 			}
-			if g != nil {
-				defer g.close()
-				dn, err := g.net(net)
-				if err != nil {
-					return err
-				}
-				defer dn.Close()
-				fwd = dn
-			}
+			defer release()
 			if err := os.MkdirAll(out, 0o755); err != nil {
 				return err
 			}

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"regexp"
-	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -21,19 +19,6 @@ import (
 // compiled by NVRTC and checked against the CPU ops, the network on the
 // device in cuda/gpunet, opened where a command is asked for a GPU (gpu.go).
 // `tinct cuda` is the hidden tool that checks the pieces: docs/gpu.md.
-
-var cudaDeviceRE = regexp.MustCompile(`^cuda:([0-9]+)$`)
-
-// cudaOrdinal reads device=cuda:N (false for cpu; config.Validate has
-// refused anything else).
-func cudaOrdinal(device string) (int, bool) {
-	m := cudaDeviceRE.FindStringSubmatch(device)
-	if m == nil {
-		return 0, false
-	}
-	n, err := strconv.Atoi(m[1])
-	return n, err == nil
-}
 
 func newCUDACmd() *cobra.Command {
 	cmd := &cobra.Command{

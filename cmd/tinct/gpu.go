@@ -84,3 +84,19 @@ func (f *gpuFlags) open() (*gpu, error) {
 	}
 	return openGPU(fmt.Sprintf("--gpu %d", f.n), f.n, f.precision)
 }
+
+// forwarder puts net on the GPU the flags name for a sampler's or a
+// benchmark's calls: nil, and nothing to release, without --gpu; release
+// frees the network and the device.
+func (f *gpuFlags) forwarder(net *model.UNet) (model.Forwarder, func(), error) {
+	g, err := f.open()
+	if err != nil || g == nil {
+		return nil, func() {}, err
+	}
+	fwd, free, err := g.forwarder(net)
+	if err != nil {
+		g.close()
+		return nil, nil, err
+	}
+	return fwd, func() { free(); g.close() }, nil
+}

@@ -70,7 +70,7 @@ func train(ctx context.Context, cmd *cobra.Command, cfg *config.Config) error {
 	// device=cuda:N: the GPU is opened first, so that a missing one stops
 	// the run before it makes anything
 	var g *gpu
-	if n, ok := cudaOrdinal(cfg.Device); ok {
+	if n, ok := cfg.CUDAOrdinal(); ok {
 		var err error
 		if g, err = openGPU("device="+cfg.Device, n, cfg.Precision); err != nil {
 			return err
