@@ -60,7 +60,7 @@ bench: build
 	env -u OPENBLAS_CORETYPE $(PY) bench/compare.py --tinct ./bin/tinct --json bench/results.json
 
 bench-quick: build
-	env -u OPENBLAS_CORETYPE $(PY) bench/compare.py --tinct ./bin/tinct --quick
+	env -u OPENBLAS_CORETYPE $(PY) bench/compare.py --tinct ./bin/tinct --quick --rounds 1
 
 # bench-scaling: training step time against image size (32²–256²) and batch
 # (1–64), per compute backend (bench/scaling.sh, bench/scaling.json).

@@ -2,7 +2,8 @@
 
 Usage:
     /usr/bin/python3 bench/compare.py [--tinct ./bin/tinct] [--rows a,b,...]
-                                      [--quick | --steps K] [--json FILE]
+                                      [--quick | --steps K] [--rounds R]
+                                      [--json FILE]
 
 For every row, these subprocesses run one after another:
     Go               <tinct> bench <args>, once per compute backend
@@ -11,6 +12,11 @@ For every row, these subprocesses run one after another:
     PyTorch tuned    the same, with GLIBC_TUNABLES set so glibc malloc keeps
                      big freed buffers instead of returning them to the OS
                      after every step (which otherwise costs a lot of speed)
+With --rounds R (default 3) a row's subprocesses run R times, interleaved
+(go, onednn, PyTorch, tuned, go, onednn, ...), and the table gives each one's
+median time: on a shared VM the hypervisor lends the cores out in bursts of
+seconds to minutes, and a burst that lands on one subprocess of a single
+round moves its row by 20-50%. Every round's figures are kept in the JSON.
 Each one's peak RSS comes from os.wait4 (ru_maxrss, KiB on Linux) and its
 timing from the last stdout line, `<metric>=<float>`. The PyTorch RSS includes
 the Python interpreter and the torch libraries. On Linux a child's ru_maxrss
@@ -37,6 +43,7 @@ DEFAULT_BENCH_PY = os.path.normpath(os.path.join(HERE, "..", "testdata", "refere
 TUNED_MALLOC = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295"
 
 DEFAULT_TRAIN_STEPS = 5
+DEFAULT_ROUNDS = 3
 QUICK_TRAIN_STEPS = 2
 
 
@@ -160,6 +167,18 @@ def measure(cmd, env, metric, timeout):
     return {"cmd": [relative(a) for a in cmd], "ms": ms, "rss_mib": rss, "steal_pct": steal}
 
 
+def summarise(runs):
+    """One subprocess's rounds as one figure: the median time (the middle
+    one, or the mean of the middle two), the largest peak RSS and the
+    largest steal share, with every round kept under "rounds"."""
+    ms = sorted(r["ms"] for r in runs)
+    mid = len(ms) // 2
+    median = ms[mid] if len(ms) % 2 else (ms[mid - 1] + ms[mid]) / 2
+    steals = [r["steal_pct"] for r in runs if r.get("steal_pct") is not None]
+    return {"cmd": runs[0]["cmd"], "ms": median, "rss_mib": max(r["rss_mib"] for r in runs),
+            "steal_pct": max(steals) if steals else None, "rounds": runs}
+
+
 def ratio(a, b):
     return a / b if b > 0 else float("inf")
 
@@ -198,6 +217,8 @@ def main():
     ap.add_argument("--quick", action="store_true",
                     help=f"train rows time {QUICK_TRAIN_STEPS} steps instead of {DEFAULT_TRAIN_STEPS}")
     ap.add_argument("--steps", type=int, default=None, help="timed steps for train rows (overrides --quick)")
+    ap.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
+                    help=f"times each subprocess of a row runs, interleaved; the table gives medians (default {DEFAULT_ROUNDS})")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds allowed per subprocess")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--backends", default="go,onednn",
@@ -222,6 +243,8 @@ def main():
                 chosen.append(row)
         table = chosen
 
+    if args.rounds < 1:
+        ap.error("--rounds: at least 1")
     backends = [b for b in args.backends.split(",") if b]
     if not backends:
         ap.error("--backends: name at least one")
@@ -234,15 +257,23 @@ def main():
         floor = run_measured(["/bin/true"], plain_env, 60)[2]
         for slug, label, bench_args, metric in table:
             print(f"[{label}]", file=sys.stderr, flush=True)
+            py_cmd = [args.python, args.bench_py] + bench_args
+            runs = {b: [] for b in backends}
+            runs["torch"], runs["torch_tuned"] = [], []
+            for rnd in range(args.rounds):
+                if args.rounds > 1:
+                    print(f"  round {rnd + 1}/{args.rounds}", file=sys.stderr, flush=True)
+                for b in backends:
+                    runs[b].append(measure([args.tinct, "bench"] + bench_args, dict(plain_env, TINCT_BACKEND=b),
+                                           metric, args.timeout))
+                runs["torch"].append(measure(py_cmd, plain_env, metric, args.timeout))
+                runs["torch_tuned"].append(measure(py_cmd, tuned_env, metric, args.timeout))
             gos = {}
             for b in backends:
-                gos[b] = measure([args.tinct, "bench"] + bench_args, dict(plain_env, TINCT_BACKEND=b),
-                                 metric, args.timeout)
+                gos[b] = summarise(runs[b])
                 gos[b]["backend"] = b
             go = gos[backends[0]]
-            py_cmd = [args.python, args.bench_py] + bench_args
-            pt = measure(py_cmd, plain_env, metric, args.timeout)
-            tu = measure(py_cmd, tuned_env, metric, args.timeout)
+            pt, tu = summarise(runs["torch"]), summarise(runs["torch_tuned"])
             results.append({
                 "row": label, "slug": slug, "metric": metric,
                 "go": go, "backends": gos, "torch": pt, "torch_tuned": tu,
@@ -255,10 +286,11 @@ def main():
 
     print(markdown(results, backends))
     print(f"\nRSS floor inherited from the launcher (ru_maxrss of /bin/true): {floor:.0f} MiB; "
-          f"train rows time {k} steps.")
+          f"train rows time {k} steps; median of {args.rounds} interleaved round(s).")
     if args.json:
         doc = {
             "train_steps": k,
+            "rounds": args.rounds,
             "rss_floor_mib": floor,
             "glibc_tunables_tuned": TUNED_MALLOC,
             "host": {"machine": platform.machine(), "cpus": os.cpu_count(),

@@ -53,15 +53,9 @@ func (u *UNet) embed(ar *Arena) {
 		v := ar.noiseVar[n]
 		for k, w := range u.speeds {
 			s, c := math.Sincos(float64(v * w))
-			fillPlane(e.Plane(n, k), float32(s))
-			fillPlane(e.Plane(n, half+k), float32(c))
+			nn.Fill(e.Plane(n, k), float32(s))
+			nn.Fill(e.Plane(n, half+k), float32(c))
 		}
-	}
-}
-
-func fillPlane(p []float32, v float32) {
-	for i := range p {
-		p[i] = v
 	}
 }
 

@@ -19,7 +19,7 @@ func NewBatchNorm(c int) *BatchNorm {
 	bn := &BatchNorm{C: c, Eps: 1e-5, Momentum: 0.1,
 		RunningMean: make([]float32, c), RunningVar: make([]float32, c),
 		mean: make([]float32, c), invstd: make([]float32, c)}
-	fill(bn.RunningVar, 1)
+	Fill(bn.RunningVar, 1)
 	return bn
 }
 

@@ -167,7 +167,7 @@ func convolve(ws *Workspace, k int, wm, bias []float32, cin, cout int, x, y Tens
 				if bias != nil {
 					for co := 0; co < cout; co++ {
 						if b == 0 {
-							fill(out[co*hw:][:ncol], bias[co])
+							Fill(out[co*hw:][:ncol], bias[co])
 						} else {
 							addScalar(out[co*hw:][:ncol], bias[co])
 						}
@@ -180,7 +180,7 @@ func convolve(ws *Workspace, k int, wm, bias []float32, cin, cout int, x, y Tens
 			col := cols[w][:ka*ncol]
 			im2col3(x.Image(n), cin, x.H, x.W, r0, r1, col)
 			if ka > kk {
-				fill(col[kk*ncol:], 1)
+				Fill(col[kk*ncol:], 1)
 			}
 			sgemm(false, false, cout, ncol, ka, 1, wm, ka, col, ncol, beta, out, hw)
 		}

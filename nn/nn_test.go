@@ -132,10 +132,10 @@ func TestConv(t *testing.T) {
 			r := randSlice(rng, len(y.Data), 1)
 			dy := TensorFrom(r, tc.n, tc.cout, tc.h, tc.w)
 			dx := NewTensor(tc.n, tc.cin, tc.h, tc.w)
-			fill(dx.Data, 7) // overwritten, not added to
+			Fill(dx.Data, 7) // overwritten, not added to
 			c.Backward(ws, x, dy, dx, false)
 			dx2 := NewTensor(tc.n, tc.cin, tc.h, tc.w)
-			fill(dx2.Data, 1)
+			Fill(dx2.Data, 1)
 			c.Backward(ws, x, dy, dx2, true)
 			for i := range dx2.Data {
 				if math.Abs(float64(dx2.Data[i]-1-dx.Data[i])) > 1e-5 {
