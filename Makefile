@@ -22,16 +22,17 @@ minio:
 	@if [ -x "$(MINIO)" ]; then echo "deps: $(MINIO) present"; \
 	else echo "deps: building MinIO $(MINIO_VERSION) (several minutes)"; go install github.com/minio/minio@$(MINIO_VERSION); fi
 
-# test: vet, the whole suite on the fastest backend, the model's tests again
-# on the pure-Go GEMM and on the oneDNN compute backend (PyTorch cross-check
-# and gradient checks included), a cgo-free build, and the PyTorch
-# reference's self-test.
+# test: vet, the whole suite on the default compute backend (auto: oneDNN's
+# primitives where libdnnl loads, which make deps installs), the model's
+# tests again on the go backend, with its GEMM on oneDNN and in pure Go
+# (PyTorch cross-check and gradient checks included), a cgo-free build, and
+# the PyTorch reference's self-test.
 test:
 	go vet ./...
 	CGO_ENABLED=0 go build -o /dev/null ./cmd/tinct
 	$(PY) testdata/reference/unet.py > /dev/null
-	TINCT_GEMM=go go test -count=1 ./model
-	TINCT_BACKEND=onednn go test -count=1 ./model
+	TINCT_BACKEND=go TINCT_GEMM=go go test -count=1 ./model
+	TINCT_BACKEND=go go test -count=1 ./model
 	go test -count=1 ./...
 
 # run is the README's run command: train on the bundled photos.

@@ -105,13 +105,16 @@ func (k *kernels) Bytes() int                              { return k.ws.Bytes()
 func (k *kernels) ActivationBlock(int) int                 { return 0 }
 
 // ComputeNames lists the backends NewCompute accepts.
-func ComputeNames() []string { return []string{"go", "onednn"} }
+func ComputeNames() []string { return []string{"auto", "go", "onednn"} }
 
 // NewCompute returns a new instance of the named backend: "go" (the
-// reference kernels) or "onednn" (oneDNN's primitives). An empty name means
-// $TINCT_BACKEND, and "go" when that is unset. When oneDNN cannot be loaded
-// the instance is the "go" backend and the error says why (callers log it
-// and go on: the binary works without oneDNN).
+// reference kernels), "onednn" (oneDNN's primitives) or "auto" (oneDNN's
+// where the library loads, else the kernels: the faster one, measured in
+// docs/benchmarks.md). An empty name means $TINCT_BACKEND, and "auto" when
+// that is unset. When "onednn" is asked for and oneDNN cannot be loaded the
+// instance is the "go" backend and the error says why (callers log it and
+// go on: the binary works without oneDNN); "auto" falls back without one
+// (OneDNNError says why).
 func NewCompute(name string) (Compute, error) { return newComputeWith(name, loadDNNL) }
 
 func newComputeWith(name string, load func() (*dnnlAPI, error)) (Compute, error) {
@@ -119,16 +122,26 @@ func newComputeWith(name string, load func() (*dnnlAPI, error)) (Compute, error)
 		name = os.Getenv("TINCT_BACKEND")
 	}
 	switch name {
-	case "", "go":
+	case "go":
 		return NewKernels(), nil
-	case "onednn":
+	case "", "auto", "onednn":
 		d, err := load()
-		if err != nil {
-			return NewKernels(), fmt.Errorf("compute backend onednn unavailable, using go: %w", err)
+		if err == nil {
+			return newOneDNN(d), nil
 		}
-		return newOneDNN(d), nil
+		if name != "onednn" {
+			return NewKernels(), nil
+		}
+		return NewKernels(), fmt.Errorf("compute backend onednn unavailable, using go: %w", err)
 	}
 	return nil, fmt.Errorf("unknown compute backend %q (choices: %s)", name, strings.Join(ComputeNames(), ", "))
+}
+
+// OneDNNError is why oneDNN's primitives cannot be used here (nil: they
+// can).
+func OneDNNError() error {
+	_, err := loadDNNL()
+	return err
 }
 
 // DefaultCompute is NewCompute("") for callers with nowhere to report a

@@ -138,7 +138,7 @@ func TestOneDNNConvAgainstNaive(t *testing.T) {
 }
 
 // TestComputeFallback: with no oneDNN library the backend is the reference
-// one and the error names the file that is missing.
+// one; asked for by name, the error names the file that is missing.
 func TestComputeFallback(t *testing.T) {
 	if _, err := openDNNL("libdnnl-missing.so.2"); err == nil || !strings.Contains(err.Error(), "libdnnl-missing.so.2") {
 		t.Fatalf("loading a missing library: %v", err)
@@ -146,6 +146,22 @@ func TestComputeFallback(t *testing.T) {
 	c, err := newComputeWith("onednn", func() (*dnnlAPI, error) { return openDNNL("libdnnl-missing.so.2") })
 	if err == nil || c == nil || !strings.HasPrefix(c.Name(), "go") || !strings.Contains(err.Error(), "using go") {
 		t.Fatalf("fallback: backend %v, error %v", c, err)
+	}
+	// "auto" (and no name with $TINCT_BACKEND unset) falls back quietly
+	t.Setenv("TINCT_BACKEND", "")
+	for _, name := range []string{"auto", ""} {
+		c, err := newComputeWith(name, func() (*dnnlAPI, error) { return openDNNL("libdnnl-missing.so.2") })
+		if err != nil || c == nil || !strings.HasPrefix(c.Name(), "go") {
+			t.Fatalf("%q without oneDNN: backend %v, error %v", name, c, err)
+		}
+	}
+	if OneDNNError() == nil {
+		// and takes oneDNN's primitives where the library loads
+		for _, name := range []string{"auto", ""} {
+			if c, err := NewCompute(name); err != nil || !strings.HasPrefix(c.Name(), "onednn") {
+				t.Fatalf("%q with oneDNN: backend %v, error %v", name, c, err)
+			}
+		}
 	}
 	if _, err := NewCompute("nope"); err == nil {
 		t.Fatal("an unknown backend name was accepted")

@@ -5,7 +5,8 @@
 // Compute (compute.go) is the seam the network runs through: "go" is
 // tinct's own kernels, "onednn" oneDNN's convolution primitives
 // (libdnnl.so.2, $TINCT_ONEDNN; Linux) with the kernels for the rest;
-// $TINCT_BACKEND or NewCompute names one.
+// $TINCT_BACKEND or NewCompute names one, and "auto" (the default) takes
+// oneDNN's where the library loads.
 //
 // The kernels' GEMM backends are oneDNN's sgemm, OpenBLAS (libopenblas,
 // $TINCT_OPENBLAS) or pure Go. "auto" picks the first of these that loads;

@@ -43,11 +43,19 @@ func TestVersion(t *testing.T) {
 	if _, err := run(t, "--gemm", "nope", "version"); err == nil || !strings.Contains(err.Error(), "choices") {
 		t.Fatalf("unknown backend: %v", err)
 	}
-	// the compute backend: go by default; onednn where the library loads,
-	// else go with the reason
+	// the compute backend: auto by default (onednn where the library
+	// loads, else go with the reason); go when asked
 	t.Setenv("TINCT_BACKEND", "")
+	want := "compute backend: onednn"
+	if nn.OneDNNError() != nil {
+		want = "oneDNN's primitives unavailable"
+	}
+	if out, _ := run(t, "version"); !strings.Contains(out, want) || !strings.Contains(out, "TINCT_BACKEND=auto") {
+		t.Fatalf("default compute backend: want %q in\n%s", want, out)
+	}
+	t.Setenv("TINCT_BACKEND", "go")
 	if out, _ := run(t, "version"); !strings.Contains(out, "compute backend: go") {
-		t.Fatalf("default compute backend:\n%s", out)
+		t.Fatalf("TINCT_BACKEND=go:\n%s", out)
 	}
 	t.Setenv("TINCT_BACKEND", "nope")
 	if _, err := run(t, "version"); err == nil || !strings.Contains(err.Error(), "unknown compute backend") {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"runtime"
 
 	"github.com/spf13/cobra"
@@ -21,9 +22,15 @@ func newVersionCmd() *cobra.Command {
 			if be == nil {
 				fmt.Fprintf(w, "compute backend: %v\n", err)
 			} else {
-				fmt.Fprintf(w, "compute backend: %s (TINCT_BACKEND; choices: %v)\n", be.Name(), nn.ComputeNames())
+				choice := os.Getenv("TINCT_BACKEND")
+				if choice == "" {
+					choice = "auto"
+				}
+				fmt.Fprintf(w, "compute backend: %s (TINCT_BACKEND=%s; choices: %v)\n", be.Name(), choice, nn.ComputeNames())
 				if err != nil {
 					fmt.Fprintf(w, "  %v\n", err)
+				} else if dnnlErr := nn.OneDNNError(); choice == "auto" && dnnlErr != nil {
+					fmt.Fprintf(w, "  oneDNN's primitives unavailable: %v\n", dnnlErr)
 				}
 			}
 			fmt.Fprintf(w, "gemm backend: %s (available: %v)\n", nn.ActiveBackend().Name(), nn.Backends())
