@@ -62,9 +62,11 @@ Start with: tinct train --config configs/sample.yaml`,
 			if err != nil {
 				return err
 			}
-			if be, err := nn.NewCompute(""); be == nil { // an unknown $TINCT_BACKEND
+			be, err := nn.NewCompute("")
+			if be == nil { // an unknown $TINCT_BACKEND
 				return err
 			}
+			compute := be.Name()
 			if g.cpuprofile != "" {
 				f, err := os.Create(g.cpuprofile)
 				if err != nil {
@@ -74,11 +76,11 @@ Start with: tinct train --config configs/sample.yaml`,
 					return err
 				}
 			}
+			logf := slog.Debug
 			if computes(cmd) {
-				slog.Info("gemm backend", "backend", b.Name(), "workers", nn.Workers())
-			} else {
-				slog.Debug("gemm backend", "backend", b.Name(), "workers", nn.Workers())
+				logf = slog.Info
 			}
+			logf("backends", "compute", compute, "gemm", b.Name(), "workers", nn.Workers())
 			return nil
 		},
 	}
