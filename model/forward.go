@@ -71,9 +71,20 @@ func (u *UNet) blockForward(ar *Arena, b *Block, train bool) {
 	}
 	hn := scratch(ar.h, n, b.In, h, w)
 	be.BatchNormForward(b.Norm, x, hn, train)
-	be.ConvForward(b.Conv1, hn, a.h1, false)
-	be.SiLUForwardSave(a.h1, a.act) // h1 now holds σ(h1)
-	be.ConvForward(b.Conv2, a.act, out, true)
+	if train {
+		be.ConvForward(b.Conv1, hn, a.h1, false)
+		be.SiLUForwardSave(a.h1, a.act) // h1 now holds σ(h1)
+		be.ConvForward(b.Conv2, a.act, out, true)
+		return
+	}
+	// Inference keeps nothing for a backward pass: conv1 and its SiLU run
+	// as one operation, into scratch that all blocks share (the backward
+	// pass's dA), so the blocks' own h1 and act are never touched (or
+	// resident).
+	act := scratch(ar.dA, n, b.Out, h, w)
+	act.Blocked = a.act.Blocked
+	be.ConvSiLUForward(b.Conv1, hn, act)
+	be.ConvForward(b.Conv2, act, out, true)
 }
 
 // Backward adds to u.Grads the gradient of the loss whose gradient with

@@ -33,6 +33,15 @@ func SiLUForwardSave(x, y Tensor) {
 	planes(x, func(n, c int) { siluSave(x.Plane(n, c), y.Plane(n, c)) })
 }
 
+// siluInPlace sets x = x·σ(x). It is siluSave with y aliasing x: both of
+// its paths store σ before x·σ at each index, so the product is what stays.
+func siluInPlace(x Tensor) {
+	planes(x, func(n, c int) {
+		p := x.Plane(n, c)
+		siluSave(p, p)
+	})
+}
+
 func siluSaveGo(x, y []float32) {
 	y = y[:len(x)]
 	for i, v := range x {

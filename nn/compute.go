@@ -34,6 +34,9 @@ type Compute interface {
 
 	// ConvForward: y[N,Out,H,W] (+)= conv(x[N,In,H,W]; c.Weight) + c.Bias.
 	ConvForward(c *Conv2D, x, y Tensor, accumulate bool)
+	// ConvSiLUForward: y = silu(conv(x; c.Weight) + c.Bias), for inference:
+	// nothing is kept for a backward pass, so a backend may fuse the two.
+	ConvSiLUForward(c *Conv2D, x, y Tensor)
 	// ConvBackward: c.GradW, c.GradB += ∂/∂W, ∂/∂b from x and dy[N,Out,H,W];
 	// dx[N,In,H,W] (+)= the input gradient when dx has data.
 	ConvBackward(c *Conv2D, x, dy, dx Tensor, accumulate bool)
@@ -85,6 +88,10 @@ func (k *kernels) Name() string {
 	return "go (tinct's kernels; gemm: " + ActiveBackend().Name() + ")"
 }
 func (k *kernels) ConvForward(c *Conv2D, x, y Tensor, acc bool) { c.Forward(&k.ws, x, y, acc) }
+func (k *kernels) ConvSiLUForward(c *Conv2D, x, y Tensor) {
+	c.Forward(&k.ws, x, y, false)
+	siluInPlace(y)
+}
 func (k *kernels) ConvBackward(c *Conv2D, x, dy, dx Tensor, acc bool) {
 	c.Backward(&k.ws, x, dy, dx, acc)
 }

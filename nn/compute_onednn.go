@@ -188,6 +188,7 @@ type convKey struct {
 	xBlocked, yBlocked  int // and their layouts
 	accumulate          bool
 	backward            bool
+	silu                bool // forward with a SiLU post-op (inference)
 }
 
 // convPrims is one convolution shape's primitives. Forward: reorder x and
@@ -207,6 +208,7 @@ type convPrims struct {
 	weiBytes, diffWBytes  int
 	bwdWeiBytes, diffDstB int
 	impl                  string
+	siluAfter             bool // a SiLU asked for that the primitive could not fuse
 }
 
 // convAlgs are the convolution algorithms tried, in order: Winograd
@@ -221,27 +223,35 @@ func (o *oneDNNCompute) convAlgs() []int32 {
 }
 
 // convPD creates the primitive descriptor of the first algorithm init
-// accepts and oneDNN implements.
-func (o *oneDNNCompute) convPD(what string, init func(alg int32, desc *dnnlOpDesc) int32, hint uintptr) uintptr {
+// accepts and oneDNN implements. post, when set, appends post-ops; an
+// algorithm that has no kernel with them is taken without them in
+// preference to the next algorithm (oneDNN 2.6's Winograd takes no SiLU
+// post-op, and is faster unfused than direct fused), and fused says which.
+func (o *oneDNNCompute) convPD(what string, init func(alg int32, desc *dnnlOpDesc) int32, hint uintptr, post func(po uintptr)) (pd uintptr, fused bool) {
 	var last int32
 	for _, alg := range o.convAlgs() {
 		var desc dnnlOpDesc
 		if last = init(alg, &desc); last != dnnlSuccess {
 			continue
 		}
-		var pd uintptr
-		attr := o.d.attr(nil)
-		last = o.d.pdCreate(&pd, &desc, attr, o.d.engine, hint)
-		o.d.attrDestroy(attr)
-		if last == dnnlSuccess {
-			return pd
+		attrs := []func(uintptr){post}
+		if post != nil {
+			attrs = append(attrs, nil) // the same algorithm, unfused
+		}
+		for _, p := range attrs {
+			attr := o.d.attr(p)
+			last = o.d.pdCreate(&pd, &desc, attr, o.d.engine, hint)
+			o.d.attrDestroy(attr)
+			if last == dnnlSuccess {
+				return pd, p != nil
+			}
 		}
 	}
 	panic("nn: " + dnnlError(what, last).Error())
 }
 
-func (o *oneDNNCompute) convPrims(c *Conv2D, x, y Tensor, accumulate, backward bool) *convPrims {
-	key := convKey{x.N, c.In, c.Out, x.H, x.W, c.K, x.Stride, y.Stride, x.Blocked, y.Blocked, accumulate, backward}
+func (o *oneDNNCompute) convPrims(c *Conv2D, x, y Tensor, accumulate, backward, silu bool) *convPrims {
+	key := convKey{x.N, c.In, c.Out, x.H, x.W, c.K, x.Stride, y.Stride, x.Blocked, y.Blocked, accumulate, backward, silu}
 	if p := o.convs[key]; p != nil {
 		return p
 	}
@@ -255,11 +265,16 @@ func (o *oneDNNCompute) convPrims(c *Conv2D, x, y Tensor, accumulate, backward b
 	pp := int64(c.K / 2)
 	strides, pad := dnnlDims{1, 1}, dnnlDims{pp, pp}
 	any4 := func(a, b, h, w int) *dnnlMD { md := d.mdTag(dnnlTagAny, a, b, h, w); return &md }
-	fwd := o.convPD("convolution forward", func(alg int32, desc *dnnlOpDesc) int32 {
+	var post func(po uintptr)
+	if silu { // swish with α = 1: x·σ(x)
+		post = func(po uintptr) { d.check("post_ops_append_eltwise", d.postOpsEltwise(po, 1, dnnlEltwiseSwish, 1, 0)) }
+	}
+	fwd, fused := o.convPD("convolution forward", func(alg int32, desc *dnnlOpDesc) int32 {
 		return d.convFwdInit(desc, dnnlForwardTraining, alg, any4(x.N, c.In, x.H, x.W), any4(c.Out, c.In, c.K, c.K),
 			&bias, any4(y.N, c.Out, y.H, y.W), &strides[0], &pad[0], &pad[0])
-	}, 0)
+	}, 0, post)
 	defer d.pdDestroy(fwd)
+	p.siluAfter = silu && !fused
 	p.src, p.wei, p.dst = d.queryMD(fwd, dnnlQuerySrcMD), d.queryMD(fwd, dnnlQueryWeightsMD), d.queryMD(fwd, dnnlQueryDstMD)
 	p.srcBytes, p.dstBytes, p.weiBytes = d.size(&p.src), d.size(&p.dst), d.size(&p.wei)
 	p.impl = d.implInfo(fwd)
@@ -276,10 +291,10 @@ func (o *oneDNNCompute) convPrims(c *Conv2D, x, y Tensor, accumulate, backward b
 	}
 
 	// backward weights: src, diff_dst in → diff_weights, diff_bias out
-	bwPD := o.convPD("convolution backward weights", func(alg int32, desc *dnnlOpDesc) int32 {
+	bwPD, _ := o.convPD("convolution backward weights", func(alg int32, desc *dnnlOpDesc) int32 {
 		return d.convBwdWInit(desc, alg, any4(x.N, c.In, x.H, x.W), any4(c.Out, c.In, c.K, c.K), &bias,
 			any4(y.N, c.Out, y.H, y.W), &strides[0], &pad[0], &pad[0])
-	}, fwd)
+	}, fwd, nil)
 	defer d.pdDestroy(bwPD)
 	bwSrc, bwDiffW, bwDiffDst := d.queryMD(bwPD, dnnlQuerySrcMD), d.queryMD(bwPD, dnnlQueryDiffWeightsMD), d.queryMD(bwPD, dnnlQueryDiffDstMD)
 	p.src = bwSrc
@@ -293,10 +308,10 @@ func (o *oneDNNCompute) convPrims(c *Conv2D, x, y Tensor, accumulate, backward b
 	p.dwOut = o.reorder(bwDiffW, userW, true)
 
 	// backward data: diff_dst, weights in → diff_src out
-	bdPD := o.convPD("convolution backward data", func(alg int32, desc *dnnlOpDesc) int32 {
+	bdPD, _ := o.convPD("convolution backward data", func(alg int32, desc *dnnlOpDesc) int32 {
 		return d.convBwdDataInit(desc, alg, any4(x.N, c.In, x.H, x.W), any4(c.Out, c.In, c.K, c.K),
 			any4(y.N, c.Out, y.H, y.W), &strides[0], &pad[0], &pad[0])
-	}, fwd)
+	}, fwd, nil)
 	defer d.pdDestroy(bdPD)
 	bdDiffSrc, bdWei, bdDiffDst := d.queryMD(bdPD, dnnlQueryDiffSrcMD), d.queryMD(bdPD, dnnlQueryWeightsMD), d.queryMD(bdPD, dnnlQueryDiffDstMD)
 	p.bwdWei, p.bwdDiffDst = bdWei, bdDiffDst
@@ -360,12 +375,26 @@ func (o *oneDNNCompute) ConvForward(c *Conv2D, x, y Tensor, accumulate bool) {
 		o.kernels.ConvForward(c, x, y, accumulate)
 		return
 	}
+	o.convForwardAll(c, x, y, accumulate, false)
+}
+
+// ConvSiLUForward runs the SiLU as the convolution's post-op, on the output
+// while it is still in the cache.
+func (o *oneDNNCompute) ConvSiLUForward(c *Conv2D, x, y Tensor) {
+	if !o.useDNNL(c) {
+		o.kernels.ConvSiLUForward(c, x, y)
+		return
+	}
+	o.convForwardAll(c, x, y, false, true)
+}
+
+func (o *oneDNNCompute) convForwardAll(c *Conv2D, x, y Tensor, accumulate, silu bool) {
 	c.checkShape("forward", x, y)
 	nb := o.chunk(c, x)
 	var wei *dnnlMD // the layout the weights were reordered to for this call
 	for lo := 0; lo < x.N; lo += nb {
 		hi := min(lo+nb, x.N)
-		o.convForward(c, images(x, lo, hi), images(y, lo, hi), accumulate, &wei)
+		o.convForward(c, images(x, lo, hi), images(y, lo, hi), accumulate, silu, &wei)
 	}
 }
 
@@ -401,8 +430,8 @@ func (o *oneDNNCompute) reorderWeights(c *Conv2D, r *dnnlStep, md *dnnlMD, bytes
 	return wei
 }
 
-func (o *oneDNNCompute) convForward(c *Conv2D, x, y Tensor, accumulate bool, weiDone **dnnlMD) {
-	p := o.convPrims(c, x, y, accumulate, false)
+func (o *oneDNNCompute) convForward(c *Conv2D, x, y Tensor, accumulate, silu bool, weiDone **dnnlMD) {
+	p := o.convPrims(c, x, y, accumulate, false, silu)
 	src, wei, dst := ptr(x.Data), ptr(c.Weight), ptr(y.Data)
 	if p.xIn != nil {
 		src = o.slot(slotSrc, p.srcBytes)
@@ -418,6 +447,9 @@ func (o *oneDNNCompute) convForward(c *Conv2D, x, y Tensor, accumulate bool, wei
 	if p.yOut != nil {
 		o.run(p.yOut, dst, ptr(y.Data))
 	}
+	if p.siluAfter {
+		siluInPlace(y)
+	}
 	runtime.KeepAlive(x.Data)
 	runtime.KeepAlive(y.Data)
 	runtime.KeepAlive(c.Weight)
@@ -425,7 +457,7 @@ func (o *oneDNNCompute) convForward(c *Conv2D, x, y Tensor, accumulate bool, wei
 }
 
 func (o *oneDNNCompute) convBackward(c *Conv2D, x, dy, dx Tensor, accumulate bool, weiDone **dnnlMD) {
-	p := o.convPrims(c, x, dy, accumulate, true)
+	p := o.convPrims(c, x, dy, accumulate, true, false)
 	src, diffDst := ptr(x.Data), ptr(dy.Data)
 	if p.xIn != nil {
 		src = o.slot(slotSrc, p.srcBytes)

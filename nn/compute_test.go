@@ -463,3 +463,45 @@ func TestOneDNNFree(t *testing.T) {
 		t.Fatalf("a kept instance changed its result by %g after others were freed", d)
 	}
 }
+
+// TestConvSiLUForward: each backend's inference-only convolution + SiLU (on
+// oneDNN the SiLU is a post-op of the primitive) is its convolution
+// followed by x·σ(x), into NCHW and into the backend's blocked layout.
+func TestConvSiLUForward(t *testing.T) {
+	backends := []Compute{NewKernels()}
+	if dn, err := NewCompute("onednn"); err == nil {
+		// Winograd (on AVX-512, channels in 16s) takes no SiLU post-op: the
+		// SiLU runs after it; direct convolutions fuse it
+		direct, _ := NewCompute("onednn")
+		direct.(*oneDNNCompute).noWinograd = true
+		backends = append(backends, dn, direct)
+	}
+	rng := rand.New(rand.NewPCG(5, 5))
+	for _, be := range backends {
+		for _, cc := range [][6]int{{2, 64, 32, 16, 16, 3}, {1, 32, 64, 8, 8, 3}, {2, 5, 7, 6, 10, 3}, {2, 4, 16, 6, 6, 1}} {
+			n, in, out, h, w, k := cc[0], cc[1], cc[2], cc[3], cc[4], cc[5]
+			for _, blocked := range []bool{false, true} {
+				blk := 0
+				if blocked { // as conv1 of a block: 3×3 only
+					if blk = be.ActivationBlock(out); blk == 0 || k != 3 {
+						continue
+					}
+				}
+				c := &Conv2D{In: in, Out: out, K: k}
+				np := c.NumParams()
+				c.Bind(randSlice(rng, np, 0.5), make([]float32, np))
+				x := randTensor(rng, n, in, h, w)
+				want, y := NewTensor(n, out, h, w), NewTensor(n, out, h, w)
+				want.Blocked, y.Blocked = blk, blk
+				be.ConvForward(c, x, want, false)
+				for i, v := range want.Data {
+					want.Data[i] = float32(float64(v) / (1 + math.Exp(-float64(v))))
+				}
+				be.ConvSiLUForward(c, x, y)
+				if d := relDiff(y.Data, want.Data); d > 1e-5 {
+					t.Fatalf("%s %v blocked %d: conv+SiLU differs from conv then SiLU by %.3g", be.Name(), cc, blk, d)
+				}
+			}
+		}
+	}
+}
