@@ -85,3 +85,16 @@ func BenchmarkSgemmShapes(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkUpsample2Forward is the ×2 upsample into the U-Net's largest
+// concatenation at 128², batch 1: 64 channels of 64×64 to 128×128.
+func BenchmarkUpsample2Forward(b *testing.B) {
+	x, y := NewTensor(1, 64, 64, 64), NewTensor(1, 64, 128, 128)
+	for i := range x.Data {
+		x.Data[i] = float32(i%13) * 0.1
+	}
+	b.SetBytes(int64(4 * len(y.Data)))
+	for b.Loop() {
+		Upsample2Forward(x, y)
+	}
+}

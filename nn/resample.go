@@ -52,20 +52,30 @@ func Upsample2Forward(x, y Tensor) {
 	h, w := x.H, x.W
 	planes(x, func(n, c int) {
 		src, dst := x.Plane(n, c), y.Plane(n, c)
+		var stack [256]float32
+		row := stack[:0]
+		if w > len(stack) {
+			row = make([]float32, w)
+		}
+		row = row[:w]
 		for oy := 0; oy < 2*h; oy++ {
 			k := oy / 2
 			k2 := k - 1 + 2*(oy%2) // neighbour row
 			k2 = max(0, min(h-1, k2))
 			ra, rb := src[k*w:][:w], src[k2*w:][:w]
-			out := dst[oy*2*w:][:2*w]
-			for j := 0; j < w; j++ {
-				v := 0.75*ra[j] + 0.25*rb[j]
-				l, r := max(j-1, 0), min(j+1, w-1)
-				vl := 0.75*ra[l] + 0.25*rb[l]
-				vr := 0.75*ra[r] + 0.25*rb[r]
-				out[2*j] = 0.75*v + 0.25*vl
-				out[2*j+1] = 0.75*v + 0.25*vr
+			// the vertical blend once per source column, then the
+			// horizontal one: out[2j] from columns j−1 and j, out[2j+1]
+			// from j and j+1 (clamped at the edges)
+			for j := range row {
+				row[j] = 0.75*ra[j] + 0.25*rb[j]
 			}
+			out := dst[oy*2*w:][:2*w]
+			out[0] = 0.75*row[0] + 0.25*row[0]
+			for j := 1; j < w; j++ {
+				out[2*j] = 0.75*row[j] + 0.25*row[j-1]
+				out[2*j-1] = 0.75*row[j-1] + 0.25*row[j]
+			}
+			out[2*w-1] = 0.75*row[w-1] + 0.25*row[w-1]
 		}
 	})
 }
