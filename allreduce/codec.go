@@ -8,6 +8,8 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/tinct/tinct/internal/le"
 )
 
 // codec is the gRPC codec of the Ring service. Every message is protobuf
@@ -99,9 +101,8 @@ func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 	b := protowire.AppendTag((*buf)[:0], frameChunkField, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(inner))
 	b = append(b, h...)
-	if littleEndian {
-		src, _ := leBytes(t.data, nil)
-		b = append(b, src...)
+	if le.Host {
+		b = append(b, le.Bytes(t.data)...)
 	} else {
 		b = b[:len(b)+nd]
 		encodeLE(b[len(b)-nd:], t.data)

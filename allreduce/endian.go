@@ -3,15 +3,13 @@ package allreduce
 import (
 	"encoding/binary"
 	"math"
-	"unsafe"
+
+	"github.com/tinct/tinct/internal/le"
 )
 
 // The wire carries raw little-endian float32. On little-endian hosts (all
-// that tinct runs on) the vectors are sent and copied without conversion.
-var littleEndian = func() bool {
-	x := uint16(1)
-	return *(*byte)(unsafe.Pointer(&x)) == 1
-}()
+// that tinct runs on, le.Host) the vectors are sent and copied without
+// conversion.
 
 // leBytes returns v as little-endian bytes: a view of v itself on
 // little-endian hosts (the gRPC codec copies it while sending), else an
@@ -20,8 +18,8 @@ func leBytes(v []float32, scratch []byte) (b, newScratch []byte) {
 	if len(v) == 0 {
 		return nil, scratch
 	}
-	if littleEndian {
-		return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(v))), 4*len(v)), scratch
+	if le.Host {
+		return le.Bytes(v), scratch
 	}
 	if cap(scratch) < 4*len(v) {
 		scratch = make([]byte, 4*len(v))
@@ -39,18 +37,9 @@ func encodeLE(b []byte, v []float32) {
 	}
 }
 
-// asFloats views b as float32s when that is safe (little-endian host,
-// 4-byte aligned), else returns nil.
-func asFloats(b []byte) []float32 {
-	if !littleEndian || len(b) == 0 || uintptr(unsafe.Pointer(unsafe.SliceData(b)))%4 != 0 {
-		return nil
-	}
-	return unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(b))), len(b)/4)
-}
-
 // addLE adds the little-endian float32s in src (len 4·len(dst)) to dst.
 func addLE(dst []float32, src []byte) {
-	if f := asFloats(src); f != nil {
+	if f := le.Floats(src); f != nil {
 		f = f[:len(dst)]
 		for i, x := range f {
 			dst[i] += x
@@ -65,9 +54,8 @@ func addLE(dst []float32, src []byte) {
 
 // copyLE copies the little-endian float32s in src (len 4·len(dst)) to dst.
 func copyLE(dst []float32, src []byte) {
-	if littleEndian {
-		b, _ := leBytes(dst, nil)
-		copy(b, src)
+	if le.Host {
+		copy(le.Bytes(dst), src)
 		return
 	}
 	src = src[:4*len(dst)]

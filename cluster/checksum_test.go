@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"testing"
 
+	"github.com/tinct/tinct/internal/le"
 	"github.com/tinct/tinct/model"
 )
 
@@ -33,9 +34,9 @@ func TestChecksumDefinition(t *testing.T) {
 		t.Fatalf("Checksum = %x, want %x", got, want)
 	}
 	// The encoding path of big-endian hosts gives the same bytes.
-	littleEndian = false
+	le.Host = false
 	got := Checksum(net)
-	littleEndian = true
+	le.Host = true
 	if want := h.Sum(nil); string(got) != string(want) {
 		t.Fatalf("Checksum (encoded) = %x, want %x", got, want)
 	}

@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"hash"
 	"math"
-	"unsafe"
 
+	"github.com/tinct/tinct/internal/le"
 	"github.com/tinct/tinct/model"
 )
 
@@ -53,18 +53,13 @@ func Checksum(net *model.UNet) []byte {
 	return h.Sum(nil)
 }
 
-var littleEndian = func() bool {
-	x := uint16(1)
-	return *(*byte)(unsafe.Pointer(&x)) == 1
-}()
-
 // hashFloats writes v to h as little-endian float32 bytes.
 func hashFloats(h hash.Hash, v []float32) {
 	if len(v) == 0 {
 		return
 	}
-	if littleEndian {
-		h.Write(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(v))), 4*len(v)))
+	if le.Host {
+		h.Write(le.Bytes(v))
 		return
 	}
 	const chunk = 1 << 14
