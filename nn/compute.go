@@ -124,14 +124,23 @@ func ComputeNames() []string { return []string{"auto", "go", "onednn"} }
 // (OneDNNError says why).
 func NewCompute(name string) (Compute, error) { return newComputeWith(name, loadDNNL) }
 
+// ComputeChoice is the backend name NewCompute("") goes by: $TINCT_BACKEND,
+// or "auto" when that is unset.
+func ComputeChoice() string {
+	if name := os.Getenv("TINCT_BACKEND"); name != "" {
+		return name
+	}
+	return "auto"
+}
+
 func newComputeWith(name string, load func() (*dnnlAPI, error)) (Compute, error) {
 	if name == "" {
-		name = os.Getenv("TINCT_BACKEND")
+		name = ComputeChoice()
 	}
 	switch name {
 	case "go":
 		return NewKernels(), nil
-	case "", "auto", "onednn":
+	case "auto", "onednn":
 		d, err := load()
 		if err == nil {
 			return newOneDNN(d), nil

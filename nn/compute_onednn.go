@@ -378,8 +378,9 @@ func (o *oneDNNCompute) ConvForward(c *Conv2D, x, y Tensor, accumulate bool) {
 	o.convForwardAll(c, x, y, accumulate, false)
 }
 
-// ConvSiLUForward runs the SiLU as the convolution's post-op, on the output
-// while it is still in the cache.
+// ConvSiLUForward runs the SiLU as the convolution primitive's post-op
+// where its algorithm takes one (direct), else after it on each chunk's
+// output (Winograd, which oneDNN 2.6 runs with no post-ops; see convPD).
 func (o *oneDNNCompute) ConvSiLUForward(c *Conv2D, x, y Tensor) {
 	if !o.useDNNL(c) {
 		o.kernels.ConvSiLUForward(c, x, y)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"runtime"
 
 	"github.com/spf13/cobra"
@@ -22,10 +21,7 @@ func newVersionCmd() *cobra.Command {
 			if be == nil {
 				fmt.Fprintf(w, "compute backend: %v\n", err)
 			} else {
-				choice := os.Getenv("TINCT_BACKEND")
-				if choice == "" {
-					choice = "auto"
-				}
+				choice := nn.ComputeChoice()
 				fmt.Fprintf(w, "compute backend: %s (TINCT_BACKEND=%s; choices: %v)\n", be.Name(), choice, nn.ComputeNames())
 				if err != nil {
 					fmt.Fprintf(w, "  %v\n", err)
