@@ -14,6 +14,7 @@ type Arena struct {
 	N, H, W int
 
 	input    nn.Tensor // [N,4,H,W]: noisy colour and gray
+	target   nn.Tensor // the true noise [N,3,H,W], on a device only
 	noiseVar []float32
 	stemCat  nn.Tensor // [stem(x) | embedding]
 	out      nn.Tensor // predicted noise [N,3,H,W]
@@ -27,9 +28,10 @@ type Arena struct {
 	ups   []upAct   // up level i: upsample prev into its first concat
 	order []*Block  // forward order
 
-	h, dA, dH []float32   // per-block scratch, sized for the largest block
+	h, dA, dH nn.Tensor   // per-block scratch, sized for the largest block
 	owned     []nn.Tensor // every buffer allocated above, for Bytes
 	be        nn.Compute  // runs every operation; owns its scratch
+	ownsBE    bool        // be is the arena's own (a host network's arena)
 }
 
 type blockAct struct {
@@ -65,19 +67,24 @@ func (u *UNet) CheckShape(n, h, w int) error {
 	return nil
 }
 
-// NewArenaOn is NewArena on a given compute backend instance (nil: the one
-// $TINCT_BACKEND names, see nn.DefaultCompute). The arena owns it.
+// NewArenaOn is NewArena on a given host backend instance (nil: the one
+// $TINCT_BACKEND names, see nn.DefaultCompute), which the arena owns. A
+// network on a device allocates its arenas there, whatever be is.
 func (u *UNet) NewArenaOn(be nn.Compute, n, h, w int) (*Arena, error) {
-	if be == nil {
-		be = nn.DefaultCompute()
-	}
 	if err := u.CheckShape(n, h, w); err != nil {
 		return nil, err
 	}
+	owns := u.be == nil
+	switch {
+	case !owns:
+		be = u.be
+	case be == nil:
+		be = nn.DefaultCompute()
+	}
 	levels := len(u.Widths) - 1
-	ar := &Arena{N: n, H: h, W: w, acts: map[*Block]*blockAct{}, noiseVar: make([]float32, n), be: be}
+	ar := &Arena{N: n, H: h, W: w, acts: map[*Block]*blockAct{}, noiseVar: make([]float32, n), be: be, ownsBE: owns}
 	alloc := func(c, lv int) nn.Tensor {
-		t := nn.NewTensor(n, c, h>>lv, w>>lv)
+		t := be.NewTensor(n, c, h>>lv, w>>lv)
 		ar.owned = append(ar.owned, t)
 		return t
 	}
@@ -91,6 +98,9 @@ func (u *UNet) NewArenaOn(be nn.Compute, n, h, w int) (*Arena, error) {
 	withGrad(&ar.stemCat, &ar.dStemCat, wd[0]+u.EmbedDims, 0)
 	ar.out = alloc(3, 0)
 	ar.dOut = alloc(3, 0)
+	if !owns {
+		ar.target = alloc(3, 0)
+	}
 
 	// up concatenations: cat[l][j] = [previous | skip(l, D−1−j)]
 	cat := make([][]nn.Tensor, levels)
@@ -165,10 +175,24 @@ func (u *UNet) NewArenaOn(be nn.Compute, n, h, w int) (*Arena, error) {
 	}
 	ar.topOut, ar.dTopOut = x, dx
 
-	ar.h = make([]float32, maxIn)
-	ar.dH = make([]float32, maxIn)
-	ar.dA = make([]float32, maxOut)
+	ar.h = be.NewTensor(1, 1, 1, maxIn)
+	ar.dH = be.NewTensor(1, 1, 1, maxIn)
+	ar.dA = be.NewTensor(1, 1, 1, maxOut)
+	ar.owned = append(ar.owned, ar.h, ar.dH, ar.dA)
+	if err := be.Err(); err != nil {
+		ar.Close()
+		return nil, fmt.Errorf("model: arena for %d images of %d×%d on %s: %w", n, h, w, be.Name(), err)
+	}
 	return ar, nil
+}
+
+// Close frees the arena's memory: its own backend instance's scratch, and
+// on a device (whose instance the network owns) its tensors, through
+// the backend when the network closes. Host arenas may simply be dropped.
+func (ar *Arena) Close() {
+	if ar.ownsBE {
+		ar.be.Close()
+	}
 }
 
 // Compute is the backend instance the arena runs on.
@@ -176,13 +200,9 @@ func (ar *Arena) Compute() nn.Compute { return ar.be }
 
 // Bytes is the memory the arena holds.
 func (ar *Arena) Bytes() int {
-	total := 4 * (len(ar.h) + len(ar.dA) + len(ar.dH))
+	total := 0
 	for _, t := range ar.owned {
-		total += 4 * len(t.Data)
+		total += 4 * t.N * t.C * t.H * t.W
 	}
 	return total + ar.be.Bytes()
-}
-
-func scratch(buf []float32, n, c, h, w int) nn.Tensor {
-	return nn.TensorFrom(buf[:n*c*h*w], n, c, h, w)
 }

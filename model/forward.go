@@ -2,14 +2,14 @@ package model
 
 import (
 	"fmt"
-	"math"
 
 	"github.com/tinct/tinct/nn"
 )
 
-// Forward runs the network on x ([N,4,H,W]: noisy colour then gray) and the
-// per-image noise variances, returning the predicted noise [N,3,H,W], a view
-// into the arena valid until its next use. With train set, BatchNorm uses
+// Forward runs the network on x ([N,4,H,W] in host memory, contiguous:
+// noisy colour then gray) and the per-image noise variances, returning the
+// predicted noise [N,3,H,W], a view into the arena valid until its next
+// use (on a device, ar.Download reads it). With train set, BatchNorm uses
 // batch statistics and updates its running ones, and the activations are
 // kept for Backward.
 func (u *UNet) Forward(ar *Arena, x nn.Tensor, noiseVar []float32, train bool) nn.Tensor {
@@ -17,10 +17,10 @@ func (u *UNet) Forward(ar *Arena, x nn.Tensor, noiseVar []float32, train bool) n
 		panic(fmt.Sprintf("model: forward of %v with %d noise variances on an arena for [%d 4 %d %d]", x.Shape(), len(noiseVar), ar.N, ar.H, ar.W))
 	}
 	be := ar.be
-	x.CopyTo(ar.input)
+	be.Upload(ar.input.Flat(), x.Data[:ar.input.N*ar.input.C*ar.input.HW()])
 	copy(ar.noiseVar, noiseVar)
 	be.ConvForward(u.Stem, ar.input, ar.stemCat.Channels(0, u.Widths[0]), false)
-	u.embed(ar)
+	be.Embed(ar.noiseVar, u.speeds, ar.stemCat.Channels(u.Widths[0], u.Widths[0]+u.EmbedDims))
 	for l, level := range u.Downs {
 		for _, b := range level {
 			u.blockForward(ar, b, train)
@@ -42,23 +42,6 @@ func (u *UNet) Forward(ar *Arena, x nn.Tensor, noiseVar []float32, train bool) n
 	return ar.out
 }
 
-// embed writes the sinusoidal embedding of each image's noise variance,
-// [sin(2πf·v) | cos(2πf·v)], as constant planes after the stem's channels.
-// The angle is a float32 product, as in a float32 PyTorch model (at 2π·1000
-// radians its rounding moves the sine by up to 4e-4, so it must match).
-func (u *UNet) embed(ar *Arena) {
-	half := u.EmbedDims / 2
-	e := ar.stemCat.Channels(u.Widths[0], u.Widths[0]+u.EmbedDims)
-	for n := range ar.N {
-		v := ar.noiseVar[n]
-		for k, w := range u.speeds {
-			s, c := math.Sincos(float64(v * w))
-			nn.Fill(e.Plane(n, k), float32(s))
-			nn.Fill(e.Plane(n, half+k), float32(c))
-		}
-	}
-}
-
 func (u *UNet) blockForward(ar *Arena, b *Block, train bool) {
 	a := ar.acts[b]
 	x, out := a.x, a.out
@@ -67,9 +50,9 @@ func (u *UNet) blockForward(ar *Arena, b *Block, train bool) {
 	if b.Skip != nil {
 		be.ConvForward(b.Skip, x, out, false)
 	} else {
-		x.CopyTo(out)
+		be.Copy(x, out)
 	}
-	hn := scratch(ar.h, n, b.In, h, w)
+	hn := ar.h.Reshape(n, b.In, h, w)
 	be.BatchNormForward(b.Norm, x, hn, train)
 	if train {
 		be.ConvForward(b.Conv1, hn, a.h1, false)
@@ -81,7 +64,7 @@ func (u *UNet) blockForward(ar *Arena, b *Block, train bool) {
 	// as one operation, into scratch that all blocks share (the backward
 	// pass's dA), so the blocks' own h1 and act are never touched (or
 	// resident).
-	act := scratch(ar.dA, n, b.Out, h, w)
+	act := ar.dA.Reshape(n, b.Out, h, w)
 	act.Blocked = a.act.Blocked
 	be.ConvSiLUForward(b.Conv1, hn, act)
 	be.ConvForward(b.Conv2, act, out, true)
@@ -96,9 +79,20 @@ func (u *UNet) Backward(ar *Arena, dOut nn.Tensor) { u.BackwardNotify(ar, dOut, 
 // Grads[from:] are final, with from decreasing to 0 (parameters are laid
 // out in forward order and backward visits layers in reverse): a caller can
 // start reducing that tail of the gradient while backward goes on.
-func (u *UNet) BackwardNotify(ar *Arena, dOut nn.Tensor, ready func(from int)) {
-	if ready == nil {
-		ready = func(int) {}
+//
+// On a device, each tail is downloaded into u.Grads before ready is told
+// (the edge where the all-reduce takes the gradient; it is there on every
+// backend when BackwardNotify returns).
+func (u *UNet) BackwardNotify(ar *Arena, dOut nn.Tensor, notify func(from int)) {
+	done := u.G.N // u.Grads[done:] is final on the host
+	ready := func(from int) {
+		if u.be != nil {
+			u.be.Download(u.Grads[from:done], u.G.Slice(from, done))
+		}
+		done = from
+		if notify != nil {
+			notify(from)
+		}
 	}
 	// No gradient buffer is cleared: each one's first writer overwrites it
 	// (see blockAct.dxFirst), except the upsamples' inputs, cleared below.
@@ -112,7 +106,7 @@ func (u *UNet) BackwardNotify(ar *Arena, dOut nn.Tensor, ready func(from int)) {
 			ready(level[j].Offset)
 		}
 		up := ar.ups[i]
-		up.dSrc.Zero() // its only writer, which adds
+		be.Zero(up.dSrc) // its only writer, which adds
 		be.Upsample2Backward(up.dDst, up.dSrc)
 	}
 	for j := len(u.Mids) - 1; j >= 0; j-- {
@@ -138,13 +132,13 @@ func (u *UNet) blockBackward(ar *Arena, b *Block) {
 	x := a.x
 	n, h, w := x.N, x.H, x.W
 	be := ar.be
-	hn := scratch(ar.h, n, b.In, h, w)
+	hn := ar.h.Reshape(n, b.In, h, w)
 	be.BatchNormApply(b.Norm, x, hn)
-	dAct := scratch(ar.dA, n, b.Out, h, w)
+	dAct := ar.dA.Reshape(n, b.Out, h, w)
 	dAct.Blocked = a.act.Blocked
 	be.ConvBackward(b.Conv2, a.act, a.dOut, dAct, false)
 	be.SiLUBackwardSaved(a.h1, a.act, dAct, dAct)
-	dH := scratch(ar.dH, n, b.In, h, w)
+	dH := ar.dH.Reshape(n, b.In, h, w)
 	be.ConvBackward(b.Conv1, hn, dAct, dH, false)
 	be.BatchNormBackward(b.Norm, x, dH, a.dx, !a.dxFirst)
 	if b.Skip != nil {

@@ -1,12 +1,16 @@
 package model
 
 import (
+	"fmt"
 	"math"
 
 	"github.com/tinct/tinct/nn"
 )
 
 // Adam is torch.optim.Adam without weight decay, over one flat vector.
+// M and V are the moments in host memory: a host network updates them in
+// place; a device network keeps its own copy on the device (LoadAdam) and
+// leaves these as they were loaded.
 type Adam struct {
 	LR, Beta1, Beta2, Eps float64
 	Step                  int64
@@ -18,19 +22,36 @@ func NewAdam(n int, lr float64) *Adam {
 	return &Adam{LR: lr, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, M: make([]float32, n), V: make([]float32, n)}
 }
 
-// Update applies one step to params given grads, as PyTorch 1.13's
-// single-tensor Adam computes it.
-func (a *Adam) Update(params, grads []float32) {
+// next advances Step and returns that step's constants, as PyTorch 1.13's
+// single-tensor Adam computes them.
+func (a *Adam) next() nn.AdamConsts {
 	a.Step++
 	bc1 := 1 - math.Pow(a.Beta1, float64(a.Step))
 	bc2 := 1 - math.Pow(a.Beta2, float64(a.Step))
-	stepSize := float32(a.LR / bc1)
-	bc2Sqrt := float32(math.Sqrt(bc2))
-	b1, b2 := float32(a.Beta1), float32(a.Beta2)
-	eps := float32(a.Eps)
-	nn.ParallelFor(len(params), func(lo, hi int) {
-		nn.AdamStep(params[lo:hi], grads[lo:hi], a.M[lo:hi], a.V[lo:hi], b1, b2, stepSize, bc2Sqrt, eps)
-	})
+	return nn.AdamConsts{Beta1: float32(a.Beta1), Beta2: float32(a.Beta2), Eps: float32(a.Eps),
+		StepSize: float32(a.LR / bc1), BC2Sqrt: float32(math.Sqrt(bc2))}
+}
+
+// Update applies one step to host params given host grads.
+func (a *Adam) Update(params, grads []float32) {
+	hostOps.Adam(nn.HostVec(params), nn.HostVec(grads), nn.HostVec(a.M), nn.HostVec(a.V), a.next())
+}
+
+// LoadAdam gives a device network opt's moments (a host network uses
+// opt's own in Apply).
+func (u *UNet) LoadAdam(opt *Adam) error {
+	if len(opt.M) != u.P.N || len(opt.V) != u.P.N {
+		return fmt.Errorf("model: Adam moments of %d and %d values for %d weights", len(opt.M), len(opt.V), u.P.N)
+	}
+	if u.be == nil {
+		return nil
+	}
+	if u.m.N == 0 {
+		u.m, u.v = u.be.NewVec(u.P.N), u.be.NewVec(u.P.N)
+	}
+	u.be.Upload(u.m, opt.M)
+	u.be.Upload(u.v, opt.V)
+	return u.Err()
 }
 
 // EMA keeps an exponential moving average of a network's weights.
@@ -41,24 +62,18 @@ type EMA struct {
 	CopyBuffers bool
 }
 
-// Update moves avg towards live: avg = decay·avg + (1−decay)·live.
+// Update moves avg towards live: avg = decay·avg + (1−decay)·live, on the
+// backend both live on.
 func (e EMA) Update(avg, live *UNet) {
-	d := float32(e.Decay)
-	nn.ParallelFor(len(live.Params), func(lo, hi int) {
-		nn.EMAStep(avg.Params[lo:hi], live.Params[lo:hi], d)
-	})
-	ab, lb := avg.Blocks(), live.Blocks()
-	for i := range ab {
-		an, ln := ab[i].Norm, lb[i].Norm
-		an.NumBatchesTracked = ln.NumBatchesTracked
-		if e.CopyBuffers {
-			copy(an.RunningMean, ln.RunningMean)
-			copy(an.RunningVar, ln.RunningVar)
-			continue
-		}
-		for c := range an.RunningMean {
-			an.RunningMean[c] = d*an.RunningMean[c] + (1-d)*ln.RunningMean[c]
-			an.RunningVar[c] = d*an.RunningVar[c] + (1-d)*ln.RunningVar[c]
-		}
+	if avg.be != live.be {
+		panic("model: EMA of networks on different backends")
 	}
+	be, d := live.compute(), float32(e.Decay)
+	be.EMA(avg.P, live.P, d)
+	if e.CopyBuffers {
+		be.CopyVec(live.Bufs, avg.Bufs)
+	} else {
+		be.EMA(avg.Bufs, live.Bufs, d)
+	}
+	avg.setTracked(live.BatchesTracked())
 }

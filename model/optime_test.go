@@ -70,9 +70,9 @@ func (c *timed) Add(src, dst nn.Tensor) {
 	defer c.add("add, mse", time.Now())
 	c.Compute.Add(src, dst)
 }
-func (c *timed) MSE(p, t, g nn.Tensor) float32 {
+func (c *timed) MSE(p, t, g nn.Tensor, scale float32) float32 {
 	defer c.add("add, mse", time.Now())
-	return c.Compute.MSE(p, t, g)
+	return c.Compute.MSE(p, t, g, scale)
 }
 
 // BenchmarkStepOps times a 128² training step (batch $TINCT_BENCH_BATCH,

@@ -18,8 +18,7 @@ type Sampler struct {
 	// sampler as trained; docs/quality.md measures both).
 	Clip  bool
 	arena *Arena
-	dev   Forwarder // runs the network instead of Net on arena, when set
-	eps   nn.Tensor // dev's output
+	eps   nn.Tensor // the network's output on the host
 	x     nn.Tensor // current noisy colour images
 	input nn.Tensor
 	nv    []float32
@@ -40,37 +39,20 @@ func (s *Sampler) SetPreview(every int, fn func(step int, x0 nn.Tensor)) {
 	}
 }
 
-// Forwarder runs a network's eval-mode forward somewhere else than the
-// host's kernels (a GPU: cuda/gpunet.Net): Forward(ar, x, noiseVar, false)
-// of the same weights, written to out (len N·3·H·W).
-type Forwarder interface {
-	Forward(x nn.Tensor, noiseVar []float32, out []float32) error
-}
-
 // NewSampler prepares to colorize batch images of h×w at a time (a batch is
-// gray images × samples per image).
+// gray images × samples per image) on the network's backend: its own
+// device, or the host's kernels. Close frees its arena.
 func NewSampler(net *UNet, batch, h, w int) (*Sampler, error) {
-	return NewSamplerOn(net, nil, batch, h, w)
-}
-
-// NewSamplerOn is NewSampler whose network calls dev makes (nil: net on
-// the host's kernels). dev must hold net's weights.
-func NewSamplerOn(net *UNet, dev Forwarder, batch, h, w int) (*Sampler, error) {
-	s := &Sampler{Net: net, dev: dev, x: nn.NewTensor(batch, 3, h, w), input: nn.NewTensor(batch, 4, h, w), nv: make([]float32, batch)}
-	if dev != nil {
-		if err := net.CheckShape(batch, h, w); err != nil {
-			return nil, err
-		}
-		s.eps = nn.NewTensor(batch, 3, h, w)
-		return s, nil
-	}
 	ar, err := net.NewArena(batch, h, w)
 	if err != nil {
 		return nil, err
 	}
-	s.arena = ar
-	return s, nil
+	return &Sampler{Net: net, arena: ar, x: nn.NewTensor(batch, 3, h, w), input: nn.NewTensor(batch, 4, h, w),
+		eps: nn.NewTensor(batch, 3, h, w), nv: make([]float32, batch)}, nil
 }
+
+// Close frees the sampler's arena (its host backend's scratch).
+func (s *Sampler) Close() { s.arena.Close() }
 
 // Batch is the number of images the sampler runs at once.
 func (s *Sampler) Batch() int { return s.x.N }
@@ -105,13 +87,13 @@ func (s *Sampler) Colorize(ctx context.Context, gray nn.Tensor, samples, steps i
 			copy(s.input.Image(n)[:3*hw], s.x.Image(n))
 			s.nv[n] = float32(noi64 * noi64)
 		}
-		eps := s.eps
-		if s.dev != nil {
-			if err := s.dev.Forward(s.input, s.nv, eps.Data); err != nil {
+		eps := s.Net.Forward(s.arena, s.input, s.nv, false)
+		if s.Net.OnDevice() {
+			s.arena.be.Download(s.eps.Data, eps.Flat())
+			if err := s.Net.Err(); err != nil {
 				return nn.Tensor{}, err
 			}
-		} else {
-			eps = s.Net.Forward(s.arena, s.input, s.nv, false)
+			eps = s.eps
 		}
 		last := k == len(times)-1
 		show := s.preview != nil && !last && (k+1)%s.previewEvery == 0

@@ -19,20 +19,20 @@ import (
 // u.Grads (cleared first). The batch's statistics go into the BatchNorm
 // buffers. ready, if not nil, is told as each tail of u.Grads is final
 // (see BackwardNotify). It returns the unscaled loss; the prediction stays
-// in ar.Output() until the next call.
+// in ar.Output() until the next call. x and noise are host tensors (the
+// batch's edge); the gradient ends in u.Grads on every backend, and a
+// device's failure in u.Err().
 func (u *UNet) TrainStep(ar *Arena, x nn.Tensor, noiseVar []float32, noise nn.Tensor, scale float32, ready func(from int)) float32 {
-	clear(u.Grads)
+	be := ar.be
+	be.ZeroVec(u.G)
 	pred := u.Forward(ar, x, noiseVar, true)
 	dOut := ar.dOut.Batch(x.N)
-	loss := ar.be.MSE(pred, noise, dOut)
-	if scale != 1 {
-		for k := range dOut.N {
-			img := dOut.Image(k)
-			for i := range img {
-				img[i] *= scale
-			}
-		}
+	target := noise
+	if ar.target.OnDevice() {
+		target = ar.target.Batch(x.N)
+		be.Upload(target.Flat(), noise.Data[:target.N*target.C*target.HW()])
 	}
+	loss := be.MSE(pred, target, dOut, scale)
 	u.BackwardNotify(ar, dOut, ready)
 	return loss
 }
@@ -40,10 +40,20 @@ func (u *UNet) TrainStep(ar *Arena, x nn.Tensor, noiseVar []float32, noise nn.Te
 // Output is the prediction of the last TrainStep or Forward on the arena.
 func (ar *Arena) Output() nn.Tensor { return ar.out }
 
-// Apply updates the network with a step's reduced gradient (Adam) and its
-// BatchNorm statistics and batch count — the same on every replica.
+// Apply updates the network with a step's reduced gradient (host values:
+// Adam) and its BatchNorm statistics and batch count — the same on every
+// replica. A device network runs Adam on the device with the moments
+// LoadAdam gave it.
 func (u *UNet) Apply(opt *Adam, grad, bufs []float32, tracked int64) {
-	opt.Update(u.Params, grad)
+	g, m, v := nn.HostVec(grad), nn.HostVec(opt.M), nn.HostVec(opt.V)
+	if u.be != nil {
+		if u.m.N != u.P.N {
+			panic("model: Apply on a device network before LoadAdam")
+		}
+		g, m, v = u.G, u.m, u.v // the gradient buffer is free between steps
+		u.be.Upload(g, grad)
+	}
+	u.compute().Adam(u.P, g, m, v, opt.next())
 	u.SetBuffers(bufs, tracked)
 }
 

@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"hash"
 	"math"
 	"math/rand/v2"
 
@@ -60,27 +61,49 @@ type Param struct {
 // Size is the number of values.
 func (p Param) Size() int { return numel(p.Shape) }
 
-// UNet is the noise-prediction network. All weights live in Params and all
-// their gradients in Grads (same layout), so the optimizer, the EMA and the
-// all-reduce each see a single vector.
+// UNet is the noise-prediction network, on one compute backend. All
+// weights live in P and all their gradients in G (same layout), and every
+// BatchNorm running statistic in Bufs (Buffers' order), so the optimizer,
+// the EMA, the checksum and the all-reduce each see a single vector; on a
+// device backend these stay in device memory.
+//
+// Params is P's values on a host network (nil on a device: ReadParams
+// and LoadParams reach them). Grads is the gradient on the host on every
+// backend: G's own values on a host network; on a device, the copy that
+// BackwardNotify downloads tail by tail for the all-reduce.
 type UNet struct {
 	Config
+	P, G          nn.Vec
+	Bufs          nn.Vec
 	Params, Grads []float32
 	Stem, Head    *nn.Conv2D
 	Downs, Ups    [][]*Block
 	Mids          []*Block
 	Layout        []Param
 
-	speeds []float32 // embedding angular speeds 2π·f
+	speeds []float32  // embedding angular speeds 2π·f
+	stats  nn.Vec     // every BatchNorm's last mean and 1/std
+	be     nn.Compute // the device backend the network lives on; nil: host memory
+	m, v   nn.Vec     // Adam's moments on the device (LoadAdam)
 }
 
-// New builds a network with zero weights; call Init for PyTorch's default
-// initialisation.
-func New(cfg Config) (*UNet, error) {
+// New builds a network in host memory with zero weights; call Init for
+// PyTorch's default initialisation. Any host backend runs it (each arena
+// its own instance).
+func New(cfg Config) (*UNet, error) { return NewOn(nil, cfg) }
+
+// NewOn builds the network in be's memory (nil or a host backend: host
+// memory). A network on a device backend owns be (Close) and runs every
+// operation on it; its weights start at zero and its running variances at
+// one, as New's.
+func NewOn(be nn.Compute, cfg Config) (*UNet, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	u := &UNet{Config: cfg}
+	if be != nil && be.Device() {
+		u.be = be
+	}
 	var convs []*nn.Conv2D
 	conv := func(name string, in, out, k int) *nn.Conv2D {
 		c := &nn.Conv2D{In: in, Out: out, K: k}
@@ -135,13 +158,43 @@ func New(cfg Config) (*UNet, error) {
 	for b, i := range first {
 		b.Offset = u.Layout[i].Offset
 	}
-	u.Params = make([]float32, total)
-	u.Grads = make([]float32, total)
+	vec := func(n int) nn.Vec {
+		if u.be != nil {
+			return u.be.NewVec(n)
+		}
+		return nn.HostVec(make([]float32, n))
+	}
+	u.P, u.G = vec(total), vec(total)
+	u.Params, u.Grads = u.P.Data, u.G.Data
+	if u.be != nil {
+		u.Grads = make([]float32, total)
+	}
 	off := 0
 	for _, cv := range convs {
 		n := cv.NumParams()
-		cv.Bind(u.Params[off:off+n], u.Grads[off:off+n])
+		cv.Bind(u.P.Slice(off, off+n), u.G.Slice(off, off+n))
 		off += n
+	}
+	nb := 0
+	for _, b := range u.Blocks() {
+		nb += 2 * b.In
+	}
+	u.Bufs, u.stats = vec(nb), vec(nb)
+	init := make([]float32, 0, nb) // running mean 0, variance 1
+	nb = 0
+	for _, b := range u.Blocks() {
+		c := b.In
+		b.Norm.Bind(u.Bufs.Slice(nb, nb+2*c), u.stats.Slice(nb, nb+2*c))
+		init = append(init, make([]float32, c)...)
+		for range c {
+			init = append(init, 1)
+		}
+		nb += 2 * c
+	}
+	u.compute().Upload(u.Bufs, init)
+	if err := u.Err(); err != nil {
+		u.Close()
+		return nil, fmt.Errorf("model: allocating the network on %s: %w", u.be.Name(), err)
 	}
 	// f = exp(linspace(ln 1, ln 1000, half)); 2π·f rounded once to float32.
 	half := cfg.EmbedDims / 2
@@ -158,8 +211,13 @@ func New(cfg Config) (*UNet, error) {
 // Init draws the weights as PyTorch's Conv2d does by default, U(±1/√fan_in)
 // for weights and biases, except the head, which starts at zero.
 func (u *UNet) Init(rng *rand.Rand) {
+	all := u.Params
+	if u.be != nil {
+		all = make([]float32, u.P.N)
+		defer u.LoadParams(all)
+	}
 	for _, p := range u.Layout {
-		v := u.Params[p.Offset : p.Offset+p.Size()]
+		v := all[p.Offset : p.Offset+p.Size()]
 		if p.Name == "head.weight" || p.Name == "head.bias" {
 			clear(v)
 			continue
@@ -178,11 +236,6 @@ func (u *UNet) Init(rng *rand.Rand) {
 		}
 	}
 }
-
-// EmbedSpeeds is the embedding's angular speeds 2π·f (EmbedDims/2 of
-// them, as the forward pass uses them): a device copy of the network needs
-// the same float32 values.
-func (u *UNet) EmbedSpeeds() []float32 { return append([]float32(nil), u.speeds...) }
 
 func (u *UNet) param(name string) Param {
 	for _, p := range u.Layout {
@@ -241,15 +294,19 @@ func (b *Block) macs(conv func(*nn.Conv2D, int), hw int) {
 	conv(b.Conv2, hw)
 }
 
-// CopyFrom copies weights and BatchNorm buffers from v (same Config).
+// CopyFrom copies weights and BatchNorm buffers from v (same Config), on
+// the device where both are on the same backend, through the host
+// otherwise.
 func (u *UNet) CopyFrom(v *UNet) {
-	copy(u.Params, v.Params)
-	ub, vb := u.Blocks(), v.Blocks()
-	for i := range ub {
-		copy(ub[i].Norm.RunningMean, vb[i].Norm.RunningMean)
-		copy(ub[i].Norm.RunningVar, vb[i].Norm.RunningVar)
-		ub[i].Norm.NumBatchesTracked = vb[i].Norm.NumBatchesTracked
+	if u.be == v.be {
+		be := u.compute()
+		be.CopyVec(v.P, u.P)
+		be.CopyVec(v.Bufs, u.Bufs)
+	} else {
+		u.LoadParams(v.ReadParams(nil))
+		u.compute().Upload(u.Bufs, v.Buffers(nil))
 	}
+	u.setTracked(v.BatchesTracked())
 }
 
 func numel(shape []int) int {
@@ -261,33 +318,95 @@ func numel(shape []int) int {
 }
 
 // NumBuffers is the length of the vector Buffers returns.
-func (u *UNet) NumBuffers() int {
-	n := 0
-	for _, b := range u.Blocks() {
-		n += 2 * b.In
-	}
-	return n
-}
+func (u *UNet) NumBuffers() int { return u.Bufs.N }
 
 // Buffers appends every BatchNorm running mean and variance, block by block,
 // to dst: the statistics that replicas average after a step.
 func (u *UNet) Buffers(dst []float32) []float32 {
-	for _, b := range u.Blocks() {
-		dst = append(dst, b.Norm.RunningMean...)
-		dst = append(dst, b.Norm.RunningVar...)
-	}
+	n := len(dst)
+	dst = append(dst, make([]float32, u.Bufs.N)...)
+	u.compute().Download(dst[n:], u.Bufs)
 	return dst
 }
 
 // SetBuffers loads what Buffers produced and sets every num_batches_tracked.
 func (u *UNet) SetBuffers(v []float32, tracked int64) {
+	u.compute().Upload(u.Bufs, v[:u.Bufs.N])
+	u.setTracked(tracked)
+}
+
+func (u *UNet) setTracked(tracked int64) {
 	for _, b := range u.Blocks() {
-		n := copy(b.Norm.RunningMean, v)
-		v = v[n:]
-		n = copy(b.Norm.RunningVar, v)
-		v = v[n:]
 		b.Norm.NumBatchesTracked = tracked
 	}
+}
+
+// ReadParams appends the weights to dst (downloaded from a device).
+func (u *UNet) ReadParams(dst []float32) []float32 {
+	n := len(dst)
+	dst = append(dst, make([]float32, u.P.N)...)
+	u.compute().Download(dst[n:], u.P)
+	return dst
+}
+
+// LoadParams replaces the weights with v (uploaded to a device).
+func (u *UNet) LoadParams(v []float32) { u.compute().Upload(u.P, v) }
+
+// To is a copy of the network (weights and buffers) on be, which the copy
+// owns: a checkpoint's network put on a GPU for sampling or training.
+func (u *UNet) To(be nn.Compute) (*UNet, error) {
+	v, err := NewOn(be, u.Config)
+	if err != nil {
+		return nil, err
+	}
+	v.CopyFrom(u)
+	if err := v.Err(); err != nil {
+		v.Close()
+		return nil, err
+	}
+	return v, nil
+}
+
+// OnDevice says whether the network lives in a device backend's memory.
+func (u *UNet) OnDevice() bool { return u.be != nil }
+
+// Compute is the device backend the network lives on (nil: host memory).
+func (u *UNet) Compute() nn.Compute { return u.be }
+
+// Err is the device backend's first failure (nil on the host).
+func (u *UNet) Err() error {
+	if u.be == nil {
+		return nil
+	}
+	return u.be.Err()
+}
+
+// Close frees a device network's memory (and its backend instance); a host
+// network has nothing to free.
+func (u *UNet) Close() {
+	if u.be != nil {
+		u.be.Close()
+	}
+}
+
+// hostOps runs host networks' operations outside an arena (Adam, the EMA,
+// copies, the checksum), none of which use scratch, so one instance serves
+// every caller at once.
+var hostOps = nn.NewKernels()
+
+// compute is the backend that runs the network's own vector operations.
+func (u *UNet) compute() nn.Compute {
+	if u.be != nil {
+		return u.be
+	}
+	return hostOps
+}
+
+// Hash writes the weights then the BatchNorm buffers to h as little-endian
+// float32 bytes (the replicas' checksum; on a device, read where they are).
+func (u *UNet) Hash(h hash.Hash) {
+	u.compute().Hash(h, u.P)
+	u.compute().Hash(h, u.Bufs)
 }
 
 // BatchesTracked is the BatchNorm layers' num_batches_tracked (all equal).

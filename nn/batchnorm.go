@@ -6,21 +6,41 @@ import "math"
 // 1e-5, momentum 0.1). In training it normalises with the batch statistics
 // and updates the running ones; in eval it uses the running statistics.
 // The statistics of the last Forward are kept for Apply and Backward.
+//
+// Running (the running mean, then variance) and Stats (the last Forward's
+// mean, then 1/std) are views of the network's flat vectors, wherever the
+// backend keeps them; RunningMean and RunningVar are the same values on a
+// host backend (nil on a device).
 type BatchNorm struct {
 	C                       int
 	Eps, Momentum           float32
+	Running, Stats          Vec
 	RunningMean, RunningVar []float32
 	NumBatchesTracked       int64
 	mean, invstd            []float32
 }
 
-// NewBatchNorm returns a layer with running mean 0 and variance 1.
+// NewBatchNorm returns a layer with running mean 0 and variance 1 in host
+// memory of its own.
 func NewBatchNorm(c int) *BatchNorm {
-	bn := &BatchNorm{C: c, Eps: 1e-5, Momentum: 0.1,
-		RunningMean: make([]float32, c), RunningVar: make([]float32, c),
-		mean: make([]float32, c), invstd: make([]float32, c)}
-	Fill(bn.RunningVar, 1)
+	bn := &BatchNorm{C: c, Eps: 1e-5, Momentum: 0.1}
+	run := make([]float32, 2*c)
+	Fill(run[c:], 1)
+	bn.Bind(HostVec(run), HostVec(make([]float32, 2*c)))
 	return bn
+}
+
+// Bind points the layer's statistics at running and stats (2·C values
+// each), which the caller initialises.
+func (bn *BatchNorm) Bind(running, stats Vec) {
+	bn.Running, bn.Stats = running, stats
+	bn.RunningMean, bn.RunningVar, bn.mean, bn.invstd = nil, nil, nil, nil
+	if running.Mem != nil {
+		return
+	}
+	c := bn.C
+	bn.RunningMean, bn.RunningVar = running.Data[:c], running.Data[c:2*c]
+	bn.mean, bn.invstd = stats.Data[:c], stats.Data[c:2*c]
 }
 
 // Forward normalises x into y. With train set it uses and records the batch

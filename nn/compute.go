@@ -2,6 +2,7 @@ package nn
 
 import (
 	"fmt"
+	"hash"
 	"log/slog"
 	"os"
 	"strings"
@@ -11,10 +12,20 @@ import (
 var warnOnce sync.Once
 
 // Compute is the seam between the network and the code that runs its
-// operations. model.Arena owns one instance and routes every layer of a
-// forward pass, backward pass and loss through it; the layers (Conv2D,
-// BatchNorm) hold parameters and statistics, the Compute decides how and
-// where the arithmetic happens.
+// operations: the one place that says where the arithmetic runs. A network
+// (model.UNet) and its arenas allocate every tensor and vector through one
+// instance and route every operation of a forward pass, backward pass,
+// loss, optimizer step, EMA and checksum through it. The layers (Conv2D,
+// BatchNorm) hold views of the network's parameters and statistics; the
+// Compute decides how and where the arithmetic happens.
+//
+// Host backends (go, onednn) compute on host memory: their tensors hold
+// Data, and any host instance may run on any host network. A device
+// backend (package cuda) allocates its tensors and vectors in device
+// memory (Mem) and keeps them there: values cross to the host only through
+// Upload, Download, MSE's loss and Hash, at the edges of a step (the batch
+// in; the loss, the gradient for the all-reduce, checksums and checkpoints
+// out).
 //
 // Shapes are those of the Tensors (NCHW views, possibly channel ranges of a
 // wider tensor). "accumulate" means add into the destination instead of
@@ -23,14 +34,40 @@ var warnOnce sync.Once
 //
 // An instance serves one caller at a time and keeps whatever it needs
 // between calls (scratch, primitives created once per shape), so a training
-// loop allocates nothing after its first step. Today's tensors live in host
-// memory; a device backend will keep its own copies behind the same calls
-// and move data only at the edges (the batch in, the loss and the gradient
-// vector out), which is why every operation names both its inputs and its
-// outputs.
+// loop allocates nothing after its first step. Operations report no
+// errors: a device's failure (out of memory, a failed launch) is kept as
+// Err, checked at the edges, and makes every later operation do nothing.
 type Compute interface {
 	// Name says which backend runs, for logs and `tinct version`.
 	Name() string
+
+	// Device says whether the backend's tensors live in device memory
+	// (Mem) rather than on the host (Data).
+	Device() bool
+	// NewTensor and NewVec allocate zeroed memory where the backend
+	// computes; Upload and Download copy between it and the host (len(src)
+	// or len(dst) values; host backends skip a copy onto itself).
+	NewTensor(n, c, h, w int) Tensor
+	NewVec(n int) Vec
+	Upload(dst Vec, src []float32)
+	Download(dst []float32, src Vec)
+	// Err is the first failure of any operation so far (nil on host
+	// backends, which panic on misuse instead).
+	Err() error
+	// Close frees the memory the instance allocated and its scratch; its
+	// tensors and vectors must not be used after.
+	Close()
+
+	// Copy: dst = src. Zero: t = 0. CopyVec, ZeroVec: the same on vectors.
+	Copy(src, dst Tensor)
+	Zero(t Tensor)
+	CopyVec(src, dst Vec)
+	ZeroVec(v Vec)
+	// Embed writes the sinusoidal embedding of each image's noise variance
+	// as constant planes: out[n, k] = sin(float32(noiseVar[n]·speeds[k])),
+	// out[n, K+k] the cosine (K = len(speeds); host values, the batch's
+	// edge).
+	Embed(noiseVar, speeds []float32, out Tensor)
 
 	// ConvForward: y[N,Out,H,W] (+)= conv(x[N,In,H,W]; c.Weight) + c.Bias.
 	ConvForward(c *Conv2D, x, y Tensor, accumulate bool)
@@ -64,8 +101,17 @@ type Compute interface {
 	// Add: dst += src.
 	Add(src, dst Tensor)
 	// MSE returns mean((pred−target)²) and sets grad = 2(pred−target)/count
-	// when grad has data.
-	MSE(pred, target, grad Tensor) float32
+	// · scale (the share's weight in the batch's mean) when grad has
+	// memory.
+	MSE(pred, target, grad Tensor, scale float32) float32
+
+	// Adam is one step of model.Adam over p with gradients g and moments
+	// m, v (nn.AdamStep). EMA: avg = decay·avg + (1−decay)·live.
+	Adam(p, g, m, v Vec, s AdamConsts)
+	EMA(avg, live Vec, decay float32)
+	// Hash writes v's values to h as little-endian float32 bytes (the
+	// replicas' checksum).
+	Hash(h hash.Hash, v Vec)
 
 	// Bytes is the memory the instance holds (scratch, internal layouts).
 	Bytes() int
@@ -107,12 +153,36 @@ func (k *kernels) AvgPool2Backward(dy, dx Tensor)          { AvgPool2Backward(dy
 func (k *kernels) Upsample2Forward(x, y Tensor)            { Upsample2Forward(x, y) }
 func (k *kernels) Upsample2Backward(dy, dx Tensor)         { Upsample2Backward(dy, dx) }
 func (k *kernels) Add(src, dst Tensor)                     { AddTo(src, dst) }
-func (k *kernels) MSE(pred, target, grad Tensor) float32   { return MSE(pred, target, grad) }
-func (k *kernels) Bytes() int                              { return k.ws.Bytes() }
-func (k *kernels) ActivationBlock(int) int                 { return 0 }
+func (k *kernels) MSE(pred, target, grad Tensor, scale float32) float32 {
+	return MSEScaled(pred, target, grad, scale)
+}
+func (k *kernels) Bytes() int              { return k.ws.Bytes() }
+func (k *kernels) ActivationBlock(int) int { return 0 }
 
 // ComputeNames lists the backends NewCompute accepts.
-func ComputeNames() []string { return []string{"auto", "go", "onednn"} }
+func ComputeNames() []string {
+	names := []string{"auto", "go", "onednn"}
+	for _, r := range registered {
+		names = append(names, r.name)
+	}
+	return names
+}
+
+// registered are the backends other packages add (package cuda/shim: the
+// CUDA backend on the CPU through g++, for tests).
+var registered []struct {
+	name string
+	open func() (Compute, error)
+}
+
+// RegisterCompute makes NewCompute(name) call open. For packages that
+// cannot be imported here (package cuda builds on this one).
+func RegisterCompute(name string, open func() (Compute, error)) {
+	registered = append(registered, struct {
+		name string
+		open func() (Compute, error)
+	}{name, open})
+}
 
 // NewCompute returns a new instance of the named backend: "go" (the
 // reference kernels), "onednn" (oneDNN's primitives) or "auto" (oneDNN's
@@ -150,6 +220,11 @@ func newComputeWith(name string, load func() (*dnnlAPI, error)) (Compute, error)
 		}
 		return NewKernels(), fmt.Errorf("compute backend onednn unavailable, using go: %w", err)
 	}
+	for _, r := range registered {
+		if r.name == name {
+			return r.open()
+		}
+	}
 	return nil, fmt.Errorf("unknown compute backend %q (choices: %s)", name, strings.Join(ComputeNames(), ", "))
 }
 
@@ -160,9 +235,11 @@ func OneDNNError() error {
 	return err
 }
 
-// DefaultCompute is NewCompute("") for callers with nowhere to report a
-// problem: a missing oneDNN is logged once and the reference backend used;
-// an unknown name panics.
+// DefaultCompute is NewCompute("") for the arenas of host networks, with
+// nowhere to report a problem: a missing oneDNN is logged once and the
+// reference backend used; a device backend named by $TINCT_BACKEND (which
+// networks are made on, see model.NewOn) gives them the auto choice; an
+// unknown name panics.
 func DefaultCompute() Compute {
 	c, err := NewCompute("")
 	if c == nil {
@@ -170,6 +247,10 @@ func DefaultCompute() Compute {
 	}
 	if err != nil {
 		warnOnce.Do(func() { slog.Warn(err.Error()) })
+	}
+	if c.Device() {
+		c.Close()
+		c, _ = NewCompute("auto")
 	}
 	return c
 }

@@ -76,6 +76,13 @@ func (o *oneDNNCompute) free() {
 	o.stream, o.prims, o.mems, o.convs = 0, nil, nil, nil
 }
 
+// Close destroys the library's objects and drops the scratch.
+func (o *oneDNNCompute) Close() {
+	o.free()
+	o.kernels.Close()
+	o.slots = [numDnnlSlots][]float32{}
+}
+
 func (o *oneDNNCompute) Name() string {
 	return "onednn (" + o.d.VersionString() + " primitives for convolutions; go kernels for the rest)"
 }

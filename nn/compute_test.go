@@ -42,7 +42,7 @@ type convCase struct {
 func (cc convCase) tensors(rng *rand.Rand) (c *Conv2D, x, y, dy, dx Tensor) {
 	c = &Conv2D{In: cc.in, Out: cc.out, K: cc.k}
 	np := c.NumParams()
-	c.Bind(randSlice(rng, np, 0.3), randSlice(rng, np, 1))
+	c.Bind(HostVec(randSlice(rng, np, 0.3)), HostVec(randSlice(rng, np, 1)))
 	view := func(ch, pad int) Tensor {
 		return randTensor(rng, cc.n, ch+pad, cc.h, cc.w).Channels(pad/2, pad/2+ch)
 	}
@@ -127,7 +127,7 @@ func TestOneDNNConvAgainstNaive(t *testing.T) {
 	for _, k := range []int{1, 3} {
 		c := &Conv2D{In: 3, Out: 5, K: k}
 		np := c.NumParams()
-		c.Bind(randSlice(rng, np, 0.5), make([]float32, np))
+		c.Bind(HostVec(randSlice(rng, np, 0.5)), HostVec(make([]float32, np)))
 		x := randTensor(rng, 2, 3, 7, 9)
 		y := NewTensor(2, 5, 7, 9)
 		dn.ConvForward(c, x, y, false)
@@ -489,7 +489,7 @@ func TestConvSiLUForward(t *testing.T) {
 				}
 				c := &Conv2D{In: in, Out: out, K: k}
 				np := c.NumParams()
-				c.Bind(randSlice(rng, np, 0.5), make([]float32, np))
+				c.Bind(HostVec(randSlice(rng, np, 0.5)), HostVec(make([]float32, np)))
 				x := randTensor(rng, n, in, h, w)
 				want, y := NewTensor(n, out, h, w), NewTensor(n, out, h, w)
 				want.Blocked, y.Blocked = blk, blk

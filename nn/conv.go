@@ -7,10 +7,13 @@ import (
 )
 
 // Conv2D is a stride-1 convolution with bias, kernel 1×1 or 3×3 (zero
-// padding 1), weights in PyTorch's OIHW layout. Weight, Bias, GradW and
-// GradB are views into the model's flat parameter and gradient vectors.
+// padding 1), weights in PyTorch's OIHW layout. P and G are its views of
+// the model's flat parameter and gradient vectors (weights, then biases),
+// wherever the backend keeps them; Weight, Bias, GradW and GradB are the
+// same values on a host backend (nil on a device).
 type Conv2D struct {
 	In, Out, K   int
+	P, G         Vec
 	Weight, Bias []float32
 	GradW, GradB []float32
 }
@@ -29,10 +32,15 @@ func (c *Conv2D) NumParams() int { return c.Out*c.In*c.K*c.K + c.Out }
 
 // Bind points the layer's parameters and gradients at params and grads,
 // which must hold NumParams values each: weights first, then biases.
-func (c *Conv2D) Bind(params, grads []float32) {
+func (c *Conv2D) Bind(params, grads Vec) {
+	c.P, c.G = params, grads
+	c.Weight, c.Bias, c.GradW, c.GradB = nil, nil, nil, nil
+	if params.Mem != nil {
+		return
+	}
 	nw := c.Out * c.In * c.K * c.K
-	c.Weight, c.Bias = params[:nw], params[nw:nw+c.Out]
-	c.GradW, c.GradB = grads[:nw], grads[nw:nw+c.Out]
+	c.Weight, c.Bias = params.Data[:nw], params.Data[nw:nw+c.Out]
+	c.GradW, c.GradB = grads.Data[:nw], grads.Data[nw:nw+c.Out]
 }
 
 func (c *Conv2D) check(op string, x, y Tensor) {

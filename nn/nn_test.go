@@ -113,7 +113,7 @@ func TestConv(t *testing.T) {
 			c := &Conv2D{In: tc.cin, Out: tc.cout, K: tc.k}
 			params := randSlice(rng, c.NumParams(), 0.5)
 			grads := make([]float32, c.NumParams())
-			c.Bind(params, grads)
+			c.Bind(HostVec(params), HostVec(grads))
 			ws := &Workspace{}
 			x := randTensor(rng, tc.n, tc.cin, tc.h, tc.w)
 			y := NewTensor(tc.n, tc.cout, tc.h, tc.w)
@@ -375,7 +375,7 @@ func TestChannelViews(t *testing.T) {
 	wide := randTensor(rng, 2, 5, 4, 4)
 	before := append([]float32(nil), wide.Data...)
 	c := &Conv2D{In: 2, Out: 2, K: 3}
-	c.Bind(randSlice(rng, c.NumParams(), 0.5), make([]float32, c.NumParams()))
+	c.Bind(HostVec(randSlice(rng, c.NumParams(), 0.5)), HostVec(make([]float32, c.NumParams())))
 	src := randTensor(rng, 2, 2, 4, 4)
 	c.Forward(ws, src, wide.Channels(1, 3), false)
 	want := naiveConv(src, c.Weight, c.Bias, 2, 3)

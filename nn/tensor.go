@@ -12,8 +12,12 @@ import "fmt"
 // such tensors (Compute.ActivationBlock) reads their values as pixels; the
 // rest of the code may only treat them element-wise (SiLU), all operands
 // alike, or as whole images.
+//
+// A device backend's tensors have Mem instead of Data: only that backend
+// reads or writes their values; the views below work on both.
 type Tensor struct {
 	Data       []float32
+	Mem        Mem
 	N, C, H, W int
 	Stride     int
 	Blocked    int
@@ -55,7 +59,11 @@ func (t Tensor) Channels(c0, c1 int) Tensor {
 	}
 	v := t
 	v.C = c1 - c0
-	v.Data = t.Data[c0*t.HW():]
+	if t.Mem != nil {
+		v.Mem = t.Mem.At(c0 * t.HW())
+	} else {
+		v.Data = t.Data[c0*t.HW():]
+	}
 	return v
 }
 
