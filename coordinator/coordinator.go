@@ -251,7 +251,7 @@ func (c *Coordinator) handle(ctx context.Context, ev control.Event, interrupted 
 // commit applies a step to the committed state and tells the core the
 // state's checksum, which every replica's must equal.
 func (c *Coordinator) commit(a *control.Commit) {
-	np := len(c.st.Net.Params)
+	np := c.st.Net.NumParams()
 	if len(a.Update) != np+c.st.Net.NumBuffers() {
 		c.queue = append(c.queue, control.Stop{Reason: "bad update", Err: fmt.Errorf("step %d: worker %s sent an update of %d values, want %d", a.Step, a.Workers[0], len(a.Update), np+c.st.Net.NumBuffers())})
 		return

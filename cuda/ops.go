@@ -3,14 +3,14 @@ package cuda
 import (
 	"fmt"
 	"math"
+
+	"github.com/tinct/tinct/nn"
 )
 
 // Mem is a float32 buffer from an offset on: device memory on a GPU, host
-// memory under the CPU shim of the tests.
-type Mem interface {
-	At(off int) Mem // the buffer from off floats on
-	Len() int       // floats from the offset to the end
-}
+// memory under the CPU shim. It is nn.Mem, so that the network's tensors
+// and vectors carry it.
+type Mem = nn.Mem
 
 // View is an [N,C,H,W] range of a buffer whose images are Stride floats
 // apart, like nn.Tensor.
@@ -333,22 +333,9 @@ func MSE(e Exec, pred, target, grad View, mult float32, partials, out Mem) error
 	return e.Launch("sum_f64", D1(1), D1(Threads), partials, out, int(grid.X))
 }
 
-// AdamStep holds the per-step constants of model.Adam's update, computed
-// as it computes them.
-type AdamStep struct {
-	Beta1, Beta2, Eps, StepSize, BC2Sqrt float32
-}
-
-// NewAdamStep is the constants of step t (counted from 1).
-func NewAdamStep(lr, beta1, beta2, eps float64, t int64) AdamStep {
-	bc1 := 1 - math.Pow(beta1, float64(t))
-	bc2 := 1 - math.Pow(beta2, float64(t))
-	return AdamStep{Beta1: float32(beta1), Beta2: float32(beta2), Eps: float32(eps),
-		StepSize: float32(lr / bc1), BC2Sqrt: float32(math.Sqrt(bc2))}
-}
-
-// Adam updates n parameters p with gradients g and moments m, v.
-func Adam(e Exec, p, g, m, v Mem, n int, s AdamStep) error {
+// Adam updates n parameters p with gradients g and moments m, v, with one
+// step's constants as model.Adam computes them.
+func Adam(e Exec, p, g, m, v Mem, n int, s nn.AdamConsts) error {
 	for _, b := range []Mem{p, g, m, v} {
 		if b.Len() < n {
 			return fmt.Errorf("cuda: adam over %d values with a buffer of %d", n, b.Len())

@@ -59,6 +59,9 @@ func TestCrossCheckPyTorch(t *testing.T) {
 	)
 	dir := t.TempDir()
 	cfg := DefaultConfig()
+	if deviceLeg(t) { // the CPU shim's naive products: a narrower network
+		cfg.Widths = []int{8, 16, 24, 32}
+	}
 	net, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -144,23 +147,26 @@ func TestCrossCheckPyTorch(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	initial := append([]float32(nil), net.Params...)
+	net = onBackend(t, net)
+	initial := net.ReadParams(nil)
 	// the production step: TrainStep on the batch, then Commit (Adam, the
 	// batch's BatchNorm statistics, EMA), as a world of one worker does
 	ar, err := net.NewArena(n, size, size)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ema, _ := New(net.Config)
-	ema.CopyFrom(net)
+	ema := copyOnBackend(t, net)
 	opt, rule := NewAdam(net.NumParams(), lr), EMA{Decay: decay, CopyBuffers: true}
+	if err := net.LoadAdam(opt); err != nil {
+		t.Fatal(err)
+	}
 	c := checker{t: t, ref: ref}
 	for s, b := range batches {
 		tracked := net.BatchesTracked() + 1
 		loss := net.TrainStep(ar, b.x, b.nv, b.eps, 1, nil)
 		c.scalar(fmt.Sprintf("loss.%d", s), loss, tolOutput)
 		if s == 0 {
-			c.tensor("train.out", ar.Output().Data, tolOutput)
+			c.tensor("train.out", hostValues(t, net, ar.Output()), tolOutput)
 			for _, p := range net.Layout {
 				c.tensor("grad."+p.Name, net.Grads[p.Offset:p.Offset+p.Size()], tolGrad)
 			}
@@ -178,7 +184,7 @@ func TestCrossCheckPyTorch(t *testing.T) {
 	}{{"eval.out", ema}, {"eval_live.out", net}} {
 		ar, _ := e.net.NewArena(n, size, size)
 		out := e.net.Forward(ar, batches[0].x, batches[0].nv, false)
-		c.tensor(e.name, out.Data, tolOutput)
+		c.tensor(e.name, hostValues(t, e.net, out), tolOutput)
 	}
 	sampler, err := NewSampler(ema, grays*samples, size, size)
 	if err != nil {
@@ -246,8 +252,9 @@ func (c *checker) scalar(name string, got float32, tol float64) {
 // element within tolStepMax of it, and all but one in a thousand within
 // tolStep (at least one element may exceed it).
 func (c *checker) stateDict(prefix string, u *UNet, initial []float32, tol, maxMove float64) {
+	params := u.ReadParams(nil)
 	for _, p := range u.Layout {
-		got := u.Params[p.Offset : p.Offset+p.Size()]
+		got := params[p.Offset : p.Offset+p.Size()]
 		want := c.get(prefix + p.Name)
 		init := initial[p.Offset:]
 		var diffs []float64

@@ -97,8 +97,11 @@ func randInput(rng *rand.Rand, n, h, w int) (nn.Tensor, []float32) {
 // TestUNetGradient checks every parameter gradient of a tiny U-Net (widths
 // [4,8], 8×8, two blocks per level) in training mode against central
 // differences.
+//
+// On a device backend every gradient is still computed, and a sample of
+// each tensor's (six values) is checked: each check is two forward passes.
 func TestUNetGradient(t *testing.T) {
-	u := tinyNet(t, 1)
+	u := onBackend(t, tinyNet(t, 1))
 	rng := rand.New(rand.NewPCG(2, 2))
 	ar, err := u.NewArena(3, 8, 8)
 	if err != nil {
@@ -110,16 +113,19 @@ func TestUNetGradient(t *testing.T) {
 		r.Data[i] = float32(rng.NormFloat64())
 	}
 	loss := func() float64 {
-		y := u.Forward(ar, x, nv, true)
+		y := hostValues(t, u, u.Forward(ar, x, nv, true))
 		var s float64
-		for i, v := range y.Data {
+		for i, v := range y {
 			s += float64(v) * float64(r.Data[i])
 		}
 		return s
 	}
 	loss()
-	clear(u.Grads)
-	u.Backward(ar, r)
+	u.compute().ZeroVec(u.G)
+	dOut := ar.dOut // r on the backend
+	u.compute().Upload(dOut.Flat(), r.Data)
+	u.Backward(ar, dOut)
+	params := u.ReadParams(nil)
 	var maxG float64
 	for _, g := range u.Grads {
 		maxG = math.Max(maxG, math.Abs(float64(g)))
@@ -127,13 +133,20 @@ func TestUNetGradient(t *testing.T) {
 	const h = 1e-2
 	for _, p := range u.Layout {
 		var worst float64
-		for i := p.Offset; i < p.Offset+p.Size(); i++ {
-			orig := u.Params[i]
-			u.Params[i] = orig + h
+		stride := 1
+		if u.OnDevice() {
+			stride = max(1, p.Size()/6)
+		}
+		for i := p.Offset; i < p.Offset+p.Size(); i += stride {
+			orig := params[i]
+			params[i] = orig + h
+			u.LoadParams(params)
 			lp := loss()
-			u.Params[i] = orig - h
+			params[i] = orig - h
+			u.LoadParams(params)
 			lm := loss()
-			u.Params[i] = orig
+			params[i] = orig
+			u.LoadParams(params)
 			num := (lp - lm) / (2 * h)
 			ana := float64(u.Grads[i])
 			// relative to the parameter tensor's largest gradient, with a
@@ -240,7 +253,7 @@ func TestReadSafetensorsCorrupt(t *testing.T) {
 }
 
 func TestSamplerDeterministic(t *testing.T) {
-	u := tinyNet(t, 6)
+	u := onBackend(t, tinyNet(t, 6))
 	s, err := NewSampler(u, 4, 8, 8)
 	if err != nil {
 		t.Fatal(err)
@@ -288,7 +301,7 @@ func TestSamplerDeterministic(t *testing.T) {
 // TestSamplerOneStep checks the DDIM arithmetic on one step: the result is
 // x̂0 = (x − noise·ε̂)/signal at t = 999.
 func TestSamplerOneStep(t *testing.T) {
-	u := tinyNet(t, 7)
+	u := onBackend(t, tinyNet(t, 7))
 	s, _ := NewSampler(u, 1, 8, 8)
 	gray := nn.NewTensor(1, 1, 8, 8)
 	out, _ := s.Colorize(context.Background(), gray, 1, 1, rand.New(rand.NewPCG(3, 0)), nil)
@@ -300,9 +313,9 @@ func TestSamplerOneStep(t *testing.T) {
 	}
 	sig, noi := RatesAt(999)
 	ar, _ := u.NewArena(1, 8, 8)
-	eps := u.Forward(ar, x, []float32{float32(noi * noi)}, false)
+	eps := hostValues(t, u, u.Forward(ar, x, []float32{float32(noi * noi)}, false))
 	for i := range got {
-		want := (x.Data[i] - float32(noi)*eps.Data[i]) / float32(sig)
+		want := (x.Data[i] - float32(noi)*eps[i]) / float32(sig)
 		if math.Abs(float64(got[i]-want)) > 1e-6*math.Max(1, math.Abs(float64(want))) {
 			t.Fatalf("x̂0[%d] = %g, want %g", i, got[i], want)
 		}
@@ -314,7 +327,7 @@ func TestSamplerOneStep(t *testing.T) {
 // (the kernels split work statically, so no sum depends on timing).
 func TestTrainingDeterministic(t *testing.T) {
 	run := func() *trainer {
-		u := tinyNet(t, 8)
+		u := onBackend(t, tinyNet(t, 8))
 		tr, err := newTrainer(u, 1e-3, EMA{Decay: 0.9, CopyBuffers: true}, 3, 16, 16)
 		if err != nil {
 			t.Fatal(err)
@@ -333,16 +346,17 @@ func TestTrainingDeterministic(t *testing.T) {
 		return tr
 	}
 	a, b := run(), run()
-	for i := range a.net.Params {
-		if math.Float32bits(a.net.Params[i]) != math.Float32bits(b.net.Params[i]) || math.Float32bits(a.ema.Params[i]) != math.Float32bits(b.ema.Params[i]) {
-			t.Fatalf("parameter %d differs between identical runs", i)
-		}
-	}
-	for i, blk := range a.net.Blocks() {
-		other := b.net.Blocks()[i]
-		for c := range blk.Norm.RunningVar {
-			if blk.Norm.RunningVar[c] != other.Norm.RunningVar[c] || blk.Norm.RunningMean[c] != other.Norm.RunningMean[c] {
-				t.Fatalf("%s running statistics differ", blk.Name)
+	for _, v := range []struct {
+		what string
+		a, b []float32
+	}{
+		{"parameter", a.net.ReadParams(nil), b.net.ReadParams(nil)},
+		{"EMA parameter", a.ema.ReadParams(nil), b.ema.ReadParams(nil)},
+		{"BatchNorm buffer", a.net.Buffers(nil), b.net.Buffers(nil)},
+	} {
+		for i := range v.a {
+			if math.Float32bits(v.a[i]) != math.Float32bits(v.b[i]) {
+				t.Fatalf("%s %d differs between identical runs", v.what, i)
 			}
 		}
 	}
@@ -357,21 +371,29 @@ func TestSamplerTimesHalfToEven(t *testing.T) {
 
 // TestBackwardNotify: ready(from) comes with decreasing offsets down to 0,
 // and at each call Grads[from:] already holds its final values.
+//
+// On a device, this is the download of each tail before ready.
 func TestBackwardNotify(t *testing.T) {
-	u := tinyNet(t, 9)
+	u := onBackend(t, tinyNet(t, 9))
 	rng := rand.New(rand.NewPCG(3, 4))
 	ar, _ := u.NewArena(2, 8, 8)
 	x, nv := randInput(rng, 2, 8, 8)
-	d := nn.NewTensor(2, 3, 8, 8)
-	for i := range d.Data {
-		d.Data[i] = float32(rng.NormFloat64())
+	dh := make([]float32, 2*3*8*8)
+	for i := range dh {
+		dh[i] = float32(rng.NormFloat64())
+	}
+	d := ar.dOut
+	u.compute().Upload(d.Flat(), dh)
+	clearGrads := func() {
+		u.compute().ZeroVec(u.G)
+		clear(u.Grads)
 	}
 	u.Forward(ar, x, nv, true)
-	clear(u.Grads)
+	clearGrads()
 	u.Backward(ar, d)
 	final := append([]float32(nil), u.Grads...)
 	u.Forward(ar, x, nv, true)
-	clear(u.Grads)
+	clearGrads()
 	last := len(u.Grads) + 1
 	calls := 0
 	u.BackwardNotify(ar, d, func(from int) {
@@ -394,7 +416,7 @@ func TestBackwardNotify(t *testing.T) {
 // TestSamplerPreview: previews come every n steps (not at the last), hold
 // the x̂0 estimate, and do not change the result.
 func TestSamplerPreview(t *testing.T) {
-	u := tinyNet(t, 10)
+	u := onBackend(t, tinyNet(t, 10))
 	s, _ := NewSampler(u, 1, 8, 8)
 	gray := nn.NewTensor(1, 1, 8, 8)
 	plain, _ := s.Colorize(context.Background(), gray, 1, 7, rand.New(rand.NewPCG(4, 0)), nil)
@@ -464,9 +486,24 @@ func newTrainer(net *UNet, lr float64, rule EMA, n, h, w int) (*trainer, error) 
 	if err != nil {
 		return nil, err
 	}
-	ema, _ := New(net.Config)
-	ema.CopyFrom(net)
-	return &trainer{net: net, ema: ema, opt: NewAdam(net.NumParams(), lr), rule: rule, ar: ar,
+	var ema *UNet
+	if net.OnDevice() {
+		be, err := nn.EnvDevice()
+		if err != nil {
+			return nil, err
+		}
+		if ema, err = net.To(be); err != nil {
+			return nil, err
+		}
+	} else {
+		ema, _ = New(net.Config)
+		ema.CopyFrom(net)
+	}
+	opt := NewAdam(net.NumParams(), lr)
+	if err := net.LoadAdam(opt); err != nil {
+		return nil, err
+	}
+	return &trainer{net: net, ema: ema, opt: opt, rule: rule, ar: ar,
 		input: nn.NewTensor(n, 4, h, w), noise: nn.NewTensor(n, 3, h, w), nv: make([]float32, n)}, nil
 }
 

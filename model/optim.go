@@ -62,11 +62,11 @@ type EMA struct {
 	CopyBuffers bool
 }
 
-// Update moves avg towards live: avg = decay·avg + (1−decay)·live, on the
-// backend both live on.
+// Update moves avg towards live: avg = decay·avg + (1−decay)·live, where
+// both live (host memory, or the same device).
 func (e EMA) Update(avg, live *UNet) {
-	if avg.be != live.be {
-		panic("model: EMA of networks on different backends")
+	if avg.OnDevice() != live.OnDevice() {
+		panic("model: EMA of a network on a device and one on the host")
 	}
 	be, d := live.compute(), float32(e.Decay)
 	be.EMA(avg.P, live.P, d)

@@ -231,16 +231,19 @@ func LoadFile(path string) (map[string]Tensor, map[string]string, error) {
 	return t, m, nil
 }
 
-// StateDict returns the weights and BatchNorm buffers under PyTorch's names.
+// StateDict returns the weights and BatchNorm buffers under PyTorch's names
+// (read from the device on a device network).
 func (u *UNet) StateDict() map[string]Tensor {
 	sd := map[string]Tensor{}
+	params, bufs := u.ReadParams(nil), u.Buffers(nil)
 	for _, p := range u.Layout {
-		sd[p.Name] = F32(u.Params[p.Offset:p.Offset+p.Size()], p.Shape...)
+		sd[p.Name] = F32(params[p.Offset:p.Offset+p.Size()], p.Shape...)
 	}
 	for _, b := range u.Blocks() {
-		sd[b.Name+".norm.running_mean"] = F32(b.Norm.RunningMean, b.In)
-		sd[b.Name+".norm.running_var"] = F32(b.Norm.RunningVar, b.In)
+		sd[b.Name+".norm.running_mean"] = F32(bufs[:b.In], b.In)
+		sd[b.Name+".norm.running_var"] = F32(bufs[b.In:2*b.In], b.In)
 		sd[b.Name+".norm.num_batches_tracked"] = I64(b.Norm.NumBatchesTracked)
+		bufs = bufs[2*b.In:]
 	}
 	return sd
 }
@@ -271,19 +274,22 @@ func (u *UNet) LoadStateDict(sd map[string]Tensor) error {
 	if len(errs) > 0 {
 		return fmt.Errorf("state dict does not fit the network (widths %v, depth %d): %w", u.Widths, u.BlockDepth, errors.Join(errs...))
 	}
+	params := make([]float32, u.NumParams())
 	for _, p := range u.Layout {
 		v, _ := sd[p.Name].Float32s()
-		copy(u.Params[p.Offset:], v)
+		copy(params[p.Offset:], v)
 	}
+	bufs := make([]float32, 0, u.NumBuffers())
 	for _, b := range u.Blocks() {
 		m, _ := sd[b.Name+".norm.running_mean"].Float32s()
 		v, _ := sd[b.Name+".norm.running_var"].Float32s()
 		k, _ := sd[b.Name+".norm.num_batches_tracked"].Int64()
-		copy(b.Norm.RunningMean, m)
-		copy(b.Norm.RunningVar, v)
+		bufs = append(append(bufs, m...), v...)
 		b.Norm.NumBatchesTracked = k
 	}
-	return nil
+	u.LoadParams(params)
+	u.compute().Upload(u.Bufs, bufs)
+	return u.Err()
 }
 
 func sortedKeys(m map[string]Tensor) []string {

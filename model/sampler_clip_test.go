@@ -16,6 +16,7 @@ func TestSamplerClip(t *testing.T) {
 	for i := len(u.Params) - 15; i < len(u.Params); i++ { // a loud head: x̂0 far out of range
 		u.Params[i] *= 40
 	}
+	u = onBackend(t, u)
 	s, err := NewSampler(u, 2, 8, 8)
 	if err != nil {
 		t.Fatal(err)

@@ -260,7 +260,7 @@ func (u *UNet) Blocks() []*Block {
 }
 
 // NumParams is the number of trainable values.
-func (u *UNet) NumParams() int { return len(u.Params) }
+func (u *UNet) NumParams() int { return u.P.N }
 
 // MACs is the number of multiply-adds of one forward pass on an h×w image,
 // counting convolutions only.
@@ -295,10 +295,10 @@ func (b *Block) macs(conv func(*nn.Conv2D, int), hw int) {
 }
 
 // CopyFrom copies weights and BatchNorm buffers from v (same Config), on
-// the device where both are on the same backend, through the host
+// the device where both are on one (the same device), through the host
 // otherwise.
 func (u *UNet) CopyFrom(v *UNet) {
-	if u.be == v.be {
+	if u.OnDevice() == v.OnDevice() {
 		be := u.compute()
 		be.CopyVec(v.P, u.P)
 		be.CopyVec(v.Bufs, u.Bufs)

@@ -254,3 +254,19 @@ func DefaultCompute() Compute {
 	}
 	return c
 }
+
+// EnvDevice is a new instance of the device backend $TINCT_BACKEND names
+// (cuda-shim in the tests), or nil when it names a host backend: where a
+// worker's replica and a sampler's network go when no GPU was asked for,
+// so that one variable runs the whole suite on a device backend.
+func EnvDevice() (Compute, error) {
+	c, err := NewCompute("")
+	if c == nil || !c.Device() {
+		if c == nil {
+			return nil, err
+		}
+		c.Close()
+		return nil, nil
+	}
+	return c, err
+}

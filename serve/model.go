@@ -12,6 +12,7 @@ import (
 
 	"github.com/tinct/tinct/checkpoint"
 	"github.com/tinct/tinct/model"
+	"github.com/tinct/tinct/nn"
 	"github.com/tinct/tinct/trainstate"
 )
 
@@ -66,20 +67,14 @@ type models struct {
 	store    checkpoint.Store
 	name     string // the store as the page shows it (storeName)
 	warn     func(error)
-	fallback *Model                                             // Options.Fallback
-	clip     bool                                               // Options.Clip
-	device   func(*model.UNet) (model.Forwarder, func(), error) // Options.Device
+	fallback *Model                     // Options.Fallback
+	clip     bool                       // Options.Clip
+	device   func() (nn.Compute, error) // Options.Compute
 
 	mu       sync.Mutex
-	nets     *list.List // of *Model, most recently used first
-	samplers *list.List // of *cachedSampler, most recently used first
-	onDevice map[*Model]deviceNet
-}
-
-// deviceNet is a model's network on the accelerator (Options.Device).
-type deviceNet struct {
-	fwd     model.Forwarder
-	release func()
+	nets     *list.List             // of *Model, most recently used first
+	samplers *list.List             // of *cachedSampler, most recently used first
+	onDevice map[*Model]*model.UNet // a model's network on the accelerator
 }
 
 type cachedSampler struct {
@@ -199,29 +194,35 @@ func (c *models) dropSamplers(m *Model) {
 		e = next
 	}
 	if d, ok := c.onDevice[m]; ok {
-		d.release()
+		d.Close()
 		delete(c.onDevice, m)
 	}
 }
 
-// forwarder returns m's network on the accelerator, putting it there first
-// (nil without Options.Device). Call it holding c.mu.
-func (c *models) forwarder(m *Model) (model.Forwarder, error) {
+// network returns the network m's colorizations run on: m.Net, or its
+// copy on the accelerator (Options.Compute), made at first use. Call it
+// holding c.mu.
+func (c *models) network(m *Model) (*model.UNet, error) {
 	if c.device == nil {
-		return nil, nil
+		return m.Net, nil
 	}
 	if d, ok := c.onDevice[m]; ok {
-		return d.fwd, nil
+		return d, nil
 	}
-	fwd, release, err := c.device(m.Net)
+	be, err := c.device()
 	if err != nil {
 		return nil, err
 	}
-	if c.onDevice == nil {
-		c.onDevice = map[*Model]deviceNet{}
+	d, err := m.Net.To(be)
+	if err != nil {
+		be.Close()
+		return nil, err
 	}
-	c.onDevice[m] = deviceNet{fwd, release}
-	return fwd, nil
+	if c.onDevice == nil {
+		c.onDevice = map[*Model]*model.UNet{}
+	}
+	c.onDevice[m] = d
+	return d, nil
 }
 
 // close frees every network on the accelerator.
@@ -229,7 +230,7 @@ func (c *models) close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for m, d := range c.onDevice {
-		d.release()
+		d.Close()
 		delete(c.onDevice, m)
 	}
 	c.samplers.Init()
@@ -246,11 +247,11 @@ func (c *models) sampler(m *Model, samples int) (*model.Sampler, error) {
 			return cs.s, nil
 		}
 	}
-	fwd, err := c.forwarder(m)
+	net, err := c.network(m)
 	if err != nil {
 		return nil, err
 	}
-	s, err := model.NewSamplerOn(m.Net, fwd, samples, m.ImageSize, m.ImageSize)
+	s, err := model.NewSampler(net, samples, m.ImageSize, m.ImageSize)
 	if err != nil {
 		return nil, err
 	}

@@ -14,7 +14,7 @@ import (
 
 	"github.com/tinct/tinct/checkpoint"
 	"github.com/tinct/tinct/internal/health"
-	"github.com/tinct/tinct/model"
+	"github.com/tinct/tinct/nn"
 )
 
 // Defaults of Options' limits.
@@ -43,11 +43,11 @@ type Options struct {
 	// Clip clamps the sampler's estimate of the clean image to the data
 	// range at each step (model.Sampler.Clip).
 	Clip bool
-	// Device, when not nil, puts a model's network on an accelerator (tinct
-	// serve --gpu N: a GPU) for its colorizations: the Forwarder runs it
-	// there, and release frees it when the model leaves the cache or the
-	// server closes (Close).
-	Device func(net *model.UNet) (fwd model.Forwarder, release func(), err error)
+	// Compute, when not nil, opens a device backend (tinct serve --gpu N:
+	// a GPU) that a model's network is copied to for its colorizations; it
+	// is freed when the model leaves the cache or the server closes
+	// (Close).
+	Compute func() (nn.Compute, error)
 	// RunDir is the run directory the dashboard shows. Empty: the newest
 	// run (the most recently written metrics.jsonl) under OutputsDir, looked
 	// up at each request, so a new run appears when it starts.
@@ -161,7 +161,7 @@ func New(opts Options) (*Server, error) {
 		}
 	}
 	s.models = newModels(store, func(err error) { s.log.Warn("checkpoint skipped", "err", err) })
-	s.models.fallback, s.models.clip, s.models.device = opts.Fallback, opts.Clip, opts.Device
+	s.models.fallback, s.models.clip, s.models.device = opts.Fallback, opts.Clip, opts.Compute
 
 	static, err := fs.Sub(staticFiles, "static")
 	if err != nil {
@@ -208,7 +208,7 @@ func (s *Server) ready() error {
 	return nil
 }
 
-// Close frees what the server holds on an accelerator (Options.Device).
+// Close frees what the server holds on an accelerator (Options.Compute).
 // Call it after the HTTP server has stopped.
 func (s *Server) Close() { s.models.close() }
 

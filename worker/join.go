@@ -22,6 +22,7 @@ import (
 	"github.com/tinct/tinct/control"
 	"github.com/tinct/tinct/dataset"
 	"github.com/tinct/tinct/model"
+	"github.com/tinct/tinct/nn"
 	"github.com/tinct/tinct/trainstate"
 )
 
@@ -56,10 +57,10 @@ type JoinOptions struct {
 	// must be reachable from the worker: an s3:// URL, fetched into the
 	// worker's own cache, or a path on a shared filesystem).
 	Open func(ctx context.Context, cfg *config.Config) (dataset.Examples, error)
-	// Device, if set, opens the accelerator that runs the steps of each
-	// replica the worker makes (Worker.UseDevice); nil: the host's kernels.
-	Device func(host *model.UNet) (Device, error)
-	Log    *slog.Logger
+	// Compute, if set, opens the backend each replica the worker makes
+	// lives and computes on (a GPU: --gpu N); nil: as worker.New chooses.
+	Compute func() (nn.Compute, error)
+	Log     *slog.Logger
 	// OnStep, if set, is called after each applied step (tests).
 	OnStep func(w *Worker, step int64)
 }
@@ -301,14 +302,19 @@ func (j *joiner) replica(ctx context.Context, cfg *config.Config) (*Worker, erro
 	}
 	mc := cfg.ModelConfig()
 	if j.w == nil || fmt.Sprint(mc) != fmt.Sprint(j.mc) {
-		w, err := New(j.opt.Name, mc, j.data)
+		var w *Worker
+		var err error
+		if j.opt.Compute != nil {
+			var be nn.Compute
+			if be, err = j.opt.Compute(); err != nil {
+				return nil, fmt.Errorf("worker %s: %w", j.opt.Name, err)
+			}
+			w, err = NewOn(j.opt.Name, be, mc, j.data)
+		} else {
+			w, err = New(j.opt.Name, mc, j.data)
+		}
 		if err != nil {
 			return nil, err
-		}
-		if j.opt.Device != nil {
-			if err := w.UseDevice(j.opt.Device); err != nil {
-				return nil, err
-			}
 		}
 		if j.w != nil {
 			j.w.Close()
@@ -409,7 +415,7 @@ func serve(ctx context.Context, m *Member, stream grpc.BidiStreamingClient[clust
 }
 
 func decodeSetup(w *Worker, s *cluster.Setup) (trainstate.Replica, error) {
-	n := len(w.net.Params)
+	n := w.net.NumParams()
 	st := trainstate.Replica{Params: make([]float32, n), Buffers: make([]float32, w.net.NumBuffers()), Tracked: s.Tracked,
 		Adam: &model.Adam{LR: s.Lr, Beta1: s.Beta1, Beta2: s.Beta2, Eps: s.Eps, Step: s.AdamStep, M: make([]float32, n), V: make([]float32, n)}}
 	if err := errors.Join(cluster.Decode(st.Params, s.Params), cluster.Decode(st.Buffers, s.Buffers),

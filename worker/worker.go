@@ -35,32 +35,12 @@ type Result struct {
 	Buffers []float32 // BatchNorm running statistics after the share's forward
 }
 
-// Device runs a replica's step on an accelerator instead of the host's
-// kernels (a GPU: cuda/gpunet.Net), mirroring the host network it was made
-// for: the host copy keeps the weights and buffers that checksums and
-// results read, the device keeps its own and does the arithmetic.
-type Device interface {
-	// TrainStep is model.UNet.TrainStep on the device; it leaves the
-	// gradient in the host network's Grads (each tail before ready is told
-	// of it) and the batch's BatchNorm statistics in its buffers.
-	TrainStep(x nn.Tensor, noiseVar []float32, noise nn.Tensor, scale float32, ready func(from int)) (float32, error)
-	// Apply is model.UNet.Apply on the device, with its own Adam moments;
-	// the host network's weights and buffers are updated to match.
-	Apply(opt *model.Adam, grads, bufs []float32, tracked int64) error
-	// Upload copies the host network's weights and buffers, and LoadAdam
-	// opt's moments, to the device.
-	Upload() error
-	LoadAdam(opt *model.Adam) error
-	Close()
-}
-
 // Worker holds one replica of the network and its optimizer.
 type Worker struct {
 	Name string
 	net  *model.UNet
 	opt  *model.Adam
 	data dataset.Examples
-	dev  Device // runs the steps when set (UseDevice)
 
 	arenas map[int]*model.Arena // by share size
 	x0     nn.Tensor
@@ -71,64 +51,47 @@ type Worker struct {
 	bufs   []float32
 }
 
-// New makes a worker for a network of the given shape training on data.
+// New makes a worker for a network of the given shape training on data,
+// its replica on the device backend $TINCT_BACKEND names (nn.EnvDevice),
+// else in host memory.
 func New(name string, cfg model.Config, data dataset.Examples) (*Worker, error) {
-	net, err := model.New(cfg)
+	be, err := nn.EnvDevice()
 	if err != nil {
 		return nil, err
+	}
+	return NewOn(name, be, cfg, data)
+}
+
+// NewOn is New with the replica on be (a GPU's backend; nil: host memory),
+// which the worker owns (Close).
+func NewOn(name string, be nn.Compute, cfg model.Config, data dataset.Examples) (*Worker, error) {
+	net, err := model.NewOn(be, cfg)
+	if err != nil {
+		if be != nil {
+			be.Close()
+		}
+		return nil, fmt.Errorf("worker %s: %w", name, err)
 	}
 	return &Worker{Name: name, net: net, data: data, arenas: map[int]*model.Arena{}}, nil
 }
 
-// UseDevice makes open's device run the replica's steps from now on; open
-// is given the host network the device must mirror. The worker owns the
-// device (Close).
-func (w *Worker) UseDevice(open func(host *model.UNet) (Device, error)) error {
-	d, err := open(w.net)
-	if err != nil {
-		return fmt.Errorf("worker %s: %w", w.Name, err)
-	}
-	if w.opt != nil {
-		if err := w.loadDevice(d); err != nil {
-			d.Close()
-			return err
-		}
-	}
-	w.Close()
-	w.dev = d
-	return nil
-}
-
-// loadDevice copies the replica's state (weights, buffers, Adam's moments)
-// to d.
-func (w *Worker) loadDevice(d Device) error {
-	if err := errors.Join(d.Upload(), d.LoadAdam(w.opt)); err != nil {
-		return fmt.Errorf("worker %s: %w", w.Name, err)
-	}
-	return nil
-}
-
-// Close releases the worker's device, if it has one.
-func (w *Worker) Close() {
-	if w.dev != nil {
-		w.dev.Close()
-		w.dev = nil
-	}
-}
+// Close frees the replica's device memory, if it has any.
+func (w *Worker) Close() { w.net.Close() }
 
 // Load replaces the replica's state with a copy of st.
 func (w *Worker) Load(st trainstate.Replica) error {
-	if len(st.Params) != len(w.net.Params) || len(st.Buffers) != w.net.NumBuffers() || st.Adam == nil || len(st.Adam.M) != len(w.net.Params) || len(st.Adam.V) != len(w.net.Params) {
-		return fmt.Errorf("worker %s: state of %d weights and %d buffers for a network of %d and %d", w.Name, len(st.Params), len(st.Buffers), len(w.net.Params), w.net.NumBuffers())
+	np := w.net.NumParams()
+	if len(st.Params) != np || len(st.Buffers) != w.net.NumBuffers() || st.Adam == nil || len(st.Adam.M) != np || len(st.Adam.V) != np {
+		return fmt.Errorf("worker %s: state of %d weights and %d buffers for a network of %d and %d", w.Name, len(st.Params), len(st.Buffers), np, w.net.NumBuffers())
 	}
-	copy(w.net.Params, st.Params)
+	w.net.LoadParams(st.Params)
 	w.net.SetBuffers(st.Buffers, st.Tracked)
 	opt := *st.Adam
 	opt.M = append([]float32(nil), st.Adam.M...)
 	opt.V = append([]float32(nil), st.Adam.V...)
 	w.opt = &opt
-	if w.dev != nil {
-		return w.loadDevice(w.dev)
+	if err := errors.Join(w.net.LoadAdam(w.opt), w.net.Err()); err != nil {
+		return fmt.Errorf("worker %s: %w", w.Name, err)
 	}
 	return nil
 }
@@ -181,50 +144,38 @@ func (w *Worker) ComputeScaled(ctx context.Context, t Task, scale float32, ready
 		}
 		w.nv[k] = model.NoisyExample(c, g, w.noise.Image(k), w.input.Image(k), ExampleRNG(t.Seed, t.Step, idx))
 	}
-	var loss float32
-	if w.dev != nil {
-		if loss, err = w.dev.TrainStep(w.input.Batch(n), w.nv[:n], w.noise.Batch(n), scale, ready); err != nil {
-			return Result{}, fmt.Errorf("worker %s: step %d: %w", w.Name, t.Step, err)
-		}
-	} else {
-		loss = w.net.TrainStep(ar, w.input.Batch(n), w.nv[:n], w.noise.Batch(n), scale, ready)
-	}
+	loss := w.net.TrainStep(ar, w.input.Batch(n), w.nv[:n], w.noise.Batch(n), scale, ready)
 	w.bufs = w.net.Buffers(w.bufs[:0])
+	if err := w.net.Err(); err != nil {
+		return Result{}, fmt.Errorf("worker %s: step %d: %w", w.Name, t.Step, err)
+	}
 	return Result{Loss: float64(loss), Count: n, Grads: w.net.Grads, Buffers: w.bufs}, nil
 }
 
 // Apply updates the replica with the step's reduced gradient and the
 // averaged BatchNorm statistics, exactly as the coordinator updates its copy.
 func (w *Worker) Apply(grads, buffers []float32, tracked int64) error {
-	if w.dev != nil {
-		if err := w.dev.Apply(w.opt, grads, buffers, tracked); err != nil {
-			return fmt.Errorf("worker %s: %w", w.Name, err)
-		}
-		return nil
-	}
 	w.net.Apply(w.opt, grads, buffers, tracked)
+	if err := w.net.Err(); err != nil {
+		return fmt.Errorf("worker %s: %w", w.Name, err)
+	}
 	return nil
 }
 
-// Params exposes the replica's weights (for consistency checks).
-func (w *Worker) Params() []float32 { return w.net.Params }
+// Params is a copy of the replica's weights (for consistency checks).
+func (w *Worker) Params() []float32 { return w.net.ReadParams(nil) }
 
 // Checksum identifies the replica's weights, buffers and batch count.
 func (w *Worker) Checksum() []byte { return cluster.Checksum(w.net) }
 
-// arena returns the host arena for shares of n images (nil with a device,
-// which keeps its own) and sizes the host's input buffers.
+// arena returns the arena for shares of n images, on the replica's
+// backend, and sizes the host's input buffers.
 func (w *Worker) arena(n, size int) (*model.Arena, error) {
-	if ar, ok := w.arenas[n]; ok && (ar == nil || ar.H == size) && w.x0.N >= n && w.x0.H == size {
+	if ar, ok := w.arenas[n]; ok && ar.H == size && w.x0.N >= n && w.x0.H == size {
 		return ar, nil
 	}
-	var ar *model.Arena
-	if w.dev == nil {
-		var err error
-		if ar, err = w.net.NewArena(n, size, size); err != nil {
-			return nil, err
-		}
-	} else if err := w.net.CheckShape(n, size, size); err != nil {
+	ar, err := w.net.NewArena(n, size, size)
+	if err != nil {
 		return nil, err
 	}
 	w.arenas[n] = ar

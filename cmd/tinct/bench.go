@@ -95,21 +95,22 @@ to its replica, checksum) and the coordinator's commit of the same update
 				return err
 			}
 			x0, gray := randomImages(rng, b.batch, b.size)
-			w, err := worker.New("bench", cfg.ModelConfig(), memExamples{x0, gray})
-			if err != nil {
-				return err
-			}
 			g, err := b.gf.open()
 			if err != nil {
 				return err
 			}
+			var be nn.Compute // the replica's backend: the GPU, or $TINCT_BACKEND's device
 			if g != nil {
 				defer g.close()
-				if err := w.UseDevice(g.replica); err != nil {
-					return err
-				}
-				defer w.Close()
+				be, _ = g.compute()
+			} else if be, err = nn.EnvDevice(); err != nil {
+				return err
 			}
+			w, err := worker.NewOn("bench", be, cfg.ModelConfig(), memExamples{x0, gray})
+			if err != nil {
+				return err
+			}
+			defer w.Close()
 			m := &worker.Member{W: w}
 			if _, err := m.Setup(1, 0, 1, st.Replica()); err != nil {
 				return err
@@ -118,7 +119,7 @@ to its replica, checksum) and the coordinator's commit of the same update
 			for i := range b.batch {
 				task.Indices = append(task.Indices, i)
 			}
-			np := len(st.Net.Params)
+			np := st.Net.NumParams()
 			flops := 3 * 2 * float64(net.MACs(b.size, b.size)) * float64(b.batch)
 			var stepErr error
 			err = timeIt(cmd.OutOrStdout(), "ms_per_step", b.reps, flops, func() {
@@ -151,16 +152,14 @@ func newBenchForwardCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			dn, release, err := b.gf.forwarder(net)
+			net, release, err := b.gf.network(net)
 			if err != nil {
 				return err
 			}
 			defer release()
-			var ar *model.Arena
-			if dn == nil {
-				if ar, err = net.NewArena(b.batch, b.size, b.size); err != nil {
-					return err
-				}
+			ar, err := net.NewArena(b.batch, b.size, b.size)
+			if err != nil {
+				return err
 			}
 			x := nn.NewTensor(b.batch, 4, b.size, b.size)
 			for i := range x.Data {
@@ -172,15 +171,13 @@ func newBenchForwardCmd() *cobra.Command {
 			}
 			flops := 2 * float64(net.MACs(b.size, b.size)) * float64(b.batch)
 			out := make([]float32, b.batch*3*b.size*b.size)
-			var callErr error
 			err = timeIt(cmd.OutOrStdout(), "ms_per_call", b.reps, flops, func() {
-				if dn == nil {
-					net.Forward(ar, x, nv, false)
-				} else if err := dn.Forward(x, nv, out); err != nil {
-					callErr = err
+				y := net.Forward(ar, x, nv, false)
+				if net.OnDevice() { // the result on the host, as a sampler reads it
+					net.Compute().Download(out, y.Flat())
 				}
 			})
-			return errors.Join(err, callErr)
+			return errors.Join(err, net.Err())
 		},
 	}
 	b.register(cmd, 1, 10, "calls")
@@ -200,12 +197,12 @@ func newBenchColorizeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			dn, release, err := b.gf.forwarder(net)
+			net, release, err := b.gf.network(net)
 			if err != nil {
 				return err
 			}
 			defer release()
-			s, err := model.NewSamplerOn(net, dn, samples, b.size, b.size)
+			s, err := model.NewSampler(net, samples, b.size, b.size)
 			if err != nil {
 				return err
 			}

@@ -301,7 +301,7 @@ secret, or stayed unreachable for --wait.
 			}
 			if g != nil {
 				defer g.close()
-				opt.Device = g.replica
+				opt.Compute = g.compute
 			}
 			if opt.Secret, opt.Security, err = node.load(); err != nil {
 				return err

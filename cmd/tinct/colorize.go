@@ -72,8 +72,7 @@ checkpoint directory inside a store, or an EMA weights file
 			if err != nil {
 				return err
 			}
-			net, size := inf.Net, inf.Size
-			fwd, release, err := gf.forwarder(net) // --gpu: the network's calls on the GPU
+			net, release, err := gf.network(inf.Net) // --gpu: the network on the GPU
 			if err != nil {
 				return err
 			}
@@ -82,7 +81,7 @@ checkpoint directory inside a store, or an EMA weights file
 				return err
 			}
 			for _, path := range good {
-				if err := colorizeFile(cmd.Context(), net, fwd, size, path, out, samples, steps, seed, fullRes, clip); err != nil {
+				if err := colorizeFile(cmd.Context(), net, inf.Size, path, out, samples, steps, seed, fullRes, clip); err != nil {
 					if cmd.Context().Err() != nil {
 						return err
 					}
@@ -120,7 +119,7 @@ func checkPhoto(path string) error {
 	return nil
 }
 
-func colorizeFile(ctx context.Context, net *model.UNet, fwd model.Forwarder, size int, path, outDir string, samples, steps int, seed uint64, fullRes, clip bool) error {
+func colorizeFile(ctx context.Context, net *model.UNet, size int, path, outDir string, samples, steps int, seed uint64, fullRes, clip bool) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -136,7 +135,7 @@ func colorizeFile(ctx context.Context, net *model.UNet, fwd model.Forwarder, siz
 	for i, v := range in.Pix[:size*size] {
 		gray[i] = model.PixelToUnit(v)
 	}
-	out, err := colorizeGray(ctx, net, fwd, gray, size, samples, steps, seed, clip)
+	out, err := colorizeGray(ctx, net, gray, size, samples, steps, seed, clip)
 	if err != nil {
 		return err
 	}
@@ -172,9 +171,9 @@ func colorizeFile(ctx context.Context, net *model.UNet, fwd model.Forwarder, siz
 }
 
 // colorizeGray runs DDIM for samples colourisations of one gray image
-// (size² values in [−1,1]), with net's calls made by fwd when not nil.
-func colorizeGray(ctx context.Context, net *model.UNet, fwd model.Forwarder, gray []float32, size, samples, steps int, seed uint64, clip bool) (nn.Tensor, error) {
-	s, err := model.NewSamplerOn(net, fwd, samples, size, size)
+// (size² values in [−1,1]) on net's backend.
+func colorizeGray(ctx context.Context, net *model.UNet, gray []float32, size, samples, steps int, seed uint64, clip bool) (nn.Tensor, error) {
+	s, err := model.NewSampler(net, samples, size, size)
 	if err != nil {
 		return nn.Tensor{}, err
 	}

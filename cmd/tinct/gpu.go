@@ -7,18 +7,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tinct/tinct/cuda"
-	"github.com/tinct/tinct/cuda/gpunet"
 	"github.com/tinct/tinct/model"
-	"github.com/tinct/tinct/worker"
+	"github.com/tinct/tinct/nn"
 )
 
 // gpu is an opened CUDA device: where `train device=cuda:N`, `worker join
 // --gpu N`, and colorize, serve and bench with --gpu N compute (docs/gpu.md).
-// Its networks are cuda/gpunet copies of host networks.
-type gpu struct {
-	dev *cuda.Device
-	be  gpunet.Backend
-}
+// Each network on it has a cuda.Compute of its own over the one device.
+type gpu struct{ dev *cuda.Device }
 
 // openGPU opens GPU n with matrix products in precision ("tf32", "fp32",
 // "bf16"); what names the request in errors ("--gpu 0", "device=cuda:0").
@@ -34,7 +30,7 @@ func openGPU(what string, n int, precision string) (*gpu, error) {
 		return nil, fmt.Errorf("%s: no usable CUDA GPU: %w", what, err)
 	}
 	slog.Info("GPU", "device", d.Info.String(), "precision", prec.String(), "arch", d.Arch, "nvrtc", d.Compiled.Round(1e6).String())
-	return &gpu{dev: d, be: gpunet.DeviceBackend(d)}, nil
+	return &gpu{dev: d}, nil
 }
 
 // close releases the device; its networks must be closed first.
@@ -44,27 +40,8 @@ func (g *gpu) close() {
 	}
 }
 
-// net copies host to the device.
-func (g *gpu) net(host *model.UNet) (*gpunet.Net, error) {
-	n, err := gpunet.New(g.be, host)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", g.dev.Name, err)
-	}
-	return n, nil
-}
-
-// replica is worker.UseDevice's opener: the worker's replica on the GPU.
-func (g *gpu) replica(host *model.UNet) (worker.Device, error) { return g.net(host) }
-
-// forwarder puts an inference network on the GPU for a sampler (serve's
-// Options.Device); release frees it.
-func (g *gpu) forwarder(net *model.UNet) (model.Forwarder, func(), error) {
-	n, err := g.net(net)
-	if err != nil {
-		return nil, nil, err
-	}
-	return n, n.Close, nil
-}
+// compute is a new backend instance on the GPU, for one network.
+func (g *gpu) compute() (nn.Compute, error) { return cuda.NewCompute(cuda.DeviceBackend(g.dev)), nil }
 
 // gpuFlags are a command's --gpu and --precision.
 type gpuFlags struct {
@@ -85,18 +62,25 @@ func (f *gpuFlags) open() (*gpu, error) {
 	return openGPU(fmt.Sprintf("--gpu %d", f.n), f.n, f.precision)
 }
 
-// forwarder puts net on the GPU the flags name for a sampler's or a
-// benchmark's calls: nil, and nothing to release, without --gpu; release
-// frees the network and the device.
-func (f *gpuFlags) forwarder(net *model.UNet) (model.Forwarder, func(), error) {
+// network is net where a sampler's or a benchmark's calls run: its copy on
+// the GPU the flags name, or on the device backend $TINCT_BACKEND names
+// (cuda-shim), else net itself; release frees the copy and the device.
+func (f *gpuFlags) network(net *model.UNet) (*model.UNet, func(), error) {
 	g, err := f.open()
-	if err != nil || g == nil {
-		return nil, func() {}, err
-	}
-	fwd, free, err := g.forwarder(net)
 	if err != nil {
+		return nil, nil, err
+	}
+	var be nn.Compute
+	if g != nil {
+		be, _ = g.compute()
+	} else if be, err = nn.EnvDevice(); err != nil || be == nil {
+		return net, func() {}, err
+	}
+	d, err := net.To(be)
+	if err != nil {
+		be.Close()
 		g.close()
 		return nil, nil, err
 	}
-	return fwd, func() { free(); g.close() }, nil
+	return d, func() { d.Close(); g.close() }, nil
 }

@@ -97,7 +97,7 @@ colorizations in progress finish for a few seconds.`,
 			}
 			if g != nil {
 				defer g.close()
-				opts.Device = g.forwarder
+				opts.Compute = g.compute
 			}
 			s, err := serve.New(opts)
 			if err != nil {

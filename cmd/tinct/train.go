@@ -83,16 +83,17 @@ func train(ctx context.Context, cmd *cobra.Command, cfg *config.Config) error {
 	}
 	defer r.close()
 	st := r.st
-	w, err := worker.New("local", cfg.ModelConfig(), r.train)
+	var be nn.Compute // the replica's backend: the GPU, or $TINCT_BACKEND's device
+	if g != nil {
+		be, _ = g.compute()
+	} else if be, err = nn.EnvDevice(); err != nil {
+		return err
+	}
+	w, err := worker.NewOn("local", be, cfg.ModelConfig(), r.train)
 	if err != nil {
 		return err
 	}
-	if g != nil {
-		if err := w.UseDevice(g.replica); err != nil {
-			return err
-		}
-		defer w.Close()
-	}
+	defer w.Close()
 	co, err := coordinator.New(r.options(coordinator.NewLocal(&worker.Member{W: w, Log: slog.Default()})))
 	if err != nil {
 		return err
@@ -359,7 +360,7 @@ func colorizeExample(ctx context.Context, ema *model.UNet, cfg *config.Config, d
 	if err := set.Load(0, color, gray, false); err != nil {
 		return err
 	}
-	out, err := colorizeGray(ctx, ema, nil, gray, s, 1, cfg.SampleSteps, cfg.Seed, cfg.SampleClip)
+	out, err := colorizeGray(ctx, ema, gray, s, 1, cfg.SampleSteps, cfg.Seed, cfg.SampleClip)
 	if err != nil {
 		return err
 	}
