@@ -2,7 +2,7 @@
 PY := /usr/bin/python3
 APT_PACKAGES := libopenblas0 python3-torch python3-numpy chromium g++
 
-.PHONY: build install test deps minio bench bench-quick bench-scaling run clean cluster-demo image image-minio deploy-test fuzz
+.PHONY: build install test deps minio cuda-compilers bench bench-quick bench-scaling run clean cluster-demo image image-minio deploy-test fuzz
 
 build:
 	go build -o bin/tinct ./cmd/tinct
@@ -22,17 +22,43 @@ minio:
 	@if [ -x "$(MINIO)" ]; then echo "deps: $(MINIO) present"; \
 	else echo "deps: building MinIO $(MINIO_VERSION) (several minutes)"; go install github.com/minio/minio@$(MINIO_VERSION); fi
 
+# cuda-compilers compiles the kernels with NVIDIA's real NVRTC for sm_80 and
+# sm_90 and checks the result with ptxas, no GPU needed (cuda/nvrtc_test.go:
+# every kernel in the CUBIN, each .entry's parameter types as Launch packs
+# them, no spills, at most 64 registers and 48 KB of static shared memory
+# a kernel; and that these checks catch kernels broken on purpose).
+# scripts/cuda-toolchain.sh fetches NVRTC 12.4 and ptxas from Debian's
+# non-free section into CUDA_CACHE once (about 105 MB; nothing is
+# installed). The tests skip without the compilers, so a skip fails here.
+CUDA_CACHE ?= $(or $(TINCT_CUDA_CACHE),$(HOME)/.cache/tinct-cuda)
+cuda-compilers:
+	scripts/cuda-toolchain.sh "$(CUDA_CACHE)"
+	@set -a && . "$(CUDA_CACHE)/env" && set +a && out=$$(mktemp) && rc=0 && \
+	{ go test -count=1 -v -run TestRealNVRTC ./cuda/ >"$$out" 2>&1 || rc=$$?; } && cat "$$out" && \
+	for t in TestRealNVRTC TestRealNVRTCCatchesBrokenKernels; do \
+		grep -q -- "^--- PASS: $$t " "$$out" || { echo "cuda-compilers: $$t did not pass" >&2; rc=1; }; \
+	done; rm -f "$$out"; exit $$rc
+
 # test: vet, the whole suite on the default compute backend (auto: oneDNN's
-# primitives where libdnnl loads, which make deps installs), the model's
-# tests again on the go backend, with its GEMM on oneDNN and in pure Go
-# (PyTorch cross-check and gradient checks included), a cgo-free build, and
-# the PyTorch reference's self-test.
+# primitives where libdnnl loads, which make deps installs), then the shared
+# suite on the other two backends: tinct's own kernels (go, its GEMM on
+# oneDNN and in pure Go) and the CUDA backend with its kernels compiled by
+# g++ (cuda-shim, small networks). The shared suite is the op-by-op check
+# (nn/opcheck runs all three backends in every leg), the model's tests (the
+# PyTorch cross-check, the gradient checks, the sampler, bitwise-repeatable
+# training), bitwise resume, a two-worker cluster, SIGINT and colorize
+# (docs/correctness.md). Also a cgo-free build and the PyTorch reference's
+# self-test.
+SHARED_RUN := TestExactResume|TestClusterEquivalence|TestLocalRingMatchesMaster|TestTrainSignal|TestColorizeDemoModel
 test:
 	go vet ./...
 	CGO_ENABLED=0 go build -o /dev/null ./cmd/tinct
 	$(PY) testdata/reference/unet.py > /dev/null
 	TINCT_BACKEND=go TINCT_GEMM=go go test -count=1 ./model
 	TINCT_BACKEND=go go test -count=1 ./model
+	TINCT_BACKEND=go go test -count=1 -run '$(SHARED_RUN)' ./coordinator ./cmd/tinct
+	TINCT_BACKEND=cuda-shim go test -count=1 ./model ./worker
+	TINCT_BACKEND=cuda-shim go test -count=1 -run '$(SHARED_RUN)' ./coordinator ./cmd/tinct
 	go test -count=1 ./...
 
 # run is the README's run command: train on the bundled photos.
@@ -104,3 +130,12 @@ image-minio: minio
 # (deploy/test.sh: kill, partition, coordinator restart, scale-out, web app).
 deploy-test: image image-minio
 	deploy/test.sh
+
+# gpu-check-dry is CI's dry run of scripts/gpu-check.sh, no GPU needed: a
+# CGO_ENABLED=0 bin/tinct runs every --gpu command of the GPU check against
+# fake NVIDIA libraries that check and record every call
+# (cuda/testdata/fake*.c), then a run whose launches fail (it must stop,
+# fail soft, write its summary) and one whose GPU hangs (its budget holds).
+.PHONY: gpu-check-dry
+gpu-check-dry:
+	scripts/gpu-check-dry.sh

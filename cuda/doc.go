@@ -4,16 +4,20 @@
 // CUDA C source embedded in the binary, compiles them with NVRTC for the
 // device it finds, and launches them.
 //
+// Compute (compute.go) is the nn.Compute backend built from these
+// operations: model.UNet allocates its weights, gradients, statistics and
+// activations through it and runs every operation on it, so the network's
+// structure is model's alone and runs unchanged on the device.
+//
 // What can be checked without a GPU is checked here: library discovery and
 // its error messages (find_test.go), the kernels' parsed signatures and
-// launch geometry (kernels_test.go, geometry_test.go), and the kernels'
-// arithmetic, by compiling the same .cu sources as C++ with a shim that runs
-// each grid as loops (package cuda/check). The bindings themselves and the
-// Device type have not run on a GPU: scripts/gpu-check.sh and
-// `tinct cuda selftest` are prepared for a session that has one
-// (docs/gpu.md).
-//
-// Package cuda/gpunet composes these operations into model.UNet's whole
-// training step and inference forward, resident on the device (checked,
-// like the kernels, only through the CPU shim).
+// launch geometry (kernels_test.go, geometry_test.go), every operation's
+// launches and products at the default network's full sizes on a backend
+// that runs nothing (compute_test.go), and the arithmetic, by compiling the
+// same .cu sources as C++ (package cuda/shim, a Backend on the CPU): each
+// kernel and then the whole network against tinct's Go kernels (package
+// cuda/check), and the model's own tests with TINCT_BACKEND=cuda-shim. The
+// bindings themselves and the Device type have not run on a GPU:
+// scripts/gpu-check.sh and `tinct cuda selftest` are prepared for a
+// session that has one (docs/gpu.md).
 package cuda

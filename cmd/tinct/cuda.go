@@ -12,12 +12,13 @@ import (
 
 	"github.com/tinct/tinct/cuda"
 	"github.com/tinct/tinct/cuda/check"
-	"github.com/tinct/tinct/cuda/gpunet"
+	"github.com/tinct/tinct/cuda/shim"
 )
 
 // The CUDA backend (issue 13): libraries found at run time, kernels
-// compiled by NVRTC and checked against the CPU ops, the network on the
-// device in cuda/gpunet, opened where a command is asked for a GPU (gpu.go).
+// compiled by NVRTC and checked against the CPU ops, cuda.Compute the
+// compute backend the network runs on where a command is asked for a GPU
+// (gpu.go).
 // `tinct cuda` is the hidden tool that checks the pieces: docs/gpu.md.
 
 func newCUDACmd() *cobra.Command {
@@ -69,8 +70,9 @@ func newCUDACmd() *cobra.Command {
 		Short: "Compile the kernels and compare each with the Go CPU ops on random inputs",
 		Long: `Opens GPU --gpu, compiles the embedded kernels with NVRTC for it, runs every
 kernel (and the convolution over cuBLAS) on small random inputs, and
-compares the results with tinct's Go CPU ops, printing a table; exits
-non-zero if any comparison fails. With --cpu-shim it runs the same table
+compares the results with tinct's Go CPU ops, then runs a tiny network on
+the CUDA backend (forward, training steps, Adam, the EMA) against the Go
+kernels, printing a table; exits non-zero if any comparison fails. With --cpu-shim it runs the same table
 with the kernels compiled as C++ by g++ (no GPU needed; what go test does).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return runSelftest(cmd.OutOrStdout(), st) },
@@ -122,27 +124,18 @@ func runSelftest(w io.Writer, st selftestFlags) error {
 		return err
 	}
 	rep := selftestReport{Libs: map[string]string{}}
-	var backend check.Backend
+	var backend cuda.Backend
 	var dev *cuda.Device
 	if st.shim {
-		dir, err := os.MkdirTemp("", "tinct-shim-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
 		start := time.Now()
-		exe, err := check.BuildShim(dir)
-		if err != nil {
-			return err
-		}
-		s, err := check.StartShim(exe)
+		s, err := shim.Open(false)
 		if err != nil {
 			return err
 		}
 		defer s.Close()
 		backend = s
 		rep.Backend = "cpu-shim (kernels compiled as C++ by g++, products by cuda.HostGemm)"
-		rep.Compile = time.Since(start).Round(time.Millisecond).String()
+		rep.Compile = time.Since(start).Round(time.Millisecond).String() + " (g++, or its cached build)"
 	} else {
 		d, err := cuda.Open(st.gpu, prec)
 		if err != nil {
@@ -150,9 +143,7 @@ func runSelftest(w io.Writer, st selftestFlags) error {
 		}
 		defer d.Close()
 		dev = d
-		db := &check.DeviceBackend{D: d}
-		defer db.Free()
-		backend = db
+		backend = cuda.DeviceBackend(d)
 		ma, mi := d.NVRTCVersion()
 		rep.Backend = "gpu"
 		rep.Device = d.Info.String()
@@ -192,16 +183,10 @@ func runSelftest(w io.Writer, st selftestFlags) error {
 	for _, r := range check.Run(backend, st.seed) {
 		add(r)
 	}
-	// then the whole network on the device (cuda/gpunet) against the CPU
-	// model: forward, a training step's gradients, Adam steps
-	var netBackend gpunet.Backend
-	if s, ok := backend.(*check.Shim); ok {
-		netBackend = gpunet.ShimBackend(s)
-	} else {
-		netBackend = gpunet.DeviceBackend(dev)
-	}
+	// then the whole network on the backend (cuda.Compute) against the Go
+	// kernels: forward, a training step's gradients, Adam steps, the EMA
 	fmt.Fprintln(w)
-	for _, r := range gpunet.SelfCheck(netBackend, st.seed) {
+	for _, r := range check.Network(cuda.NewCompute(backend), st.seed) {
 		add(r)
 	}
 	if st.bench && dev != nil {

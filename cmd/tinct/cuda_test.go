@@ -117,7 +117,7 @@ func TestSelftestCPUShim(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	for _, want := range []string{"backend   cpu-shim", "bn_forward train", "conv3x3 backward acc=true dx", "adam params (3 steps)", "gpunet gradients", "gpunet params step 3", "\n0 of "} {
+	for _, want := range []string{"backend   cpu-shim", "bn_forward train", "conv3x3 backward acc=true dx", "adam params (3 steps)", "network gradients", "network params step 3", "\n0 of "} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}

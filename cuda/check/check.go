@@ -1,8 +1,10 @@
 // Package check runs every kernel of package cuda on random inputs and
-// compares the results with tinct's Go CPU ops (nn/ and model/). The same
-// cases run on two backends: the CPU shim (the kernels compiled as C++ by
-// g++, cuBLAS replaced by cuda.HostGemm), which the tests run on every
-// machine, and a GPU (`tinct cuda selftest`, scripts/gpu-check.sh).
+// compares the results with tinct's Go CPU ops (nn/ and model/) (Run),
+// then a tiny network on a cuda.Compute against the same network on the
+// Go kernels, through model's own API (Network). Both run on any
+// cuda.Backend: the CPU shim (package cuda/shim), which the tests run on
+// every machine with g++, and a GPU (`tinct cuda selftest`,
+// scripts/gpu-check.sh).
 package check
 
 import (
@@ -14,14 +16,6 @@ import (
 	"github.com/tinct/tinct/model"
 	"github.com/tinct/tinct/nn"
 )
-
-// Backend runs kernels and holds their buffers.
-type Backend interface {
-	cuda.Exec
-	Alloc(data []float32) (cuda.Mem, error) // a new buffer holding a copy of data
-	Read(m cuda.Mem, n int) ([]float32, error)
-	Sync() error
-}
 
 // Tol is an element-wise tolerance: |got − want| ≤ Abs + Rel·|want|.
 type Tol struct{ Abs, Rel float64 }
@@ -70,12 +64,13 @@ func Compare(name string, got, want []float32, tol Tol) Result {
 	return r
 }
 
-// run holds one run's backend, random source and results.
+// run holds one case's backend, random source, buffers and results.
 type run struct {
-	b   Backend
-	rng *rand.Rand
-	out []Result
-	err error // the first failure to run; later steps of a case are skipped
+	b     cuda.Backend
+	rng   *rand.Rand
+	out   []Result
+	err   error // the first failure to run; later steps of a case are skipped
+	owned []cuda.Mem
 }
 
 func (r *run) fail(name string, err error) {
@@ -105,10 +100,7 @@ func (r *run) tensor(n, c, h, w, pad int, scale, mean float32) pair {
 	wide := c + 2*pad
 	full := r.randn(n*wide*h*w, scale, mean)
 	t := nn.TensorFrom(full, n, wide, h, w).Channels(pad, pad+c)
-	var m cuda.Mem
-	if r.err == nil {
-		m, r.err = r.b.Alloc(full)
-	}
+	m := r.buf(full)
 	p := pair{host: t, full: full, mem: m}
 	if m != nil {
 		p.dev = cuda.View{Mem: m.At(pad * h * w), N: n, C: c, H: h, W: w, Stride: wide * h * w}
@@ -116,13 +108,32 @@ func (r *run) tensor(n, c, h, w, pad int, scale, mean float32) pair {
 	return p
 }
 
+// buf is a new backend buffer holding a copy of data.
 func (r *run) buf(data []float32) cuda.Mem {
 	if r.err != nil {
 		return nil
 	}
-	m, err := r.b.Alloc(data)
-	r.err = err
+	m, err := r.b.Alloc(len(data))
+	if r.err = err; err == nil {
+		r.owned = append(r.owned, m)
+		r.err = r.b.Upload(m, data)
+	}
 	return m
+}
+
+// read copies n floats of m back.
+func (r *run) read(m cuda.Mem, n int) ([]float32, error) {
+	out := make([]float32, n)
+	return out, r.b.Download(out, m)
+}
+
+// free releases the case's buffers once the backend is done with them.
+func (r *run) free() {
+	r.b.Sync()
+	for _, m := range r.owned {
+		r.b.Free(m)
+	}
+	r.owned = nil
 }
 
 // check compares a backend buffer with the host reference.
@@ -135,7 +146,7 @@ func (r *run) check(name string, m cuda.Mem, want []float32, tol Tol) {
 		r.fail(name, err)
 		return
 	}
-	got, err := r.b.Read(m, len(want))
+	got, err := r.read(m, len(want))
 	if err != nil {
 		r.fail(name, err)
 		return
@@ -151,11 +162,12 @@ func (r *run) do(err error) {
 
 // Run runs every case on b with inputs from seed. Each case starts afresh
 // after a failure to run, so one broken kernel does not hide the others.
-func Run(b Backend, seed uint64) []Result {
+func Run(b cuda.Backend, seed uint64) []Result {
 	var all []Result
 	for _, c := range cases {
 		r := &run{b: b, rng: rand.New(rand.NewPCG(seed, uint64(len(all))))}
 		c(r)
+		r.free()
 		all = append(all, r.out...)
 	}
 	return all
@@ -341,7 +353,7 @@ var cases = []func(r *run){
 			if r.err != nil {
 				continue
 			}
-			got, err := r.b.Read(sum, 2)
+			got, err := r.read(sum, 2)
 			if err != nil {
 				r.fail("mse loss", err)
 				continue
@@ -361,8 +373,7 @@ var cases = []func(r *run){
 				grads[0], grads[1] = 0, 1e-12
 			}
 			opt.Update(params, grads)
-			s := cuda.NewAdamStep(opt.LR, opt.Beta1, opt.Beta2, opt.Eps, opt.Step)
-			r.do(cuda.Adam(r.b, p, r.buf(grads), m, v, n, s))
+			r.do(cuda.Adam(r.b, p, r.buf(grads), m, v, n, adamConsts(opt)))
 		}
 		r.check("adam params (3 steps)", p, params, tight)
 		r.check("adam m", m, opt.M, tight)
@@ -396,7 +407,7 @@ var cases = []func(r *run){
 		r.do(cuda.MSE(r.b, y.dev, t.dev, x.dev, 1, parts, sum))
 		r.check("mse grad large", x.mem, x.full, tight)
 		if r.err == nil {
-			got, err := r.b.Read(sum, 2)
+			got, err := r.read(sum, 2)
 			if err != nil {
 				r.fail("mse loss large", err)
 				return
@@ -429,7 +440,7 @@ func (r *run) conv(k, in, out int) (*nn.Conv2D, *cuda.Conv, []float32) {
 	c := &nn.Conv2D{In: in, Out: out, K: k}
 	params := r.randn(c.NumParams(), 0.3, 0)
 	grads := r.randn(c.NumParams(), 0.1, 0)
-	c.Bind(params, grads)
+	c.Bind(nn.HostVec(params), nn.HostVec(grads))
 	nw := out * in * k * k
 	g := r.buf(grads)
 	d := &cuda.Conv{In: in, Out: out, K: k, W: r.buf(c.Weight), B: r.buf(c.Bias)}
@@ -466,4 +477,13 @@ func convBackward(k int, acc bool) func(r *run) {
 		r.check(name+" dW,db", d.GW, grads, Tol{5e-5, 5e-5})
 		r.check(name+" dx", dx.mem, dx.full, Tol{2e-5, 2e-5})
 	}
+}
+
+// adamConsts is the constants of opt's last step as model.Adam computed
+// them (in float64, rounded once), which it does not export.
+func adamConsts(opt *model.Adam) nn.AdamConsts {
+	bc1 := 1 - math.Pow(opt.Beta1, float64(opt.Step))
+	bc2 := 1 - math.Pow(opt.Beta2, float64(opt.Step))
+	return nn.AdamConsts{Beta1: float32(opt.Beta1), Beta2: float32(opt.Beta2), Eps: float32(opt.Eps),
+		StepSize: float32(opt.LR / bc1), BC2Sqrt: float32(math.Sqrt(bc2))}
 }

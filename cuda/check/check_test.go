@@ -2,50 +2,29 @@ package check
 
 import (
 	"errors"
-	"os"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/tinct/tinct/cuda"
+	"github.com/tinct/tinct/cuda/shim"
 )
 
-var (
-	shimOnce sync.Once
-	shimDir  string
-	shimExe  string
-	shimErr  error
-)
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if shimDir != "" {
-		os.RemoveAll(shimDir)
-	}
-	os.Exit(code)
-}
-
-// builtShim compiles the kernels as C++ with the CPU shim, once.
-func builtShim() (string, error) {
-	shimOnce.Do(func() {
-		if shimDir, shimErr = os.MkdirTemp("", "tinct-shim-test-"); shimErr == nil {
-			shimExe, shimErr = BuildShim(shimDir)
-		}
-	})
-	return shimExe, shimErr
-}
-
-// startShim starts the compiled shim.
-func startShim(t *testing.T) *Shim {
+// startShim starts the shim (compiled once and cached, see
+// shim.Executable).
+func startShim(t *testing.T, reverse bool) *shim.Shim {
 	t.Helper()
-	exe, err := builtShim()
-	if errors.Is(err, ErrNoCompiler) {
+	exe, err := shim.Executable()
+	if errors.Is(err, shim.ErrNoCompiler) {
 		t.Skip("no g++: the kernels' arithmetic is not checked on this machine")
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := StartShim(exe)
+	return start(t, exe, reverse)
+}
+
+func start(t *testing.T, exe string, reverse bool) *shim.Shim {
+	s, err := shim.Start(exe, reverse)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +35,7 @@ func startShim(t *testing.T) *Shim {
 // TestKernelsMatchCPU runs every kernel through the shim and compares it
 // with the Go CPU ops, on two seeds.
 func TestKernelsMatchCPU(t *testing.T) {
-	s := startShim(t)
+	s := startShim(t, false)
 	seen := map[string]bool{}
 	for _, seed := range []uint64{1, 2} {
 		// the second seed with grids of 16 blocks: the grid-stride loops
@@ -101,22 +80,11 @@ func TestKernelsMatchCPU(t *testing.T) {
 // reverse order: every result must be the same as in order, bit for bit
 // (each output has one writer; the reductions sum in a fixed tree).
 func TestKernelsOrderIndependent(t *testing.T) {
-	exe, err := builtShim()
-	if errors.Is(err, ErrNoCompiler) {
-		t.Skip("no g++")
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
 	var runs [2][]Result
 	for i, rev := range []bool{false, true} {
-		s, err := StartShim(exe, rev)
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := startShim(t, rev)
 		s.Multiprocessors = 1
 		runs[i] = Run(s, 3)
-		s.Close()
 	}
 	if len(runs[0]) != len(runs[1]) {
 		t.Fatalf("%d and %d results", len(runs[0]), len(runs[1]))
@@ -155,7 +123,7 @@ func nan() float64 { var z float64; return z / z }
 // TestShimCatchesBrokenKernel breaks a kernel in the source the shim
 // compiles and checks that its case fails: the comparison has teeth.
 func TestShimCatchesBrokenKernel(t *testing.T) {
-	src, err := ShimSource()
+	src, err := shim.Source()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,21 +142,16 @@ func TestShimCatchesBrokenKernel(t *testing.T) {
 	}
 }
 
-func startShimFrom(t *testing.T, src string) *Shim {
+func startShimFrom(t *testing.T, src string) *shim.Shim {
 	t.Helper()
-	exe, err := buildSource(t.TempDir(), src)
-	if errors.Is(err, ErrNoCompiler) {
+	exe, err := shim.BuildSource(t.TempDir(), src)
+	if errors.Is(err, shim.ErrNoCompiler) {
 		t.Skip("no g++")
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := StartShim(exe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	return start(t, exe, false)
 }
 
 // TestShimCatchesMissingBarrier removes the barrier after the block sum is
@@ -196,7 +159,7 @@ func startShimFrom(t *testing.T, src string) *Shim {
 // still read it, as on a GPU, and the BatchNorm cases fail. The shim's
 // fibers honour __syncthreads; a shim without them would pass this.
 func TestShimCatchesMissingBarrier(t *testing.T) {
-	src, err := ShimSource()
+	src, err := shim.Source()
 	if err != nil {
 		t.Fatal(err)
 	}
