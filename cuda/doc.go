@@ -14,10 +14,10 @@
 // launch geometry (kernels_test.go, geometry_test.go), every operation's
 // launches and products at the default network's full sizes on a backend
 // that runs nothing (compute_test.go), and the arithmetic, by compiling the
-// same .cu sources as C++ (package cuda/shim, a Backend on the CPU): each
-// kernel and then the whole network against tinct's Go kernels (package
-// cuda/check), and the model's own tests with TINCT_BACKEND=cuda-shim. The
-// bindings themselves and the Device type have not run on a GPU:
-// scripts/gpu-check.sh and `tinct cuda selftest` are prepared for a
-// session that has one (docs/gpu.md).
+// same .cu sources as C++ (package cuda/shim, a Backend on the CPU): every
+// operation against tinct's Go kernels (nn/opcheck, which launches every
+// kernel), then the whole network (package cuda/check), and the model's own
+// tests with TINCT_BACKEND=cuda-shim. The bindings themselves and the
+// Device type have not run on a GPU: scripts/gpu-check.sh and `tinct cuda
+// selftest` are prepared for a session that has one (docs/gpu.md).
 package cuda

@@ -140,14 +140,6 @@ func SiLUForwardSave(e Exec, x, y View) error {
 	return elementwise(e, "silu_forward_save", x.Elems(), x.Mem, y.Mem, x.Elems(), x.CHW(), x.Stride, y.Stride)
 }
 
-// SiLUBackward sets dx = dy·σ(x)·(1 + x·(1−σ(x))).
-func SiLUBackward(e Exec, x, dy, dx View) error {
-	if err := sameShape("silu backward", x, dy, dx); err != nil {
-		return err
-	}
-	return elementwise(e, "silu_backward", x.Elems(), x.Mem, dy.Mem, dx.Mem, x.Elems(), x.CHW(), x.Stride, dy.Stride, dx.Stride)
-}
-
 // SiLUBackwardSaved sets dx = dy·(σ + y·(1−σ)).
 func SiLUBackwardSaved(e Exec, sig, y, dy, dx View) error {
 	if err := sameShape("silu backward", sig, y, dy, dx); err != nil {
@@ -280,14 +272,6 @@ func Fill(e Exec, x View, v float32) error {
 	return elementwise(e, "fill_view", x.Elems(), x.Mem, x.Elems(), x.CHW(), x.Stride, v)
 }
 
-// Scale multiplies every element of x by a.
-func Scale(e Exec, x View, a float32) error {
-	if err := x.check("scale"); err != nil {
-		return err
-	}
-	return elementwise(e, "scale_view", x.Elems(), x.Mem, x.Elems(), x.CHW(), x.Stride, a)
-}
-
 // Embed writes the sinusoidal embedding of each image's noise variance
 // into out (2·len(speeds) channels): sines, then cosines.
 func Embed(e Exec, noiseVar, speeds Mem, half int, out View) error {
@@ -298,14 +282,6 @@ func Embed(e Exec, noiseVar, speeds Mem, half int, out View) error {
 		return fmt.Errorf("cuda: embed of %d speeds into %d channels", half, out.C)
 	}
 	return elementwise(e, "embed", out.Elems(), noiseVar, speeds, out.Mem, out.N, half, out.HW(), out.Stride)
-}
-
-// NoiseForm builds the network input [signal·x0 + noise·eps | gray].
-func NoiseForm(e Exec, x0, gray, eps, signal, noise Mem, input View) error {
-	if input.C != 4 || input.Stride != input.CHW() {
-		return fmt.Errorf("cuda: noise input must be a contiguous [N,4,H,W]")
-	}
-	return elementwise(e, "noise_form", input.Elems(), x0, gray, eps, signal, noise, input.Mem, input.N, input.HW())
 }
 
 // MSE writes grad = (2/count)·(pred−target)·mult and leaves in out[0] (a

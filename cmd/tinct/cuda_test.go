@@ -1,11 +1,18 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tinct/tinct/cuda"
+	"github.com/tinct/tinct/cuda/shim"
 )
 
 // noDriver makes the CUDA discovery look in an empty directory alone.
@@ -107,7 +114,7 @@ func TestGPURequestsWithDriver(t *testing.T) {
 }
 
 // TestSelftestCPUShim runs `tinct cuda selftest --cpu-shim`: the table the
-// GPU check prints, with the kernels compiled by g++.
+// GPU check prints, with the kernels compiled by g++: every row passes.
 func TestSelftestCPUShim(t *testing.T) {
 	if _, err := exec.LookPath("g++"); err != nil {
 		t.Skip("no g++")
@@ -117,13 +124,152 @@ func TestSelftestCPUShim(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	for _, want := range []string{"backend   cpu-shim", "bn_forward train", "conv3x3 backward acc=true dx", "adam params (3 steps)", "network gradients", "network params step 3", "\n0 of "} {
+	for _, want := range []string{"backend   cpu-shim", "tolerance op check: fp32's", "batchnorm train=true forward",
+		"conv3 32→32 16x16 acc=true input gradient", "adam weights (3 steps)", "hash of a vector slice",
+		"network gradients", "network params step 3", "\n0 of "} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
-	b, err := os.ReadFile(js)
-	if err != nil || !strings.Contains(string(b), `"failed": 0`) {
-		t.Errorf("json: %v\n%s", err, b)
+	rep := readReport(t, js)
+	checks := map[string]int{}
+	for _, r := range rep.Results {
+		checks[r["check"].(string)]++
+		if r["ok"] != true {
+			t.Errorf("row %v", r)
+		}
+	}
+	if rep.Failed != 0 || checks["ops"] < 50 || checks["network"] < 10 || len(checks) != 2 {
+		t.Errorf("json: %d failed, rows by check %v", rep.Failed, checks)
+	}
+}
+
+type report struct {
+	Results []map[string]any `json:"results"`
+	Failed  int              `json:"failed"`
+}
+
+func readReport(t *testing.T, path string) report {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatalf("the JSON report does not parse: %v\n%q", err, b)
+	}
+	return rep
+}
+
+// openShim opens the shim for runSelftest, wrapped by wrap.
+func openShim(t *testing.T, wrap func(*shim.Shim) cuda.Backend) func() (cuda.Backend, error) {
+	if _, err := exec.LookPath("g++"); err != nil {
+		t.Skip("no g++")
+	}
+	return func() (cuda.Backend, error) {
+		s, err := shim.Open(false)
+		if err != nil {
+			return nil, err
+		}
+		return wrap(s), nil
+	}
+}
+
+// nanShim's downloads bring a NaN back in place of their first value.
+type nanShim struct{ *shim.Shim }
+
+func (s nanShim) Download(dst []float32, src cuda.Mem) error {
+	err := s.Shim.Download(dst, src)
+	if len(dst) > 0 {
+		dst[0] = float32(math.NaN())
+	}
+	return err
+}
+
+// TestSelftestJSONNonFinite: a device that returns NaNs makes results
+// that are not finite (NaN differences, infinite ratios to zero
+// tolerances); the JSON report still holds every result, those numbers as
+// strings. (It once held a newline alone: encoding/json refuses NaN and
+// ±Inf, and the error went unchecked.)
+func TestSelftestJSONNonFinite(t *testing.T) {
+	js := filepath.Join(t.TempDir(), "r.json")
+	var out bytes.Buffer
+	err := runSelftest(&out, selftestFlags{shim: true, seed: 1, precision: "fp32", json: js,
+		openShim: openShim(t, func(s *shim.Shim) cuda.Backend { return nanShim{s} })})
+	if err == nil || strings.Contains(err.Error(), "failed to run") {
+		t.Errorf("error %v, want comparisons failed (and nothing failed to run)", err)
+	}
+	rep := readReport(t, js)
+	lines := strings.Count(out.String(), " FAIL ") + strings.Count(out.String(), " ok ")
+	if len(rep.Results) == 0 || len(rep.Results) != lines || rep.Failed == 0 {
+		t.Fatalf("%d results, %d failed, %d rows in the table:\n%s", len(rep.Results), rep.Failed, lines, out.String())
+	}
+	seen := map[string]bool{}
+	for _, r := range rep.Results {
+		for _, k := range []string{"max_rel_diff", "max_abs_diff", "worst_of_tolerance"} {
+			if v, ok := r[k].(string); ok {
+				seen[k+" "+v] = true
+			}
+		}
+	}
+	for _, want := range []string{"max_rel_diff NaN", "worst_of_tolerance NaN", "max_abs_diff +Inf", "worst_of_tolerance +Inf"} {
+		if !seen[want] {
+			t.Errorf("no %s in the report (non-finite values seen: %v)", want, seen)
+		}
+	}
+}
+
+// failingLaunch fails every launch of the kernel named (every launch:
+// ""), as a GPU whose launch fails does.
+type failingLaunch struct {
+	*shim.Shim
+	kernel string
+}
+
+func (s failingLaunch) Launch(k string, grid, block cuda.Dim3, args ...any) error {
+	if s.kernel == "" || k == s.kernel {
+		return fmt.Errorf("launch of %s failed (injected)", k)
+	}
+	return s.Shim.Launch(k, grid, block, args...)
+}
+
+// TestSelftestFailingLaunch: a launch that fails (every launch, or the
+// loss's alone, where the kernel cases once panicked on the buffers that
+// were never made) gives FAIL rows carrying the error and a non-zero
+// exit, and the report says which operation failed first; the operations
+// before it pass.
+func TestSelftestFailingLaunch(t *testing.T) {
+	for _, tc := range []struct{ kernel, first, okBefore string }{
+		{"", "copy of channel views", "upload, download at an offset"},
+		{"mse", "mse loss", "embedding into a channel view"},
+	} {
+		js := filepath.Join(t.TempDir(), "r.json")
+		var out bytes.Buffer
+		err := runSelftest(&out, selftestFlags{shim: true, seed: 1, precision: "fp32", json: js,
+			openShim: openShim(t, func(s *shim.Shim) cuda.Backend { return failingLaunch{s, tc.kernel} })})
+		want := "operations failed to run (first: " + tc.first + ": "
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "(injected)") {
+			t.Errorf("kernel %q: error %v, want %q", tc.kernel, err, want)
+		}
+		rep := readReport(t, js)
+		rows := map[string]map[string]any{}
+		errs := 0
+		for _, r := range rep.Results {
+			rows[r["case"].(string)] = r
+			if e, ok := r["error"].(string); ok && strings.Contains(e, "(injected)") {
+				errs++
+				if r["ok"] != false {
+					t.Errorf("kernel %q: %v has an error and passed", tc.kernel, r)
+				}
+			}
+		}
+		if rows[tc.okBefore]["ok"] != true || rows[tc.first]["ok"] != false || errs == 0 || rep.Failed < errs {
+			t.Errorf("kernel %q: %s %v, %s %v, %d rows with the error, %d failed", tc.kernel,
+				tc.okBefore, rows[tc.okBefore], tc.first, rows[tc.first], errs, rep.Failed)
+		}
+		if !strings.Contains(out.String(), tc.first) || !strings.Contains(out.String(), " FAIL ") {
+			t.Errorf("kernel %q: the table:\n%s", tc.kernel, out.String())
+		}
 	}
 }

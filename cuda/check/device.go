@@ -1,6 +1,7 @@
 package check
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -24,29 +25,53 @@ func (t Timing) String() string {
 // TimeConv times the forward of a 3×3 convolution of c→c channels on n
 // images of h×w (im2col, bias and the product), in each precision, after a
 // warm-up, averaged over reps.
-func TimeConv(d *cuda.Device, n, c, h, w, reps int) ([]Timing, error) {
-	r := &run{b: cuda.DeviceBackend(d), rng: rand.New(rand.NewPCG(1, 2))}
-	defer r.free()
+func TimeConv(d *cuda.Device, n, c, h, w, reps int) (out []Timing, err error) {
+	b := cuda.DeviceBackend(d)
+	rng := rand.New(rand.NewPCG(1, 2))
+	var owned []cuda.Mem
+	defer func() {
+		err = errors.Join(err, b.Sync())
+		for _, m := range owned {
+			err = errors.Join(err, b.Free(m))
+		}
+	}()
+	buf := func(n int, random bool) cuda.Mem {
+		if err != nil {
+			return nil
+		}
+		var m cuda.Mem
+		if m, err = b.Alloc(n); err != nil {
+			return nil
+		}
+		owned = append(owned, m)
+		if random {
+			v := make([]float32, n)
+			for i := range v {
+				v[i] = float32(rng.NormFloat64())
+			}
+			err = b.Upload(m, v)
+		}
+		return m
+	}
 	conv := &cuda.Conv{In: c, Out: c, K: 3}
-	conv.W, conv.B = r.buf(r.randn(c*c*9, 1, 0)), r.buf(r.randn(c, 1, 0))
-	x, y := r.buf(r.randn(n*c*h*w, 1, 0)), r.buf(make([]float32, n*c*h*w))
-	col := r.buf(make([]float32, conv.ColFloats(n, h, w)))
-	if r.err != nil {
-		return nil, r.err
+	conv.W, conv.B = buf(c*c*9, true), buf(c, true)
+	x, y := buf(n*c*h*w, true), buf(n*c*h*w, false)
+	col := buf(conv.ColFloats(n, h, w), false)
+	if err != nil {
+		return nil, err
 	}
 	xv, yv := cuda.Contig(x, n, c, h, w), cuda.Contig(y, n, c, h, w)
 	flops := 2 * float64(n) * float64(h*w) * float64(c) * float64(c*9)
 	saved := d.Precision
 	defer func() { d.Precision = saved }()
-	var out []Timing
 	for _, p := range []cuda.Precision{cuda.FP32, cuda.TF32, cuda.BF16} {
 		d.Precision = p
-		if err := conv.Forward(r.b, xv, yv, col, false); err != nil {
+		if err := conv.Forward(b, xv, yv, col, false); err != nil {
 			return out, err
 		}
 		t, err := d.Time(func() error {
 			for range reps {
-				if err := conv.Forward(r.b, xv, yv, col, false); err != nil {
+				if err := conv.Forward(b, xv, yv, col, false); err != nil {
 					return err
 				}
 			}

@@ -1,7 +1,6 @@
 package check
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -158,25 +157,27 @@ func network(be nn.Compute, cfg model.Config, seed uint64, n, size int) (out []R
 	perTensor("network gradients", dev.Grads, host.Grads, 1e-4, 1e-4)
 	out = append(out, scaled("network BatchNorm buffers", dev.Buffers(nil), host.Buffers(nil), 1e-5, 1e-5))
 	ready := Result{Case: "network ready calls, count", Elems: len(gotReady)}
+	var differs []string
 	if !slices.Equal(gotReady, wantReady) {
-		ready.Err = fmt.Errorf("offsets %v, host %v", gotReady, wantReady)
+		differs = append(differs, fmt.Sprintf("offsets %v, host %v", gotReady, wantReady))
 	}
 	for from, snap := range snaps {
 		if !slices.EqualFunc(snap, dev.Grads[from:], func(a, b float32) bool { return math.Float32bits(a) == math.Float32bits(b) }) {
-			ready.Err = errors.Join(ready.Err, fmt.Errorf("Grads[%d:] changed after ready(%d)", from, from))
+			differs = append(differs, fmt.Sprintf("Grads[%d:] changed after ready(%d)", from, from))
 		}
 	}
 	if dev.BatchesTracked() != host.BatchesTracked() {
-		ready.Err = errors.Join(ready.Err, fmt.Errorf("num_batches_tracked %d, host %d", dev.BatchesTracked(), host.BatchesTracked()))
+		differs = append(differs, fmt.Sprintf("num_batches_tracked %d, host %d", dev.BatchesTracked(), host.BatchesTracked()))
 	}
+	ready.Mismatch = strings.Join(differs, "; ")
 	out = append(out, ready)
 
 	// Adam divides each gradient by its own running magnitude: with eps
 	// 1e-8 a gradient at rounding level (seen: 2.4e-8 on the device, 4.3e-8
 	// on the CPU) moves its weight by a different fraction of lr on each.
 	// An eps above the gradients' rounding keeps each update a smooth
-	// function of its gradient; the adam kernel itself is checked with
-	// eps 1e-8 by Run. Allowed: 1% of one step.
+	// function of its gradient; the adam operation itself is checked with
+	// eps 1e-8 by nn/opcheck. Allowed: 1% of one step.
 	opt, devOpt := model.NewAdam(host.NumParams(), lr), model.NewAdam(host.NumParams(), lr)
 	opt.Eps, devOpt.Eps = 1e-4, 1e-4
 	if err := dev.LoadAdam(devOpt); err != nil {

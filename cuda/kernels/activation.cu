@@ -19,15 +19,6 @@ extern "C" __global__ void silu_forward_save(float* x, float* y, int n, int chw,
 	}
 }
 
-// silu_backward sets dx = dy·σ(x)·(1 + x·(1−σ(x))); dx may alias dy.
-extern "C" __global__ void silu_backward(const float* x, const float* dy, float* dx, int n, int chw, int xs, int dys, int dxs) {
-	TINCT_GRID_STRIDE(i, n) {
-		float v = x[tinct_at(i, chw, xs)];
-		float s = tinct_sigmoid(v);
-		dx[tinct_at(i, chw, dxs)] = dy[tinct_at(i, chw, dys)] * s * (1.0f + v * (1.0f - s));
-	}
-}
-
 // silu_backward_saved sets dx = dy·(σ + y·(1−σ)) from the σ and y that
 // silu_forward_save left; dx may alias dy.
 extern "C" __global__ void silu_backward_saved(const float* sig, const float* y, const float* dy, float* dx, int n, int chw, int ss, int ys, int dys, int dxs) {

@@ -3,9 +3,10 @@
 // loops and each block's threads as fibers, compiled by g++ into a program
 // that takes launches through a pipe; cuBLAS's products are cuda.HostGemm.
 // A Shim is a cuda.Backend whose memory is host memory, so the CUDA
-// backend (cuda.Compute) runs here without a GPU: the kernels' checks
-// (package cuda/check) and, as the "cuda-shim" compute backend, the
-// model's own tests (TINCT_BACKEND=cuda-shim, with this package imported).
+// backend (cuda.Compute) runs here without a GPU: the op-by-op check
+// (nn/opcheck), the network check (package cuda/check) and, as the
+// "cuda-shim" compute backend, the model's own tests
+// (TINCT_BACKEND=cuda-shim, with this package imported).
 package shim
 
 import (

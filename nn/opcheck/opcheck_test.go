@@ -1,6 +1,7 @@
 package opcheck
 
 import (
+	"hash"
 	"testing"
 
 	_ "github.com/tinct/tinct/cuda/shim" // cuda-shim: the CUDA backend on the CPU
@@ -65,4 +66,24 @@ func TestOpsCatchABrokenOp(t *testing.T) {
 			t.Errorf("a broken upsampling on %s: failed %q, want upsample forward first", be.Name(), failed)
 		}
 	})
+}
+
+// badHash hashes one value too few.
+type badHash struct{ nn.Compute }
+
+func (b badHash) Hash(h hash.Hash, v nn.Vec) { b.Compute.Hash(h, v.Slice(1, v.N)) }
+
+// TestMismatchIsNoError: a difference that is not a number (the hash)
+// fails its case as a mismatch; Err stays the backend's failure to run
+// (nil: the operations ran), as `tinct cuda selftest` reports them apart.
+func TestMismatchIsNoError(t *testing.T) {
+	for _, r := range Run(badHash{nn.NewKernels()}, 1, FP32) {
+		if r.Case == "hash of a vector slice" {
+			if r.OK() || r.Err != nil || r.Mismatch == "" {
+				t.Errorf("a wrong hash: %+v", r)
+			}
+		} else if !r.OK() {
+			t.Error(r)
+		}
+	}
 }
