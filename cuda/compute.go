@@ -182,6 +182,25 @@ func (c *Compute) NewTensor(n, ch, h, w int) nn.Tensor {
 	return nn.Tensor{Mem: m, N: n, C: ch, H: h, W: w, Stride: ch * h * w}
 }
 
+// Release frees tensors NewTensor made (an arena's, before its network
+// closes), once the device has finished with them.
+func (c *Compute) Release(ts ...nn.Tensor) {
+	if len(ts) == 0 || c.closed {
+		return
+	}
+	c.b.Sync()
+	for _, t := range ts {
+		for i, m := range c.owned {
+			if m == t.Mem {
+				c.b.Free(m)
+				c.bytes -= 4 * t.N * t.C * t.H * t.W
+				c.owned = append(c.owned[:i], c.owned[i+1:]...)
+				break
+			}
+		}
+	}
+}
+
 func (c *Compute) NewVec(n int) nn.Vec {
 	return nn.Vec{Mem: c.NewTensor(1, 1, 1, n).Mem, N: n}
 }

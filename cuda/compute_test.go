@@ -165,3 +165,36 @@ func TestMisuse(t *testing.T) {
 		t.Error("an operation after Close: no error")
 	}
 }
+
+// TestArenaCloseReleases: a device arena's Close gives its tensors back
+// while the network lives on (a web app's evicted sampler), and only its
+// own.
+func TestArenaCloseReleases(t *testing.T) {
+	b := newCountBackend()
+	c := NewCompute(b)
+	u, err := model.NewOn(c, model.Config{Widths: []int{8, 16}, BlockDepth: 1, EmbedDims: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	net := b.bytes()
+	keep, err := u.NewArena(1, 8, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withOne := b.bytes()
+	for range 3 {
+		ar, err := u.NewArena(2, 16, 16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ar.Close()
+		if b.bytes() != withOne || c.Bytes() != withOne {
+			t.Fatalf("after an arena's Close the backend holds %d bytes, Bytes says %d; want %d", b.bytes(), c.Bytes(), withOne)
+		}
+	}
+	keep.Close()
+	if b.bytes() != net {
+		t.Fatalf("with no arena the backend holds %d bytes, the network %d", b.bytes(), net)
+	}
+}

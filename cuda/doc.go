@@ -17,7 +17,10 @@
 // same .cu sources as C++ (package cuda/shim, a Backend on the CPU): every
 // operation against tinct's Go kernels (nn/opcheck, which launches every
 // kernel), then the whole network (package cuda/check), and the model's own
-// tests with TINCT_BACKEND=cuda-shim. The bindings themselves and the
-// Device type have not run on a GPU: scripts/gpu-check.sh and `tinct cuda
+// tests with TINCT_BACKEND=cuda-shim. The real NVRTC and ptxas compile
+// every kernel for sm_80 and sm_90 (nvrtc_test.go, make cuda-compilers),
+// and recording fakes of the driver, NVRTC and cuBLAS check every call a
+// Device makes (fake_test.go, make gpu-check-dry). The bindings and the
+// Device have not run on a GPU: scripts/gpu-check.sh and `tinct cuda
 // selftest` are prepared for a session that has one (docs/gpu.md).
 package cuda

@@ -186,13 +186,17 @@ func (u *UNet) NewArenaOn(be nn.Compute, n, h, w int) (*Arena, error) {
 	return ar, nil
 }
 
-// Close frees the arena's memory: its own backend instance's scratch, and
-// on a device (whose instance the network owns) its tensors, through
-// the backend when the network closes. Host arenas may simply be dropped.
+// Close frees the arena's memory: its own backend instance's scratch (a
+// host network's arena, which may also simply be dropped), or on a device
+// its tensors (the instance is the network's). The arena must not be used
+// after.
 func (ar *Arena) Close() {
 	if ar.ownsBE {
 		ar.be.Close()
+	} else {
+		ar.be.Release(ar.owned...)
 	}
+	ar.owned = nil
 }
 
 // Compute is the backend instance the arena runs on.

@@ -54,6 +54,9 @@ type Compute interface {
 	// Err is the first failure of any operation so far (nil on host
 	// backends, which panic on misuse instead).
 	Err() error
+	// Release frees tensors NewTensor made before Close (a device arena
+	// whose network lives on); host backends leave them to the collector.
+	Release(ts ...Tensor)
 	// Close frees the memory the instance allocated and its scratch; its
 	// tensors and vectors must not be used after.
 	Close()

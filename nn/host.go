@@ -18,6 +18,7 @@ func (k *kernels) NewTensor(n, c, h, w int) Tensor { return NewTensor(n, c, h, w
 func (k *kernels) NewVec(n int) Vec                { return HostVec(make([]float32, n)) }
 func (k *kernels) Err() error                      { return nil }
 func (k *kernels) Close()                          { k.ws = Workspace{} }
+func (k *kernels) Release(...Tensor)               {}
 
 func (k *kernels) Upload(dst Vec, src []float32) {
 	mustHost("upload", dst)
