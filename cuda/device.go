@@ -337,6 +337,22 @@ func (d *Device) compile() error {
 
 // nvrtcCompile returns the CUBIN of src and NVRTC's log.
 func (d *Device) nvrtcCompile(src string, opts []string) ([]byte, string, error) {
+	return d.nvrtcRun(src, opts, func(prog uintptr) ([]byte, error) {
+		var size uintptr
+		if err := d.rtcCheck("nvrtcGetCUBINSize", d.rtc.GetCUBINSize(prog, &size)); err != nil {
+			return nil, err
+		}
+		if size == 0 {
+			return nil, errors.New("nvrtcGetCUBINSize: empty CUBIN")
+		}
+		image := make([]byte, size)
+		return image, d.rtcCheck("nvrtcGetCUBIN", d.rtc.GetCUBIN(prog, &image[0]))
+	})
+}
+
+// nvrtcRun compiles src with opts and returns what output makes of the
+// compiled program (its CUBIN; the tests' PTX), with NVRTC's log.
+func (d *Device) nvrtcRun(src string, opts []string, output func(prog uintptr) ([]byte, error)) ([]byte, string, error) {
 	var prog uintptr
 	if err := d.rtcCheck("nvrtcCreateProgram", d.rtc.CreateProgram(&prog, src, "tinct_kernels.cu", 0, nil, nil)); err != nil {
 		return nil, "", err
@@ -366,18 +382,11 @@ func (d *Device) nvrtcCompile(src string, opts []string) ([]byte, string, error)
 	if err := d.rtcCheck("nvrtcCompileProgram", status); err != nil {
 		return nil, log, fmt.Errorf("%w\n%s", err, log)
 	}
-	var size uintptr
-	if err := d.rtcCheck("nvrtcGetCUBINSize", d.rtc.GetCUBINSize(prog, &size)); err != nil {
+	out, err := output(prog)
+	if err != nil {
 		return nil, log, err
 	}
-	if size == 0 {
-		return nil, log, errors.New("nvrtcGetCUBINSize: empty CUBIN")
-	}
-	image := make([]byte, size)
-	if err := d.rtcCheck("nvrtcGetCUBIN", d.rtc.GetCUBIN(prog, &image[0])); err != nil {
-		return nil, log, err
-	}
-	return image, log, nil
+	return out, log, nil
 }
 
 // NVRTCVersion is the run-time compiler's version.

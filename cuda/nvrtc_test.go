@@ -9,13 +9,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"text/tabwriter"
-	"unsafe"
 )
 
 // The kernels with the real compilers, without a GPU: NVIDIA's NVRTC
@@ -391,50 +389,21 @@ func realBuild(d *Device, ptxas, src string, ks []KernelInfo, arch, dir string) 
 	return r, nil
 }
 
-// nvrtcPTX compiles src with opts and returns its PTX and NVRTC's log: the
-// steps of Device.nvrtcCompile, but nvrtcGetPTX for the output.
+// nvrtcPTX compiles src with opts as the Device does and returns its PTX
+// and NVRTC's log.
 func nvrtcPTX(d *Device, src string, opts []string) (string, string, error) {
-	var prog uintptr
-	if err := d.rtcCheck("nvrtcCreateProgram", d.rtc.CreateProgram(&prog, src, "tinct_kernels.cu", 0, nil, nil)); err != nil {
-		return "", "", err
-	}
-	defer d.rtc.DestroyProgram(&prog)
-	cstrs := make([][]byte, len(opts))
-	ptrs := make([]*byte, len(opts))
-	for i, o := range opts {
-		cstrs[i] = append([]byte(o), 0)
-		ptrs[i] = &cstrs[i][0]
-	}
-	var pin runtime.Pinner
-	for _, c := range cstrs {
-		pin.Pin(&c[0])
-	}
-	pin.Pin(&ptrs[0])
-	status := d.rtc.CompileProgram(prog, int32(len(ptrs)), unsafe.Pointer(&ptrs[0]))
-	pin.Unpin()
-	var logSize uintptr
-	var log string
-	if d.rtc.GetProgramLogSize(prog, &logSize) == 0 && logSize > 1 {
-		buf := make([]byte, logSize)
-		if d.rtc.GetProgramLog(prog, &buf[0]) == 0 {
-			log = strings.TrimRight(string(buf), "\x00\n")
+	ptx, log, err := d.nvrtcRun(src, opts, func(prog uintptr) ([]byte, error) {
+		var size uintptr
+		if err := d.rtcCheck("nvrtcGetPTXSize", d.rtc.GetPTXSize(prog, &size)); err != nil {
+			return nil, err
 		}
-	}
-	if err := d.rtcCheck("nvrtcCompileProgram", status); err != nil {
-		return "", log, fmt.Errorf("%w\n%s", err, log)
-	}
-	var size uintptr
-	if err := d.rtcCheck("nvrtcGetPTXSize", d.rtc.GetPTXSize(prog, &size)); err != nil {
-		return "", log, err
-	}
-	if size <= 1 {
-		return "", log, fmt.Errorf("nvrtcGetPTXSize: %d bytes", size)
-	}
-	buf := make([]byte, size)
-	if err := d.rtcCheck("nvrtcGetPTX", d.rtc.GetPTX(prog, &buf[0])); err != nil {
-		return "", log, err
-	}
-	return strings.TrimRight(string(buf), "\x00"), log, nil
+		if size <= 1 {
+			return nil, fmt.Errorf("nvrtcGetPTXSize: %d bytes", size)
+		}
+		buf := make([]byte, size)
+		return buf, d.rtcCheck("nvrtcGetPTX", d.rtc.GetPTX(prog, &buf[0]))
+	})
+	return strings.TrimRight(string(ptx), "\x00"), log, err
 }
 
 // cubinKernels checks that the CUBIN is a CUDA ELF with a code section for
