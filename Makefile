@@ -139,3 +139,12 @@ deploy-test: image image-minio
 .PHONY: gpu-check-dry
 gpu-check-dry:
 	scripts/gpu-check-dry.sh
+
+# sim runs the cluster simulator (docs/sim.md): the real control core in
+# simulated time — its calibration against bench/scale.json, images/s and
+# GPU busy for 8–256 workers at 1–100 Gbit/s under today's protocol and the
+# ideal-pipelined model, a worker dying every 10 minutes at N = 256, and
+# what-if rows. A few seconds; flags: bin/tinct sim --help.
+.PHONY: sim
+sim: build
+	./bin/tinct sim

@@ -96,6 +96,7 @@ Start with: tinct train --config configs/sample.yaml`,
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "auto", "log lines: auto (short lines on a terminal, key=value otherwise), text (key=value) or json")
 	root.AddCommand(newVersionCmd(), newModelCmd(), newBenchCmd(), newTrainCmd(), newDataCmd(), newColorizeCmd(), newEvalCmd(), newServeCmd(),
 		newCoordinatorCmd(), newWorkerCmd(), newClusterCmd(), newConfigCmd(), newCUDACmd())
+	root.AddCommand(newSimCmd())
 	return root
 }
 
