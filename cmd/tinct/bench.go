@@ -66,7 +66,7 @@ func newBenchCmd() *cobra.Command {
 repetition and, as its last line, the median: ms_per_step=, ms_per_call= or
 ms_per_image=. bench/compare.py runs them beside the PyTorch reference.`,
 	}
-	cmd.AddCommand(newBenchTrainCmd(), newBenchForwardCmd(), newBenchColorizeCmd())
+	cmd.AddCommand(newBenchTrainCmd(), newBenchForwardCmd(), newBenchColorizeCmd(), newBenchClusterCmd())
 	return cmd
 }
 
