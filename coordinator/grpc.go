@@ -92,6 +92,12 @@ type remote struct {
 	addr     string
 	stream   grpc.BidiStreamingServer[cluster.FromWorker, cluster.ToWorker]
 	sendMu   sync.Mutex
+	// outbox holds what the core posted and the sender has not sent yet:
+	// one sender at a time drains it in order, so the core never waits on
+	// a slow stream and a worker gets its messages in the order decided.
+	outMu    sync.Mutex
+	outbox   []outgoing
+	sending  bool
 	kill     chan struct{}
 	ended    chan struct{} // closed when the session is over
 	killOnce sync.Once
@@ -102,6 +108,42 @@ func (r *remote) send(m *cluster.ToWorker) error {
 	r.sendMu.Lock()
 	defer r.sendMu.Unlock()
 	return r.stream.Send(m)
+}
+
+// outgoing is a posted message; what names it in the error that ends the
+// session when it cannot be sent ("": a failure is not the session's end).
+type outgoing struct {
+	m    *cluster.ToWorker
+	what string
+}
+
+// post sends m after everything posted before it, without waiting.
+func (r *remote) post(m *cluster.ToWorker, what string) {
+	r.outMu.Lock()
+	defer r.outMu.Unlock()
+	r.outbox = append(r.outbox, outgoing{m, what})
+	if !r.sending {
+		r.sending = true
+		go r.drain()
+	}
+}
+
+func (r *remote) drain() {
+	for {
+		r.outMu.Lock()
+		if len(r.outbox) == 0 {
+			r.sending = false
+			r.outMu.Unlock()
+			return
+		}
+		o := r.outbox[0]
+		r.outbox[0] = outgoing{}
+		r.outbox = r.outbox[1:]
+		r.outMu.Unlock()
+		if err := r.send(o.m); err != nil && o.what != "" {
+			r.die(fmt.Errorf("%s: %w", o.what, err))
+		}
+	}
 }
 
 func (r *remote) die(err error) {
@@ -375,12 +417,7 @@ func (c *Cluster) Setup(worker string, gen uint64, rank, size int, st trainstate
 	m := c.setupMsg
 	s := &cluster.Setup{Generation: gen, Rank: int32(rank), Size: int32(size), Params: m.Params, Buffers: m.Buffers, Tracked: m.Tracked,
 		AdamM: m.AdamM, AdamV: m.AdamV, AdamStep: m.AdamStep, Lr: m.Lr, Beta1: m.Beta1, Beta2: m.Beta2, Eps: m.Eps}
-	msg := &cluster.ToWorker{Body: &cluster.ToWorker_Setup{Setup: s}}
-	go func() {
-		if err := r.send(msg); err != nil {
-			r.die(fmt.Errorf("send setup: %w", err))
-		}
-	}()
+	r.post(&cluster.ToWorker{Body: &cluster.ToWorker_Setup{Setup: s}}, "send setup")
 }
 
 // Task implements Transport.
@@ -393,13 +430,8 @@ func (c *Cluster) Task(t *control.Task, tracked int64) {
 	for k, v := range t.Indices {
 		ind[k] = int32(v)
 	}
-	msg := &cluster.ToWorker{Body: &cluster.ToWorker_Task{Task: &cluster.Task{Generation: t.Gen, Step: t.Step, Epoch: int32(t.Epoch), Indices: ind,
-		Seed: t.Seed, Flip: t.Flip, Batch: int32(t.Batch), Tracked: tracked, NextAddr: t.Next, SendUpdate: t.SendUpdate}}}
-	go func() {
-		if err := r.send(msg); err != nil {
-			r.die(fmt.Errorf("send task: %w", err))
-		}
-	}()
+	r.post(&cluster.ToWorker{Body: &cluster.ToWorker_Task{Task: &cluster.Task{Generation: t.Gen, Step: t.Step, Epoch: int32(t.Epoch), Indices: ind,
+		Seed: t.Seed, Flip: t.Flip, Batch: int32(t.Batch), Tracked: tracked, NextAddr: t.Next, SendUpdate: t.SendUpdate}}}, "send task")
 }
 
 // Drop implements Transport: the worker is told why, then its session ends.
@@ -416,9 +448,7 @@ func (c *Cluster) Drop(worker string, session uint64, outcome cluster.Outcome, r
 // stop tells the worker the outcome and waits for it to end the session; a
 // stalled one is cut off after a grace period (the send itself may block).
 func (r *remote) stop(outcome cluster.Outcome, reason string, cause error) {
-	go func() {
-		_ = r.send(&cluster.ToWorker{Body: &cluster.ToWorker_Stop{Stop: &cluster.Stop{Reason: reason, Outcome: outcome}}})
-	}()
+	r.post(&cluster.ToWorker{Body: &cluster.ToWorker_Stop{Stop: &cluster.Stop{Reason: reason, Outcome: outcome}}}, "")
 	t := time.NewTimer(5 * time.Second)
 	defer t.Stop()
 	select {
