@@ -178,8 +178,9 @@ var registered []struct {
 	open func() (Compute, error)
 }
 
-// RegisterCompute makes NewCompute(name) call open. For packages that
-// cannot be imported here (package cuda builds on this one).
+// RegisterCompute makes NewCompute(name) call open, for a device backend
+// in a package that cannot be imported here (package cuda builds on this
+// one).
 func RegisterCompute(name string, open func() (Compute, error)) {
 	registered = append(registered, struct {
 		name string
@@ -244,18 +245,29 @@ func OneDNNError() error {
 // networks are made on, see model.NewOn) gives them the auto choice; an
 // unknown name panics.
 func DefaultCompute() Compute {
-	c, err := NewCompute("")
+	name := ""
+	if envDevice() {
+		name = "auto"
+	}
+	c, err := NewCompute(name)
 	if c == nil {
 		panic("nn: TINCT_BACKEND: " + err.Error())
 	}
 	if err != nil {
 		warnOnce.Do(func() { slog.Warn(err.Error()) })
 	}
-	if c.Device() {
-		c.Close()
-		c, _ = NewCompute("auto")
-	}
 	return c
+}
+
+// envDevice says whether $TINCT_BACKEND names a registered (device)
+// backend.
+func envDevice() bool {
+	for _, r := range registered {
+		if r.name == ComputeChoice() {
+			return true
+		}
+	}
+	return false
 }
 
 // EnvDevice is a new instance of the device backend $TINCT_BACKEND names
@@ -263,13 +275,8 @@ func DefaultCompute() Compute {
 // worker's replica and a sampler's network go when no GPU was asked for,
 // so that one variable runs the whole suite on a device backend.
 func EnvDevice() (Compute, error) {
-	c, err := NewCompute("")
-	if c == nil || !c.Device() {
-		if c == nil {
-			return nil, err
-		}
-		c.Close()
+	if !envDevice() {
 		return nil, nil
 	}
-	return c, err
+	return NewCompute("")
 }
