@@ -30,6 +30,7 @@ import (
 
 	"github.com/tinct/tinct/allreduce"
 	"github.com/tinct/tinct/dataset"
+	"github.com/tinct/tinct/internal/atomicfile"
 	"github.com/tinct/tinct/model"
 )
 
@@ -581,7 +582,7 @@ func newBenchRingMemberCmd() *cobra.Command {
 				return err
 			}
 			defer ring.Close()
-			if err := benchWriteFile(filepath.Join(dir, fmt.Sprintf("addr-%d", rank)), []byte(ring.Addr())); err != nil {
+			if err := atomicfile.Write(filepath.Join(dir, fmt.Sprintf("addr-%d", rank)), []byte(ring.Addr()), ".addr-"); err != nil {
 				return err
 			}
 			next, err := benchWaitFile(ctx, filepath.Join(dir, fmt.Sprintf("addr-%d", (rank+1)%size)))
@@ -609,12 +610,12 @@ func newBenchRingMemberCmd() *cobra.Command {
 				}
 			}
 			data, _ := json.Marshal(res)
-			if err := benchWriteFile(filepath.Join(dir, fmt.Sprintf("result-%d", rank)+".json"), data); err != nil {
+			if err := atomicfile.Write(filepath.Join(dir, fmt.Sprintf("result-%d", rank)+".json"), data, ".result-"); err != nil {
 				return err
 			}
 			// close only when every rank is done: a rank's last sends may
 			// still be on their way to its neighbour
-			if err := benchWriteFile(filepath.Join(dir, fmt.Sprintf("done-%d", rank)), nil); err != nil {
+			if err := atomicfile.Write(filepath.Join(dir, fmt.Sprintf("done-%d", rank)), nil, ".done-"); err != nil {
 				return err
 			}
 			for r := range size {
@@ -633,14 +634,6 @@ func newBenchRingMemberCmd() *cobra.Command {
 	f.IntVar(&reps, "reps", 30, "timed all-reduces (after 3 warm-up ones)")
 	f.DurationVar(&timeout, "timeout", 3*time.Minute, "deadline of the whole run")
 	return cmd
-}
-
-func benchWriteFile(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // benchWaitFile waits for path to exist and returns its contents.
