@@ -158,13 +158,8 @@ func NewOn(be nn.Compute, cfg Config) (*UNet, error) {
 	for b, i := range first {
 		b.Offset = u.Layout[i].Offset
 	}
-	vec := func(n int) nn.Vec {
-		if u.be != nil {
-			return u.be.NewVec(n)
-		}
-		return nn.HostVec(make([]float32, n))
-	}
-	u.P, u.G = vec(total), vec(total)
+	mem := u.compute()
+	u.P, u.G = mem.NewVec(total), mem.NewVec(total)
 	u.Params, u.Grads = u.P.Data, u.G.Data
 	if u.be != nil {
 		u.Grads = make([]float32, total)
@@ -179,7 +174,7 @@ func NewOn(be nn.Compute, cfg Config) (*UNet, error) {
 	for _, b := range u.Blocks() {
 		nb += 2 * b.In
 	}
-	u.Bufs, u.stats = vec(nb), vec(nb)
+	u.Bufs, u.stats = mem.NewVec(nb), mem.NewVec(nb)
 	init := make([]float32, 0, nb) // running mean 0, variance 1
 	nb = 0
 	for _, b := range u.Blocks() {
@@ -191,7 +186,7 @@ func NewOn(be nn.Compute, cfg Config) (*UNet, error) {
 		}
 		nb += 2 * c
 	}
-	u.compute().Upload(u.Bufs, init)
+	mem.Upload(u.Bufs, init)
 	if err := u.Err(); err != nil {
 		u.Close()
 		return nil, fmt.Errorf("model: allocating the network on %s: %w", u.be.Name(), err)

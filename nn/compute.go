@@ -157,7 +157,7 @@ func (k *kernels) Upsample2Forward(x, y Tensor)            { Upsample2Forward(x,
 func (k *kernels) Upsample2Backward(dy, dx Tensor)         { Upsample2Backward(dy, dx) }
 func (k *kernels) Add(src, dst Tensor)                     { AddTo(src, dst) }
 func (k *kernels) MSE(pred, target, grad Tensor, scale float32) float32 {
-	return MSEScaled(pred, target, grad, scale)
+	return mseScaled(pred, target, grad, scale)
 }
 func (k *kernels) Bytes() int              { return k.ws.Bytes() }
 func (k *kernels) ActivationBlock(int) int { return 0 }
@@ -173,7 +173,9 @@ func ComputeNames() []string {
 
 // registered are the backends other packages add (package cuda/shim: the
 // CUDA backend on the CPU through g++, for tests).
-var registered []struct {
+var registered []computeRegistration
+
+type computeRegistration struct {
 	name string
 	open func() (Compute, error)
 }
@@ -182,10 +184,7 @@ var registered []struct {
 // in a package that cannot be imported here (package cuda builds on this
 // one).
 func RegisterCompute(name string, open func() (Compute, error)) {
-	registered = append(registered, struct {
-		name string
-		open func() (Compute, error)
-	}{name, open})
+	registered = append(registered, computeRegistration{name, open})
 }
 
 // NewCompute returns a new instance of the named backend: "go" (the

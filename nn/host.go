@@ -127,9 +127,9 @@ func mustHost(op string, vs ...Vec) {
 	}
 }
 
-// MSEScaled is MSE with the gradient multiplied by scale after it is
+// mseScaled is MSE with the gradient multiplied by scale after it is
 // computed (the order of a share's scaling before this seam, kept bitwise).
-func MSEScaled(pred, target, grad Tensor, scale float32) float32 {
+func mseScaled(pred, target, grad Tensor, scale float32) float32 {
 	loss := MSE(pred, target, grad)
 	if scale != 1 && grad.Data != nil {
 		for n := range grad.N {
