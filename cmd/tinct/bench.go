@@ -99,11 +99,9 @@ to its replica, checksum) and the coordinator's commit of the same update
 			if err != nil {
 				return err
 			}
-			var be nn.Compute // the replica's backend: the GPU, or $TINCT_BACKEND's device
-			if g != nil {
-				defer g.close()
-				be, _ = g.compute()
-			} else if be, err = nn.EnvDevice(); err != nil {
+			defer g.close()
+			be, err := g.backend()
+			if err != nil {
 				return err
 			}
 			w, err := worker.NewOn("bench", be, cfg.ModelConfig(), memExamples{x0, gray})

@@ -301,7 +301,7 @@ secret, or stayed unreachable for --wait.
 			}
 			if g != nil {
 				defer g.close()
-				opt.Compute = g.compute
+				opt.Compute = g.backend
 			}
 			if opt.Secret, opt.Security, err = node.load(); err != nil {
 				return err

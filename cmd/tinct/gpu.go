@@ -40,8 +40,15 @@ func (g *gpu) close() {
 	}
 }
 
-// compute is a new backend instance on the GPU, for one network.
-func (g *gpu) compute() (nn.Compute, error) { return cuda.NewCompute(cuda.DeviceBackend(g.dev)), nil }
+// backend is a new backend instance for one network of a command: on the
+// GPU, or, where none was asked for (g nil), on the device backend
+// $TINCT_BACKEND names (cuda-shim); nil: the network stays in host memory.
+func (g *gpu) backend() (nn.Compute, error) {
+	if g != nil {
+		return cuda.NewCompute(cuda.DeviceBackend(g.dev)), nil
+	}
+	return nn.EnvDevice()
+}
 
 // gpuFlags are a command's --gpu and --precision.
 type gpuFlags struct {
@@ -70,10 +77,8 @@ func (f *gpuFlags) network(net *model.UNet) (*model.UNet, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	var be nn.Compute
-	if g != nil {
-		be, _ = g.compute()
-	} else if be, err = nn.EnvDevice(); err != nil || be == nil {
+	be, err := g.backend()
+	if err != nil || be == nil {
 		return net, func() {}, err
 	}
 	d, err := net.To(be)

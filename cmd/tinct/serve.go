@@ -97,7 +97,7 @@ colorizations in progress finish for a few seconds.`,
 			}
 			if g != nil {
 				defer g.close()
-				opts.Compute = g.compute
+				opts.Compute = g.backend
 			}
 			s, err := serve.New(opts)
 			if err != nil {

@@ -83,10 +83,8 @@ func train(ctx context.Context, cmd *cobra.Command, cfg *config.Config) error {
 	}
 	defer r.close()
 	st := r.st
-	var be nn.Compute // the replica's backend: the GPU, or $TINCT_BACKEND's device
-	if g != nil {
-		be, _ = g.compute()
-	} else if be, err = nn.EnvDevice(); err != nil {
+	be, err := g.backend() // the replica's: the GPU, or $TINCT_BACKEND's device
+	if err != nil {
 		return err
 	}
 	w, err := worker.NewOn("local", be, cfg.ModelConfig(), r.train)
