@@ -264,7 +264,7 @@ func (c *models) sampler(m *Model, samples int) (*model.Sampler, error) {
 		if images > maxCachedSamplerImages && e != c.samplers.Front() {
 			images -= e.Value.(*cachedSampler).samples
 			c.samplers.Remove(e)
-			e.Value.(*cachedSampler).s.Close() // its arena (on a device: until the network goes)
+			e.Value.(*cachedSampler).s.Close() // its arena's memory (on a device, given back at once)
 		}
 		e = next
 	}

@@ -302,17 +302,15 @@ func (j *joiner) replica(ctx context.Context, cfg *config.Config) (*Worker, erro
 	}
 	mc := cfg.ModelConfig()
 	if j.w == nil || fmt.Sprint(mc) != fmt.Sprint(j.mc) {
-		var w *Worker
-		var err error
-		if j.opt.Compute != nil {
-			var be nn.Compute
-			if be, err = j.opt.Compute(); err != nil {
-				return nil, fmt.Errorf("worker %s: %w", j.opt.Name, err)
-			}
-			w, err = NewOn(j.opt.Name, be, mc, j.data)
-		} else {
-			w, err = New(j.opt.Name, mc, j.data)
+		open := j.opt.Compute
+		if open == nil {
+			open = nn.EnvDevice // as New chooses
 		}
+		be, err := open()
+		if err != nil {
+			return nil, fmt.Errorf("worker %s: %w", j.opt.Name, err)
+		}
+		w, err := NewOn(j.opt.Name, be, mc, j.data)
 		if err != nil {
 			return nil, err
 		}
