@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/tinct/tinct/allreduce"
+	tworker "github.com/tinct/tinct/worker"
 )
 
 // Params describe one simulated cluster and run. Zero fields take the
@@ -28,8 +31,8 @@ type Params struct {
 	Link      Link // every worker's link
 	CoordLink Link // the coordinator's link (zero: as Link)
 
-	ChunkBytes int // ring chunk (allreduce's default 256 KiB)
-	MinBucket  int // smallest gradient tail reduced during backward (worker's 1<<18 floats)
+	ChunkBytes int // ring chunk (allreduce.DefaultChunkBytes)
+	MinBucket  int // smallest gradient tail reduced during backward (worker.OverlapBucket floats)
 
 	Protocol Protocol // nil: Today
 
@@ -174,8 +177,8 @@ func Defaults() Params {
 		Commit:       57 * time.Millisecond,
 		CoordMsg:     5 * time.Microsecond,
 		Link:         Link{Bandwidth: 10 * Gbit, StreamRate: 3e9, Latency: 100 * time.Microsecond, Overhead: 10 * time.Microsecond},
-		ChunkBytes:   256 << 10,
-		MinBucket:    1 << 18,
+		ChunkBytes:   allreduce.DefaultChunkBytes,
+		MinBucket:    tworker.OverlapBucket,
 		StepTimeout:  10 * time.Minute,
 		SetupTimeout: time.Minute,
 		RingTimeout:  time.Minute,

@@ -14,9 +14,9 @@ import (
 	"github.com/tinct/tinct/trainstate"
 )
 
-// overlapBucket is the smallest gradient tail (floats) reduced on its own
+// OverlapBucket is the smallest gradient tail (floats) reduced on its own
 // while backward runs: 1 MiB, about 8% of the U-Net's gradient.
-const overlapBucket = 1 << 18
+const OverlapBucket = 1 << 18
 
 // Member is a worker's part in the training protocol, whatever carries it:
 // it loads the committed state for a ring generation (Setup), then for
@@ -126,7 +126,7 @@ func (m *Member) Step(ctx context.Context, t *control.Task, tracked int64) *cont
 		// producing the rest (DDP-style overlap); the BatchNorm buffers,
 		// known after the forward pass, follow in one more call.
 		wt := float32(len(t.Indices)) / float32(t.Batch)
-		o := m.ring.Overlap(ctx, t.Step, m.W.Grads(), overlapBucket)
+		o := m.ring.Overlap(ctx, t.Step, m.W.Grads(), OverlapBucket)
 		res, err = m.W.ComputeScaled(ctx, task, wt, o.Ready)
 		waitStart := time.Now()
 		if werr := o.Wait(); err == nil && werr != nil {
