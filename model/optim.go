@@ -32,11 +32,6 @@ func (a *Adam) next() nn.AdamConsts {
 		StepSize: float32(a.LR / bc1), BC2Sqrt: float32(math.Sqrt(bc2))}
 }
 
-// Update applies one step to host params given host grads.
-func (a *Adam) Update(params, grads []float32) {
-	hostOps.Adam(nn.HostVec(params), nn.HostVec(grads), nn.HostVec(a.M), nn.HostVec(a.V), a.next())
-}
-
 // LoadAdam gives a device network opt's moments (a host network uses
 // opt's own in Apply).
 func (u *UNet) LoadAdam(opt *Adam) error {
