@@ -71,25 +71,7 @@ static void find_driver(void) {
 	pthread_mutex_lock(&mu);         \
 	find_driver();                   \
 	int rc = SUCCESS
-#define ARGS(...) fake_add(&l, __VA_ARGS__)
-#define CHECK(cond, code, ...)                                      \
-	do {                                                        \
-		if (!(cond)) {                                      \
-			rc = fake_violation(F, code, __VA_ARGS__); \
-			goto done;                                  \
-		}                                                   \
-	} while (0)
-#define FAIL_IF_INJECTED()                  \
-	do {                                \
-		if (fake_injected(F)) {     \
-			rc = EXECUTION_FAILED; \
-			goto done;          \
-		}                           \
-	} while (0)
-#define DONE                       \
-	done:                      \
-	pthread_mutex_unlock(&mu); \
-	return fake_end(&l, rc)
+#define FAKE_INJECTED_RC EXECUTION_FAILED
 
 static int handle_index(uintptr_t h) {
 	if (h < HANDLE_BASE || h >= HANDLE_BASE + MAX_HANDLES)

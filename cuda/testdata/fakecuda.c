@@ -204,6 +204,30 @@ static inline int fake_injected(const char *fn) {
 	return 0;
 }
 
+// The call macros every fake shares (each defines its own BEGIN, its
+// mutex mu, and FAKE_INJECTED_RC, the code an injected failure returns):
+// ARGS adds to the call's record; CHECK(cond, code, ...) reports a
+// violation and ends the call when cond is false; DONE ends it.
+#define ARGS(...) fake_add(&l, __VA_ARGS__)
+#define FAIL_IF_INJECTED()                       \
+	do {                                     \
+		if (fake_injected(F)) {          \
+			rc = FAKE_INJECTED_RC;   \
+			goto done;               \
+		}                                \
+	} while (0)
+#define CHECK(cond, code, ...)                                      \
+	do {                                                        \
+		if (!(cond)) {                                      \
+			rc = fake_violation(F, code, __VA_ARGS__); \
+			goto done;                                  \
+		}                                                   \
+	} while (0)
+#define DONE                       \
+	done:                      \
+	pthread_mutex_unlock(&mu); \
+	return fake_end(&l, rc)
+
 #ifndef FAKE_RECORD_ONLY
 
 #include <time.h>
@@ -578,8 +602,7 @@ CUresult cuGetErrorString(CUresult r, const char **s) {
 
 // ---- contexts and streams ----
 
-// BEGIN opens a call's record; CHECK(cond, code, ...) reports a violation
-// and ends the call when cond is false; DONE ends it.
+// BEGIN opens a call's record (ARGS, CHECK, DONE: above).
 #define BEGIN(fn)                             \
 	static const char *const F = fn;      \
 	if (!ok_mode())                       \
@@ -588,31 +611,13 @@ CUresult cuGetErrorString(CUresult r, const char **s) {
 	fake_begin(&l, F);                    \
 	pthread_mutex_lock(&mu);              \
 	CUresult rc = OK
-#define ARGS(...) fake_add(&l, __VA_ARGS__)
-#define FAIL_IF_INJECTED()                 \
-	do {                               \
-		if (fake_injected(F)) {    \
-			rc = UNKNOWN;      \
-			goto done;         \
-		}                          \
-	} while (0)
-#define CHECK(cond, code, ...)                                      \
-	do {                                                        \
-		if (!(cond)) {                                      \
-			rc = fake_violation(F, code, __VA_ARGS__); \
-			goto done;                                  \
-		}                                                   \
-	} while (0)
+#define FAKE_INJECTED_RC UNKNOWN
 #define REQUIRE(expr)            \
 	do {                     \
 		rc = (expr);     \
 		if (rc)          \
 			goto done; \
 	} while (0)
-#define DONE                              \
-	done:                             \
-	pthread_mutex_unlock(&mu);        \
-	return fake_end(&l, rc)
 
 CUresult cuDevicePrimaryCtxRetain(CUhandle *ctx, int dev) {
 	BEGIN("cuDevicePrimaryCtxRetain");

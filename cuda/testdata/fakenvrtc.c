@@ -44,25 +44,7 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 	fake_begin(&l, F);               \
 	pthread_mutex_lock(&mu);         \
 	int rc = NVRTC_SUCCESS
-#define ARGS(...) fake_add(&l, __VA_ARGS__)
-#define CHECK(cond, code, ...)                                      \
-	do {                                                        \
-		if (!(cond)) {                                      \
-			rc = fake_violation(F, code, __VA_ARGS__); \
-			goto done;                                  \
-		}                                                   \
-	} while (0)
-#define FAIL_IF_INJECTED()                            \
-	do {                                          \
-		if (fake_injected(F)) {               \
-			rc = NVRTC_ERROR_INTERNAL_ERROR; \
-			goto done;                    \
-		}                                     \
-	} while (0)
-#define DONE                       \
-	done:                      \
-	pthread_mutex_unlock(&mu); \
-	return fake_end(&l, rc)
+#define FAKE_INJECTED_RC NVRTC_ERROR_INTERNAL_ERROR
 
 static int prog_index(uintptr_t p) {
 	if (p < PROG_BASE || p >= PROG_BASE + MAX_PROGS)
