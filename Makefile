@@ -81,10 +81,12 @@ fuzz:
 	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
 # bench runs tinct (once per compute backend: go, onednn) and the PyTorch
-# reference on the same rows in one run.
+# reference on the same rows in one run, then the cluster's own cost per
+# step (make bench-cluster).
 # OPENBLAS_CORETYPE is unset so that OpenBLAS may use AVX-512 (see README).
 bench: build
 	env -u OPENBLAS_CORETYPE $(PY) bench/compare.py --tinct ./bin/tinct --json bench/results.json
+	$(MAKE) bench-cluster
 
 bench-quick: build
 	env -u OPENBLAS_CORETYPE $(PY) bench/compare.py --tinct ./bin/tinct --quick --rounds 1
@@ -142,9 +144,9 @@ gpu-check-dry:
 
 # sim runs the cluster simulator (docs/sim.md): the real control core in
 # simulated time — its calibration against bench/scale.json, images/s and
-# GPU busy for 8–256 workers at 1–100 Gbit/s under today's protocol and the
-# ideal-pipelined model, a worker dying every 10 minutes at N = 256, and
-# what-if rows. A few seconds; flags: bin/tinct sim --help.
+# GPU busy for 8–256 workers at 1–100 Gbit/s under the pipelined protocol
+# and the one before it, a worker dying every 10 minutes at N = 256, and
+# what-if rows. About 8 s on 2 cores; flags: bin/tinct sim --help.
 .PHONY: sim
 sim: build
 	./bin/tinct sim

@@ -46,6 +46,79 @@ func TestChecksumDefinition(t *testing.T) {
 	}
 }
 
+// StateChecksum is on the wire too (snapshot steps): the SHA-256 of
+// Checksum(net), the EMA's weights, buffers and count, Adam's M, V and
+// step. It must change when any one of them does.
+func TestStateChecksum(t *testing.T) {
+	cfg := model.Config{Widths: []int{4, 8}, BlockDepth: 1, EmbedDims: 4}
+	net, err := model.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ema, err := model.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range net.Params {
+		net.Params[i] = float32(i%89) * 0.01
+		ema.Params[i] = float32(i%83) * 0.02
+	}
+	net.SetBuffers(net.Buffers(nil), 3)
+	ema.SetBuffers(ema.Buffers(nil), 3)
+	opt := model.NewAdam(net.NumParams(), 1e-3)
+	for i := range opt.M {
+		opt.M[i], opt.V[i] = float32(i)*1e-4, float32(i)*1e-6
+	}
+	opt.Step = 3
+
+	h := sha256.New()
+	h.Write(Checksum(net))
+	h.Write(Floats(ema.Params, ema.Buffers(nil)))
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], 3)
+	h.Write(b[:])
+	h.Write(Floats(opt.M, opt.V))
+	binary.LittleEndian.PutUint64(b[:], 3)
+	h.Write(b[:])
+	want := h.Sum(nil)
+	if got := StateChecksum(net, ema, opt); string(got) != string(want) {
+		t.Fatalf("StateChecksum = %x, want %x", got, want)
+	}
+
+	for _, c := range []struct {
+		part   string
+		change func()
+	}{
+		{"a weight", func() { net.Params[5] += 1 }},
+		{"a BatchNorm buffer", func() { bufs := net.Buffers(nil); bufs[0] += 1; net.SetBuffers(bufs, 3) }},
+		{"the batch count", func() { net.SetBuffers(net.Buffers(nil), 4) }},
+		{"an EMA weight", func() { ema.Params[len(ema.Params)-1] += 1 }},
+		{"an EMA buffer", func() { bufs := ema.Buffers(nil); bufs[len(bufs)-1] += 1; ema.SetBuffers(bufs, 3) }},
+		{"the EMA's batch count", func() { ema.SetBuffers(ema.Buffers(nil), 4) }},
+		{"an Adam first moment", func() { opt.M[7] += 1 }},
+		{"an Adam second moment", func() { opt.V[len(opt.V)-1] += 1 }},
+		{"the Adam step", func() { opt.Step++ }},
+	} {
+		netP, netB, netT := net.ReadParams(nil), net.Buffers(nil), net.BatchesTracked()
+		emaP, emaB, emaT := ema.ReadParams(nil), ema.Buffers(nil), ema.BatchesTracked()
+		m, v, step := append([]float32(nil), opt.M...), append([]float32(nil), opt.V...), opt.Step
+		c.change()
+		if got := StateChecksum(net, ema, opt); string(got) == string(want) {
+			t.Errorf("StateChecksum did not change with %s", c.part)
+		}
+		net.LoadParams(netP)
+		net.SetBuffers(netB, netT)
+		ema.LoadParams(emaP)
+		ema.SetBuffers(emaB, emaT)
+		copy(opt.M, m)
+		copy(opt.V, v)
+		opt.Step = step
+		if got := StateChecksum(net, ema, opt); string(got) != string(want) {
+			t.Fatalf("StateChecksum not restored after %s", c.part)
+		}
+	}
+}
+
 // BenchmarkChecksum is one checksum of the full-width U-Net (1.95 M weights
 // and its BatchNorm buffers); a training step takes two (the worker's
 // replica, the coordinator's committed state).

@@ -508,23 +508,20 @@ func (x *Welcome) GetProof() []byte {
 // Setup starts a ring generation: the worker loads the committed state,
 // listens for its ring and answers Ready.
 type Setup struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Generation    uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
-	Rank          int32                  `protobuf:"varint,2,opt,name=rank,proto3" json:"rank,omitempty"`
-	Size          int32                  `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
-	Params        []byte                 `protobuf:"bytes,4,opt,name=params,proto3" json:"params,omitempty"`   // little-endian float32
-	Buffers       []byte                 `protobuf:"bytes,5,opt,name=buffers,proto3" json:"buffers,omitempty"` // little-endian float32
-	Tracked       int64                  `protobuf:"varint,6,opt,name=tracked,proto3" json:"tracked,omitempty"`
-	AdamM         []byte                 `protobuf:"bytes,7,opt,name=adam_m,json=adamM,proto3" json:"adam_m,omitempty"`
-	AdamV         []byte                 `protobuf:"bytes,8,opt,name=adam_v,json=adamV,proto3" json:"adam_v,omitempty"`
-	AdamStep      int64                  `protobuf:"varint,9,opt,name=adam_step,json=adamStep,proto3" json:"adam_step,omitempty"`
-	Lr            float64                `protobuf:"fixed64,10,opt,name=lr,proto3" json:"lr,omitempty"`
-	Beta1         float64                `protobuf:"fixed64,11,opt,name=beta1,proto3" json:"beta1,omitempty"`
-	Beta2         float64                `protobuf:"fixed64,12,opt,name=beta2,proto3" json:"beta2,omitempty"`
-	Eps           float64                `protobuf:"fixed64,13,opt,name=eps,proto3" json:"eps,omitempty"`
-	Step          int64                  `protobuf:"varint,14,opt,name=step,proto3" json:"step,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Generation     uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	Rank           int32                  `protobuf:"varint,2,opt,name=rank,proto3" json:"rank,omitempty"`
+	Size           int32                  `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	Lr             float64                `protobuf:"fixed64,10,opt,name=lr,proto3" json:"lr,omitempty"`
+	Beta1          float64                `protobuf:"fixed64,11,opt,name=beta1,proto3" json:"beta1,omitempty"`
+	Beta2          float64                `protobuf:"fixed64,12,opt,name=beta2,proto3" json:"beta2,omitempty"`
+	Eps            float64                `protobuf:"fixed64,13,opt,name=eps,proto3" json:"eps,omitempty"`
+	Step           int64                  `protobuf:"varint,14,opt,name=step,proto3" json:"step,omitempty"`
+	State          *ReplicaState          `protobuf:"bytes,15,opt,name=state,proto3" json:"state,omitempty"`                                            // the committed state
+	EmaDecay       float64                `protobuf:"fixed64,16,opt,name=ema_decay,json=emaDecay,proto3" json:"ema_decay,omitempty"`                    // the EMA rule the replica applies after each step
+	EmaCopyBuffers bool                   `protobuf:"varint,17,opt,name=ema_copy_buffers,json=emaCopyBuffers,proto3" json:"ema_copy_buffers,omitempty"` // copy the BatchNorm buffers into the EMA (else average them)
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Setup) Reset() {
@@ -578,48 +575,6 @@ func (x *Setup) GetSize() int32 {
 	return 0
 }
 
-func (x *Setup) GetParams() []byte {
-	if x != nil {
-		return x.Params
-	}
-	return nil
-}
-
-func (x *Setup) GetBuffers() []byte {
-	if x != nil {
-		return x.Buffers
-	}
-	return nil
-}
-
-func (x *Setup) GetTracked() int64 {
-	if x != nil {
-		return x.Tracked
-	}
-	return 0
-}
-
-func (x *Setup) GetAdamM() []byte {
-	if x != nil {
-		return x.AdamM
-	}
-	return nil
-}
-
-func (x *Setup) GetAdamV() []byte {
-	if x != nil {
-		return x.AdamV
-	}
-	return nil
-}
-
-func (x *Setup) GetAdamStep() int64 {
-	if x != nil {
-		return x.AdamStep
-	}
-	return 0
-}
-
 func (x *Setup) GetLr() float64 {
 	if x != nil {
 		return x.Lr
@@ -655,6 +610,130 @@ func (x *Setup) GetStep() int64 {
 	return 0
 }
 
+func (x *Setup) GetState() *ReplicaState {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+func (x *Setup) GetEmaDecay() float64 {
+	if x != nil {
+		return x.EmaDecay
+	}
+	return 0
+}
+
+func (x *Setup) GetEmaCopyBuffers() bool {
+	if x != nil {
+		return x.EmaCopyBuffers
+	}
+	return false
+}
+
+// ReplicaState is a replica's whole state: the coordinator's committed
+// state in a Setup, rank 0's replica in a snapshot Report. Floats are
+// little-endian float32.
+type ReplicaState struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Params        []byte                 `protobuf:"bytes,1,opt,name=params,proto3" json:"params,omitempty"`
+	Buffers       []byte                 `protobuf:"bytes,2,opt,name=buffers,proto3" json:"buffers,omitempty"`  // BatchNorm running statistics
+	Tracked       int64                  `protobuf:"varint,3,opt,name=tracked,proto3" json:"tracked,omitempty"` // BatchNorm batches tracked (the EMA's too)
+	AdamM         []byte                 `protobuf:"bytes,4,opt,name=adam_m,json=adamM,proto3" json:"adam_m,omitempty"`
+	AdamV         []byte                 `protobuf:"bytes,5,opt,name=adam_v,json=adamV,proto3" json:"adam_v,omitempty"`
+	AdamStep      int64                  `protobuf:"varint,6,opt,name=adam_step,json=adamStep,proto3" json:"adam_step,omitempty"`
+	EmaParams     []byte                 `protobuf:"bytes,7,opt,name=ema_params,json=emaParams,proto3" json:"ema_params,omitempty"`
+	EmaBuffers    []byte                 `protobuf:"bytes,8,opt,name=ema_buffers,json=emaBuffers,proto3" json:"ema_buffers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaState) Reset() {
+	*x = ReplicaState{}
+	mi := &file_cluster_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaState) ProtoMessage() {}
+
+func (x *ReplicaState) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaState.ProtoReflect.Descriptor instead.
+func (*ReplicaState) Descriptor() ([]byte, []int) {
+	return file_cluster_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ReplicaState) GetParams() []byte {
+	if x != nil {
+		return x.Params
+	}
+	return nil
+}
+
+func (x *ReplicaState) GetBuffers() []byte {
+	if x != nil {
+		return x.Buffers
+	}
+	return nil
+}
+
+func (x *ReplicaState) GetTracked() int64 {
+	if x != nil {
+		return x.Tracked
+	}
+	return 0
+}
+
+func (x *ReplicaState) GetAdamM() []byte {
+	if x != nil {
+		return x.AdamM
+	}
+	return nil
+}
+
+func (x *ReplicaState) GetAdamV() []byte {
+	if x != nil {
+		return x.AdamV
+	}
+	return nil
+}
+
+func (x *ReplicaState) GetAdamStep() int64 {
+	if x != nil {
+		return x.AdamStep
+	}
+	return 0
+}
+
+func (x *ReplicaState) GetEmaParams() []byte {
+	if x != nil {
+		return x.EmaParams
+	}
+	return nil
+}
+
+func (x *ReplicaState) GetEmaBuffers() []byte {
+	if x != nil {
+		return x.EmaBuffers
+	}
+	return nil
+}
+
 type Ready struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Generation    uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
@@ -665,7 +744,7 @@ type Ready struct {
 
 func (x *Ready) Reset() {
 	*x = Ready{}
-	mi := &file_cluster_proto_msgTypes[6]
+	mi := &file_cluster_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -677,7 +756,7 @@ func (x *Ready) String() string {
 func (*Ready) ProtoMessage() {}
 
 func (x *Ready) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_proto_msgTypes[6]
+	mi := &file_cluster_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -690,7 +769,7 @@ func (x *Ready) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ready.ProtoReflect.Descriptor instead.
 func (*Ready) Descriptor() ([]byte, []int) {
-	return file_cluster_proto_rawDescGZIP(), []int{6}
+	return file_cluster_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Ready) GetGeneration() uint64 {
@@ -716,17 +795,18 @@ type Task struct {
 	Indices       []int32                `protobuf:"varint,4,rep,packed,name=indices,proto3" json:"indices,omitempty"`
 	Seed          uint64                 `protobuf:"varint,5,opt,name=seed,proto3" json:"seed,omitempty"`
 	Flip          bool                   `protobuf:"varint,6,opt,name=flip,proto3" json:"flip,omitempty"`
-	Batch         int32                  `protobuf:"varint,7,opt,name=batch,proto3" json:"batch,omitempty"`                              // examples in the whole batch (for the weights)
-	Tracked       int64                  `protobuf:"varint,8,opt,name=tracked,proto3" json:"tracked,omitempty"`                          // BatchNorm batches tracked after this step
-	NextAddr      string                 `protobuf:"bytes,9,opt,name=next_addr,json=nextAddr,proto3" json:"next_addr,omitempty"`         // the next rank's ring address
-	SendUpdate    bool                   `protobuf:"varint,10,opt,name=send_update,json=sendUpdate,proto3" json:"send_update,omitempty"` // report the reduced gradient and buffers
+	Batch         int32                  `protobuf:"varint,7,opt,name=batch,proto3" json:"batch,omitempty"`                           // examples in the whole batch (for the weights)
+	Tracked       int64                  `protobuf:"varint,8,opt,name=tracked,proto3" json:"tracked,omitempty"`                       // BatchNorm batches tracked after this step
+	NextAddr      string                 `protobuf:"bytes,9,opt,name=next_addr,json=nextAddr,proto3" json:"next_addr,omitempty"`      // the next rank's ring address
+	Snapshot      bool                   `protobuf:"varint,11,opt,name=snapshot,proto3" json:"snapshot,omitempty"`                    // report the whole state's checksum (StateChecksum) after this step
+	SendState     bool                   `protobuf:"varint,12,opt,name=send_state,json=sendState,proto3" json:"send_state,omitempty"` // and send the replica's state (rank 0 at a snapshot step)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_cluster_proto_msgTypes[7]
+	mi := &file_cluster_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -738,7 +818,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_proto_msgTypes[7]
+	mi := &file_cluster_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -751,7 +831,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_cluster_proto_rawDescGZIP(), []int{7}
+	return file_cluster_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Task) GetGeneration() uint64 {
@@ -817,9 +897,16 @@ func (x *Task) GetNextAddr() string {
 	return ""
 }
 
-func (x *Task) GetSendUpdate() bool {
+func (x *Task) GetSnapshot() bool {
 	if x != nil {
-		return x.SendUpdate
+		return x.Snapshot
+	}
+	return false
+}
+
+func (x *Task) GetSendState() bool {
+	if x != nil {
+		return x.SendState
 	}
 	return false
 }
@@ -831,17 +918,17 @@ type Report struct {
 	Loss          float64                `protobuf:"fixed64,3,opt,name=loss,proto3" json:"loss,omitempty"`
 	Count         int32                  `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"`
 	Checksum      []byte                 `protobuf:"bytes,5,opt,name=checksum,proto3" json:"checksum,omitempty"`
-	Update        []byte                 `protobuf:"bytes,6,opt,name=update,proto3" json:"update,omitempty"` // reduced gradient then buffers, little-endian float32
 	Error         string                 `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
 	ReduceSeconds float64                `protobuf:"fixed64,8,opt,name=reduce_seconds,json=reduceSeconds,proto3" json:"reduce_seconds,omitempty"` // time spent in ring calls after backward finished
 	RingFault     bool                   `protobuf:"varint,9,opt,name=ring_fault,json=ringFault,proto3" json:"ring_fault,omitempty"`              // the error is the ring's (a peer did not answer or went away), not this worker's
+	State         *ReplicaState          `protobuf:"bytes,10,opt,name=state,proto3" json:"state,omitempty"`                                       // the replica after this step, when the task asked for it
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Report) Reset() {
 	*x = Report{}
-	mi := &file_cluster_proto_msgTypes[8]
+	mi := &file_cluster_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -853,7 +940,7 @@ func (x *Report) String() string {
 func (*Report) ProtoMessage() {}
 
 func (x *Report) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_proto_msgTypes[8]
+	mi := &file_cluster_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -866,7 +953,7 @@ func (x *Report) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Report.ProtoReflect.Descriptor instead.
 func (*Report) Descriptor() ([]byte, []int) {
-	return file_cluster_proto_rawDescGZIP(), []int{8}
+	return file_cluster_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Report) GetGeneration() uint64 {
@@ -904,13 +991,6 @@ func (x *Report) GetChecksum() []byte {
 	return nil
 }
 
-func (x *Report) GetUpdate() []byte {
-	if x != nil {
-		return x.Update
-	}
-	return nil
-}
-
 func (x *Report) GetError() string {
 	if x != nil {
 		return x.Error
@@ -932,6 +1012,13 @@ func (x *Report) GetRingFault() bool {
 	return false
 }
 
+func (x *Report) GetState() *ReplicaState {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
 // Stop ends a worker's session; the outcome says what the worker does next.
 type Stop struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -943,7 +1030,7 @@ type Stop struct {
 
 func (x *Stop) Reset() {
 	*x = Stop{}
-	mi := &file_cluster_proto_msgTypes[9]
+	mi := &file_cluster_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -955,7 +1042,7 @@ func (x *Stop) String() string {
 func (*Stop) ProtoMessage() {}
 
 func (x *Stop) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_proto_msgTypes[9]
+	mi := &file_cluster_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -968,7 +1055,7 @@ func (x *Stop) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stop.ProtoReflect.Descriptor instead.
 func (*Stop) Descriptor() ([]byte, []int) {
-	return file_cluster_proto_rawDescGZIP(), []int{9}
+	return file_cluster_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Stop) GetReason() string {
@@ -1018,30 +1105,39 @@ const file_cluster_proto_rawDesc = "" +
 	"\x0fring_timeout_ms\x18\x03 \x01(\x03R\rringTimeoutMs\x12%\n" +
 	"\x0egossip_profile\x18\x04 \x01(\tR\rgossipProfile\x12\x18\n" +
 	"\asession\x18\x05 \x01(\x04R\asession\x12\x14\n" +
-	"\x05proof\x18\x06 \x01(\fR\x05proof\"\xc8\x02\n" +
+	"\x05proof\x18\x06 \x01(\fR\x05proof\"\xb1\x02\n" +
 	"\x05Setup\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
 	"generation\x12\x12\n" +
 	"\x04rank\x18\x02 \x01(\x05R\x04rank\x12\x12\n" +
-	"\x04size\x18\x03 \x01(\x05R\x04size\x12\x16\n" +
-	"\x06params\x18\x04 \x01(\fR\x06params\x12\x18\n" +
-	"\abuffers\x18\x05 \x01(\fR\abuffers\x12\x18\n" +
-	"\atracked\x18\x06 \x01(\x03R\atracked\x12\x15\n" +
-	"\x06adam_m\x18\a \x01(\fR\x05adamM\x12\x15\n" +
-	"\x06adam_v\x18\b \x01(\fR\x05adamV\x12\x1b\n" +
-	"\tadam_step\x18\t \x01(\x03R\badamStep\x12\x0e\n" +
+	"\x04size\x18\x03 \x01(\x05R\x04size\x12\x0e\n" +
 	"\x02lr\x18\n" +
 	" \x01(\x01R\x02lr\x12\x14\n" +
 	"\x05beta1\x18\v \x01(\x01R\x05beta1\x12\x14\n" +
 	"\x05beta2\x18\f \x01(\x01R\x05beta2\x12\x10\n" +
 	"\x03eps\x18\r \x01(\x01R\x03eps\x12\x12\n" +
-	"\x04step\x18\x0e \x01(\x03R\x04step\"D\n" +
+	"\x04step\x18\x0e \x01(\x03R\x04step\x121\n" +
+	"\x05state\x18\x0f \x01(\v2\x1b.tinct.cluster.ReplicaStateR\x05state\x12\x1b\n" +
+	"\tema_decay\x18\x10 \x01(\x01R\bemaDecay\x12(\n" +
+	"\x10ema_copy_buffers\x18\x11 \x01(\bR\x0eemaCopyBuffersJ\x04\b\x04\x10\n" +
+	"\"\xe5\x01\n" +
+	"\fReplicaState\x12\x16\n" +
+	"\x06params\x18\x01 \x01(\fR\x06params\x12\x18\n" +
+	"\abuffers\x18\x02 \x01(\fR\abuffers\x12\x18\n" +
+	"\atracked\x18\x03 \x01(\x03R\atracked\x12\x15\n" +
+	"\x06adam_m\x18\x04 \x01(\fR\x05adamM\x12\x15\n" +
+	"\x06adam_v\x18\x05 \x01(\fR\x05adamV\x12\x1b\n" +
+	"\tadam_step\x18\x06 \x01(\x03R\badamStep\x12\x1d\n" +
+	"\n" +
+	"ema_params\x18\a \x01(\fR\temaParams\x12\x1f\n" +
+	"\vema_buffers\x18\b \x01(\fR\n" +
+	"emaBuffers\"D\n" +
 	"\x05Ready\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
 	"generation\x12\x1b\n" +
-	"\tring_addr\x18\x02 \x01(\tR\bringAddr\"\x80\x02\n" +
+	"\tring_addr\x18\x02 \x01(\tR\bringAddr\"\xa0\x02\n" +
 	"\x04Task\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
@@ -1053,10 +1149,11 @@ const file_cluster_proto_rawDesc = "" +
 	"\x04flip\x18\x06 \x01(\bR\x04flip\x12\x14\n" +
 	"\x05batch\x18\a \x01(\x05R\x05batch\x12\x18\n" +
 	"\atracked\x18\b \x01(\x03R\atracked\x12\x1b\n" +
-	"\tnext_addr\x18\t \x01(\tR\bnextAddr\x12\x1f\n" +
-	"\vsend_update\x18\n" +
-	" \x01(\bR\n" +
-	"sendUpdate\"\xf6\x01\n" +
+	"\tnext_addr\x18\t \x01(\tR\bnextAddr\x12\x1a\n" +
+	"\bsnapshot\x18\v \x01(\bR\bsnapshot\x12\x1d\n" +
+	"\n" +
+	"send_state\x18\f \x01(\bR\tsendStateJ\x04\b\n" +
+	"\x10\v\"\x97\x02\n" +
 	"\x06Report\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
@@ -1064,12 +1161,13 @@ const file_cluster_proto_rawDesc = "" +
 	"\x04step\x18\x02 \x01(\x03R\x04step\x12\x12\n" +
 	"\x04loss\x18\x03 \x01(\x01R\x04loss\x12\x14\n" +
 	"\x05count\x18\x04 \x01(\x05R\x05count\x12\x1a\n" +
-	"\bchecksum\x18\x05 \x01(\fR\bchecksum\x12\x16\n" +
-	"\x06update\x18\x06 \x01(\fR\x06update\x12\x14\n" +
+	"\bchecksum\x18\x05 \x01(\fR\bchecksum\x12\x14\n" +
 	"\x05error\x18\a \x01(\tR\x05error\x12%\n" +
 	"\x0ereduce_seconds\x18\b \x01(\x01R\rreduceSeconds\x12\x1d\n" +
 	"\n" +
-	"ring_fault\x18\t \x01(\bR\tringFault\"P\n" +
+	"ring_fault\x18\t \x01(\bR\tringFault\x121\n" +
+	"\x05state\x18\n" +
+	" \x01(\v2\x1b.tinct.cluster.ReplicaStateR\x05stateJ\x04\b\x06\x10\a\"P\n" +
 	"\x04Stop\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x120\n" +
 	"\aoutcome\x18\x02 \x01(\x0e2\x16.tinct.cluster.OutcomeR\aoutcome*O\n" +
@@ -1096,37 +1194,40 @@ func file_cluster_proto_rawDescGZIP() []byte {
 }
 
 var file_cluster_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_cluster_proto_goTypes = []any{
-	(Outcome)(0),       // 0: tinct.cluster.Outcome
-	(*FromWorker)(nil), // 1: tinct.cluster.FromWorker
-	(*ToWorker)(nil),   // 2: tinct.cluster.ToWorker
-	(*Challenge)(nil),  // 3: tinct.cluster.Challenge
-	(*Hello)(nil),      // 4: tinct.cluster.Hello
-	(*Welcome)(nil),    // 5: tinct.cluster.Welcome
-	(*Setup)(nil),      // 6: tinct.cluster.Setup
-	(*Ready)(nil),      // 7: tinct.cluster.Ready
-	(*Task)(nil),       // 8: tinct.cluster.Task
-	(*Report)(nil),     // 9: tinct.cluster.Report
-	(*Stop)(nil),       // 10: tinct.cluster.Stop
+	(Outcome)(0),         // 0: tinct.cluster.Outcome
+	(*FromWorker)(nil),   // 1: tinct.cluster.FromWorker
+	(*ToWorker)(nil),     // 2: tinct.cluster.ToWorker
+	(*Challenge)(nil),    // 3: tinct.cluster.Challenge
+	(*Hello)(nil),        // 4: tinct.cluster.Hello
+	(*Welcome)(nil),      // 5: tinct.cluster.Welcome
+	(*Setup)(nil),        // 6: tinct.cluster.Setup
+	(*ReplicaState)(nil), // 7: tinct.cluster.ReplicaState
+	(*Ready)(nil),        // 8: tinct.cluster.Ready
+	(*Task)(nil),         // 9: tinct.cluster.Task
+	(*Report)(nil),       // 10: tinct.cluster.Report
+	(*Stop)(nil),         // 11: tinct.cluster.Stop
 }
 var file_cluster_proto_depIdxs = []int32{
 	4,  // 0: tinct.cluster.FromWorker.hello:type_name -> tinct.cluster.Hello
-	7,  // 1: tinct.cluster.FromWorker.ready:type_name -> tinct.cluster.Ready
-	9,  // 2: tinct.cluster.FromWorker.report:type_name -> tinct.cluster.Report
+	8,  // 1: tinct.cluster.FromWorker.ready:type_name -> tinct.cluster.Ready
+	10, // 2: tinct.cluster.FromWorker.report:type_name -> tinct.cluster.Report
 	5,  // 3: tinct.cluster.ToWorker.welcome:type_name -> tinct.cluster.Welcome
 	6,  // 4: tinct.cluster.ToWorker.setup:type_name -> tinct.cluster.Setup
-	8,  // 5: tinct.cluster.ToWorker.task:type_name -> tinct.cluster.Task
-	10, // 6: tinct.cluster.ToWorker.stop:type_name -> tinct.cluster.Stop
+	9,  // 5: tinct.cluster.ToWorker.task:type_name -> tinct.cluster.Task
+	11, // 6: tinct.cluster.ToWorker.stop:type_name -> tinct.cluster.Stop
 	3,  // 7: tinct.cluster.ToWorker.challenge:type_name -> tinct.cluster.Challenge
-	0,  // 8: tinct.cluster.Stop.outcome:type_name -> tinct.cluster.Outcome
-	1,  // 9: tinct.cluster.Coordinator.Session:input_type -> tinct.cluster.FromWorker
-	2,  // 10: tinct.cluster.Coordinator.Session:output_type -> tinct.cluster.ToWorker
-	10, // [10:11] is the sub-list for method output_type
-	9,  // [9:10] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	7,  // 8: tinct.cluster.Setup.state:type_name -> tinct.cluster.ReplicaState
+	7,  // 9: tinct.cluster.Report.state:type_name -> tinct.cluster.ReplicaState
+	0,  // 10: tinct.cluster.Stop.outcome:type_name -> tinct.cluster.Outcome
+	1,  // 11: tinct.cluster.Coordinator.Session:input_type -> tinct.cluster.FromWorker
+	2,  // 12: tinct.cluster.Coordinator.Session:output_type -> tinct.cluster.ToWorker
+	12, // [12:13] is the sub-list for method output_type
+	11, // [11:12] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_cluster_proto_init() }
@@ -1152,7 +1253,7 @@ func file_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cluster_proto_rawDesc), len(file_cluster_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -50,3 +50,24 @@ func Checksum(net *model.UNet) []byte {
 	h.Write(b[:])
 	return h.Sum(nil)
 }
+
+// StateChecksum is the SHA-256 of a replica's whole state, which workers
+// report at snapshot steps and the coordinator checks a snapshot against:
+// equal iff the weights, BatchNorm buffers and batch count, the EMA's
+// weights, buffers and count, and Adam's moments and step agree bitwise.
+// It hashes the 32 bytes of Checksum(net), then the EMA network
+// (model.UNet.Hash) and its batch count as a little-endian uint64, then
+// Adam's moments where net keeps them (model.UNet.HashAdam: M then V as
+// little-endian float32), then Adam's step as a little-endian uint64.
+func StateChecksum(net, ema *model.UNet, opt *model.Adam) []byte {
+	h := sha256.New()
+	h.Write(Checksum(net))
+	var b [8]byte
+	ema.Hash(h)
+	binary.LittleEndian.PutUint64(b[:], uint64(ema.BatchesTracked()))
+	h.Write(b[:])
+	net.HashAdam(h, opt)
+	binary.LittleEndian.PutUint64(b[:], uint64(opt.Step))
+	h.Write(b[:])
+	return h.Sum(nil)
+}

@@ -62,6 +62,8 @@ type Config struct {
 	SampleColor     string `yaml:"sample_color"` // SampleLuminance or SampleRaw
 	SampleClip      bool   `yaml:"sample_clip"`
 	CheckpointEvery int    `yaml:"checkpoint_every"`
+	SnapshotEvery   int    `yaml:"snapshot_every"`  // steps between the coordinator's copies of a replica's state
+	StepsInFlight   int    `yaml:"steps_in_flight"` // steps sent beyond the last one every replica agreed on
 	Store           string `yaml:"store"`
 	KeepLast        int    `yaml:"keep_last"`
 	Resume          string `yaml:"resume"` // ResumeNo, ResumeYes or ResumeAuto
@@ -363,6 +365,12 @@ func (c *Config) Validate() error {
 		if kv.v < 0 {
 			bad("%s=%d: must be 0 or more", kv.key, kv.v)
 		}
+	}
+	if c.SnapshotEvery < 1 {
+		bad("snapshot_every=%d: must be at least 1", c.SnapshotEvery)
+	}
+	if c.StepsInFlight < 1 || c.StepsInFlight > 64 {
+		bad("steps_in_flight=%d: must be 1 to 64", c.StepsInFlight)
 	}
 	if c.Crops < 1 || c.Crops > 16 {
 		bad("crops=%d: must be 1 to 16", c.Crops)

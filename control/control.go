@@ -1,11 +1,30 @@
 // Package control is the deterministic core of training: it decides who is
 // in the ring, which share of which batch each member computes, when a step
-// is committed or abandoned, when a worker is backed off or excluded, when
-// to checkpoint and when training ends. Events go in (Handle), actions come
-// out; there are no goroutines, clocks, sockets or files inside — time
-// arrives with each event, as in etcd raft's Step/Ready. The coordinator
-// package runs it over gRPC and memberlist, or with one in-process member
-// for single-machine training: the same core and the same commit either way.
+// is agreed, committed or abandoned, when a worker is backed off or
+// excluded, when to checkpoint and when training ends. Events go in
+// (Handle), actions come out; there are no goroutines, clocks, sockets or
+// files inside — time arrives with each event, as in etcd raft's
+// Step/Ready. The coordinator package runs it over gRPC and memberlist, or
+// with one in-process member for single-machine training: the same core and
+// the same commit either way.
+//
+// # The pipeline
+//
+// The replicas apply every step themselves and go on: the core keeps up to
+// Config.Window steps in flight beyond the last one every replica agreed on
+// (all reported the same checksum), so a worker finds its next task queued
+// when it finishes a step and never waits for the coordinator. The
+// coordinator's copy of the state is not updated per step: every
+// SnapshotEvery steps, at every epoch's end and before the ring is
+// re-formed, the task asks the replicas for their whole state's checksum
+// and rank 0 for the state itself (a snapshot); the adapter loads it as the
+// committed state (Commit) and answers its checksum (Applied). Only then
+// are the steps up to it committed (Committed), once each and in order, so
+// metrics, epochs and checkpoints follow the committed state exactly as
+// before. Whatever fails — a worker, the ring, a disagreement — abandons
+// every step after the committed position, and the ring re-forms from the
+// committed state: at most SnapshotEvery+Window steps are computed again,
+// bitwise the same.
 package control
 
 import (
@@ -21,8 +40,9 @@ import (
 // ErrTooFewWorkers: fewer than MinWorkers were eligible for longer than Wait.
 var ErrTooFewWorkers = errors.New("too few workers")
 
-// ErrDiverged: every replica's checksum differs from the coordinator's copy
-// after a commit, so the coordinator's own update is in doubt.
+// ErrDiverged: the state the coordinator loaded from a snapshot differs
+// from what every replica reported for that step, so the snapshot (or the
+// coordinator's copy of it) is in doubt.
 var ErrDiverged = errors.New("replicas differ from the coordinator's copy")
 
 // Config is what the core needs of a run's configuration.
@@ -33,6 +53,12 @@ type Config struct {
 	CheckpointEvery int    // epochs between checkpoints (0: only at the end)
 	Seed            uint64 // the epoch permutations and every example's noise
 	Flip            bool   // random horizontal flips
+	// SnapshotEvery is how many steps apart the coordinator takes a
+	// replica's state (and at every epoch's end; default 1: every step).
+	SnapshotEvery int
+	// Window is how many steps may be in flight beyond the last agreed one
+	// (default 1: the next step is sent when the last is agreed).
+	Window int
 
 	MinWorkers   int           // fewer eligible: wait up to Wait, then stop (default 1)
 	Wait         time.Duration // how long to wait for MinWorkers (default 60 s)
@@ -43,23 +69,35 @@ type Config struct {
 	MaxFailures  int           // consecutive failures after which a worker is excluded (default 6)
 }
 
+// Defaults of the timing fields (a zero field takes these).
+const (
+	DefaultWait         = 60 * time.Second
+	DefaultStepTimeout  = 10 * time.Minute
+	DefaultSetupTimeout = 60 * time.Second
+	DefaultBackoff      = time.Second
+	DefaultMaxBackoff   = time.Minute
+	DefaultMaxFailures  = 6
+)
+
 func (c *Config) defaults() error {
-	if c.Examples <= 0 || c.BatchSize <= 0 || c.Epochs < 0 {
-		return fmt.Errorf("control: %d examples, batch %d, %d epochs", c.Examples, c.BatchSize, c.Epochs)
+	if c.Examples <= 0 || c.BatchSize <= 0 || c.Epochs < 0 || c.SnapshotEvery < 0 || c.Window < 0 {
+		return fmt.Errorf("control: %d examples, batch %d, %d epochs, snapshot every %d, window %d", c.Examples, c.BatchSize, c.Epochs, c.SnapshotEvery, c.Window)
 	}
 	c.MinWorkers = max(c.MinWorkers, 1)
+	c.SnapshotEvery = max(c.SnapshotEvery, 1)
+	c.Window = max(c.Window, 1)
 	set := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
 			*d = v
 		}
 	}
-	set(&c.Wait, 60*time.Second)
-	set(&c.StepTimeout, 10*time.Minute)
-	set(&c.SetupTimeout, 60*time.Second)
-	set(&c.Backoff, time.Second)
-	set(&c.MaxBackoff, time.Minute)
+	set(&c.Wait, DefaultWait)
+	set(&c.StepTimeout, DefaultStepTimeout)
+	set(&c.SetupTimeout, DefaultSetupTimeout)
+	set(&c.Backoff, DefaultBackoff)
+	set(&c.MaxBackoff, DefaultMaxBackoff)
 	if c.MaxFailures <= 0 {
-		c.MaxFailures = 6
+		c.MaxFailures = DefaultMaxFailures
 	}
 	return nil
 }
@@ -78,11 +116,10 @@ type Position struct {
 type phase int
 
 const (
-	idle     phase = iota // between steps: form a ring or send the next step
-	forming               // Setup sent, collecting Ready
-	stepping              // Tasks sent, collecting Reports
-	applying              // Commit emitted, waiting for Applied
-	stopped               // Finish emitted
+	idle    phase = iota // no ring, or the ring must be re-formed before the next step
+	forming              // Setup sent, collecting Ready
+	running              // the ring is formed: steps are sent, agreed and committed
+	stopped              // Finish emitted
 )
 
 // member is what the core knows of one worker, by name.
@@ -94,6 +131,19 @@ type member struct {
 	lastErr   string
 	notBefore time.Time // backed off until
 	excluded  bool
+}
+
+// flight is a step sent to the ring and not yet committed.
+type flight struct {
+	step           int64
+	epoch, inEpoch int
+	snapshot       bool      // the replicas report their whole state's checksum; rank 0 sends its state
+	reports        []*Report // by rank
+	agreed         bool      // every rank reported the same checksum
+	sum            []byte    // that checksum
+	loss           float64   // mean over the batch, once agreed
+	count          int
+	ringSeconds    float64
 }
 
 // Core is the state machine. Not safe for concurrent use: one adapter
@@ -113,12 +163,16 @@ type Core struct {
 	ring      []*member // the current generation's members by rank; nil: none
 	addrs     []string  // their ring addresses
 	dirty     bool      // the ring must be re-formed before the next step
-	deadline  time.Time // of the setup or step in flight
+	deadline  time.Time // of the setup, or of the oldest step not agreed
 	waitSince time.Time // when the core began waiting for MinWorkers; zero: not waiting
+	ready     []string  // forming: ring address of each rank ("" not yet)
 
-	ready   []string  // forming: ring address of each rank ("" not yet)
-	reports []*Report // stepping: each rank's report
-	commit  *Commit   // applying: what was committed
+	flights  []*flight // running: the steps after the committed position, in order
+	applying *flight   // the snapshot whose Commit awaits Applied
+	// drain: the ring is to be re-formed without a fault (a worker joined
+	// or came back): send no step after the next snapshot, commit it, then
+	// form the new ring from the committed state
+	drain bool
 
 	// ringFaults counts the attempts at the current step that a ring fault
 	// ended. A ring fault is charged to nobody at first: in a ring every
@@ -128,7 +182,7 @@ type Core struct {
 	// step keeps failing in the ring, the reporters are charged after all.
 	ringFaults int
 
-	perm      []int // the current epoch's permutation
+	perm      []int // the permutation of epoch permEpoch
 	permEpoch int
 
 	out []Action
@@ -174,7 +228,7 @@ func (c *Core) Deadline() time.Time {
 			d = t
 		}
 	}
-	if c.phase == forming || c.phase == stepping {
+	if c.phase == forming || c.oldestOpen() != nil {
 		earlier(c.deadline)
 	}
 	if !c.waitSince.IsZero() {
@@ -189,7 +243,8 @@ func (c *Core) Deadline() time.Time {
 }
 
 // Handle applies one event at time now and returns the actions it calls
-// for, in order. The slice is valid until the next call.
+// for, in order. The slice is valid until the next call. A Commit must be
+// answered (Applied) before any other event is handled.
 func (c *Core) Handle(now time.Time, ev Event) []Action {
 	c.out = c.out[:0]
 	if now.After(c.now) {
@@ -202,7 +257,7 @@ func (c *Core) Handle(now time.Time, ev Event) []Action {
 	case Tick:
 	case Join:
 		c.join(e)
-		if m := c.members[e.Worker]; c.phase == forming && m.session == e.Session && !c.now.Before(m.notBefore) {
+		if m := c.members[e.Worker]; c.phase == forming && m.session == e.Session && !c.now.Before(m.notBefore) && len(c.ring) < c.maxRing() {
 			// nothing is computed yet: form again with the newcomer
 			c.phase, c.ready = idle, nil
 		}
@@ -256,11 +311,14 @@ func (c *Core) join(e Join) {
 	m.session, m.seq = e.Session, c.seq
 }
 
+// busy: a setup or a step not yet agreed is in flight.
+func (c *Core) busy() bool { return c.phase == forming || c.oldestOpen() != nil }
+
 // lost takes a worker out of what is in flight; failed counts it as the
 // worker's failure (back-off, then exclusion).
 func (c *Core) lost(m *member, why string, failed bool) {
 	inRing := slices.Contains(c.ring, m)
-	if failed || (inRing && c.phase != idle) {
+	if failed || (inRing && c.busy()) {
 		c.fail(m, why)
 	}
 	if inRing {
@@ -288,19 +346,30 @@ func (c *Core) fail(m *member, why string) {
 	c.emit(Backoff{Worker: m.name, Until: d, Failures: m.failures, Reason: why})
 }
 
-// abandonInFlight gives up the setup or step in flight: nothing of it is
-// committed, and the next step re-forms the ring from the committed state.
+// abandonInFlight gives up the setup or the steps in flight: nothing of
+// them is committed (agreed steps not yet in a snapshot included), and the
+// next step re-forms the ring from the committed state. A snapshot being
+// applied stays: it is answered before anything else.
 func (c *Core) abandonInFlight(why string) {
-	switch c.phase {
-	case forming:
+	switch {
+	case c.phase == forming:
 		c.emit(Abandon{Gen: c.gen, Step: c.pos.Step, Reason: why})
-	case stepping:
-		c.emit(Abandon{Gen: c.gen, Step: c.pos.Step, Reason: why})
-	default:
+	case c.phase == running && len(c.flights) > 0:
+		keep := 0
+		if c.applying != nil {
+			keep = slices.Index(c.flights, c.applying) + 1
+		}
+		if keep == len(c.flights) {
+			break
+		}
+		c.emit(Abandon{Gen: c.gen, Step: c.flights[keep].step, Reason: why})
+		clear(c.flights[keep:])
+		c.flights = c.flights[:keep]
+	case c.phase != running:
 		return
 	}
-	c.phase, c.dirty = idle, true
-	c.ready, c.reports = nil, nil
+	c.phase, c.dirty, c.drain = idle, true, false
+	c.ready = nil
 }
 
 func (c *Core) onReady(e Ready) {
@@ -321,98 +390,176 @@ func (c *Core) onReady(e Ready) {
 		}
 	}
 	c.addrs, c.ready = c.ready, nil
-	c.phase, c.dirty = idle, false
+	c.phase, c.dirty = running, false
 	c.emit(Formed{Gen: c.gen, Ring: names(c.ring), Step: c.pos.Step})
 }
 
+// flightOf is the step in flight that a report of (gen, step) answers.
+func (c *Core) flightOf(gen uint64, step int64) *flight {
+	if c.phase != running || gen != c.gen || len(c.flights) == 0 {
+		return nil
+	}
+	i := step - c.flights[0].step
+	if i < 0 || i >= int64(len(c.flights)) {
+		return nil
+	}
+	return c.flights[i]
+}
+
+// oldestOpen is the earliest step in flight not yet agreed (nil: none).
+func (c *Core) oldestOpen() *flight {
+	if c.phase != running {
+		return nil
+	}
+	for _, f := range c.flights {
+		if !f.agreed {
+			return f
+		}
+	}
+	return nil
+}
+
 func (c *Core) onReport(r *Report) {
-	if c.phase != stepping || r.Gen != c.gen || r.Step != c.pos.Step {
+	f := c.flightOf(r.Gen, r.Step)
+	if f == nil || f.agreed {
 		return // late: an abandoned generation or step
 	}
 	i := c.rank(r.Worker)
-	if i < 0 || c.reports[i] != nil {
+	if i < 0 || f.reports[i] != nil {
 		return
 	}
 	if r.Err != "" {
 		if r.RingFault && c.ringFaults < maxRingFaults {
 			c.ringFaults++
-			c.abandonInFlight(fmt.Sprintf("the ring broke (reported by %s: %s)", r.Worker, r.Err))
+			c.abandonInFlight(fmt.Sprintf("the ring broke at step %d (reported by %s: %s)", f.step, r.Worker, r.Err))
 			return
 		}
 		c.fail(c.ring[i], "step failed: "+r.Err)
-		c.abandonInFlight(fmt.Sprintf("worker %s failed the step: %s", r.Worker, r.Err))
+		c.abandonInFlight(fmt.Sprintf("worker %s failed step %d: %s", r.Worker, f.step, r.Err))
 		return
 	}
-	c.reports[i] = r
-	for _, rep := range c.reports {
+	f.reports[i] = r
+	for _, rep := range f.reports {
 		if rep == nil {
 			return
 		}
 	}
-	cm := &Commit{Gen: c.gen, Step: c.pos.Step, Epoch: c.pos.Epoch, Update: c.reports[0].Update, Workers: names(c.ring)}
-	for _, rep := range c.reports {
-		cm.Loss += rep.Loss * float64(rep.Count)
-		cm.Count += rep.Count
-		cm.RingSeconds = max(cm.RingSeconds, rep.RingSeconds)
+	c.agree(f)
+}
+
+// agree settles a step every rank reported: the same checksum everywhere
+// agrees it; otherwise a strict majority's checksum wins and the others
+// are dropped (they rejoin with the committed state), and without one
+// every rank is charged. Either way of disagreeing abandons what is in
+// flight and re-forms the ring from the committed state.
+func (c *Core) agree(f *flight) {
+	count := map[string]int{}
+	best := ""
+	for _, rep := range f.reports {
+		k := string(rep.Checksum)
+		count[k]++
+		if count[k] > count[best] {
+			best = k
+		}
 	}
-	cm.Loss /= float64(max(cm.Count, 1))
-	c.commit, c.phase = cm, applying
-	c.emit(cm)
+	if len(count) > 1 {
+		var bad []*member
+		if 2*count[best] > len(f.reports) {
+			for i, rep := range f.reports {
+				if string(rep.Checksum) != best {
+					bad = append(bad, c.ring[i])
+				}
+			}
+		} else {
+			bad = slices.Clone(c.ring)
+		}
+		reason := fmt.Sprintf("replica differs from the others after step %d", f.step)
+		if len(bad) == len(c.ring) {
+			reason = fmt.Sprintf("replicas disagree after step %d with no majority", f.step)
+		}
+		c.abandonInFlight(reason)
+		for _, m := range bad {
+			if len(bad) < len(c.ring) && m.session != 0 {
+				c.emit(Drop{Worker: m.name, Session: m.session, Reason: reason})
+				m.session = 0
+			}
+			c.fail(m, reason)
+		}
+		return
+	}
+	f.agreed, f.sum = true, f.reports[0].Checksum
+	for _, rep := range f.reports {
+		f.loss += rep.Loss * float64(rep.Count)
+		f.count += rep.Count
+		f.ringSeconds = max(f.ringSeconds, rep.RingSeconds)
+	}
+	f.loss /= float64(max(f.count, 1))
+	c.ringFaults = 0
+	if o := c.oldestOpen(); o != nil && o.step > f.step {
+		c.deadline = c.now.Add(c.cfg.StepTimeout)
+	}
+	c.tryCommit()
+}
+
+// tryCommit hands the adapter the first agreed snapshot whose steps before
+// it are all agreed.
+func (c *Core) tryCommit() {
+	if c.applying != nil {
+		return
+	}
+	for _, f := range c.flights {
+		if !f.agreed {
+			return
+		}
+		if f.snapshot {
+			c.applying = f
+			first := c.flights[0].step
+			c.emit(&Commit{Gen: c.gen, Step: f.step, From: first, State: f.reports[0].State, Workers: names(c.ring)})
+			return
+		}
+	}
 }
 
 func (c *Core) onApplied(e Applied) {
-	if c.phase != applying || e.Step != c.pos.Step {
+	f := c.applying
+	if f == nil || e.Step != f.step {
 		return
 	}
-	cm := c.commit
-	c.commit, c.phase, c.ringFaults = nil, idle, 0
-	var bad []*member
-	for i, rep := range c.reports {
-		if !bytes.Equal(rep.Checksum, e.Checksum) {
-			bad = append(bad, c.ring[i])
+	c.applying = nil
+	n := slices.Index(c.flights, f) + 1
+	done := c.flights[:n:n]
+	c.flights = slices.Clone(c.flights[n:])
+	// the coordinator's copy holds the snapshot now: the position follows it
+	epochDone := false
+	for _, s := range done {
+		c.pos.Step++
+		c.pos.StepInEpoch++
+		c.pos.EpochLossSum += s.loss * float64(s.count)
+		c.pos.EpochCount += s.count
+		c.emit(Committed{Gen: c.gen, Step: s.step, Epoch: s.epoch, Workers: names(c.ring), Loss: s.loss, Count: s.count, RingSeconds: s.ringSeconds, Of: len(done)})
+		if c.pos.StepInEpoch >= c.spe {
+			epochDone = true
+			c.emit(EpochDone{Epoch: c.pos.Epoch + 1, Step: c.pos.Step, MeanLoss: c.pos.EpochLossSum / float64(max(c.pos.EpochCount, 1))})
+			c.pos.Epoch, c.pos.StepInEpoch, c.pos.EpochLossSum, c.pos.EpochCount = c.pos.Epoch+1, 0, 0, 0
 		}
 	}
-	first := c.reports[0].Checksum
-	c.reports = nil
-	// the coordinator's copy holds the step now: the position follows it
-	c.pos.Step++
-	c.pos.StepInEpoch++
-	c.pos.EpochLossSum += cm.Loss * float64(cm.Count)
-	c.pos.EpochCount += cm.Count
-	epochDone := c.pos.StepInEpoch >= c.spe
-	if epochDone {
-		c.emit(EpochDone{Epoch: c.pos.Epoch + 1, Step: c.pos.Step, MeanLoss: c.pos.EpochLossSum / float64(max(c.pos.EpochCount, 1))})
-		c.pos.Epoch, c.pos.StepInEpoch, c.pos.EpochLossSum, c.pos.EpochCount = c.pos.Epoch+1, 0, 0, 0
-	}
-	if len(bad) == len(c.ring) {
-		c.finish(fmt.Errorf("%w after step %d (coordinator %x, %s %x): stopping", ErrDiverged, cm.Step, short(e.Checksum), c.ring[0].name, short(first)), "")
+	if !bytes.Equal(e.Checksum, f.sum) {
+		c.finish(fmt.Errorf("%w after step %d (coordinator %x, %s %x): stopping", ErrDiverged, f.step, short(e.Checksum), c.ring[0].name, short(f.sum)), "")
 		return
 	}
 	for _, m := range c.ring {
-		if !slices.Contains(bad, m) {
-			m.failures, m.lastErr = 0, ""
+		m.failures, m.lastErr = 0, ""
+	}
+	if epochDone {
+		if c.pos.Epoch >= c.cfg.Epochs {
+			c.finish(nil, "training finished")
+			return
+		}
+		if c.cfg.CheckpointEvery > 0 && c.pos.Epoch%c.cfg.CheckpointEvery == 0 {
+			c.save(fmt.Sprintf("epoch %d", c.pos.Epoch))
 		}
 	}
-	for _, m := range bad {
-		// its replica diverged: drop it; it rejoins with the committed state
-		reason := fmt.Sprintf("replica differs from the coordinator's copy after step %d", cm.Step)
-		if m.session != 0 {
-			c.emit(Drop{Worker: m.name, Session: m.session, Reason: reason})
-			m.session = 0
-		}
-		c.fail(m, reason)
-		c.dirty = true
-	}
-	if !epochDone {
-		return
-	}
-	if c.pos.Epoch >= c.cfg.Epochs {
-		c.finish(nil, "training finished")
-		return
-	}
-	if c.cfg.CheckpointEvery > 0 && c.pos.Epoch%c.cfg.CheckpointEvery == 0 {
-		c.save(fmt.Sprintf("epoch %d", c.pos.Epoch))
-	}
+	c.tryCommit()
 }
 
 func short(b []byte) []byte { return b[:min(len(b), 8)] }
@@ -440,19 +587,20 @@ func (c *Core) rank(name string) int {
 }
 
 func (c *Core) checkDeadlines() {
-	if (c.phase != forming && c.phase != stepping) || c.now.Before(c.deadline) {
+	open := c.oldestOpen()
+	if (c.phase != forming && open == nil) || c.now.Before(c.deadline) {
 		return
 	}
 	var late []*member
 	for i, m := range c.ring {
-		if (c.phase == forming && c.ready[i] == "") || (c.phase == stepping && c.reports[i] == nil) {
+		if (c.phase == forming && c.ready[i] == "") || (open != nil && open.reports[i] == nil) {
 			late = append(late, m)
 		}
 	}
 	what := "load the state and open its ring"
 	limit := c.cfg.SetupTimeout
-	if c.phase == stepping {
-		what, limit = fmt.Sprintf("report step %d", c.pos.Step), c.cfg.StepTimeout
+	if open != nil {
+		what, limit = fmt.Sprintf("report step %d", open.step), c.cfg.StepTimeout
 	}
 	c.abandonInFlight(fmt.Sprintf("%s did not %s within %v", names(late), what, limit))
 	for _, m := range late {
@@ -477,16 +625,31 @@ func (c *Core) eligible() []*member {
 	return ms
 }
 
-// advance starts what comes next when nothing is in flight.
+// advance starts what comes next: a ring when there is none (or it must be
+// re-formed), else as many steps as the window allows.
 func (c *Core) advance() {
-	if c.phase != idle {
+	if c.phase == forming || c.phase == stopped || c.applying != nil {
 		return
+	}
+	el := c.eligible()
+	// a share of no example is no share: workers beyond the batch's
+	// examples wait as spares, first to join first in
+	el = el[:min(len(el), c.maxRing())]
+	if c.phase == running {
+		if !slices.Equal(el, c.ring) {
+			c.drain = true // a newcomer, or a worker back from its back-off
+		}
+		if c.drain && len(c.flights) == 0 {
+			c.phase, c.dirty, c.drain = idle, true, false
+		} else {
+			c.send()
+			return
+		}
 	}
 	if c.pos.Epoch >= c.cfg.Epochs {
 		c.finish(nil, "training finished")
 		return
 	}
-	el := c.eligible()
 	if len(el) < c.cfg.MinWorkers {
 		if c.waitSince.IsZero() {
 			c.waitSince = c.now
@@ -497,15 +660,11 @@ func (c *Core) advance() {
 		return
 	}
 	c.waitSince = time.Time{}
-	if c.dirty || !slices.Equal(el, c.ring) {
-		c.gen++
-		c.ring, c.addrs, c.dirty = el, nil, true
-		c.ready = make([]string, len(el))
-		c.phase, c.deadline = forming, c.now.Add(c.cfg.SetupTimeout)
-		c.emit(Setup{Gen: c.gen, Ring: names(el), Step: c.pos.Step})
-		return
-	}
-	c.startStep()
+	c.gen++
+	c.ring, c.addrs, c.dirty = el, nil, true
+	c.ready = make([]string, len(el))
+	c.phase, c.deadline = forming, c.now.Add(c.cfg.SetupTimeout)
+	c.emit(Setup{Gen: c.gen, Ring: names(el), Step: c.pos.Step})
 }
 
 func (c *Core) excludedNote() string {
@@ -522,22 +681,59 @@ func (c *Core) excludedNote() string {
 	return fmt.Sprintf("; excluded: %v", ex)
 }
 
-// startStep sends every ring member its share of the next batch.
-func (c *Core) startStep() {
-	if c.permEpoch != c.pos.Epoch {
-		c.perm, c.permEpoch = dataset.Permutation(c.cfg.Examples, c.cfg.Seed, c.pos.Epoch), c.pos.Epoch
-	}
-	b := min(c.cfg.BatchSize, c.cfg.Examples)
-	idx := c.perm[c.pos.StepInEpoch*b : (c.pos.StepInEpoch+1)*b]
-	n := len(c.ring)
-	shares := Split(idx, n)
-	c.reports = make([]*Report, n)
-	c.phase, c.deadline = stepping, c.now.Add(c.cfg.StepTimeout)
-	for i, m := range c.ring {
-		c.emit(&Task{Worker: m.name, Gen: c.gen, Step: c.pos.Step, Epoch: c.pos.Epoch, Rank: i, Size: n, Indices: shares[i], Batch: len(idx),
-			Seed: c.cfg.Seed, Flip: c.cfg.Flip, Next: c.addrs[(i+1)%n], SendUpdate: i == 0})
+// send sends the ring the next steps while the window allows: a step is
+// sent when fewer than Window steps after the last agreed one are out, the
+// committed position lags it by less than SnapshotEvery+Window, and no
+// drain's snapshot has gone out yet.
+func (c *Core) send() {
+	for {
+		agreed := c.pos.Step
+		for _, f := range c.flights {
+			if !f.agreed {
+				break
+			}
+			agreed++
+		}
+		next := c.pos.Step + int64(len(c.flights))
+		if next >= agreed+int64(c.cfg.Window) || next >= c.pos.Step+int64(c.cfg.SnapshotEvery+c.cfg.Window) {
+			return
+		}
+		if n := len(c.flights); n > 0 && c.drain && c.flights[n-1].snapshot {
+			return
+		}
+		// the step's place: epochs after the committed position
+		k := c.pos.StepInEpoch + len(c.flights)
+		epoch, inEpoch := c.pos.Epoch+k/c.spe, k%c.spe
+		if epoch >= c.cfg.Epochs {
+			return
+		}
+		f := &flight{step: next, epoch: epoch, inEpoch: inEpoch, reports: make([]*Report, len(c.ring)),
+			snapshot: c.drain || inEpoch == c.spe-1 || (next+1)%int64(c.cfg.SnapshotEvery) == 0}
+		if c.oldestOpen() == nil {
+			c.deadline = c.now.Add(c.cfg.StepTimeout)
+		}
+		c.flights = append(c.flights, f)
+		c.sendStep(f)
 	}
 }
+
+// sendStep sends every ring member its share of f's batch.
+func (c *Core) sendStep(f *flight) {
+	if c.permEpoch != f.epoch {
+		c.perm, c.permEpoch = dataset.Permutation(c.cfg.Examples, c.cfg.Seed, f.epoch), f.epoch
+	}
+	b := min(c.cfg.BatchSize, c.cfg.Examples)
+	idx := c.perm[f.inEpoch*b : (f.inEpoch+1)*b]
+	n := len(c.ring)
+	shares := Split(idx, n)
+	for i, m := range c.ring {
+		c.emit(&Task{Worker: m.name, Gen: c.gen, Step: f.step, Epoch: f.epoch, Rank: i, Size: n, Indices: shares[i], Batch: len(idx),
+			Seed: c.cfg.Seed, Flip: c.cfg.Flip, Next: c.addrs[(i+1)%n], Snapshot: f.snapshot, SendState: f.snapshot && i == 0})
+	}
+}
+
+// maxRing is the largest ring: one example per member.
+func (c *Core) maxRing() int { return min(c.cfg.BatchSize, c.cfg.Examples) }
 
 // Split divides idx into n contiguous shares whose sizes differ by at most one.
 func Split(idx []int, n int) [][]int {

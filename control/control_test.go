@@ -3,6 +3,7 @@ package control
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,17 +20,20 @@ import (
 //
 //	init examples=N batch=N epochs=N [min_workers=N] [checkpoint_every=N] [wait=D]
 //	     [step_timeout=D] [setup_timeout=D] [backoff=D] [max_failures=N]
+//	     [snapshot_every=N] [window=N]
 //	     [epoch=N step_in_epoch=N step=N]   (resume at that position, saved)
 //	join W...            a session opens for each worker
 //	leave W...           its session ends
 //	suspect W...         failure detection declares it dead
 //	ready W... [gen=N]   answer the pending setup (default: its generation)
 //	report W... [err=TEXT] [sum=TEXT] [gen=N] [step=N]
-//	                     answer each worker's pending task (checksum "ok" unless sum=)
+//	                     answer each worker's oldest pending task (checksum "ok" unless sum=)
 //	applied [sum=TEXT]   answer the pending commit (checksum "ok" unless sum=)
+//	pending              the tasks each worker has not answered yet
 //	tick D               time passes
 //	stop [err]           a signal (or, with err, a failure of the adapter)
-//	run [steps=N]        answer everything pending successfully, for N commits (default 1)
+//	run [steps=N]        answer everything pending successfully, until N more steps are
+//	                     committed (default 1)
 //	state                the position, the ring and every worker
 func TestScenarios(t *testing.T) {
 	datadriven.Walk(t, "testdata", func(t *testing.T, path string) {
@@ -45,8 +49,9 @@ type harness struct {
 	sessions map[string]uint64
 	nextSess uint64
 	setup    *Setup
-	tasks    map[string]*Task
+	tasks    map[string][]*Task // by worker, oldest first
 	commit   *Commit
+	commits  int // Committed actions seen
 	out      strings.Builder
 }
 
@@ -56,15 +61,17 @@ func (h *harness) handle(ev Event) {
 		switch a := a.(type) {
 		case Setup:
 			a.Ring = slices.Clone(a.Ring)
-			h.setup, h.tasks = &a, map[string]*Task{}
+			h.setup, h.tasks = &a, map[string][]*Task{}
 		case Formed:
 			h.setup = nil
 		case *Task:
-			h.tasks[a.Worker] = a
+			h.tasks[a.Worker] = append(h.tasks[a.Worker], a)
 		case *Commit:
-			h.commit, h.tasks = a, map[string]*Task{}
+			h.commit = a
+		case Committed:
+			h.commits++
 		case Abandon:
-			h.setup, h.tasks = nil, map[string]*Task{}
+			h.setup, h.tasks = nil, map[string][]*Task{}
 		case Drop:
 			if h.sessions[a.Worker] == a.Session {
 				delete(h.sessions, a.Worker)
@@ -115,7 +122,7 @@ func (h *harness) do(t *testing.T, d *datadriven.TestData) string {
 	case "init":
 		cfg := Config{Examples: num("examples", 8), BatchSize: num("batch", 4), Epochs: num("epochs", 1), CheckpointEvery: num("checkpoint_every", 0),
 			Seed: 1, MinWorkers: num("min_workers", 1), Wait: dur("wait"), StepTimeout: dur("step_timeout"), SetupTimeout: dur("setup_timeout"),
-			Backoff: dur("backoff"), MaxFailures: num("max_failures", 0)}
+			Backoff: dur("backoff"), MaxFailures: num("max_failures", 0), SnapshotEvery: num("snapshot_every", 0), Window: num("window", 0)}
 		pos := Position{Epoch: num("epoch", 0), StepInEpoch: num("step_in_epoch", 0), Step: int64(num("step", 0))}
 		_, resumed := args["step"]
 		c, err := New(cfg, pos, resumed)
@@ -123,7 +130,7 @@ func (h *harness) do(t *testing.T, d *datadriven.TestData) string {
 			return "error: " + err.Error() + "\n"
 		}
 		h.core, h.now = c, time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
-		h.sessions, h.tasks = map[string]uint64{}, map[string]*Task{}
+		h.sessions, h.tasks = map[string]uint64{}, map[string][]*Task{}
 		h.handle(Tick{})
 	case "join":
 		for _, w := range words {
@@ -180,18 +187,23 @@ func (h *harness) do(t *testing.T, d *datadriven.TestData) string {
 			err = errors.New("adapter failed")
 		}
 		h.handle(Stop{Reason: "interrupted", Err: err})
+	case "pending":
+		for _, w := range slices.Sorted(maps.Keys(h.tasks)) {
+			for _, tk := range h.tasks[w] {
+				fmt.Fprintf(&h.out, "%s: step %d\n", w, tk.Step)
+			}
+		}
 	case "run":
-		// answer what is pending until N commits were applied (N=0: until
-		// tasks are out); fail=W makes W fail each task; each=D lets D pass
-		// after every answer round
-		commits, bad, each := num("steps", 1), args["fail"], dur("each")
+		// answer what is pending until N more steps were committed (N=0:
+		// until tasks are out); fail=W makes W fail each task; each=D lets
+		// D pass after every answer round
+		target, bad, each := h.commits+num("steps", 1), args["fail"], dur("each")
 		for rounds := 0; !h.core.Done() && rounds < 1000; rounds++ {
 			switch {
 			case h.commit != nil:
 				cm := h.commit
 				h.commit = nil
 				h.handle(Applied{Step: cm.Step, Checksum: []byte("ok")})
-				commits--
 			case h.setup != nil:
 				s := h.setup
 				for _, w := range s.Ring {
@@ -199,9 +211,9 @@ func (h *harness) do(t *testing.T, d *datadriven.TestData) string {
 						h.handle(Ready{Worker: w, Gen: s.Gen, Addr: "addr-" + w})
 					}
 				}
-			case len(h.tasks) > 0 && commits > 0:
+			case h.anyTask() && h.commits < target:
 				for _, w := range h.core.Ring() {
-					if h.tasks[w] != nil {
+					if len(h.tasks[w]) > 0 {
 						var a map[string]string
 						if w == bad {
 							a = map[string]string{"err": "fails every task"}
@@ -209,7 +221,7 @@ func (h *harness) do(t *testing.T, d *datadriven.TestData) string {
 						h.report(d, w, a)
 					}
 				}
-			case len(h.tasks) > 0:
+			case h.anyTask():
 				rounds = 1000
 			default:
 				fmt.Fprintf(&h.out, "(nothing pending)\n")
@@ -243,20 +255,29 @@ func (h *harness) do(t *testing.T, d *datadriven.TestData) string {
 	return h.out.String()
 }
 
+func (h *harness) anyTask() bool {
+	for _, q := range h.tasks {
+		if len(q) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 func (h *harness) report(d *datadriven.TestData, w string, args map[string]string) {
-	tk := h.tasks[w]
+	var tk *Task
 	if _, ok := args["gen"]; ok {
 		tk = &Task{Worker: w, Indices: []int{0, 1}} // a report of some other task
-	} else {
-		delete(h.tasks, w)
+	} else if q := h.tasks[w]; len(q) > 0 {
+		tk, h.tasks[w] = q[0], q[1:]
 	}
 	if tk == nil {
 		fmt.Fprintf(&h.out, "(no task pending for %s)\n", w)
 		return
 	}
 	r := &Report{Worker: w, Gen: tk.Gen, Step: tk.Step, Loss: 0.5, Count: len(tk.Indices), Checksum: []byte("ok")}
-	if tk.SendUpdate {
-		r.Update = []float32{1}
+	if tk.SendState {
+		r.State = "state"
 	}
 	if v, ok := args["sum"]; ok {
 		r.Checksum = []byte(v)

@@ -45,13 +45,15 @@ type Ready struct {
 // Report: a worker computed, reduced and applied its share of a step (or
 // failed to: Err).
 type Report struct {
-	Worker      string
-	Gen         uint64
-	Step        int64
-	Loss        float64 // mean over the share
-	Count       int     // examples in the share
-	Checksum    []byte  // of the replica after applying the step
-	Update      []float32
+	Worker   string
+	Gen      uint64
+	Step     int64
+	Loss     float64 // mean over the share
+	Count    int     // examples in the share
+	Checksum []byte  // of the replica after applying the step (its whole state's at a snapshot step)
+	// State is the replica after the step, when the task asked for it
+	// (SendState); the core passes it on to the Commit without looking.
+	State       any
 	RingSeconds float64 // time spent reducing after backward finished
 	Err         string
 	// RingFault: the step failed in the ring (a peer did not answer or went
@@ -59,8 +61,8 @@ type Report struct {
 	RingFault bool
 }
 
-// Applied: the adapter applied a Commit to the coordinator's copy, whose
-// checksum is now Checksum.
+// Applied: the adapter loaded a Commit's snapshot as the coordinator's
+// copy, whose whole state's checksum is Checksum.
 type Applied struct {
 	Step     int64
 	Checksum []byte
@@ -115,21 +117,33 @@ type Task struct {
 	Seed       uint64
 	Flip       bool
 	Next       string // the next rank's ring address
-	SendUpdate bool   // report the reduced gradient and buffers (rank 0)
+	Snapshot   bool   // report the whole state's checksum after the step
+	SendState  bool   // and send the state itself (rank 0 at a snapshot step)
 }
 
-// Commit: every member applied step Step; apply Update (the reduced
-// gradient then BatchNorm buffers) to the coordinator's copy, then answer
-// Applied with its checksum.
+// Commit: every member agreed on steps From..Step, and Step was a
+// snapshot: load State (rank 0's replica after Step) as the coordinator's
+// copy, then answer Applied with its whole state's checksum before any
+// other event. When it matches what the replicas reported, the steps follow
+// as Committed actions.
 type Commit struct {
+	Gen        uint64
+	Step, From int64
+	State      any
+	Workers    []string
+}
+
+// Committed: step Step is part of the committed state — once each, in
+// order (Of steps were committed with the same snapshot).
+type Committed struct {
 	Gen         uint64
 	Step        int64
 	Epoch       int
 	Workers     []string
-	Update      []float32
 	Loss        float64 // mean over the batch
 	Count       int
 	RingSeconds float64 // the slowest member's reduce time after backward
+	Of          int
 }
 
 // Abandon: the setup or step in flight is given up; nothing of it is
@@ -201,6 +215,7 @@ func (Setup) action()     {}
 func (Formed) action()    {}
 func (*Task) action()     {}
 func (*Commit) action()   {}
+func (Committed) action() {}
 func (Abandon) action()   {}
 func (Drop) action()      {}
 func (Backoff) action()   {}
@@ -218,10 +233,20 @@ func (a Formed) String() string {
 	return fmt.Sprintf("formed gen=%d ring=[%s] step=%d", a.Gen, strings.Join(a.Ring, " "), a.Step)
 }
 func (a *Task) String() string {
-	return fmt.Sprintf("task %s gen=%d step=%d epoch=%d rank=%d/%d batch=%d idx=%v next=%s update=%t", a.Worker, a.Gen, a.Step, a.Epoch, a.Rank, a.Size, a.Batch, a.Indices, a.Next, a.SendUpdate)
+	s := fmt.Sprintf("task %s gen=%d step=%d epoch=%d rank=%d/%d batch=%d idx=%v next=%s", a.Worker, a.Gen, a.Step, a.Epoch, a.Rank, a.Size, a.Batch, a.Indices, a.Next)
+	switch {
+	case a.SendState:
+		s += " snapshot+state"
+	case a.Snapshot:
+		s += " snapshot"
+	}
+	return s
 }
 func (a *Commit) String() string {
-	return fmt.Sprintf("commit gen=%d step=%d workers=[%s] loss=%.4g count=%d", a.Gen, a.Step, strings.Join(a.Workers, " "), a.Loss, a.Count)
+	return fmt.Sprintf("commit gen=%d steps=%d..%d workers=[%s]", a.Gen, a.From, a.Step, strings.Join(a.Workers, " "))
+}
+func (a Committed) String() string {
+	return fmt.Sprintf("committed step=%d epoch=%d loss=%.4g count=%d", a.Step, a.Epoch, a.Loss, a.Count)
 }
 func (a Abandon) String() string {
 	return fmt.Sprintf("abandon gen=%d step=%d: %s", a.Gen, a.Step, a.Reason)

@@ -440,7 +440,7 @@ func TestClusterChecksumMismatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := len(run.st.Net.Params) + run.st.Net.NumBuffers()
+	var state *cluster.ReplicaState // the state it was given, sent back as its snapshot
 	fake := make(chan *cluster.Stop, 1)
 	go func() {
 		defer close(fake)
@@ -455,10 +455,14 @@ func TestClusterChecksumMismatch(t *testing.T) {
 				cancel()
 				return
 			case *cluster.ToWorker_Setup:
+				state = b.Setup.State
 				err = s.Send(&cluster.FromWorker{Body: &cluster.FromWorker_Ready{Ready: &cluster.Ready{Generation: b.Setup.Generation}}})
 			case *cluster.ToWorker_Task:
-				err = s.Send(&cluster.FromWorker{Body: &cluster.FromWorker_Report{Report: &cluster.Report{Generation: b.Task.Generation, Step: b.Task.Step,
-					Count: int32(len(b.Task.Indices)), Checksum: []byte("wrong"), Update: cluster.Floats(make([]float32, n))}}})
+				rep := &cluster.Report{Generation: b.Task.Generation, Step: b.Task.Step, Count: int32(len(b.Task.Indices)), Checksum: []byte("wrong")}
+				if b.Task.SendState {
+					rep.State = state
+				}
+				err = s.Send(&cluster.FromWorker{Body: &cluster.FromWorker_Report{Report: rep}})
 			}
 			if err != nil {
 				return

@@ -85,6 +85,7 @@ type Coordinator struct {
 	gauges    gauges
 	prog      *track.Progress
 	last      time.Time // of the last commit
+	span      float64   // seconds per step since the commit before it
 	queue     []control.Event
 }
 
@@ -99,7 +100,7 @@ func New(opt Options) (*Coordinator, error) {
 		return nil, fmt.Errorf("training set has %d×%d images, config image_size=%d", opt.Train.ImageSize(), opt.Train.ImageSize(), cfg.ImageSize)
 	}
 	core, err := control.New(control.Config{Examples: opt.Train.Len(), BatchSize: cfg.BatchSize, Epochs: cfg.Epochs, CheckpointEvery: cfg.CheckpointEvery,
-		Seed: cfg.Seed, Flip: cfg.Flip, MinWorkers: opt.MinWorkers, Wait: opt.Wait, StepTimeout: opt.StepTimeout, SetupTimeout: opt.SetupTimeout,
+		Seed: cfg.Seed, Flip: cfg.Flip, SnapshotEvery: cfg.SnapshotEvery, Window: cfg.StepsInFlight, MinWorkers: opt.MinWorkers, Wait: opt.Wait, StepTimeout: opt.StepTimeout, SetupTimeout: opt.SetupTimeout,
 		Backoff: opt.Backoff, MaxFailures: opt.MaxFailures}, st.Pos, opt.Saved)
 	if err != nil {
 		return nil, err
@@ -213,9 +214,13 @@ func (c *Coordinator) handle(ctx context.Context, ev control.Event, interrupted 
 			c.gauges.workers.Set(float64(len(a.Ring)))
 			c.log.Info("ring formed", "generation", a.Gen, "workers", a.Ring, "step", a.Step)
 		case *control.Task:
-			c.opt.Transport.Task(a, c.st.Net.BatchesTracked()+1)
+			// the batch count after the step: the committed one plus the
+			// steps between it and this one
+			c.opt.Transport.Task(a, c.st.Net.BatchesTracked()+(a.Step-c.core.Position().Step)+1)
 		case *control.Commit:
 			c.commit(a)
+		case control.Committed:
+			c.committed(a)
 		case control.Abandon:
 			c.log.Warn("step abandoned (nothing applied); the ring is re-formed from the committed state", "step", a.Step, "generation", a.Gen, "reason", a.Reason)
 		case control.Drop:
@@ -248,20 +253,31 @@ func (c *Coordinator) handle(ctx context.Context, ev control.Event, interrupted 
 	return false, nil
 }
 
-// commit applies a step to the committed state and tells the core the
-// state's checksum, which every replica's must equal.
+// commit loads a snapshot — rank 0's replica after the step — as the
+// committed state and tells the core its checksum, which must be what every
+// replica reported for that step. This, every snapshot_every steps, is all
+// the coordinator does with the weights: its work per step does not grow
+// with the network.
 func (c *Coordinator) commit(a *control.Commit) {
-	np := c.st.Net.NumParams()
-	if len(a.Update) != np+c.st.Net.NumBuffers() {
-		c.queue = append(c.queue, control.Stop{Reason: "bad update", Err: fmt.Errorf("step %d: worker %s sent an update of %d values, want %d", a.Step, a.Workers[0], len(a.Update), np+c.st.Net.NumBuffers())})
+	rep, ok := a.State.(trainstate.Replica)
+	err := fmt.Errorf("no state in the report")
+	if ok {
+		err = c.st.Load(rep)
+	}
+	if err != nil {
+		c.queue = append(c.queue, control.Stop{Reason: "bad snapshot", Err: fmt.Errorf("step %d: worker %s sent a snapshot that does not fit: %w", a.Step, a.Workers[0], err)})
 		return
 	}
-	c.st.Commit(a.Update[:np], a.Update[np:])
-	c.queue = append([]control.Event{control.Applied{Step: a.Step, Checksum: cluster.Checksum(c.st.Net)}}, c.queue...)
+	c.queue = append([]control.Event{control.Applied{Step: a.Step, Checksum: c.st.Checksum()}}, c.queue...)
 	now := time.Now()
-	secs := now.Sub(c.last).Seconds()
-	ips := float64(a.Count) / secs
+	c.span = now.Sub(c.last).Seconds() / float64(a.Step-a.From+1)
 	c.last = now
+}
+
+// committed records a step that is part of the committed state now.
+func (c *Coordinator) committed(a control.Committed) {
+	secs := c.span
+	ips := float64(a.Count) / secs
 	step := a.Step + 1
 	c.log.Debug("step committed", "step", step, "epoch", a.Epoch+1, "loss", a.Loss, "workers", a.Workers, "seconds", secs, "ring_seconds", a.RingSeconds)
 	c.gauges.step.Set(float64(step))

@@ -51,7 +51,7 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 func testConfig(t *testing.T, store string, extra ...string) *config.Config {
 	t.Helper()
 	cfg, err := config.Parse(nil, append([]string{"model.widths=[4,8]", "image_size=8", "batch_size=4", "epochs=3", "lr=0.001",
-		"sample_every=0", "checkpoint_every=1", "keep_last=0", "seed=7", "store=" + store, "dataset=unused"}, extra...))
+		"sample_every=0", "checkpoint_every=1", "keep_last=0", "snapshot_every=1", "steps_in_flight=1", "seed=7", "store=" + store, "dataset=unused"}, extra...))
 	if err != nil {
 		t.Fatal(err)
 	}

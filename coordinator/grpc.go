@@ -9,7 +9,7 @@ package coordinator
 //	Setup{generation, rank, size, committed state} → every ring member
 //	Ready{generation, ring address}                ← each
 //	Task{generation, step, share, next rank's ring address, ...} → each
-//	Report{generation, step, loss, count, checksum, [rank 0: update]} ← each
+//	Report{generation, step, loss, count, checksum, [rank 0 at a snapshot: state]} ← each
 //	Stop{outcome, reason}                           → a dropped, excluded or every worker at the end
 //
 // A worker computes its share's gradient weighted by count/batch, sums it
@@ -41,6 +41,7 @@ import (
 	"github.com/tinct/tinct/cluster"
 	"github.com/tinct/tinct/config"
 	"github.com/tinct/tinct/control"
+	"github.com/tinct/tinct/model"
 	"github.com/tinct/tinct/trainstate"
 )
 
@@ -378,14 +379,19 @@ func (c *Cluster) authenticate(stream grpc.BidiStreamingServer[cluster.FromWorke
 	return hello, auth, nil
 }
 
+// reportOf decodes a report. A snapshot's state (a trainstate.Replica in
+// State) is decoded at the lengths its weights and buffers have: the
+// vectors must agree with each other here, and with the network when the
+// committed state loads it (trainstate.State.Load, which keeps its own
+// Adam constants and EMA rule: a report carries neither, so they are zero).
 func reportOf(name string, m *cluster.Report) (*control.Report, error) {
 	r := &control.Report{Worker: name, Gen: m.Generation, Step: m.Step, Loss: m.Loss, Count: int(m.Count), Checksum: m.Checksum, RingSeconds: m.ReduceSeconds, Err: m.Error, RingFault: m.RingFault}
-	if len(m.Update) > 0 {
-		if len(m.Update)%4 != 0 {
-			return nil, fmt.Errorf("update of %d bytes is not float32s", len(m.Update))
+	if m.State != nil {
+		st, err := trainstate.DecodeReplica(m.State, len(m.State.Params)/4, len(m.State.Buffers)/4, 0, 0, 0, 0, model.EMA{})
+		if err != nil {
+			return nil, fmt.Errorf("snapshot of step %d: %w", m.Step, err)
 		}
-		r.Update = make([]float32, len(m.Update)/4)
-		_ = cluster.Decode(r.Update, m.Update)
+		r.State = st
 	}
 	return r, nil
 }
@@ -410,13 +416,13 @@ func (c *Cluster) Setup(worker string, gen uint64, rank, size int, st trainstate
 	}
 	if c.setupMsg == nil || c.setupGen != gen {
 		c.setupGen = gen
-		c.setupMsg = &cluster.Setup{Params: cluster.Floats(st.Params), Buffers: cluster.Floats(st.Buffers), Tracked: st.Tracked,
-			AdamM: cluster.Floats(st.Adam.M), AdamV: cluster.Floats(st.Adam.V), AdamStep: st.Adam.Step,
-			Lr: st.Adam.LR, Beta1: st.Adam.Beta1, Beta2: st.Adam.Beta2, Eps: st.Adam.Eps}
+		c.setupMsg = &cluster.Setup{State: trainstate.EncodeReplica(st),
+			Lr: st.Adam.LR, Beta1: st.Adam.Beta1, Beta2: st.Adam.Beta2, Eps: st.Adam.Eps,
+			EmaDecay: st.Rule.Decay, EmaCopyBuffers: st.Rule.CopyBuffers}
 	}
 	m := c.setupMsg
-	s := &cluster.Setup{Generation: gen, Rank: int32(rank), Size: int32(size), Params: m.Params, Buffers: m.Buffers, Tracked: m.Tracked,
-		AdamM: m.AdamM, AdamV: m.AdamV, AdamStep: m.AdamStep, Lr: m.Lr, Beta1: m.Beta1, Beta2: m.Beta2, Eps: m.Eps}
+	s := &cluster.Setup{Generation: gen, Rank: int32(rank), Size: int32(size), State: m.State,
+		Lr: m.Lr, Beta1: m.Beta1, Beta2: m.Beta2, Eps: m.Eps, EmaDecay: m.EmaDecay, EmaCopyBuffers: m.EmaCopyBuffers}
 	r.post(&cluster.ToWorker{Body: &cluster.ToWorker_Setup{Setup: s}}, "send setup")
 }
 
@@ -431,7 +437,7 @@ func (c *Cluster) Task(t *control.Task, tracked int64) {
 		ind[k] = int32(v)
 	}
 	r.post(&cluster.ToWorker{Body: &cluster.ToWorker_Task{Task: &cluster.Task{Generation: t.Gen, Step: t.Step, Epoch: int32(t.Epoch), Indices: ind,
-		Seed: t.Seed, Flip: t.Flip, Batch: int32(t.Batch), Tracked: tracked, NextAddr: t.Next, SendUpdate: t.SendUpdate}}}, "send task")
+		Seed: t.Seed, Flip: t.Flip, Batch: int32(t.Batch), Tracked: tracked, NextAddr: t.Next, Snapshot: t.Snapshot, SendState: t.SendState}}}, "send task")
 }
 
 // Drop implements Transport: the worker is told why, then its session ends.

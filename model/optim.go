@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"hash"
 	"math"
 
 	"github.com/tinct/tinct/nn"
@@ -10,7 +11,7 @@ import (
 // Adam is torch.optim.Adam without weight decay, over one flat vector.
 // M and V are the moments in host memory: a host network updates them in
 // place; a device network keeps its own copy on the device (LoadAdam) and
-// leaves these as they were loaded.
+// leaves these as they were loaded (ReadAdam copies its own back).
 type Adam struct {
 	LR, Beta1, Beta2, Eps float64
 	Step                  int64
@@ -47,6 +48,41 @@ func (u *UNet) LoadAdam(opt *Adam) error {
 	u.be.Upload(u.m, opt.M)
 	u.be.Upload(u.v, opt.V)
 	return u.Err()
+}
+
+// ReadAdam copies a device network's moments (LoadAdam's, as Apply has
+// moved them since) into opt.M and opt.V, which must have the network's
+// length; a device's failure is kept in u.Err(). A host network has
+// nothing to do: Apply updates opt's own.
+func (u *UNet) ReadAdam(opt *Adam) {
+	if u.be == nil {
+		return
+	}
+	if u.m.N != u.P.N {
+		panic("model: ReadAdam on a device network before LoadAdam")
+	}
+	if len(opt.M) != u.P.N || len(opt.V) != u.P.N {
+		panic(fmt.Sprintf("model: ReadAdam into moments of %d and %d values for %d weights", len(opt.M), len(opt.V), u.P.N))
+	}
+	u.be.Download(opt.M, u.m)
+	u.be.Download(opt.V, u.v)
+}
+
+// HashAdam writes Adam's moments, M then V, to h as little-endian float32
+// bytes, read where they live: on the device for a device network
+// (LoadAdam's), opt's own for a host one. The bytes are the same on every
+// backend; the step is the caller's to hash.
+func (u *UNet) HashAdam(h hash.Hash, opt *Adam) {
+	if u.be != nil {
+		if u.m.N != u.P.N {
+			panic("model: HashAdam on a device network before LoadAdam")
+		}
+		u.be.Hash(h, u.m)
+		u.be.Hash(h, u.v)
+		return
+	}
+	hostOps.Hash(h, nn.HostVec(opt.M))
+	hostOps.Hash(h, nn.HostVec(opt.V))
 }
 
 // EMA keeps an exponential moving average of a network's weights.

@@ -7,11 +7,11 @@ import (
 )
 
 // The training step, in two halves that every path shares: TrainStep is
-// what a worker computes on its share of a batch, Apply is the update every
-// replica makes with the reduced result, and Commit is Apply plus the EMA,
-// what the coordinator does to the committed state. worker.Worker calls
-// TrainStep and Apply, trainstate.State.Commit calls Commit; the PyTorch
-// cross-check and the benchmarks run these same functions.
+// what a worker computes on its share of a batch, and Commit (Apply, then
+// the EMA) is the update every replica makes with the reduced result.
+// worker.Worker calls both; the coordinator's committed state is a replica's
+// snapshot (trainstate.State.Load). The PyTorch cross-check and the
+// benchmarks run these same functions.
 
 // TrainStep runs forward in training mode on x ([N,4,H,W]) and the noise
 // variances, the MSE against the true noise, and backward of that loss
@@ -57,8 +57,8 @@ func (u *UNet) Apply(opt *Adam, grad, bufs []float32, tracked int64) {
 	u.SetBuffers(bufs, tracked)
 }
 
-// Commit is the coordinator's update of the committed state: Apply, then
-// the EMA of the weights (and of the buffers, as rule says).
+// Commit is a replica's whole update after a step: Apply, then the EMA of
+// the weights (and of the buffers, as rule says).
 func Commit(net, ema *UNet, opt *Adam, rule EMA, grad, bufs []float32, tracked int64) {
 	net.Apply(opt, grad, bufs, tracked)
 	rule.Update(ema, net)

@@ -77,13 +77,18 @@ type Machine struct {
 	StreamRate float64
 	Latency    time.Duration
 	Overhead   time.Duration
+	// Protocol the runs were measured with (nil: Before — bench/scale.json
+	// predates the pipelined protocol). A scale.json measured with the
+	// pipelined one is simulated with Pipelined{} of its config.
+	Protocol Protocol
 }
 
 // ThisMachine is the 2-core development VM the runs of bench/scale.json
-// came from, with what was measured on it (docs/sim.md).
+// came from, with what was measured on it (docs/sim.md), and the protocol
+// they ran (Before).
 func ThisMachine() Machine {
 	return Machine{Cores: 2, ApplyCPU: 9400 * time.Microsecond, HostPerImage128: 450 * time.Microsecond, Commit: 57 * time.Millisecond,
-		StreamRate: 1.3e9, Latency: 100 * time.Microsecond, Overhead: 10 * time.Microsecond}
+		StreamRate: 1.3e9, Latency: 100 * time.Microsecond, Overhead: 10 * time.Microsecond, Protocol: Before{}}
 }
 
 // Params is the simulation of one measured run on machine m at a
@@ -103,12 +108,16 @@ func (m Machine) Params(run Measured, flops float64) (Params, error) {
 		return Params{}, err
 	}
 	share := float64(max(n, 1))
+	proto := m.Protocol
+	if proto == nil {
+		proto = Before{}
+	}
 	apply := time.Duration(float64(m.ApplyCPU) * math.Max(1, float64(n)/float64(m.Cores)))
 	px := float64(run.ImageSize*run.ImageSize) / (128 * 128)
 	l := Link{Bandwidth: rate, StreamRate: m.StreamRate, Latency: m.Latency, Overhead: m.Overhead}
 	return Params{Workers: n, ImageSize: run.ImageSize, Batch: run.Batch / n, FLOPS: flops / share, Net: net,
 		HostPerImage: time.Duration(float64(m.HostPerImage128) * px), Apply: apply, Commit: m.Commit,
-		Link: l, Protocol: Today{}, Warmup: 3, Steps: 10}, nil
+		Link: l, Protocol: proto, Warmup: 3, Steps: 10}, nil
 }
 
 // CalRow is one measured run beside its simulation.

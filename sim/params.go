@@ -24,9 +24,14 @@ type Params struct {
 	Load         time.Duration // load the committed state at a ring's set-up
 	RingConnect  time.Duration // dial and authenticate the next rank (besides four hops), once per generation
 
+	// Worker-side snapshot work (Pipelined): the device's copy-out and the
+	// host's SHA-256, bytes per second.
+	CopyRate, HashRate float64
+
 	// Coordinator.
-	Commit   time.Duration // apply the update to the master copy (Adam, BN, EMA) and checksum it
-	CoordMsg time.Duration // serial work per message in (report, ready, join) or out (task)
+	Commit       time.Duration // Before: apply the update to its copy (Adam, BN, EMA) and checksum it, every step
+	SnapshotLoad time.Duration // Pipelined: decode, load and hash one snapshot (every SnapshotEvery steps)
+	CoordMsg     time.Duration // serial work per message in (report, ready, join) or out (task)
 
 	Link      Link // every worker's link
 	CoordLink Link // the coordinator's link (zero: as Link)
@@ -34,7 +39,11 @@ type Params struct {
 	ChunkBytes int // ring chunk (allreduce.DefaultChunkBytes)
 	MinBucket  int // smallest gradient tail reduced during backward (worker.OverlapBucket floats)
 
-	Protocol Protocol // nil: Today
+	Protocol Protocol // nil: Pipelined{} (the built protocol, configs/config.yaml's cadence)
+	// EpochSteps is the core's epoch, in steps; every epoch's last step is
+	// a snapshot too (0: the smallest multiple of the protocol's
+	// SnapshotEvery that is at least 16).
+	EpochSteps int
 
 	// Failure handling, as the coordinator is configured.
 	StepTimeout, SetupTimeout, RingTimeout time.Duration
@@ -55,8 +64,11 @@ type Params struct {
 
 	Fault Fault
 
-	// Measurement: the window starts when Warmup steps are committed and
-	// lasts Duration of simulated time, or (Duration 0) Steps steps.
+	// Measurement: the window starts at the first commit (Applied) that
+	// leaves at least Warmup steps committed, and ends at the first commit
+	// after Duration of simulated time, or (Duration 0) the first that
+	// leaves at least Steps more committed. Windows so run from commit to
+	// commit: whole snapshot periods.
 	Warmup   int
 	Steps    int
 	Duration time.Duration
@@ -108,51 +120,106 @@ type Fault struct {
 	Same bool
 }
 
-// Protocol is the coordinator's path in the simulation: what of a step
-// reaches the coordinator and when a worker may start the next step.
-// Today's protocol is built; others may be models (Model true) of
-// protocols that are not.
+// Protocol is the coordinator's path in the simulation: the real core's
+// cadence (Window, SnapshotEvery) and what a step and a snapshot cost
+// beyond the core's decisions. Both protocols drive the same, real core;
+// they differ in its configuration and in the costs the simulation puts
+// on its actions.
 type Protocol interface {
 	Name() string
-	// Model reports that this is a model of a protocol that is not built.
-	Model() bool
-	// Ahead is how many steps beyond the newest task it has received a
-	// worker may compute: 0 (today) starts each step when its task arrives.
-	Ahead() int
-	// UploadBytes is what rank sends the coordinator with its report.
-	UploadBytes(rank int, n Network) float64
+	// Window and SnapshotEvery are the core's (control.Config).
+	Window() int
+	SnapshotEvery() int
+	// StateBytes is what rank 0 sends the coordinator with its report at a
+	// step whose task says SendState.
+	StateBytes(n Network) float64
+	// SetupBytes is the state the coordinator sends each member at a ring
+	// set-up.
+	SetupBytes(n Network) float64
+	// CommitTime is the coordinator's serial work on a Commit, before it
+	// answers Applied.
+	CommitTime(p *Params) time.Duration
+	// SnapshotWork is a rank's serial work at a snapshot step beyond Apply
+	// (sendState: its task says SendState), before its next step.
+	SnapshotWork(p *Params, n Network, sendState bool) time.Duration
 }
 
-// Today is the built protocol: each step's task is sent after the
-// previous step is committed; rank 0 sends the reduced update with its
-// report; the coordinator applies it and checks every replica's checksum
-// before the next step's tasks go out.
-type Today struct{}
+// Before is the protocol built until the pipelined one replaced it,
+// reproduced by the new core's Window = 1, SnapshotEvery = 1 cadence (each
+// step's tasks go out when the step before it is committed; every step is
+// a "snapshot") with the old costs: rank 0 uploads the reduced update
+// (gradient and BN buffers, 7.8 MB) with every report, and the coordinator
+// applies it to its copy (Adam, EMA, checksum: Params.Commit, 57 ms) on
+// its serial path before it answers Applied and the next tasks go out.
+type Before struct{}
 
-func (Today) Name() string { return "today" }
-func (Today) Model() bool  { return false }
-func (Today) Ahead() int   { return 0 }
-func (Today) UploadBytes(rank int, n Network) float64 {
-	if rank == 0 {
-		return 4 * float64(n.Params+n.Buffers)
+func (Before) Name() string       { return "before" }
+func (Before) Window() int        { return 1 }
+func (Before) SnapshotEvery() int { return 1 }
+func (Before) StateBytes(n Network) float64 {
+	return 4 * float64(n.Params+n.Buffers)
+}
+func (Before) SetupBytes(n Network) float64 {
+	return 4 * float64(3*n.Params+n.Buffers) // weights, Adam's two moments, BN buffers
+}
+func (Before) CommitTime(p *Params) time.Duration { return p.Commit }
+
+// SnapshotWork: none beyond Apply — the old report's update was the
+// reduced vector, already on the host, and its checksum the weights'.
+func (Before) SnapshotWork(*Params, Network, bool) time.Duration { return 0 }
+
+// Pipelined is the built protocol: tasks for up to Window steps beyond the
+// last agreed one are out, so a worker runs its queued steps back to back;
+// every SnapshotEvery steps (and at every epoch's end) each rank reports
+// its whole state's checksum and rank 0 sends the state itself (weights,
+// EMA weights, Adam's moments, BN and EMA buffers), which the coordinator
+// decodes, loads and hashes (Params.SnapshotLoad) off the workers' path.
+// Zero fields: the defaults of configs/config.yaml (steps_in_flight 2,
+// snapshot_every 50).
+type Pipelined struct {
+	InFlight, Every int // Window and SnapshotEvery
+}
+
+// Defaults of configs/config.yaml.
+const (
+	DefaultWindow        = 2
+	DefaultSnapshotEvery = 50
+)
+
+func (q Pipelined) Name() string {
+	if q.Window() == DefaultWindow && q.SnapshotEvery() == DefaultSnapshotEvery {
+		return "pipelined"
 	}
-	return reportBytes
+	return fmt.Sprintf("pipelined(%d,%d)", q.Window(), q.SnapshotEvery())
 }
+func (q Pipelined) Window() int {
+	if q.InFlight <= 0 {
+		return DefaultWindow
+	}
+	return q.InFlight
+}
+func (q Pipelined) SnapshotEvery() int {
+	if q.Every <= 0 {
+		return DefaultSnapshotEvery
+	}
+	return q.Every
+}
+func (Pipelined) StateBytes(n Network) float64       { return 4 * float64(4*n.Params+2*n.Buffers) }
+func (q Pipelined) SetupBytes(n Network) float64     { return q.StateBytes(n) }
+func (Pipelined) CommitTime(p *Params) time.Duration { return p.SnapshotLoad }
 
-// IdealPipelined is a MODEL, not a built protocol: a worker starts step
-// s+1 as soon as it has applied step s (its replica already holds the new
-// state), without waiting for the coordinator's commit of s; it may not
-// start s+2 before the task of s+1 (sent when s is committed) arrives, so
-// the coordinator is at most one step behind. Uploads, the commit and the
-// checksum comparison are as today, but off the workers' critical path
-// (rank 0's upload shares its link with the next step's ring).
-type IdealPipelined struct{}
-
-func (IdealPipelined) Name() string { return "ideal-pipelined (model)" }
-func (IdealPipelined) Model() bool  { return true }
-func (IdealPipelined) Ahead() int   { return 1 }
-func (IdealPipelined) UploadBytes(rank int, n Network) float64 {
-	return Today{}.UploadBytes(rank, n)
+// SnapshotWork: the whole state's checksum (cluster.StateChecksum) hashes
+// the EMA network and Adam's moments beyond the weights Apply's checksum
+// covers — downloaded from the device and hashed on the host; rank 0 then
+// copies the whole state out of the device (worker.Snapshot). Sending it is
+// another goroutine's: it occupies rank 0's link, not its steps.
+func (Pipelined) SnapshotWork(p *Params, n Network, sendState bool) time.Duration {
+	extra := 4 * float64(3*n.Params+n.Buffers)
+	d := seconds(extra/p.CopyRate + extra/p.HashRate)
+	if sendState {
+		d += seconds(4 * float64(4*n.Params+2*n.Buffers) / p.CopyRate)
+	}
+	return d
 }
 
 // reportBytes is a report without the update (loss, count, checksum, ids).
@@ -174,7 +241,10 @@ func Defaults() Params {
 		Apply:        5 * time.Millisecond,
 		Load:         50 * time.Millisecond,
 		RingConnect:  3 * time.Millisecond,
+		CopyRate:     20e9,
+		HashRate:     1.73e9,
 		Commit:       57 * time.Millisecond,
+		SnapshotLoad: 34 * time.Millisecond,
 		CoordMsg:     5 * time.Microsecond,
 		Link:         Link{Bandwidth: 10 * Gbit, StreamRate: 3e9, Latency: 100 * time.Microsecond, Overhead: 10 * time.Microsecond},
 		ChunkBytes:   allreduce.DefaultChunkBytes,
@@ -191,7 +261,7 @@ func Defaults() Params {
 		Reconnect:     time.Second,
 
 		Warmup: 5,
-		Steps:  20,
+		Steps:  50,
 	}
 }
 
@@ -222,6 +292,13 @@ func (p *Params) fill() error {
 	setD(&p.Load, d.Load)
 	setD(&p.RingConnect, d.RingConnect)
 	setD(&p.Commit, d.Commit)
+	setD(&p.SnapshotLoad, d.SnapshotLoad)
+	if p.CopyRate == 0 {
+		p.CopyRate = d.CopyRate
+	}
+	if p.HashRate == 0 {
+		p.HashRate = d.HashRate
+	}
 	setD(&p.CoordMsg, d.CoordMsg)
 	if p.Link.Bandwidth == 0 {
 		p.Link = d.Link
@@ -232,7 +309,11 @@ func (p *Params) fill() error {
 	setI(&p.ChunkBytes, d.ChunkBytes)
 	setI(&p.MinBucket, d.MinBucket)
 	if p.Protocol == nil {
-		p.Protocol = Today{}
+		p.Protocol = Pipelined{}
+	}
+	if p.EpochSteps == 0 {
+		se := p.Protocol.SnapshotEvery()
+		p.EpochSteps = se * ((16 + se - 1) / se)
 	}
 	setD(&p.StepTimeout, d.StepTimeout)
 	setD(&p.SetupTimeout, d.SetupTimeout)
@@ -260,6 +341,10 @@ func (p *Params) fill() error {
 		return fmt.Errorf("sim: link bandwidth must be positive")
 	case p.Warmup < 0 || p.Steps < 0 || p.Duration < 0:
 		return fmt.Errorf("sim: negative warm-up, steps or duration")
+	case p.CopyRate <= 0 || p.HashRate <= 0:
+		return fmt.Errorf("sim: copy and hash rates must be positive")
+	case p.EpochSteps < 1:
+		return fmt.Errorf("sim: an epoch of %d steps", p.EpochSteps)
 	case p.Jitter < 0:
 		return fmt.Errorf("sim: negative jitter")
 	case p.Fault.Every < 0:
@@ -283,9 +368,10 @@ func (p *Params) ComputeTime(n int) time.Duration {
 	return seconds(float64(n) * p.Net.FLOPsPerImage() / p.FLOPS)
 }
 
-// UploadTime is rank 0's upload of the update to the coordinator.
+// UploadTime is rank 0's upload of what its report carries at a
+// snapshot (the update, Before; the state, Pipelined) to the coordinator.
 func (p *Params) UploadTime() time.Duration {
-	b := p.Protocol.UploadBytes(0, p.Net)
+	b := p.Protocol.StateBytes(p.Net)
 	rate := math.Min(p.Link.Rate(), p.CoordLink.Rate())
 	return p.Link.Overhead + p.Link.Latency + seconds(b/rate)
 }

@@ -6,13 +6,15 @@
 // count and a FLOP rate; the ring all-reduce from link bandwidth, latency,
 // per-message overhead and chunking as package allreduce runs it,
 // overlapped with backward bucket by bucket as the worker does; rank 0's
-// upload and the coordinator's commit from measured or given times; faults
-// from a kill or crash schedule, detected as the coordinator detects them.
+// uploads and the coordinator's commits from measured or given times;
+// faults from a kill or crash schedule, detected as the coordinator detects
+// them.
 //
-// The coordinator's path is pluggable (Protocol): Today is the built
-// protocol, IdealPipelined a model of one whose commit is off the workers'
-// critical path. docs/sim.md has the model, its parameters, its
-// calibration against real runs and its results.
+// Two protocols drive the same core (Protocol): Pipelined, the built one
+// (steps in flight, a snapshot every SnapshotEvery steps), and Before, the
+// protocol built until it, reproduced by the core's Window = 1,
+// SnapshotEvery = 1 cadence with the old costs. docs/sim.md has the model,
+// its parameters, its calibration against real runs and its results.
 package sim
 
 import (
@@ -23,6 +25,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/tinct/tinct/control"
@@ -31,10 +34,9 @@ import (
 // Result is what a run measured over its window.
 type Result struct {
 	Protocol string
-	Model    bool // the protocol is a model, not the built one
 	Workers  int
 
-	Window       time.Duration // simulated time measured
+	Window       time.Duration // simulated time measured, from a commit to a commit
 	Steps        int64         // steps committed in the window
 	Images       int64
 	ImagesPerSec float64
@@ -48,12 +50,15 @@ type Result struct {
 	Compute     time.Duration // forward and backward on the GPU
 	RingExposed time.Duration // the all-reduce after backward (gradient tail and BN buffers)
 	Apply       time.Duration
-	Wait        time.Duration // the rest: the coordinator's path (report, upload, commit, task) or waiting to be let ahead
-	Upload      time.Duration // rank 0's update to the coordinator (a parameter's consequence)
+	Snapshot    time.Duration // the workers' snapshot work (state checksum, rank 0's copy), per step
+	Wait        time.Duration // the rest: waiting for a task (the coordinator's path: upload, commit, the next task) or for the ring
+	Upload      time.Duration // rank 0's upload at a snapshot (the update, Before; the state, Pipelined): a parameter's consequence
 
-	// Counts over the whole run.
-	Deaths, Setups, Abandons, Drops, Backoffs, Excludes, Commits int
-	Rings                                                        []int // each Setup's ring size, in order
+	// Counts over the window (Deaths over the run).
+	Deaths, Setups, Abandons, Drops, Backoffs, Excludes int
+	Commits                                             int   // Commit actions (snapshots loaded)
+	StepsAbandoned                                      int   // steps whose tasks were sent and that an Abandon gave up
+	Rings                                               []int // each Setup's ring size, in order
 
 	Digest  uint64   // of every action of the core with its time: equal runs, equal digests
 	Actions []string // with Params.Trace: "time action"
@@ -113,17 +118,15 @@ type worker struct {
 	gen       uint64
 	rank      int
 	size      int
-	share     int // images of its share
-	first     int64
 	started   int64 // newest step started in gen
-	applied   int64 // newest step applied in gen
+	applied   int64 // newest step applied (and its snapshot work done) in gen
 	connected bool
-	halted    bool // its ring broke: nothing more in this generation
-	taskAt    map[int64]time.Duration
-	busyUntil time.Duration // end of the newest compute
-	egress    time.Duration // its link is busy until then
-	inbox     time.Duration // the newest message from the coordinator arrives then (one stream: in order)
-	loaded    time.Duration // its newest set-up is loaded then (set-ups are handled one at a time)
+	halted    bool                    // its ring broke: nothing more in this generation
+	tasks     map[int64]*control.Task // gen's tasks received and not yet started (the worker's queue)
+	busyUntil time.Duration           // end of the newest compute
+	egress    time.Duration           // its link is busy until then
+	inbox     time.Duration           // the newest message from the coordinator arrives then (one stream: in order)
+	loaded    time.Duration           // its newest set-up is loaded then (set-ups are handled one at a time)
 
 	closed  time.Duration // busy time of finished intervals
 	pending []interval
@@ -190,7 +193,9 @@ type stepRun struct {
 
 type memberRun struct {
 	w                           *worker
+	task                        *control.Task
 	start, prepEnd, fwd, bwdEnd time.Duration
+	snap                        time.Duration // snapshot work after Apply
 	tok                         uint64
 }
 
@@ -212,17 +217,19 @@ type sim struct {
 	coordFree time.Duration
 	gen       uint64
 	ring      []*worker
-	lastTask  int64 // newest step whose tasks the core sent in gen
-	held      []*control.Report
+	lastTask  int64 // newest step whose tasks were sent in gen
 	runs      map[runKey]*stepRun
 	broken    map[uint64]time.Duration // generations whose ring broke, and when
 
-	batch      int // the core's batch
-	nextCommit int64
+	batch      int   // the core's batch
+	nextCommit int64 // the step the next Committed must be
 	committing *control.Commit
-	commits    int64 // Commit actions
-	done       bool  // the core finished
-	halt       bool  // the window is over
+	commitTo   int64           // the newest step of a Commit answered (−1: none)
+	later      []control.Event // events that arrived while a Commit was being applied
+	coalesce   bool            // the start: the core hears every join at once
+	startSetup *control.Setup  // and only its last set-up is sent
+	done       bool            // the core finished
+	halt       bool            // the window is over
 	err        error
 
 	// measurement
@@ -235,6 +242,7 @@ type sim struct {
 	sumPrep   time.Duration
 	sumComp   time.Duration
 	sumExp    time.Duration
+	sumSnap   time.Duration
 	deathN    int
 
 	res    Result
@@ -243,19 +251,19 @@ type sim struct {
 
 func newSim(p Params) (*sim, error) {
 	s := &sim{p: p, t0: time.Unix(1e9, 0).UTC(), ticks: map[time.Duration]bool{}, ringT: map[[2]int]time.Duration{},
-		byName: map[string]*worker{}, runs: map[runKey]*stepRun{}, broken: map[uint64]time.Duration{}}
+		byName: map[string]*worker{}, runs: map[runKey]*stepRun{}, broken: map[uint64]time.Duration{}, commitTo: -1}
 	s.buckets = p.Net.Buckets(p.MinBucket)
 	s.batch = p.Workers * p.Batch
-	// enough examples for a few steps an epoch, and an epoch count that
-	// does not end the run
-	core, err := control.New(control.Config{Examples: 16 * s.batch, BatchSize: s.batch, Epochs: math.MaxInt32, Seed: p.Seed | 1,
+	// EpochSteps steps an epoch, and an epoch count that does not end the run
+	core, err := control.New(control.Config{Examples: p.EpochSteps * s.batch, BatchSize: s.batch, Epochs: math.MaxInt32, Seed: p.Seed | 1,
+		Window: p.Protocol.Window(), SnapshotEvery: p.Protocol.SnapshotEvery(),
 		MinWorkers: 1, Wait: time.Hour, StepTimeout: p.StepTimeout, SetupTimeout: p.SetupTimeout, Backoff: p.Backoff, MaxFailures: p.MaxFailures},
 		control.Position{}, false)
 	if err != nil {
 		return nil, err
 	}
 	s.core = core
-	s.res = Result{Protocol: p.Protocol.Name(), Model: p.Protocol.Model(), Workers: p.Workers, Upload: p.UploadTime()}
+	s.res = Result{Protocol: p.Protocol.Name(), Workers: p.Workers, Upload: p.UploadTime()}
 	h := fnv.New64a()
 	s.digest = binary.LittleEndian.Uint64(h.Sum(nil))
 	for i := range p.Workers {
@@ -275,14 +283,32 @@ func (s *sim) at(t time.Duration, fn func()) {
 }
 
 func (s *sim) run() error {
+	// Every worker joins at once, and the core hears the joins in one
+	// instant: it re-forms at each (nothing is computed yet), and only the
+	// last set-up is sent — a real start-up sends them all, and the
+	// workers load each in turn, which the window never sees.
+	s.coalesce = true
+	var sess []uint64
 	for _, w := range s.ws {
-		s.join(w)
+		s.nextID++
+		w.alive, w.session = true, s.nextID
+		sess = append(sess, w.session)
+	}
+	s.now = s.p.CoordLink.Latency
+	for i, w := range s.ws {
+		s.deliver(control.Join{Worker: w.name, Session: sess[i]})
+	}
+	s.coalesce = false
+	if a := s.startSetup; a != nil {
+		s.startSetup = nil
+		s.setup(*a)
 	}
 	s.deliver(control.Tick{})
 	for s.q.Len() > 0 && !s.done && !s.halt && s.err == nil {
 		e := heap.Pop(&s.q).(event)
-		if s.stopAt > 0 && e.at > s.stopAt {
-			s.finishWindow(s.stopAt)
+		if s.stopAt > 0 && e.at > s.stopAt+s.p.Duration {
+			// no commit for a whole Duration after the window's end: it ends there
+			s.finishWindow(s.stopAt + s.p.Duration)
 			break
 		}
 		s.now = e.at
@@ -300,17 +326,18 @@ func (s *sim) run() error {
 	if s.measuring {
 		s.finishWindow(s.now)
 	}
-	// the core stops cleanly, and its position is every commit (what the
-	// stop abandons is not the window's)
+	// the core stops cleanly (a Commit being applied is answered first),
+	// and its position is every step committed (what the stop abandons is
+	// not the window's)
 	counts := s.res
-	s.deliver(control.Stop{Reason: "simulation over"})
-	s.res.Abandons, s.res.Setups, s.res.Drops = counts.Abandons, counts.Setups, counts.Drops
-	inFlight := int64(0)
+	s.later = nil
 	if s.committing != nil {
-		inFlight = 1 // committed by the core, not yet applied when the run stopped
+		s.applied(s.committing)
 	}
-	if got := s.core.Position().Step; got != s.nextCommit || s.commits-inFlight != got {
-		return fmt.Errorf("sim: the core's position is step %d, the simulation applied %d steps of %d commits", got, s.nextCommit, s.commits)
+	s.deliver(control.Stop{Reason: "simulation over"})
+	s.res.Abandons, s.res.Setups, s.res.Drops, s.res.Commits, s.res.StepsAbandoned = counts.Abandons, counts.Setups, counts.Drops, counts.Commits, counts.StepsAbandoned
+	if got := s.core.Position().Step; got != s.nextCommit || s.commitTo+1 != got {
+		return fmt.Errorf("sim: the core's position is step %d, the simulation saw %d steps committed and commits up to step %d", got, s.nextCommit, s.commitTo)
 	}
 	return s.err
 }
@@ -322,21 +349,22 @@ func (s *sim) run() error {
 func (s *sim) recv(ev control.Event) {
 	t := max(s.now, s.coordFree) + s.p.CoordMsg
 	s.coordFree = t
-	s.at(t, func() { s.deliverReport(ev) })
+	s.at(t, func() { s.deliver(ev) })
 }
 
-func (s *sim) deliverReport(ev control.Event) {
-	if r, ok := ev.(*control.Report); ok && r.Gen == s.gen && r.Step > s.lastTask {
-		s.held = append(s.held, r) // ahead of the core (pipelined): kept until its task is sent
-		return
-	}
-	s.deliver(ev)
-}
-
-// deliver hands the core one event now and carries out its actions.
+// deliver hands the core one event now and carries out its actions. While
+// a Commit is being applied the core must hear Applied first: what arrives
+// meanwhile waits, in order, until it is answered (as the coordinator's
+// queue does).
 func (s *sim) deliver(ev control.Event) {
 	if s.done {
 		return
+	}
+	if _, ok := ev.(control.Applied); !ok && s.committing != nil {
+		if _, ok := ev.(control.Stop); !ok {
+			s.later = append(s.later, ev)
+			return
+		}
 	}
 	acts := slices.Clone(s.core.Handle(s.t0.Add(s.now), ev))
 	var tasks []*control.Task
@@ -349,8 +377,14 @@ func (s *sim) deliver(ev control.Event) {
 			tasks = append(tasks, a)
 		case *control.Commit:
 			s.commit(a)
+		case control.Committed:
+			s.committed(a)
 		case control.Abandon:
 			s.res.Abandons++
+			if a.Gen == s.gen && a.Step <= s.lastTask {
+				s.res.StepsAbandoned += int(s.lastTask - a.Step + 1)
+				s.lastTask = a.Step - 1
+			}
 		case control.Drop:
 			s.res.Drops++
 			s.dropped(a.Worker, a.Session)
@@ -401,21 +435,32 @@ func (s *sim) record(a control.Action) {
 	switch a := a.(type) {
 	case *control.Task:
 		fmt.Fprintf(h, "task %s %d %d %d %d", a.Worker, a.Gen, a.Step, a.Rank, len(a.Indices))
-	case *control.Commit:
-		fmt.Fprintf(h, "commit %d %d %d %v", a.Gen, a.Step, a.Count, a.Workers)
 	default:
-		h.Write([]byte(a.String()))
+		h.Write([]byte(traceOf(a)))
 	}
 	s.digest = binary.LittleEndian.Uint64(h.Sum(nil))
 	if s.p.Trace {
-		s.res.Actions = append(s.res.Actions, fmt.Sprintf("%10.6f %s", s.now.Seconds(), a))
+		s.res.Actions = append(s.res.Actions, fmt.Sprintf("%10.6f %s", s.now.Seconds(), traceOf(a)))
 	}
 }
 
+// traceOf is an action as the trace writes it: its String, and for a
+// Committed also its generation and ring, which the tests check.
+func traceOf(a control.Action) string {
+	if c, ok := a.(control.Committed); ok {
+		return fmt.Sprintf("committed gen=%d step=%d workers=[%s] count=%d of=%d", c.Gen, c.Step, strings.Join(c.Workers, " "), c.Count, c.Of)
+	}
+	return a.String()
+}
+
 func (s *sim) setup(a control.Setup) {
+	if s.coalesce {
+		s.startSetup = &a
+		return
+	}
 	s.res.Setups++
 	s.res.Rings = append(s.res.Rings, len(a.Ring))
-	s.gen, s.lastTask, s.held = a.Gen, a.Step-1, nil
+	s.gen, s.lastTask = a.Gen, a.Step-1
 	s.ring = s.ring[:0]
 	for _, n := range a.Ring {
 		s.ring = append(s.ring, s.byName[n])
@@ -426,7 +471,7 @@ func (s *sim) setup(a control.Setup) {
 		}
 	}
 	// the state goes to every member at once over the coordinator's link
-	b := 4 * float64(3*s.p.Net.Params+s.p.Net.Buffers) // weights, Adam's two moments, BN buffers
+	b := s.p.Protocol.SetupBytes(s.p.Net)
 	l := s.p.CoordLink
 	arrive := s.now + l.Overhead + l.Latency + seconds(max(float64(len(a.Ring))*b/l.Bandwidth, b/l.Rate()))
 	for rank, w := range s.ring {
@@ -435,85 +480,112 @@ func (s *sim) setup(a control.Setup) {
 	}
 }
 
-// dispatch sends one step's tasks, one after another from the
-// coordinator's loop.
+// dispatch sends tasks (of one step or several), one after another from
+// the coordinator's loop.
 func (s *sim) dispatch(tasks []*control.Task) {
-	s.lastTask = tasks[0].Step
 	t := max(s.now, s.coordFree)
 	l := s.p.Link
 	for _, task := range tasks {
+		s.lastTask = max(s.lastTask, task.Step)
 		t += s.p.CoordMsg
 		w := s.byName[task.Worker]
 		sess := w.session
 		s.at(w.deliverAt(t+l.Overhead+l.Latency), func() { s.taskArrive(w, sess, task) })
 	}
 	s.coordFree = t
-	// reports that came ahead of their task (pipelined) go to the core now
-	held := s.held
-	s.held = nil
-	for _, r := range held {
-		if r.Gen == s.gen && r.Step <= s.lastTask {
-			s.at(s.now, func() { s.deliverReport(r) })
-		} else if r.Gen == s.gen {
-			s.held = append(s.held, r)
-		}
+}
+
+// snapState is what the simulated rank 0 puts in Report.State: which
+// replica it is.
+type snapState struct {
+	gen  uint64
+	step int64
+}
+
+// commit: the core asks the coordinator to load rank 0's state after
+// a.Step (the snapshot, already received with rank 0's report). It does,
+// on its serial timeline, and answers Applied.
+func (s *sim) commit(a *control.Commit) {
+	s.res.Commits++
+	switch {
+	case s.committing != nil:
+		s.err = fmt.Errorf("sim: commit of steps %d..%d while the commit of step %d is applied", a.From, a.Step, s.committing.Step)
+	case a.From != s.nextCommit || a.Step < a.From:
+		s.err = fmt.Errorf("sim: commit of steps %d..%d, expected from step %d (a step committed twice or skipped)", a.From, a.Step, s.nextCommit)
+	case a.Gen != s.gen || len(a.Workers) != len(s.ring):
+		s.err = fmt.Errorf("sim: steps %d..%d committed by %v, the ring of generation %d is %d workers", a.From, a.Step, a.Workers, s.gen, len(s.ring))
+	case a.State != (snapState{a.Gen, a.Step}):
+		s.err = fmt.Errorf("sim: the commit of step %d carries %v, not rank 0's state after it", a.Step, a.State)
+	}
+	s.committing = a
+	t := max(s.now, s.coordFree) + s.p.Protocol.CommitTime(&s.p)
+	s.coordFree = t
+	s.at(t, func() { s.applied(a) })
+}
+
+// applied: the coordinator loaded a's snapshot; the core hears Applied
+// (and commits the steps up to it), then whatever arrived meanwhile.
+func (s *sim) applied(a *control.Commit) {
+	if s.committing != a {
+		return
+	}
+	s.committing = nil
+	s.deliver(control.Applied{Step: a.Step, Checksum: checksum(a.Step)})
+	if s.err == nil && s.nextCommit != a.Step+1 {
+		s.err = fmt.Errorf("sim: the commit of steps %d..%d committed up to step %d", a.From, a.Step, s.nextCommit-1)
+	}
+	s.commitTo = a.Step
+	switch {
+	case s.measuring && ((s.stopAt == 0 && s.steps >= int64(s.p.Steps)) || (s.stopAt > 0 && s.now >= s.stopAt)):
+		s.finishWindow(s.now)
+		s.halt = true
+	case !s.measuring && s.tB == 0 && s.nextCommit >= int64(s.p.Warmup):
+		s.startWindow()
+	}
+	for len(s.later) > 0 && s.committing == nil && !s.done {
+		ev := s.later[0]
+		s.later = s.later[1:]
+		s.deliver(ev)
 	}
 }
 
-func (s *sim) commit(a *control.Commit) {
-	s.res.Commits++
-	s.commits++
+// committed is a step committed at now, once each and in order: the
+// measurement window's bookkeeping.
+func (s *sim) committed(a control.Committed) {
 	switch {
-	case a.Step != s.nextCommit || s.committing != nil:
-		s.err = fmt.Errorf("sim: commit of step %d, expected step %d (a step committed twice or skipped)", a.Step, s.nextCommit)
+	case a.Step != s.nextCommit:
+		s.err = fmt.Errorf("sim: step %d committed, expected step %d (a step committed twice or skipped)", a.Step, s.nextCommit)
 	case a.Count != s.batch:
 		s.err = fmt.Errorf("sim: step %d committed %d images of a batch of %d", a.Step, a.Count, s.batch)
 	case a.Gen != s.gen || len(a.Workers) != len(s.ring):
 		s.err = fmt.Errorf("sim: step %d committed by %v, the ring of generation %d is %d workers", a.Step, a.Workers, s.gen, len(s.ring))
 	}
-	s.committing = a
-	t := max(s.now, s.coordFree) + s.p.Commit
-	s.coordFree = t
-	s.at(t, func() {
-		s.committing = nil
-		s.nextCommit++
-		step := a.Step
-		s.deliver(control.Applied{Step: step, Checksum: checksum(step)})
-		s.applied(a)
-	})
-}
-
-// applied is a step committed at now: the measurement window's bookkeeping.
-func (s *sim) applied(a *control.Commit) {
+	s.nextCommit++
+	k := runKey{a.Gen, a.Step}
 	if s.measuring {
 		s.steps++
-		if r := s.runs[runKey{a.Gen, a.Step}]; r != nil && r.scheduled {
-			var prep, comp, exp time.Duration
+		if r := s.runs[k]; r != nil && r.scheduled {
+			var prep, comp, exp, snap time.Duration
 			for _, m := range r.members {
 				prep += m.prepEnd - m.start
 				comp += m.bwdEnd - m.prepEnd
 				exp += r.reduceEnd - m.bwdEnd
+				snap += m.snap
 			}
 			n := time.Duration(len(r.members))
 			s.sumPrep += prep / n
 			s.sumComp += comp / n
 			s.sumExp += exp / n
-		}
-		if s.stopAt == 0 && s.steps >= int64(s.p.Steps) {
-			s.finishWindow(s.now)
-			s.halt = true
+			s.sumSnap += snap / n
 		}
 	}
-	delete(s.runs, runKey{a.Gen, a.Step})
-	if !s.measuring && s.tB == 0 && s.core.Position().Step >= int64(s.p.Warmup) {
-		s.startWindow()
-	}
+	delete(s.runs, k)
 }
 
 func (s *sim) startWindow() {
 	s.measuring, s.tA = true, s.now
 	// the counts are the window's
-	s.res.Setups, s.res.Abandons, s.res.Drops, s.res.Backoffs, s.res.Excludes, s.res.Commits, s.res.Rings = 0, 0, 0, 0, 0, 0, nil
+	s.res.Setups, s.res.Abandons, s.res.Drops, s.res.Backoffs, s.res.Excludes, s.res.Commits, s.res.StepsAbandoned, s.res.Rings = 0, 0, 0, 0, 0, 0, 0, nil
 	s.busyA = make([]time.Duration, len(s.ws))
 	for i, w := range s.ws {
 		s.busyA[i] = w.busyAt(s.now)
@@ -560,9 +632,9 @@ func (s *sim) result() *Result {
 	if s.steps > 0 {
 		n := time.Duration(s.steps)
 		r.Step = r.Window / n
-		r.Prep, r.Compute, r.RingExposed = s.sumPrep/n, s.sumComp/n, s.sumExp/n
+		r.Prep, r.Compute, r.RingExposed, r.Snapshot = s.sumPrep/n, s.sumComp/n, s.sumExp/n, s.sumSnap/n
 		r.Apply = s.p.Apply
-		r.Wait = max(0, r.Step-r.Prep-r.Compute-r.RingExposed-r.Apply)
+		r.Wait = max(0, r.Step-r.Prep-r.Compute-r.RingExposed-r.Apply-r.Snapshot)
 	}
 	return r
 }
@@ -710,10 +782,12 @@ func (s *sim) workerSetup(w *worker, session uint64, gen uint64, rank, size int,
 	if !w.alive || w.session != session || w.session == 0 {
 		return // dead, or a new session: this set-up is for the old one
 	}
+	// the queued tasks are dropped (worker.taskQueue.flush), the step in
+	// progress given up
 	w.tok++
-	w.gen, w.rank, w.size, w.first = gen, rank, size, step
+	w.gen, w.rank, w.size = gen, rank, size
 	w.started, w.applied, w.connected, w.halted = step-1, step-1, false, false
-	w.taskAt = map[int64]time.Duration{}
+	w.tasks = map[int64]*control.Task{}
 	// the compute in progress runs to its end; then the state is loaded,
 	// after any set-up before it
 	ready := max(s.now, w.busyUntil, w.loaded) + s.p.Load
@@ -735,26 +809,24 @@ func (s *sim) taskArrive(w *worker, session uint64, t *control.Task) {
 		s.sendReport(w, &control.Report{Worker: w.name, Gen: t.Gen, Step: t.Step, Err: fmt.Sprintf("task of generation %d, worker is at %d", t.Gen, w.gen)})
 		return
 	}
-	w.taskAt[t.Step] = s.now
-	w.share = len(t.Indices)
+	w.tasks[t.Step] = t
 	s.advance(w)
 }
 
-// advance starts w's next step if the protocol lets it.
+// advance starts w's next queued task once it is done with the last: the
+// worker runs its tasks back to back, never waiting for the coordinator
+// while one is queued.
 func (s *sim) advance(w *worker) {
-	if !w.alive || w.halted || w.gen == 0 {
+	if !w.alive || w.halted || w.gen == 0 || w.applied < w.started {
 		return
 	}
 	next := w.started + 1
-	if w.applied < next-1 {
-		return // still on the previous step
-	}
-	need := max(w.first, next-int64(s.p.Protocol.Ahead()))
-	if _, ok := w.taskAt[need]; !ok {
+	t := w.tasks[next]
+	if t == nil {
 		return
 	}
-	delete(w.taskAt, need-1)
-	s.start(w, next)
+	delete(w.tasks, next)
+	s.start(w, t)
 }
 
 func (s *sim) jitter(w *worker, step int64) float64 {
@@ -765,16 +837,21 @@ func (s *sim) jitter(w *worker, step int64) float64 {
 	return 1 + s.p.Jitter*r.Float64()
 }
 
-func (s *sim) start(w *worker, step int64) {
+func (s *sim) start(w *worker, task *control.Task) {
+	step := task.Step
 	w.started = step
 	t := s.now
 	if !w.connected && w.size > 1 {
 		t += s.p.RingConnect + 4*s.p.Link.Latency
 		w.connected = true
 	}
-	m := &memberRun{w: w, start: s.now, tok: w.tok}
-	m.prepEnd = t + time.Duration(w.share)*s.p.HostPerImage
-	c := seconds(s.p.ComputeTime(w.share).Seconds() * s.jitter(w, step))
+	share := len(task.Indices)
+	m := &memberRun{w: w, task: task, start: s.now, tok: w.tok}
+	if task.Snapshot {
+		m.snap = s.p.Protocol.SnapshotWork(&s.p, s.p.Net, task.SendState)
+	}
+	m.prepEnd = t + time.Duration(share)*s.p.HostPerImage
+	c := seconds(s.p.ComputeTime(share).Seconds() * s.jitter(w, step))
 	m.fwd = m.prepEnd + c/3
 	m.bwdEnd = m.prepEnd + c
 	w.addBusy(m.prepEnd, m.bwdEnd)
@@ -811,8 +888,10 @@ func (s *sim) ringTime(n, size int) time.Duration {
 
 // schedule lays out the step's all-reduce once every rank has started it:
 // bucket by bucket as backward finishes each tail (on every rank: the
-// ring waits for the slowest), then the BatchNorm buffers; each rank then
-// applies the update and reports.
+// ring waits for the slowest), then the BatchNorm buffers, after whatever
+// rank 0's link is still sending (an upload to the coordinator); each rank
+// then applies the update, does its snapshot work if the step is a
+// snapshot, and reports.
 func (s *sim) schedule(k runKey, r *stepRun) {
 	r.scheduled = true
 	size := len(r.members)
@@ -831,41 +910,45 @@ func (s *sim) schedule(k runKey, r *stepRun) {
 			end = max(end, m.bwdEnd)
 		}
 		end += s.ringTime(s.p.Net.Buffers, size)
-		w0.egress = end
+		w0.egress = max(w0.egress, end)
 	} else {
 		end = r.members[0].bwdEnd
 	}
 	r.reduceEnd = end
 	for _, m := range r.members {
-		m := m
-		s.at(end+s.p.Apply, func() { s.localDone(m, k, r) })
+		s.at(end+s.p.Apply+m.snap, func() { s.localDone(m, k, r) })
 	}
 }
 
-// localDone: m applied step k and reports it.
+// localDone: m applied step k (and did its snapshot work); it reports and
+// starts its next queued task. The report is sent by another goroutine:
+// a state in it occupies the link, not the worker.
 func (s *sim) localDone(m *memberRun, k runKey, r *stepRun) {
 	w := m.w
 	if !w.alive || w.tok != m.tok || r.broken {
 		return
 	}
 	w.applied = k.step
-	rep := &control.Report{Worker: w.name, Gen: k.gen, Step: k.step, Loss: 0.5, Count: w.share, Checksum: checksum(k.step),
+	rep := &control.Report{Worker: w.name, Gen: k.gen, Step: k.step, Loss: 0.5, Count: len(m.task.Indices), Checksum: checksum(k.step),
 		RingSeconds: (r.reduceEnd - m.bwdEnd).Seconds()}
+	if m.task.SendState {
+		rep.State = snapState{k.gen, k.step}
+	}
 	s.sendReport(w, rep)
 	s.advance(w)
 }
 
-// sendReport sends rep (with the update, as the protocol says) over w's link.
+// sendReport sends rep (with a state, when it carries one) over w's link,
+// after what the link is already sending.
 func (s *sim) sendReport(w *worker, rep *control.Report) {
-	b := reportBytes
-	bytes := float64(b)
-	if rep.Err == "" {
-		bytes = s.p.Protocol.UploadBytes(w.rank, s.p.Net)
+	bytes := float64(reportBytes)
+	if rep.State != nil {
+		bytes = s.p.Protocol.StateBytes(s.p.Net)
 	}
 	rate := math.Min(s.p.Link.Rate(), s.p.CoordLink.Rate())
 	start := max(s.now, w.egress)
 	xfer := seconds(bytes / rate)
-	if bytes > reportBytes {
+	if rep.State != nil {
 		w.egress = start + xfer
 	}
 	arrive := start + xfer + s.p.Link.Overhead + s.p.Link.Latency

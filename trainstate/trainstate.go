@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tinct/tinct/checkpoint"
+	"github.com/tinct/tinct/cluster"
 	"github.com/tinct/tinct/config"
 	"github.com/tinct/tinct/control"
 	"github.com/tinct/tinct/model"
@@ -56,12 +57,6 @@ func New(cfg *config.Config) (*State, error) {
 		Rule: model.EMA{Decay: cfg.EMA.Decay, CopyBuffers: cfg.EMA.Buffers == "copy"}}, nil
 }
 
-// Commit applies a step's reduced gradient and BatchNorm buffers to the
-// committed state: Adam, the buffers with one more batch tracked, the EMA.
-// This is the only place the committed state changes.
-func (s *State) Commit(grad, bufs []float32) {
-	model.Commit(s.Net, s.EMA, s.Adam, s.Rule, grad, bufs, s.Net.BatchesTracked()+1)
-}
 
 // position is state.json.
 type position struct {
@@ -217,20 +212,63 @@ func LoadNetwork(ck *checkpoint.Checkpoint, part string) (*Inference, error) {
 	return &Inference{Name: ck.Name, Epoch: ck.Epoch, Step: ck.Step, Time: ck.Time, Config: cfg, Net: net}, nil
 }
 
-// Replica is what a worker needs to take part in training: the committed
-// weights, BatchNorm buffers and batch count, and Adam's state. The slices
-// are the committed state's own: copy them before the next Commit.
+// Replica is a replica's whole state: what a worker needs to take part in
+// training (the committed state it loads) and what rank 0 sends at a
+// snapshot step (the state the coordinator loads): the weights, BatchNorm
+// buffers and batch count, the EMA's weights and buffers (its batch count
+// is Tracked too), Adam's state, and the EMA rule the replica applies
+// after each step. State.Replica's slices and Adam are the state's own:
+// copy them before the state changes.
 type Replica struct {
-	Params  []float32
-	Buffers []float32
-	Tracked int64
-	Adam    *model.Adam
+	Params     []float32
+	Buffers    []float32
+	Tracked    int64
+	Adam       *model.Adam
+	EMAParams  []float32
+	EMABuffers []float32
+	Rule       model.EMA
 }
 
 // Replica is the committed state as a worker loads it.
 func (s *State) Replica() Replica {
-	return Replica{Params: s.Net.Params, Buffers: s.Net.Buffers(nil), Tracked: s.Net.BatchesTracked(), Adam: s.Adam}
+	return Replica{Params: s.Net.Params, Buffers: s.Net.Buffers(nil), Tracked: s.Net.BatchesTracked(), Adam: s.Adam,
+		EMAParams: s.EMA.Params, EMABuffers: s.EMA.Buffers(nil), Rule: s.Rule}
 }
+
+// Load replaces the committed state with a copy of r (a snapshot of rank
+// 0's replica): the network's weights, buffers and batch count, the EMA's
+// weights and buffers (with r.Tracked as its batch count, as the EMA
+// update leaves it), and Adam's moments and step. Adam's learning rate,
+// betas and epsilon and the EMA rule stay the state's (the
+// configuration's). Every length is checked first, and a negative batch
+// count or step refused: a replica that does not fit changes nothing.
+func (s *State) Load(r Replica) error {
+	np, nb := s.Net.NumParams(), s.Net.NumBuffers()
+	switch {
+	case r.Adam == nil:
+		return errors.New("trainstate: replica without Adam's state")
+	case len(r.Params) != np || len(r.Buffers) != nb:
+		return fmt.Errorf("trainstate: replica of %d weights and %d buffers for a network of %d and %d", len(r.Params), len(r.Buffers), np, nb)
+	case len(r.EMAParams) != s.EMA.NumParams() || len(r.EMABuffers) != s.EMA.NumBuffers():
+		return fmt.Errorf("trainstate: replica's EMA of %d weights and %d buffers for a network of %d and %d", len(r.EMAParams), len(r.EMABuffers), s.EMA.NumParams(), s.EMA.NumBuffers())
+	case len(r.Adam.M) != len(s.Adam.M) || len(r.Adam.V) != len(s.Adam.V):
+		return fmt.Errorf("trainstate: replica's Adam moments of %d and %d values for %d weights", len(r.Adam.M), len(r.Adam.V), len(s.Adam.M))
+	case r.Tracked < 0 || r.Adam.Step < 0:
+		return fmt.Errorf("trainstate: replica with %d batches tracked at Adam step %d", r.Tracked, r.Adam.Step)
+	}
+	s.Net.LoadParams(r.Params)
+	s.Net.SetBuffers(r.Buffers, r.Tracked)
+	s.EMA.LoadParams(r.EMAParams)
+	s.EMA.SetBuffers(r.EMABuffers, r.Tracked)
+	copy(s.Adam.M, r.Adam.M)
+	copy(s.Adam.V, r.Adam.V)
+	s.Adam.Step = r.Adam.Step
+	return nil
+}
+
+// Checksum is cluster.StateChecksum of the committed state: what every
+// replica reports at a snapshot step when it agrees with this state.
+func (s *State) Checksum() []byte { return cluster.StateChecksum(s.Net, s.EMA, s.Adam) }
 
 // Load loads the named checkpoint from store, verifying its parts, and
 // decodes its EMA network. An empty name loads the newest valid checkpoint

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -335,7 +336,15 @@ func joinGossip(opt JoinOptions, name, profile, seed string, log *slog.Logger) (
 }
 
 // serve runs a session's messages until a Stop (returned) or an error.
+// Tasks queue up and run one after another in a goroutine of their own, so
+// that the next step starts as soon as one is reported, whatever the
+// coordinator is doing; a Setup gives up the task running and those queued
+// (they belong to a generation the coordinator abandoned). One goroutine
+// sends every message, so a snapshot on its way does not hold up the next
+// step.
 func serve(ctx context.Context, m *Member, stream grpc.BidiStreamingClient[cluster.FromWorker, cluster.ToWorker]) (*cluster.Stop, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	msgs := make(chan *cluster.ToWorker)
 	recvErr := make(chan error, 1)
 	go func() {
@@ -352,18 +361,42 @@ func serve(ctx context.Context, m *Member, stream grpc.BidiStreamingClient[clust
 			}
 		}
 	}()
-	var (
-		taskCancel context.CancelFunc = func() {}
-		taskDone   chan struct{}
-	)
-	waitTask := func() {
-		taskCancel()
-		if taskDone != nil {
-			<-taskDone
-			taskDone = nil
+	out := make(chan *cluster.FromWorker, 64)
+	sendErr := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case msg := <-out:
+				if err := stream.Send(msg); err != nil {
+					sendErr <- err
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	send := func(msg *cluster.FromWorker) {
+		select {
+		case out <- msg:
+		case <-ctx.Done():
 		}
 	}
-	defer waitTask()
+	q := newTaskQueue()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			t, tctx := q.pop(ctx)
+			if t == nil {
+				return
+			}
+			rep := m.Step(tctx, TaskOf(t), t.Tracked)
+			q.finished()
+			send(&cluster.FromWorker{Body: &cluster.FromWorker_Report{Report: ReportMsg(rep)}})
+		}
+	}()
+	defer func() { q.close(); <-done }()
 	for {
 		var msg *cluster.ToWorker
 		select {
@@ -374,14 +407,16 @@ func serve(ctx context.Context, m *Member, stream grpc.BidiStreamingClient[clust
 				return nil, errors.New("the coordinator closed the session")
 			}
 			return nil, fmt.Errorf("session lost: %w", err)
+		case err := <-sendErr:
+			return nil, fmt.Errorf("session lost: %w", err)
 		case msg = <-msgs:
 		}
 		switch b := msg.Body.(type) {
 		case *cluster.ToWorker_Stop:
-			waitTask()
+			q.close()
 			return b.Stop, nil
 		case *cluster.ToWorker_Setup:
-			waitTask()
+			q.flush()
 			s := b.Setup
 			st, err := decodeSetup(m.W, s)
 			if err != nil {
@@ -392,32 +427,88 @@ func serve(ctx context.Context, m *Member, stream grpc.BidiStreamingClient[clust
 				return nil, err
 			}
 			m.Log.Info("ring generation", "generation", s.Generation, "rank", s.Rank, "size", s.Size, "step", s.Step, "addr", addr)
-			if err := stream.Send(&cluster.FromWorker{Body: &cluster.FromWorker_Ready{Ready: &cluster.Ready{Generation: s.Generation, RingAddr: addr}}}); err != nil {
-				return nil, err
-			}
+			send(&cluster.FromWorker{Body: &cluster.FromWorker_Ready{Ready: &cluster.Ready{Generation: s.Generation, RingAddr: addr}}})
 		case *cluster.ToWorker_Task:
-			waitTask()
-			tctx, cancel := context.WithCancel(ctx)
-			taskCancel = cancel
-			done := make(chan struct{})
-			taskDone = done
-			go func(t *cluster.Task) {
-				defer close(done)
-				rep := m.Step(tctx, TaskOf(t), t.Tracked)
-				if err := stream.Send(&cluster.FromWorker{Body: &cluster.FromWorker_Report{Report: ReportMsg(rep)}}); err != nil {
-					m.Log.Warn("report", "err", err)
-				}
-			}(b.Task)
+			q.push(b.Task)
 		}
 	}
 }
 
+// taskQueue holds a session's tasks in order; one goroutine runs them.
+type taskQueue struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	tasks   []*cluster.Task
+	running bool
+	cancel  context.CancelFunc // of the task running
+	closed  bool
+}
+
+func newTaskQueue() *taskQueue {
+	q := &taskQueue{}
+	q.cond = sync.NewCond(&q.mu)
+	return q
+}
+
+func (q *taskQueue) push(t *cluster.Task) {
+	q.mu.Lock()
+	q.tasks = append(q.tasks, t)
+	q.cond.Broadcast()
+	q.mu.Unlock()
+}
+
+// pop waits for the next task and marks it running (nil: closed).
+func (q *taskQueue) pop(ctx context.Context) (*cluster.Task, context.Context) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.tasks) == 0 && !q.closed {
+		q.cond.Wait()
+	}
+	if q.closed {
+		return nil, nil
+	}
+	t := q.tasks[0]
+	q.tasks = q.tasks[1:]
+	tctx, cancel := context.WithCancel(ctx)
+	q.running, q.cancel = true, cancel
+	return t, tctx
+}
+
+// finished: the task popped last is over.
+func (q *taskQueue) finished() {
+	q.mu.Lock()
+	q.cancel()
+	q.running = false
+	q.cond.Broadcast()
+	q.mu.Unlock()
+}
+
+// flush drops the queued tasks, cancels the one running and waits for it.
+func (q *taskQueue) flush() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.tasks = nil
+	if q.running {
+		q.cancel()
+	}
+	for q.running {
+		q.cond.Wait()
+	}
+}
+
+// close is flush, and pop returns nil from now on.
+func (q *taskQueue) close() {
+	q.flush()
+	q.mu.Lock()
+	q.closed = true
+	q.cond.Broadcast()
+	q.mu.Unlock()
+}
+
 func decodeSetup(w *Worker, s *cluster.Setup) (trainstate.Replica, error) {
-	n := w.net.NumParams()
-	st := trainstate.Replica{Params: make([]float32, n), Buffers: make([]float32, w.net.NumBuffers()), Tracked: s.Tracked,
-		Adam: &model.Adam{LR: s.Lr, Beta1: s.Beta1, Beta2: s.Beta2, Eps: s.Eps, Step: s.AdamStep, M: make([]float32, n), V: make([]float32, n)}}
-	if err := errors.Join(cluster.Decode(st.Params, s.Params), cluster.Decode(st.Buffers, s.Buffers),
-		cluster.Decode(st.Adam.M, s.AdamM), cluster.Decode(st.Adam.V, s.AdamV)); err != nil {
+	st, err := trainstate.DecodeReplica(s.State, w.net.NumParams(), w.net.NumBuffers(), s.Lr, s.Beta1, s.Beta2, s.Eps,
+		model.EMA{Decay: s.EmaDecay, CopyBuffers: s.EmaCopyBuffers})
+	if err != nil {
 		return st, fmt.Errorf("state from the coordinator does not fit this worker's network: %w", err)
 	}
 	return st, nil
@@ -429,14 +520,14 @@ func TaskOf(t *cluster.Task) *control.Task {
 	for i, v := range t.Indices {
 		idx[i] = int(v)
 	}
-	return &control.Task{Gen: t.Generation, Step: t.Step, Epoch: int(t.Epoch), Indices: idx, Batch: int(t.Batch), Seed: t.Seed, Flip: t.Flip, Next: t.NextAddr, SendUpdate: t.SendUpdate}
+	return &control.Task{Gen: t.Generation, Step: t.Step, Epoch: int(t.Epoch), Indices: idx, Batch: int(t.Batch), Seed: t.Seed, Flip: t.Flip, Next: t.NextAddr, Snapshot: t.Snapshot, SendState: t.SendState}
 }
 
 // ReportMsg is a report as its message.
 func ReportMsg(r *control.Report) *cluster.Report {
 	m := &cluster.Report{Generation: r.Gen, Step: r.Step, Loss: r.Loss, Count: int32(r.Count), Checksum: r.Checksum, Error: r.Err, ReduceSeconds: r.RingSeconds, RingFault: r.RingFault}
-	if r.Update != nil {
-		m.Update = cluster.Floats(r.Update)
+	if r.State != nil {
+		m.State = trainstate.EncodeReplica(r.State.(trainstate.Replica))
 	}
 	return m
 }

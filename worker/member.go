@@ -91,8 +91,10 @@ type ringError struct{ error }
 func (e ringError) Unwrap() error { return e.error }
 
 // Step computes the share, all-reduces the weighted gradient and buffers,
-// applies the update and reports. tracked is the BatchNorm batch count
-// after this step. The report's Update (rank 0's) is valid until the next Step.
+// applies the update (Adam, the buffers, the EMA) and reports the
+// replica's checksum — its whole state's at a snapshot step, with a copy of
+// that state when the task asks for it. tracked is the BatchNorm batch
+// count after this step.
 func (m *Member) Step(ctx context.Context, t *control.Task, tracked int64) *control.Report {
 	rep := &control.Report{Worker: m.W.Name, Gen: t.Gen, Step: t.Step}
 	fail := func(err error) *control.Report {
@@ -149,9 +151,14 @@ func (m *Member) Step(ctx context.Context, t *control.Task, tracked int64) *cont
 	if err := m.W.Apply(m.vec[:np], m.vec[np:], tracked); err != nil {
 		return fail(err) // the replica is no longer the committed state's
 	}
-	rep.Loss, rep.Count, rep.Checksum = res.Loss, res.Count, m.W.Checksum()
-	if t.SendUpdate {
-		rep.Update = m.vec
+	rep.Loss, rep.Count = res.Loss, res.Count
+	if t.Snapshot {
+		rep.Checksum = m.W.StateChecksum()
+	} else {
+		rep.Checksum = m.W.Checksum()
+	}
+	if t.SendState {
+		rep.State = m.W.Snapshot()
 	}
 	if m.OnStep != nil {
 		m.OnStep(m.W, t.Step)

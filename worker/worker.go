@@ -35,10 +35,14 @@ type Result struct {
 	Buffers []float32 // BatchNorm running statistics after the share's forward
 }
 
-// Worker holds one replica of the network and its optimizer.
+// Worker holds one replica of the network, its optimizer and its EMA
+// network (the replica's whole state, which StateChecksum identifies and
+// Snapshot copies).
 type Worker struct {
 	Name string
 	net  *model.UNet
+	ema  *model.UNet // on net's backend instance (Close)
+	rule model.EMA
 	opt  *model.Adam
 	data dataset.Examples
 
@@ -63,7 +67,9 @@ func New(name string, cfg model.Config, data dataset.Examples) (*Worker, error) 
 }
 
 // NewOn is New with the replica on be (a GPU's backend; nil: host memory),
-// which the worker owns (Close).
+// which the worker owns (Close). The EMA network lives on the same
+// instance: the EMA update runs on the live network's backend over both
+// networks' vectors, and one instance, one stream, keeps that in order.
 func NewOn(name string, be nn.Compute, cfg model.Config, data dataset.Examples) (*Worker, error) {
 	net, err := model.NewOn(be, cfg)
 	if err != nil {
@@ -72,25 +78,49 @@ func NewOn(name string, be nn.Compute, cfg model.Config, data dataset.Examples) 
 		}
 		return nil, fmt.Errorf("worker %s: %w", name, err)
 	}
-	return &Worker{Name: name, net: net, data: data, arenas: map[int]*model.Arena{}}, nil
+	ema, err := model.NewOn(be, cfg) // the same instance (see Close)
+	if err != nil {
+		if be != nil {
+			be.Close()
+		}
+		return nil, fmt.Errorf("worker %s: the EMA network: %w", name, err)
+	}
+	return &Worker{Name: name, net: net, ema: ema, data: data, arenas: map[int]*model.Arena{}}, nil
 }
 
-// Close frees the replica's device memory, if it has any.
-func (w *Worker) Close() { w.net.Close() }
+// Close frees the replica's device memory, if it has any: the backend
+// instance's, which holds the EMA network's too.
+func (w *Worker) Close() {
+	w.net.Close()
+	if w.ema.Compute() != w.net.Compute() {
+		w.ema.Close()
+	}
+}
 
-// Load replaces the replica's state with a copy of st.
+// Load replaces the replica's whole state with a copy of st: the network,
+// the EMA network (with st.Tracked batches, as the EMA update leaves it),
+// Adam and the EMA rule.
 func (w *Worker) Load(st trainstate.Replica) error {
-	np := w.net.NumParams()
-	if len(st.Params) != np || len(st.Buffers) != w.net.NumBuffers() || st.Adam == nil || len(st.Adam.M) != np || len(st.Adam.V) != np {
-		return fmt.Errorf("worker %s: state of %d weights and %d buffers for a network of %d and %d", w.Name, len(st.Params), len(st.Buffers), np, w.net.NumBuffers())
+	np, nb := w.net.NumParams(), w.net.NumBuffers()
+	if len(st.Params) != np || len(st.Buffers) != nb || st.Adam == nil || len(st.Adam.M) != np || len(st.Adam.V) != np ||
+		len(st.EMAParams) != np || len(st.EMABuffers) != nb {
+		var m, v int
+		if st.Adam != nil {
+			m, v = len(st.Adam.M), len(st.Adam.V)
+		}
+		return fmt.Errorf("worker %s: state of %d weights, %d buffers, %d EMA weights, %d EMA buffers and Adam moments of %d and %d values for a network of %d weights and %d buffers",
+			w.Name, len(st.Params), len(st.Buffers), len(st.EMAParams), len(st.EMABuffers), m, v, np, nb)
 	}
 	w.net.LoadParams(st.Params)
 	w.net.SetBuffers(st.Buffers, st.Tracked)
+	w.ema.LoadParams(st.EMAParams)
+	w.ema.SetBuffers(st.EMABuffers, st.Tracked)
+	w.rule = st.Rule
 	opt := *st.Adam
 	opt.M = append([]float32(nil), st.Adam.M...)
 	opt.V = append([]float32(nil), st.Adam.V...)
 	w.opt = &opt
-	if err := errors.Join(w.net.LoadAdam(w.opt), w.net.Err()); err != nil {
+	if err := errors.Join(w.net.LoadAdam(w.opt), w.net.Err(), w.ema.Err()); err != nil {
 		return fmt.Errorf("worker %s: %w", w.Name, err)
 	}
 	return nil
@@ -153,9 +183,11 @@ func (w *Worker) ComputeScaled(ctx context.Context, t Task, scale float32, ready
 }
 
 // Apply updates the replica with the step's reduced gradient and the
-// averaged BatchNorm statistics, exactly as the coordinator updates its copy.
+// averaged BatchNorm statistics, then its EMA network by the rule: exactly
+// what model.Commit does, so every replica's whole state is bitwise the
+// same.
 func (w *Worker) Apply(grads, buffers []float32, tracked int64) error {
-	w.net.Apply(w.opt, grads, buffers, tracked)
+	model.Commit(w.net, w.ema, w.opt, w.rule, grads, buffers, tracked)
 	if err := w.net.Err(); err != nil {
 		return fmt.Errorf("worker %s: %w", w.Name, err)
 	}
@@ -167,6 +199,27 @@ func (w *Worker) Params() []float32 { return w.net.ReadParams(nil) }
 
 // Checksum identifies the replica's weights, buffers and batch count.
 func (w *Worker) Checksum() []byte { return cluster.Checksum(w.net) }
+
+// StateChecksum identifies the replica's whole state (cluster.StateChecksum):
+// the network, the EMA network and Adam.
+func (w *Worker) StateChecksum() []byte { return cluster.StateChecksum(w.net, w.ema, w.opt) }
+
+// Snapshot is a copy of the replica's whole state, the trainstate.Replica
+// the coordinator loads (State.Load): fresh slices and Adam, downloaded
+// from a device, so it stays as it is through later steps. A device's
+// failure shows in the next Apply or Compute (and in the checksums). The
+// state must have been loaded.
+func (w *Worker) Snapshot() trainstate.Replica {
+	opt := *w.opt
+	if w.net.OnDevice() {
+		opt.M, opt.V = make([]float32, len(w.opt.M)), make([]float32, len(w.opt.V))
+		w.net.ReadAdam(&opt)
+	} else {
+		opt.M, opt.V = append([]float32(nil), w.opt.M...), append([]float32(nil), w.opt.V...)
+	}
+	return trainstate.Replica{Params: w.net.ReadParams(nil), Buffers: w.net.Buffers(nil), Tracked: w.net.BatchesTracked(), Adam: &opt,
+		EMAParams: w.ema.ReadParams(nil), EMABuffers: w.ema.Buffers(nil), Rule: w.rule}
+}
 
 // arena returns the arena for shares of n images, on the replica's
 // backend, and sizes the host's input buffers.

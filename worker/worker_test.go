@@ -40,7 +40,8 @@ func newWorker(t *testing.T) (*Worker, *model.UNet) {
 	for i := len(net.Params) - 15; i < len(net.Params); i++ {
 		net.Params[i] = 0.1
 	}
-	if err := w.Load(trainstate.Replica{Params: net.Params, Buffers: net.Buffers(nil), Adam: model.NewAdam(net.NumParams(), 1e-3)}); err != nil {
+	if err := w.Load(trainstate.Replica{Params: net.Params, Buffers: net.Buffers(nil), Adam: model.NewAdam(net.NumParams(), 1e-3),
+		EMAParams: net.Params, EMABuffers: net.Buffers(nil), Rule: model.EMA{Decay: 0.9, CopyBuffers: true}}); err != nil {
 		t.Fatal(err)
 	}
 	return w, net

@@ -14,7 +14,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tinct/tinct/cluster"
 	"github.com/tinct/tinct/config"
 	"github.com/tinct/tinct/control"
 	"github.com/tinct/tinct/model"
@@ -113,22 +112,31 @@ to its replica, checksum) and the coordinator's commit of the same update
 			if _, err := m.Setup(1, 0, 1, st.Replica()); err != nil {
 				return err
 			}
-			task := &control.Task{Gen: 1, Batch: b.batch, Seed: b.seed, SendUpdate: true}
+			task := &control.Task{Gen: 1, Batch: b.batch, Seed: b.seed}
 			for i := range b.batch {
 				task.Indices = append(task.Indices, i)
 			}
-			np := st.Net.NumParams()
 			flops := 3 * 2 * float64(net.MACs(b.size, b.size)) * float64(b.batch)
 			var stepErr error
+			tracked0 := st.Net.BatchesTracked()
+			// the step of single-machine training: the member's step, and
+			// every snapshot_every steps the coordinator loading its state
 			err = timeIt(cmd.OutOrStdout(), "ms_per_step", b.reps, flops, func() {
-				rep := m.Step(cmd.Context(), task, st.Net.BatchesTracked()+1)
+				snap := (task.Step+1)%int64(cfg.SnapshotEvery) == 0
+				task.Snapshot, task.SendState = snap, snap
+				rep := m.Step(cmd.Context(), task, tracked0+task.Step+1)
 				if rep.Err != "" {
 					stepErr = errors.New(rep.Err)
 					return
 				}
-				st.Commit(rep.Update[:np], rep.Update[np:])
-				if !bytes.Equal(cluster.Checksum(st.Net), rep.Checksum) {
-					stepErr = errors.New("replica and committed state differ")
+				if snap {
+					if err := st.Load(rep.State.(trainstate.Replica)); err != nil {
+						stepErr = err
+						return
+					}
+					if !bytes.Equal(st.Checksum(), rep.Checksum) {
+						stepErr = errors.New("replica and committed state differ")
+					}
 				}
 				task.Step++
 			})

@@ -43,6 +43,8 @@ type benchClusterFlags struct {
 	widths       []string
 	steps        int
 	warmup       int
+	snapshot     int
+	inFlight     int
 	imageSize    int
 	batch        int
 	ringReps     int
@@ -86,9 +88,13 @@ count and each --widths network it starts, as child processes of this
 binary, a coordinator (tinct coordinator start --plaintext on 127.0.0.1,
 --min-workers N) and N workers (tinct worker join), trains one epoch of
 --warmup + --steps steps on synthetic photos prepared at --image-size
-(--batch images per worker per step), and reads each step's wall time (the
-time between two commits) from the coordinator's "step committed" log
-lines, dropping the first --warmup. Then it starts N processes that do
+(--batch images per worker per step) with --snapshot-every and
+--steps-in-flight, and reads each step's wall time from the coordinator's
+"step committed" log lines, dropping the first --warmup: a snapshot commits
+--snapshot-every steps at once, each logged with that span's wall time
+divided by its steps, so --warmup and --steps must be multiples of
+--snapshot-every (the warm-up's steps then never share a span with the
+timed ones). Then it starts N processes that do
 nothing but ring all-reduces (allreduce.Ring.AllReduce, the cluster's ring,
 plaintext) of the same number of floats — the network's parameters plus its
 BatchNorm buffers, the update a step reduces — and times --ring-reps of them
@@ -111,8 +117,10 @@ every child is killed if still running, and every wait has a deadline
 	f := cmd.Flags()
 	f.IntSliceVar(&b.workers, "workers", []int{2, 4}, "worker counts to measure")
 	f.StringArrayVar(&b.widths, "widths", []string{"32,64,96,128", "1,1"}, "networks to measure, each a comma-separated list of widths (repeat the flag); default the full network and the smallest")
-	f.IntVar(&b.steps, "steps", 50, "steps timed per run (after the warm-up)")
-	f.IntVar(&b.warmup, "warmup", 5, "steps dropped at the start of each run (ring forming, first allocations)")
+	f.IntVar(&b.steps, "steps", 50, "steps timed per run (after the warm-up; a multiple of --snapshot-every)")
+	f.IntVar(&b.warmup, "warmup", 50, "steps dropped at the start of each run (ring forming, first allocations; a multiple of --snapshot-every)")
+	f.IntVar(&b.snapshot, "snapshot-every", 50, "the coordinator's snapshot_every (the default configuration's)")
+	f.IntVar(&b.inFlight, "steps-in-flight", 2, "the coordinator's steps_in_flight (the default configuration's)")
 	f.IntVar(&b.imageSize, "image-size", 16, "training image size")
 	f.IntVar(&b.batch, "batch", 2, "images per worker per step")
 	f.IntVar(&b.ringReps, "ring-reps", 30, "bare all-reduces timed per run (after 3 warm-up ones)")
@@ -138,8 +146,11 @@ func parseWidths(s string) ([]int, error) {
 }
 
 func benchCluster(ctx context.Context, out, errw io.Writer, b benchClusterFlags) error {
-	if len(b.workers) == 0 || len(b.widths) == 0 || b.steps < 1 || b.warmup < 0 || b.batch < 1 || b.ringReps < 1 || b.runs < 1 {
-		return errors.New("bench cluster: --workers, --widths, --steps, --batch, --ring-reps and --runs must be positive")
+	if len(b.workers) == 0 || len(b.widths) == 0 || b.steps < 1 || b.warmup < 0 || b.batch < 1 || b.ringReps < 1 || b.runs < 1 || b.snapshot < 1 || b.inFlight < 1 {
+		return errors.New("bench cluster: --workers, --widths, --steps, --batch, --ring-reps, --runs, --snapshot-every and --steps-in-flight must be positive")
+	}
+	if b.steps%b.snapshot != 0 || b.warmup%b.snapshot != 0 {
+		return fmt.Errorf("bench cluster: --warmup %d and --steps %d must be multiples of --snapshot-every %d (a snapshot's steps share one wall time)", b.warmup, b.steps, b.snapshot)
 	}
 	for _, n := range b.workers {
 		if n < 2 {
@@ -460,6 +471,7 @@ func (r *clusterBench) cluster(ctx context.Context, n int, widths []int, run int
 		"--gossip-profile", "local", "--min-workers", strconv.Itoa(n), "--wait", b.timeout.String(),
 		"dataset="+data, fmt.Sprintf("image_size=%d", b.imageSize), "model.widths="+ws, fmt.Sprintf("batch_size=%d", bs),
 		"epochs=1", "sample_every=0", "sample_steps=1", "checkpoint_every=1000", "val_images=2", "test_images=0",
+		fmt.Sprintf("snapshot_every=%d", b.snapshot), fmt.Sprintf("steps_in_flight=%d", b.inFlight),
 		"output_dir="+filepath.Join(dir, "runs"), "store="+filepath.Join(dir, "ckpt"), "seed=1")
 	if err != nil {
 		return nil, nil, err

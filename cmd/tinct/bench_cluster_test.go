@@ -34,7 +34,7 @@ func TestBenchCluster(t *testing.T) {
 	root := newRoot()
 	var out bytes.Buffer
 	root.SetOut(&out)
-	root.SetArgs([]string{"bench", "cluster", "--workers", "2", "--widths", "4,8", "--image-size", "8", "--steps", "3", "--warmup", "1",
+	root.SetArgs([]string{"bench", "cluster", "--workers", "2", "--widths", "4,8", "--image-size", "8", "--steps", "4", "--warmup", "2", "--snapshot-every", "2",
 		"--ring-reps", "3", "--timeout", "60s", "--json", jsonPath})
 	if err := root.Execute(); err != nil {
 		t.Fatal(err)

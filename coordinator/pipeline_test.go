@@ -1,0 +1,165 @@
+package coordinator_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/tinct/tinct/coordinator"
+	"github.com/tinct/tinct/worker"
+)
+
+// pipelined is the test configuration with the pipeline of the defaults
+// (steps sent ahead, the coordinator's state only every few steps and at
+// epoch ends): five steps an epoch, snapshots after steps 3, 5, 6, 9, 10, …
+var pipelined = []string{"batch_size=2", "snapshot_every=3", "steps_in_flight=2"}
+
+// stepwise is the same run sent one step at a time with a snapshot after
+// every step: the previous protocol's cadence.
+var stepwise = []string{"batch_size=2", "snapshot_every=1", "steps_in_flight=1"}
+
+// committedOnce records AfterStep and checks each step came once, in order.
+func committedOnce(t *testing.T, got []int64, total int64) {
+	t.Helper()
+	if int64(len(got)) != total {
+		t.Fatalf("%d steps committed, want %d: %v", len(got), total, got)
+	}
+	for i, s := range got {
+		if s != int64(i+1) {
+			t.Fatalf("committed steps %v: not each once in order", got)
+		}
+	}
+}
+
+// TestPipelineMatchesStepwise: with steps in flight and the coordinator's
+// copy taken only every few steps, training ends bitwise where sending one
+// step at a time and committing each ends — for one member and for two.
+func TestPipelineMatchesStepwise(t *testing.T) {
+	for _, members := range []int{1, 2} {
+		t.Run(fmt.Sprint(members, " members"), func(t *testing.T) {
+			var steps []int64
+			p := startLocal(t, testConfig(t, t.TempDir(), pipelined...), coordinator.Options{AfterStep: func(s int64) { steps = append(steps, s) }}, false, members)
+			if err := p.co.Run(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			committedOnce(t, steps, 15)
+			s := startLocal(t, testConfig(t, t.TempDir(), stepwise...), coordinator.Options{}, false, members)
+			if err := s.co.Run(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			sameState(t, s.st, p.st)
+			for _, m := range p.members {
+				if got, want := m.W.StateChecksum(), p.st.Checksum(); string(got) != string(want) {
+					t.Errorf("%s: the replica's whole state (EMA and Adam included) differs from the committed state", m.Name())
+				}
+			}
+		})
+	}
+}
+
+// TestPipelineExactResume: a pipelined run interrupted anywhere — the
+// coordinator lagging the replicas — resumes from its checkpoint and ends
+// bitwise where an uninterrupted run ends.
+func TestPipelineExactResume(t *testing.T) {
+	full := startLocal(t, testConfig(t, t.TempDir(), pipelined...), coordinator.Options{}, false, 1)
+	if err := full.co.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, stopAt := range []int64{1, 4, 7, 11} {
+		t.Run(fmt.Sprint("stop after step ", stopAt), func(t *testing.T) {
+			cfg := testConfig(t, t.TempDir(), pipelined...)
+			ctx, cancel := context.WithCancel(context.Background())
+			first := startLocal(t, cfg, coordinator.Options{AfterStep: func(step int64) {
+				if step == stopAt {
+					cancel()
+				}
+			}}, false, 1)
+			if err := first.co.Run(ctx); !errors.Is(err, coordinator.ErrInterrupted) {
+				t.Fatalf("interrupted run: %v", err)
+			}
+			resumed := startLocal(t, cfg, coordinator.Options{}, true, 1)
+			if resumed.co.Step() != first.co.Step() || resumed.co.Step() < stopAt {
+				t.Fatalf("resumed at step %d, the interrupted run committed %d (stopped after %d)", resumed.co.Step(), first.co.Step(), stopAt)
+			}
+			if err := resumed.co.Run(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			sameState(t, full.st, resumed.st)
+		})
+	}
+}
+
+// TestClusterPipelineEquivalence: two workers over gRPC with steps in
+// flight end bitwise equal to two in-process members sent one step at a
+// time, every step committed once.
+func TestClusterPipelineEquivalence(t *testing.T) {
+	cfg := testConfig(t, t.TempDir(), append(pipelined, "epochs=2")...)
+	var steps []int64
+	run := startCluster(t, cfg, coordinator.Options{MinWorkers: 2, AfterStep: func(s int64) { steps = append(steps, s) }}, coordinator.ClusterOptions{})
+	run.addWorker("w0", worker.JoinOptions{})
+	run.addWorker("w1", worker.JoinOptions{})
+	total := run.finish(cfg.Epochs)
+	committedOnce(t, steps, total)
+	// at the end the coordinator holds the last snapshot: the replicas'
+	run.agree("w0", total-1, total)
+	run.agree("w1", total-1, total)
+	two := startLocal(t, testConfig(t, t.TempDir(), append(stepwise, "epochs=2")...), coordinator.Options{}, false, 2)
+	if err := two.co.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	sameState(t, two.st, run.st)
+}
+
+// TestClusterWorkerDiesWhileCoordinatorLags: a worker dies when the
+// replicas have agreed steps the coordinator has no copy of; those steps
+// are given up and computed again from the committed state by the
+// survivors, and still every step is committed once, in order, and the
+// survivors end equal to the committed state.
+func TestClusterWorkerDiesWhileCoordinatorLags(t *testing.T) {
+	// three steps an epoch, a share of one image each, snapshots at the
+	// epochs' ends
+	cfg := testConfig(t, t.TempDir(), "batch_size=3", "snapshot_every=10", "steps_in_flight=2", "epochs=2")
+	var steps []int64
+	run := startCluster(t, cfg, coordinator.Options{MinWorkers: 2, AfterStep: func(s int64) { steps = append(steps, s) }}, coordinator.ClusterOptions{})
+	computed := map[int64]int{}
+	run.addWorker("w0", worker.JoinOptions{OnStep: func(_ *worker.Worker, step int64) { computed[step]++ }})
+	run.addWorker("w1", worker.JoinOptions{})
+	var stop context.CancelFunc
+	killed := false
+	stop = run.addWorker("w2", worker.JoinOptions{OnStep: func(_ *worker.Worker, step int64) {
+		// the first step it computes after a snapshot: the one before it
+		// is the coordinator's newest copy, this one is not
+		if !killed && (step+1)%3 != 0 {
+			killed = true
+			stop()
+		}
+	}})
+	if err := run.run(); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"w0", "w1"} {
+		if err := run.errs[w]; err != nil {
+			t.Errorf("worker %s: %v", w, err)
+		}
+	}
+	total := int64(cfg.Epochs * run.co.StepsPerEpoch())
+	committedOnce(t, steps, total)
+	if !killed {
+		t.Fatal("w2 was never killed")
+	}
+	again := 0
+	for _, n := range computed {
+		if n > 1 {
+			again++
+		}
+	}
+	if again == 0 {
+		t.Errorf("w0 computed no step twice (%v): nothing was given up from the pipeline", computed)
+	}
+	run.agree("w0", total-1, total)
+	run.agree("w1", total-1, total)
+	if got := run.co.Workers(); len(got) != 2 {
+		t.Errorf("final ring %v, want the two survivors", got)
+	}
+}
