@@ -12,13 +12,14 @@
 //
 // The replicas apply every step themselves and go on: the core keeps up to
 // Config.Window steps in flight beyond the last one every replica agreed on
-// (all reported the same checksum), so a worker finds its next task queued
-// when it finishes a step and never waits for the coordinator. The
-// coordinator's copy of the state is not updated per step: every
-// SnapshotEvery steps, at every epoch's end and before the ring is
-// re-formed, the task asks the replicas for their whole state's checksum
-// and rank 0 for the state itself (a snapshot); the adapter loads it as the
-// committed state (Commit) and answers its checksum (Applied). Only then
+// (every rank reported it, with the same checksum if the step carries
+// one), so a worker finds its next task queued when it finishes a step and
+// never waits for the coordinator. The coordinator's copy of the state is
+// not updated per step: every SnapshotEvery steps, at every epoch's end and
+// before the ring is re-formed, the task asks the replicas for their whole
+// state's checksum and rank 0 for the state itself (a snapshot); the
+// adapter loads it as the committed state (Commit) and answers its checksum
+// (Applied). Only then
 // are the steps up to it committed (Committed), once each and in order, so
 // metrics, epochs and checkpoints follow the committed state exactly as
 // before. Whatever fails — a worker, the ring, a disagreement — abandons
@@ -173,6 +174,10 @@ type Core struct {
 	// or came back): send no step after the next snapshot, commit it, then
 	// form the new ring from the committed state
 	drain bool
+	// recheck: membership or a back-off changed since the running ring's
+	// members were last compared with the eligible workers (comparing on
+	// every report would cost O(N log N) a report at N workers)
+	recheck bool
 
 	// ringFaults counts the attempts at the current step that a ring fault
 	// ended. A ring fault is charged to nobody at first: in a ring every
@@ -255,6 +260,7 @@ func (c *Core) Handle(now time.Time, ev Event) []Action {
 	}
 	switch e := ev.(type) {
 	case Tick:
+		c.recheck = true // a back-off may have ended
 	case Join:
 		c.join(e)
 		if m := c.members[e.Worker]; c.phase == forming && m.session == e.Session && !c.now.Before(m.notBefore) && len(c.ring) < c.maxRing() {
@@ -293,6 +299,7 @@ func (c *Core) Handle(now time.Time, ev Event) []Action {
 func (c *Core) emit(a Action) { c.out = append(c.out, a) }
 
 func (c *Core) join(e Join) {
+	c.recheck = true
 	m := c.members[e.Worker]
 	if m == nil {
 		m = &member{name: e.Worker}
@@ -317,6 +324,7 @@ func (c *Core) busy() bool { return c.phase == forming || c.oldestOpen() != nil 
 // lost takes a worker out of what is in flight; failed counts it as the
 // worker's failure (back-off, then exclusion).
 func (c *Core) lost(m *member, why string, failed bool) {
+	c.recheck = true
 	inRing := slices.Contains(c.ring, m)
 	if failed || (inRing && c.busy()) {
 		c.fail(m, why)
@@ -625,20 +633,25 @@ func (c *Core) eligible() []*member {
 	return ms
 }
 
+// candidates are the eligible workers a ring takes: a share of no example
+// is no share, so workers beyond the batch's examples wait as spares, first
+// to join first in.
+func (c *Core) candidates() []*member {
+	el := c.eligible()
+	return el[:min(len(el), c.maxRing())]
+}
+
 // advance starts what comes next: a ring when there is none (or it must be
 // re-formed), else as many steps as the window allows.
 func (c *Core) advance() {
 	if c.phase == forming || c.phase == stopped || c.applying != nil {
 		return
 	}
-	el := c.eligible()
-	// a share of no example is no share: workers beyond the batch's
-	// examples wait as spares, first to join first in
-	el = el[:min(len(el), c.maxRing())]
 	if c.phase == running {
-		if !slices.Equal(el, c.ring) {
+		if c.recheck && !c.drain && !slices.Equal(c.candidates(), c.ring) {
 			c.drain = true // a newcomer, or a worker back from its back-off
 		}
+		c.recheck = false
 		if c.drain && len(c.flights) == 0 {
 			c.phase, c.dirty, c.drain = idle, true, false
 		} else {
@@ -650,6 +663,7 @@ func (c *Core) advance() {
 		c.finish(nil, "training finished")
 		return
 	}
+	el := c.candidates()
 	if len(el) < c.cfg.MinWorkers {
 		if c.waitSince.IsZero() {
 			c.waitSince = c.now

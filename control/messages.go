@@ -50,7 +50,7 @@ type Report struct {
 	Step     int64
 	Loss     float64 // mean over the share
 	Count    int     // examples in the share
-	Checksum []byte  // of the replica after applying the step (its whole state's at a snapshot step)
+	Checksum []byte  // of the replica's whole state after the step (at a snapshot step; else none)
 	// State is the replica after the step, when the task asked for it
 	// (SendState); the core passes it on to the Commit without looking.
 	State       any

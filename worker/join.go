@@ -64,6 +64,9 @@ type JoinOptions struct {
 	Log     *slog.Logger
 	// OnStep, if set, is called after each applied step (tests).
 	OnStep func(w *Worker, step int64)
+	// NoCompute makes the worker's replicas skip every step's work
+	// (Worker.NoCompute: benchmarks of the protocol alone).
+	NoCompute bool
 }
 
 // Join takes part in training until the coordinator says it is finished
@@ -315,6 +318,7 @@ func (j *joiner) replica(ctx context.Context, cfg *config.Config) (*Worker, erro
 		if err != nil {
 			return nil, err
 		}
+		w.NoCompute = j.opt.NoCompute
 		if j.w != nil {
 			j.w.Close()
 		}

@@ -40,11 +40,18 @@ type Result struct {
 // Snapshot copies).
 type Worker struct {
 	Name string
-	net  *model.UNet
-	ema  *model.UNet // on net's backend instance (Close)
-	rule model.EMA
-	opt  *model.Adam
-	data dataset.Examples
+	// NoCompute (benchmarks only: tinct bench cluster) skips the work of a
+	// step — no example is loaded, no forward or backward runs, the
+	// gradient (whatever the vector holds) is announced final at once and
+	// nothing is applied — so that a cluster's step is its protocol alone:
+	// tasks, the ring's all-reduce of the full gradient and buffers,
+	// snapshots and reports.
+	NoCompute bool
+	net       *model.UNet
+	ema       *model.UNet // on net's backend instance (Close)
+	rule      model.EMA
+	opt       *model.Adam
+	data      dataset.Examples
 
 	arenas map[int]*model.Arena // by share size
 	x0     nn.Tensor
@@ -161,6 +168,13 @@ func (w *Worker) ComputeScaled(ctx context.Context, t Task, scale float32, ready
 	if err := ctx.Err(); err != nil {
 		return Result{}, err
 	}
+	if w.NoCompute {
+		if ready != nil {
+			ready(0)
+		}
+		w.bufs = w.net.Buffers(w.bufs[:0])
+		return Result{Count: n, Grads: w.net.Grads, Buffers: w.bufs}, nil
+	}
 	size := w.data.ImageSize()
 	ar, err := w.arena(n, size)
 	if err != nil {
@@ -187,6 +201,9 @@ func (w *Worker) ComputeScaled(ctx context.Context, t Task, scale float32, ready
 // what model.Commit does, so every replica's whole state is bitwise the
 // same.
 func (w *Worker) Apply(grads, buffers []float32, tracked int64) error {
+	if w.NoCompute {
+		return nil
+	}
 	model.Commit(w.net, w.ema, w.opt, w.rule, grads, buffers, tracked)
 	if err := w.net.Err(); err != nil {
 		return fmt.Errorf("worker %s: %w", w.Name, err)

@@ -76,8 +76,10 @@ func newBenchTrainCmd() *cobra.Command {
 		Short: "Time full training steps (data, forward, backward, Adam, EMA, checksum)",
 		Long: `Times the step single-machine training runs: the in-process worker's
 Member.Step (load the batch, draw the noise, forward, loss, backward, apply
-to its replica, checksum) and the coordinator's commit of the same update
-(Adam, BatchNorm buffers, EMA, checksum), on random images held in memory.`,
+to its replica — Adam, BatchNorm buffers, EMA —, checksum) and, every
+snapshot_every steps (the default configuration's), the coordinator loading
+the replica's snapshot and checking its checksum, on random images held in
+memory.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			net, rng, err := b.net()

@@ -45,6 +45,7 @@ type benchClusterFlags struct {
 	warmup       int
 	snapshot     int
 	inFlight     int
+	computes     []string
 	imageSize    int
 	batch        int
 	ringReps     int
@@ -59,6 +60,7 @@ type benchClusterFlags struct {
 type clusterBenchRow struct {
 	Workers       int       `json:"workers"`
 	Widths        []int     `json:"widths"`
+	Compute       string    `json:"compute"` // real, or none: the workers skip every step's work (worker join --no-compute)
 	Params        int       `json:"params"`
 	Buffers       int       `json:"buffers"`
 	UpdateBytes   int       `json:"update_bytes"` // (params + BN buffers) × 4: what rank 0 sends the coordinator and the ring reduces
@@ -121,6 +123,7 @@ every child is killed if still running, and every wait has a deadline
 	f.IntVar(&b.warmup, "warmup", 50, "steps dropped at the start of each run (ring forming, first allocations; a multiple of --snapshot-every)")
 	f.IntVar(&b.snapshot, "snapshot-every", 50, "the coordinator's snapshot_every (the default configuration's)")
 	f.IntVar(&b.inFlight, "steps-in-flight", 2, "the coordinator's steps_in_flight (the default configuration's)")
+	f.StringSliceVar(&b.computes, "compute", []string{"real", "none"}, "what the workers compute: real steps, and/or none (no forward, backward or update: the protocol and the ring alone)")
 	f.IntVar(&b.imageSize, "image-size", 16, "training image size")
 	f.IntVar(&b.batch, "batch", 2, "images per worker per step")
 	f.IntVar(&b.ringReps, "ring-reps", 30, "bare all-reduces timed per run (after 3 warm-up ones)")
@@ -155,6 +158,11 @@ func benchCluster(ctx context.Context, out, errw io.Writer, b benchClusterFlags)
 	for _, n := range b.workers {
 		if n < 2 {
 			return fmt.Errorf("--workers %d: a ring needs at least 2", n)
+		}
+	}
+	for _, c := range b.computes {
+		if c != "real" && c != "none" {
+			return fmt.Errorf("--compute %q: want real or none", c)
 		}
 	}
 	exe, err := os.Executable()
@@ -202,34 +210,36 @@ func benchCluster(ctx context.Context, out, errw io.Writer, b benchClusterFlags)
 	var rows []clusterBenchRow
 	for _, n := range b.workers {
 		for _, ns := range nets {
-			row := clusterBenchRow{Workers: n, Widths: ns.widths, Params: ns.params, Buffers: ns.buffers, UpdateBytes: 4 * (ns.params + ns.buffers),
-				ImageSize: b.imageSize, BatchPerWkr: b.batch, StepsMeasured: b.steps, Runs: b.runs}
-			var medians, rings []float64
-			for run := range b.runs {
-				steps, ringIn, err := r.cluster(ctx, n, ns.widths, run)
-				if err != nil {
-					return err
+			for _, comp := range b.computes {
+				row := clusterBenchRow{Workers: n, Widths: ns.widths, Compute: comp, Params: ns.params, Buffers: ns.buffers, UpdateBytes: 4 * (ns.params + ns.buffers),
+					ImageSize: b.imageSize, BatchPerWkr: b.batch, StepsMeasured: b.steps, Runs: b.runs}
+				var medians, rings []float64
+				for run := range b.runs {
+					steps, ringIn, err := r.cluster(ctx, n, ns.widths, comp == "none", run)
+					if err != nil {
+						return err
+					}
+					row.AllRuns = append(row.AllRuns, benchMean(steps)*1000)
+					medians = append(medians, benchMedian(steps)*1000)
+					rings = append(rings, benchMean(ringIn)*1000)
+					ar, err := r.ring(ctx, n, ns.params+ns.buffers, comp, run)
+					if err != nil {
+						return err
+					}
+					row.AllRingRuns = append(row.AllRingRuns, benchMean(ar)*1000)
+					fmt.Fprintf(errw, "bench cluster: %d workers, widths %v, compute %s, run %d: step %.2f ms, bare ring %.2f ms (%.0fs so far)\n",
+						n, ns.widths, comp, run+1, benchMean(steps)*1000, benchMean(ar)*1000, time.Since(start).Seconds())
 				}
-				row.AllRuns = append(row.AllRuns, benchMean(steps)*1000)
-				medians = append(medians, benchMedian(steps)*1000)
-				rings = append(rings, benchMean(ringIn)*1000)
-				ar, err := r.ring(ctx, n, ns.params+ns.buffers, run)
-				if err != nil {
-					return err
-				}
-				row.AllRingRuns = append(row.AllRingRuns, benchMean(ar)*1000)
-				fmt.Fprintf(errw, "bench cluster: %d workers, widths %v, run %d: step %.2f ms, bare ring %.2f ms (%.0fs so far)\n",
-					n, ns.widths, run+1, benchMean(steps)*1000, benchMean(ar)*1000, time.Since(start).Seconds())
+				row.StepMs = benchMedian(row.AllRuns)
+				row.StepMedianMs = benchMedian(medians)
+				row.RingInStepMs = benchMedian(rings)
+				row.BareRingMs = benchMedian(row.AllRingRuns)
+				row.StepsPerSec = 1000 / row.StepMs
+				row.BareRingPerS = 1000 / row.BareRingMs
+				row.Ratio = row.StepMs / row.BareRingMs
+				row.OverheadMs = row.StepMs - row.BareRingMs
+				rows = append(rows, row)
 			}
-			row.StepMs = benchMedian(row.AllRuns)
-			row.StepMedianMs = benchMedian(medians)
-			row.RingInStepMs = benchMedian(rings)
-			row.BareRingMs = benchMedian(row.AllRingRuns)
-			row.StepsPerSec = 1000 / row.StepMs
-			row.BareRingPerS = 1000 / row.BareRingMs
-			row.Ratio = row.StepMs / row.BareRingMs
-			row.OverheadMs = row.StepMs - row.BareRingMs
-			rows = append(rows, row)
 		}
 	}
 	writeClusterTable(out, rows)
@@ -248,10 +258,10 @@ func benchCluster(ctx context.Context, out, errw io.Writer, b benchClusterFlags)
 
 func writeClusterTable(out io.Writer, rows []clusterBenchRow) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workers\twidths\tparams+buffers\tupdate MB\tstep ms\tstep median ms\tsteps/s\tring after backward ms\tbare ring ms\tbare rings/s\tstep / bare ring\tstep − bare ring ms\t")
+	fmt.Fprintln(tw, "workers\twidths\tcompute\tparams+buffers\tupdate MB\tstep ms\tstep median ms\tsteps/s\tring after backward ms\tbare ring ms\tbare rings/s\tstep / bare ring\tstep − bare ring ms\t")
 	for _, r := range rows {
 		ws := strings.ReplaceAll(fmt.Sprint(r.Widths), " ", ",")
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%.3f\t%.2f\t%.2f\t%.1f\t%.2f\t%.2f\t%.1f\t%.2f\t%.2f\t\n", r.Workers, ws, r.Params+r.Buffers, float64(r.UpdateBytes)/1e6,
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%.3f\t%.2f\t%.2f\t%.1f\t%.2f\t%.2f\t%.1f\t%.2f\t%.2f\t\n", r.Workers, ws, r.Compute, r.Params+r.Buffers, float64(r.UpdateBytes)/1e6,
 			r.StepMs, r.StepMedianMs, r.StepsPerSec, r.RingInStepMs, r.BareRingMs, r.BareRingPerS, r.Ratio, r.OverheadMs)
 	}
 	tw.Flush()
@@ -451,9 +461,13 @@ func writeBenchPhotos(dir string, n int) error {
 
 // cluster trains one epoch of warmup+steps steps on n worker processes and
 // returns the timed steps' wall times and ring times (seconds).
-func (r *clusterBench) cluster(ctx context.Context, n int, widths []int, run int) (steps, ring []float64, err error) {
+func (r *clusterBench) cluster(ctx context.Context, n int, widths []int, noCompute bool, run int) (steps, ring []float64, err error) {
 	b := r.b
-	dir := filepath.Join(r.work, fmt.Sprintf("cluster-%d-%s-%d", n, strings.Trim(strings.ReplaceAll(fmt.Sprint(widths), " ", "x"), "[]"), run))
+	mode := "real"
+	if noCompute {
+		mode = "none"
+	}
+	dir := filepath.Join(r.work, fmt.Sprintf("cluster-%d-%s-%s-%d", n, strings.Trim(strings.ReplaceAll(fmt.Sprint(widths), " ", "x"), "[]"), mode, run))
 	total := b.warmup + b.steps
 	bs := b.batch * n
 	data := filepath.Join(dir, "prepared")
@@ -466,7 +480,7 @@ func (r *clusterBench) cluster(ctx context.Context, n int, widths []int, run int
 	deadline := time.Now().Add(b.timeout)
 	threads := strconv.Itoa(b.childThreads)
 	ws := "[" + strings.ReplaceAll(strings.Trim(fmt.Sprint(widths), "[]"), " ", ",") + "]"
-	co, err := r.start(fmt.Sprintf("coordinator-%d-%s-%d", n, ws, run), filepath.Join(dir, "coordinator"),
+	co, err := r.start(fmt.Sprintf("coordinator-%d-%s-%s-%d", n, ws, mode, run), filepath.Join(dir, "coordinator"),
 		"--log-format", "text", "-v", "--threads", threads, "coordinator", "start", "--plaintext", "--listen", "127.0.0.1:0",
 		"--gossip-profile", "local", "--min-workers", strconv.Itoa(n), "--wait", b.timeout.String(),
 		"dataset="+data, fmt.Sprintf("image_size=%d", b.imageSize), "model.widths="+ws, fmt.Sprintf("batch_size=%d", bs),
@@ -483,8 +497,11 @@ func (r *clusterBench) cluster(ctx context.Context, n int, widths []int, run int
 	var workers []*benchChild
 	for i := range n {
 		name := fmt.Sprintf("w%d", i)
-		w, err := r.start(fmt.Sprintf("worker-%d-%s-%d-%s", n, ws, run, name), filepath.Join(dir, name),
-			"--log-format", "text", "--threads", threads, "worker", "join", "--plaintext", "--coordinator", m[1], "--name", name, "--wait", b.timeout.String())
+		args := []string{"--log-format", "text", "--threads", threads, "worker", "join", "--plaintext", "--coordinator", m[1], "--name", name, "--wait", b.timeout.String()}
+		if noCompute {
+			args = append(args, "--no-compute")
+		}
+		w, err := r.start(fmt.Sprintf("worker-%d-%s-%s-%d-%s", n, ws, mode, run, name), filepath.Join(dir, name), args...)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -532,16 +549,16 @@ func (r *clusterBench) cluster(ctx context.Context, n int, widths []int, run int
 
 // ring runs n ring-member processes that all-reduce floats values
 // ring-reps times and returns rank 0's times (seconds).
-func (r *clusterBench) ring(ctx context.Context, n, floats, run int) ([]float64, error) {
+func (r *clusterBench) ring(ctx context.Context, n, floats int, tag string, run int) ([]float64, error) {
 	b := r.b
-	dir := filepath.Join(r.work, fmt.Sprintf("ring-%d-%d-%d", n, floats, run))
+	dir := filepath.Join(r.work, fmt.Sprintf("ring-%d-%d-%s-%d", n, floats, tag, run))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	deadline := time.Now().Add(b.timeout)
 	var members []*benchChild
 	for rank := range n {
-		c, err := r.start(fmt.Sprintf("ring-%d-%d-%d-rank%d", n, floats, run, rank), dir,
+		c, err := r.start(fmt.Sprintf("ring-%d-%d-%s-%d-rank%d", n, floats, tag, run, rank), dir,
 			"--log-format", "text", "--threads", strconv.Itoa(b.childThreads), "bench", "cluster", "ring-member",
 			"--rank", strconv.Itoa(rank), "--size", strconv.Itoa(n), "--dir", dir, "--floats", strconv.Itoa(floats),
 			"--reps", strconv.Itoa(b.ringReps), "--timeout", b.timeout.String())

@@ -349,6 +349,8 @@ secret, or stayed unreachable for --wait.
 	f.StringVar(&opt.GossipBind, "gossip", "127.0.0.1:0", "memberlist bind address host:port")
 	f.StringVar(&opt.Advertise, "advertise", "", "host (name or IP) the other nodes reach this worker's ring and gossip at (default: the bind addresses' host, or this machine's address when they are 0.0.0.0)")
 	f.StringVar(&healthAddr, "health", "", "serve /healthz and /readyz (ready: joined to a coordinator) on this address (default: none)")
+	f.BoolVar(&opt.NoCompute, "no-compute", false, "benchmarks only (tinct bench cluster): skip every step's forward, backward and update; the ring still reduces the whole gradient")
+	_ = f.MarkHidden("no-compute")
 	node.add(f)
 	f.DurationVar(&opt.Wait, "wait", 5*time.Minute, "how long to keep trying to reach the coordinator (before it is up, or after it was lost) before giving up")
 	cmd.AddCommand(join)
