@@ -46,10 +46,11 @@ cuda-compilers:
 # g++ (cuda-shim, small networks). The shared suite is the op-by-op check
 # (nn/opcheck runs all three backends in every leg), the model's tests (the
 # PyTorch cross-check, the gradient checks, the sampler, bitwise-repeatable
-# training), bitwise resume, a two-worker cluster, SIGINT and colorize
+# training), bitwise resume, a two-worker cluster, the pipeline (steps in
+# flight, snapshots) against one step at a time, SIGINT and colorize
 # (docs/correctness.md). Also a cgo-free build and the PyTorch reference's
 # self-test.
-SHARED_RUN := TestExactResume|TestClusterEquivalence|TestLocalRingMatchesMaster|TestTrainSignal|TestColorizeDemoModel
+SHARED_RUN := TestExactResume|TestClusterEquivalence|TestLocalRingMatchesMaster|TestTrainSignal|TestColorizeDemoModel|TestPipelineMatchesStepwise|TestClusterPipelineEquivalence
 test:
 	go vet ./...
 	CGO_ENABLED=0 go build -o /dev/null ./cmd/tinct

@@ -178,6 +178,7 @@ type Core struct {
 	// members were last compared with the eligible workers (comparing on
 	// every report would cost O(N log N) a report at N workers)
 	recheck bool
+	wake    time.Time // the earliest end of a connected worker's back-off then (zero: none)
 
 	// ringFaults counts the attempts at the current step that a ring fault
 	// ended. A ring fault is charged to nobody at first: in a ring every
@@ -258,9 +259,11 @@ func (c *Core) Handle(now time.Time, ev Event) []Action {
 	if c.phase == stopped {
 		return nil
 	}
+	if !c.wake.IsZero() && !c.now.Before(c.wake) {
+		c.recheck = true // a back-off has ended
+	}
 	switch e := ev.(type) {
 	case Tick:
-		c.recheck = true // a back-off may have ended
 	case Join:
 		c.join(e)
 		if m := c.members[e.Worker]; c.phase == forming && m.session == e.Session && !c.now.Before(m.notBefore) && len(c.ring) < c.maxRing() {
@@ -337,6 +340,7 @@ func (c *Core) lost(m *member, why string, failed bool) {
 
 // fail records one failure of m and backs it off.
 func (c *Core) fail(m *member, why string) {
+	c.recheck = true
 	m.failures++
 	m.lastErr = why
 	if m.failures >= c.cfg.MaxFailures {
@@ -651,7 +655,14 @@ func (c *Core) advance() {
 		if c.recheck && !c.drain && !slices.Equal(c.candidates(), c.ring) {
 			c.drain = true // a newcomer, or a worker back from its back-off
 		}
-		c.recheck = false
+		if c.recheck {
+			c.recheck, c.wake = false, time.Time{}
+			for _, m := range c.members {
+				if m.session != 0 && !m.excluded && m.notBefore.After(c.now) && (c.wake.IsZero() || m.notBefore.Before(c.wake)) {
+					c.wake = m.notBefore
+				}
+			}
+		}
 		if c.drain && len(c.flights) == 0 {
 			c.phase, c.dirty, c.drain = idle, true, false
 		} else {

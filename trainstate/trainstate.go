@@ -57,7 +57,6 @@ func New(cfg *config.Config) (*State, error) {
 		Rule: model.EMA{Decay: cfg.EMA.Decay, CopyBuffers: cfg.EMA.Buffers == "copy"}}, nil
 }
 
-
 // position is state.json.
 type position struct {
 	control.Position

@@ -52,14 +52,19 @@ func TestBenchCluster(t *testing.T) {
 	if err := json.Unmarshal(data, &rows); err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) != 1 || rows[0].Workers != 2 || rows[0].StepMs <= 0 || rows[0].BareRingMs <= 0 || rows[0].Ratio <= 0 || len(rows[0].AllRuns) != 1 {
-		t.Errorf("JSON rows: %s", data)
+	if len(rows) != 2 || rows[0].Compute != "real" || rows[1].Compute != "none" {
+		t.Errorf("JSON rows: %s (want a real and a no-compute row)", data)
+	}
+	for _, r := range rows {
+		if r.Workers != 2 || r.StepMs <= 0 || r.BareRingMs <= 0 || r.Ratio <= 0 || len(r.AllRuns) != 1 {
+			t.Errorf("JSON row: %+v", r)
+		}
 	}
 
 	mu.Lock()
 	defer mu.Unlock()
-	if len(pids) != 5 { // coordinator, 2 workers, 2 ring members
-		t.Errorf("started %d children, want 5", len(pids))
+	if len(pids) != 10 { // per compute mode: coordinator, 2 workers, 2 ring members
+		t.Errorf("started %d children, want 10", len(pids))
 	}
 	for _, pid := range pids {
 		// each child ran in a process group of its own: neither it nor
