@@ -240,7 +240,11 @@ func runSim(cmd *cobra.Command, f *simFlags) error {
 				return err
 			}
 			fmt.Fprintf(w, "\n## Calibration: the compose cluster on this 2-core machine (%s) against its simulation\n\n", f.scale)
-			fmt.Fprintf(w, "Simulated with the protocol the runs were measured with: %s (bench/scale.json predates the pipelined protocol). The machine's rate is fitted to each size's one-worker run; every other row is a prediction.\n", machine.Protocol.Name())
+			note := ""
+			if machine.Protocol.Name() == "before" {
+				note = " (bench/scale.json predates the pipelined protocol)"
+			}
+			fmt.Fprintf(w, "Simulated with the protocol the runs were measured with: %s%s. The machine's rate is fitted to each size's one-worker run; every other row is a prediction.\n", machine.Protocol.Name(), note)
 			fmt.Fprintln(w)
 			sim.WriteCalibration(w, rows)
 			if f.scaling != "" {
