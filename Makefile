@@ -159,3 +159,14 @@ sim: build
 .PHONY: bench-cluster
 bench-cluster: build
 	./bin/tinct bench cluster --workers 2,4 --runs 3 --json bench/cluster.json
+
+# slurm-test runs deploy/slurm/train.sbatch on a real Slurm on this machine
+# (deploy/slurm/test.sh; root): Debian's slurmctld, slurmd and munge
+# (installed where missing), a one-node configuration in a temporary folder,
+# a job of a coordinator and two CPU workers through a scancelled worker
+# step, a SIGTERM to the batch shell (checkpoint, requeue, resume) and an
+# scontrol requeue; every step committed once. Every daemon it starts is
+# stopped. 44-57 s on 2 cores (docs/cluster.md, "Slurm").
+.PHONY: slurm-test
+slurm-test:
+	deploy/slurm/test.sh

@@ -22,6 +22,7 @@ import (
 	"github.com/tinct/tinct/config"
 	"github.com/tinct/tinct/coordinator"
 	"github.com/tinct/tinct/dataset"
+	"github.com/tinct/tinct/internal/atomicfile"
 	"github.com/tinct/tinct/internal/health"
 	"github.com/tinct/tinct/worker"
 )
@@ -189,6 +190,7 @@ none), resume=auto if there is one; waiting workers rejoin by themselves.
 	f.DurationVar(&run.backoff, "backoff", time.Second, "a worker that failed sits out this long, doubled for each failure in a row")
 	f.IntVar(&run.maxFailures, "max-failures", 6, "failures in a row after which a worker is excluded from the run")
 	f.DurationVar(&opt.RingTimeout, "ring-timeout", 60*time.Second, "the workers' all-reduce deadline")
+	f.StringVar(&run.addressFile, "address-file", os.Getenv(coordinatorFileEnv), "once listening, write the address workers reach (HOST:PORT) to this file, for worker join --coordinator-file (default $"+coordinatorFileEnv+")")
 	cmd.AddCommand(start)
 	return cmd
 }
@@ -197,7 +199,7 @@ none), resume=auto if there is one; waiting workers rejoin by themselves.
 type clusterRun struct {
 	minWorkers, maxFailures                  int
 	wait, stepTimeout, setupTimeout, backoff time.Duration
-	health                                   string
+	health, addressFile                      string
 }
 
 func trainCluster(ctx context.Context, cmd *cobra.Command, cfg *config.Config, opt coordinator.ClusterOptions, run clusterRun) error {
@@ -241,6 +243,16 @@ func trainCluster(ctx context.Context, cmd *cobra.Command, cfg *config.Config, o
 		return err
 	}
 	listening.Store(true)
+	if run.addressFile != "" {
+		addr, err := cluster.Advertised(cl.Addr(), opt.Advertise)
+		if err != nil {
+			return err
+		}
+		if err := writeAddressFile(run.addressFile, addr); err != nil {
+			return err
+		}
+		slog.Info("coordinator address written", "file", run.addressFile, "addr", addr)
+	}
 	// the coordinator closes the cluster when it finishes; this covers a
 	// failure before that
 	defer cl.Close(cluster.Outcome_FAILED, "coordinator failed to start")
@@ -271,6 +283,9 @@ func newWorkerCmd() *cobra.Command {
 		gpu        gpuFlags
 		opt        worker.JoinOptions
 		healthAddr string
+		// coordinatorFile names the file tinct coordinator start
+		// --address-file writes
+		coordinatorFile string
 	)
 	join := &cobra.Command{
 		Use:   "join --coordinator HOST:PORT",
@@ -289,11 +304,18 @@ coordinator says training finished (or on SIGINT/SIGTERM), and non-zero when
 the coordinator stopped on an error, excluded this worker, refused its
 secret, or stayed unreachable for --wait.
 
+The coordinator's address is --coordinator, else the one in the file
+--coordinator-file names (written by tinct coordinator start --address-file;
+waited for up to --wait), else, under Slurm, the job's first node
+(SLURM_JOB_NODELIST) at port 7070. Under Slurm (SLURM_JOB_ID set) the
+default --name is slurm-JOB.STEP-TASK (SLURM_JOB_ID, SLURM_STEP_ID,
+SLURM_PROCID), unique among the job's steps (deploy/slurm/).
+
 ` + secretHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if opt.Coordinator == "" {
-				return errors.New("--coordinator HOST:PORT is required")
+			if err := workerDefaults(cmd.Context(), &opt, coordinatorFile, os.Getenv); err != nil {
+				return err
 			}
 			g, err := gpu.open()
 			if err != nil {
@@ -305,10 +327,6 @@ secret, or stayed unreachable for --wait.
 			}
 			if opt.Secret, opt.Security, err = node.load(); err != nil {
 				return err
-			}
-			if opt.Name == "" {
-				host, _ := os.Hostname()
-				opt.Name = fmt.Sprintf("%s-%d", host, os.Getpid())
 			}
 			opt.Open = func(ctx context.Context, cfg *config.Config) (dataset.Examples, error) {
 				if err := useCompute(cmd, cfg); err != nil {
@@ -342,8 +360,9 @@ secret, or stayed unreachable for --wait.
 		},
 	}
 	f := join.Flags()
-	f.StringVar(&opt.Coordinator, "coordinator", "", "the coordinator's address, HOST:PORT")
-	f.StringVar(&opt.Name, "name", "", "this worker's name, unique in the cluster (default HOSTNAME-PID)")
+	f.StringVar(&opt.Coordinator, "coordinator", "", "the coordinator's address, HOST:PORT (default: read from --coordinator-file; under Slurm, the job's first node at port 7070)")
+	f.StringVar(&coordinatorFile, "coordinator-file", os.Getenv(coordinatorFileEnv), "read the coordinator's address from this file (tinct coordinator start --address-file writes it), waiting up to --wait for it (default $"+coordinatorFileEnv+")")
+	f.StringVar(&opt.Name, "name", "", "this worker's name, unique in the cluster (default HOSTNAME-PID; under Slurm slurm-JOB.STEP-TASK)")
 	gpu.register(join, "compute the steps")
 	f.StringVar(&opt.RingListen, "ring-listen", "127.0.0.1:0", "address of this worker's all-reduce server (reachable by the other workers)")
 	f.StringVar(&opt.GossipBind, "gossip", "127.0.0.1:0", "memberlist bind address host:port")
@@ -366,4 +385,111 @@ func serveProbes(addr string, ready *atomic.Bool, why string) (stop func(), err 
 		}
 		return nil
 	}, slog.Default())
+}
+
+// coordinatorFileEnv names the file through which a coordinator tells its
+// workers where it listens: --address-file and --coordinator-file default
+// to it.
+const coordinatorFileEnv = "TINCT_COORDINATOR_FILE"
+
+// slurmCoordinatorPort is the port a worker under Slurm assumes on the
+// job's first node when it has no --coordinator and no address file.
+const slurmCoordinatorPort = "7070"
+
+// workerDefaults fills in what worker join's flags left open: the
+// coordinator's address (--coordinator, else the address file, else under
+// Slurm the job's first node) and the worker's name (under Slurm
+// slurm-JOB.STEP-TASK, else HOSTNAME-PID). getenv is os.Getenv but in tests.
+func workerDefaults(ctx context.Context, opt *worker.JoinOptions, coordinatorFile string, getenv func(string) string) error {
+	if opt.Coordinator == "" && coordinatorFile != "" {
+		addr, err := readAddressFile(ctx, coordinatorFile, opt.Wait)
+		if err != nil {
+			return err
+		}
+		opt.Coordinator = addr
+	}
+	if opt.Coordinator == "" {
+		if first := slurmFirstNode(getenv("SLURM_JOB_NODELIST")); first != "" {
+			opt.Coordinator = net.JoinHostPort(first, slurmCoordinatorPort)
+		}
+	}
+	if opt.Coordinator == "" {
+		return errors.New("--coordinator HOST:PORT is required (or --coordinator-file FILE)")
+	}
+	if opt.Name == "" {
+		if job := getenv("SLURM_JOB_ID"); job != "" {
+			step := getenv("SLURM_STEP_ID")
+			if step == "" {
+				step = getenv("SLURM_STEPID")
+			}
+			if step == "" {
+				step = "batch"
+			}
+			task := getenv("SLURM_PROCID")
+			if task == "" {
+				task = "0"
+			}
+			opt.Name = fmt.Sprintf("slurm-%s.%s-%s", job, step, task)
+		} else {
+			host, _ := os.Hostname()
+			opt.Name = fmt.Sprintf("%s-%d", host, os.Getpid())
+		}
+	}
+	return nil
+}
+
+// slurmFirstNode is the first host of a Slurm node list ("gpu[03-04,07],cpu1"
+// → "gpu03"); "" for an empty list.
+func slurmFirstNode(list string) string {
+	list = strings.TrimSpace(list)
+	end := len(list)
+	if i := strings.IndexAny(list, ",["); i >= 0 {
+		end = i
+	}
+	first := list[:end]
+	if end < len(list) && list[end] == '[' {
+		r := list[end+1:]
+		if j := strings.IndexAny(r, ",-]"); j >= 0 {
+			first += r[:j]
+		}
+	}
+	return first
+}
+
+// writeAddressFile writes addr and a newline to file, atomically (a reader
+// never sees half of it).
+func writeAddressFile(file, addr string) error {
+	if err := atomicfile.Write(file, []byte(addr+"\n"), ".tinct-address-"); err != nil {
+		return fmt.Errorf("--address-file: %w", err)
+	}
+	return nil
+}
+
+// readAddressFile reads a coordinator's address from file, waiting up to
+// wait for the file to appear (the coordinator may start after its workers).
+func readAddressFile(ctx context.Context, file string, wait time.Duration) (string, error) {
+	deadline := time.Now().Add(wait)
+	logged := false
+	for {
+		b, err := os.ReadFile(file)
+		if err == nil {
+			if addr := strings.TrimSpace(string(b)); addr != "" {
+				return addr, nil
+			}
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("--coordinator-file: %w", err)
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("--coordinator-file %s: no address within %v (--wait)", file, wait)
+		}
+		if !logged {
+			slog.Info("waiting for the coordinator's address file", "file", file, "up_to", wait)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
