@@ -211,46 +211,41 @@ wait_out 'ring formed.*workers="?\[slurm-[^ ]+ slurm-[^ ]+\]' 60 "$N"
 wait_out 'epoch done' 60 "$(lines)"
 [[ $(state) == RUNNING ]] || die "job $JOB is $(state) after the worker step was cancelled"
 
+# checkpoint_and_resume N RUN WHAT: the stop (by WHAT) logged after line N
+# saved a checkpoint, the job went back to PENDING, and its run RUN resumed
+# from that checkpoint's step
+checkpoint_and_resume() {
+	local n=$1 run=$2 what=$3 stop resumed st i
+	wait_out 'training interrupted; checkpoint saved' 60 "$n"
+	stop=$(stop_step "$n")
+	[[ -n $stop ]] || die "no checkpoint saved before the $what's stop"
+	echo "  checkpoint at step $stop"
+	for i in $(seq 120); do
+		st=$(state)
+		[[ $st == PENDING ]] && break
+		((i < 120)) || die "job $JOB is $st, not requeued (PENDING)"
+		sleep 0.25
+	done
+	scontrol show job "$JOB" | grep -Eo '(JobState|Reason|Restarts|EligibleTime)=\S+' | tr '\n' ' '
+	echo
+	wait_out "job $JOB \\(run $run\\)" 60 "$n"
+	wait_out 'msg="?resumed' 60 "$n"
+	resumed=$(resumed_step "$n")
+	[[ $resumed == "$stop" ]] || die "resumed at step $resumed, but the $what's checkpoint is step $stop"
+}
+
 say "SIGTERM to the batch shell (--signal=B:TERM): checkpoint, requeue"
 N=$(lines)
 scancel --batch --signal=TERM "$JOB"
-wait_out 'training interrupted; checkpoint saved' 60 "$N"
-wait_out 'requeueing job' 30 "$N"
-STOP_STEP=$(stop_step "$N")
-[[ -n $STOP_STEP ]] || die "no checkpoint saved before the SIGTERM's stop"
-echo "  checkpoint at step $STOP_STEP"
-for i in $(seq 120); do
-	s=$(state)
-	[[ $s == PENDING ]] && break
-	((i < 120)) || die "job $JOB is $s, not requeued (PENDING)"
-	sleep 0.25
-done
-scontrol show job "$JOB" | grep -Eo '(JobState|Reason|Restarts|EligibleTime)=\S+' | tr '\n' ' '
-echo
-wait_out "job $JOB \\(run 1\\)" 60 "$N"
-wait_out 'msg="?resumed' 60 "$N"
-RESUMED=$(resumed_step "$N")
-[[ $RESUMED == "$STOP_STEP" ]] || die "resumed at step $RESUMED, but the SIGTERM's checkpoint is step $STOP_STEP"
+wait_out 'requeueing job' 60 "$N"
+checkpoint_and_resume "$N" 1 SIGTERM
 
 wait_out 'epoch done' 60 "$(lines)"
 
 say "scontrol requeue (as a preemption does): every step gets SIGTERM"
 N=$(lines)
 scontrol requeue "$JOB"
-wait_out 'training interrupted; checkpoint saved' 60 "$N"
-STOP_STEP=$(stop_step "$N")
-[[ -n $STOP_STEP ]] || die "no checkpoint saved before the requeue's stop"
-echo "  checkpoint at step $STOP_STEP"
-for i in $(seq 120); do
-	s=$(state)
-	[[ $s == PENDING ]] && break
-	((i < 120)) || die "job $JOB is $s, not requeued (PENDING)"
-	sleep 0.25
-done
-wait_out "job $JOB \\(run 2\\)" 60 "$N"
-wait_out 'msg="?resumed' 60 "$N"
-RESUMED=$(resumed_step "$N")
-[[ $RESUMED == "$STOP_STEP" ]] || die "resumed at step $RESUMED, but the requeue's checkpoint is step $STOP_STEP"
+checkpoint_and_resume "$N" 2 requeue
 
 say "the requeued job finishes"
 wait_out 'training finished"? step=' 300 "$N"
