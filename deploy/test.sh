@@ -58,8 +58,12 @@ co_lines() { docker logs "$CO" 2>&1 | wc -l; }
 wait_co() {
 	local re=$1 secs=$2 from=${3:-0} deadline=$((SECONDS + $2)) line
 	while ((SECONDS < deadline)); do
-		if line=$(co_log "$from" | grep -E -m 1 -- "$re"); then
-			echo "  $line" | cut -c 1-220
+		# all of it through grep: with pipefail, a grep -m 1 that stops
+		# reading while docker logs still writes fails the pipeline
+		# (SIGPIPE) even though it matched
+		line=$(co_log "$from" | grep -E -- "$re" || true)
+		if [[ -n $line ]]; then
+			echo "  ${line%%$'\n'*}" | cut -c 1-220
 			return 0
 		fi
 		sleep 0.5

@@ -172,8 +172,11 @@ echo "job $JOB"
 wait_out() {
 	local re=$1 from=${3:-0} deadline=$((SECONDS + $2)) line
 	while ((SECONDS < deadline)); do
-		if line=$(tail -n +"$((from + 1))" "$OUT" 2>/dev/null | grep -E -m 1 -- "$re"); then
-			echo "  $line" | cut -c 1-200
+		# all of it through grep: with pipefail, a grep -m 1 that stops
+		# reading while tail still writes fails the pipeline (SIGPIPE)
+		line=$(tail -n +"$((from + 1))" "$OUT" 2>/dev/null | grep -E -- "$re" || true)
+		if [[ -n $line ]]; then
+			echo "  ${line%%$'\n'*}" | cut -c 1-200
 			return 0
 		fi
 		sleep 0.2
