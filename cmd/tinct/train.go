@@ -197,11 +197,20 @@ func startRun(ctx context.Context, cmd *cobra.Command, cfg *config.Config) (_ *r
 		return nil, err
 	}
 	r.closers = append(r.closers, func() { r.train.Close() })
-	if vs, err := dataset.Open(r.dataDir, "val"); err == nil && vs.Len() > 0 {
+	// the validation split gives the sample grids: a damaged one stops a
+	// run that asks for them, and is named either way
+	vs, err := dataset.Open(r.dataDir, "val")
+	switch {
+	case err != nil && cfg.SampleEvery > 0:
+		return nil, fmt.Errorf("validation split (sample grids every %d epochs; sample_every=0 trains without them): %w", cfg.SampleEvery, err)
+	case err != nil:
+		slog.Warn("validation split unreadable; not needed with sample_every=0", "err", err)
+	case vs.Len() == 0:
+		vs.Close()
+		slog.Warn("no validation images: sample grids are skipped", "dataset", r.dataDir)
+	default:
 		r.closers = append(r.closers, func() { vs.Close() })
 		r.val = vs
-	} else {
-		slog.Warn("no validation images: sample grids are skipped", "dataset", r.dataDir)
 	}
 	if r.dir, err = newRunDir(cfg.OutputDir); err != nil {
 		return nil, err
@@ -344,10 +353,16 @@ func preparedData(ctx context.Context, cfg *config.Config) (string, error) {
 func colorizeExample(ctx context.Context, ema *model.UNet, cfg *config.Config, dataDir, runDir string) error {
 	var set *dataset.Set
 	for _, split := range []string{"test", "val", "train"} {
-		if s, err := dataset.Open(dataDir, split); err == nil && s.Len() > 0 {
+		s, err := dataset.Open(dataDir, split)
+		if err != nil {
+			slog.Warn("example colorization: split unreadable", "split", split, "err", err)
+			continue
+		}
+		if s.Len() > 0 {
 			set = s
 			break
 		}
+		s.Close()
 	}
 	if set == nil {
 		return nil

@@ -288,6 +288,36 @@ func TestTrainDamagedShard(t *testing.T) {
 	}
 }
 
+// TestTrainDamagedValidationSplit: a damaged validation shard stops a run
+// whose configuration asks for sample grids, with an error naming the file
+// (it used to say only "no validation images: sample grids are skipped");
+// with sample_every=0 the run does not need the split and goes on.
+func TestTrainDamagedValidationSplit(t *testing.T) {
+	out := t.TempDir()
+	data := filepath.Join(out, "data")
+	if o, err := run(t, "data", "prepare", photos(t, 10), "--out", data, "--image-size", "16", "--val", "2", "--test", "2"); err != nil {
+		t.Fatalf("prepare: %v\n%s", err, o)
+	}
+	shard := filepath.Join(data, "val-00000.bin")
+	b, err := os.ReadFile(shard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0x01
+	if err := os.WriteFile(shard, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"train", "dataset=" + data, "image_size=16", "model.widths=[4,8]", "batch_size=4", "epochs=1", "sample_steps=2",
+		"output_dir=" + out, "store=" + filepath.Join(out, "ckpt")}
+	_, err = run(t, append(args, "sample_every=1")...)
+	if err == nil || !strings.Contains(err.Error(), shard) || !strings.Contains(err.Error(), "validation") {
+		t.Fatalf("train with sample grids on a damaged validation split: %v, want an error naming %s", err, shard)
+	}
+	if _, err := run(t, append(args, "sample_every=0", "store="+filepath.Join(out, "ckpt2"))...); err != nil {
+		t.Fatalf("train without sample grids on a damaged validation split: %v", err)
+	}
+}
+
 // TestTrainResumeModes: resume=true needs a valid checkpoint (an empty
 // store, say a typo in its path, is an error); resume=auto starts afresh
 // only from an empty store; a store of damaged checkpoints stops both with
