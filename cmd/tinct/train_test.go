@@ -259,24 +259,32 @@ func TestTrainSignal(t *testing.T) {
 	}
 }
 
-// TestTrainDamagedShard: tinct train on a prepared set with a byte flipped
-// in a shard stops with an error naming the file, before training.
-func TestTrainDamagedShard(t *testing.T) {
-	out := t.TempDir()
-	data := filepath.Join(out, "data")
+// preparedWithFlippedByte prepares 10 photos at 16² (2 validation, 2 test)
+// in out/data and flips one byte in the middle of its shard named shard.
+func preparedWithFlippedByte(t *testing.T, out, shard string) (data, path string) {
+	t.Helper()
+	data = filepath.Join(out, "data")
 	if o, err := run(t, "data", "prepare", photos(t, 10), "--out", data, "--image-size", "16", "--val", "2", "--test", "2"); err != nil {
 		t.Fatalf("prepare: %v\n%s", err, o)
 	}
-	shard := filepath.Join(data, "train-00000.bin")
-	b, err := os.ReadFile(shard)
+	path = filepath.Join(data, shard)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	b[len(b)/2] ^= 0x01
-	if err := os.WriteFile(shard, b, 0o644); err != nil {
+	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err = run(t, "train", "dataset="+data, "image_size=16", "model.widths=[4,8]", "batch_size=4", "epochs=1", "sample_every=0",
+	return data, path
+}
+
+// TestTrainDamagedShard: tinct train on a prepared set with a byte flipped
+// in a shard stops with an error naming the file, before training.
+func TestTrainDamagedShard(t *testing.T) {
+	out := t.TempDir()
+	data, shard := preparedWithFlippedByte(t, out, "train-00000.bin")
+	_, err := run(t, "train", "dataset="+data, "image_size=16", "model.widths=[4,8]", "batch_size=4", "epochs=1", "sample_every=0",
 		"output_dir="+out, "store="+filepath.Join(out, "ckpt"))
 	if err == nil || !strings.Contains(err.Error(), shard) || !strings.Contains(err.Error(), "sha256") {
 		t.Fatalf("train on a damaged shard: %v, want an error naming %s", err, shard)
@@ -294,22 +302,10 @@ func TestTrainDamagedShard(t *testing.T) {
 // with sample_every=0 the run does not need the split and goes on.
 func TestTrainDamagedValidationSplit(t *testing.T) {
 	out := t.TempDir()
-	data := filepath.Join(out, "data")
-	if o, err := run(t, "data", "prepare", photos(t, 10), "--out", data, "--image-size", "16", "--val", "2", "--test", "2"); err != nil {
-		t.Fatalf("prepare: %v\n%s", err, o)
-	}
-	shard := filepath.Join(data, "val-00000.bin")
-	b, err := os.ReadFile(shard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b[len(b)/2] ^= 0x01
-	if err := os.WriteFile(shard, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	data, shard := preparedWithFlippedByte(t, out, "val-00000.bin")
 	args := []string{"train", "dataset=" + data, "image_size=16", "model.widths=[4,8]", "batch_size=4", "epochs=1", "sample_steps=2",
 		"output_dir=" + out, "store=" + filepath.Join(out, "ckpt")}
-	_, err = run(t, append(args, "sample_every=1")...)
+	_, err := run(t, append(args, "sample_every=1")...)
 	if err == nil || !strings.Contains(err.Error(), shard) || !strings.Contains(err.Error(), "validation") {
 		t.Fatalf("train with sample grids on a damaged validation split: %v, want an error naming %s", err, shard)
 	}
