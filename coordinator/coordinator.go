@@ -42,8 +42,9 @@ var ErrTooFewWorkers = control.ErrTooFewWorkers
 type Transport interface {
 	// Start begins delivering events.
 	Start(events chan<- control.Event)
-	// Setup hands a ring member the committed state for generation gen.
-	Setup(worker string, gen uint64, rank, size int, st trainstate.Replica)
+	// Setup hands a ring member the committed state, at step step, for
+	// generation gen.
+	Setup(worker string, gen uint64, rank, size int, step int64, st trainstate.Replica)
 	// Task sends a member its share; tracked is the BatchNorm batch count
 	// after the step.
 	Task(t *control.Task, tracked int64)
@@ -208,7 +209,7 @@ func (c *Coordinator) handle(ctx context.Context, ev control.Event, interrupted 
 		case control.Setup:
 			rep := c.st.Replica()
 			for rank, w := range a.Ring {
-				c.opt.Transport.Setup(w, a.Gen, rank, len(a.Ring), rep)
+				c.opt.Transport.Setup(w, a.Gen, rank, len(a.Ring), a.Step, rep)
 			}
 		case control.Formed:
 			c.gauges.workers.Set(float64(len(a.Ring)))

@@ -409,7 +409,7 @@ func (c *Cluster) byName(worker string) *remote {
 }
 
 // Setup implements Transport; the state is encoded once per generation.
-func (c *Cluster) Setup(worker string, gen uint64, rank, size int, st trainstate.Replica) {
+func (c *Cluster) Setup(worker string, gen uint64, rank, size int, step int64, st trainstate.Replica) {
 	r := c.byName(worker)
 	if r == nil {
 		return // gone: its Leave is on the way
@@ -421,7 +421,7 @@ func (c *Cluster) Setup(worker string, gen uint64, rank, size int, st trainstate
 			EmaDecay: st.Rule.Decay, EmaCopyBuffers: st.Rule.CopyBuffers}
 	}
 	m := c.setupMsg
-	s := &cluster.Setup{Generation: gen, Rank: int32(rank), Size: int32(size), State: m.State,
+	s := &cluster.Setup{Generation: gen, Rank: int32(rank), Size: int32(size), Step: step, State: m.State,
 		Lr: m.Lr, Beta1: m.Beta1, Beta2: m.Beta2, Eps: m.Eps, EmaDecay: m.EmaDecay, EmaCopyBuffers: m.EmaCopyBuffers}
 	r.post(&cluster.ToWorker{Body: &cluster.ToWorker_Setup{Setup: s}}, "send setup")
 }

@@ -115,7 +115,7 @@ func (l *Local) post(ev control.Event) {
 
 // Setup implements Transport. The member copies the state in its own
 // goroutine: nothing is committed before it answers Ready.
-func (l *Local) Setup(worker string, gen uint64, rank, size int, st trainstate.Replica) {
+func (l *Local) Setup(worker string, gen uint64, rank, size int, _ int64, st trainstate.Replica) {
 	m := l.members[worker]
 	m.enqueue(func(context.Context) {
 		addr, err := m.Setup(gen, rank, size, st)

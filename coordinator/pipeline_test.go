@@ -170,3 +170,46 @@ func TestClusterWorkerDiesWhileCoordinatorLags(t *testing.T) {
 		t.Errorf("final ring %v, want the two survivors and w3", got)
 	}
 }
+
+// TestSetupCarriesTheStep: a worker admitted mid-run is told the step its
+// state is at (its log's "ring generation … step=N"); Setup.step used to be
+// left 0.
+func TestSetupCarriesTheStep(t *testing.T) {
+	cfg := testConfig(t, t.TempDir(), "epochs=6")
+	late := make(chan struct{})
+	var once sync.Once
+	run := startCluster(t, cfg, coordinator.Options{AfterStep: func(s int64) {
+		if s == 3 {
+			once.Do(func() { close(late) })
+		}
+	}}, coordinator.ClusterOptions{})
+	run.addWorker("w0", worker.JoinOptions{})
+	got := make(chan int64, 1)
+	go func() {
+		<-late
+		ctx, cancel := context.WithCancel(run.ctx)
+		defer cancel()
+		s, _, err := session(ctx, t, run.cl.Addr(), run.sec, "late", testSecret)
+		if err != nil {
+			got <- -1
+			return
+		}
+		for {
+			m, err := s.Recv()
+			if err != nil {
+				got <- -1
+				return
+			}
+			if st := m.GetSetup(); st != nil {
+				got <- st.Step // then leave: the run goes on without it
+				return
+			}
+		}
+	}()
+	if err := run.run(); err != nil {
+		t.Fatal(err)
+	}
+	if step := <-got; step < 3 {
+		t.Errorf("the late worker's setup said step %d; it joined after step 3 was committed", step)
+	}
+}
