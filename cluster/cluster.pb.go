@@ -516,7 +516,7 @@ type Setup struct {
 	Beta1          float64                `protobuf:"fixed64,11,opt,name=beta1,proto3" json:"beta1,omitempty"`
 	Beta2          float64                `protobuf:"fixed64,12,opt,name=beta2,proto3" json:"beta2,omitempty"`
 	Eps            float64                `protobuf:"fixed64,13,opt,name=eps,proto3" json:"eps,omitempty"`
-	Step           int64                  `protobuf:"varint,14,opt,name=step,proto3" json:"step,omitempty"`
+	Step           int64                  `protobuf:"varint,14,opt,name=step,proto3" json:"step,omitempty"`                                             // the committed step the state is at
 	State          *ReplicaState          `protobuf:"bytes,15,opt,name=state,proto3" json:"state,omitempty"`                                            // the committed state
 	EmaDecay       float64                `protobuf:"fixed64,16,opt,name=ema_decay,json=emaDecay,proto3" json:"ema_decay,omitempty"`                    // the EMA rule the replica applies after each step
 	EmaCopyBuffers bool                   `protobuf:"varint,17,opt,name=ema_copy_buffers,json=emaCopyBuffers,proto3" json:"ema_copy_buffers,omitempty"` // copy the BatchNorm buffers into the EMA (else average them)
