@@ -38,6 +38,27 @@ type GossipOptions struct {
 	Log       *slog.Logger
 }
 
+// BindIP is the IP literal a bind address's host stands for, as memberlist
+// needs it (it takes a name it cannot parse for every interface): an IP or
+// "" (every interface) as it is, "localhost" 127.0.0.1, another name the one
+// address it resolves to (several are refused: say which).
+func BindIP(host string) (string, error) {
+	switch {
+	case host == "" || net.ParseIP(host) != nil:
+		return host, nil
+	case host == "localhost":
+		return "127.0.0.1", nil
+	}
+	ips, err := net.LookupIP(host)
+	if err != nil {
+		return "", err
+	}
+	if len(ips) != 1 {
+		return "", fmt.Errorf("%s resolves to %v: give one address", host, ips)
+	}
+	return ips[0].String(), nil
+}
+
 // StartGossip creates a memberlist member with the profile's timings.
 func StartGossip(o GossipOptions) (*memberlist.Memberlist, error) {
 	host, port, err := net.SplitHostPort(o.Bind)
@@ -58,6 +79,9 @@ func StartGossip(o GossipOptions) (*memberlist.Memberlist, error) {
 		mc = memberlist.DefaultLocalConfig()
 	default:
 		return nil, fmt.Errorf("gossip profile %q: want one of %v", o.Profile, GossipProfiles)
+	}
+	if host, err = BindIP(host); err != nil {
+		return nil, fmt.Errorf("gossip address %q: %w", o.Bind, err)
 	}
 	mc.Name = o.Name
 	mc.BindAddr, mc.BindPort, mc.AdvertisePort = host, p, p
