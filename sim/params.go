@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tinct/tinct/allreduce"
+	"github.com/tinct/tinct/control"
 	tworker "github.com/tinct/tinct/worker"
 )
 
@@ -249,11 +250,11 @@ func Defaults() Params {
 		Link:         Link{Bandwidth: 10 * Gbit, StreamRate: 3e9, Latency: 100 * time.Microsecond, Overhead: 10 * time.Microsecond},
 		ChunkBytes:   allreduce.DefaultChunkBytes,
 		MinBucket:    tworker.OverlapBucket,
-		StepTimeout:  10 * time.Minute,
-		SetupTimeout: time.Minute,
+		StepTimeout:  control.DefaultStepTimeout,
+		SetupTimeout: control.DefaultSetupTimeout,
 		RingTimeout:  time.Minute,
-		Backoff:      time.Second,
-		MaxFailures:  6,
+		Backoff:      control.DefaultBackoff,
+		MaxFailures:  control.DefaultMaxFailures,
 
 		ProbeInterval: time.Second,
 		ProbeTimeout:  500 * time.Millisecond,

@@ -20,6 +20,7 @@ import (
 
 	"github.com/tinct/tinct/cluster"
 	"github.com/tinct/tinct/config"
+	"github.com/tinct/tinct/control"
 	"github.com/tinct/tinct/coordinator"
 	"github.com/tinct/tinct/dataset"
 	"github.com/tinct/tinct/internal/atomicfile"
@@ -184,11 +185,11 @@ none), resume=auto if there is one; waiting workers rejoin by themselves.
 	f.StringVar(&run.health, "health", "", "serve /healthz and /readyz on this address (e.g. :8081; default: none)")
 	f.StringVar(&opt.GossipProfile, "gossip-profile", "lan", "memberlist failure-detection timing: lan (a data-centre network), wan (slow or lossy links), local (loopback only: tests, one-machine demos)")
 	f.IntVar(&run.minWorkers, "min-workers", 1, "workers needed to train; with fewer, wait up to --wait, then checkpoint and fail")
-	f.DurationVar(&run.wait, "wait", 60*time.Second, "how long to wait for --min-workers")
-	f.DurationVar(&run.stepTimeout, "step-timeout", 10*time.Minute, "a worker that has not reported a step by then is dropped (it may rejoin)")
-	f.DurationVar(&run.setupTimeout, "setup-timeout", 60*time.Second, "a worker that has not loaded the state by then is dropped (it may rejoin)")
-	f.DurationVar(&run.backoff, "backoff", time.Second, "a worker that failed sits out this long, doubled for each failure in a row")
-	f.IntVar(&run.maxFailures, "max-failures", 6, "failures in a row after which a worker is excluded from the run")
+	f.DurationVar(&run.wait, "wait", control.DefaultWait, "how long to wait for --min-workers")
+	f.DurationVar(&run.stepTimeout, "step-timeout", control.DefaultStepTimeout, "a worker that has not reported a step by then is dropped (it may rejoin)")
+	f.DurationVar(&run.setupTimeout, "setup-timeout", control.DefaultSetupTimeout, "a worker that has not loaded the state by then is dropped (it may rejoin)")
+	f.DurationVar(&run.backoff, "backoff", control.DefaultBackoff, "a worker that failed sits out this long, doubled for each failure in a row")
+	f.IntVar(&run.maxFailures, "max-failures", control.DefaultMaxFailures, "failures in a row after which a worker is excluded from the run")
 	f.DurationVar(&opt.RingTimeout, "ring-timeout", 60*time.Second, "the workers' all-reduce deadline")
 	f.StringVar(&run.addressFile, "address-file", os.Getenv(coordinatorFileEnv), "once listening, write the address workers reach (HOST:PORT) to this file, for worker join --coordinator-file (default $"+coordinatorFileEnv+")")
 	cmd.AddCommand(start)
