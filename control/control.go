@@ -163,7 +163,6 @@ type Core struct {
 	gen       uint64
 	ring      []*member // the current generation's members by rank; nil: none
 	addrs     []string  // their ring addresses
-	dirty     bool      // the ring must be re-formed before the next step
 	deadline  time.Time // of the setup, or of the oldest step not agreed
 	waitSince time.Time // when the core began waiting for MinWorkers; zero: not waiting
 	ready     []string  // forming: ring address of each rank ("" not yet)
@@ -334,7 +333,6 @@ func (c *Core) lost(m *member, why string, failed bool) {
 	}
 	if inRing {
 		c.abandonInFlight(fmt.Sprintf("worker %s %s", m.name, why))
-		c.dirty = true
 	}
 }
 
@@ -380,7 +378,7 @@ func (c *Core) abandonInFlight(why string) {
 	case c.phase != running:
 		return
 	}
-	c.phase, c.dirty, c.drain = idle, true, false
+	c.phase, c.drain = idle, false
 	c.ready = nil
 }
 
@@ -402,7 +400,7 @@ func (c *Core) onReady(e Ready) {
 		}
 	}
 	c.addrs, c.ready = c.ready, nil
-	c.phase, c.dirty = running, false
+	c.phase = running
 	c.emit(Formed{Gen: c.gen, Ring: names(c.ring), Step: c.pos.Step})
 }
 
@@ -664,7 +662,7 @@ func (c *Core) advance() {
 			}
 		}
 		if c.drain && len(c.flights) == 0 {
-			c.phase, c.dirty, c.drain = idle, true, false
+			c.phase, c.drain = idle, false
 		} else {
 			c.send()
 			return
@@ -686,7 +684,7 @@ func (c *Core) advance() {
 	}
 	c.waitSince = time.Time{}
 	c.gen++
-	c.ring, c.addrs, c.dirty = el, nil, true
+	c.ring, c.addrs = el, nil
 	c.ready = make([]string, len(el))
 	c.phase, c.deadline = forming, c.now.Add(c.cfg.SetupTimeout)
 	c.emit(Setup{Gen: c.gen, Ring: names(el), Step: c.pos.Step})
