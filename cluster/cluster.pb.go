@@ -83,6 +83,7 @@ type FromWorker struct {
 	//	*FromWorker_Hello
 	//	*FromWorker_Ready
 	//	*FromWorker_Report
+	//	*FromWorker_Refuse
 	Body          isFromWorker_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -152,6 +153,15 @@ func (x *FromWorker) GetReport() *Report {
 	return nil
 }
 
+func (x *FromWorker) GetRefuse() *Refuse {
+	if x != nil {
+		if x, ok := x.Body.(*FromWorker_Refuse); ok {
+			return x.Refuse
+		}
+	}
+	return nil
+}
+
 type isFromWorker_Body interface {
 	isFromWorker_Body()
 }
@@ -168,11 +178,17 @@ type FromWorker_Report struct {
 	Report *Report `protobuf:"bytes,3,opt,name=report,proto3,oneof"`
 }
 
+type FromWorker_Refuse struct {
+	Refuse *Refuse `protobuf:"bytes,4,opt,name=refuse,proto3,oneof"`
+}
+
 func (*FromWorker_Hello) isFromWorker_Body() {}
 
 func (*FromWorker_Ready) isFromWorker_Body() {}
 
 func (*FromWorker_Report) isFromWorker_Body() {}
+
+func (*FromWorker_Refuse) isFromWorker_Body() {}
 
 type ToWorker struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -520,8 +536,13 @@ type Setup struct {
 	State          *ReplicaState          `protobuf:"bytes,15,opt,name=state,proto3" json:"state,omitempty"`                                            // the committed state
 	EmaDecay       float64                `protobuf:"fixed64,16,opt,name=ema_decay,json=emaDecay,proto3" json:"ema_decay,omitempty"`                    // the EMA rule the replica applies after each step
 	EmaCopyBuffers bool                   `protobuf:"varint,17,opt,name=ema_copy_buffers,json=emaCopyBuffers,proto3" json:"ema_copy_buffers,omitempty"` // copy the BatchNorm buffers into the EMA (else average them)
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// What the run trains on, which a worker checks against its own before
+	// it computes anything (it answers Refuse when they differ):
+	DatasetHash   string `protobuf:"bytes,18,opt,name=dataset_hash,json=datasetHash,proto3" json:"dataset_hash,omitempty"` // the training set's content hash (dataset.Manifest.ContentHash); "" for a set without a manifest
+	DatasetPath   string `protobuf:"bytes,19,opt,name=dataset_path,json=datasetPath,proto3" json:"dataset_path,omitempty"` // where the coordinator opened it (host:dir), for the message
+	Model         string `protobuf:"bytes,20,opt,name=model,proto3" json:"model,omitempty"`                                // the network the run trains (model.Config.Describe with the image size)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Setup) Reset() {
@@ -631,6 +652,73 @@ func (x *Setup) GetEmaCopyBuffers() bool {
 	return false
 }
 
+func (x *Setup) GetDatasetHash() string {
+	if x != nil {
+		return x.DatasetHash
+	}
+	return ""
+}
+
+func (x *Setup) GetDatasetPath() string {
+	if x != nil {
+		return x.DatasetPath
+	}
+	return ""
+}
+
+func (x *Setup) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+// Refuse: the worker will not take part in this run, for a reason that
+// another try cannot mend (another dataset, another network); it exits.
+type Refuse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Reason        string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Refuse) Reset() {
+	*x = Refuse{}
+	mi := &file_cluster_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Refuse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Refuse) ProtoMessage() {}
+
+func (x *Refuse) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Refuse.ProtoReflect.Descriptor instead.
+func (*Refuse) Descriptor() ([]byte, []int) {
+	return file_cluster_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Refuse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // ReplicaState is a replica's whole state: the coordinator's committed
 // state in a Setup, rank 0's replica in a snapshot Report. Floats are
 // little-endian float32.
@@ -650,7 +738,7 @@ type ReplicaState struct {
 
 func (x *ReplicaState) Reset() {
 	*x = ReplicaState{}
-	mi := &file_cluster_proto_msgTypes[6]
+	mi := &file_cluster_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -662,7 +750,7 @@ func (x *ReplicaState) String() string {
 func (*ReplicaState) ProtoMessage() {}
 
 func (x *ReplicaState) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_proto_msgTypes[6]
+	mi := &file_cluster_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -675,7 +763,7 @@ func (x *ReplicaState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaState.ProtoReflect.Descriptor instead.
 func (*ReplicaState) Descriptor() ([]byte, []int) {
-	return file_cluster_proto_rawDescGZIP(), []int{6}
+	return file_cluster_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ReplicaState) GetParams() []byte {
@@ -744,7 +832,7 @@ type Ready struct {
 
 func (x *Ready) Reset() {
 	*x = Ready{}
-	mi := &file_cluster_proto_msgTypes[7]
+	mi := &file_cluster_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -756,7 +844,7 @@ func (x *Ready) String() string {
 func (*Ready) ProtoMessage() {}
 
 func (x *Ready) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_proto_msgTypes[7]
+	mi := &file_cluster_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -769,7 +857,7 @@ func (x *Ready) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ready.ProtoReflect.Descriptor instead.
 func (*Ready) Descriptor() ([]byte, []int) {
-	return file_cluster_proto_rawDescGZIP(), []int{7}
+	return file_cluster_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Ready) GetGeneration() uint64 {
@@ -806,7 +894,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_cluster_proto_msgTypes[8]
+	mi := &file_cluster_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -818,7 +906,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_proto_msgTypes[8]
+	mi := &file_cluster_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -831,7 +919,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_cluster_proto_rawDescGZIP(), []int{8}
+	return file_cluster_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Task) GetGeneration() uint64 {
@@ -928,7 +1016,7 @@ type Report struct {
 
 func (x *Report) Reset() {
 	*x = Report{}
-	mi := &file_cluster_proto_msgTypes[9]
+	mi := &file_cluster_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -940,7 +1028,7 @@ func (x *Report) String() string {
 func (*Report) ProtoMessage() {}
 
 func (x *Report) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_proto_msgTypes[9]
+	mi := &file_cluster_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -953,7 +1041,7 @@ func (x *Report) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Report.ProtoReflect.Descriptor instead.
 func (*Report) Descriptor() ([]byte, []int) {
-	return file_cluster_proto_rawDescGZIP(), []int{9}
+	return file_cluster_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Report) GetGeneration() uint64 {
@@ -1030,7 +1118,7 @@ type Stop struct {
 
 func (x *Stop) Reset() {
 	*x = Stop{}
-	mi := &file_cluster_proto_msgTypes[10]
+	mi := &file_cluster_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1042,7 +1130,7 @@ func (x *Stop) String() string {
 func (*Stop) ProtoMessage() {}
 
 func (x *Stop) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_proto_msgTypes[10]
+	mi := &file_cluster_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1055,7 +1143,7 @@ func (x *Stop) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stop.ProtoReflect.Descriptor instead.
 func (*Stop) Descriptor() ([]byte, []int) {
-	return file_cluster_proto_rawDescGZIP(), []int{10}
+	return file_cluster_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Stop) GetReason() string {
@@ -1076,12 +1164,13 @@ var File_cluster_proto protoreflect.FileDescriptor
 
 const file_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\rcluster.proto\x12\rtinct.cluster\"\xa1\x01\n" +
+	"\rcluster.proto\x12\rtinct.cluster\"\xd2\x01\n" +
 	"\n" +
 	"FromWorker\x12,\n" +
 	"\x05hello\x18\x01 \x01(\v2\x14.tinct.cluster.HelloH\x00R\x05hello\x12,\n" +
 	"\x05ready\x18\x02 \x01(\v2\x14.tinct.cluster.ReadyH\x00R\x05ready\x12/\n" +
-	"\x06report\x18\x03 \x01(\v2\x15.tinct.cluster.ReportH\x00R\x06reportB\x06\n" +
+	"\x06report\x18\x03 \x01(\v2\x15.tinct.cluster.ReportH\x00R\x06report\x12/\n" +
+	"\x06refuse\x18\x04 \x01(\v2\x15.tinct.cluster.RefuseH\x00R\x06refuseB\x06\n" +
 	"\x04body\"\x84\x02\n" +
 	"\bToWorker\x122\n" +
 	"\awelcome\x18\x01 \x01(\v2\x16.tinct.cluster.WelcomeH\x00R\awelcome\x12,\n" +
@@ -1105,7 +1194,7 @@ const file_cluster_proto_rawDesc = "" +
 	"\x0fring_timeout_ms\x18\x03 \x01(\x03R\rringTimeoutMs\x12%\n" +
 	"\x0egossip_profile\x18\x04 \x01(\tR\rgossipProfile\x12\x18\n" +
 	"\asession\x18\x05 \x01(\x04R\asession\x12\x14\n" +
-	"\x05proof\x18\x06 \x01(\fR\x05proof\"\xb1\x02\n" +
+	"\x05proof\x18\x06 \x01(\fR\x05proof\"\x8d\x03\n" +
 	"\x05Setup\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
@@ -1120,8 +1209,13 @@ const file_cluster_proto_rawDesc = "" +
 	"\x04step\x18\x0e \x01(\x03R\x04step\x121\n" +
 	"\x05state\x18\x0f \x01(\v2\x1b.tinct.cluster.ReplicaStateR\x05state\x12\x1b\n" +
 	"\tema_decay\x18\x10 \x01(\x01R\bemaDecay\x12(\n" +
-	"\x10ema_copy_buffers\x18\x11 \x01(\bR\x0eemaCopyBuffersJ\x04\b\x04\x10\n" +
-	"\"\xe5\x01\n" +
+	"\x10ema_copy_buffers\x18\x11 \x01(\bR\x0eemaCopyBuffers\x12!\n" +
+	"\fdataset_hash\x18\x12 \x01(\tR\vdatasetHash\x12!\n" +
+	"\fdataset_path\x18\x13 \x01(\tR\vdatasetPath\x12\x14\n" +
+	"\x05model\x18\x14 \x01(\tR\x05modelJ\x04\b\x04\x10\n" +
+	"\" \n" +
+	"\x06Refuse\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"\xe5\x01\n" +
 	"\fReplicaState\x12\x16\n" +
 	"\x06params\x18\x01 \x01(\fR\x06params\x12\x18\n" +
 	"\abuffers\x18\x02 \x01(\fR\abuffers\x12\x18\n" +
@@ -1194,7 +1288,7 @@ func file_cluster_proto_rawDescGZIP() []byte {
 }
 
 var file_cluster_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_cluster_proto_goTypes = []any{
 	(Outcome)(0),         // 0: tinct.cluster.Outcome
 	(*FromWorker)(nil),   // 1: tinct.cluster.FromWorker
@@ -1203,31 +1297,33 @@ var file_cluster_proto_goTypes = []any{
 	(*Hello)(nil),        // 4: tinct.cluster.Hello
 	(*Welcome)(nil),      // 5: tinct.cluster.Welcome
 	(*Setup)(nil),        // 6: tinct.cluster.Setup
-	(*ReplicaState)(nil), // 7: tinct.cluster.ReplicaState
-	(*Ready)(nil),        // 8: tinct.cluster.Ready
-	(*Task)(nil),         // 9: tinct.cluster.Task
-	(*Report)(nil),       // 10: tinct.cluster.Report
-	(*Stop)(nil),         // 11: tinct.cluster.Stop
+	(*Refuse)(nil),       // 7: tinct.cluster.Refuse
+	(*ReplicaState)(nil), // 8: tinct.cluster.ReplicaState
+	(*Ready)(nil),        // 9: tinct.cluster.Ready
+	(*Task)(nil),         // 10: tinct.cluster.Task
+	(*Report)(nil),       // 11: tinct.cluster.Report
+	(*Stop)(nil),         // 12: tinct.cluster.Stop
 }
 var file_cluster_proto_depIdxs = []int32{
 	4,  // 0: tinct.cluster.FromWorker.hello:type_name -> tinct.cluster.Hello
-	8,  // 1: tinct.cluster.FromWorker.ready:type_name -> tinct.cluster.Ready
-	10, // 2: tinct.cluster.FromWorker.report:type_name -> tinct.cluster.Report
-	5,  // 3: tinct.cluster.ToWorker.welcome:type_name -> tinct.cluster.Welcome
-	6,  // 4: tinct.cluster.ToWorker.setup:type_name -> tinct.cluster.Setup
-	9,  // 5: tinct.cluster.ToWorker.task:type_name -> tinct.cluster.Task
-	11, // 6: tinct.cluster.ToWorker.stop:type_name -> tinct.cluster.Stop
-	3,  // 7: tinct.cluster.ToWorker.challenge:type_name -> tinct.cluster.Challenge
-	7,  // 8: tinct.cluster.Setup.state:type_name -> tinct.cluster.ReplicaState
-	7,  // 9: tinct.cluster.Report.state:type_name -> tinct.cluster.ReplicaState
-	0,  // 10: tinct.cluster.Stop.outcome:type_name -> tinct.cluster.Outcome
-	1,  // 11: tinct.cluster.Coordinator.Session:input_type -> tinct.cluster.FromWorker
-	2,  // 12: tinct.cluster.Coordinator.Session:output_type -> tinct.cluster.ToWorker
-	12, // [12:13] is the sub-list for method output_type
-	11, // [11:12] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	9,  // 1: tinct.cluster.FromWorker.ready:type_name -> tinct.cluster.Ready
+	11, // 2: tinct.cluster.FromWorker.report:type_name -> tinct.cluster.Report
+	7,  // 3: tinct.cluster.FromWorker.refuse:type_name -> tinct.cluster.Refuse
+	5,  // 4: tinct.cluster.ToWorker.welcome:type_name -> tinct.cluster.Welcome
+	6,  // 5: tinct.cluster.ToWorker.setup:type_name -> tinct.cluster.Setup
+	10, // 6: tinct.cluster.ToWorker.task:type_name -> tinct.cluster.Task
+	12, // 7: tinct.cluster.ToWorker.stop:type_name -> tinct.cluster.Stop
+	3,  // 8: tinct.cluster.ToWorker.challenge:type_name -> tinct.cluster.Challenge
+	8,  // 9: tinct.cluster.Setup.state:type_name -> tinct.cluster.ReplicaState
+	8,  // 10: tinct.cluster.Report.state:type_name -> tinct.cluster.ReplicaState
+	0,  // 11: tinct.cluster.Stop.outcome:type_name -> tinct.cluster.Outcome
+	1,  // 12: tinct.cluster.Coordinator.Session:input_type -> tinct.cluster.FromWorker
+	2,  // 13: tinct.cluster.Coordinator.Session:output_type -> tinct.cluster.ToWorker
+	13, // [13:14] is the sub-list for method output_type
+	12, // [12:13] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_cluster_proto_init() }
@@ -1239,6 +1335,7 @@ func file_cluster_proto_init() {
 		(*FromWorker_Hello)(nil),
 		(*FromWorker_Ready)(nil),
 		(*FromWorker_Report)(nil),
+		(*FromWorker_Refuse)(nil),
 	}
 	file_cluster_proto_msgTypes[1].OneofWrappers = []any{
 		(*ToWorker_Welcome)(nil),
@@ -1253,7 +1350,7 @@ func file_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cluster_proto_rawDesc), len(file_cluster_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -105,17 +105,36 @@ func (s *Security) Check(addrs ...string) error {
 	return nil
 }
 
-// Loopback reports whether addr (host or host:port) names this machine only.
+// Loopback reports whether addr (host or host:port) names this machine
+// only: an IP literal that is a loopback address, or a name every one of
+// whose addresses is (localhost too is resolved: a hosts file may map it
+// elsewhere). An empty host (every interface) or a name that does not
+// resolve is not.
 func Loopback(addr string) bool {
 	host := addr
 	if h, _, err := net.SplitHostPort(addr); err == nil {
 		host = h
 	}
-	if host == "localhost" {
-		return true
+	if ip := net.ParseIP(host); ip != nil || host == "" {
+		return ip != nil && ip.IsLoopback()
 	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ips, err := lookupIP(ctx, host)
+	if err != nil || len(ips) == 0 {
+		return false
+	}
+	for _, ip := range ips {
+		if !ip.IsLoopback() {
+			return false
+		}
+	}
+	return true
+}
+
+// lookupIP resolves a host name (tests replace it).
+var lookupIP = func(ctx context.Context, host string) ([]net.IP, error) {
+	return net.DefaultResolver.LookupIP(ctx, "ip", host)
 }
 
 // Creds are the gRPC transport credentials for servers and clients alike.

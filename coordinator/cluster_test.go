@@ -166,7 +166,9 @@ func (r *clusterRun) addWorker(name string, opt worker.JoinOptions) context.Canc
 	if opt.Security == nil {
 		opt.Security = r.sec
 	}
-	opt.Open = func(context.Context, *config.Config) (dataset.Examples, error) { return data, nil }
+	if opt.Open == nil {
+		opt.Open = func(context.Context, *config.Config) (dataset.Examples, error) { return data, nil }
+	}
 	onStep := opt.OnStep
 	opt.OnStep = func(w *worker.Worker, step int64) {
 		r.mu.Lock()

@@ -46,7 +46,12 @@ func (s synthetic) Load(i int, color, gray []float32, flip bool) error {
 
 var data = synthetic{n: 10, size: 8}
 
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func quiet() *slog.Logger {
+	if os.Getenv("TINCT_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
 
 func testConfig(t *testing.T, store string, extra ...string) *config.Config {
 	t.Helper()

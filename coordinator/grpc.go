@@ -57,7 +57,17 @@ type ClusterOptions struct {
 	GossipProfile string        // memberlist timing: lan (default), wan, local (loopback only)
 	Advertise     string        // host workers reach the gossip at ("": GossipBind's, or this machine's address when that is 0.0.0.0)
 	RingTimeout   time.Duration // the workers' all-reduce deadline (default 60 s)
-	Log           *slog.Logger
+	// DuplicateWait is how long a worker that names itself as a live
+	// session of another process waits for that session to end (a
+	// restarted worker whose old connection is not yet known dead) before
+	// it is refused as a duplicate --name (default 10 s).
+	DuplicateWait time.Duration
+	// DatasetHash and DatasetPath name the training set the coordinator
+	// opened (dataset.Manifest.ContentHash, and host:folder): every Setup
+	// carries them, and a worker whose set differs refuses the run before
+	// it computes anything. "" (a set without a manifest): not checked.
+	DatasetHash, DatasetPath string
+	Log                      *slog.Logger
 	// OnConnect, if set, is called when a worker has connected (tests).
 	OnConnect func(name string)
 }
@@ -70,10 +80,13 @@ type Cluster struct {
 	opt     ClusterOptions
 	log     *slog.Logger
 	cfgYAML []byte
-	lis     net.Listener
-	srv     *grpc.Server
-	ml      *memberlist.Memberlist
-	junk    *cluster.Junk
+	// the network the run trains, described in each Setup (model.Config.Describe)
+	imageSize int
+	modelCfg  model.Config
+	lis       net.Listener
+	srv       *grpc.Server
+	ml        *memberlist.Memberlist
+	junk      *cluster.Junk
 
 	mu       sync.Mutex
 	sessions map[uint64]*remote
@@ -165,6 +178,9 @@ func StartCluster(cfg *config.Config, opt ClusterOptions) (*Cluster, error) {
 	if opt.RingTimeout <= 0 {
 		opt.RingTimeout = 60 * time.Second
 	}
+	if opt.DuplicateWait <= 0 {
+		opt.DuplicateWait = 10 * time.Second
+	}
 	if opt.Log == nil {
 		opt.Log = slog.Default()
 	}
@@ -174,7 +190,7 @@ func StartCluster(cfg *config.Config, opt ClusterOptions) (*Cluster, error) {
 	if err := opt.Security.Check(opt.Listen, opt.GossipBind); err != nil {
 		return nil, err
 	}
-	c := &Cluster{opt: opt, log: opt.Log, cfgYAML: cfg.YAML(),
+	c := &Cluster{opt: opt, log: opt.Log, cfgYAML: cfg.YAML(), imageSize: cfg.ImageSize, modelCfg: cfg.ModelConfig(),
 		sessions: map[uint64]*remote{}, started: make(chan struct{}), quit: make(chan struct{})}
 	lis, err := net.Listen("tcp", opt.Listen)
 	if err != nil {
@@ -257,21 +273,40 @@ func (c *Cluster) Session(stream grpc.BidiStreamingServer[cluster.FromWorker, cl
 	if err != nil {
 		return err
 	}
-	c.mu.Lock()
-	if c.stopping {
-		c.mu.Unlock()
-		return status.Error(codes.Unavailable, "coordinator is stopping")
-	}
+	// A session of this name from another process: a duplicate --name, or
+	// the same worker restarted before its dead session's end reached
+	// this coordinator. Wait (DuplicateWait) for that session to end;
+	// only a live one refuses the newcomer, which then exits.
+	grace := time.NewTimer(c.opt.DuplicateWait)
+	defer grace.Stop()
 	var stale *remote
-	for _, o := range c.sessions {
-		if o.name == hello.Name {
-			stale = o
+	for {
+		c.mu.Lock()
+		if c.stopping {
+			c.mu.Unlock()
+			return status.Error(codes.Unavailable, "coordinator is stopping")
 		}
-	}
-	if stale != nil && (stale.instance != hello.Instance || hello.Instance == "") {
+		stale = nil
+		for _, o := range c.sessions {
+			if o.name == hello.Name {
+				stale = o
+			}
+		}
+		if stale == nil || (stale.instance == hello.Instance && hello.Instance != "") {
+			break
+		}
 		c.mu.Unlock()
-		c.log.Warn("refused a worker: name in use", "worker", hello.Name, "from", addr)
-		return status.Errorf(codes.AlreadyExists, "a worker named %q is already in the cluster (give each worker its own --name)", hello.Name)
+		select {
+		case <-stale.ended:
+			continue
+		case <-stream.Context().Done():
+			return status.FromContextError(stream.Context().Err()).Err()
+		case <-c.quit:
+			return status.Error(codes.Unavailable, "coordinator is stopping")
+		case <-grace.C:
+		}
+		c.log.Warn("refused a worker: name in use", "worker", hello.Name, "from", addr, "in_use_by", stale.addr)
+		return status.Errorf(codes.AlreadyExists, "a worker named %q (from %s) is already in the cluster: give each worker its own --name", hello.Name, stale.addr)
 	}
 	c.seq++
 	r := &remote{name: hello.Name, instance: hello.Instance, session: c.seq, addr: addr, stream: stream, kill: make(chan struct{}), ended: make(chan struct{})}
@@ -316,6 +351,10 @@ func (c *Cluster) Session(stream grpc.BidiStreamingServer[cluster.FromWorker, cl
 					rep = &control.Report{Worker: r.name, Gen: b.Report.Generation, Step: b.Report.Step, Err: err.Error()}
 				}
 				c.post(rep)
+			case *cluster.FromWorker_Refuse:
+				// the worker exits: it will not take part in this run
+				c.log.Error("worker refused the run", "worker", r.name, "reason", b.Refuse.Reason)
+				r.die(fmt.Errorf("it refused the run: %s", b.Refuse.Reason))
 			}
 		}
 	}()
@@ -418,11 +457,13 @@ func (c *Cluster) Setup(worker string, gen uint64, rank, size int, step int64, s
 		c.setupGen = gen
 		c.setupMsg = &cluster.Setup{State: trainstate.EncodeReplica(st),
 			Lr: st.Adam.LR, Beta1: st.Adam.Beta1, Beta2: st.Adam.Beta2, Eps: st.Adam.Eps,
-			EmaDecay: st.Rule.Decay, EmaCopyBuffers: st.Rule.CopyBuffers}
+			EmaDecay: st.Rule.Decay, EmaCopyBuffers: st.Rule.CopyBuffers,
+			DatasetHash: c.opt.DatasetHash, DatasetPath: c.opt.DatasetPath, Model: c.modelCfg.Describe(c.imageSize, len(st.Params))}
 	}
 	m := c.setupMsg
 	s := &cluster.Setup{Generation: gen, Rank: int32(rank), Size: int32(size), Step: step, State: m.State,
-		Lr: m.Lr, Beta1: m.Beta1, Beta2: m.Beta2, Eps: m.Eps, EmaDecay: m.EmaDecay, EmaCopyBuffers: m.EmaCopyBuffers}
+		Lr: m.Lr, Beta1: m.Beta1, Beta2: m.Beta2, Eps: m.Eps, EmaDecay: m.EmaDecay, EmaCopyBuffers: m.EmaCopyBuffers,
+		DatasetHash: m.DatasetHash, DatasetPath: m.DatasetPath, Model: m.Model}
 	r.post(&cluster.ToWorker{Body: &cluster.ToWorker_Setup{Setup: s}}, "send setup")
 }
 

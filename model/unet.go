@@ -21,6 +21,14 @@ func DefaultConfig() Config {
 	return Config{Widths: []int{32, 64, 96, 128}, BlockDepth: 2, EmbedDims: 32}
 }
 
+// Describe names the network a run trains on images of side imageSize,
+// with params parameters, in words a person can compare: "image_size=128
+// widths=[32 64 96 128] block_depth=2 embed_dims=32 params=1950659". A
+// coordinator and its workers must build the same one.
+func (c Config) Describe(imageSize, params int) string {
+	return fmt.Sprintf("image_size=%d widths=%v block_depth=%d embed_dims=%d params=%d", imageSize, c.Widths, c.BlockDepth, c.EmbedDims, params)
+}
+
 // Validate reports a configuration the network cannot be built from.
 func (c Config) Validate() error {
 	if len(c.Widths) < 2 {

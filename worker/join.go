@@ -3,11 +3,14 @@ package worker
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -157,7 +160,8 @@ func permanent(err error) bool {
 		return true
 	}
 	switch status.Code(err) {
-	case codes.Unauthenticated, codes.PermissionDenied, codes.InvalidArgument, codes.FailedPrecondition:
+	case codes.Unauthenticated, codes.PermissionDenied, codes.InvalidArgument, codes.FailedPrecondition,
+		codes.AlreadyExists: // another live worker has this --name (the coordinator waits for a dead one's session to end first)
 		return true
 	case codes.Unavailable:
 		// a TLS handshake refused either way (another CA, a certificate
@@ -217,15 +221,51 @@ func (j *joiner) session(ctx context.Context) (res sessionResult) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := cluster.NewCoordinatorClient(cc).Session(ctx)
-	if err != nil {
-		res.err = fmt.Errorf("coordinator %s: %w", opt.Coordinator, err)
+	if err == nil {
+		var first *cluster.ToWorker
+		if first, err = stream.Recv(); err == nil {
+			return j.authenticated(ctx, stream, first)
+		}
+	}
+	if mismatch := tlsMismatch(ctx, opt, err); mismatch != nil {
+		res.err = mismatch
 		return res
 	}
-	first, err := stream.Recv()
-	if err != nil {
-		res.err = fmt.Errorf("coordinator %s: %w", opt.Coordinator, err)
-		return res
+	res.err = fmt.Errorf("coordinator %s: %w", opt.Coordinator, err)
+	return res
+}
+
+// tlsMismatch explains a connection that broke before the coordinator said
+// anything, when the reason will not change: a plaintext worker (that
+// spoke HTTP/2 in the clear, which a TLS server drops without a word)
+// against a coordinator that speaks TLS. The other way round, a TLS
+// handshake with a plaintext coordinator, fails with a "tls:" error that
+// permanent already recognises. nil: not a mismatch, or not known to be.
+func tlsMismatch(ctx context.Context, opt JoinOptions, err error) error {
+	if opt.Security.Encrypted() || status.Code(err) != codes.Unavailable {
+		return nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	conn, derr := (&net.Dialer{}).DialContext(ctx, "tcp", opt.Coordinator)
+	if derr != nil {
+		return nil // down or unreachable: transient
+	}
+	defer conn.Close()
+	// only whether the server answers in TLS matters here, not who it is
+	herr := tls.Client(conn, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}}).HandshakeContext(ctx)
+	var alert tls.AlertError
+	if herr != nil && !errors.As(herr, &alert) {
+		return nil
+	}
+	return &permanentError{fmt.Errorf("coordinator %s speaks TLS, but this worker runs with --plaintext: give it --tls-dir with a certificate of the cluster's CA (tinct cluster certs): %w", opt.Coordinator, err)}
+}
+
+// authenticated goes on with a session whose first message arrived: the
+// challenge, the Hello, the Welcome, then the session's work.
+func (j *joiner) authenticated(ctx context.Context, stream grpc.BidiStreamingClient[cluster.FromWorker, cluster.ToWorker], first *cluster.ToWorker) (res sessionResult) {
+	opt := j.opt
+	var err error
 	ch := first.GetChallenge()
 	if ch == nil || len(ch.Nonce) != cluster.NonceLen {
 		res.err = &permanentError{fmt.Errorf("coordinator %s: expected a challenge, got %T (is it a tinct coordinator of this version?)", opt.Coordinator, first.Body)}
@@ -282,7 +322,7 @@ func (j *joiner) session(ctx context.Context) (res sessionResult) {
 	}
 	m := &Member{W: w, RingListen: opt.RingListen, Advertise: opt.Advertise, Secret: opt.Secret, Security: opt.Security, Timeout: time.Duration(wel.RingTimeoutMs) * time.Millisecond, Log: j.log, OnStep: opt.OnStep}
 	defer m.Close()
-	stop, err := serve(ctx, m, stream)
+	stop, err := serve(ctx, m, stream, j.check)
 	if stop != nil {
 		res.stopped, res.outcome, res.reason = true, stop.Outcome, stop.Reason
 		return res
@@ -327,6 +367,43 @@ func (j *joiner) replica(ctx context.Context, cfg *config.Config) (*Worker, erro
 	return j.w, nil
 }
 
+// check refuses a Setup for another run than this worker can take part in:
+// another training set (by content hash: a per-worker cache or storage
+// that is not really shared), or another network (image size, widths,
+// depth, parameters: another tinct version, most likely). Both are
+// permanent; the message names what each side has.
+func (j *joiner) check(s *cluster.Setup) error {
+	var problems []string
+	if s.DatasetHash != "" {
+		id, ok := j.data.(dataset.Identified)
+		switch {
+		case !ok:
+			problems = append(problems, fmt.Sprintf("the coordinator trains on %s (content hash %s), but this worker's training set has no manifest to compare", s.DatasetPath, s.DatasetHash))
+		case id.Manifest().ContentHash() != s.DatasetHash:
+			problems = append(problems, fmt.Sprintf("this worker's dataset is not the coordinator's: the coordinator trains on %s (content hash %s), this worker opened %s (content hash %s); give the worker the same prepared set (a filesystem that is really shared, or the s3:// URL), or prepare it again from the same photos with the same options",
+				s.DatasetPath, s.DatasetHash, HostPath(id.Dir()), id.Manifest().ContentHash()))
+		}
+	}
+	if s.Model != "" {
+		if mine := j.mc.Describe(j.data.ImageSize(), j.w.net.NumParams()); mine != s.Model {
+			problems = append(problems, fmt.Sprintf("this worker builds another network than the coordinator: the coordinator trains %s, this worker builds %s (the same tinct version on every node?)", s.Model, mine))
+		}
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	return fmt.Errorf("worker %s refuses the run: %s", j.opt.Name, strings.Join(problems, "; "))
+}
+
+// hostPath is dir as this machine's host name and the folder.
+func HostPath(dir string) string {
+	host, err := os.Hostname()
+	if err != nil {
+		host = "?"
+	}
+	return host + ":" + dir
+}
+
 func joinGossip(opt JoinOptions, name, profile, seed string, log *slog.Logger) (*memberlist.Memberlist, error) {
 	ml, err := cluster.StartGossip(cluster.GossipOptions{Name: name, Bind: opt.GossipBind, Advertise: opt.Advertise, Secret: opt.Secret, Profile: profile, Log: log})
 	if err != nil {
@@ -346,7 +423,11 @@ func joinGossip(opt JoinOptions, name, profile, seed string, log *slog.Logger) (
 // (they belong to a generation the coordinator abandoned). One goroutine
 // sends every message, so a snapshot on its way does not hold up the next
 // step.
-func serve(ctx context.Context, m *Member, stream grpc.BidiStreamingClient[cluster.FromWorker, cluster.ToWorker]) (*cluster.Stop, error) {
+//
+// check vets each Setup before anything is computed; when it fails, the
+// worker tells the coordinator why (Refuse) and the session ends with a
+// permanent error.
+func serve(ctx context.Context, m *Member, stream grpc.BidiStreamingClient[cluster.FromWorker, cluster.ToWorker], check func(*cluster.Setup) error) (*cluster.Stop, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	msgs := make(chan *cluster.ToWorker)
@@ -367,12 +448,17 @@ func serve(ctx context.Context, m *Member, stream grpc.BidiStreamingClient[clust
 	}()
 	out := make(chan *cluster.FromWorker, 64)
 	sendErr := make(chan error, 1)
+	refused := make(chan struct{}) // closed once a Refuse is sent
 	go func() {
 		for {
 			select {
 			case msg := <-out:
 				if err := stream.Send(msg); err != nil {
 					sendErr <- err
+					return
+				}
+				if msg.GetRefuse() != nil {
+					close(refused)
 					return
 				}
 			case <-ctx.Done():
@@ -422,6 +508,17 @@ func serve(ctx context.Context, m *Member, stream grpc.BidiStreamingClient[clust
 		case *cluster.ToWorker_Setup:
 			q.flush()
 			s := b.Setup
+			if err := check(s); err != nil {
+				send(&cluster.FromWorker{Body: &cluster.FromWorker_Refuse{Refuse: &cluster.Refuse{Reason: err.Error()}}})
+				t := time.NewTimer(5 * time.Second) // for the coordinator to hear why
+				select {
+				case <-refused:
+				case <-sendErr:
+				case <-t.C:
+				}
+				t.Stop()
+				return nil, &permanentError{err}
+			}
 			st, err := decodeSetup(m.W, s)
 			if err != nil {
 				return nil, &permanentError{err}

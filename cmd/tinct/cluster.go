@@ -239,6 +239,8 @@ func trainCluster(ctx context.Context, cmd *cobra.Command, cfg *config.Config, o
 	}
 	st := r.st
 	opt.Log = slog.Default()
+	// every worker checks that it opened the same set before it computes
+	opt.DatasetHash, opt.DatasetPath = r.train.Manifest().ContentHash(), worker.HostPath(r.train.Dir())
 	cl, err := coordinator.StartCluster(cfg, opt)
 	if err != nil {
 		return err
