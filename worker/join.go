@@ -130,6 +130,10 @@ func Join(ctx context.Context, opt JoinOptions) error {
 		}
 		if res.err != nil {
 			if permanent(res.err) {
+				var pe *permanentError
+				if !errors.As(res.err, &pe) {
+					res.err = &permanentError{res.err}
+				}
 				return res.err
 			}
 			if !waiting {
@@ -170,6 +174,16 @@ func permanent(err error) bool {
 		return strings.Contains(msg, "x509:") || strings.Contains(msg, "tls:")
 	}
 	return false
+}
+
+// Refused reports whether Join gave up because the coordinator (or this
+// worker, comparing its dataset and network with the run's) refused it
+// for a reason that another try cannot mend: TLS on one side only, a wrong
+// secret, a foreign certificate, a duplicate name, another dataset or
+// network. Such a worker should not be started again as it is.
+func Refused(err error) bool {
+	var pe *permanentError
+	return errors.As(err, &pe)
 }
 
 type permanentError struct{ err error }

@@ -303,9 +303,15 @@ neighbours and applies every step it is given.
 If the coordinator is not up yet, restarts, or drops this worker (a stall, a
 failure detected by the gossip), the worker waits and joins again with a
 fresh state, retrying with back-off for up to --wait. It exits 0 when the
-coordinator says training finished (or on SIGINT/SIGTERM), and non-zero when
-the coordinator stopped on an error, excluded this worker, refused its
-secret, or stayed unreachable for --wait.
+coordinator says training finished (or on SIGINT/SIGTERM), and 1 when the
+coordinator stopped on an error, excluded this worker, or stayed
+unreachable for --wait. A refusal that another try cannot mend ends it at
+once with exit status 3 (start it again only after fixing the cause): TLS
+on one side only, a wrong cluster secret, a certificate of another CA, a
+--name another live worker has, or a dataset or network other than the
+run's — before it computes anything, the worker compares its training
+set's content hash and its network with those the coordinator sends, and
+the message names both sides.
 
 The coordinator's address is --coordinator, else the one in the file
 --coordinator-file names (written by tinct coordinator start --address-file;

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -45,7 +46,7 @@ func init() {
 	root.SetArgs(os.Args[1:])
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "tinct:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 	os.Exit(0)
 }
@@ -469,4 +470,47 @@ func TestClusterCoordinatorSIGTERM(t *testing.T) {
 	if got := finalStep(t, filepath.Join(dir, "ckpt")); got != int64(mustAtoi(m[1])) || got < 30 {
 		t.Errorf("checkpoint at step %d, log says %s", got, m[1])
 	}
+}
+
+// TestClusterWorkerRefusedExits: real worker processes refused for a
+// reason that will not change — plaintext against the TLS coordinator, a
+// --name a live worker has — say so and exit with status 3 at once (the
+// default --wait is 5 minutes), while the run goes on.
+func TestClusterWorkerRefusedExits(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	data, dir := preparedSet(t), t.TempDir()
+	co, addr := startCoordinator(t, data, dir, nil, "epochs=1000000")
+	w0 := startWorker(t, addr, "w0")
+	co.waitFor(t, reStep, 0, 30*time.Second)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"plaintext", []string{"--name", "w1", "--plaintext", "--tls-dir="}, "speaks TLS, but this worker runs with --plaintext"},
+		{"duplicate", []string{"--name", "w0"}, `a worker named "w0"`},
+	} {
+		start := time.Now()
+		p := startProc(t, tc.name, append([]string{"worker", "join", "--threads", "1", "--coordinator", addr}, tc.args...)...)
+		err := p.wait(t, 30*time.Second)
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != exitRefused {
+			t.Errorf("%s: the worker ended with %v, want exit status %d", tc.name, err, exitRefused)
+		}
+		if !strings.Contains(p.output(), tc.want) {
+			t.Errorf("%s: the worker's output does not say %q:\n%s", tc.name, tc.want, p.output())
+		}
+		if took := time.Since(start); took > 20*time.Second {
+			t.Errorf("%s: took %v to exit", tc.name, took)
+		}
+	}
+	select {
+	case <-w0.done:
+		t.Errorf("w0 ended (%v) while others were refused", w0.err)
+	default:
+	}
+	co.cmd.Process.Signal(syscall.SIGTERM)
+	co.wait(t, 30*time.Second)
 }

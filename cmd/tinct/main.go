@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tinct/tinct/nn"
+	"github.com/tinct/tinct/worker"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -19,8 +20,20 @@ var version = "dev"
 func main() {
 	if err := newRoot().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "tinct:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
+}
+
+// exitRefused is the exit status of a worker refused for a reason that
+// will not change (worker.Refused): a supervisor should not start it
+// again as it is. Any other error exits 1.
+const exitRefused = 3
+
+func exitCode(err error) int {
+	if worker.Refused(err) {
+		return exitRefused
+	}
+	return 1
 }
 
 type globalFlags struct {
