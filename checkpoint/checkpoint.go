@@ -12,7 +12,12 @@ import (
 // Checkpoint is one saved training state: a header and the parts the trainer
 // produced, keyed by file name (for example "weights.safetensors").
 type Checkpoint struct {
-	Name  string // chosen by the caller, e.g. "step-000012345"; see ValidateName
+	Name string // chosen by the caller, e.g. "step-000012345"; see ValidateName
+	// Run identifies the training run that saved it (tinct's trainer: 16
+	// hex digits made when a run starts afresh). Empty in checkpoints
+	// saved by an older tinct. Latest never falls back from one run's
+	// checkpoint to another's.
+	Run   string
 	Step  int64
 	Epoch int
 	Time  time.Time // when it was taken; Save records the current time if zero
@@ -22,6 +27,7 @@ type Checkpoint struct {
 // Info describes a stored checkpoint without loading its parts.
 type Info struct {
 	Name  string
+	Run   string // the run that saved it; "" if saved by an older tinct
 	Step  int64
 	Epoch int
 	Time  time.Time
@@ -42,11 +48,14 @@ type Store interface {
 	// one is ErrCorrupt (a *CorruptError).
 	Load(ctx context.Context, name string) (*Checkpoint, error)
 	// Latest loads the checkpoint to resume from: the newest valid one in
-	// List order, whatever the latest pointer says (a save moves it last,
-	// so after a crash it may name the previous one). The warnings say
-	// what was skipped and why. With no valid checkpoint the error matches
-	// ErrNotFound: ErrEmpty if the store holds nothing at all, else a
-	// *NoValidError listing what was wrong with each candidate.
+	// List order of the run of the newest listed checkpoint, whatever the
+	// latest pointer says (a save moves it last, so after a crash it may
+	// name the previous one). It never falls back to another run's
+	// checkpoint: those are skipped, each with an *OtherRunError. The
+	// warnings say what was skipped and why. With no valid checkpoint of
+	// that run the error matches ErrNotFound: ErrEmpty if the store holds
+	// nothing at all, else a *NoValidError listing what was wrong with
+	// each candidate.
 	Latest(ctx context.Context) (*Checkpoint, []error, error)
 	// Delete removes a checkpoint. If it was the latest, the pointer moves
 	// to the newest remaining checkpoint.

@@ -2,8 +2,9 @@
 // loading and pruning them. A checkpoint is a set of named parts (byte blobs
 // the trainer produces, such as "weights.safetensors", "ema.safetensors",
 // "optimizer.safetensors", "state.json" and "config.yaml") plus a small
-// header (name, step, epoch, time). The package knows nothing about models;
-// it guarantees that what Load returns is byte for byte what Save was given.
+// header (name, run, step, epoch, time). The package knows nothing about
+// models; it guarantees that what Load returns is byte for byte what Save
+// was given.
 //
 // Stores are opened by URL with [Open] (or [OpenWith]): a plain path or
 // file:///abs/dir is a directory store ([Dir]); s3://bucket/prefix is an S3
@@ -33,14 +34,22 @@
 //	{
 //	  "version": 1,
 //	  "name": "step-000012345",
+//	  "run": "3f9c0a7d21e4b658",
 //	  "step": 12345,
 //	  "epoch": 50,
 //	  "time": "2025-01-02T03:04:05.123456789Z",
 //	  "parts": [{"name": "weights.safetensors", "size": 7802636, "sha256": "9f86d0…"}]
 //	}
 //
-// Names are the caller's; tinct's trainer names each checkpoint after its
-// global step, step-%09d. The directory name is authoritative for a
+// "run" identifies the training run that saved the checkpoint (tinct's
+// trainer: 16 hex digits from crypto/rand, made when a run starts afresh and
+// kept when it resumes); it is left out when empty, and manifests of an
+// older tinct have none, which reads as run "". Names are the caller's;
+// tinct's trainer names each checkpoint after its global step, step-%09d, so
+// two runs in one store would save the same names: a store is meant for one
+// run (the trainer refuses to start a new run in a store that holds
+// checkpoints unless told to delete them, and stops when it finds another
+// run's checkpoint before a save). The directory name is authoritative for a
 // checkpoint's name. List shows only directories with a usable manifest;
 // Latest also warns about those whose manifest.json exists but is damaged. A
 // directory without a manifest.json is not a checkpoint and is ignored.
@@ -122,15 +131,22 @@
 //
 // [Store.Latest] loads the newest valid checkpoint in [Store.List] order
 // (highest step, then newest time), verifying every part; one that is
-// truncated, corrupt or unreadable is reported as a warning and the next
-// is tried. The latest pointer is only a hint: Save moves it last, so a
-// process killed after a checkpoint was complete but before the pointer
-// moved leaves it at the previous one, and that newer checkpoint must not
-// be lost. A pointer at a checkpoint that is not listed (deleted by hand,
-// or without its manifest) is reported. With no valid checkpoint Latest
-// fails with [ErrNotFound]: [ErrEmpty] when the store holds nothing at all,
-// otherwise a [*NoValidError] that names the store and what was wrong with
-// each candidate, so that a resume stops instead of starting afresh.
+// truncated, corrupt or unreadable is reported as a warning and the next is
+// tried. The next is always of the same run: the newest listed checkpoint
+// decides the run, and falling back past its damaged ones skips other runs'
+// checkpoints (each reported as an [*OtherRunError]), so a resume never
+// continues another run. When that run has no valid checkpoint, Latest fails
+// (a [*NoValidError] that names the run and counts the other runs'
+// checkpoints it skipped) even if another run's is valid: move the damaged
+// ones away to resume from it on purpose. The latest pointer is only a hint:
+// Save moves it last, so a process killed after a checkpoint was complete
+// but before the pointer moved leaves it at the previous one, and that newer
+// checkpoint must not be lost. A pointer at a checkpoint that is not listed
+// (deleted by hand, or without its manifest) is reported. With no valid
+// checkpoint Latest fails with [ErrNotFound]: [ErrEmpty] when the store
+// holds nothing at all, otherwise a [*NoValidError] that names the store and
+// what was wrong with each candidate, so that a resume stops instead of
+// starting afresh.
 //
 // # Retention
 //
@@ -146,7 +162,9 @@
 // A Dir or an S3 may be used from many goroutines: Load, List, Latest and
 // Verify run concurrently with each other and with Save; Save, Delete and
 // Prune are serialised. One process should write to a store at a time (the
-// coordinator); any number may read it. A Load racing a Delete or a
+// coordinator); any number may read it. Nothing in a store locks it: two
+// trainers started on one store at once find each other only when one
+// lists the other's checkpoint before a save. A Load racing a Delete or a
 // replacement of the same name may fail; it never returns mixed data (every
 // part is checked against the manifest it read).
 package checkpoint

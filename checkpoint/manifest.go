@@ -28,6 +28,7 @@ const (
 type manifest struct {
 	Version int            `json:"version"`
 	Name    string         `json:"name"`
+	Run     string         `json:"run,omitempty"` // absent in manifests of older tinct
 	Step    int64          `json:"step"`
 	Epoch   int            `json:"epoch"`
 	Time    time.Time      `json:"time"`
@@ -42,7 +43,7 @@ type manifestPart struct {
 
 // newManifest describes c, its parts in name order.
 func newManifest(c *Checkpoint, now time.Time) *manifest {
-	m := &manifest{Version: formatVersion, Name: c.Name, Step: c.Step, Epoch: c.Epoch, Time: c.Time.UTC()}
+	m := &manifest{Version: formatVersion, Name: c.Name, Run: c.Run, Step: c.Step, Epoch: c.Epoch, Time: c.Time.UTC()}
 	if c.Time.IsZero() {
 		m.Time = now.UTC()
 	}
@@ -69,7 +70,7 @@ func (m *manifest) encode() ([]byte, error) {
 }
 
 func (m *manifest) info(name string) Info {
-	in := Info{Name: name, Step: m.Step, Epoch: m.Epoch, Time: m.Time}
+	in := Info{Name: name, Run: m.Run, Step: m.Step, Epoch: m.Epoch, Time: m.Time}
 	for _, p := range m.Parts {
 		in.Size += p.Size
 	}
@@ -78,7 +79,7 @@ func (m *manifest) info(name string) Info {
 
 // header returns a checkpoint with m's header and no parts.
 func (m *manifest) header(name string) *Checkpoint {
-	return &Checkpoint{Name: name, Step: m.Step, Epoch: m.Epoch, Time: m.Time}
+	return &Checkpoint{Name: name, Run: m.Run, Step: m.Step, Epoch: m.Epoch, Time: m.Time}
 }
 
 // errManifestMissing reports a checkpoint whose parts exist but whose

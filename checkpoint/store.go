@@ -40,11 +40,22 @@ type badCheckpoint struct {
 type NoValidError struct {
 	Store    string  // the store's URL
 	Problems []error // what was wrong, one entry per candidate, newest first
+	// Run is set when checkpoints of other runs were skipped (they are
+	// among the Problems, as *OtherRunError): the run of the newest
+	// checkpoint, the only one Latest resumes.
+	Run string
+	// Skipped counts the checkpoints of other runs among the Problems.
+	Skipped int
 }
 
 func (e *NoValidError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "no valid checkpoint in %s:", e.Store)
+	if e.Skipped > 0 {
+		fmt.Fprintf(&b, "no valid checkpoint of run %s (the newest checkpoint's) in %s; %d checkpoint(s) of other runs skipped, since a resume never continues another run's checkpoint:",
+			RunLabel(e.Run), e.Store, e.Skipped)
+	} else {
+		fmt.Fprintf(&b, "no valid checkpoint in %s:", e.Store)
+	}
 	for _, p := range e.Problems {
 		b.WriteString("\n  ")
 		b.WriteString(p.Error())
@@ -86,9 +97,26 @@ func latest(ctx context.Context, b backend) (*Checkpoint, []error, error) {
 	for _, bc := range bad {
 		skipped = append(skipped, bc.err)
 	}
+	// The newest listed checkpoint decides the run; falling back past
+	// damaged ones never leaves it.
 	var found *Checkpoint
-	for _, in := range infos {
+	var run, newest string
+	others := 0
+	for i, in := range infos {
+		if i == 0 {
+			run, newest = in.Run, in.Name
+		}
+		if in.Run != run {
+			others++
+			skipped = append(skipped, &OtherRunError{Name: in.Name, Run: in.Run, Newest: newest, NewestRun: run})
+			continue
+		}
 		c, err := b.Load(ctx, in.Name)
+		if err == nil && c.Run != run { // replaced since the listing
+			others++
+			skipped = append(skipped, &OtherRunError{Name: in.Name, Run: c.Run, Newest: newest, NewestRun: run})
+			continue
+		}
 		if err == nil {
 			found = c
 			break
@@ -106,7 +134,34 @@ func latest(ctx context.Context, b backend) (*Checkpoint, []error, error) {
 	case len(warnings) == 0 && errors.Is(perr, fs.ErrNotExist):
 		return nil, nil, fmt.Errorf("%w: %s holds no checkpoint", ErrEmpty, b)
 	}
-	return nil, warnings, &NoValidError{Store: b.String(), Problems: warnings}
+	nv := &NoValidError{Store: b.String(), Problems: warnings}
+	if others > 0 {
+		nv.Run, nv.Skipped = run, others
+	}
+	return nil, warnings, nv
+}
+
+// OtherRunError reports a checkpoint that Latest skipped because another
+// run saved it than the newest listed checkpoint's: a resume continues
+// the run of the newest checkpoint, and never falls back to another run's,
+// even when every checkpoint of that run is damaged.
+type OtherRunError struct {
+	Name, Run         string // the checkpoint skipped and its run
+	Newest, NewestRun string // the newest listed checkpoint and its run
+}
+
+func (e *OtherRunError) Error() string {
+	return fmt.Sprintf("checkpoint %s: of run %s, not run %s of the newest checkpoint %s (skipped: a resume never continues another run's checkpoint)",
+		e.Name, RunLabel(e.Run), RunLabel(e.NewestRun), e.Newest)
+}
+
+// RunLabel is how messages show a run id: the id, or for "" (a checkpoint
+// saved by an older tinct) a note saying so.
+func RunLabel(run string) string {
+	if run == "" {
+		return `"" (none: saved by an older tinct)`
+	}
+	return run
 }
 
 // pointerWarnings says what is wrong with the latest pointer (name, or the

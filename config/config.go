@@ -67,6 +67,10 @@ type Config struct {
 	Store           string `yaml:"store"`
 	KeepLast        int    `yaml:"keep_last"`
 	Resume          string `yaml:"resume"` // ResumeNo, ResumeYes or ResumeAuto
+	// OverwriteStore lets resume=false start a new run in a store that
+	// holds checkpoints: they are deleted first, so that the store holds
+	// only the new run. Without it such a run stops with an error.
+	OverwriteStore bool `yaml:"overwrite_store"`
 
 	OutputDir   string `yaml:"output_dir"`
 	MetricsAddr string `yaml:"metrics_addr"`
@@ -386,6 +390,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Store == "" {
 		bad("store: empty; give a directory or file:///path")
+	}
+	if c.OverwriteStore && c.Resume != ResumeNo {
+		bad("overwrite_store=true: only with resume=false (it starts a new run, deleting the store's checkpoints first); resume=%s continues the store's run, so drop overwrite_store", c.Resume)
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("config: %s", strings.Join(errs, "; "))

@@ -88,6 +88,7 @@ type Coordinator struct {
 	last      time.Time // of the last commit
 	span      float64   // seconds per step since the commit before it
 	queue     []control.Event
+	saveErr   error // the last failed checkpoint
 }
 
 // New checks the parts and starts the core at the state's position.
@@ -245,9 +246,15 @@ func (c *Coordinator) handle(ctx context.Context, ev control.Event, interrupted 
 		case control.Save:
 			if err := c.save(ctx); err != nil {
 				c.log.Error("checkpoint failed", "step", a.Step, "err", err)
-				c.queue = append(c.queue, control.Stop{Reason: "checkpoint failed", Err: fmt.Errorf("checkpoint at step %d: %w", a.Step, err)})
+				c.saveErr = fmt.Errorf("checkpoint at step %d: %w", a.Step, err)
+				c.queue = append(c.queue, control.Stop{Reason: "checkpoint failed", Err: c.saveErr})
 			}
 		case control.Finish:
+			if a.Err == nil && c.saveErr != nil {
+				// the save before the finish failed (the Stop queued
+				// for it comes too late): the run did not end well
+				a.Err = c.saveErr
+			}
 			return true, c.finish(a, interrupted)
 		}
 	}
@@ -351,11 +358,14 @@ func (c *Coordinator) save(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := c.ownsStore(ctx); err != nil {
+		return err
+	}
 	if err := c.opt.Store.Save(context.WithoutCancel(ctx), ck); err != nil { // a save is finished even when interrupted
 		return err
 	}
 	c.gauges.checkpoints.Add(1)
-	c.log.Info("checkpoint saved", "name", ck.Name, "store", c.opt.Store.String(), "epoch", ck.Epoch, "step", ck.Step)
+	c.log.Info("checkpoint saved", "name", ck.Name, "run", ck.Run, "store", c.opt.Store.String(), "epoch", ck.Epoch, "step", ck.Step)
 	if keep := c.st.Config.KeepLast; keep > 0 {
 		// Prune counts only valid checkpoints; its error also reports the
 		// damaged ones it kept.
@@ -365,6 +375,27 @@ func (c *Coordinator) save(ctx context.Context) error {
 		}
 		if err != nil {
 			c.log.Warn("prune checkpoints", "err", err)
+		}
+	}
+	return nil
+}
+
+// ownsStore checks, before a save, that no other run writes to the store:
+// a checkpoint there of another run (two coordinators started on one
+// store) is an error naming both runs, and training stops rather than mix
+// them. A checkpoint without a run (saved by an older tinct) is no other
+// run's. A store that cannot be listed is logged, and the save goes ahead
+// (the next one checks again).
+func (c *Coordinator) ownsStore(ctx context.Context) error {
+	infos, err := c.opt.Store.List(context.WithoutCancel(ctx))
+	if err != nil {
+		c.log.Warn("could not list the checkpoint store to check that no other run writes to it; saving anyway", "store", c.opt.Store.String(), "err", err)
+		return nil
+	}
+	for _, in := range infos {
+		if in.Run != "" && in.Run != c.st.Run {
+			return fmt.Errorf("checkpoint store %s holds %s (step %d, epoch %d, saved %s) of run %s, but this is run %s: another run is writing to the same store (two trainings started on one store?); this run stops without saving so that the two never mix. Give each run a store of its own (or, if run %s is over and unwanted, delete its checkpoints from the store and resume this one)",
+				c.opt.Store, in.Name, in.Step, in.Epoch, in.Time.Format(time.RFC3339), in.Run, c.st.Run, in.Run)
 		}
 	}
 	return nil
@@ -426,7 +457,9 @@ func SampleImages(cfg *config.Config, gray, gen, truth []float32) [3]image.Image
 	return [3]image.Image{g, col, track.ToImage(truth, 3, s, s)}
 }
 
-// Resume restores the newest valid checkpoint of store into st. It reports
+// Resume restores the newest valid checkpoint of store into st, and with it
+// the run id of the newest checkpoint's run (store.Latest never falls back
+// to another run's checkpoint; those it skips are logged). It reports
 // false, with no error, only when the store is empty (checkpoint.ErrEmpty);
 // a store whose checkpoints are all damaged, or whose latest pointer names
 // a checkpoint that is gone, is an error naming the store and each problem,
@@ -446,6 +479,6 @@ func Resume(ctx context.Context, store checkpoint.Store, st *trainstate.State, l
 	if err := st.Restore(ck, log); err != nil {
 		return false, fmt.Errorf("resume from %s: %w", ck.Name, err)
 	}
-	log.Info("resumed", "checkpoint", ck.Name, "epoch", st.Pos.Epoch, "step", st.Pos.Step)
+	log.Info("resumed", "checkpoint", ck.Name, "run", st.Run, "epoch", st.Pos.Epoch, "step", st.Pos.Step)
 	return true, nil
 }

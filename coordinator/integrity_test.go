@@ -42,7 +42,9 @@ func refusedWorker(t *testing.T, ours *dataset.Manifest, theirs dataset.Examples
 	var w0 worker.JoinOptions
 	if ours != nil {
 		clopt.DatasetHash, clopt.DatasetPath = ours.ContentHash(), "coordhost:/ours/set"
-		w0.Open = func(context.Context, *config.Config) (dataset.Examples, error) { return identified{data, ours, "/ours/set"}, nil }
+		w0.Open = func(context.Context, *config.Config) (dataset.Examples, error) {
+			return identified{data, ours, "/ours/set"}, nil
+		}
 	}
 	run := startCluster(t, cfg, coordinator.Options{MinWorkers: 1}, clopt)
 	run.addWorker("w0", w0)

@@ -7,6 +7,8 @@ package trainstate
 import (
 	"bytes"
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,9 +40,23 @@ type State struct {
 	Adam   *model.Adam
 	Rule   model.EMA
 	Pos    control.Position
+	// Run identifies the training run: made afresh by New, restored by
+	// Restore. Every checkpoint carries it (checkpoint.Checkpoint.Run), so
+	// that one run never resumes, or writes over, another's. It is not
+	// part of the training state proper: Checksum and the replicas' state
+	// hashes leave it out, and two runs of one seed compute the same.
+	Run string
 }
 
-// New initialises a state from the configuration's seed.
+// NewRunID returns a fresh run id: 16 hex digits from crypto/rand.
+func NewRunID() string {
+	var b [8]byte
+	crand.Read(b[:]) // never fails (crypto/rand panics rather)
+	return hex.EncodeToString(b[:])
+}
+
+// New initialises a state from the configuration's seed, as a new run
+// (with a fresh Run id).
 func New(cfg *config.Config) (*State, error) {
 	mc := cfg.ModelConfig()
 	net, err := model.New(mc)
@@ -54,7 +70,7 @@ func New(cfg *config.Config) (*State, error) {
 	}
 	ema.CopyFrom(net)
 	return &State{Config: cfg, Net: net, EMA: ema, Adam: model.NewAdam(net.NumParams(), cfg.LR),
-		Rule: model.EMA{Decay: cfg.EMA.Decay, CopyBuffers: cfg.EMA.Buffers == "copy"}}, nil
+		Rule: model.EMA{Decay: cfg.EMA.Decay, CopyBuffers: cfg.EMA.Buffers == "copy"}, Run: NewRunID()}, nil
 }
 
 // position is state.json.
@@ -63,7 +79,8 @@ type position struct {
 	Seed uint64 `json:"seed"`
 }
 
-// Checkpoint encodes the state as a checkpoint named after its step.
+// Checkpoint encodes the state as a checkpoint named after its step,
+// carrying the state's run id.
 func (s *State) Checkpoint() (*checkpoint.Checkpoint, error) {
 	parts := map[string][]byte{}
 	for _, p := range []struct {
@@ -86,15 +103,17 @@ func (s *State) Checkpoint() (*checkpoint.Checkpoint, error) {
 	}
 	parts[PartPosition] = pos
 	parts[PartConfig] = s.Config.YAML()
-	return &checkpoint.Checkpoint{Name: fmt.Sprintf("step-%09d", s.Pos.Step), Step: s.Pos.Step, Epoch: s.Pos.Epoch, Time: time.Now(), Parts: parts}, nil
+	return &checkpoint.Checkpoint{Name: fmt.Sprintf("step-%09d", s.Pos.Step), Run: s.Run, Step: s.Pos.Step, Epoch: s.Pos.Epoch, Time: time.Now(), Parts: parts}, nil
 }
 
 // Restore replaces the state with a checkpoint's. The network shape must be
 // the configuration's; a different seed is allowed (and logged), since the
 // run's configuration is the one given now. The position in state.json must
 // be one a run reaches (no negative counter, no more steps in the epoch than
-// in all) and agree with the checkpoint's step and epoch. A checkpoint that
-// fails changes nothing.
+// in all) and agree with the checkpoint's step and epoch. The run id is the
+// checkpoint's: the resumed run is the same run. A checkpoint without one
+// (saved by an older tinct) continues under the state's fresh id (New's),
+// which is logged. A checkpoint that fails changes nothing.
 func (s *State) Restore(ck *checkpoint.Checkpoint, log *slog.Logger) error {
 	var pos position
 	if err := json.Unmarshal(ck.Parts[PartPosition], &pos); err != nil {
@@ -149,6 +168,17 @@ func (s *State) Restore(ck *checkpoint.Checkpoint, log *slog.Logger) error {
 	copy(s.Adam.V, v)
 	s.Adam.Step = st
 	s.Pos = pos.Position
+	switch {
+	case ck.Run != "":
+		s.Run = ck.Run
+	default:
+		if s.Run == "" {
+			s.Run = NewRunID()
+		}
+		if log != nil {
+			log.Info("the checkpoint has no run id (saved by an older tinct): the run continues under a new one", "checkpoint", ck.Name, "run", s.Run)
+		}
+	}
 	return nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -46,14 +47,19 @@ ground truth) and colorized.png at the end. Checkpoints go to the store every
 checkpoint_every epochs, at the end, and on SIGINT/SIGTERM (then tinct exits
 0); resume=true continues from the newest valid one, exactly where it was
 (no valid checkpoint is an error), and resume=auto does so when the store
-holds one and starts afresh when it is empty.
+holds one and starts afresh when it is empty. A store holds one run: each
+checkpoint carries its run's id, a resume continues the run of the newest
+checkpoint (never another run's), and resume=false (the default) into a
+store that holds checkpoints stops with an error unless
+overwrite_store=true, which deletes them first and starts a new run there.
 When dataset names a folder of images instead of a prepared set, it is
 prepared on first use (see tinct data prepare).
 
 The main keys: dataset, image_size, batch_size, epochs, lr, store, resume,
-checkpoint_every, sample_every, output_dir, model.widths, ema.decay,
-val_images, test_images, seed. Every key with its default and meaning:
-tinct config show; what a run would use: tinct config show [key=value ...].`,
+overwrite_store, checkpoint_every, sample_every, output_dir, model.widths,
+ema.decay, val_images, test_images, seed. Every key with its default and
+meaning: tinct config show; what a run would use: tinct config show
+[key=value ...].`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := config.Load(file, args)
 			if err != nil {
@@ -163,12 +169,15 @@ type runParts struct {
 	dir, dataDir string
 	st           *trainstate.State
 	saved        bool // st is the store's newest checkpoint
-	train        *dataset.Set
-	val          dataset.Examples
-	store        checkpoint.Store
-	track        *track.Writer
-	metrics      *track.Registry
-	closers      []func()
+	// replace are the checkpoints of earlier runs that overwrite_store=true
+	// deletes before this new run starts
+	replace []checkpoint.Info
+	train   *dataset.Set
+	val     dataset.Examples
+	store   checkpoint.Store
+	track   *track.Writer
+	metrics *track.Registry
+	closers []func()
 }
 
 func startRun(ctx context.Context, cmd *cobra.Command, cfg *config.Config) (_ *runParts, err error) {
@@ -187,7 +196,7 @@ func startRun(ctx context.Context, cmd *cobra.Command, cfg *config.Config) (_ *r
 	if r.store, err = checkpoint.Open(cfg.Store); err != nil {
 		return nil, err
 	}
-	if r.st, r.saved, err = initialState(ctx, cfg, r.store); err != nil {
+	if r.st, r.saved, r.replace, err = initialState(ctx, cfg, r.store); err != nil {
 		return nil, err
 	}
 	if r.dataDir, err = preparedData(ctx, cfg); err != nil {
@@ -218,7 +227,7 @@ func startRun(ctx context.Context, cmd *cobra.Command, cfg *config.Config) (_ *r
 	if err := os.WriteFile(filepath.Join(r.dir, "config.yaml"), cfg.YAML(), 0o644); err != nil {
 		return nil, err
 	}
-	slog.Info("run", "dir", r.dir)
+	slog.Info("run", "dir", r.dir, "run", r.st.Run, "store", r.store.String())
 	if r.track, err = track.Open(r.dir); err != nil {
 		return nil, err
 	}
@@ -236,6 +245,11 @@ func startRun(ctx context.Context, cmd *cobra.Command, cfg *config.Config) (_ *r
 		r.closers = append(r.closers, func() { srv.Close() })
 		slog.Info("prometheus metrics", "url", "http://"+ln.Addr().String()+"/metrics")
 	}
+	// overwrite_store=true: the old run's checkpoints go last, once
+	// nothing else can refuse the run
+	if err := clearStore(ctx, r.store, r.replace); err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 
@@ -251,30 +265,82 @@ func (r *runParts) options(tr coordinator.Transport) coordinator.Options {
 	return coordinator.Options{State: r.st, Saved: r.saved, Train: r.train, Val: r.val, Transport: tr, Store: r.store, Track: r.track, Progress: os.Stderr, Metrics: r.metrics}
 }
 
-// initialState is the state to train from: the seed's, or with resume=true
-// or auto the newest valid checkpoint's (saved: it is in the store
-// already). Only resume=auto over an empty store starts afresh: resume=true
-// over an empty store (a typo in store, most likely) and any resume over a
-// store of damaged checkpoints stop with an error, since training afresh
-// would then overwrite or prune those checkpoints.
-func initialState(ctx context.Context, cfg *config.Config, store checkpoint.Store) (st *trainstate.State, saved bool, err error) {
+// initialState is the state to train from: the seed's, as a new run, or
+// with resume=true or auto the newest valid checkpoint's (saved: it is in
+// the store already), which continues that checkpoint's run. Only
+// resume=auto over an empty store starts afresh: resume=true over an empty
+// store (a typo in store, most likely) and any resume over a store of
+// damaged checkpoints stop with an error, since training afresh would then
+// overwrite or prune those checkpoints. A store belongs to one run:
+// resume=false over a store that holds checkpoints stops with an error
+// naming them, unless overwrite_store=true, when replace lists the
+// checkpoints to delete (clearStore) before the new run starts.
+func initialState(ctx context.Context, cfg *config.Config, store checkpoint.Store) (st *trainstate.State, saved bool, replace []checkpoint.Info, err error) {
 	if st, err = trainstate.New(cfg); err != nil {
-		return nil, false, err
+		return nil, false, nil, err
 	}
 	if cfg.Resume == config.ResumeNo {
-		return st, false, nil
+		infos, err := store.List(ctx)
+		if err != nil {
+			return nil, false, nil, fmt.Errorf("resume=false: cannot tell whether %s holds another run's checkpoints: %w", store, err)
+		}
+		if len(infos) > 0 && !cfg.OverwriteStore {
+			return nil, false, nil, storeInUse(store, infos)
+		}
+		slog.Info("starting a new run", "run", st.Run, "store", store.String())
+		return st, false, infos, nil
 	}
 	ok, err := coordinator.Resume(ctx, store, st, slog.Default())
 	switch {
 	case err != nil:
-		return nil, false, fmt.Errorf("resume=%s: %w\n(move the damaged checkpoints away or repair them, or give another store; resume=false would train afresh over them)", cfg.Resume, err)
+		return nil, false, nil, fmt.Errorf("resume=%s: %w\n(move the damaged checkpoints away or repair them, or give another store; resume=false overwrite_store=true would delete them all and train afresh)", cfg.Resume, err)
 	case ok:
-		return st, true, nil
+		return st, true, nil, nil
 	case cfg.Resume == config.ResumeYes:
-		return nil, false, fmt.Errorf("resume=true: %s holds no checkpoint (store=%s); check the path, or use resume=auto to start afresh when the store is empty", store, cfg.Store)
+		return nil, false, nil, fmt.Errorf("resume=true: %s holds no checkpoint (store=%s); check the path, or use resume=auto to start afresh when the store is empty", store, cfg.Store)
 	}
-	slog.Info("resume=auto: the store holds no checkpoint; starting afresh", "store", store.String())
-	return st, false, nil
+	slog.Info("resume=auto: the store holds no checkpoint; starting afresh", "store", store.String(), "run", st.Run)
+	return st, false, nil, nil
+}
+
+// storeInUse is the error of resume=false over a store that holds the
+// checkpoints infos (newest first): it names the store, their runs and the
+// newest, and the two ways on.
+func storeInUse(store checkpoint.Store, infos []checkpoint.Info) error {
+	var runs []string
+	seen := map[string]bool{}
+	for _, in := range infos {
+		if !seen[in.Run] {
+			seen[in.Run] = true
+			runs = append(runs, checkpoint.RunLabel(in.Run))
+		}
+	}
+	n := infos[0]
+	of := "run "
+	if len(runs) > 1 {
+		of = "runs "
+	}
+	return fmt.Errorf(`resume=false: %s already holds %d checkpoint(s) of %s; the newest is %s (step %d, epoch %d, saved %s).
+A new run there would write over and mix with them. Either
+  resume=true           continues run %s from its newest valid checkpoint, or
+  overwrite_store=true  (with resume=false) starts a new run there on purpose, deleting those %d checkpoint(s) first,
+or give another store=`,
+		store, len(infos), of+strings.Join(runs, ", "), n.Name, n.Step, n.Epoch, n.Time.Local().Format(time.RFC3339),
+		checkpoint.RunLabel(n.Run), len(infos))
+}
+
+// clearStore deletes the checkpoints of earlier runs that
+// overwrite_store=true replaces, logging each, so that the store holds
+// only the new run's.
+func clearStore(ctx context.Context, store checkpoint.Store, infos []checkpoint.Info) error {
+	for _, in := range infos {
+		if err := store.Delete(ctx, in.Name); err != nil {
+			return fmt.Errorf("overwrite_store=true: %w", err)
+		}
+		slog.Warn("overwrite_store=true: deleted a checkpoint of an earlier run", "store", store.String(), "name", in.Name,
+			"run", in.Run, "step", in.Step, "epoch", in.Epoch)
+	}
+	return nil
 }
 
 // useCompute applies the config's gemm and threads unless the command line

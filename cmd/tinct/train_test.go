@@ -401,3 +401,96 @@ func TestRefusedRunLeavesNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestTrainStoreBelongsToOneRun: a store holds one run. resume=false (the
+// default) over a store that holds checkpoints stops, before it makes
+// anything, with an error naming the store, the run found and its newest
+// checkpoint and both ways on, and leaves the store as it was (it used to
+// train, write over the checkpoint of the same name and move latest);
+// overwrite_store=true starts a new run there on purpose, after deleting
+// the old run's checkpoints; resume=true continues the run of the newest
+// checkpoint, under its run id.
+func TestTrainStoreBelongsToOneRun(t *testing.T) {
+	out := t.TempDir()
+	data := filepath.Join(out, "data")
+	if o, err := run(t, "data", "prepare", photos(t, 10), "--out", data, "--image-size", "16", "--val", "2", "--test", "2"); err != nil {
+		t.Fatalf("prepare: %v\n%s", err, o)
+	}
+	store := filepath.Join(out, "ckpt")
+	train := func(args ...string) error {
+		t.Helper()
+		_, err := run(t, append([]string{"train", "dataset=" + data, "image_size=16", "model.widths=[4,8]", "batch_size=4", "sample_every=0",
+			"checkpoint_every=1", "keep_last=0", "output_dir=" + out, "store=" + store}, args...)...)
+		return err
+	}
+	s, _ := checkpoint.Open(store)
+	list := func() []checkpoint.Info {
+		t.Helper()
+		l, err := s.List(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	runDirs := func() int {
+		dirs, _ := filepath.Glob(filepath.Join(out, "20*"))
+		return len(dirs)
+	}
+	// 6 training images, batch 4: one step an epoch
+	if err := train("epochs=2"); err != nil {
+		t.Fatalf("first run: %v", err)
+	}
+	first := list()
+	if len(first) != 2 || first[0].Run == "" || first[1].Run != first[0].Run {
+		t.Fatalf("first run's checkpoints %+v, want 2 of one run", first)
+	}
+	old := first[0].Run
+
+	err := train("epochs=1")
+	if err == nil {
+		t.Fatal("resume=false over a store of another run's checkpoints trained")
+	}
+	for _, want := range []string{"resume=false", store, "run " + old, "step-000000002 (step 2, epoch 2, saved ", "resume=true", "overwrite_store=true"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v\nwant it to contain %q", err, want)
+		}
+	}
+	if after := list(); len(after) != 2 || after[0] != first[0] || after[1] != first[1] {
+		t.Fatalf("checkpoints after the refused run %+v, want them as they were: %+v", after, first)
+	}
+	if l, _ := os.ReadFile(filepath.Join(store, "latest")); strings.TrimSpace(string(l)) != "step-000000002" {
+		t.Errorf("latest after the refused run: %q", l)
+	}
+	if n := runDirs(); n != 1 {
+		t.Errorf("%d run folders after the refused run, want the first run's only", n)
+	}
+
+	// on purpose: the old run's checkpoints are deleted, the store holds
+	// the new run only
+	if err := train("epochs=1", "overwrite_store=true"); err != nil {
+		t.Fatalf("overwrite_store=true: %v", err)
+	}
+	second := list()
+	if len(second) != 1 || second[0].Name != "step-000000001" || second[0].Run == "" || second[0].Run == old {
+		t.Fatalf("checkpoints after overwrite_store=true %+v, want the new run's step 1 only (old run %s)", second, old)
+	}
+	// resume=true continues it, under its id
+	if err := train("epochs=2", "resume=true"); err != nil {
+		t.Fatalf("resume=true: %v", err)
+	}
+	if third := list(); len(third) != 2 || third[0].Run != second[0].Run || third[1].Run != second[0].Run || third[0].Epoch != 2 {
+		t.Fatalf("checkpoints after resume=true %+v, want run %s's steps 1 and 2", third, second[0].Run)
+	}
+	if err := train("epochs=3", "resume=true", "overwrite_store=true"); err == nil || !strings.Contains(err.Error(), "only with resume=false") {
+		t.Fatalf("overwrite_store=true with resume=true: %v", err)
+	}
+}
+
+// TestTrainHelpNamesOverwriteStore: tinct train --help tells of a store's
+// one run and of overwrite_store.
+func TestTrainHelpNamesOverwriteStore(t *testing.T) {
+	o, err := run(t, "train", "--help")
+	if err != nil || !strings.Contains(o, "overwrite_store=true") || !strings.Contains(o, "A store holds one run") {
+		t.Fatalf("tinct train --help: %v\n%s", err, o)
+	}
+}
