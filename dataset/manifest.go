@@ -150,7 +150,3 @@ func (m *Manifest) validate() error {
 	}
 	return nil
 }
-
-// VerdictFile is the name, inside a prepared folder, of the cache of shard
-// verifications that Open keeps.
-const VerdictFile = "verified.json"

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/tinct/tinct/model"
 )
@@ -36,11 +37,16 @@ var unit = func() (t [256]float32) {
 
 // Open opens split ("train", "val" or "test") of the dataset prepared in
 // dir. It checks the manifest, that every shard of the split exists with
-// the size the manifest gives, and its SHA-256: a shard is hashed unless
-// the verdict cache in dir (VerdictFile) vouches for it, that is, unless it
-// was verified before and its size and modification time have not changed
-// since; Verify always reads every byte. An empty split opens as a Set of
-// length 0.
+// the size the manifest gives, and its SHA-256, reading every byte, with
+// up to GOMAXPROCS shards hashed at once; the error names the damaged file
+// of the lowest index. The only shards it does not read are those this
+// same process verified before (an earlier Open, or Fetch) that are still
+// the same file (device and inode) with the same size, modification time
+// and status-change time (Linux only; see racyWindow for a file changed
+// just before the check). Such verdicts are kept in memory only, so every
+// new process hashes every shard: about 0.9 s for 28,000 images of
+// 128×128 on a 2-core VM (see the package documentation). Verify always
+// reads every byte. An empty split opens as a Set of length 0.
 func Open(dir, split string) (*Set, error) {
 	if split != SplitTrain && split != SplitVal && split != SplitTest {
 		return nil, fmt.Errorf("open dataset %s: unknown split %q; use %s, %s or %s", dir, split, SplitTrain, SplitVal, SplitTest)
@@ -55,6 +61,7 @@ func Open(dir, split string) (*Set, error) {
 		size: m.ImageSize, recBytes: m.RecordBytes, perShard: m.RecordsPerShard,
 		n: info.Count, shards: info.Shards,
 	}
+	statted := time.Now() // before any shard's status is read
 	stats := make([]os.FileInfo, 0, len(info.Shards))
 	for _, sh := range info.Shards {
 		path := filepath.Join(dir, sh.File)
@@ -78,7 +85,7 @@ func Open(dir, split string) (*Set, error) {
 		}
 		stats = append(stats, st)
 	}
-	if err := s.verifyShards(stats); err != nil {
+	if err := s.verifyShards(stats, statted); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("open dataset %s: %w", dir, err)
 	}
@@ -155,16 +162,20 @@ func (s *Set) read(i int, rec []byte) error {
 }
 
 // Verify checks the SHA-256 of every shard of the split against the
-// manifest. It reads every byte, so it takes as long as reading the split.
+// manifest, whatever this process verified before. It reads every byte
+// (up to GOMAXPROCS shards at once), so it takes as long as reading the
+// split.
 func (s *Set) Verify() error {
 	if len(s.files) != len(s.shards) {
 		return fmt.Errorf("verify %s: the set is closed", s.split)
 	}
+	need := make([]bool, len(s.shards))
+	paths := make([]string, len(s.shards))
 	for k, sh := range s.shards {
-		path := filepath.Join(s.dir, sh.File)
-		if err := verifyShard(io.NewSectionReader(s.files[k], 0, sh.Bytes+1), nil, sh, path, "run prepare again"); err != nil {
-			return fmt.Errorf("verify %s: %w", s.split, err)
-		}
+		need[k], paths[k] = true, filepath.Join(s.dir, sh.File)
+	}
+	if err := hashShards(s.shards, s.files, paths, need, "run prepare again", func(int) {}); err != nil {
+		return fmt.Errorf("verify %s: %w", s.split, err)
 	}
 	return nil
 }

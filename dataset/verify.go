@@ -7,7 +7,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 )
+
+// copyBufs holds the buffers verifyShard reads through: reads of 1 MiB
+// rather than io.Copy's 32 KiB, fewer system calls per shard.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
 
 // verifyShard reads r to its end (at most one byte past sh.Bytes), copying
 // what it reads to w when w is not nil, and checks the size and SHA-256
@@ -20,7 +25,9 @@ func verifyShard(r io.Reader, w io.Writer, sh ShardInfo, where, fix string) erro
 	if w != nil {
 		dst = io.MultiWriter(w, h)
 	}
-	n, err := io.Copy(dst, io.LimitReader(r, sh.Bytes+1))
+	bp := copyBufs.Get().(*[]byte)
+	n, err := io.CopyBuffer(dst, io.LimitReader(r, sh.Bytes+1), *bp)
+	copyBufs.Put(bp)
 	if err != nil {
 		return fmt.Errorf("shard %s: read %s: %w", sh.File, where, err)
 	}
@@ -44,13 +51,23 @@ func shardSizeError(sh ShardInfo, where string, n int64, fix string) error {
 
 // verifyFile is verifyShard of the file at path.
 func verifyFile(path string, sh ShardInfo, fix string) error {
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("shard %s: %s is missing; %s", sh.File, path, fix)
-	}
+	f, err := openShard(path, sh, fix)
 	if err != nil {
-		return fmt.Errorf("shard %s: %w", sh.File, err)
+		return err
 	}
 	defer f.Close()
 	return verifyShard(f, nil, sh, path, fix)
+}
+
+// openShard opens the file at path, which should hold shard sh; the error
+// says what to do (fix) when it is missing.
+func openShard(path string, sh ShardInfo, fix string) (*os.File, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("shard %s: %s is missing; %s", sh.File, path, fix)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("shard %s: %w", sh.File, err)
+	}
+	return f, nil
 }
