@@ -50,6 +50,7 @@ cuda-compilers:
 # flight, snapshots) against one step at a time, SIGINT and colorize
 # (docs/correctness.md). Also a cgo-free build and the PyTorch reference's
 # self-test.
+# go test ./... also holds the control core to the standard library (control/imports_test.go).
 SHARED_RUN := TestExactResume|TestClusterEquivalence|TestLocalRingMatchesMaster|TestTrainSignal|TestColorizeDemoModel|TestPipelineMatchesStepwise|TestClusterPipelineEquivalence
 test:
 	go vet ./...

@@ -443,7 +443,8 @@ func TestS3Unreachable(t *testing.T) {
 
 // TestCredentialsFromFiles: AWS_ACCESS_KEY_ID_FILE and
 // AWS_SECRET_ACCESS_KEY_FILE (container secrets) stand in for the
-// variables; a missing file is named.
+// variables; a missing file is named. (internal/s3's TestEnvOrFile checks
+// what is read from them.)
 func TestCredentialsFromFiles(t *testing.T) {
 	dir := t.TempDir()
 	key, sec := dir+"/key", dir+"/secret"
@@ -456,9 +457,6 @@ func TestCredentialsFromFiles(t *testing.T) {
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
 	t.Setenv("AWS_ACCESS_KEY_ID_FILE", key)
 	t.Setenv("AWS_SECRET_ACCESS_KEY_FILE", sec)
-	if got, err := envOrFile("AWS_ACCESS_KEY_ID"); err != nil || got != "file-key" {
-		t.Errorf("key from file: %q, %v", got, err)
-	}
 	if _, err := OpenWith("s3://bkt/p", Options{S3Endpoint: "127.0.0.1:1"}); err != nil && strings.Contains(err.Error(), "no S3 credentials") {
 		t.Errorf("credentials in files were not used: %v", err)
 	}

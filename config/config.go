@@ -18,7 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/tinct/tinct/configs"
-	"github.com/tinct/tinct/model"
+	"github.com/tinct/tinct/internal/modelspec"
 )
 
 // EMA configures the exponential moving average of the weights.
@@ -401,9 +401,10 @@ func (c *Config) Validate() error {
 }
 
 // ModelConfig is the network shape the configuration asks for:
-// model.DefaultConfig with model.widths and model.block_depth.
-func (c *Config) ModelConfig() model.Config {
-	m := model.DefaultConfig()
+// model.DefaultConfig with model.widths and model.block_depth. The result
+// is a model.Config (an alias of modelspec.Config), ready for model.New.
+func (c *Config) ModelConfig() modelspec.Config {
+	m := modelspec.DefaultConfig()
 	m.Widths = slices.Clone(c.Model.Widths)
 	m.BlockDepth = c.Model.BlockDepth
 	return m

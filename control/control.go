@@ -8,6 +8,11 @@
 // with one in-process member for single-machine training: the same core and
 // the same commit either way.
 //
+// The core imports only the standard library and two standard-library-only
+// pieces of internal/: rngs (the epoch order; the package documents every
+// random stream of a run) and trainpos (Position). TestStandardLibraryOnly
+// keeps it so.
+//
 // # The pipeline
 //
 // The replicas apply every step themselves and go on: the core keeps up to
@@ -35,7 +40,8 @@ import (
 	"slices"
 	"time"
 
-	"github.com/tinct/tinct/dataset"
+	"github.com/tinct/tinct/internal/rngs"
+	"github.com/tinct/tinct/internal/trainpos"
 )
 
 // ErrTooFewWorkers: fewer than MinWorkers were eligible for longer than Wait.
@@ -104,15 +110,9 @@ func (c *Config) defaults() error {
 }
 
 // Position is how far training has come: what a checkpoint records of the
-// loop besides the weights.
-type Position struct {
-	Epoch       int   `json:"epoch"`         // current epoch, 0-based
-	StepInEpoch int   `json:"step_in_epoch"` // steps committed in the current epoch
-	Step        int64 `json:"step"`          // steps committed in all
-	// the current epoch's loss so far, so that its mean survives a resume
-	EpochLossSum float64 `json:"epoch_loss_sum"`
-	EpochCount   int     `json:"epoch_count"`
-}
+// loop besides the weights. It is defined in internal/trainpos, so that
+// trainstate, which saves it, need not import the core.
+type Position = trainpos.Position
 
 type phase int
 
@@ -743,7 +743,7 @@ func (c *Core) send() {
 // sendStep sends every ring member its share of f's batch.
 func (c *Core) sendStep(f *flight) {
 	if c.permEpoch != f.epoch {
-		c.perm, c.permEpoch = dataset.Permutation(c.cfg.Examples, c.cfg.Seed, f.epoch), f.epoch
+		c.perm, c.permEpoch = rngs.Permutation(c.cfg.Examples, c.cfg.Seed, f.epoch), f.epoch
 	}
 	b := min(c.cfg.BatchSize, c.cfg.Examples)
 	idx := c.perm[f.inEpoch*b : (f.inEpoch+1)*b]

@@ -14,7 +14,6 @@ import (
 	"image"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	"github.com/tinct/tinct/checkpoint"
@@ -23,6 +22,7 @@ import (
 	"github.com/tinct/tinct/config"
 	"github.com/tinct/tinct/control"
 	"github.com/tinct/tinct/dataset"
+	"github.com/tinct/tinct/internal/rngs"
 	"github.com/tinct/tinct/model"
 	"github.com/tinct/tinct/nn"
 	"github.com/tinct/tinct/track"
@@ -431,7 +431,7 @@ func (c *Coordinator) sampleGrid(ctx context.Context, epoch int) error {
 		return err
 	}
 	sampler.Clip = cfg.SampleClip
-	out, err := sampler.Colorize(ctx, gray, 1, cfg.SampleSteps, rand.New(rand.NewPCG(cfg.Seed, 0x6a1d)), nil)
+	out, err := sampler.Colorize(ctx, gray, 1, cfg.SampleSteps, rngs.SampleGrid(cfg.Seed), nil)
 	if err != nil {
 		return err
 	}

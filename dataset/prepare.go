@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/tinct/tinct/internal/rngs"
 )
 
 // Skip reasons counted in Summary.Skipped.
@@ -560,7 +562,7 @@ func (p *preparer) distribute() error {
 	}
 	ub := recordBytes(opt.ImageSize) * opt.unitRecords()
 	unit := make([]byte, ub)
-	for pos, idx := range permute(n, opt.Seed, domainSplit, 0) {
+	for pos, idx := range rngs.SplitPermutation(n, opt.Seed) {
 		if _, err := p.staging.ReadAt(unit, int64(idx)*int64(ub)); err != nil {
 			return fmt.Errorf("read staging file %s: %w", p.staging.Name(), err)
 		}

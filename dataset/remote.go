@@ -26,8 +26,8 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/s3utils"
 
-	"github.com/tinct/tinct/checkpoint"
 	"github.com/tinct/tinct/internal/atomicfile"
+	"github.com/tinct/tinct/internal/s3"
 )
 
 // IsRemote reports whether dataset names a dataset in an object store
@@ -56,17 +56,17 @@ type FetchStats struct {
 // interrupted fetch never leaves a manifest over partial shards.
 //
 // opt gives the S3 endpoint, TLS and region, as for the checkpoint store
-// (checkpoint.EnvOptions reads TINCT_S3_ENDPOINT, TINCT_S3_INSECURE and
-// TINCT_S3_REGION); the credentials come from AWS_ACCESS_KEY_ID and
+// (checkpoint.Options is the same type; checkpoint.EnvOptions reads
+// TINCT_S3_ENDPOINT, TINCT_S3_INSECURE and TINCT_S3_REGION); the credentials come from AWS_ACCESS_KEY_ID and
 // AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN, if set).
-func Fetch(ctx context.Context, rawURL, cacheDir string, opt checkpoint.Options) (string, error) {
+func Fetch(ctx context.Context, rawURL, cacheDir string, opt s3.Options) (string, error) {
 	st, err := FetchWithStats(ctx, rawURL, cacheDir, opt)
 	return st.Dir, err
 }
 
 // FetchWithStats is Fetch, also reporting how many shards came from the
 // cache.
-func FetchWithStats(ctx context.Context, rawURL, cacheDir string, opt checkpoint.Options) (FetchStats, error) {
+func FetchWithStats(ctx context.Context, rawURL, cacheDir string, opt s3.Options) (FetchStats, error) {
 	var stats FetchStats
 	r, err := openRemote(rawURL, opt)
 	if err != nil {
@@ -169,7 +169,7 @@ func CacheDir(rawURL, cacheDir string) (string, error) {
 // the shards are uploaded, then the manifest, so a reader never sees a
 // manifest over missing shards. A manifest already at rawURL is removed
 // before anything is replaced. opt is as for Fetch.
-func Upload(ctx context.Context, localDir, rawURL string, opt checkpoint.Options) error {
+func Upload(ctx context.Context, localDir, rawURL string, opt s3.Options) error {
 	m, err := ReadManifest(localDir)
 	if err != nil {
 		return fmt.Errorf("upload dataset: %w", err)
@@ -210,7 +210,7 @@ func Upload(ctx context.Context, localDir, rawURL string, opt checkpoint.Options
 // EnsureBucket creates the bucket of rawURL (s3://bucket/prefix) if it does
 // not exist, and reports whether it did. The checkpoint store never creates
 // buckets; this is for setting up a test or demo store.
-func EnsureBucket(ctx context.Context, rawURL string, opt checkpoint.Options) (bool, error) {
+func EnsureBucket(ctx context.Context, rawURL string, opt s3.Options) (bool, error) {
 	r, err := openRemote(rawURL, opt)
 	if err != nil {
 		return false, fmt.Errorf("create bucket: %w", err)
@@ -269,7 +269,7 @@ func parseRemote(rawURL string) (bucket, prefix string, err error) {
 		return "", "", fmt.Errorf("dataset URL %q: %w", rawURL, err)
 	}
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return "", "", fmt.Errorf("dataset URL %q: give s3://bucket/prefix only (credentials go in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, the server in %s)", rawURL, checkpoint.EnvS3Endpoint)
+		return "", "", fmt.Errorf("dataset URL %q: give s3://bucket/prefix only (credentials go in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, the server in %s)", rawURL, s3.EnvEndpoint)
 	}
 	bucket = u.Host
 	if err := s3utils.CheckValidBucketNameStrict(bucket); err != nil {
@@ -289,13 +289,13 @@ func parseRemote(rawURL string) (bucket, prefix string, err error) {
 
 // openRemote parses rawURL and makes a client for it from opt and the
 // AWS_* credentials. It makes no request.
-func openRemote(rawURL string, opt checkpoint.Options) (*remote, error) {
+func openRemote(rawURL string, opt s3.Options) (*remote, error) {
 	bucket, prefix, err := parseRemote(rawURL)
 	if err != nil {
 		return nil, err
 	}
 	r := &remote{bucket: bucket, prefix: prefix}
-	r.client, r.endpoint, _, err = checkpoint.NewS3Client(opt, "read bucket "+bucket)
+	r.client, r.endpoint, _, err = s3.NewClient(opt, "read bucket "+bucket)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", r, err)
 	}
@@ -427,19 +427,19 @@ func (r *remote) hint(err error) string {
 	if errors.As(err, &er) {
 		switch er.Code {
 		case "NoSuchBucket":
-			return fmt.Sprintf(" (bucket %s does not exist at %s: create it with tinct data push --create-bucket DIR %s, or fix the URL or %s)", r.bucket, r.endpoint, r, checkpoint.EnvS3Endpoint)
+			return fmt.Sprintf(" (bucket %s does not exist at %s: create it with tinct data push --create-bucket DIR %s, or fix the URL or %s)", r.bucket, r.endpoint, r, s3.EnvEndpoint)
 		case "SignatureDoesNotMatch", "InvalidAccessKeyId":
-			return fmt.Sprintf(" (the server at %s rejected the credentials: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and that %s names the right server)", r.endpoint, checkpoint.EnvS3Endpoint)
+			return fmt.Sprintf(" (the server at %s rejected the credentials: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and that %s names the right server)", r.endpoint, s3.EnvEndpoint)
 		case "AccessDenied":
 			return fmt.Sprintf(" (the credentials in AWS_ACCESS_KEY_ID may not use %s)", r)
 		}
 	}
 	if err != nil && strings.Contains(err.Error(), "server gave HTTP response to HTTPS client") {
-		return fmt.Sprintf(" (%s speaks plain HTTP: set %s=1, or give the endpoint as http://host:port)", r.endpoint, checkpoint.EnvS3Insecure)
+		return fmt.Sprintf(" (%s speaks plain HTTP: set %s=1, or give the endpoint as http://host:port)", r.endpoint, s3.EnvInsecure)
 	}
 	var oe *net.OpError
 	if errors.As(err, &oe) || errors.Is(err, syscall.ECONNREFUSED) {
-		return fmt.Sprintf(" (cannot reach the S3 server at %s: check %s and that the server is up)", r.endpoint, checkpoint.EnvS3Endpoint)
+		return fmt.Sprintf(" (cannot reach the S3 server at %s: check %s and that the server is up)", r.endpoint, s3.EnvEndpoint)
 	}
 	return ""
 }

@@ -23,6 +23,10 @@ func NewAdam(n int, lr float64) *Adam {
 	return &Adam{LR: lr, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, M: make([]float32, n), V: make([]float32, n)}
 }
 
+// StepCount is Step, for code that takes the optimizer by an interface
+// (cluster.StateChecksum).
+func (a *Adam) StepCount() int64 { return a.Step }
+
 // next advances Step and returns that step's constants, as PyTorch 1.13's
 // single-tensor Adam computes them.
 func (a *Adam) next() nn.AdamConsts {

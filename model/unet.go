@@ -6,47 +6,17 @@ import (
 	"math"
 	"math/rand/v2"
 
+	"github.com/tinct/tinct/internal/modelspec"
 	"github.com/tinct/tinct/nn"
 )
 
-// Config is the network's shape.
-type Config struct {
-	Widths     []int // channels per level, the last one the bottleneck
-	BlockDepth int   // residual blocks per level
-	EmbedDims  int   // sinusoidal embedding size (half sines, half cosines)
-}
+// Config is the network's shape (Widths, BlockDepth, EmbedDims; its
+// Describe and Validate). It is defined in internal/modelspec, so that the
+// configuration can name it without linking the network.
+type Config = modelspec.Config
 
 // DefaultConfig is DESIGN.md's network: 1,950,659 parameters.
-func DefaultConfig() Config {
-	return Config{Widths: []int{32, 64, 96, 128}, BlockDepth: 2, EmbedDims: 32}
-}
-
-// Describe names the network a run trains on images of side imageSize,
-// with params parameters, in words a person can compare: "image_size=128
-// widths=[32 64 96 128] block_depth=2 embed_dims=32 params=1950659". A
-// coordinator and its workers must build the same one.
-func (c Config) Describe(imageSize, params int) string {
-	return fmt.Sprintf("image_size=%d widths=%v block_depth=%d embed_dims=%d params=%d", imageSize, c.Widths, c.BlockDepth, c.EmbedDims, params)
-}
-
-// Validate reports a configuration the network cannot be built from.
-func (c Config) Validate() error {
-	if len(c.Widths) < 2 {
-		return fmt.Errorf("widths %v: need at least two levels", c.Widths)
-	}
-	for _, w := range c.Widths {
-		if w < 1 {
-			return fmt.Errorf("widths %v: every width must be positive", c.Widths)
-		}
-	}
-	if c.BlockDepth < 1 {
-		return fmt.Errorf("block_depth %d: must be at least 1", c.BlockDepth)
-	}
-	if c.EmbedDims < 2 || c.EmbedDims%2 != 0 {
-		return fmt.Errorf("embedding dims %d: must be even and at least 2", c.EmbedDims)
-	}
-	return nil
-}
+func DefaultConfig() Config { return modelspec.DefaultConfig() }
 
 // Block is the residual block: out = conv2(silu(conv1(norm(x)))) + skip(x),
 // skip being a 1×1 convolution where the width changes and identity otherwise.

@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/tinct/tinct/internal/atomicfile"
-	"github.com/tinct/tinct/model"
+	"github.com/tinct/tinct/internal/modelspec"
 )
 
 // ToImage converts a CHW float tensor with values in [-1, 1] to an image:
@@ -30,16 +30,16 @@ func ToImage(chw []float32, c, h, w int) image.Image {
 	if c == 1 {
 		img := image.NewGray(image.Rect(0, 0, w, h))
 		for i := range plane {
-			img.Pix[i] = model.UnitToPixel(chw[i])
+			img.Pix[i] = modelspec.UnitToPixel(chw[i])
 		}
 		return img
 	}
 	img := image.NewRGBA(image.Rect(0, 0, w, h))
 	for i := range plane {
 		p := img.Pix[4*i : 4*i+4 : 4*i+4]
-		p[0] = model.UnitToPixel(chw[i])
-		p[1] = model.UnitToPixel(chw[plane+i])
-		p[2] = model.UnitToPixel(chw[2*plane+i])
+		p[0] = modelspec.UnitToPixel(chw[i])
+		p[1] = modelspec.UnitToPixel(chw[plane+i])
+		p[2] = modelspec.UnitToPixel(chw[2*plane+i])
 		p[3] = 0xff
 	}
 	return img

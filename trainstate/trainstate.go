@@ -13,13 +13,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	"github.com/tinct/tinct/checkpoint"
 	"github.com/tinct/tinct/cluster"
 	"github.com/tinct/tinct/config"
-	"github.com/tinct/tinct/control"
+	"github.com/tinct/tinct/internal/rngs"
+	"github.com/tinct/tinct/internal/trainpos"
 	"github.com/tinct/tinct/model"
 )
 
@@ -39,7 +39,7 @@ type State struct {
 	EMA    *model.UNet
 	Adam   *model.Adam
 	Rule   model.EMA
-	Pos    control.Position
+	Pos    trainpos.Position
 	// Run identifies the training run: made afresh by New, restored by
 	// Restore. Every checkpoint carries it (checkpoint.Checkpoint.Run), so
 	// that one run never resumes, or writes over, another's. It is not
@@ -63,7 +63,7 @@ func New(cfg *config.Config) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	net.Init(rand.New(rand.NewPCG(cfg.Seed, 0x5eed)))
+	net.Init(rngs.Init(cfg.Seed))
 	ema, err := model.New(mc)
 	if err != nil {
 		return nil, err
@@ -75,7 +75,7 @@ func New(cfg *config.Config) (*State, error) {
 
 // position is state.json.
 type position struct {
-	control.Position
+	trainpos.Position
 	Seed uint64 `json:"seed"`
 }
 

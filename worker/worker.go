@@ -13,6 +13,7 @@ import (
 
 	"github.com/tinct/tinct/cluster"
 	"github.com/tinct/tinct/dataset"
+	"github.com/tinct/tinct/internal/rngs"
 	"github.com/tinct/tinct/model"
 	"github.com/tinct/tinct/nn"
 	"github.com/tinct/tinct/trainstate"
@@ -135,15 +136,14 @@ func (w *Worker) Load(st trainstate.Replica) error {
 
 // ExampleRNG is the random stream of one example at one step: its diffusion
 // time and noise depend only on (seed, step, index), never on which worker
-// computes it or how the batch was split.
+// computes it or how the batch was split (rngs.Example; internal/rngs
+// documents every stream of a run).
 func ExampleRNG(seed uint64, step int64, index int) *rand.Rand {
-	return rand.New(rand.NewPCG(seed^0x9e3779b97f4a7c15*uint64(step+1), uint64(index)))
+	return rngs.Example(seed, step, index)
 }
 
-// FlipOf decides whether an example is mirrored in an epoch.
-func FlipOf(seed uint64, epoch, index int) bool {
-	return rand.New(rand.NewPCG(seed^0xd1b54a32d192ed03*uint64(epoch+1), uint64(index)+1<<40)).IntN(2) == 1
-}
+// FlipOf decides whether an example is mirrored in an epoch (rngs.Flip).
+func FlipOf(seed uint64, epoch, index int) bool { return rngs.Flip(seed, epoch, index) }
 
 // Compute runs forward and backward on the task's examples.
 func (w *Worker) Compute(ctx context.Context, t Task) (Result, error) {

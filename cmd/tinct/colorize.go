@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"image"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/tinct/tinct/chroma"
 	"github.com/tinct/tinct/dataset"
+	"github.com/tinct/tinct/internal/rngs"
 	"github.com/tinct/tinct/model"
 	"github.com/tinct/tinct/nn"
 	"github.com/tinct/tinct/track"
@@ -178,5 +178,5 @@ func colorizeGray(ctx context.Context, net *model.UNet, gray []float32, size, sa
 		return nn.Tensor{}, err
 	}
 	s.Clip = clip
-	return s.Colorize(ctx, nn.TensorFrom(gray, 1, 1, size, size), samples, steps, rand.New(rand.NewPCG(seed, 0)), nil)
+	return s.Colorize(ctx, nn.TensorFrom(gray, 1, 1, size, size), samples, steps, rngs.Sampler(seed), nil)
 }
