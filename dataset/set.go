@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tinct/tinct/model"
+	"github.com/tinct/tinct/internal/modelspec"
 )
 
 // Set is one split of a prepared dataset, opened for random access. Its
@@ -27,10 +27,10 @@ type Set struct {
 	bufs       sync.Pool
 }
 
-// unit tabulates model.PixelToUnit: byte v to v/127.5 − 1.
+// unit tabulates modelspec.PixelToUnit (model.PixelToUnit): byte v to v/127.5 − 1.
 var unit = func() (t [256]float32) {
 	for v := range t {
-		t[v] = model.PixelToUnit(uint8(v))
+		t[v] = modelspec.PixelToUnit(uint8(v))
 	}
 	return t
 }()
