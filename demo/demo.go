@@ -7,12 +7,17 @@ package demo
 
 import (
 	_ "embed"
+	"regexp"
+	"time"
 
 	"github.com/tinct/tinct/trainstate"
 )
 
 //go:embed ema.safetensors
 var weights []byte
+
+//go:embed MODEL.md
+var card string
 
 // Name is how logs and the web app name the demo model.
 const Name = "demo"
@@ -23,4 +28,22 @@ const Card = "demo/MODEL.md"
 // Load decodes the embedded weights (a fresh network each call).
 func Load() (*trainstate.Weights, error) {
 	return trainstate.ReadWeights(weights)
+}
+
+// cardDate is the model card's "date" row: | date | YYYY-MM-DD …|.
+var cardDate = regexp.MustCompile(`(?m)^\| date \| (\d{4}-\d{2}-\d{2})\b`)
+
+// Date is when the demo model was trained, from its model card (the
+// weights file records no time): midnight UTC of the card's date, or the
+// zero time if the card has none.
+func Date() time.Time {
+	m := cardDate.FindStringSubmatch(card)
+	if m == nil {
+		return time.Time{}
+	}
+	t, err := time.Parse(time.DateOnly, m[1])
+	if err != nil {
+		return time.Time{}
+	}
+	return t
 }

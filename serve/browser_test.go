@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"image"
 	"image/png"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/input"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 )
@@ -158,6 +161,86 @@ func waitJS(t *testing.T, ctx context.Context, expr string) {
 	}
 }
 
+// checkViewer checks the enlarged view: an image naturalWidth pixels wide,
+// shown at least as wide as its thumbnail (thumb CSS pixels) and inside the
+// window; a model-size result in whole-pixel blocks (image-rendering:
+// pixelated, a whole number of screen pixels per image pixel when there is
+// room for two or more).
+func checkViewer(t *testing.T, ctx context.Context, thumb float64, naturalWidth int, pixelated bool) {
+	t.Helper()
+	waitJS(t, ctx, fmt.Sprintf(`(() => { const i = document.getElementById('viewer-img'); return i.complete && i.naturalWidth === %d && i.getBoundingClientRect().width > 0; })()`, naturalWidth))
+	v := run(t, ctx, chromedp.Evaluate[[]any](`(() => {
+		const i = document.getElementById('viewer-img');
+		const r = i.getBoundingClientRect();
+		return [r.width, r.height, r.left, r.top, r.right, r.bottom, innerWidth, innerHeight, getComputedStyle(i).imageRendering];
+	})()`))
+	w, left, top, right, bottom := v[0].(float64), v[2].(float64), v[3].(float64), v[4].(float64), v[5].(float64)
+	iw, ih, rendering := v[6].(float64), v[7].(float64), v[8].(string)
+	if w < thumb {
+		t.Errorf("a %d px wide result enlarged to %v px, smaller than its %v px thumbnail", naturalWidth, w, thumb)
+	}
+	if left < 0 || top < 0 || right > iw || bottom > ih {
+		t.Errorf("the enlarged result (%v, %v)–(%v, %v) is not inside the %v×%v window", left, top, right, bottom, iw, ih)
+	}
+	if pixelated {
+		if rendering != "pixelated" {
+			t.Errorf("model-size result enlarged with image-rendering %q, want pixelated", rendering)
+		}
+		if scale := w / float64(naturalWidth); scale >= 2 && scale != float64(int(scale)) {
+			t.Errorf("model-size result enlarged %v times: not whole pixels", scale)
+		}
+	}
+}
+
+// fastTimers makes the page's long timers (the dashboard's 15 s refresh)
+// run 100 times faster, from the next navigation on.
+func fastTimers(t *testing.T, ctx context.Context) {
+	t.Helper()
+	_, err := chromedp.Call(ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{
+		Source: `{ const si = window.setInterval; window.setInterval = (f, ms, ...a) => si(f, ms >= 5000 ? ms / 100 : ms, ...a); }`})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// etaPattern finds the estimate of the time left in the status line.
+var etaPattern = regexp.MustCompile(`about ((?:\d+ min )?[\d.]+ s) left`)
+
+// parseSeconds reads the page's "1.4 s" or "2 min 5 s".
+func parseSeconds(s string) float64 {
+	var m, sec float64
+	if strings.Contains(s, "min") {
+		fmt.Sscanf(s, "%g min %g s", &m, &sec)
+	} else {
+		fmt.Sscanf(s, "%g s", &sec)
+	}
+	return 60*m + sec
+}
+
+// demoModel is the bundled demo model, as tinct serve offers it.
+func demoModel(t *testing.T) *Model {
+	t.Helper()
+	m, err := DemoModel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// settle waits until the page has stopped scrolling: scrollY the same for
+// 20 animation frames in a row.
+func settle(t *testing.T, ctx context.Context) {
+	t.Helper()
+	do(t, ctx, chromedp.Evaluate[chromedp.Void](`new Promise((done) => {
+		let last = -1, same = 0;
+		const tick = () => {
+			if (scrollY === last) same++; else { same = 0; last = scrollY; }
+			if (same >= 20) done(); else requestAnimationFrame(tick);
+		};
+		tick();
+	})`, chromedp.EvalAwaitPromise))
+}
+
 // testPhoto returns a photo to upload: a bundled sample if present.
 func testPhoto(t *testing.T) string {
 	t.Helper()
@@ -287,9 +370,20 @@ func TestBrowser(t *testing.T) {
 			}
 		}
 
-		// Selecting a result enlarges it; Escape closes the view.
+		// Selecting a result enlarges it: at least as large as its
+		// thumbnail, as large as the window allows; the model-size result
+		// (16×11) is shown too, in whole-pixel blocks (pixelated, not
+		// blurred). Escape closes the view.
+		thumb := run(t, ctx, chromedp.Evaluate[float64](`document.querySelector('#gallery figure.result img').getBoundingClientRect().width`))
 		do(t, ctx, chromedp.Focus(chromedp.CSS("#gallery figure.result button.enlarge")), chromedp.KeyEvent(kb.Enter))
 		waitJS(t, ctx, `document.getElementById('viewer').open && document.getElementById('viewer-img').naturalWidth === 300`)
+		checkViewer(t, ctx, thumb, 300, false)
+		do(t, ctx, chromedp.Evaluate[chromedp.Void](`document.getElementById('viewer-size').click()`)) // fails at once without the button
+		waitJS(t, ctx, `document.getElementById('viewer-img').naturalWidth === 16 && document.getElementById('viewer-img').complete`)
+		checkViewer(t, ctx, thumb, 16, true)
+		if wide := run(t, ctx, chromedp.Evaluate[float64](`document.getElementById('viewer-img').getBoundingClientRect().width`)); wide < 600 {
+			t.Errorf("the 16×11 model-size result enlarged to %v px in a 1280 px window", wide)
+		}
 		do(t, ctx, chromedp.KeyEvent(kb.Escape))
 		waitJS(t, ctx, `!document.getElementById('viewer').open`)
 	})
@@ -470,8 +564,10 @@ func TestBrowser(t *testing.T) {
 		do(t, ctx, chromedp.Click(chromedp.ID("go")))
 		waitFor(t, started, "the colorization to start")
 		waitJS(t, ctx, `document.getElementById('status').textContent.startsWith('Step 1 of 100') && !document.getElementById('cancel').hidden`)
-		if st := run(t, ctx, chromedp.Text(chromedp.ID("status"))); !strings.Contains(st, " s · about ") || !strings.Contains(st, " left") {
-			t.Errorf("status while colorizing: %q, want the time spent and an estimate of the time left", st)
+		// after the first step: the time spent; the time left is measured
+		// from the steps after it (test "eta")
+		if st := run(t, ctx, chromedp.Text(chromedp.ID("status"))); !strings.Contains(st, " s · estimating the time left") {
+			t.Errorf("status while colorizing: %q, want the time spent and that the time left is being estimated", st)
 		}
 		if id := run(t, ctx, chromedp.Evaluate[string](`document.activeElement.id || document.activeElement.tagName`)); id != "cancel" {
 			t.Errorf("focus while colorizing: %s, want the Cancel button", id)
@@ -483,6 +579,258 @@ func TestBrowser(t *testing.T) {
 		waitJS(t, ctx, `document.getElementById('status').textContent === 'Cancelled.' && !document.getElementById('go').disabled && document.getElementById('cancel').hidden`)
 		if id := run(t, ctx, chromedp.Evaluate[string](`document.activeElement.id || document.activeElement.tagName`)); id != "go" {
 			t.Errorf("focus after Cancel: %s, want the Colorize button", id)
+		}
+	})
+
+	t.Run("waiting", func(t *testing.T) {
+		// While a colorization waits in the queue the page counts the time
+		// every second, between the server's events, and shows the
+		// server's estimate of the wait (from its recent colorizations).
+		srv, err := New(Options{Store: ts.Config.Handler.(*Server).opts.Store, Queue: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		var slow time.Duration // each step's time
+		var hold chan struct{} // the next colorization holds at step 1 until it is closed
+		started := make(chan struct{}, 1)
+		srv.progress = func(ctx context.Context, step, steps int) {
+			mu.Lock()
+			h, d := hold, slow
+			if step == 1 {
+				hold = nil
+			}
+			mu.Unlock()
+			time.Sleep(d)
+			if step == 1 && h != nil {
+				started <- struct{}{}
+				select {
+				case <-h:
+				case <-ctx.Done():
+				}
+			}
+		}
+		hts := httptest.NewServer(srv)
+		defer hts.Close()
+		colorize := func() streamed {
+			body, ct := form(t, encodePNG(t, photo(20, 20)), "steps", "10", "samples", "1")
+			return readStream(t, post(t, context.Background(), hts.URL+"/api/colorize", body, ct))
+		}
+		// a colorization of about 5 s, which the estimate learns from
+		mu.Lock()
+		slow = 500 * time.Millisecond
+		mu.Unlock()
+		if st := colorize(); st.done == nil {
+			t.Fatal("the first colorization did not finish")
+		}
+		// another that holds the server at its first step
+		release := make(chan struct{})
+		mu.Lock()
+		slow, hold = 0, release
+		mu.Unlock()
+		held := make(chan streamed, 1)
+		go func() { held <- colorize() }()
+		waitFor(t, started, "the second colorization to start")
+		defer func() { // a failed test must not leave the server waiting
+			select {
+			case <-release:
+			default:
+				close(release)
+			}
+		}()
+
+		ctx := tab(t, bctx, false)
+		do(t, ctx,
+			chromedp.Navigate(hts.URL),
+			chromedp.WaitVisible(chromedp.ID("image")),
+			chromedp.SetUploadFiles(chromedp.ID("image"), []string{photoPath}),
+		)
+		waitJS(t, ctx, `document.getElementById('gray').naturalWidth === 16`)
+		do(t, ctx, chromedp.Focus(chromedp.ID("steps")), chromedp.KeyEvent(kb.Home), chromedp.Click(chromedp.ID("go")))
+		waitJS(t, ctx, `document.getElementById('status').textContent.includes('1 ahead of you')`)
+		first := run(t, ctx, chromedp.Text(chromedp.ID("status")))
+		time.Sleep(2100 * time.Millisecond) // no queue event comes meanwhile: the line does not move
+		later := run(t, ctx, chromedp.Text(chromedp.ID("status")))
+		t.Logf("waiting: %q, 2 s later %q", first, later)
+		if first == later {
+			t.Errorf("the waiting message stood still for 2 s: %q", later)
+		}
+		if !strings.Contains(later, "so far") {
+			t.Errorf("waiting message %q: want the time waited so far", later)
+		}
+		// the wait: the 5 s colorization's time less the held one's
+		if !strings.Contains(first, "your turn in about ") && !strings.Contains(first, "your turn any moment") {
+			t.Errorf("waiting message %q: want an estimate of the wait", first)
+		}
+		close(release)
+		if st := waitFor(t, held, "the held colorization"); st.done == nil {
+			t.Error("the held colorization did not finish")
+		}
+		waitJS(t, ctx, `document.getElementById('status').textContent.startsWith('Done:') &&
+			[...document.querySelectorAll('#gallery figure.result img')].every((i) => i.complete && i.naturalWidth > 0)`)
+	})
+
+	t.Run("eta", func(t *testing.T) {
+		// The bundled demo model on a fresh server: the first step of a new
+		// sampler (8 colorizations) takes several times a later one (its
+		// memory, the backend's first call). The estimate of the time left
+		// comes from the steps after it, and is within half of the time
+		// the rest then takes. Each step also waits 0.1 s, so that the
+		// measurement does not hang on milliseconds of a shared machine.
+		fb := demoModel(t)
+		srv, err := New(Options{Fallback: fb})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.progress = func(ctx context.Context, step, steps int) { time.Sleep(100 * time.Millisecond) }
+		hts := httptest.NewServer(srv)
+		defer hts.Close()
+		ctx := tab(t, bctx, false)
+		do(t, ctx,
+			chromedp.Navigate(hts.URL),
+			chromedp.WaitVisible(chromedp.ID("image")),
+			chromedp.SetUploadFiles(chromedp.ID("image"), []string{photoPath}),
+		)
+		waitJS(t, ctx, fmt.Sprintf(`document.getElementById('gray').naturalWidth === %d`, fb.ImageSize))
+		// the demo model's date is its card's, not year 1
+		label := run(t, ctx, chromedp.Evaluate[string](`[...document.getElementById('checkpoint').options].map((o) => o.textContent).join(' | ')`))
+		if !strings.Contains(label, "bundled demo model, step 9042, 2026-12-03") || strings.Contains(label, "0001") {
+			t.Errorf("checkpoints listed: %q, want the demo model with its card's date", label)
+		}
+		do(t, ctx, chromedp.Evaluate[chromedp.Void](`window.statusLog = [];
+			new MutationObserver(() => statusLog.push([performance.now(), document.getElementById('status').textContent]))
+				.observe(document.getElementById('status'), { childList: true, characterData: true, subtree: true });`))
+		do(t, ctx,
+			chromedp.Focus(chromedp.ID("steps")), chromedp.KeyEvent(kb.Home),
+			chromedp.Focus(chromedp.ID("samples")), chromedp.KeyEvent(kb.End),
+			chromedp.Focus(chromedp.ID("go")), chromedp.KeyEvent(kb.Enter))
+		waitJS(t, ctx, `document.getElementById('status').textContent.startsWith('Done:') &&
+			[...document.querySelectorAll('#gallery figure.result img')].every((i) => i.complete && i.naturalWidth > 0)`)
+		type entry struct {
+			At   float64
+			Text string
+		}
+		raw := run(t, ctx, chromedp.Evaluate[[][]any](`statusLog`))
+		var log []entry
+		for _, e := range raw {
+			log = append(log, entry{e[0].(float64), e[1].(string)})
+		}
+		var eta, real float64
+		var etaText string
+		for _, e := range log {
+			if m := etaPattern.FindStringSubmatch(e.Text); m != nil && etaText == "" {
+				etaText, eta = e.Text, parseSeconds(m[1])
+				for _, d := range log {
+					if strings.HasPrefix(d.Text, "Done:") {
+						real = (d.At - e.At) / 1000
+					}
+				}
+			}
+		}
+		var texts []string
+		for _, e := range log {
+			texts = append(texts, fmt.Sprintf("%.0f ms %s", e.At-log[0].At, e.Text))
+		}
+		t.Logf("status: %s", strings.Join(texts, "\n"))
+		if etaText == "" || real <= 0 {
+			t.Fatalf("no estimate of the time left, or no end")
+		}
+		if math.Abs(eta-real) > 0.5*real {
+			t.Errorf("first estimate %q: %.2f s left; the rest took %.2f s (want within 50%%)", etaText, eta, real)
+		}
+	})
+
+	t.Run("no run", func(t *testing.T) {
+		// With no training run the dashboard says how to start one, in
+		// place of empty plots, and the page does not keep asking for it;
+		// Refresh looks again, and once a run is there it is followed.
+		// (The page's 15 s timers run 100 times faster here.)
+		empty := t.TempDir()
+		srv, err := New(Options{Store: ts.Config.Handler.(*Server).opts.Store, OutputsDir: empty})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		runRequests := 0
+		hts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/api/run" {
+				mu.Lock()
+				runRequests++
+				mu.Unlock()
+			}
+			srv.ServeHTTP(w, r)
+		}))
+		defer hts.Close()
+		requests := func() int { mu.Lock(); defer mu.Unlock(); return runRequests }
+		ctx := tab(t, bctx, false) // a failed request (a 404) is a console error
+		fastTimers(t, ctx)
+		do(t, ctx, chromedp.Navigate(hts.URL))
+		waitJS(t, ctx, `!document.getElementById('run-info').textContent.startsWith('Loading')`)
+		got := run(t, ctx, chromedp.Evaluate[[]any](`[document.getElementById('run-info').textContent,
+			document.querySelector('.plots').getClientRects().length > 0, document.getElementById('grids-none').getClientRects().length > 0]`))
+		info, plots, grids := got[0].(string), got[1].(bool), got[2].(bool)
+		if !strings.Contains(info, "No training run") || !strings.Contains(info, "tinct train") || !strings.Contains(info, "--run DIR") {
+			t.Errorf("dashboard without a run says %q; want how to start one (tinct train, --run DIR)", info)
+		}
+		if plots || grids {
+			t.Errorf("dashboard without a run shows its plots (%v) or grids' note (%v)", plots, grids)
+		}
+		time.Sleep(1500 * time.Millisecond) // 150 s at the page's pace: 10 refreshes
+		if n := requests(); n != 1 {
+			t.Errorf("%d requests for /api/run without a run, want 1 (no polling)", n)
+		}
+		// a run starts; Refresh shows it, and from then on it is followed
+		fakeRun(t, filepath.Join(empty, "2026-01-03_00-00-00"), 2, 3)
+		do(t, ctx, chromedp.Click(chromedp.ID("refresh")))
+		waitJS(t, ctx, `document.querySelector('#plot-step polyline') && document.getElementById('run-info').textContent.includes('Run 2026-01-03_00-00-00')`)
+		before := requests()
+		time.Sleep(1500 * time.Millisecond)
+		if n := requests() - before; n < 3 {
+			t.Errorf("%d requests for /api/run in 150 s (page time) with a run, want it followed every 15 s", n)
+		}
+	})
+
+	t.Run("damaged", func(t *testing.T) {
+		// The newest checkpoint is damaged: the page names it and
+		// colorizes with the newest valid one; asking for the damaged one
+		// anyway gives an error that names it and suggests another.
+		dir, store := tinyStore(t)
+		saveTiny(t, store, "epoch-000002", 20, 2)
+		if err := os.WriteFile(filepath.Join(dir, "epoch-000002", "ema.safetensors"), []byte("garbage"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, hts := newTestServer(t, Options{Store: dir})
+		ctx := tab(t, bctx, true) // the damaged checkpoint's request fails
+		do(t, ctx, chromedp.Navigate(hts.URL))
+		waitJS(t, ctx, `document.getElementById('checkpoint-note').textContent !== ''`)
+		got := run(t, ctx, chromedp.Evaluate[[]string](`[document.getElementById('checkpoint-note').textContent,
+			[...document.getElementById('checkpoint').options].map((o) => o.textContent + (o.disabled ? ' (disabled)' : '')).join(' | ')]`))
+		note, options := got[0], got[1]
+		if !strings.Contains(note, "epoch-000002 is damaged") || !strings.Contains(note, "part ema.safetensors") || !strings.Contains(note, "Colorizing with epoch-000001") {
+			t.Errorf("checkpoint note %q: want epoch-000002 named damaged, and epoch-000001 used", note)
+		}
+		if !strings.HasPrefix(options, "Newest (epoch-000001)") || !strings.Contains(options, "epoch-000002 — damaged (disabled)") {
+			t.Errorf("checkpoint list %q: want Newest to be epoch-000001, and epoch-000002 not to be chosen", options)
+		}
+		colorizeInPage(t, ctx, hts.URL, photoPath, 1, tinySize, 128)
+		if st := run(t, ctx, chromedp.Text(chromedp.ID("gray-caption"))); !strings.Contains(st, "checkpoint epoch-000001") {
+			t.Errorf("gray caption %q, want the newest valid checkpoint", st)
+		}
+		// a page that listed epoch-000002 before it was damaged, and chose it
+		do(t, ctx, chromedp.Evaluate[chromedp.Void](`(() => {
+			const sel = document.getElementById('checkpoint');
+			const o = [...sel.options].find((o) => o.value === 'epoch-000002');
+			o.disabled = false;
+			sel.value = 'epoch-000002';
+			sel.dispatchEvent(new Event('change'));
+		})()`))
+		waitJS(t, ctx, `!document.getElementById('error').hidden`)
+		if msg := run(t, ctx, chromedp.Text(chromedp.ID("error"))); !strings.Contains(msg, "epoch-000002 is damaged") || !strings.Contains(msg, "choose another, e.g. epoch-000001") || strings.Contains(msg, "internal error") {
+			t.Errorf("error for the damaged checkpoint: %q", msg)
+		}
+		// the photo is kept: the checkpoint, not the photo, is at fault
+		if n := run(t, ctx, chromedp.Evaluate[int](`document.getElementById('original').naturalWidth`)); n != 128 {
+			t.Errorf("the photo was dropped after the damaged checkpoint's error")
 		}
 	})
 
@@ -621,11 +969,35 @@ func TestBrowser(t *testing.T) {
 	})
 
 	t.Run("narrow", func(t *testing.T) {
+		// The stream ends a moment after its "done" event (as over a slow
+		// network): the Colorize button gets the focus back while the page
+		// scrolls to the results, or after, and must not scroll it back.
+		srv, err := New(Options{Store: ts.Config.Handler.(*Server).opts.Store, OutputsDir: outputs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.finished = func(error) { time.Sleep(500 * time.Millisecond) }
+		hts := httptest.NewServer(srv)
+		defer hts.Close()
 		ctx := tab(t, bctx, false)
 		do(t, ctx, chromedp.EmulateViewport(400, 900, chromedp.EmulateMobile))
-		colorizeInPage(t, ctx, ts.URL, photoPath, 2, tinySize, 128)
-		// on a phone the results are scrolled into view when they arrive
-		waitJS(t, ctx, `(() => { const r = document.getElementById('results-title').getBoundingClientRect(); return r.top >= 0 && r.top < innerHeight / 2; })()`)
+		colorizeInPage(t, ctx, hts.URL, photoPath, 2, tinySize, 128)
+		// On a phone the results are scrolled into view when they arrive:
+		// once the scroll has come to rest, the heading and the top of the
+		// images are inside the viewport (not scrolled past by what the
+		// finished colorization hid above them: the preview and the bar).
+		settle(t, ctx)
+		pos := run(t, ctx, chromedp.Evaluate[[]float64](`(() => {
+			const h = document.getElementById('results-title').getBoundingClientRect();
+			const img = document.querySelector('#gallery figure.result img').getBoundingClientRect();
+			return [h.top, h.bottom, img.top, innerHeight, scrollY];
+		})()`))
+		if pos[0] < 0 || pos[1] > pos[3] || pos[2] < 0 || pos[2] >= pos[3] {
+			t.Errorf("after the scroll to the results (scrollY %v, viewport %v px high): heading from %v to %v, images' top at %v; want all inside the viewport", pos[4], pos[3], pos[0], pos[1], pos[2])
+		}
+		if pos[0] > 32 {
+			t.Errorf("after the scroll to the results the heading is %v px from the top of the window, want it at the top", pos[0])
+		}
 		layout := run(t, ctx, chromedp.Evaluate[[]float64](`[
 			document.documentElement.scrollWidth,
 			getComputedStyle(document.getElementById('gallery')).gridTemplateColumns.split(' ').length,
@@ -638,6 +1010,14 @@ func TestBrowser(t *testing.T) {
 		if layout[0] > 400 || layout[1] != 2 || layout[2] != 1 {
 			t.Errorf("at 400 px: page width %v, gallery columns %v, panels stacked %v", layout[0], layout[1], layout[2])
 		}
+		// A 128² result enlarged on a phone: larger than its thumbnail
+		// (about 164 px), not its own 128 px.
+		thumb := run(t, ctx, chromedp.Evaluate[float64](`document.querySelector('#gallery figure.result img').getBoundingClientRect().width`))
+		do(t, ctx, chromedp.Click(chromedp.CSS("#gallery figure.result button.enlarge")))
+		waitJS(t, ctx, `document.getElementById('viewer').open`)
+		checkViewer(t, ctx, thumb, 128, false)
+		do(t, ctx, chromedp.Click(chromedp.ID("viewer-close")))
+		waitJS(t, ctx, `!document.getElementById('viewer').open`)
 	})
 
 	t.Run("screenshots", func(t *testing.T) {
@@ -645,22 +1025,23 @@ func TestBrowser(t *testing.T) {
 		if dir == "" {
 			t.Skip("set TINCT_SCREENSHOTS=DIR to write serve-desktop.png and serve-narrow.png")
 		}
-		// A real store and run make better pictures than the tiny test
-		// network: TINCT_SCREENSHOTS_STORE, TINCT_SCREENSHOTS_RUN.
-		url, size := ts.URL, tinySize
-		if store := os.Getenv("TINCT_SCREENSHOTS_STORE"); store != "" {
-			s, err := New(Options{Store: store, RunDir: os.Getenv("TINCT_SCREENSHOTS_RUN")})
-			if err != nil {
-				t.Fatal(err)
-			}
-			m, err := s.models.get(context.Background(), "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			real := httptest.NewServer(s)
-			defer real.Close()
-			url, size = real.URL, m.ImageSize
+		// The bundled demo model colorizes, as for tinct serve on a fresh
+		// clone (no checkpoint in the store), and the dashboard shows the
+		// test's synthetic run; TINCT_SCREENSHOTS_STORE (a store whose
+		// newest checkpoint colorizes instead) and TINCT_SCREENSHOTS_RUN (a
+		// real run, e.g. of configs/sample.yaml) change that.
+		opts := Options{Fallback: demoModel(t), OutputsDir: outputs, Store: os.Getenv("TINCT_SCREENSHOTS_STORE"), RunDir: os.Getenv("TINCT_SCREENSHOTS_RUN")}
+		s, err := New(opts)
+		if err != nil {
+			t.Fatal(err)
 		}
+		m, err := s.models.get(context.Background(), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		shown := httptest.NewServer(s)
+		defer shown.Close()
+		url, size := shown.URL, m.ImageSize
 		for _, shot := range []struct {
 			name          string
 			width, height int64
@@ -674,9 +1055,7 @@ func TestBrowser(t *testing.T) {
 			waitJS(t, ctx, `document.getElementById('status').textContent.includes('50 steps') &&
 				[...document.querySelectorAll('#gallery figure.result img')].every((i) => i.complete && i.naturalWidth > 0)`)
 			waitJS(t, ctx, `document.querySelector('#plot-epoch polyline') && document.getElementById('grid').complete && document.getElementById('grid').naturalWidth > 0`)
-			if shot.width < 600 { // show the results, not the page's top
-				do(t, ctx, chromedp.Evaluate[chromedp.Void](`document.getElementById('photo-box').scrollIntoView()`))
-			}
+			settle(t, ctx) // on a phone: scrolled to the results
 			do(t, ctx, chromedp.Evaluate[chromedp.Void](`document.activeElement.blur()`))
 			buf := run(t, ctx, chromedp.CaptureScreenshot())
 			img, err := png.Decode(bytes.NewReader(buf))

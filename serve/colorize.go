@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"image"
-	"image/color"
 	"image/png"
 	"io"
 	"math/rand/v2"
@@ -41,9 +40,10 @@ type upload struct {
 }
 
 // readUpload reads a multipart/form-data body: the file field "image" and
-// short text fields. The body is limited to MaxUploadBytes and must arrive
-// at MinBodyRate after a grace of BodyTimeout (slowBody); an upload that
-// stalls is answered 408, which frees its place.
+// short text fields. The body is limited to MaxUploadBytes, its first byte
+// must come within FirstByteTimeout, and it must keep arriving at
+// MinBodyRate on average (slowBody); an upload that stalls is answered
+// 408, which frees its place.
 func (s *Server) readUpload(w http.ResponseWriter, r *http.Request) (*upload, error) {
 	limit := s.opts.MaxUploadBytes
 	tooLarge := &apiError{status: http.StatusRequestEntityTooLarge,
@@ -54,7 +54,7 @@ func (s *Server) readUpload(w http.ResponseWriter, r *http.Request) (*upload, er
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "multipart/form-data" {
 		return nil, &apiError{status: http.StatusUnsupportedMediaType, msg: `send the photo as multipart/form-data with a file field "image"`}
 	}
-	body := newSlowBody(w, r, s.opts.BodyTimeout, s.opts.MinBodyRate)
+	body := newSlowBody(w, r, s.opts.FirstByteTimeout, s.opts.BodyTimeout, s.opts.MinBodyRate)
 	r.Body = http.MaxBytesReader(w, struct {
 		io.Reader
 		io.Closer
@@ -79,8 +79,8 @@ func (s *Server) readUpload(w http.ResponseWriter, r *http.Request) (*upload, er
 }
 
 // readForm reads the multipart form of r: one file "image" and text fields.
-// sizeHint (the body's declared length, or ≤ 0) sizes the image's buffer at
-// once, so that reading it does not hold a half-size copy besides.
+// sizeHint (the body's declared length, or ≤ 0) sizes the image's buffer
+// once its data flows (readFile).
 func readForm(r *http.Request, tooLarge error, sizeHint int64) (*upload, error) {
 	mr, err := r.MultipartReader()
 	if err != nil {
@@ -106,15 +106,7 @@ func readForm(r *http.Request, tooLarge error, sizeHint int64) (*upload, error) 
 			if u.image != nil {
 				return nil, badRequest(`more than one file in field "image"; send one photo`)
 			}
-			var buf bytes.Buffer
-			if sizeHint > 0 {
-				buf.Grow(int(sizeHint) + bytes.MinRead) // ReadFrom wants MinRead free at the end
-			}
-			_, err = buf.ReadFrom(p)
-			u.image = buf.Bytes()
-			if u.image == nil {
-				u.image = []byte{}
-			}
+			u.image, err = readFile(p, sizeHint)
 		case p.FileName() == "" && name != "":
 			var b []byte
 			b, err = io.ReadAll(io.LimitReader(p, maxFieldBytes+1))
@@ -141,6 +133,40 @@ func readForm(r *http.Request, tooLarge error, sizeHint int64) (*upload, error) 
 	return u, nil
 }
 
+// firstBuffer is the buffer an uploaded file starts with: a client that
+// declares a large body and sends little holds little.
+const firstBuffer = 64 << 10
+
+// readFile reads an uploaded file. Its buffer starts at firstBuffer and,
+// when that is full, takes sizeHint (the body's declared length) at once,
+// so that a photo is not held twice while its buffer grows; beyond that
+// (no hint, or a wrong one) it doubles.
+func readFile(r io.Reader, sizeHint int64) ([]byte, error) {
+	b := make([]byte, 0, firstBuffer)
+	if sizeHint > 0 && sizeHint < firstBuffer {
+		b = make([]byte, 0, sizeHint+bytes.MinRead)
+	}
+	for {
+		if len(b) == cap(b) {
+			c := 2 * cap(b)
+			if sizeHint+bytes.MinRead > int64(cap(b)) {
+				c = int(sizeHint) + bytes.MinRead
+			}
+			nb := make([]byte, len(b), c)
+			copy(nb, b)
+			b = nb
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
+}
+
 // intField parses a required integer field within [lo, hi].
 func (u *upload) intField(name string, lo, hi int) (int, error) {
 	v, ok := u.fields[name]
@@ -157,49 +183,122 @@ func (u *upload) intField(name string, lo, hi int) (int, error) {
 	return n, nil
 }
 
-// luminance decodes an upload (decodeUpload) and returns its BT.601 gray
-// at the photo's own size: what the network's input is made from and what
-// the full-resolution results are coloured on.
-func (s *Server) luminance(ctx context.Context, data []byte) (*image.Gray, error) {
-	img, err := s.decodeUpload(ctx, data)
+// photoInput turns an upload into what a colorization needs, under the
+// memory budget: its BT.601 gray at the photo's own size, upright (lum:
+// what the network's input is made from and what the full-resolution
+// results are coloured on), the network's input of size² (chroma.Fit) and
+// where the photo lies in it. The peak of the whole (planDecode) is
+// reserved before anything is decoded, waiting in line up to AdmitWait
+// (then 503); what remains of the reservation on return is lum's bytes,
+// which the caller gives back (release) or hands over to the kept results
+// (handOver).
+func (s *Server) photoInput(ctx context.Context, data []byte, size int) (lum, in *image.Gray, frame image.Rectangle, g *memGrant, err error) {
+	plan, err := s.checkUpload(data, size)
+	if err != nil {
+		return nil, nil, frame, nil, err
+	}
+	g, err = s.budget.reserve(ctx, plan.peak, s.opts.AdmitWait)
+	switch {
+	case errors.Is(err, errBudgetBusy):
+		return nil, nil, frame, nil, &apiError{status: http.StatusServiceUnavailable, header: http.Header{"Retry-After": {"30"}},
+			msg: fmt.Sprintf("busy: the photos being read or waiting take this server's memory (%d MiB) and this one needs %d MiB; try again in a minute", s.budget.max>>20, plan.peak>>20)}
+	case err != nil:
+		return nil, nil, frame, nil, err
+	}
+	lum, err = s.grayOf(ctx, data, plan.format)
+	if err != nil {
+		g.release()
+		return nil, nil, frame, nil, err
+	}
+	g.shrink(plan.rest) // the decoded image is gone: return it before the next copies
+	if o := plan.orientation; o >= 2 && o <= 8 {
+		// the gray is turned rather than the colour image: no rotated
+		// colour copy
+		lum = dataset.Orient(lum, o).(*image.Gray)
+	}
+	in, frame = chroma.Fit(lum, size)
+	g.shrink(plan.lum) // the copies are gone: return them
+	return lum, in, frame, g, nil
+}
+
+// grayOf decodes an upload and returns its gray as stored (not turned by
+// its orientation); the decoded image is dropped on return.
+func (s *Server) grayOf(ctx context.Context, data []byte, format string) (*image.Gray, error) {
+	img, err := s.decodeRaw(ctx, data, format)
 	if err != nil {
 		return nil, err
 	}
 	if g, ok := img.(*image.Gray); ok && g.Rect.Min == (image.Point{}) {
 		return g, nil // a gray photo is its own luminance: no copy
 	}
-	return dataset.ToGray(img), nil
+	return toGray(img), nil
+}
+
+// checkUpload checks an uploaded PNG or JPEG by its header, before any
+// pixel is decoded: its format, its pixels (MaxPixels), the decoder's
+// memory (MaxDecodedBytes) and the peak memory of making a size² input of
+// it (the memory budget). It returns the plan of its decoding.
+func (s *Server) checkUpload(data []byte, size int) (decodePlan, error) {
+	cfg, format, err := image.DecodeConfig(bytes.NewReader(data))
+	if err != nil {
+		return decodePlan{}, &apiError{status: http.StatusUnsupportedMediaType, msg: "not a PNG or JPEG image, or its header is damaged; choose a photo"}
+	}
+	if format != "png" && format != "jpeg" {
+		return decodePlan{}, &apiError{status: http.StatusUnsupportedMediaType, msg: fmt.Sprintf("%s images are not supported; choose a PNG or JPEG photo", strings.ToUpper(format))}
+	}
+	if cfg.Width <= 0 || cfg.Height <= 0 {
+		return decodePlan{}, badRequest("the %s image is empty (%d×%d pixels); choose another file", strings.ToUpper(format), cfg.Width, cfg.Height)
+	}
+	if px := int64(cfg.Width) * int64(cfg.Height); px > s.opts.MaxPixels {
+		return decodePlan{}, &apiError{status: http.StatusRequestEntityTooLarge,
+			msg: fmt.Sprintf("the photo is %d×%d pixels, more than the limit of %.0f megapixels; choose a smaller one", cfg.Width, cfg.Height, float64(s.opts.MaxPixels)/1e6)}
+	}
+	p := planDecode(cfg, format, data, size)
+	if p.decoder > s.opts.MaxDecodedBytes {
+		return p, &apiError{status: http.StatusRequestEntityTooLarge,
+			msg: fmt.Sprintf("the photo would take %d MiB when decoded (%d×%d pixels at %.4g bytes each), more than this server's %d MiB; choose a smaller photo, or one with 8 bits per channel",
+				p.decoder>>20, cfg.Width, cfg.Height, p.bpp, s.opts.MaxDecodedBytes>>20)}
+	}
+	if s.budget != nil && p.peak > s.budget.max {
+		return p, &apiError{status: http.StatusRequestEntityTooLarge,
+			msg: fmt.Sprintf("reading the photo (%d×%d pixels) would take %d MiB of memory at its peak, more than this server's memory budget of %d MiB; choose a smaller photo",
+				cfg.Width, cfg.Height, p.peak>>20, s.budget.max>>20)}
+	}
+	return p, nil
 }
 
 // decodeUpload checks and decodes an uploaded PNG or JPEG, turned upright
-// by its EXIF orientation.
+// by its EXIF orientation (the colour image; photoInput turns its gray).
 func (s *Server) decodeUpload(ctx context.Context, data []byte) (image.Image, error) {
-	cfg, format, err := image.DecodeConfig(bytes.NewReader(data))
+	p, err := s.checkUpload(data, 0)
 	if err != nil {
-		return nil, &apiError{status: http.StatusUnsupportedMediaType, msg: "not a PNG or JPEG image, or its header is damaged; choose a photo"}
+		return nil, err
 	}
-	if format != "png" && format != "jpeg" {
-		return nil, &apiError{status: http.StatusUnsupportedMediaType, msg: fmt.Sprintf("%s images are not supported; choose a PNG or JPEG photo", strings.ToUpper(format))}
+	img, err := s.decodeRaw(ctx, data, p.format)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.Width <= 0 || cfg.Height <= 0 {
-		return nil, badRequest("the %s image is empty (%d×%d pixels); choose another file", strings.ToUpper(format), cfg.Width, cfg.Height)
-	}
-	if px := int64(cfg.Width) * int64(cfg.Height); px > s.opts.MaxPixels {
-		return nil, &apiError{status: http.StatusRequestEntityTooLarge,
-			msg: fmt.Sprintf("the photo is %d×%d pixels, more than the limit of %.0f megapixels; choose a smaller one", cfg.Width, cfg.Height, float64(s.opts.MaxPixels)/1e6)}
-	}
-	if n, bpp := decodedBytes(cfg, format, data); n > s.opts.MaxDecodedBytes {
-		return nil, &apiError{status: http.StatusRequestEntityTooLarge,
-			msg: fmt.Sprintf("the photo would take %d MiB when decoded (%d×%d pixels at %.4g bytes each), more than this server's %d MiB; choose a smaller photo, or one with 8 bits per channel",
-				n>>20, cfg.Width, cfg.Height, bpp, s.opts.MaxDecodedBytes>>20)}
-	}
+	return dataset.Orient(img, p.orientation), nil
+}
+
+// decodeRaw decodes a checked upload (a PNG or JPEG, format) as stored
+// (not turned by its orientation), one of maxDecodes at a time. A
+// decoder's panic on malformed data is an error.
+func (s *Server) decodeRaw(ctx context.Context, data []byte, format string) (img image.Image, err error) {
 	select {
 	case s.decode <- struct{}{}:
 		defer func() { <-s.decode }()
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	img, err := dataset.DecodeBytes(data)
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				img, err = nil, fmt.Errorf("decoder failed on malformed data: %v", p)
+			}
+		}()
+		img, _, err = image.Decode(bytes.NewReader(data))
+	}()
 	if err != nil {
 		what := "damaged"
 		if errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(err.Error(), "not enough pixel data") {
@@ -208,38 +307,6 @@ func (s *Server) decodeUpload(ctx context.Context, data []byte) (image.Image, er
 		return nil, badRequest("the %s image is damaged or truncated and cannot be read: it looks %s; choose another file", strings.ToUpper(format), what)
 	}
 	return img, nil
-}
-
-// decodedBytes estimates the memory decoding takes: width × height × bytes
-// per pixel of the image the decoder allocates (by its colour model), plus
-// what the decoder keeps besides: a progressive JPEG's DCT coefficients
-// (two bytes per pixel and component), an interlaced PNG's largest pass
-// (half the image). It returns the total and the bytes per pixel.
-func decodedBytes(cfg image.Config, format string, data []byte) (int64, float64) {
-	var bpp float64
-	switch cfg.ColorModel {
-	case color.GrayModel, color.AlphaModel:
-		bpp = 1
-	case color.Gray16Model, color.Alpha16Model:
-		bpp = 2
-	case color.RGBAModel, color.NRGBAModel, color.CMYKModel:
-		bpp = 4
-	case color.YCbCrModel:
-		bpp = 3 // 4:4:4 at most
-	default:
-		if _, ok := cfg.ColorModel.(color.Palette); ok {
-			bpp = 1
-		} else {
-			bpp = 8 // RGBA64, NRGBA64 and anything unknown
-		}
-	}
-	switch {
-	case format == "jpeg" && dataset.ProgressiveJPEG(data):
-		bpp *= 3 // + 2 bytes per sample of coefficients
-	case format == "png" && len(data) > 28 && data[28] == 1: // IHDR interlace method Adam7
-		bpp *= 1.5
-	}
-	return int64(float64(cfg.Width) * float64(cfg.Height) * bpp), bpp
 }
 
 // pngDataURL encodes img as a data: URL.
@@ -272,16 +339,17 @@ func newGrayResult(m *Model, lum, in *image.Gray, frame image.Rectangle) grayRes
 // mirrored into the rest of the square): {"checkpoint", "image_size",
 // "gray": "data:image/png;base64,…", "width", "height", "frame"}.
 func (s *Server) handleGray(w http.ResponseWriter, r *http.Request) {
-	// At most maxGrayUploads are read and held at once; the rest are
-	// refused before their bodies are read.
-	select {
-	case s.uploads <- struct{}{}:
-		defer func() { <-s.uploads }()
-	default:
-		writeError(w, &apiError{status: http.StatusServiceUnavailable, header: http.Header{"Retry-After": {"5"}},
-			msg: fmt.Sprintf("busy: %d photos are being read, the most this server takes at once; try again in a few seconds", maxGrayUploads)})
+	// At most maxGrayUploads are read and held at once, and one per client
+	// (MaxPerClient); the rest wait for a place before their bodies are
+	// read, up to AdmitWait.
+	pl, err := s.uploads.enter(r.Context(), clientKey(r), s.opts.AdmitWait)
+	if err != nil {
+		if r.Context().Err() == nil {
+			writeError(w, busy(err, s.uploads.capacity, "photos are being read", "5"))
+		}
 		return
 	}
+	defer pl.leave()
 	res, err := s.gray(r.Context(), w, r)
 	if err != nil {
 		s.logError(r, err)
@@ -300,11 +368,11 @@ func (s *Server) gray(ctx context.Context, w http.ResponseWriter, r *http.Reques
 	if err != nil {
 		return nil, err
 	}
-	lum, err := s.luminance(ctx, u.image)
+	lum, in, frame, g, err := s.photoInput(ctx, u.image, m.ImageSize)
 	if err != nil {
 		return nil, err
 	}
-	in, frame := chroma.Fit(lum, m.ImageSize)
+	defer g.release()
 	res := newGrayResult(m, lum, in, frame)
 	return &res, nil
 }
@@ -313,6 +381,9 @@ func (s *Server) gray(ctx context.Context, w http.ResponseWriter, r *http.Reques
 type (
 	queuedEvent struct {
 		Ahead int `json:"ahead"` // how many colorizations are before this one, the running one included
+		// Wait estimates the seconds until this one runs, from how long the
+		// recent colorizations took (jobTimes); absent before the first.
+		Wait *float64 `json:"wait_seconds,omitempty"`
 	}
 	startEvent struct {
 		grayResult
@@ -375,12 +446,17 @@ func (s *Server) colorize(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	fail := func(err error) error { writeError(w, err); return err }
 	// Admission comes before the upload is read, so the queue also bounds
-	// how many uploads (up to MaxBytes each) are held in memory at once.
-	if !s.queue.admit() {
-		return fail(&apiError{status: http.StatusServiceUnavailable, header: http.Header{"Retry-After": {"30"}},
-			msg: fmt.Sprintf("busy: %d colorizations are running or waiting, the most this server takes; try again in a minute", s.queue.capacity())})
+	// how many uploads (up to MaxBytes each) are held in memory at once. A
+	// request waits for a place, first come first served, up to AdmitWait,
+	// and a client has at most MaxPerClient uploading or queued.
+	pl, err := s.queue.places.enter(ctx, clientKey(r), s.opts.AdmitWait)
+	if err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		return fail(busy(err, s.queue.capacity(), "colorizations are running or waiting", "30"))
 	}
-	defer s.queue.leave()
+	defer pl.leave()
 	u, err := s.readUpload(w, r)
 	if err != nil {
 		return fail(err)
@@ -403,12 +479,12 @@ func (s *Server) colorize(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fail(err)
 	}
-	lum, err := s.luminance(ctx, u.image)
+	size := m.ImageSize
+	lum, g, frame, mem, err := s.photoInput(ctx, u.image, size)
 	if err != nil {
 		return fail(err)
 	}
-	size := m.ImageSize
-	g, frame := chroma.Fit(lum, size)
+	defer mem.release() // lum's bytes, unless handed over to the kept results
 
 	// From here on the answer is a stream.
 	h := w.Header()
@@ -431,10 +507,13 @@ func (s *Server) colorize(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 
-	if err := s.queue.run(ctx, func(ahead int) { send("queued", queuedEvent{Ahead: ahead}) }); err != nil {
+	if err := s.queue.run(ctx, func(ahead int) { send("queued", queuedEvent{Ahead: ahead, Wait: s.jobs.wait(ahead)}) }); err != nil {
 		return streamErr(err)
 	}
 	defer s.queue.done()
+	pl.unclaim() // running: the client may send its next one
+	job := s.jobs.start()
+	defer job.end()
 	send("start", startEvent{grayResult: newGrayResult(m, lum, g, frame), Epoch: m.Epoch, Steps: steps, Samples: samples, Seed: seed})
 
 	gray := make([]float32, size*size)
@@ -470,11 +549,25 @@ func (s *Server) colorize(w http.ResponseWriter, r *http.Request) error {
 		done.Images = append(done.Images, pngDataURL(img.SubImage(frame)))
 	}
 	id := s.results.add(res)
+	mem.handOver() // lum is the kept result's now, counted by the budget as such
 	for k := range samples {
 		done.Full = append(done.Full, resultURL(id, k))
 	}
+	job.done()
 	send("done", done)
 	return nil
+}
+
+// busy is the 503 answer to a request that got no place (places.enter's
+// error): its client's share is in use, or every one of the n places.
+func busy(err error, n int, what, retry string) *apiError {
+	h := http.Header{"Retry-After": {retry}}
+	if errors.Is(err, errClientBusy) {
+		return &apiError{status: http.StatusServiceUnavailable, header: h,
+			msg: "busy: your earlier request is still being read or waiting in the queue (a client may have one at a time); try again when it is done"}
+	}
+	return &apiError{status: http.StatusServiceUnavailable, header: h,
+		msg: fmt.Sprintf("busy: %d %s, the most this server takes at once; try again in a minute", n, what)}
 }
 
 // subImage returns the part of img inside r.

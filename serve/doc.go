@@ -46,11 +46,17 @@
 // # Colorization
 //
 // One colorization runs at a time (the kernels already use every core).
-// A request takes a place in the queue before its upload is read (or is
-// refused with 503), reads it under a deadline that moves with the data
-// ([Options.BodyTimeout], [Options.MinBodyRate]), decodes it (at most two
-// decodes run at once, each bounded by [Options.MaxDecodedBytes]), then
-// waits in line, told its place whenever it changes, and runs. Its work
+// A request takes a place in the queue before its upload is read, waiting
+// for one in arrival order up to [Options.AdmitWait] (then 503 with
+// Retry-After); each client address holds at most [Options.MaxPerClient]
+// places of a kind. It reads the upload under a deadline for its first
+// byte ([Options.FirstByteTimeout]) and one that grows with the bytes from
+// the start ([Options.MinBodyRate]), then reserves, before any pixel is
+// decoded, the peak memory of its decode, gray, rotation and fit (known
+// from the header) against one byte budget shared with the kept results
+// ([Options.MemoryBudget]; waiting as above, 413 for a photo over the
+// whole budget), decodes, gives back what it no longer needs, then waits
+// in line, told its place whenever it changes, and runs. Its work
 // stops at the next diffusion step when the client goes away. Networks are
 // cached per checkpoint (two) and samplers per (checkpoint, samples), least
 // recently used first out, up to 8 images' worth of arenas between them (a

@@ -118,12 +118,24 @@ func equalSecret(a, b string) bool {
 }
 
 // authorized reports whether r carries the token or the session cookie.
+// The scheme's name is case-insensitive ("bearer", "BEARER": RFC 9110,
+// 11.1), and may be followed by more than one space.
 func (s *Server) authorized(r *http.Request) bool {
-	if v, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-		return equalSecret(strings.TrimSpace(v), s.opts.Token)
+	if v, ok := bearerToken(r.Header.Get("Authorization")); ok {
+		return equalSecret(v, s.opts.Token)
 	}
 	c, err := r.Cookie(sessionCookie)
 	return err == nil && equalSecret(c.Value, s.session)
+}
+
+// bearerToken returns the credentials of an Authorization header of the
+// Bearer scheme; ok is false for another scheme (or none).
+func bearerToken(h string) (string, bool) {
+	scheme, cred, ok := strings.Cut(strings.TrimLeft(h, " \t"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return strings.TrimSpace(cred), true
 }
 
 // handleLogin answers POST /api/login, {"token": "…"} as JSON (or a form
@@ -156,10 +168,14 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 }
 
 // slowBody reads a request body under a deadline that moves with the data:
-// the body must arrive at rate bytes a second on average after a grace of
-// grace, and no read may wait longer than grace. The deadline is the
-// connection's read deadline, so a client that sends nothing does not keep
-// its reader (and its queue place) waiting.
+// its first byte must arrive within first of the start; by then and ever
+// after, the body must have arrived at rate bytes a second on average
+// since the start, with first as grace (the deadline for n bytes is start +
+// first + n/rate, whatever the bursts); and no read may wait longer than
+// pause. The deadline is the connection's read deadline, so a client that
+// sends nothing does not keep its reader (and its queue place) waiting.
+// A client that sends its headers, then nothing, holds its place for
+// first; one that stops after n bytes for first + n/rate at most.
 //
 // The deadline must never fire on net/http's own read. Once a body is read
 // to its end, net/http starts a background read on the connection to notice
@@ -178,14 +194,15 @@ type slowBody struct {
 	rc       *http.ResponseController
 	start    time.Time
 	n        int64
-	grace    time.Duration
+	first    time.Duration
+	pause    time.Duration
 	rate     int64
 	timedOut bool
 	ended    bool // the body was read to its end; the deadline is cleared
 }
 
-func newSlowBody(w http.ResponseWriter, r *http.Request, grace time.Duration, rate int64) *slowBody {
-	return &slowBody{r: r.Body, w: w, ctx: r.Context(), rc: http.NewResponseController(w), start: time.Now(), grace: grace, rate: rate}
+func newSlowBody(w http.ResponseWriter, r *http.Request, first, pause time.Duration, rate int64) *slowBody {
+	return &slowBody{r: r.Body, w: w, ctx: r.Context(), rc: http.NewResponseController(w), start: time.Now(), first: first, pause: pause, rate: rate}
 }
 
 func (b *slowBody) Read(p []byte) (int, error) {
@@ -193,8 +210,8 @@ func (b *slowBody) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	if b.rc != nil {
-		dl := b.start.Add(b.grace + time.Duration(float64(b.n)/float64(b.rate)*float64(time.Second)))
-		if idle := time.Now().Add(b.grace); idle.Before(dl) {
+		dl := b.start.Add(b.first + time.Duration(float64(b.n)/float64(b.rate)*float64(time.Second)))
+		if idle := time.Now().Add(b.pause); idle.Before(dl) {
 			dl = idle
 		}
 		if err := b.rc.SetReadDeadline(dl); err != nil {
@@ -244,6 +261,6 @@ func (b *slowBody) finish(ok bool) {
 // tooSlow is the answer to an upload cut off by its deadline.
 func (s *Server) tooSlow() *apiError {
 	return &apiError{status: http.StatusRequestTimeout, msg: fmt.Sprintf(
-		"the upload arrived too slowly (under %s/s on average, or a pause of more than %v) and was stopped; try again on a better connection",
-		formatBytes(s.opts.MinBodyRate), s.opts.BodyTimeout)}
+		"the upload arrived too slowly (nothing within %v, under %s/s on average, or a pause of more than %v) and was stopped; try again on a better connection",
+		s.opts.FirstByteTimeout, formatBytes(s.opts.MinBodyRate), s.opts.BodyTimeout)}
 }

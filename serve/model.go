@@ -5,12 +5,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"path"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/tinct/tinct/checkpoint"
+	"github.com/tinct/tinct/demo"
 	"github.com/tinct/tinct/model"
 	"github.com/tinct/tinct/nn"
 	"github.com/tinct/tinct/trainstate"
@@ -51,6 +55,16 @@ func LoadModel(ctx context.Context, store checkpoint.Store, name string) (*Model
 	return modelOf(inf), warns, nil
 }
 
+// DemoModel is the bundled demo model (package demo), for Options.Fallback.
+// Its time is its model card's date: the weights file records none.
+func DemoModel() (*Model, error) {
+	w, err := demo.Load()
+	if err != nil {
+		return nil, err
+	}
+	return &Model{Name: demo.Name, Epoch: w.Epoch, Step: w.Step, Time: demo.Date(), ImageSize: w.ImageSize, Net: w.Net}, nil
+}
+
 // Cache sizes: networks are small (8 MB at the default widths), but a
 // sampler holds a training-sized arena for its batch (91 MiB per image at
 // 128²), so the cached samplers hold at most 8 images between them (the
@@ -72,9 +86,10 @@ type models struct {
 	device   func() (nn.Compute, error) // Options.Compute
 
 	mu       sync.Mutex
-	nets     *list.List             // of *Model, most recently used first
-	samplers *list.List             // of *cachedSampler, most recently used first
-	onDevice map[*Model]*model.UNet // a model's network on the accelerator
+	nets     *list.List               // of *Model, most recently used first
+	damaged  map[string]*damagedError // checkpoints found damaged, by name
+	samplers *list.List               // of *cachedSampler, most recently used first
+	onDevice map[*Model]*model.UNet   // a model's network on the accelerator
 }
 
 type cachedSampler struct {
@@ -104,10 +119,52 @@ func storeName(store checkpoint.Store) string {
 // errNoStore is returned when the server has no checkpoint store.
 var errNoStore = errors.New("no checkpoint store configured (start tinct serve with --store DIR)")
 
-// get returns the model of the named checkpoint, or of the newest one when
-// name is empty, loading it unless it is cached. A cached model is reused
-// only while the store still lists a checkpoint of that name taken at the
-// same time (a save under the same name replaces it).
+// damagedError reports a checkpoint whose network cannot be loaded: its
+// parts do not match its manifest (checkpoint.ErrCorrupt), or they match
+// but hold no network the config describes. It is remembered per
+// checkpoint (name and time), so that the damage is found once.
+type damagedError struct {
+	name   string
+	time   time.Time
+	reason string // for people: which part and what is wrong, no paths
+	err    error  // the cause, for the log
+}
+
+func (e *damagedError) Error() string {
+	return fmt.Sprintf("checkpoint %s is damaged: %v", e.name, e.err)
+}
+
+func (e *damagedError) Unwrap() error { return e.err }
+
+// damageOf describes err, a failed load of checkpoint in, as a
+// *damagedError (verified: its parts matched their manifest, and it is
+// their network that did not load), or returns nil when err says nothing
+// about the checkpoint itself (a store that did not answer, a request gone
+// away).
+func damageOf(in checkpoint.Info, err error, verified bool) *damagedError {
+	var ce *checkpoint.CorruptError
+	switch {
+	case errors.As(err, &ce):
+		what := "part " + ce.File
+		if ce.File == "manifest.json" {
+			what = ce.File
+		}
+		return &damagedError{name: in.Name, time: in.Time, reason: fmt.Sprintf("%s — %s (%s)", what, ce.Problem, ce.Reason), err: err}
+	case verified:
+		return &damagedError{name: in.Name, time: in.Time, reason: "its files are intact but hold no network this server can load (the server's log says why)", err: err}
+	}
+	return nil
+}
+
+// get returns the model of the named checkpoint, or of the newest usable
+// one when name is empty, loading it unless it is cached. A cached model is
+// reused only while the store still lists a checkpoint of that name taken
+// at the same time (a save under the same name replaces it).
+//
+// A damaged checkpoint (damagedError) is skipped when name is empty: the
+// newest valid one is used instead (of any run: serving is not resuming),
+// or Options.Fallback when none is valid. A request that names it gets a
+// 500 that names it and another to choose.
 func (c *models) get(ctx context.Context, name string) (*Model, error) {
 	if fb := c.fallback; fb != nil && (name == fb.Name || name == "" && c.store == nil) {
 		return fb, nil
@@ -124,49 +181,94 @@ func (c *models) get(ctx context.Context, name string) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list checkpoints in %s: %w", c.store, err) // logged, not shown
 	}
-	var want *checkpoint.Info
-	for i := range infos {
-		if infos[i].Name == name || name == "" {
-			want = &infos[i]
-			break
-		}
+	c.forgetGone(infos)
+	if name == "" {
+		return c.newest(ctx, infos)
 	}
-	if want == nil && name == "" && c.fallback != nil {
-		return c.fallback, nil // the store holds no checkpoint yet
-	}
-	if want == nil {
-		if name == "" {
-			return nil, &apiError{status: 404, msg: fmt.Sprintf("no checkpoint in %s yet: train a model first (tinct train), or start tinct serve with another --store", c.name)}
-		}
+	i := slices.IndexFunc(infos, func(in checkpoint.Info) bool { return in.Name == name })
+	if i < 0 {
 		return nil, &apiError{status: 404, msg: fmt.Sprintf("checkpoint %q is not in %s; choose one from the list", name, c.name)}
 	}
+	m, err := c.load(ctx, infos[i])
+	var d *damagedError
+	switch {
+	case errors.As(err, &d):
+		msg := fmt.Sprintf("checkpoint %s is damaged and cannot be used: %s", d.name, d.reason)
+		if other := c.suggest(infos, name); other != "" {
+			msg += fmt.Sprintf("; choose another, e.g. %s", other)
+		}
+		return nil, &apiError{status: http.StatusInternalServerError, msg: msg}
+	case errors.Is(err, checkpoint.ErrNotFound):
+		return nil, &apiError{status: 404, msg: fmt.Sprintf("checkpoint %q is gone from %s; reload the page and choose another", name, c.name)}
+	}
+	return m, err
+}
 
+// newest returns the model of the newest checkpoint in infos that loads,
+// skipping damaged ones (and ones deleted since the listing); the fallback
+// model when none is left.
+func (c *models) newest(ctx context.Context, infos []checkpoint.Info) (*Model, error) {
+	var damaged []string
+	for _, in := range infos {
+		m, err := c.load(ctx, in)
+		if err == nil {
+			return m, nil
+		}
+		var d *damagedError
+		switch {
+		case errors.As(err, &d):
+			damaged = append(damaged, fmt.Sprintf("%s (%s)", d.name, d.reason))
+		case errors.Is(err, checkpoint.ErrNotFound): // deleted since the listing
+		default:
+			return nil, err
+		}
+	}
+	if c.fallback != nil {
+		return c.fallback, nil // the store holds no (valid) checkpoint yet
+	}
+	if len(damaged) > 0 {
+		return nil, &apiError{status: http.StatusInternalServerError, msg: fmt.Sprintf("no usable checkpoint in %s: %s is damaged; train again, or start tinct serve with another --store",
+			c.name, strings.Join(damaged, ", "))}
+	}
+	return nil, &apiError{status: 404, msg: fmt.Sprintf("no checkpoint in %s yet: train a model first (tinct train), or start tinct serve with another --store", c.name)}
+}
+
+// load returns the model of the checkpoint in, from the cache or loaded
+// from the store; a damaged checkpoint's *damagedError, remembered.
+func (c *models) load(ctx context.Context, in checkpoint.Info) (*Model, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for e := c.nets.Front(); e != nil; e = e.Next() {
-		if m := e.Value.(*Model); m.Name == want.Name && m.Time.Equal(want.Time) {
+		if m := e.Value.(*Model); m.Name == in.Name && m.Time.Equal(in.Time) {
 			c.nets.MoveToFront(e)
 			return m, nil
 		}
 	}
+	if d, ok := c.damaged[in.Name]; ok && d.time.Equal(in.Time) {
+		return nil, d
+	}
 	// Loading holds the lock: concurrent requests for the same checkpoint
 	// wait for one load rather than each doing it.
-	m, warns, err := LoadModel(ctx, c.store, want.Name)
-	if err != nil && name == "" && errors.Is(err, checkpoint.ErrCorrupt) {
-		// The newest is damaged: fall back to the newest valid one, as
-		// resuming would.
-		c.warn(err)
-		m, warns, err = LoadModel(ctx, c.store, "")
-	}
-	for _, w := range warns {
-		c.warn(w)
-	}
-	if errors.Is(err, checkpoint.ErrNotFound) {
-		c.warn(err)
-		return nil, &apiError{status: 404, msg: fmt.Sprintf("checkpoint %q is gone from %s; reload the page and choose another", want.Name, c.name)}
+	ck, err := c.store.Load(ctx, in.Name)
+	var m *Model
+	if err == nil {
+		m, err = ModelFromCheckpoint(ck)
 	}
 	if err != nil {
-		return nil, err
+		if errors.Is(err, checkpoint.ErrNotFound) {
+			c.warn(err)
+			return nil, err
+		}
+		d := damageOf(in, err, ck != nil)
+		if d == nil {
+			return nil, err
+		}
+		c.warn(d)
+		if c.damaged == nil {
+			c.damaged = map[string]*damagedError{}
+		}
+		c.damaged[in.Name] = d
+		return nil, d
 	}
 	for e := c.nets.Front(); e != nil; e = e.Next() {
 		if old := e.Value.(*Model); old.Name == m.Name {
@@ -181,6 +283,63 @@ func (c *models) get(ctx context.Context, name string) (*Model, error) {
 		c.dropSamplers(old)
 	}
 	return m, nil
+}
+
+// forgetGone forgets the damage of checkpoints no longer listed.
+func (c *models) forgetGone(infos []checkpoint.Info) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for name := range c.damaged {
+		if !slices.ContainsFunc(infos, func(in checkpoint.Info) bool { return in.Name == name }) {
+			delete(c.damaged, name)
+		}
+	}
+}
+
+// damage returns the damage found in checkpoint in, if any ("" when none
+// is known).
+func (c *models) damage(in checkpoint.Info) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if d, ok := c.damaged[in.Name]; ok && d.time.Equal(in.Time) {
+		return d.reason
+	}
+	return ""
+}
+
+// suggest names a checkpoint to choose instead of name: the newest listed
+// one not known to be damaged, else the fallback model; "" if none.
+func (c *models) suggest(infos []checkpoint.Info, name string) string {
+	for _, in := range infos {
+		if in.Name != name && c.damage(in) == "" {
+			return in.Name
+		}
+	}
+	if c.fallback != nil {
+		return c.fallback.Name
+	}
+	return ""
+}
+
+// checkpoints describes the store's checkpoints for GET /api/checkpoints:
+// what each is, with the damage found in it, and the default, the newest
+// usable one (loaded here, so that a damaged newest checkpoint is found
+// before the page offers it); "" when none is usable or the store did not
+// answer.
+func (c *models) checkpoints(ctx context.Context, infos []checkpoint.Info) (list []checkpointInfo, def string) {
+	if len(infos) > 0 || c.fallback != nil {
+		if m, err := c.newest(ctx, infos); err == nil {
+			def = m.Name
+		}
+	}
+	list = []checkpointInfo{}
+	for _, in := range infos {
+		list = append(list, checkpointInfo{Name: in.Name, Epoch: in.Epoch, Step: in.Step, Time: in.Time, Bytes: in.Size, Damaged: c.damage(in)})
+	}
+	if fb := c.fallback; fb != nil {
+		list = append(list, checkpointInfo{Name: fb.Name, Epoch: fb.Epoch, Step: fb.Step, Time: fb.Time, Bundled: true})
+	}
+	return list, def
 }
 
 // dropSamplers forgets m's samplers and frees its network's copy on the

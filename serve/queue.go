@@ -7,12 +7,13 @@ import (
 )
 
 // queue bounds the colorizations: one runs, up to waiting more are admitted
-// and wait their turn in order, and beyond that admit refuses at once.
-// Admission comes before a request's upload is read (it bounds the uploads
-// held in memory); the line for the run slot is joined after the upload
-// was read and checked.
+// and wait their turn in order, and beyond that a request waits for a
+// place (places: first come first served, bounded, at most the client's
+// share) or is refused. Admission comes before a request's upload is read
+// (it bounds the uploads held in memory); the line for the run slot is
+// joined after the upload was read and checked.
 type queue struct {
-	admitted chan struct{} // one token per admitted request: capacity 1 + waiting
+	places *places // capacity 1 + waiting
 
 	mu      sync.Mutex
 	running bool
@@ -27,25 +28,12 @@ type waiter struct {
 	granted bool
 }
 
-func newQueue(waiting int) *queue {
-	return &queue{admitted: make(chan struct{}, 1+max(waiting, 0))}
+func newQueue(waiting, perClient int) *queue {
+	return &queue{places: newPlaces(1+max(waiting, 0), perClient)}
 }
-
-// admit takes a place in the queue without waiting. It reports false when
-// the queue is full; otherwise the caller must call leave when done.
-func (q *queue) admit() bool {
-	select {
-	case q.admitted <- struct{}{}:
-		return true
-	default:
-		return false
-	}
-}
-
-func (q *queue) leave() { <-q.admitted }
 
 // capacity is how many requests may be admitted at once.
-func (q *queue) capacity() int { return cap(q.admitted) }
+func (q *queue) capacity() int { return q.places.capacity }
 
 // run takes the run slot, waiting in line behind the requests that asked
 // before. While it waits it calls ahead with the number of colorizations

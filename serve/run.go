@@ -53,7 +53,16 @@ type runData struct {
 	NonFinite int       `json:"non_finite"`
 	Samples   []grid    `json:"samples"` // sample grids, by epoch
 	Updated   time.Time `json:"updated"` // the last record's time
+	// Message is set, and Dir empty, when there is no run to show yet: it
+	// says how to start one.
+	Message string `json:"message,omitempty"`
 }
+
+// noRun reports that there is no training run to show yet (not an error:
+// GET /api/run answers it with 200 and a message).
+type noRun struct{ msg string }
+
+func (e *noRun) Error() string { return e.msg }
 
 type runConfig struct {
 	Dataset   string  `json:"dataset"`
@@ -82,7 +91,7 @@ func (s *Server) runDir() (string, error) {
 	}
 	base := s.opts.OutputsDir
 	if base == "" {
-		return "", &apiError{status: http.StatusNotFound, msg: "no run to show: start tinct serve with --run DIR or --outputs DIR"}
+		return "", &noRun{msg: "No training run to show: start tinct serve with --run DIR (a run of tinct train) or --outputs DIR (the newest run in it)."}
 	}
 	entries, err := os.ReadDir(base)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -103,14 +112,20 @@ func (s *Server) runDir() (string, error) {
 		}
 	}
 	if best == "" {
-		return "", &apiError{status: http.StatusNotFound, msg: fmt.Sprintf("no training run under %s yet: start one with tinct train, or give --run DIR", filepath.Base(base))}
+		return "", &noRun{msg: fmt.Sprintf("No training run in %s/ yet: start one with tinct train (e.g. tinct train --config configs/sample.yaml), then press Refresh; or start tinct serve with --run DIR.", filepath.Base(base))}
 	}
 	return best, nil
 }
 
-// handleRun answers GET /api/run with the dashboard's data (runData).
+// handleRun answers GET /api/run with the dashboard's data (runData); with
+// no run to show, with 200 and only a message saying how to start one.
 func (s *Server) handleRun(w http.ResponseWriter, r *http.Request) {
 	dir, err := s.runDir()
+	var none *noRun
+	if errors.As(err, &none) {
+		writeJSON(w, http.StatusOK, &runData{LossStep: []point{}, LossEpoch: []point{}, Samples: []grid{}, Bucket: 1, Message: none.msg})
+		return
+	}
 	if err == nil {
 		var data *runData
 		if data, err = readRun(r.Context(), dir); err == nil {
@@ -267,7 +282,7 @@ func (s *Server) handleRunImage(w http.ResponseWriter, r *http.Request) {
 	}
 	dir, err := s.runDir()
 	if err != nil {
-		writeError(w, err)
+		writeError(w, &apiError{status: http.StatusNotFound, msg: "no such image"})
 		return
 	}
 	root, err := os.OpenRoot(filepath.Join(dir, imagesDir))

@@ -96,7 +96,7 @@ func TestSlowBody(t *testing.T) {
 			t.Errorf("colorize after a trickling upload: %v", r.order)
 		}
 	})
-	if n := len(s.queue.admitted); n != 0 {
+	if n, _ := s.queue.places.inUse(); n != 0 {
 		t.Errorf("%d queue places still held", n)
 	}
 }
@@ -133,18 +133,20 @@ func TestDecodedBytesLimit(t *testing.T) {
 }
 
 // TestGrayUploadsBounded: /api/gray holds at most maxGrayUploads uploads at
-// once; beyond that it answers 503 at once instead of reading more bodies
-// into memory.
+// once; beyond that (here without waiting for a place, AdmitWait < 0, and
+// without a limit per client) it answers 503 instead of reading more
+// bodies into memory.
 func TestGrayUploadsBounded(t *testing.T) {
-	s, ts := newTestServer(t, Options{BodyTimeout: time.Minute})
+	s, ts := newTestServer(t, Options{BodyTimeout: time.Minute, FirstByteTimeout: time.Minute, AdmitWait: -1, MaxPerClient: -1})
+	held := func() int { n, _ := s.uploads.inUse(); return n }
 	var conns []net.Conn
 	for range maxGrayUploads {
 		conns = append(conns, stalledUpload(t, ts.URL, "/api/gray"))
 	}
 	deadline := time.Now().Add(20 * time.Second)
-	for len(s.uploads) < maxGrayUploads {
+	for held() < maxGrayUploads {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d stalled uploads hold a place", len(s.uploads), maxGrayUploads)
+			t.Fatalf("%d of %d stalled uploads hold a place", held(), maxGrayUploads)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -156,9 +158,9 @@ func TestGrayUploadsBounded(t *testing.T) {
 	for _, c := range conns {
 		c.Close()
 	}
-	for len(s.uploads) > 0 {
+	for held() > 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d places still held after the uploads went away", len(s.uploads))
+			t.Fatalf("%d places still held after the uploads went away", held())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -166,6 +168,33 @@ func TestGrayUploadsBounded(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != 200 {
 		t.Errorf("gray after the uploads went away: %d", res.StatusCode)
+	}
+}
+
+// TestTokenScheme: the Authorization header's scheme is case-insensitive
+// (RFC 9110, 11.1: "bearer", "BEARER" are Bearer) and may be followed by
+// more than one space; another scheme, a wrong token or a scheme without a
+// space is refused.
+func TestTokenScheme(t *testing.T) {
+	const token = "correct-horse-battery-staple"
+	_, ts := newTestServer(t, Options{Token: token})
+	for h, want := range map[string]int{
+		"Bearer " + token:    200,
+		"bearer " + token:    200,
+		"BEARER " + token:    200,
+		"beaRer   " + token:  200,
+		"Bearer\t" + token:   401, // the scheme ends at a space (SP)
+		"bearer wrong-token": 401,
+		"Basic " + token:     401,
+		"Bearer" + token:     401,
+		"bearer":             401,
+		token:                401,
+	} {
+		res := request(t, "GET", ts.URL+"/api/limits", nil, "Authorization", h)
+		res.Body.Close()
+		if res.StatusCode != want {
+			t.Errorf("Authorization: %q: %d, want %d", strings.ReplaceAll(h, token, "TOKEN"), res.StatusCode, want)
+		}
 	}
 }
 

@@ -518,9 +518,11 @@ func TestColorizeBadInput(t *testing.T) {
 }
 
 // TestColorizeBusy fills the queue (1 running + 1 waiting): the next request
-// gets 503 at once, and the two admitted ones finish in order.
+// gets 503 at once (here, without waiting for a place, AdmitWait < 0, and
+// without a limit per client: all come from 127.0.0.1), and the two
+// admitted ones finish in order. TestFairAdmission tests the wait.
 func TestColorizeBusy(t *testing.T) {
-	s, ts := newTestServer(t, Options{Queue: 1})
+	s, ts := newTestServer(t, Options{Queue: 1, AdmitWait: -1, MaxPerClient: -1})
 	started := make(chan struct{})
 	release := make(chan struct{})
 	var calls atomic.Int32
@@ -654,7 +656,7 @@ func TestModelCache(t *testing.T) {
 	}
 	// A checkpoint without the parts the network needs.
 	store.Save(ctx, &checkpoint.Checkpoint{Name: "epoch-000003", Step: 30, Parts: map[string][]byte{"weights.safetensors": []byte("x")}})
-	if _, err := s.models.get(ctx, "epoch-000003"); err == nil || !strings.Contains(err.Error(), "config.yaml") {
+	if _, err := s.models.get(ctx, "epoch-000003"); err == nil || !strings.Contains(err.Error(), "epoch-000003 is damaged") {
 		t.Errorf("checkpoint without config.yaml: %v", err)
 	}
 }
@@ -700,13 +702,22 @@ func TestRun(t *testing.T) {
 	if got.Name != filepath.Base(older) || len(got.Samples) != 1 {
 		t.Errorf("--run: %+v", got)
 	}
-	// No run: a 404 that says what to do.
-	for _, o := range []Options{{OutputsDir: t.TempDir()}, {OutputsDir: filepath.Join(t.TempDir(), "missing")}, {RunDir: filepath.Join(t.TempDir(), "missing")}, {}} {
+	// No run yet: not an error (the page would log a failed request at
+	// each refresh), but an empty run with a message that says how to
+	// start one.
+	for _, o := range []Options{{OutputsDir: t.TempDir()}, {OutputsDir: filepath.Join(t.TempDir(), "missing")}, {}} {
 		_, ts3 := newTestServer(t, o)
-		res, _ := http.Get(ts3.URL + "/api/run")
-		if msg := apiErr(t, res); res.StatusCode != 404 || !(strings.Contains(msg, "tinct train") || strings.Contains(msg, "--run")) {
-			t.Errorf("%+v: %d %q", o, res.StatusCode, msg)
+		var none runData
+		getJSON(t, ts3.URL+"/api/run", 200, &none)
+		if none.Dir != "" || len(none.LossStep) != 0 || !strings.Contains(none.Message, "tinct train") && !strings.Contains(none.Message, "--run DIR") {
+			t.Errorf("%+v: %+v", o, none)
 		}
+	}
+	// A --run naming a folder that is not there: a 404 that says so.
+	_, ts4 := newTestServer(t, Options{RunDir: filepath.Join(t.TempDir(), "missing")})
+	res, _ = http.Get(ts4.URL + "/api/run")
+	if msg := apiErr(t, res); res.StatusCode != 404 || !strings.Contains(msg, "--run") {
+		t.Errorf("--run missing: %d %q", res.StatusCode, msg)
 	}
 }
 
@@ -859,7 +870,8 @@ func TestGrayOrientation(t *testing.T) {
 // before them, and told again whenever that changes: when one ahead gives
 // up, and when the running one finishes.
 func TestQueuePositions(t *testing.T) {
-	s, ts := newTestServer(t, Options{Queue: 3})
+	// every request comes from 127.0.0.1: no limit per client here
+	s, ts := newTestServer(t, Options{Queue: 3, MaxPerClient: -1})
 	started := make(chan struct{})
 	release := make(chan struct{})
 	var releaseOnce sync.Once

@@ -61,20 +61,47 @@ type Options struct {
 	// MaxPixels bounds an upload's declared width·height, checked before
 	// its pixels are decoded (0: DefaultMaxPixels).
 	MaxPixels int64
-	// BodyTimeout and MinBodyRate bound how long an upload may take: its
-	// body must keep arriving at MinBodyRate bytes a second on average,
-	// after a grace of BodyTimeout, and never pause for longer than
-	// BodyTimeout (0: DefaultBodyTimeout, DefaultMinBodyRate).
-	BodyTimeout time.Duration
-	MinBodyRate int64
+	// BodyTimeout, FirstByteTimeout and MinBodyRate bound how long an
+	// upload may take, from when its reading starts: its first byte must
+	// arrive within FirstByteTimeout, from then on it must have arrived at
+	// MinBodyRate bytes a second on average (counted from the start, with
+	// FirstByteTimeout as grace), and it may never pause for longer than
+	// BodyTimeout (0: DefaultBodyTimeout, DefaultMinBodyRate, and
+	// DefaultFirstByteTimeout or BodyTimeout if that is shorter).
+	BodyTimeout      time.Duration
+	FirstByteTimeout time.Duration
+	MinBodyRate      int64
+	// MaxPerClient is how many requests of each kind (colorizations,
+	// gray previews) one client address may have uploading, decoding or
+	// waiting in the queue at once (a running colorization no longer
+	// counts); more wait for the earlier ones, up to AdmitWait (0:
+	// DefaultMaxPerClient; less than 0: no limit). The address is the
+	// connection's (an IPv6 one's /64 network): behind a reverse proxy
+	// every request comes from the proxy, so there turn it off (-1) or up.
+	MaxPerClient int
+	// AdmitWait is how long a request waits for a place in the queue (or
+	// among the gray previews' places), first come first served, and for
+	// the memory budget, before it is answered 503 with Retry-After (0:
+	// DefaultAdmitWait; less than 0: no waiting).
+	AdmitWait time.Duration
+	// MemoryBudget bounds the bytes the requests' photos take at once:
+	// every decoded, rotated, gray and fitted copy is reserved against it
+	// before it is allocated (at its peak, known from the header), and the
+	// kept results count against it too, evicted oldest first when a
+	// request needs their room. A photo whose peak exceeds it is refused
+	// (413); requests that do not fit now wait (AdmitWait) in order. When
+	// a burst gives memory back it is returned to the operating system (0:
+	// DefaultMemoryBudget).
+	MemoryBudget int64
 	// MaxDecodedBytes bounds the memory a decoded upload takes, width ×
 	// height × bytes per pixel, checked before decoding (0:
 	// DefaultMaxDecodedBytes).
 	MaxDecodedBytes int64
 	// MaxResultBytes bounds the finished colorizations kept for their
 	// full-resolution downloads (each holds its photo's luminance, one byte
-	// per pixel; 0: DefaultMaxResultBytes). The oldest go first, and none
-	// stays longer than an hour.
+	// per pixel; 0: DefaultMaxResultBytes, or a quarter of MemoryBudget if
+	// that is less, so that an idle server holds little). The oldest go first,
+	// and none stays longer than an hour.
 	MaxResultBytes int64
 	// Token, when set, is required on every API request: as the header
 	// "Authorization: Bearer TOKEN" or the session cookie that POST
@@ -98,9 +125,12 @@ type Server struct {
 	models  *models
 	queue   *queue
 	decode  chan struct{} // bounds concurrent image decodes
-	uploads chan struct{} // bounds the /api/gray uploads held at once
+	uploads *places       // bounds the /api/gray uploads held at once
+	budget  *memBudget    // the photos' memory (MemoryBudget)
+	idle    idleReturner  // returns memory to the OS when requests stop
 	session string        // the session cookie's value when Token is set
 	results *results      // finished colorizations, for full-resolution downloads
+	jobs    jobTimes      // how long recent colorizations took: the queue's wait estimates
 
 	// Test hooks: progress, if set, is called after each diffusion step
 	// with the request's context; finished with each colorization's result.
@@ -130,11 +160,29 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxDecodedBytes <= 0 {
 		opts.MaxDecodedBytes = DefaultMaxDecodedBytes
 	}
+	if opts.MemoryBudget <= 0 {
+		opts.MemoryBudget = DefaultMemoryBudget
+	}
 	if opts.MaxResultBytes <= 0 {
-		opts.MaxResultBytes = DefaultMaxResultBytes
+		opts.MaxResultBytes = min(DefaultMaxResultBytes, opts.MemoryBudget/4)
 	}
 	if opts.BodyTimeout <= 0 {
 		opts.BodyTimeout = DefaultBodyTimeout
+	}
+	if opts.FirstByteTimeout <= 0 {
+		opts.FirstByteTimeout = min(DefaultFirstByteTimeout, opts.BodyTimeout)
+	}
+	switch {
+	case opts.MaxPerClient == 0:
+		opts.MaxPerClient = DefaultMaxPerClient
+	case opts.MaxPerClient < 0:
+		opts.MaxPerClient = 0 // no limit
+	}
+	switch {
+	case opts.AdmitWait == 0:
+		opts.AdmitWait = DefaultAdmitWait
+	case opts.AdmitWait < 0:
+		opts.AdmitWait = 0
 	}
 	if opts.MinBodyRate <= 0 {
 		opts.MinBodyRate = DefaultMinBodyRate
@@ -148,8 +196,11 @@ func New(opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	s := &Server{opts: opts, log: opts.Logger, mux: http.NewServeMux(), queue: newQueue(opts.Queue),
-		decode: make(chan struct{}, maxDecodes), uploads: make(chan struct{}, maxGrayUploads), results: newResults(opts.MaxResultBytes)}
+	s := &Server{opts: opts, log: opts.Logger, mux: http.NewServeMux(), queue: newQueue(opts.Queue, opts.MaxPerClient),
+		decode: make(chan struct{}, maxDecodes), uploads: newPlaces(maxGrayUploads, opts.MaxPerClient),
+		budget: newMemBudget(opts.MemoryBudget), results: newResults(opts.MaxResultBytes)}
+	s.budget.kept, s.budget.evict = s.keptResults, s.evictResult
+	s.idle.free = s.budget.freeNow
 	if opts.Token != "" {
 		s.session = sessionValue(opts.Token)
 	}
@@ -215,6 +266,8 @@ func (s *Server) Close() { s.models.close() }
 // ServeHTTP serves the app. Every answer forbids content from other sites
 // and inline scripts (Content-Security-Policy) and MIME sniffing.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.idle.begin()
+	defer s.idle.end()
 	h := w.Header()
 	h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 	h.Set("X-Content-Type-Options", "nosniff")
@@ -309,15 +362,18 @@ type checkpointInfo struct {
 	Bytes int64     `json:"bytes"`
 	// Bundled marks Options.Fallback (the demo model built into tinct).
 	Bundled bool `json:"bundled,omitempty"`
+	// Damaged says what is wrong with a checkpoint found damaged.
+	Damaged string `json:"damaged,omitempty"`
 }
 
 // handleCheckpoints answers GET /api/checkpoints:
 //
 //	{"store": "checkpoints", "default": "step-000000420", "checkpoints": [{"name", "epoch", "step", "time", "bytes"}, …]}
 //
-// newest first; "default" is the one used when a request names none (empty
-// when the store is empty). "store" names the store without the server's
-// paths (see storeName).
+// newest first; "default" is the one used when a request names none: the
+// newest that loads (a damaged one, "damaged": "…", is skipped), empty when
+// none does. "store" names the store without the server's paths (see
+// storeName).
 func (s *Server) handleCheckpoints(w http.ResponseWriter, r *http.Request) {
 	store, fb := s.models.store, s.models.fallback
 	if store == nil && fb == nil {
@@ -338,16 +394,8 @@ func (s *Server) handleCheckpoints(w http.ResponseWriter, r *http.Request) {
 		Store       string           `json:"store"`
 		Default     string           `json:"default"`
 		Checkpoints []checkpointInfo `json:"checkpoints"`
-	}{Store: s.models.name, Checkpoints: []checkpointInfo{}}
-	for _, in := range infos {
-		out.Checkpoints = append(out.Checkpoints, checkpointInfo{Name: in.Name, Epoch: in.Epoch, Step: in.Step, Time: in.Time, Bytes: in.Size})
-	}
-	if fb != nil {
-		out.Checkpoints = append(out.Checkpoints, checkpointInfo{Name: fb.Name, Epoch: fb.Epoch, Step: fb.Step, Time: fb.Time, Bundled: true})
-	}
-	if len(out.Checkpoints) > 0 {
-		out.Default = out.Checkpoints[0].Name
-	}
+	}{Store: s.models.name}
+	out.Checkpoints, out.Default = s.models.checkpoints(r.Context(), infos)
 	writeJSON(w, http.StatusOK, out)
 }
 

@@ -28,6 +28,8 @@ func newServeCmd() *cobra.Command {
 	var opts serve.Options
 	var addr, metricsURL, tokenFile string
 	var withDemo bool
+	var memoryMiB int64
+	var perClient int
 	var gf gpuFlags
 	cmd := &cobra.Command{
 		Use:   "serve [--addr HOST:PORT] [--store STORE] [--run DIR | --outputs DIR] [--queue N]",
@@ -48,8 +50,15 @@ leaves it out).
 One colorization runs at a time (it uses every core); --queue more may wait,
 told their place as the line moves, and beyond that the server answers
 "busy, try again" (HTTP 503). A colorization stops when its browser tab goes
-away. Uploads are limited to 20 MiB, 50 megapixels and 256 MiB decoded, and
-must arrive at 32 KiB/s or more.
+away. Uploads are limited to 20 MiB, 50 megapixels and 256 MiB decoded; their
+first byte must come within 5 s and the rest at 32 KiB/s or more on average.
+A client address may have one upload or waiting colorization at a time
+(--per-client); a request finding every place taken waits for one, first
+come first served, up to 20 s. Every decoded, rotated and gray copy of the
+photos is reserved against one memory budget (--memory-budget, 256 MiB)
+before it is made, with the kept results; memory given back goes back to
+the operating system (a burst of huge photos leaves the process at its
+idle size).
 
 Training: the loss per step and per epoch, the sample grids of each epoch,
 for the run in --run, or else the newest run under --outputs (looked up again
@@ -84,12 +93,18 @@ colorizations in progress finish for a few seconds.`,
 				return fmt.Errorf("serve: --addr %s can be reached from other machines, so the server needs an access token: put one (at least %d characters, e.g. from openssl rand -hex 16) in a file and give --token-file FILE, or set %s; or listen on 127.0.0.1", addr, serve.MinTokenLength, tokenEnv)
 			}
 			opts.Token = token
+			if memoryMiB <= 0 {
+				return fmt.Errorf("serve: --memory-budget %d: give the MiB the photos may take, more than 0", memoryMiB)
+			}
+			opts.MemoryBudget = memoryMiB << 20
+			opts.MaxPerClient = perClient
+			if perClient <= 0 {
+				opts.MaxPerClient = -1 // no limit
+			}
 			if withDemo {
-				w, err := demo.Load()
-				if err != nil {
+				if opts.Fallback, err = serve.DemoModel(); err != nil {
 					return fmt.Errorf("bundled demo model: %w", err)
 				}
-				opts.Fallback = &serve.Model{Name: demo.Name, Epoch: w.Epoch, Step: w.Step, ImageSize: w.ImageSize, Net: w.Net}
 			}
 			g, err := gf.open()
 			if err != nil {
@@ -123,6 +138,8 @@ colorizations in progress finish for a few seconds.`,
 	f.BoolVar(&opts.Clip, "clip", true, "clamp the sampler's estimate of the clean image to the data range at each step (docs/quality.md: less over-saturated colour)")
 	f.BoolVar(&withDemo, "demo", true, "offer the bundled demo model beside the store's checkpoints (used while the store has none)")
 	f.IntVar(&opts.Queue, "queue", 4, "colorization requests that may wait behind the running one; more get 503 busy")
+	f.Int64Var(&memoryMiB, "memory-budget", serve.DefaultMemoryBudget>>20, "MiB the photos being read, waiting and kept may take at once (every decoded, rotated and gray copy, reserved before it is made); a photo needing more is refused, requests that do not fit wait")
+	f.IntVar(&perClient, "per-client", serve.DefaultMaxPerClient, "uploads or waiting colorizations one client address may have at once (0: no limit; behind a reverse proxy every client has its address)")
 	f.StringVar(&tokenFile, "token-file", "", "file holding the access token the page and API ask for (default: $"+tokenEnv+"); required unless --addr is a loopback address")
 	gf.register(cmd, "run the colorizations' network")
 	return cmd

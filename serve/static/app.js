@@ -86,6 +86,20 @@ async function loadLimits() {
   } catch (_) { /* keep the defaults */ }
 }
 
+// when formats a checkpoint's time: the day (UTC) of a bundled model, whose
+// card gives a date; the local date and minute of a trained checkpoint;
+// nothing for a time not recorded (year 1).
+function when(c) {
+  if (!c.time || c.time.startsWith('0001')) return '';
+  const d = new Date(c.time);
+  if (Number.isNaN(d.getTime())) return '';
+  const two = (n) => String(n).padStart(2, '0');
+  if (c.bundled) return `${d.getUTCFullYear()}-${two(d.getUTCMonth() + 1)}-${two(d.getUTCDate())}`;
+  return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} ${two(d.getHours())}:${two(d.getMinutes())}`;
+}
+
+let defaultCheckpoint = ''; // what "Newest" colorizes with, as the server last said
+
 async function loadCheckpoints() {
   const sel = $('checkpoint');
   const note = $('checkpoint-note');
@@ -101,25 +115,44 @@ async function loadCheckpoints() {
     return;
   }
   const j = await res.json();
+  defaultCheckpoint = j.default || '';
   const keep = sel.value;
   const options = [new Option(j.default ? `Newest (${j.default})` : 'Newest', '')];
   for (const c of j.checkpoints) {
-    const label = c.bundled
+    const date = when(c);
+    let label = c.bundled
       ? `${c.name} — bundled demo model, step ${c.step}`
       : `${c.name} — epoch ${c.epoch}, step ${c.step}`;
-    options.push(new Option(label, c.name));
+    if (date) label += `, ${date}`;
+    // A damaged checkpoint is listed, so that the page can say which, but
+    // cannot be chosen.
+    if (c.damaged) label = `${c.name} — damaged`;
+    const o = new Option(label, c.name);
+    o.disabled = Boolean(c.damaged);
+    options.push(o);
   }
   sel.replaceChildren(...options);
-  if (j.checkpoints.some((c) => c.name === keep)) sel.value = keep;
-  const trained = j.checkpoints.filter((c) => !c.bundled).length;
+  if (j.checkpoints.some((c) => c.name === keep && !c.damaged)) sel.value = keep;
+  const trained = j.checkpoints.filter((c) => !c.bundled);
+  const damaged = trained.filter((c) => c.damaged);
   const where = j.store ? ` in ${j.store}` : '';
-  if (trained) {
-    note.textContent = `${trained} checkpoint${trained > 1 ? 's' : ''}${where}`;
+  const parts = [];
+  if (trained.length) {
+    parts.push(`${trained.length} checkpoint${trained.length > 1 ? 's' : ''}${where}.`);
   } else if (j.checkpoints.length) {
-    note.textContent = `No trained checkpoint${where} yet: colorizing with the bundled demo model (landscapes, 64×64).`;
+    parts.push(`No trained checkpoint${where} yet: colorizing with the bundled demo model (landscapes, 64×64).`);
   } else {
-    note.textContent = `No checkpoints${where} yet: train a model first.`;
+    parts.push(`No checkpoints${where} yet: train a model first.`);
   }
+  for (const c of damaged) parts.push(`${c.name} is damaged and cannot be used: ${c.damaged}.`);
+  if (damaged.length) {
+    const bundled = j.checkpoints.some((c) => c.bundled && c.name === j.default);
+    parts.push(j.default
+      ? `Colorizing with ${j.default}, the newest ${bundled ? 'model that works (the bundled demo model)' : 'valid checkpoint'}; choose another from the list if you like.`
+      : 'No checkpoint can be used: train again, or start tinct serve with another --store.');
+  }
+  note.textContent = parts.join(' ');
+  note.classList.toggle('warning', damaged.length > 0);
 }
 
 // ---- the photo -----------------------------------------------------------
@@ -232,6 +265,9 @@ async function showGray() {
   }
   const j = await res.json();
   if (seq !== graySeq) return;
+  // "Newest" turned out to be another checkpoint than the list said (a
+  // new one was saved, or the newest was found damaged): list them again.
+  if ($('checkpoint').value === '' && j.checkpoint !== defaultCheckpoint) loadCheckpoints();
   $('gray').src = j.gray;
   $('gray-caption').textContent = `As the network sees it: ${j.image_size}×${j.image_size} gray, the whole photo mirrored into the square (checkpoint ${j.checkpoint})`;
   $('gray-figure').hidden = false;
@@ -252,7 +288,8 @@ function setBusy(busy) {
   $('checkpoint').disabled = busy;
   $('clear').disabled = busy;
   for (const b of document.querySelectorAll('.example')) b.disabled = busy;
-  if (follow) (busy ? $('cancel') : $('go')).focus();
+  // Without scrolling: the page may be on its way to the results.
+  if (follow) (busy ? $('cancel') : $('go')).focus({ preventScroll: true });
 }
 
 // readEvents reads a text/event-stream answer and calls on[event](data).
@@ -285,6 +322,12 @@ function seconds(ms) {
   return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
 }
 
+// clock formats a duration in whole seconds, for the waiting timer.
+function clock(ms) {
+  const s = Math.max(0, Math.round(ms / 1000));
+  return s < 60 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
+}
+
 // showResults puts the photo and its colorizations side by side: each
 // result at full size (the colours on the photo's own gray) with downloads
 // of the full-size and the model-size PNG; selecting one enlarges it.
@@ -300,6 +343,22 @@ function showResults(start, done) {
   input.append(inImg, inCap);
 
   const name = `tinct-${start.checkpoint}-seed${start.seed}`;
+  const [x0, y0, x1, y1] = start.frame;
+  const mw = x1 - x0, mh = y1 - y0; // the model-size result: the photo's frame
+  // A photo no larger than the model's size comes back at (about) the
+  // model's resolution: it, too, is enlarged in whole pixels.
+  const atModelSize = done.width <= start.image_size && done.height <= start.image_size;
+  const views = (i) => {
+    const what = `Colorization ${i + 1} of ${done.images.length}`;
+    return [
+      { src: done.full[i], w: done.width, h: done.height, pixelated: atModelSize,
+        label: `full size (${done.width}×${done.height})`,
+        caption: `${what}, full size ${done.width}×${done.height} (seed ${start.seed})` },
+      { src: done.images[i], w: mw, h: mh, pixelated: true,
+        label: `model size (${mw}×${mh})`,
+        caption: `${what}, model size ${mw}×${mh}: what the network made (seed ${start.seed})` },
+    ];
+  };
   const figures = done.images.map((small, i) => {
     const fig = document.createElement('figure');
     fig.className = 'result';
@@ -311,7 +370,7 @@ function showResults(start, done) {
     img.alt = `Colorization ${i + 1} of ${done.images.length}, full size`;
     open.append(img);
     open.setAttribute('aria-label', `Enlarge colorization ${i + 1}`);
-    open.addEventListener('click', () => enlarge(done.full[i], `Colorization ${i + 1} of ${done.images.length}, ${done.width}×${done.height} (seed ${start.seed})`));
+    open.addEventListener('click', () => enlarge(views(i)));
     const cap = document.createElement('figcaption');
     const full = document.createElement('a');
     full.href = done.full[i];
@@ -330,16 +389,69 @@ function showResults(start, done) {
   gallery.replaceChildren(input, ...figures);
   $('results-title').hidden = false;
   $('results-note').hidden = false;
-  // On a phone the results are below the fold: bring them up.
-  if (window.matchMedia('(max-width: 900px)').matches) $('results-title').scrollIntoView({ behavior: 'smooth', block: 'start' });
+  // On a phone the results are below the fold: bring them up, once the
+  // page has laid them out.
+  if (window.matchMedia('(max-width: 900px)').matches) {
+    requestAnimationFrame(() => $('results-title').scrollIntoView({ behavior: 'smooth', block: 'start' }));
+  }
 }
 
-// enlarge shows an image in the viewer dialog (Escape or Close closes it).
-function enlarge(src, caption) {
-  $('viewer-img').src = src;
-  $('viewer-img').alt = caption;
-  $('viewer-caption').textContent = caption;
+// The enlarged view: a result at full size or at model size (views[k],
+// each {src, w, h, label, caption, pixelated}), as large as the window
+// allows; Escape or Close closes it.
+let viewing = null;
+
+function enlarge(views) {
+  viewing = { views, k: 0 };
   $('viewer').showModal();
+  showView();
+}
+
+function showView() {
+  const v = viewing.views[viewing.k];
+  const img = $('viewer-img');
+  img.style.width = `${v.w}px`; // until it has loaded
+  img.style.height = `${v.h}px`;
+  img.classList.toggle('pixelated', v.pixelated);
+  img.onload = fitViewer;
+  img.src = v.src;
+  img.alt = v.caption;
+  $('viewer-caption').textContent = v.caption;
+  const other = viewing.views[1 - viewing.k];
+  const button = $('viewer-size');
+  button.hidden = !other;
+  if (other) button.textContent = `Show ${other.label}`;
+  if (img.complete && img.naturalWidth) fitViewer();
+}
+
+function otherView() {
+  if (!viewing || viewing.views.length < 2) return;
+  viewing.k = 1 - viewing.k;
+  showView();
+}
+
+// fitViewer scales the enlarged image to fill the window (keeping its
+// shape): up as well as down, so that it is never smaller than its
+// thumbnail; a pixelated one by a whole number when there is room for
+// two or more screen pixels per pixel.
+function fitViewer() {
+  const dialog = $('viewer');
+  if (!viewing || !dialog.open) return;
+  const img = $('viewer-img');
+  const v = viewing.views[viewing.k];
+  const nw = img.naturalWidth || v.w, nh = img.naturalHeight || v.h;
+  const cs = getComputedStyle(dialog);
+  const px = (p) => parseFloat(cs[p]) || 0;
+  const padX = px('paddingLeft') + px('paddingRight') + px('borderLeftWidth') + px('borderRightWidth');
+  const padY = px('paddingTop') + px('paddingBottom') + px('borderTopWidth') + px('borderBottomWidth');
+  const actions = dialog.querySelector('.viewer-actions');
+  const below = $('viewer-caption').offsetHeight + actions.offsetHeight + 16; // and their margins
+  const maxW = Math.min(innerWidth * 0.92, innerWidth * 0.96 - padX);
+  const maxH = Math.min(innerHeight * 0.84, innerHeight * 0.96 - padY - below);
+  let s = Math.min(maxW / nw, maxH / nh);
+  if (v.pixelated && s >= 2) s = Math.floor(s);
+  img.style.width = `${Math.floor(nw * s)}px`;
+  img.style.height = `${Math.floor(nh * s)}px`;
 }
 
 async function colorize(ev) {
@@ -362,9 +474,25 @@ async function colorize(ev) {
   setBusy(true);
   setStatus('Sending…');
   const sent = performance.now();
-  let began = 0; // when the diffusion started
   let start = null;
+  let began = 0;     // when the colorization started to run
+  let firstStep = 0; // when its first step ended
   let finished = false;
+  // While waiting in the queue the status ticks every second: the time
+  // waited so far and the server's estimate of the wait (from how long its
+  // recent colorizations took), counted down from when it was given.
+  let waiting = null; // the latest "queued" event and when it came
+  const showWaiting = () => {
+    if (!waiting) return;
+    const now = performance.now();
+    let msg = `Waiting for the server: ${waiting.ahead} ahead of you, ${clock(now - sent)} so far`;
+    if (waiting.wait != null) {
+      const left = waiting.wait * 1000 - (now - waiting.at);
+      msg += left >= 1000 ? `; your turn in about ${clock(left)}` : '; your turn any moment now';
+    }
+    setStatus(msg + '…');
+  };
+  const ticker = setInterval(showWaiting, 1000);
   try {
     const res = await api('/api/colorize', { method: 'POST', body: form, signal: controller.signal });
     if (!res.ok) {
@@ -373,8 +501,13 @@ async function colorize(ev) {
       return;
     }
     await readEvents(res, {
-      queued: (d) => setStatus(`Waiting for the server: ${d.ahead} ahead of you (${seconds(performance.now() - sent)} so far)…`),
+      queued: (d) => {
+        waiting = { ahead: d.ahead, wait: d.wait_seconds, at: performance.now() };
+        showWaiting();
+      },
       start: (d) => {
+        waiting = null;
+        clearInterval(ticker);
         start = d;
         began = performance.now();
         progress.max = d.steps;
@@ -384,9 +517,18 @@ async function colorize(ev) {
       },
       progress: (d) => {
         progress.value = d.step;
-        const spent = performance.now() - began;
-        const left = d.step < d.steps ? ` · about ${seconds((spent / d.step) * (d.steps - d.step))} left` : '';
-        setStatus(`Step ${d.step} of ${d.steps} · ${seconds(spent)}${left}`);
+        const now = performance.now();
+        // The time left is measured from the steps after the first: the
+        // first also pays for setting up (a new sampler's memory, the
+        // backend's first call), several times a step on a fresh server.
+        if (d.step === 1) firstStep = now;
+        let left = '';
+        if (d.step < d.steps) {
+          left = d.step >= 2 && firstStep
+            ? ` · about ${seconds(((now - firstStep) / (d.step - 1)) * (d.steps - d.step))} left`
+            : ' · estimating the time left…';
+        }
+        setStatus(`Step ${d.step} of ${d.steps} · ${seconds(now - began)}${left}`);
       },
       preview: (d) => {
         preview.src = d.image;
@@ -394,6 +536,11 @@ async function colorize(ev) {
       },
       done: (d) => {
         finished = true;
+        // The bar and the preview go before the results are shown: hidden
+        // after the scroll to the results began, they would move the
+        // results up past the scroll's end (by their height, 148 px).
+        progress.hidden = true;
+        preview.hidden = true;
         showResults(start, d);
         const n = d.images.length;
         setStatus(`Done: ${n} colorization${n === 1 ? '' : 's'}, ${start.steps} steps in ${d.seconds.toFixed(1)} s (seed ${start.seed}).`);
@@ -413,6 +560,7 @@ async function colorize(ev) {
       showError('The connection to the server failed: ' + e.message);
     }
   } finally {
+    clearInterval(ticker);
     progress.hidden = true;
     preview.hidden = true;
     controller = null;
@@ -557,11 +705,17 @@ async function loadRun() {
   }
   if (!res.ok) {
     info.textContent = await errorText(res);
-    lastRun = null;
-    drawPlots();
+    if (res.status === 404) showNoRun(info.textContent);
     return;
   }
   const r = await res.json();
+  if (!r.dir) { // no run yet: say how to start one, instead of empty plots
+    showNoRun(r.message || 'No training run to show.');
+    return;
+  }
+  runShown = true;
+  $('run-data').hidden = false;
+  $('run-info').classList.remove('no-run');
   const parts = [`Run ${r.name}`];
   const lastEpoch = r.loss_epoch.length ? r.loss_epoch[r.loss_epoch.length - 1][0] : 0;
   if (r.config) {
@@ -587,6 +741,17 @@ async function loadRun() {
   }
 }
 
+// showNoRun says there is no run to show, and why, in place of the plots
+// and grids; the page stops asking for the run until Refresh is pressed.
+function showNoRun(msg) {
+  runShown = false;
+  lastRun = null;
+  grids = [];
+  $('run-info').textContent = msg;
+  $('run-info').classList.add('no-run');
+  $('run-data').hidden = true;
+}
+
 async function loadCluster() {
   const box = $('cluster');
   let res;
@@ -603,6 +768,7 @@ async function loadCluster() {
     return;
   }
   const c = await res.json();
+  clusterAttached = c.attached;
   if (!c.attached) {
     p.className = 'hint';
     p.textContent = c.message[0].toUpperCase() + c.message.slice(1) + '.';
@@ -638,6 +804,16 @@ function refreshDashboard() {
   loadCluster();
 }
 
+// The dashboard follows a run, and a cluster, every 15 s; with neither
+// there is nothing to follow (Refresh looks again).
+let runShown = false;
+let clusterAttached = false;
+
+function pollDashboard() {
+  if (runShown) loadRun();
+  if (clusterAttached) loadCluster();
+}
+
 // ---- wiring ----------------------------------------------------------------
 
 function init() {
@@ -671,6 +847,8 @@ function init() {
     choosePhoto(file);
   });
   $('viewer').addEventListener('click', (e) => { if (e.target === $('viewer')) $('viewer').close(); }); // the backdrop
+  $('viewer').addEventListener('close', () => { viewing = null; });
+  $('viewer-size').addEventListener('click', otherView);
   $('checkpoint').addEventListener('change', showGray);
   $('colorize-form').addEventListener('submit', colorize);
   $('cancel').addEventListener('click', () => controller && controller.abort());
@@ -701,13 +879,13 @@ function init() {
   window.addEventListener('resize', () => {
     if (resizing) return;
     resizing = true;
-    requestAnimationFrame(() => { resizing = false; drawPlots(); });
+    requestAnimationFrame(() => { resizing = false; drawPlots(); fitViewer(); });
   });
 
   loadLimits();
   loadCheckpoints();
   refreshDashboard();
-  setInterval(refreshDashboard, 15000);
+  setInterval(pollDashboard, 15000);
 }
 
 init();
