@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// unetParams is the length of the U-Net's flat gradient (DESIGN.md §1).
+// unetParams is the length of the U-Net's flat gradient (docs/design.md §1).
 const unetParams = 1_950_659
 
 // benchChunk is the chunk size the benchmarks use: DefaultChunkBytes, or

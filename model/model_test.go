@@ -20,9 +20,9 @@ func TestDefaultNetworkSize(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := u.NumParams(); got != 1950659 {
-		t.Fatalf("parameters: %d, want 1,950,659 (DESIGN.md)", got)
+		t.Fatalf("parameters: %d, want 1,950,659 (docs/design.md)", got)
 	}
-	// DESIGN.md: forward ≈ 4.57 G multiply-adds per 128×128 image.
+	// docs/design.md: forward ≈ 4.57 G multiply-adds per 128×128 image.
 	if g := float64(u.MACs(128, 128)) / 1e9; math.Abs(g-4.57) > 0.01 {
 		t.Fatalf("forward multiply-adds at 128²: %.3f G, want ≈4.57 G", g)
 	}

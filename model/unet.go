@@ -15,7 +15,7 @@ import (
 // configuration can name it without linking the network.
 type Config = modelspec.Config
 
-// DefaultConfig is DESIGN.md's network: 1,950,659 parameters.
+// DefaultConfig is docs/design.md's network: 1,950,659 parameters.
 func DefaultConfig() Config { return modelspec.DefaultConfig() }
 
 // Block is the residual block: out = conv2(silu(conv1(norm(x)))) + skip(x),

@@ -19,7 +19,7 @@ type Config struct {
 	EmbedDims  int   // sinusoidal embedding size (half sines, half cosines)
 }
 
-// DefaultConfig is DESIGN.md's network: 1,950,659 parameters.
+// DefaultConfig is docs/design.md's network: 1,950,659 parameters.
 func DefaultConfig() Config {
 	return Config{Widths: []int{32, 64, 96, 128}, BlockDepth: 2, EmbedDims: 32}
 }
