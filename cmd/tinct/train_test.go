@@ -7,6 +7,7 @@ import (
 	"image/png"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -319,18 +320,7 @@ func TestTrainDamagedValidationSplit(t *testing.T) {
 // only from an empty store; a store of damaged checkpoints stops both with
 // an error naming each, and is left as it was.
 func TestTrainResumeModes(t *testing.T) {
-	out := t.TempDir()
-	data := filepath.Join(out, "data")
-	if o, err := run(t, "data", "prepare", photos(t, 10), "--out", data, "--image-size", "16", "--val", "2", "--test", "2"); err != nil {
-		t.Fatalf("prepare: %v\n%s", err, o)
-	}
-	store := filepath.Join(out, "ckpt")
-	train := func(args ...string) error {
-		t.Helper()
-		_, err := run(t, append([]string{"train", "dataset=" + data, "image_size=16", "model.widths=[4,8]", "batch_size=4", "sample_every=0",
-			"checkpoint_every=1", "keep_last=3", "output_dir=" + out, "store=" + store}, args...)...)
-		return err
-	}
+	_, store, train := tinyTraining(t, "keep_last=3")
 	if err := train("epochs=1", "resume=true"); err == nil || !strings.Contains(err.Error(), "resume=true") || !strings.Contains(err.Error(), store) {
 		t.Fatalf("resume=true from an empty store: %v, want an error naming the store", err)
 	}
@@ -411,18 +401,7 @@ func TestRefusedRunLeavesNothing(t *testing.T) {
 // the old run's checkpoints; resume=true continues the run of the newest
 // checkpoint, under its run id.
 func TestTrainStoreBelongsToOneRun(t *testing.T) {
-	out := t.TempDir()
-	data := filepath.Join(out, "data")
-	if o, err := run(t, "data", "prepare", photos(t, 10), "--out", data, "--image-size", "16", "--val", "2", "--test", "2"); err != nil {
-		t.Fatalf("prepare: %v\n%s", err, o)
-	}
-	store := filepath.Join(out, "ckpt")
-	train := func(args ...string) error {
-		t.Helper()
-		_, err := run(t, append([]string{"train", "dataset=" + data, "image_size=16", "model.widths=[4,8]", "batch_size=4", "sample_every=0",
-			"checkpoint_every=1", "keep_last=0", "output_dir=" + out, "store=" + store}, args...)...)
-		return err
-	}
+	out, store, train := tinyTraining(t, "keep_last=0")
 	s, _ := checkpoint.Open(store)
 	list := func() []checkpoint.Info {
 		t.Helper()
@@ -492,5 +471,25 @@ func TestTrainHelpNamesOverwriteStore(t *testing.T) {
 	o, err := run(t, "train", "--help")
 	if err != nil || !strings.Contains(o, "overwrite_store=true") || !strings.Contains(o, "A store holds one run") {
 		t.Fatalf("tinct train --help: %v\n%s", err, o)
+	}
+}
+
+// tinyTraining prepares 10 generated photos at 16² and returns a folder
+// for the runs, the store in it and a tinct train of a tiny network on
+// them that checkpoints every epoch, with keys (and then args) added.
+func tinyTraining(t *testing.T, keys ...string) (out, store string, train func(args ...string) error) {
+	t.Helper()
+	out = t.TempDir()
+	data := filepath.Join(out, "data")
+	if o, err := run(t, "data", "prepare", photos(t, 10), "--out", data, "--image-size", "16", "--val", "2", "--test", "2"); err != nil {
+		t.Fatalf("prepare: %v\n%s", err, o)
+	}
+	store = filepath.Join(out, "ckpt")
+	base := append([]string{"train", "dataset=" + data, "image_size=16", "model.widths=[4,8]", "batch_size=4", "sample_every=0",
+		"checkpoint_every=1", "output_dir=" + out, "store=" + store}, keys...)
+	return out, store, func(args ...string) error {
+		t.Helper()
+		_, err := run(t, append(slices.Clone(base), args...)...)
+		return err
 	}
 }
