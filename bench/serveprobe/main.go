@@ -312,34 +312,6 @@ func (p *prober) colorize30(base string) string {
 	return counts(st) + fmt.Sprintf("; %d full-resolution results fetched: %s", len(full), counts(got))
 }
 
-// png16 is a valid 16-bit RGBA PNG of 7000×7000 zero pixels: a small file
-// that decodes to 392 MB.
-func png16() []byte {
-	var b bytes.Buffer
-	b.WriteString("\x89PNG\r\n\x1a\n")
-	chunk := func(typ string, data []byte) {
-		binary.Write(&b, binary.BigEndian, uint32(len(data)))
-		c := append([]byte(typ), data...)
-		b.Write(c)
-		binary.Write(&b, binary.BigEndian, crc32.ChecksumIEEE(c))
-	}
-	ihdr := make([]byte, 13)
-	binary.BigEndian.PutUint32(ihdr, 7000)
-	binary.BigEndian.PutUint32(ihdr[4:], 7000)
-	ihdr[8], ihdr[9] = 16, 6
-	chunk("IHDR", ihdr)
-	var z bytes.Buffer
-	zw, _ := zlib.NewWriterLevel(&z, zlib.BestCompression)
-	row := make([]byte, 1+7000*8)
-	for range 7000 {
-		zw.Write(row)
-	}
-	zw.Close()
-	chunk("IDAT", z.Bytes())
-	chunk("IEND", nil)
-	return b.Bytes()
-}
-
 func (p *prober) png16(base string) string {
 	file := png16()
 	body, ct := form(file)
@@ -437,10 +409,19 @@ func (p *prober) fullres(base string) string {
 	return fmt.Sprintf("%d KB JPEG; 8 parallel fetches of %d-megapixel PNGs: %s", b.Len()>>10, size/1_000_000, counts(st))
 }
 
+// png16 is a valid 16-bit RGBA PNG of 7000×7000 zero pixels: a small file
+// that decodes to 392 MB.
+func png16() []byte { return blankPNG(16, 6, 8, 1) }
+
 // zerosPNG is an 8-bit RGB PNG of 7000×7000 zero pixels (143 KB; 196 MB
 // decoded as RGBA, 49 MB in gray), with an eXIf block of orientation o
 // when o > 1.
-func zerosPNG(o int) []byte {
+func zerosPNG(o int) []byte { return blankPNG(8, 2, 3, o) }
+
+// blankPNG is a PNG of 7000×7000 zero pixels of the bit depth and colour
+// type given (bpp bytes a pixel), with an eXIf block of orientation o when
+// o > 1.
+func blankPNG(depth, colorType byte, bpp, o int) []byte {
 	var b bytes.Buffer
 	b.WriteString("\x89PNG\r\n\x1a\n")
 	chunk := func(typ string, data []byte) {
@@ -452,7 +433,7 @@ func zerosPNG(o int) []byte {
 	ihdr := make([]byte, 13)
 	binary.BigEndian.PutUint32(ihdr, 7000)
 	binary.BigEndian.PutUint32(ihdr[4:], 7000)
-	ihdr[8], ihdr[9] = 8, 2
+	ihdr[8], ihdr[9] = depth, colorType
 	chunk("IHDR", ihdr)
 	if o > 1 {
 		// big-endian TIFF: IFD0 with one entry, 0x0112 SHORT 1 = o
@@ -462,7 +443,7 @@ func zerosPNG(o int) []byte {
 	}
 	var z bytes.Buffer
 	zw, _ := zlib.NewWriterLevel(&z, zlib.BestCompression)
-	row := make([]byte, 1+7000*3)
+	row := make([]byte, 1+7000*bpp)
 	for range 7000 {
 		zw.Write(row)
 	}
