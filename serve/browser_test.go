@@ -256,17 +256,25 @@ func testPhoto(t *testing.T) string {
 	return p
 }
 
-// colorizeInPage uploads a photo, sets the sliders with the keyboard and
-// presses Colorize, then waits for samples results in the gallery, each
-// width pixels wide (the photo's own width); size is the model's.
-func colorizeInPage(t *testing.T, ctx context.Context, url, photoPath string, samples, size, width int) {
+// loadPhoto opens the page at url, chooses the photo at photoPath with
+// the file picker and waits for its gray preview (size² pixels).
+func loadPhoto(t *testing.T, ctx context.Context, url, photoPath string, size int) {
 	t.Helper()
 	do(t, ctx,
 		chromedp.Navigate(url),
 		chromedp.WaitVisible(chromedp.ID("image")),
 		chromedp.SetUploadFiles(chromedp.ID("image"), []string{photoPath}),
 	)
-	waitJS(t, ctx, fmt.Sprintf(`!document.getElementById('gray-figure').hidden && document.getElementById('gray').naturalWidth === %d`, size))
+	waitJS(t, ctx, fmt.Sprintf(`document.getElementById('gray').naturalWidth === %d`, size))
+}
+
+// colorizeInPage uploads a photo, sets the sliders with the keyboard and
+// presses Colorize, then waits for samples results in the gallery, each
+// width pixels wide (the photo's own width); size is the model's.
+func colorizeInPage(t *testing.T, ctx context.Context, url, photoPath string, samples, size, width int) {
+	t.Helper()
+	loadPhoto(t, ctx, url, photoPath, size)
+	waitJS(t, ctx, `!document.getElementById('gray-figure').hidden`)
 	keys := kb.Home + strings.Repeat(kb.ArrowRight, samples-1)
 	do(t, ctx,
 		chromedp.Focus(chromedp.ID("steps")), chromedp.KeyEvent(kb.Home), // 10
@@ -555,12 +563,7 @@ func TestBrowser(t *testing.T) {
 		defer close(stop)
 
 		ctx := tab(t, bctx, false)
-		do(t, ctx,
-			chromedp.Navigate(hts.URL),
-			chromedp.WaitVisible(chromedp.ID("image")),
-			chromedp.SetUploadFiles(chromedp.ID("image"), []string{photoPath}),
-		)
-		waitJS(t, ctx, `document.getElementById('gray').naturalWidth === 16`)
+		loadPhoto(t, ctx, hts.URL, photoPath, 16)
 		do(t, ctx, chromedp.Click(chromedp.ID("go")))
 		waitFor(t, started, "the colorization to start")
 		waitJS(t, ctx, `document.getElementById('status').textContent.startsWith('Step 1 of 100') && !document.getElementById('cancel').hidden`)
@@ -640,12 +643,7 @@ func TestBrowser(t *testing.T) {
 		}()
 
 		ctx := tab(t, bctx, false)
-		do(t, ctx,
-			chromedp.Navigate(hts.URL),
-			chromedp.WaitVisible(chromedp.ID("image")),
-			chromedp.SetUploadFiles(chromedp.ID("image"), []string{photoPath}),
-		)
-		waitJS(t, ctx, `document.getElementById('gray').naturalWidth === 16`)
+		loadPhoto(t, ctx, hts.URL, photoPath, 16)
 		do(t, ctx, chromedp.Focus(chromedp.ID("steps")), chromedp.KeyEvent(kb.Home), chromedp.Click(chromedp.ID("go")))
 		waitJS(t, ctx, `document.getElementById('status').textContent.includes('1 ahead of you')`)
 		first := run(t, ctx, chromedp.Text(chromedp.ID("status")))
@@ -686,12 +684,7 @@ func TestBrowser(t *testing.T) {
 		hts := httptest.NewServer(srv)
 		defer hts.Close()
 		ctx := tab(t, bctx, false)
-		do(t, ctx,
-			chromedp.Navigate(hts.URL),
-			chromedp.WaitVisible(chromedp.ID("image")),
-			chromedp.SetUploadFiles(chromedp.ID("image"), []string{photoPath}),
-		)
-		waitJS(t, ctx, fmt.Sprintf(`document.getElementById('gray').naturalWidth === %d`, fb.ImageSize))
+		loadPhoto(t, ctx, hts.URL, photoPath, fb.ImageSize)
 		// the demo model's date is its card's, not year 1
 		label := run(t, ctx, chromedp.Evaluate[string](`[...document.getElementById('checkpoint').options].map((o) => o.textContent).join(' | ')`))
 		if !strings.Contains(label, "bundled demo model, step 9042, 2026-12-03") || strings.Contains(label, "0001") {
@@ -838,12 +831,7 @@ func TestBrowser(t *testing.T) {
 		// The number boxes take any whole number in range, as the API does,
 		// and move the sliders; the sliders move the boxes.
 		ctx := tab(t, bctx, false)
-		do(t, ctx,
-			chromedp.Navigate(ts.URL),
-			chromedp.WaitVisible(chromedp.ID("image")),
-			chromedp.SetUploadFiles(chromedp.ID("image"), []string{photoPath}),
-		)
-		waitJS(t, ctx, `document.getElementById('gray').naturalWidth === 16`)
+		loadPhoto(t, ctx, ts.URL, photoPath, 16)
 		do(t, ctx, chromedp.Focus(chromedp.ID("steps-box")), chromedp.KeyEvent(kb.End), chromedp.KeyEvent(kb.Backspace+kb.Backspace+kb.Backspace+"15"),
 			chromedp.Focus(chromedp.ID("samples-box")), chromedp.KeyEvent(kb.ArrowUp))
 		if v := run(t, ctx, chromedp.Evaluate[[]string](`['steps', 'samples'].map((id) => document.getElementById(id).value)`)); v[0] != "15" || v[1] != "2" {
