@@ -239,24 +239,3 @@ func (g *memGrant) handOver() {
 	g.b.grant()
 	g.b.mu.Unlock()
 }
-
-// keptResults and evictResult let the budget count and evict the results
-// kept for full-resolution downloads (results.go).
-func (s *Server) keptResults() int64 {
-	rs := s.results
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	return rs.bytes
-}
-
-func (s *Server) evictResult() int64 {
-	rs := s.results
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	if len(rs.list) == 0 {
-		return 0
-	}
-	n := rs.list[0].bytes()
-	rs.drop()
-	return n
-}

@@ -138,3 +138,23 @@ func (s *Server) handleResult(w http.ResponseWriter, r *http.Request) {
 		s.log.Debug("result not sent", "err", err) // the client went away
 	}
 }
+
+// keptBytes is what the kept results hold, which the memory budget counts.
+func (rs *results) keptBytes() int64 {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	return rs.bytes
+}
+
+// evictOldest drops the oldest kept result for the memory budget and
+// returns its bytes (0: none is kept).
+func (rs *results) evictOldest() int64 {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if len(rs.list) == 0 {
+		return 0
+	}
+	n := rs.list[0].bytes()
+	rs.drop()
+	return n
+}

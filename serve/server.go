@@ -199,7 +199,7 @@ func New(opts Options) (*Server, error) {
 	s := &Server{opts: opts, log: opts.Logger, mux: http.NewServeMux(), queue: newQueue(opts.Queue, opts.MaxPerClient),
 		decode: make(chan struct{}, maxDecodes), uploads: newPlaces(maxGrayUploads, opts.MaxPerClient),
 		budget: newMemBudget(opts.MemoryBudget), results: newResults(opts.MaxResultBytes)}
-	s.budget.kept, s.budget.evict = s.keptResults, s.evictResult
+	s.budget.kept, s.budget.evict = s.results.keptBytes, s.results.evictOldest
 	s.idle.free = s.budget.freeNow
 	if opts.Token != "" {
 		s.session = sessionValue(opts.Token)
