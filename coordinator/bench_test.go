@@ -40,7 +40,7 @@ func BenchmarkSnapshot(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := st.Load(rep); err != nil {
+		if err := st.LoadReplica(rep); err != nil {
 			b.Fatal(err)
 		}
 		_ = st.Checksum()

@@ -11,20 +11,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"image"
 	"io"
 	"log/slog"
 	"time"
 
 	"github.com/tinct/tinct/checkpoint"
-	"github.com/tinct/tinct/chroma"
 	"github.com/tinct/tinct/cluster"
+	"github.com/tinct/tinct/colorize"
 	"github.com/tinct/tinct/config"
 	"github.com/tinct/tinct/control"
 	"github.com/tinct/tinct/dataset"
 	"github.com/tinct/tinct/internal/rngs"
-	"github.com/tinct/tinct/model"
-	"github.com/tinct/tinct/nn"
 	"github.com/tinct/tinct/track"
 	"github.com/tinct/tinct/trainstate"
 )
@@ -270,7 +267,7 @@ func (c *Coordinator) commit(a *control.Commit) {
 	rep, ok := a.State.(trainstate.Replica)
 	err := fmt.Errorf("no state in the report")
 	if ok {
-		err = c.st.Load(rep)
+		err = c.st.LoadReplica(rep)
 	}
 	if err != nil {
 		c.queue = append(c.queue, control.Stop{Reason: "bad snapshot", Err: fmt.Errorf("step %d: worker %s sent a snapshot that does not fit: %w", a.Step, a.Workers[0], err)})
@@ -411,50 +408,19 @@ func (c *Coordinator) scalar(tag string, step int64, v float64) {
 }
 
 // sampleGrid colorizes the first sample_images validation images with the
-// EMA network and records rows gray / generated / ground truth; generated
-// keeps the gray image's own luminance unless sample_color is raw.
+// EMA network and records rows gray / generated / ground truth (colorize.Grid;
+// generated keeps the gray image's own luminance unless sample_color is raw).
 func (c *Coordinator) sampleGrid(ctx context.Context, epoch int) error {
 	cfg := c.st.Config
 	k := min(cfg.SampleImages, c.opt.Val.Len())
 	if k == 0 {
 		return nil
 	}
-	s := cfg.ImageSize
-	color, gray := nn.NewTensor(k, 3, s, s), nn.NewTensor(k, 1, s, s)
-	for i := range k {
-		if err := c.opt.Val.Load(i, color.Image(i), gray.Image(i), false); err != nil {
-			return err
-		}
-	}
-	sampler, err := model.NewSampler(c.st.EMA, k, s, s)
+	grid, err := colorize.Grid(ctx, c.st.EMA, c.opt.Val, k, cfg.SampleSteps, cfg.SampleClip, cfg.SampleColor == config.SampleRaw, rngs.SampleGrid(cfg.Seed))
 	if err != nil {
 		return err
 	}
-	sampler.Clip = cfg.SampleClip
-	out, err := sampler.Colorize(ctx, gray, 1, cfg.SampleSteps, rngs.SampleGrid(cfg.Seed), nil)
-	if err != nil {
-		return err
-	}
-	rows := make([][]image.Image, 3)
-	for i := range k {
-		for r, img := range SampleImages(cfg, gray.Image(i), out.Image(i), color.Image(i)) {
-			rows[r] = append(rows[r], img)
-		}
-	}
-	return c.opt.Track.Image("samples", int64(epoch), track.Grid(rows, 2))
-}
-
-// SampleImages renders one sample-grid column: the gray input, the
-// colourisation (on the gray input's own luminance unless sample_color is
-// raw) and the truth, from planar values in [−1, 1] of cfg.ImageSize².
-func SampleImages(cfg *config.Config, gray, gen, truth []float32) [3]image.Image {
-	s := cfg.ImageSize
-	g := track.ToImage(gray, 1, s, s)
-	col := track.ToImage(gen, 3, s, s)
-	if cfg.SampleColor != config.SampleRaw {
-		col = chroma.Transfer(g.(*image.Gray), col, col.Bounds())
-	}
-	return [3]image.Image{g, col, track.ToImage(truth, 3, s, s)}
+	return c.opt.Track.Image("samples", int64(epoch), grid)
 }
 
 // Resume restores the newest valid checkpoint of store into st, and with it

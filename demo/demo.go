@@ -25,9 +25,15 @@ const Name = "demo"
 // Card is where the model card lives in the repository.
 const Card = "demo/MODEL.md"
 
-// Load decodes the embedded weights (a fresh network each call).
-func Load() (*trainstate.Weights, error) {
-	return trainstate.ReadWeights(weights)
+// Load decodes the embedded weights (a fresh network each call), named
+// Name and dated by the model card (Date).
+func Load() (*trainstate.Network, error) {
+	n, err := trainstate.ReadWeights(weights)
+	if err != nil {
+		return nil, err
+	}
+	n.Name, n.Time = Name, Date()
+	return n, nil
 }
 
 // cardDate is the model card's "date" row: | date | YYYY-MM-DD …|.

@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"image"
 	"math"
-	"math/rand/v2"
 
-	"github.com/tinct/tinct/chroma"
+	"github.com/tinct/tinct/colorize"
+	"github.com/tinct/tinct/internal/rngs"
 	"github.com/tinct/tinct/model"
 	"github.com/tinct/tinct/nn"
 )
@@ -16,15 +16,6 @@ import (
 // PSNRCap is the most PSNR (dB) one image adds to a mean, so that an image
 // colourised exactly (+Inf) does not swamp the others.
 const PSNRCap = 100
-
-// Source is a split of images to score; *dataset.Set is one.
-type Source interface {
-	Len() int
-	ImageSize() int
-	// Load reads image i into color (3·S·S values, CHW) and gray (S·S
-	// values), scaled to [−1, 1], mirrored when flip is set.
-	Load(i int, color, gray []float32, flip bool) error
-}
 
 // Options are Evaluate's settings.
 type Options struct {
@@ -88,7 +79,7 @@ func (r Report) Rows() []Row {
 // luminance-kept rows score each image's first sample; the best-of-N row
 // its sample of highest PSNR (luminance kept). It stops early when ctx is
 // done.
-func Evaluate(ctx context.Context, net *model.UNet, set Source, opt Options) (Report, error) {
+func Evaluate(ctx context.Context, net *model.UNet, set colorize.Source, opt Options) (Report, error) {
 	n := set.Len()
 	if opt.Limit > 0 {
 		n = min(n, opt.Limit)
@@ -102,17 +93,17 @@ func Evaluate(ctx context.Context, net *model.UNet, set Source, opt Options) (Re
 	samples := max(1, opt.Samples)
 	size := set.ImageSize()
 	batch := max(1, min(opt.Batch, n))
-	sampler, err := model.NewSampler(net, batch*samples, size, size)
+	pipe, err := colorize.New(net, size, batch*samples, opt.Clip)
 	if err != nil {
 		return Report{}, fmt.Errorf("evaluate: %w", err)
 	}
-	sampler.Clip = opt.Clip
+	defer pipe.Close()
 	hw := size * size
 	const raw, kept, best, mean, base = 0, 1, 2, 3, 4
 	var sums [5]Row
 	var truthColor float64
 	var examples []Example
-	rng := rand.New(rand.NewPCG(opt.Seed, 0))
+	rng := rngs.Sampler(opt.Seed) // one stream over the batches
 	color := make([]float32, 3*hw)
 	add := func(r *Row, img, truth []uint8) float64 {
 		p := math.Min(PSNR(img, truth), PSNRCap)
@@ -131,12 +122,13 @@ func Evaluate(ctx context.Context, net *model.UNet, set Source, opt Options) (Re
 			}
 			truths[i] = ToUint8(color)
 		}
-		out, err := sampler.Colorize(ctx, gray, samples, opt.Steps, rng, nil)
+		out, err := pipe.Images(ctx, gray, samples, opt.Steps, rng, nil)
 		if err != nil {
 			return Report{}, err
 		}
 		for i := range k {
 			g := ToUint8(gray.Image(i))
+			gimg := PlanarImage(g, 1, size).(*image.Gray)
 			var ex *Example
 			if start+i < opt.Examples {
 				ex = &Example{Gray: g, Truth: truths[i]}
@@ -145,8 +137,8 @@ func Evaluate(ctx context.Context, net *model.UNet, set Source, opt Options) (Re
 			topPSNR := math.Inf(-1)
 			avg := make([]float64, 3*hw)
 			for j := range samples {
-				gen := ToUint8(out.Image(i*samples + j))
-				kp := keepLuminance(g, gen, size)
+				sample := out[i*samples+j]
+				gen, kp := planar(sample), planar(colorize.KeepLuminance(gimg, sample))
 				if ex != nil {
 					ex.Kept = append(ex.Kept, kp)
 				}
@@ -203,17 +195,12 @@ func Evaluate(ctx context.Context, net *model.UNet, set Source, opt Options) (Re
 	return rep, nil
 }
 
-// keepLuminance puts the chroma of gen (planar RGB, size×size) on the
-// input's own luminance g — the transform tinct colorize and the web app
-// apply to their results (chroma.Transfer) — and returns it planar.
-func keepLuminance(g, gen []uint8, size int) []uint8 {
-	hw := size * size
-	lum := PlanarImage(g, 1, size).(*image.Gray)
-	sample := PlanarImage(gen, 3, size)
-	rgb := chroma.Transfer(lum, sample, sample.Bounds())
+// planar is img's RGB as planes.
+func planar(img *image.RGBA) []uint8 {
+	hw := len(img.Pix) / 4
 	out := make([]uint8, 3*hw)
 	for p := range hw {
-		out[p], out[hw+p], out[2*hw+p] = rgb.Pix[4*p], rgb.Pix[4*p+1], rgb.Pix[4*p+2]
+		out[p], out[hw+p], out[2*hw+p] = img.Pix[4*p], img.Pix[4*p+1], img.Pix[4*p+2]
 	}
 	return out
 }

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"image"
 	"math"
 	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/tinct/tinct/colorize"
 	"github.com/tinct/tinct/model"
 )
 
@@ -226,7 +228,7 @@ func TestKeepLuminance(t *testing.T) {
 		g[p] = uint8(p * 255 / hw)
 		gen[p], gen[hw+p], gen[2*hw+p] = 250, uint8(p), 10 // saturated orange, another brightness
 	}
-	out := keepLuminance(g, gen, size)
+	out := planar(colorize.KeepLuminance(PlanarImage(g, 1, size).(*image.Gray), PlanarImage(gen, 3, size).(*image.RGBA)))
 	for p := range hw {
 		r, gg, b := float64(out[p]), float64(out[hw+p]), float64(out[2*hw+p])
 		y := 0.299*r + 0.587*gg + 0.114*b

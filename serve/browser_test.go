@@ -24,6 +24,9 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+
+	"github.com/tinct/tinct/demo"
+	"github.com/tinct/tinct/trainstate"
 )
 
 // The browser tests drive Debian's chromium with chromedp against a server
@@ -218,9 +221,9 @@ func parseSeconds(s string) float64 {
 }
 
 // demoModel is the bundled demo model, as tinct serve offers it.
-func demoModel(t *testing.T) *Model {
+func demoModel(t *testing.T) *trainstate.Network {
 	t.Helper()
-	m, err := DemoModel()
+	m, err := demo.Load()
 	if err != nil {
 		t.Fatal(err)
 	}

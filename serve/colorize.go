@@ -17,17 +17,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tinct/tinct/chroma"
+	"github.com/tinct/tinct/colorize"
 	"github.com/tinct/tinct/dataset"
-	"github.com/tinct/tinct/model"
-	"github.com/tinct/tinct/nn"
-	"github.com/tinct/tinct/track"
-)
-
-// Ranges of the colorization's form fields (as tinct colorize's flags).
-const (
-	MinSteps, MaxSteps     = 10, 100
-	MinSamples, MaxSamples = 1, 8
+	"github.com/tinct/tinct/trainstate"
 )
 
 // maxFieldBytes bounds a text field of the form.
@@ -184,31 +176,29 @@ func (u *upload) intField(name string, lo, hi int) (int, error) {
 }
 
 // photoInput turns an upload into what a colorization needs, under the
-// memory budget: its BT.601 gray at the photo's own size, upright (lum:
-// what the network's input is made from and what the full-resolution
-// results are coloured on), the network's input of size² (chroma.Fit) and
-// where the photo lies in it. The peak of the whole (planDecode) is
+// memory budget (colorize.Fit of its BT.601 gray at its own size, upright:
+// what the full-resolution results are coloured on). The peak of the whole (planDecode) is
 // reserved before anything is decoded, waiting in line up to AdmitWait
-// (then 503); what remains of the reservation on return is lum's bytes,
-// which the caller gives back (release) or hands over to the kept results
-// (handOver).
-func (s *Server) photoInput(ctx context.Context, data []byte, size int) (lum, in *image.Gray, frame image.Rectangle, g *memGrant, err error) {
+// (then 503); what remains of the reservation on return is the
+// luminance's bytes, which the caller gives back (release) or hands over to
+// the kept results (handOver).
+func (s *Server) photoInput(ctx context.Context, data []byte, size int) (*colorize.Input, *memGrant, error) {
 	plan, err := s.checkUpload(data, size)
 	if err != nil {
-		return nil, nil, frame, nil, err
+		return nil, nil, err
 	}
-	g, err = s.budget.reserve(ctx, plan.peak, s.opts.AdmitWait)
+	g, err := s.budget.reserve(ctx, plan.peak, s.opts.AdmitWait)
 	switch {
 	case errors.Is(err, errBudgetBusy):
-		return nil, nil, frame, nil, &apiError{status: http.StatusServiceUnavailable, header: http.Header{"Retry-After": {"30"}},
+		return nil, nil, &apiError{status: http.StatusServiceUnavailable, header: http.Header{"Retry-After": {"30"}},
 			msg: fmt.Sprintf("busy: the photos being read or waiting take this server's memory (%d MiB) and this one needs %d MiB; try again in a minute", s.budget.max>>20, plan.peak>>20)}
 	case err != nil:
-		return nil, nil, frame, nil, err
+		return nil, nil, err
 	}
-	lum, err = s.grayOf(ctx, data, plan.format)
+	lum, err := s.grayOf(ctx, data, plan.format)
 	if err != nil {
 		g.release()
-		return nil, nil, frame, nil, err
+		return nil, nil, err
 	}
 	g.shrink(plan.rest) // the decoded image is gone: return it before the next copies
 	if o := plan.orientation; o >= 2 && o <= 8 {
@@ -216,9 +206,9 @@ func (s *Server) photoInput(ctx context.Context, data []byte, size int) (lum, in
 		// colour copy
 		lum = dataset.Orient(lum, o).(*image.Gray)
 	}
-	in, frame = chroma.Fit(lum, size)
+	in := colorize.Fit(lum, size)
 	g.shrink(plan.lum) // the copies are gone: return them
-	return lum, in, frame, g, nil
+	return in, g, nil
 }
 
 // grayOf decodes an upload and returns its gray as stored (not turned by
@@ -328,9 +318,10 @@ type grayResult struct {
 	Frame  [4]int `json:"frame"`
 }
 
-func newGrayResult(m *Model, lum, in *image.Gray, frame image.Rectangle) grayResult {
-	return grayResult{Checkpoint: m.Name, ImageSize: m.ImageSize, Gray: pngDataURL(in), Width: lum.Bounds().Dx(), Height: lum.Bounds().Dy(),
-		Frame: [4]int{frame.Min.X, frame.Min.Y, frame.Max.X, frame.Max.Y}}
+func newGrayResult(m *trainstate.Network, in *colorize.Input) grayResult {
+	f := in.Frame
+	return grayResult{Checkpoint: m.Name, ImageSize: m.ImageSize, Gray: pngDataURL(in.Gray), Width: in.Lum.Bounds().Dx(), Height: in.Lum.Bounds().Dy(),
+		Frame: [4]int{f.Min.X, f.Min.Y, f.Max.X, f.Max.Y}}
 }
 
 // handleGray answers POST /api/gray (form: image, optional checkpoint) with
@@ -368,12 +359,12 @@ func (s *Server) gray(ctx context.Context, w http.ResponseWriter, r *http.Reques
 	if err != nil {
 		return nil, err
 	}
-	lum, in, frame, g, err := s.photoInput(ctx, u.image, m.ImageSize)
+	in, g, err := s.photoInput(ctx, u.image, m.ImageSize)
 	if err != nil {
 		return nil, err
 	}
 	defer g.release()
-	res := newGrayResult(m, lum, in, frame)
+	res := newGrayResult(m, in)
 	return &res, nil
 }
 
@@ -461,11 +452,11 @@ func (s *Server) colorize(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fail(err)
 	}
-	steps, err := u.intField("steps", MinSteps, MaxSteps)
+	steps, err := u.intField("steps", colorize.MinSteps, colorize.MaxSteps)
 	if err != nil {
 		return fail(err)
 	}
-	samples, err := u.intField("samples", MinSamples, MaxSamples)
+	samples, err := u.intField("samples", colorize.MinSamples, colorize.MaxSamples)
 	if err != nil {
 		return fail(err)
 	}
@@ -479,12 +470,11 @@ func (s *Server) colorize(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fail(err)
 	}
-	size := m.ImageSize
-	lum, g, frame, mem, err := s.photoInput(ctx, u.image, size)
+	in, mem, err := s.photoInput(ctx, u.image, m.ImageSize)
 	if err != nil {
 		return fail(err)
 	}
-	defer mem.release() // lum's bytes, unless handed over to the kept results
+	defer mem.release() // the luminance's bytes, unless handed over to the kept results
 
 	// From here on the answer is a stream.
 	h := w.Header()
@@ -514,24 +504,20 @@ func (s *Server) colorize(w http.ResponseWriter, r *http.Request) error {
 	pl.unclaim() // running: the client may send its next one
 	job := s.jobs.start()
 	defer job.end()
-	send("start", startEvent{grayResult: newGrayResult(m, lum, g, frame), Epoch: m.Epoch, Steps: steps, Samples: samples, Seed: seed})
+	send("start", startEvent{grayResult: newGrayResult(m, in), Epoch: m.Epoch, Steps: steps, Samples: samples, Seed: seed})
 
-	gray := make([]float32, size*size)
-	for i, v := range g.Pix[:size*size] {
-		gray[i] = model.PixelToUnit(v)
-	}
-	sampler, err := s.models.sampler(m, samples)
+	pipe, err := s.models.pipeline(m, samples)
 	if err != nil {
 		return streamErr(err)
 	}
 	// a preview of the first sample about ten times per colorization (a
 	// PNG of ImageSize² costs well under a diffusion step)
-	sampler.SetPreview(max(1, steps/10), func(step int, x0 nn.Tensor) {
-		send("preview", previewEvent{Step: step, Image: pngDataURL(subImage(track.ToImage(x0.Image(0), 3, size, size), frame))})
+	pipe.SetPreview(max(1, steps/10), func(step int, x0 *image.RGBA) {
+		send("preview", previewEvent{Step: step, Image: pngDataURL(x0.SubImage(in.Frame))})
 	})
-	defer sampler.SetPreview(0, nil)
+	defer pipe.SetPreview(0, nil)
 	start := time.Now()
-	out, err := sampler.Colorize(ctx, nn.TensorFrom(gray, 1, 1, size, size), samples, steps, rand.New(rand.NewPCG(seed, 0)),
+	res, err := pipe.Photo(ctx, in, samples, steps, seed,
 		func(step, steps int) {
 			send("progress", progressEvent{Step: step, Steps: steps})
 			if s.progress != nil {
@@ -541,15 +527,12 @@ func (s *Server) colorize(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return streamErr(err)
 	}
-	done := doneEvent{Seconds: time.Since(start).Seconds(), Width: lum.Bounds().Dx(), Height: lum.Bounds().Dy()}
-	res := &result{lum: lum, content: frame}
+	done := doneEvent{Seconds: time.Since(start).Seconds(), Width: in.Lum.Bounds().Dx(), Height: in.Lum.Bounds().Dy()}
 	for k := range samples {
-		img := track.ToImage(out.Image(k), 3, size, size).(*image.RGBA)
-		res.samples = append(res.samples, img)
-		done.Images = append(done.Images, pngDataURL(img.SubImage(frame)))
+		done.Images = append(done.Images, pngDataURL(res.Small(k)))
 	}
-	id := s.results.add(res)
-	mem.handOver() // lum is the kept result's now, counted by the budget as such
+	id := s.results.add(&result{Result: res})
+	mem.handOver() // the luminance is the kept result's now, counted by the budget as such
 	for k := range samples {
 		done.Full = append(done.Full, resultURL(id, k))
 	}
@@ -568,13 +551,6 @@ func busy(err error, n int, what, retry string) *apiError {
 	}
 	return &apiError{status: http.StatusServiceUnavailable, header: h,
 		msg: fmt.Sprintf("busy: %d %s, the most this server takes at once; try again in a minute", n, what)}
-}
-
-// subImage returns the part of img inside r.
-func subImage(img image.Image, r image.Rectangle) image.Image {
-	return img.(interface {
-		SubImage(image.Rectangle) image.Image
-	}).SubImage(r)
 }
 
 func formatBytes(n int64) string {

@@ -95,7 +95,7 @@ func TestColorizeOnDevice(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := srv.models.sampler(m, 1); err != nil {
+		if _, err := srv.models.pipeline(m, 1); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -14,56 +14,11 @@ import (
 	"time"
 
 	"github.com/tinct/tinct/checkpoint"
-	"github.com/tinct/tinct/demo"
+	"github.com/tinct/tinct/colorize"
 	"github.com/tinct/tinct/model"
 	"github.com/tinct/tinct/nn"
 	"github.com/tinct/tinct/trainstate"
 )
-
-// Model is a checkpoint's EMA network, ready for inference.
-type Model struct {
-	Name      string // the checkpoint's name
-	Epoch     int
-	Step      int64
-	Time      time.Time // when the checkpoint was taken
-	ImageSize int       // the training resolution: inputs are resized to ImageSize²
-	Net       *model.UNet
-}
-
-// ModelFromCheckpoint builds the EMA network of a loaded checkpoint
-// (trainstate.LoadInference: its config.yaml gives the shape and the
-// training resolution).
-func ModelFromCheckpoint(ck *checkpoint.Checkpoint) (*Model, error) {
-	inf, err := trainstate.LoadInference(ck)
-	if err != nil {
-		return nil, err
-	}
-	return modelOf(inf), nil
-}
-
-func modelOf(inf *trainstate.Inference) *Model {
-	return &Model{Name: inf.Name, Epoch: inf.Epoch, Step: inf.Step, Time: inf.Time, ImageSize: inf.Config.ImageSize, Net: inf.Net}
-}
-
-// LoadModel loads the named checkpoint from store, or the newest valid one
-// when name is empty (see trainstate.Load).
-func LoadModel(ctx context.Context, store checkpoint.Store, name string) (*Model, []error, error) {
-	inf, warns, err := trainstate.Load(ctx, store, name)
-	if err != nil {
-		return nil, warns, err
-	}
-	return modelOf(inf), warns, nil
-}
-
-// DemoModel is the bundled demo model (package demo), for Options.Fallback.
-// Its time is its model card's date: the weights file records none.
-func DemoModel() (*Model, error) {
-	w, err := demo.Load()
-	if err != nil {
-		return nil, err
-	}
-	return &Model{Name: demo.Name, Epoch: w.Epoch, Step: w.Step, Time: demo.Date(), ImageSize: w.ImageSize, Net: w.Net}, nil
-}
 
 // Cache sizes: networks are small (8 MB at the default widths), but a
 // sampler holds a training-sized arena for its batch (91 MiB per image at
@@ -81,25 +36,25 @@ type models struct {
 	store    checkpoint.Store
 	name     string // the store as the page shows it (storeName)
 	warn     func(error)
-	fallback *Model                     // Options.Fallback
+	fallback *trainstate.Network        // Options.Fallback
 	clip     bool                       // Options.Clip
 	device   func() (nn.Compute, error) // Options.Compute
 
 	mu       sync.Mutex
-	nets     *list.List               // of *Model, most recently used first
-	damaged  map[string]*damagedError // checkpoints found damaged, by name
-	samplers *list.List               // of *cachedSampler, most recently used first
-	onDevice map[*Model]*model.UNet   // a model's network on the accelerator
+	nets     *list.List                          // of *trainstate.Network, most recently used first
+	damaged  map[string]*damagedError            // checkpoints found damaged, by name
+	pipes    *list.List                          // of *cachedPipeline, most recently used first
+	onDevice map[*trainstate.Network]*model.UNet // a model's network on the accelerator
 }
 
-type cachedSampler struct {
-	m       *Model
+type cachedPipeline struct {
+	m       *trainstate.Network
 	samples int
-	s       *model.Sampler
+	p       *colorize.Pipeline
 }
 
 func newModels(store checkpoint.Store, warn func(error)) *models {
-	return &models{store: store, name: storeName(store), warn: warn, nets: list.New(), samplers: list.New()}
+	return &models{store: store, name: storeName(store), warn: warn, nets: list.New(), pipes: list.New()}
 }
 
 // storeName is how answers name a store: a directory by its last element
@@ -165,7 +120,7 @@ func damageOf(in checkpoint.Info, err error, verified bool) *damagedError {
 // newest valid one is used instead (of any run: serving is not resuming),
 // or Options.Fallback when none is valid. A request that names it gets a
 // 500 that names it and another to choose.
-func (c *models) get(ctx context.Context, name string) (*Model, error) {
+func (c *models) get(ctx context.Context, name string) (*trainstate.Network, error) {
 	if fb := c.fallback; fb != nil && (name == fb.Name || name == "" && c.store == nil) {
 		return fb, nil
 	}
@@ -207,7 +162,7 @@ func (c *models) get(ctx context.Context, name string) (*Model, error) {
 // newest returns the model of the newest checkpoint in infos that loads,
 // skipping damaged ones (and ones deleted since the listing); the fallback
 // model when none is left.
-func (c *models) newest(ctx context.Context, infos []checkpoint.Info) (*Model, error) {
+func (c *models) newest(ctx context.Context, infos []checkpoint.Info) (*trainstate.Network, error) {
 	var damaged []string
 	for _, in := range infos {
 		m, err := c.load(ctx, in)
@@ -235,11 +190,11 @@ func (c *models) newest(ctx context.Context, infos []checkpoint.Info) (*Model, e
 
 // load returns the model of the checkpoint in, from the cache or loaded
 // from the store; a damaged checkpoint's *damagedError, remembered.
-func (c *models) load(ctx context.Context, in checkpoint.Info) (*Model, error) {
+func (c *models) load(ctx context.Context, in checkpoint.Info) (*trainstate.Network, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for e := c.nets.Front(); e != nil; e = e.Next() {
-		if m := e.Value.(*Model); m.Name == in.Name && m.Time.Equal(in.Time) {
+		if m := e.Value.(*trainstate.Network); m.Name == in.Name && m.Time.Equal(in.Time) {
 			c.nets.MoveToFront(e)
 			return m, nil
 		}
@@ -250,9 +205,9 @@ func (c *models) load(ctx context.Context, in checkpoint.Info) (*Model, error) {
 	// Loading holds the lock: concurrent requests for the same checkpoint
 	// wait for one load rather than each doing it.
 	ck, err := c.store.Load(ctx, in.Name)
-	var m *Model
+	var m *trainstate.Network
 	if err == nil {
-		m, err = ModelFromCheckpoint(ck)
+		m, err = trainstate.DecodeNetwork(ck, trainstate.PartEMA)
 	}
 	if err != nil {
 		if errors.Is(err, checkpoint.ErrNotFound) {
@@ -271,16 +226,16 @@ func (c *models) load(ctx context.Context, in checkpoint.Info) (*Model, error) {
 		return nil, d
 	}
 	for e := c.nets.Front(); e != nil; e = e.Next() {
-		if old := e.Value.(*Model); old.Name == m.Name {
+		if old := e.Value.(*trainstate.Network); old.Name == m.Name {
 			c.nets.Remove(e)
-			c.dropSamplers(old)
+			c.dropPipelines(old)
 			break
 		}
 	}
 	c.nets.PushFront(m)
 	for c.nets.Len() > maxCachedNets {
-		old := c.nets.Remove(c.nets.Back()).(*Model)
-		c.dropSamplers(old)
+		old := c.nets.Remove(c.nets.Back()).(*trainstate.Network)
+		c.dropPipelines(old)
 	}
 	return m, nil
 }
@@ -342,13 +297,13 @@ func (c *models) checkpoints(ctx context.Context, infos []checkpoint.Info) (list
 	return list, def
 }
 
-// dropSamplers forgets m's samplers and frees its network's copy on the
+// dropPipelines forgets m's samplers and frees its network's copy on the
 // accelerator.
-func (c *models) dropSamplers(m *Model) {
-	for e := c.samplers.Front(); e != nil; {
+func (c *models) dropPipelines(m *trainstate.Network) {
+	for e := c.pipes.Front(); e != nil; {
 		next := e.Next()
-		if e.Value.(*cachedSampler).m == m {
-			c.samplers.Remove(e)
+		if e.Value.(*cachedPipeline).m == m {
+			c.pipes.Remove(e)
 		}
 		e = next
 	}
@@ -361,7 +316,7 @@ func (c *models) dropSamplers(m *Model) {
 // network returns the network m's colorizations run on: m.Net, or its
 // copy on the accelerator (Options.Compute), made at first use. Call it
 // holding c.mu.
-func (c *models) network(m *Model) (*model.UNet, error) {
+func (c *models) network(m *trainstate.Network) (*model.UNet, error) {
 	if c.device == nil {
 		return m.Net, nil
 	}
@@ -378,7 +333,7 @@ func (c *models) network(m *Model) (*model.UNet, error) {
 		return nil, err
 	}
 	if c.onDevice == nil {
-		c.onDevice = map[*Model]*model.UNet{}
+		c.onDevice = map[*trainstate.Network]*model.UNet{}
 	}
 	c.onDevice[m] = d
 	return d, nil
@@ -392,40 +347,39 @@ func (c *models) close() {
 		d.Close()
 		delete(c.onDevice, m)
 	}
-	c.samplers.Init()
+	c.pipes.Init()
 }
 
-// sampler returns a sampler for one gray image × samples colourisations with
-// m's network. Call it only while holding the run slot.
-func (c *models) sampler(m *Model, samples int) (*model.Sampler, error) {
+// pipeline returns a colorize pipeline for one gray image × samples
+// colourisations with m's network. Call it only while holding the run slot.
+func (c *models) pipeline(m *trainstate.Network, samples int) (*colorize.Pipeline, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for e := c.samplers.Front(); e != nil; e = e.Next() {
-		if cs := e.Value.(*cachedSampler); cs.m == m && cs.samples == samples {
-			c.samplers.MoveToFront(e)
-			return cs.s, nil
+	for e := c.pipes.Front(); e != nil; e = e.Next() {
+		if cp := e.Value.(*cachedPipeline); cp.m == m && cp.samples == samples {
+			c.pipes.MoveToFront(e)
+			return cp.p, nil
 		}
 	}
 	net, err := c.network(m)
 	if err != nil {
 		return nil, err
 	}
-	s, err := model.NewSampler(net, samples, m.ImageSize, m.ImageSize)
+	p, err := colorize.New(net, m.ImageSize, samples, c.clip)
 	if err != nil {
 		return nil, err
 	}
-	s.Clip = c.clip
-	c.samplers.PushFront(&cachedSampler{m: m, samples: samples, s: s})
+	c.pipes.PushFront(&cachedPipeline{m: m, samples: samples, p: p})
 	images := 0
-	for e := c.samplers.Front(); e != nil; {
+	for e := c.pipes.Front(); e != nil; {
 		next := e.Next()
-		images += e.Value.(*cachedSampler).samples
-		if images > maxCachedSamplerImages && e != c.samplers.Front() {
-			images -= e.Value.(*cachedSampler).samples
-			c.samplers.Remove(e)
-			e.Value.(*cachedSampler).s.Close() // its arena's memory (on a device, given back at once)
+		images += e.Value.(*cachedPipeline).samples
+		if images > maxCachedSamplerImages && e != c.pipes.Front() {
+			images -= e.Value.(*cachedPipeline).samples
+			c.pipes.Remove(e)
+			e.Value.(*cachedPipeline).p.Close() // its arena's memory (on a device, given back at once)
 		}
 		e = next
 	}
-	return s, nil
+	return p, nil
 }

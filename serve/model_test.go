@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/tinct/tinct/checkpoint"
+	"github.com/tinct/tinct/demo"
+	"github.com/tinct/tinct/trainstate"
 )
 
 // TestDamagedCheckpoint: a damaged newest checkpoint (its parts do not
@@ -84,7 +86,7 @@ func TestDamagedCheckpoint(t *testing.T) {
 			t.Errorf("every checkpoint damaged: %d %q", res.StatusCode, msg)
 		}
 		// with a fallback model (tinct serve's demo): that one
-		fb := &Model{Name: "demo", ImageSize: tinySize}
+		fb := &trainstate.Network{Name: "demo", ImageSize: tinySize}
 		fb.Net = loadTiny(t).Net
 		_, ts = newTestServer(t, Options{Store: dir, Fallback: fb})
 		var got struct {
@@ -99,10 +101,10 @@ func TestDamagedCheckpoint(t *testing.T) {
 }
 
 // loadTiny returns the model of a fresh tiny checkpoint.
-func loadTiny(t *testing.T) *Model {
+func loadTiny(t *testing.T) *trainstate.Network {
 	t.Helper()
 	_, store := tinyStore(t)
-	m, _, err := LoadModel(context.Background(), store, "epoch-000001")
+	m, _, err := trainstate.LoadNetwork(context.Background(), store, "epoch-000001", trainstate.PartEMA)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +114,7 @@ func loadTiny(t *testing.T) *Model {
 // TestDemoModel: the bundled demo model, as tinct serve offers it, has
 // its model card's date: /api/checkpoints does not say year 1.
 func TestDemoModel(t *testing.T) {
-	fb, err := DemoModel()
+	fb, err := demo.Load()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,14 +4,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"image"
 	"net/http"
 	"regexp"
 	"strconv"
 	"sync"
 	"time"
 
-	"github.com/tinct/tinct/chroma"
+	"github.com/tinct/tinct/colorize"
 )
 
 // Defaults of the results kept for full-resolution downloads.
@@ -24,16 +23,14 @@ const (
 // images can be made when asked for: the photo's luminance at its own size
 // and the network's model-size samples of the whole frame.
 type result struct {
+	*colorize.Result
 	id      string
-	lum     *image.Gray
-	samples []*image.RGBA
-	content image.Rectangle // the photo's frame inside each sample
 	created time.Time
 }
 
 func (r *result) bytes() int64 {
-	n := int64(len(r.lum.Pix))
-	for _, s := range r.samples {
+	n := int64(len(r.Lum.Pix))
+	for _, s := range r.Samples {
 		n += int64(len(s.Pix))
 	}
 	return n
@@ -114,7 +111,7 @@ func (s *Server) handleResult(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	k, _ := strconv.Atoi(m[1])
-	if k > len(res.samples) {
+	if k > len(res.Samples) {
 		writeError(w, gone)
 		return
 	}
@@ -126,10 +123,10 @@ func (s *Server) handleResult(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "image/png")
 	w.Header().Set("Cache-Control", "private, max-age=3600, immutable")
-	b := res.lum.Bounds()
+	b := res.Lum.Bounds()
 	ps, err := newPNGStream(w, b.Dx(), b.Dy())
 	if err == nil {
-		err = chroma.TransferRows(res.lum, res.samples[k-1], res.content, func(_ int, rgb []uint8) error { return ps.writeRow(rgb) })
+		err = res.FullRows(k-1, func(_ int, rgb []uint8) error { return ps.writeRow(rgb) })
 	}
 	if err == nil {
 		err = ps.close()

@@ -1,9 +1,7 @@
 package serve
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -16,23 +14,15 @@ import (
 	"regexp"
 	"slices"
 	"sort"
-	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/tinct/tinct/config"
+	"github.com/tinct/tinct/track"
 )
 
 // maxPlotPoints bounds the points of a plot sent to the page: longer series
 // are averaged over buckets of consecutive steps.
 const maxPlotPoints = 2000
-
-// Names inside a run directory (see package track).
-const (
-	metricsFile = "metrics.jsonl"
-	imagesDir   = "images"
-)
 
 // runData is the answer of GET /api/run.
 type runData struct {
@@ -103,7 +93,7 @@ func (s *Server) runDir() (string, error) {
 		if !e.IsDir() {
 			continue
 		}
-		st, err := os.Stat(filepath.Join(base, e.Name(), metricsFile))
+		st, err := os.Stat(track.MetricsPath(filepath.Join(base, e.Name())))
 		if err != nil || !st.Mode().IsRegular() {
 			continue
 		}
@@ -142,16 +132,6 @@ func (s *Server) handleRun(w http.ResponseWriter, r *http.Request) {
 	writeError(w, err)
 }
 
-// metricLine is one line of metrics.jsonl. Value is a number or, for
-// non-finite values, a string ("NaN", "+Inf", "-Inf").
-type metricLine struct {
-	Time  time.Time       `json:"time"`
-	Tag   string          `json:"tag"`
-	Step  int64           `json:"step"`
-	Value json.RawMessage `json:"value"`
-	Image string          `json:"image"`
-}
-
 // readRun reads a run directory's metrics.jsonl and config.yaml. Lines
 // that do not parse (the one being written by a live run, say) are skipped.
 // A step logged twice (a run resumed from an earlier checkpoint repeats
@@ -163,62 +143,35 @@ func readRun(ctx context.Context, dir string) (*runData, error) {
 	}
 	data := &runData{Dir: filepath.Base(abs), Name: filepath.Base(abs), LossStep: []point{}, LossEpoch: []point{}, Samples: []grid{}, Bucket: 1}
 	if b, err := os.ReadFile(filepath.Join(dir, "config.yaml")); err == nil {
-		var c config.Config
-		if yaml.Unmarshal(b, &c) == nil {
+		if c, err := config.Parse(b, nil); err == nil {
 			data.Config = &runConfig{Dataset: c.Dataset, ImageSize: c.ImageSize, BatchSize: c.BatchSize, Epochs: c.Epochs, LR: c.LR, Widths: c.Model.Widths}
 		}
 	}
-	f, err := os.Open(filepath.Join(dir, metricsFile))
+	steps := map[int64]float64{}
+	epochs := map[int64]float64{}
+	grids := map[int64]string{}
+	err = track.ReadMetrics(ctx, dir, func(r track.Record) {
+		if r.Time.After(data.Updated) {
+			data.Updated = r.Time
+		}
+		switch {
+		case r.Image != "":
+			if r.Tag == "samples" && validImageName(r.Image) {
+				grids[r.Step] = "/run/images/" + r.Image
+			}
+		case r.Tag == "loss/step":
+			steps[r.Step] = r.Value
+		case r.Tag == "loss/epoch":
+			epochs[r.Step] = r.Value
+		case r.Tag == "images_per_sec" && !math.IsNaN(r.Value) && !math.IsInf(r.Value, 0):
+			data.ImagesPerSec = r.Value
+		}
+	})
 	if errors.Is(err, fs.ErrNotExist) {
 		return data, nil // a run that has not logged yet
 	}
 	if err != nil {
 		return nil, err
-	}
-	defer f.Close()
-
-	steps := map[int64]float64{}
-	epochs := map[int64]float64{}
-	grids := map[int64]string{}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for n := 0; sc.Scan(); n++ {
-		if n%65536 == 0 && ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		var l metricLine
-		if json.Unmarshal(sc.Bytes(), &l) != nil {
-			continue
-		}
-		if l.Time.After(data.Updated) {
-			data.Updated = l.Time
-		}
-		if l.Image != "" {
-			if l.Tag == "samples" {
-				if name, ok := strings.CutPrefix(l.Image, imagesDir+"/"); ok && validImageName(name) {
-					grids[l.Step] = "/run/images/" + name
-				}
-			}
-			continue
-		}
-		var v float64
-		if json.Unmarshal(l.Value, &v) != nil { // "NaN", "+Inf", "-Inf"
-			v = math.NaN()
-		}
-		finite := !math.IsNaN(v) && !math.IsInf(v, 0)
-		switch l.Tag {
-		case "loss/step":
-			steps[l.Step] = v
-		case "loss/epoch":
-			epochs[l.Step] = v
-		case "images_per_sec":
-			if finite {
-				data.ImagesPerSec = v
-			}
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read %s: %w", filepath.Join(dir, metricsFile), err)
 	}
 	var nonFinite int
 	data.LossStep, nonFinite = series(steps)
@@ -285,7 +238,7 @@ func (s *Server) handleRunImage(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &apiError{status: http.StatusNotFound, msg: "no such image"})
 		return
 	}
-	root, err := os.OpenRoot(filepath.Join(dir, imagesDir))
+	root, err := os.OpenRoot(track.ImagesPath(dir))
 	if err != nil {
 		writeError(w, &apiError{status: http.StatusNotFound, msg: "no such image"})
 		return

@@ -24,12 +24,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tinct/tinct/config"
+
 	"github.com/tinct/tinct/checkpoint"
 	"github.com/tinct/tinct/chroma"
 	"github.com/tinct/tinct/dataset"
 	"github.com/tinct/tinct/model"
 	"github.com/tinct/tinct/nn"
 	"github.com/tinct/tinct/track"
+	"github.com/tinct/tinct/trainstate"
 )
 
 func getJSON(t *testing.T, url string, status int, v any) {
@@ -146,7 +149,7 @@ func TestFallbackModel(t *testing.T) {
 		t.Fatal(err)
 	}
 	saveTiny(t, fbStore, "fb", 7, 9)
-	fb, _, err := LoadModel(context.Background(), fbStore, "fb")
+	fb, _, err := trainstate.LoadNetwork(context.Background(), fbStore, "fb", trainstate.PartEMA)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,7 +354,7 @@ func TestColorize(t *testing.T) {
 
 	// The images are what the checkpoint's EMA network gives for this
 	// seed, from the training pipeline's gray image.
-	m, _, err := LoadModel(context.Background(), store, "")
+	m, _, err := trainstate.LoadNetwork(context.Background(), store, "", trainstate.PartEMA)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -623,9 +626,9 @@ func TestModelCache(t *testing.T) {
 	if b, _ := s.models.get(ctx, "epoch-000001"); b != a {
 		t.Error("the newest checkpoint was loaded twice")
 	}
-	s1, _ := s.models.sampler(a, 2)
-	if s2, _ := s.models.sampler(a, 2); s2 != s1 || s1.Batch() != 2 {
-		t.Error("the sampler for (checkpoint, 2 samples) was not reused")
+	s1, _ := s.models.pipeline(a, 2)
+	if s2, _ := s.models.pipeline(a, 2); s2 != s1 || s1 == nil {
+		t.Error("the pipeline for (checkpoint, 2 samples) was not reused")
 	}
 	saveTiny(t, store, "epoch-000002", 20, 2)
 	if c, _ := s.models.get(ctx, ""); c == nil || c.Name != "epoch-000002" || c.Epoch != 2 {
@@ -638,14 +641,14 @@ func TestModelCache(t *testing.T) {
 	}
 	for _, n := range []int{1, 2, 3, 8, 1, 4, 2} {
 		m, _ := s.models.get(ctx, "")
-		s.models.sampler(m, n)
+		s.models.pipeline(m, n)
 	}
 	var cached []int
-	for e := s.models.samplers.Front(); e != nil; e = e.Next() {
-		cached = append(cached, e.Value.(*cachedSampler).samples)
+	for e := s.models.pipes.Front(); e != nil; e = e.Next() {
+		cached = append(cached, e.Value.(*cachedPipeline).samples)
 	}
 	if fmt.Sprint(cached) != "[2 4 1]" || s.models.nets.Len() > maxCachedNets {
-		t.Errorf("cached samplers for %v samples, %d nets", cached, s.models.nets.Len())
+		t.Errorf("cached pipelines for %v samples, %d nets", cached, s.models.nets.Len())
 	}
 
 	// A damaged newest checkpoint: the previous valid one is used.
@@ -668,7 +671,7 @@ func TestRun(t *testing.T) {
 	fakeRun(t, older, 1, 3)
 	fakeRun(t, newer, 4, 5)
 	past := time.Now().Add(-time.Hour)
-	os.Chtimes(filepath.Join(older, metricsFile), past, past)
+	os.Chtimes(track.MetricsPath(older), past, past)
 	os.MkdirAll(filepath.Join(outputs, "prepared", "x"), 0o755) // not a run
 
 	_, ts := newTestServer(t, Options{OutputsDir: outputs})
@@ -721,6 +724,26 @@ func TestRun(t *testing.T) {
 	}
 }
 
+// TestRunConfigDefaults: a run's config.yaml is read as tinct reads it
+// (config.Parse), so that keys it leaves out show their defaults (they
+// showed as 0) and a file tinct would refuse shows no configuration.
+func TestRunConfigDefaults(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "config.yaml"), []byte("epochs: 3\n"), 0o644)
+	got, err := readRun(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	def, _ := config.Parse(nil, nil)
+	if c := got.Config; c == nil || c.Epochs != 3 || c.ImageSize != def.ImageSize || c.BatchSize != def.BatchSize || len(c.Widths) == 0 {
+		t.Errorf("config %+v, want epochs 3 and the defaults", c)
+	}
+	os.WriteFile(filepath.Join(dir, "config.yaml"), []byte("epochs: -3\n"), 0o644)
+	if got, err = readRun(context.Background(), dir); err != nil || got.Config != nil {
+		t.Errorf("an invalid config.yaml: %+v, %v", got.Config, err)
+	}
+}
+
 func TestRunDownsampled(t *testing.T) {
 	dir := t.TempDir()
 	var b bytes.Buffer
@@ -730,7 +753,7 @@ func TestRunDownsampled(t *testing.T) {
 	}
 	// A resumed run repeats steps: the last value counts.
 	fmt.Fprintf(&b, `{"time":"2026-01-01T00:00:01Z","tag":"loss/step","step":1,"value":3}`+"\n")
-	os.WriteFile(filepath.Join(dir, metricsFile), b.Bytes(), 0o644)
+	os.WriteFile(track.MetricsPath(dir), b.Bytes(), 0o644)
 	got, err := readRun(context.Background(), dir)
 	if err != nil {
 		t.Fatal(err)

@@ -13,8 +13,10 @@ import (
 	"time"
 
 	"github.com/tinct/tinct/checkpoint"
+	"github.com/tinct/tinct/colorize"
 	"github.com/tinct/tinct/internal/health"
 	"github.com/tinct/tinct/nn"
+	"github.com/tinct/tinct/trainstate"
 )
 
 // Defaults of Options' limits.
@@ -39,7 +41,7 @@ type Options struct {
 	// checkpoints under its Name (tinct serve passes the bundled demo
 	// model): the default while the store holds none, and chosen by name
 	// otherwise.
-	Fallback *Model
+	Fallback *trainstate.Network
 	// Clip clamps the sampler's estimate of the clean image to the data
 	// range at each step (model.Sampler.Clip).
 	Clip bool
@@ -408,8 +410,8 @@ func (s *Server) handleLimits(w http.ResponseWriter, r *http.Request) {
 		"max_upload_bytes":  s.opts.MaxUploadBytes,
 		"max_pixels":        s.opts.MaxPixels,
 		"max_decoded_bytes": s.opts.MaxDecodedBytes,
-		"steps":             [2]int{MinSteps, MaxSteps},
-		"samples":           [2]int{MinSamples, MaxSamples},
+		"steps":             [2]int{colorize.MinSteps, colorize.MaxSteps},
+		"samples":           [2]int{colorize.MinSamples, colorize.MaxSamples},
 		"queue":             s.opts.Queue,
 	})
 }

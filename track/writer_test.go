@@ -3,7 +3,9 @@ package track
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"image"
 	"image/color"
 	"image/png"
@@ -238,6 +240,23 @@ func TestWriterJSONL(t *testing.T) {
 	matches, _ := filepath.Glob(filepath.Join(dir, "events.out.tfevents.*"))
 	if len(matches) != 2 {
 		t.Errorf("event files %v, want 2", matches)
+	}
+	// ReadMetrics gives back what was written, with a torn last line
+	// (a live run's) skipped.
+	f2, _ := os.OpenFile(MetricsPath(dir), os.O_APPEND|os.O_WRONLY, 0)
+	f2.WriteString(`{"time":"2026-01-01T00:00:00Z","tag":"loss/st`)
+	f2.Close()
+	var recs []string
+	if err := ReadMetrics(context.Background(), dir, func(r Record) {
+		if !r.Time.Equal(clock.t) {
+			t.Errorf("record %v: time %v", r, r.Time)
+		}
+		recs = append(recs, fmt.Sprintf("%s@%d=%v%s", r.Tag, r.Step, r.Value, r.Image))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(recs, " "); got != "loss/step@0=0.125 loss/step@5=NaN grad@5=-Inf sample@7=NaNsample-00000007.png loss/step@1=0.125 loss/step@5=NaN grad@5=-Inf sample@7=NaNsample-00000007.png" {
+		t.Errorf("ReadMetrics: %s", got)
 	}
 }
 

@@ -56,7 +56,7 @@ func TestReplicaLoad(t *testing.T) {
 		t.Fatal("two differently trained states have equal checksums")
 	}
 	r := a.Replica()
-	if err := b.Load(r); err != nil {
+	if err := b.LoadReplica(r); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(a.Checksum(), b.Checksum()) {
@@ -95,7 +95,7 @@ func TestReplicaLoadRefuses(t *testing.T) {
 	} {
 		r := copyReplica(good)
 		c.breaks(&r)
-		if err := b.Load(r); err == nil {
+		if err := b.LoadReplica(r); err == nil {
 			t.Errorf("%s: loaded", c.what)
 		} else {
 			t.Logf("%s: %v", c.what, err)
@@ -128,7 +128,7 @@ func TestReplicaWire(t *testing.T) {
 	if r.Adam.LR != 0.25 || r.Adam.Beta1 != 0.5 || r.Adam.Beta2 != 0.75 || r.Adam.Eps != 1e-6 || r.Rule != a.Rule {
 		t.Fatalf("decoded constants %+v, rule %+v", *r.Adam, r.Rule)
 	}
-	if err := b.Load(r); err != nil {
+	if err := b.LoadReplica(r); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(a.Checksum(), b.Checksum()) {

@@ -194,28 +194,25 @@ func tensors(ck *checkpoint.Checkpoint, part string) (map[string]model.Tensor, e
 	return ts, nil
 }
 
-// Inference is a checkpoint's EMA network with the configuration it was
-// trained with (image_size is its resolution).
-type Inference struct {
-	Name   string
-	Epoch  int
-	Step   int64
-	Time   time.Time
-	Config *config.Config
-	Net    *model.UNet
+// Network is a network ready for inference — a checkpoint's EMA (or live)
+// network, an exported weights file's, or the bundled demo model — and
+// what identifies it. It is the one type the CLI, the web app and eval
+// colorize with.
+type Network struct {
+	Net       *model.UNet
+	ImageSize int       // the training resolution: inputs are resized to ImageSize²
+	Name      string    // the checkpoint's name (a weights file: the checkpoint it was exported from)
+	Epoch     int
+	Step      int64
+	Time      time.Time // when the checkpoint was taken (zero when unknown)
 }
 
-// LoadInference decodes the EMA network of a checkpoint. Its config.yaml
-// is parsed like any configuration file (defaults, validation), so a
-// checkpoint from a run with an incomplete file still loads.
-func LoadInference(ck *checkpoint.Checkpoint) (*Inference, error) {
-	return LoadNetwork(ck, PartEMA)
-}
-
-// LoadNetwork decodes one of a checkpoint's networks for inference: the
+// DecodeNetwork decodes one of a checkpoint's networks for inference: the
 // EMA (PartEMA) or the live weights (PartWeights), with their BatchNorm
-// buffers.
-func LoadNetwork(ck *checkpoint.Checkpoint, part string) (*Inference, error) {
+// buffers. Its config.yaml is parsed like any configuration file
+// (defaults, validation), so a checkpoint from a run with an incomplete
+// file still loads.
+func DecodeNetwork(ck *checkpoint.Checkpoint, part string) (*Network, error) {
 	raw, ok := ck.Parts[PartConfig]
 	if !ok {
 		return nil, fmt.Errorf("checkpoint %s has no %s", ck.Name, PartConfig)
@@ -238,7 +235,7 @@ func LoadNetwork(ck *checkpoint.Checkpoint, part string) (*Inference, error) {
 	if err := net.LoadStateDict(sd); err != nil {
 		return nil, fmt.Errorf("checkpoint %s: %s: %w", ck.Name, part, err)
 	}
-	return &Inference{Name: ck.Name, Epoch: ck.Epoch, Step: ck.Step, Time: ck.Time, Config: cfg, Net: net}, nil
+	return &Network{Net: net, ImageSize: cfg.ImageSize, Name: ck.Name, Epoch: ck.Epoch, Step: ck.Step, Time: ck.Time}, nil
 }
 
 // Replica is a replica's whole state: what a worker needs to take part in
@@ -264,14 +261,14 @@ func (s *State) Replica() Replica {
 		EMAParams: s.EMA.Params, EMABuffers: s.EMA.Buffers(nil), Rule: s.Rule}
 }
 
-// Load replaces the committed state with a copy of r (a snapshot of rank
+// LoadReplica replaces the committed state with a copy of r (a snapshot of rank
 // 0's replica): the network's weights, buffers and batch count, the EMA's
 // weights and buffers (with r.Tracked as its batch count, as the EMA
 // update leaves it), and Adam's moments and step. Adam's learning rate,
 // betas and epsilon and the EMA rule stay the state's (the
 // configuration's). Every length is checked first, and a negative batch
 // count or step refused: a replica that does not fit changes nothing.
-func (s *State) Load(r Replica) error {
+func (s *State) LoadReplica(r Replica) error {
 	np, nb := s.Net.NumParams(), s.Net.NumBuffers()
 	switch {
 	case r.Adam == nil:
@@ -299,18 +296,12 @@ func (s *State) Load(r Replica) error {
 // replica reports at a snapshot step when it agrees with this state.
 func (s *State) Checksum() []byte { return cluster.StateChecksum(s.Net, s.EMA, s.Adam) }
 
-// Load loads the named checkpoint from store, verifying its parts, and
-// decodes its EMA network. An empty name loads the newest valid checkpoint
-// (store.Latest); the warnings then say which damaged ones were skipped. A
-// missing checkpoint, or none valid, is an error matching
-// checkpoint.ErrNotFound.
-func Load(ctx context.Context, store checkpoint.Store, name string) (*Inference, []error, error) {
-	return LoadPart(ctx, store, name, PartEMA)
-}
-
-// LoadPart is Load for one of the checkpoint's networks: PartEMA or
-// PartWeights (the live network).
-func LoadPart(ctx context.Context, store checkpoint.Store, name, part string) (*Inference, []error, error) {
+// LoadNetwork loads the named checkpoint from store, verifying its parts,
+// and decodes one of its networks (PartEMA or PartWeights). An empty name
+// loads the newest valid checkpoint (store.Latest); the warnings then say
+// which damaged ones were skipped. A missing checkpoint, or none valid, is
+// an error matching checkpoint.ErrNotFound.
+func LoadNetwork(ctx context.Context, store checkpoint.Store, name, part string) (*Network, []error, error) {
 	var ck *checkpoint.Checkpoint
 	var warns []error
 	var err error
@@ -326,6 +317,6 @@ func LoadPart(ctx context.Context, store checkpoint.Store, name, part string) (*
 	if err != nil {
 		return nil, warns, err
 	}
-	inf, err := LoadNetwork(ck, part)
-	return inf, warns, err
+	n, err := DecodeNetwork(ck, part)
+	return n, warns, err
 }

@@ -10,7 +10,7 @@ import (
 	"github.com/tinct/tinct/model"
 )
 
-// Metadata keys of an exported weights file (ExportEMA): with them, a bare
+// Metadata keys of an exported weights file (Export): with them, a bare
 // .safetensors file carries what inference needs besides the tensors.
 const (
 	MetaFormat     = "format" // always WeightsFormat
@@ -26,35 +26,26 @@ const (
 // WeightsFormat marks an exported EMA weights file.
 const WeightsFormat = "tinct-ema-weights"
 
-// Weights is an exported network: its EMA weights and BatchNorm buffers
-// under PyTorch's names, and the shape and resolution it was trained at.
-type Weights struct {
-	Net       *model.UNet
-	ImageSize int
-	Step      int64
-	Epoch     int
-	Source    string // the checkpoint it came from
-}
-
-// ExportEMA writes a checkpoint's EMA network to w as safetensors, with the
-// metadata ReadWeights needs (PyTorch loads the tensors as a state dict).
-func ExportEMA(w io.Writer, inf *Inference) error {
-	mc := inf.Config.ModelConfig()
+// Export writes a network (a checkpoint's EMA) to w as safetensors, with
+// the metadata ReadWeights needs (PyTorch loads the tensors as a state
+// dict).
+func Export(w io.Writer, n *Network) error {
+	mc := n.Net.Config
 	widths := make([]string, len(mc.Widths))
 	for i, v := range mc.Widths {
 		widths[i] = strconv.Itoa(v)
 	}
 	meta := map[string]string{
 		MetaFormat:     WeightsFormat,
-		MetaImageSize:  strconv.Itoa(inf.Config.ImageSize),
+		MetaImageSize:  strconv.Itoa(n.ImageSize),
 		MetaWidths:     strings.Join(widths, ","),
 		MetaBlockDepth: strconv.Itoa(mc.BlockDepth),
 		MetaEmbedDims:  strconv.Itoa(mc.EmbedDims),
-		MetaStep:       strconv.FormatInt(inf.Step, 10),
-		MetaEpoch:      strconv.Itoa(inf.Epoch),
-		MetaCheckpoint: inf.Name,
+		MetaStep:       strconv.FormatInt(n.Step, 10),
+		MetaEpoch:      strconv.Itoa(n.Epoch),
+		MetaCheckpoint: n.Name,
 	}
-	return model.WriteSafetensors(w, inf.Net.StateDict(), meta)
+	return model.WriteSafetensors(w, n.Net.StateDict(), meta)
 }
 
 // maxExportedImageSize bounds the resolution a weights file may claim.
@@ -63,7 +54,7 @@ const maxExportedImageSize = 4096
 // ReadWeights decodes a weights file that ExportEMA wrote. A file without
 // its metadata (a bare state dict) is an error that says so: its shape is
 // not known.
-func ReadWeights(data []byte) (*Weights, error) {
+func ReadWeights(data []byte) (*Network, error) {
 	ts, meta, err := model.ReadSafetensors(bytes.NewReader(data))
 	if err != nil {
 		return nil, err
@@ -114,7 +105,7 @@ func ReadWeights(data []byte) (*Weights, error) {
 	if err := net.LoadStateDict(ts); err != nil {
 		return nil, err
 	}
-	return &Weights{Net: net, ImageSize: size, Step: step, Epoch: epoch, Source: meta[MetaCheckpoint]}, nil
+	return &Network{Net: net, ImageSize: size, Name: meta[MetaCheckpoint], Step: step, Epoch: epoch}, nil
 }
 
 // fitsTensors refuses a network shape far larger than the tensors meant to

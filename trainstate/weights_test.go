@@ -11,23 +11,23 @@ import (
 	"github.com/tinct/tinct/model"
 )
 
-// TestExportEMARoundTrip: an exported file gives back the EMA network, its
+// TestExportRoundTrip: an exported file gives back the EMA network, its
 // shape and resolution, with every tensor equal.
-func TestExportEMARoundTrip(t *testing.T) {
+func TestExportRoundTrip(t *testing.T) {
 	ck := tinyCheckpoint(t, control.Position{Epoch: 3, Step: 30})
-	inf, err := LoadInference(ck)
+	inf, err := DecodeNetwork(ck, PartEMA)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var b bytes.Buffer
-	if err := ExportEMA(&b, inf); err != nil {
+	if err := Export(&b, inf); err != nil {
 		t.Fatal(err)
 	}
 	w, err := ReadWeights(b.Bytes())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w.ImageSize != 2 || w.Step != 30 || w.Epoch != 3 || w.Source != ck.Name {
+	if w.ImageSize != 2 || w.Step != 30 || w.Epoch != 3 || w.Name != ck.Name {
 		t.Fatalf("weights %+v, want image size 2, step 30, epoch 3, from %s", w, ck.Name)
 	}
 	want, got := inf.Net.StateDict(), w.Net.StateDict()
@@ -42,7 +42,7 @@ func TestExportEMARoundTrip(t *testing.T) {
 // larger network than its tensors are refused, the latter before the
 // network is allocated.
 func TestReadWeightsRefuses(t *testing.T) {
-	inf, err := LoadInference(tinyCheckpoint(t, control.Position{}))
+	inf, err := DecodeNetwork(tinyCheckpoint(t, control.Position{}), PartEMA)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,14 +63,14 @@ func TestReadWeightsRefuses(t *testing.T) {
 	}
 }
 
-// TestLoadInferenceRefusesHugeConfig: a checkpoint whose config.yaml asks
+// TestDecodeNetworkRefusesHugeConfig: a checkpoint whose config.yaml asks
 // for a network far larger than its EMA tensors is refused before the
 // network is allocated (it used to allocate whatever the file asked).
-func TestLoadInferenceRefusesHugeConfig(t *testing.T) {
+func TestDecodeNetworkRefusesHugeConfig(t *testing.T) {
 	ck := tinyCheckpoint(t, control.Position{})
 	ck.Parts[PartConfig] = []byte("image_size: 64\nmodel:\n  widths: [2048, 2048, 2048, 2048]\n  block_depth: 8\n")
-	if _, err := LoadInference(ck); err == nil || !strings.Contains(err.Error(), "far more parameters") {
-		t.Fatalf("LoadInference: %v, want the huge network refused", err)
+	if _, err := DecodeNetwork(ck, PartEMA); err == nil || !strings.Contains(err.Error(), "far more parameters") {
+		t.Fatalf("DecodeNetwork: %v, want the huge network refused", err)
 	}
 }
 

@@ -89,7 +89,7 @@ func stateOf(t *testing.T, w *Worker, r trainstate.Replica) *trainstate.State {
 	if s.EMA, err = model.New(w.net.Config); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Load(r); err != nil {
+	if err := s.LoadReplica(r); err != nil {
 		t.Fatal(err)
 	}
 	return s

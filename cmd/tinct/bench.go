@@ -132,7 +132,7 @@ memory.`,
 					return
 				}
 				if snap {
-					if err := st.Load(rep.State.(trainstate.Replica)); err != nil {
+					if err := st.LoadReplica(rep.State.(trainstate.Replica)); err != nil {
 						stepErr = err
 						return
 					}

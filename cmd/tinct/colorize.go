@@ -11,11 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tinct/tinct/chroma"
+	"github.com/tinct/tinct/colorize"
 	"github.com/tinct/tinct/dataset"
-	"github.com/tinct/tinct/internal/rngs"
-	"github.com/tinct/tinct/model"
-	"github.com/tinct/tinct/nn"
 	"github.com/tinct/tinct/track"
 )
 
@@ -26,7 +23,7 @@ func newColorizeCmd() *cobra.Command {
 	var fullRes, clip bool
 	var gf gpuFlags
 	cmd := &cobra.Command{
-		Use:   "colorize IMAGE... --checkpoint PATH",
+		Use:   "colorize IMAGE... [--checkpoint PATH]",
 		Short: "Colorize photographs with a trained checkpoint's EMA network",
 		Long: `Each image (PNG or JPEG; a colour photo is made gray first; a phone photo is
 turned upright by its EXIF orientation) is resized whole, its longer side to
@@ -46,11 +43,8 @@ checkpoint directory inside a store, or an EMA weights file
 (.safetensors, with --image-size and the network shape flags).`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if steps < 10 || steps > 100 {
-				return fmt.Errorf("--steps %d: must be 10 to 100", steps)
-			}
-			if samples < 1 || samples > 8 {
-				return fmt.Errorf("--samples %d: must be 1 to 8", samples)
+			if err := colorize.Check(steps, samples); err != nil {
+				return fmt.Errorf("--%w", err)
 			}
 			// the inputs are checked before the checkpoint is loaded: a
 			// bad one is reported, the good ones are colorized
@@ -68,20 +62,25 @@ checkpoint directory inside a store, or an EMA weights file
 			for _, b := range bad {
 				slog.Warn("skipped", "input", b)
 			}
-			inf, err := loadInference(cmd.Context(), ckpt, cmd, false)
+			n, err := loadNetwork(cmd.Context(), ckpt, cmd, false)
 			if err != nil {
 				return err
 			}
-			net, release, err := gf.network(inf.Net) // --gpu: the network on the GPU
+			net, release, err := gf.network(n.Net) // --gpu: the network on the GPU
 			if err != nil {
 				return err
 			}
 			defer release()
+			pipe, err := colorize.New(net, n.ImageSize, samples, clip)
+			if err != nil {
+				return err
+			}
+			defer pipe.Close()
 			if err := os.MkdirAll(out, 0o755); err != nil {
 				return err
 			}
 			for _, path := range good {
-				if err := colorizeFile(cmd.Context(), net, inf.Size, path, out, samples, steps, seed, fullRes, clip); err != nil {
+				if err := colorizeFile(cmd.Context(), pipe, n.ImageSize, path, out, samples, steps, seed, fullRes); err != nil {
 					if cmd.Context().Err() != nil {
 						return err
 					}
@@ -96,7 +95,7 @@ checkpoint directory inside a store, or an EMA weights file
 		},
 	}
 	checkpointFlags(cmd, &ckpt)
-	cmd.Flags().StringVar(&out, "out", "outputs/colorized", "output directory")
+	cmd.Flags().StringVar(&out, "out", "outputs/colorized", "output directory: NAME-K.png, and with --full-res NAME-K-model.png and NAME-gray.png")
 	cmd.Flags().IntVar(&steps, "steps", 100, "DDIM steps (10–100)")
 	cmd.Flags().IntVar(&samples, "samples", 1, "colourisations per image (1–8)")
 	cmd.Flags().Uint64Var(&seed, "seed", 0, "random seed: the same seed gives the same colours")
@@ -119,7 +118,7 @@ func checkPhoto(path string) error {
 	return nil
 }
 
-func colorizeFile(ctx context.Context, net *model.UNet, size int, path, outDir string, samples, steps int, seed uint64, fullRes, clip bool) error {
+func colorizeFile(ctx context.Context, pipe *colorize.Pipeline, size int, path, outDir string, samples, steps int, seed uint64, fullRes bool) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -129,18 +128,13 @@ func colorizeFile(ctx context.Context, net *model.UNet, size int, path, outDir s
 	if err != nil {
 		return fmt.Errorf("%s: not a PNG or JPEG image, or a damaged one: %w", path, err)
 	}
-	lum := dataset.ToGray(img)
-	in, frame := chroma.Fit(lum, size)
-	gray := make([]float32, size*size)
-	for i, v := range in.Pix[:size*size] {
-		gray[i] = model.PixelToUnit(v)
-	}
-	out, err := colorizeGray(ctx, net, gray, size, samples, steps, seed, clip)
+	in := colorize.Fit(dataset.ToGray(img), size)
+	res, err := pipe.Photo(ctx, in, samples, steps, seed, nil)
 	if err != nil {
 		return err
 	}
 	base := strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
-	if err := track.SavePNG(filepath.Join(outDir, base+"-gray.png"), in); err != nil {
+	if err := track.SavePNG(filepath.Join(outDir, base+"-gray.png"), in.Gray); err != nil {
 		return err
 	}
 	save := func(name string, img image.Image) error {
@@ -152,31 +146,18 @@ func colorizeFile(ctx context.Context, net *model.UNet, size int, path, outDir s
 		return nil
 	}
 	for k := range samples {
-		sample := track.ToImage(out.Image(k), 3, size, size).(*image.RGBA)
-		small := sample.SubImage(frame)
 		if !fullRes {
-			if err := save(fmt.Sprintf("%s-%d.png", base, k+1), small); err != nil {
+			if err := save(fmt.Sprintf("%s-%d.png", base, k+1), res.Small(k)); err != nil {
 				return err
 			}
 			continue
 		}
-		if err := save(fmt.Sprintf("%s-%d.png", base, k+1), chroma.Transfer(lum, sample, frame)); err != nil {
+		if err := save(fmt.Sprintf("%s-%d.png", base, k+1), res.Full(k)); err != nil {
 			return err
 		}
-		if err := save(fmt.Sprintf("%s-%d-model.png", base, k+1), small); err != nil {
+		if err := save(fmt.Sprintf("%s-%d-model.png", base, k+1), res.Small(k)); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// colorizeGray runs DDIM for samples colourisations of one gray image
-// (size² values in [−1,1]) on net's backend.
-func colorizeGray(ctx context.Context, net *model.UNet, gray []float32, size, samples, steps int, seed uint64, clip bool) (nn.Tensor, error) {
-	s, err := model.NewSampler(net, samples, size, size)
-	if err != nil {
-		return nn.Tensor{}, err
-	}
-	s.Clip = clip
-	return s.Colorize(ctx, nn.TensorFrom(gray, 1, 1, size, size), samples, steps, rngs.Sampler(seed), nil)
 }

@@ -62,11 +62,11 @@ images to --grid: gray input, each sample (luminance kept), ground truth.`,
 			if weights != "ema" && weights != "live" {
 				return fmt.Errorf("--weights %q: ema or live", weights)
 			}
-			inf, err := loadInference(cmd.Context(), ckpt, cmd, weights == "live")
+			inf, err := loadNetwork(cmd.Context(), ckpt, cmd, weights == "live")
 			if err != nil {
 				return err
 			}
-			net, size := inf.Net, inf.Size
+			net, size := inf.Net, inf.ImageSize
 			dir, what := data, data+"/"+split
 			if _, err := os.Stat(filepath.Join(data, "manifest.json")); err != nil {
 				// a folder of photos: prepare all of them, at the

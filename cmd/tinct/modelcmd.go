@@ -66,13 +66,13 @@ The bundled demo model (demo/ema.safetensors) is such a file.`,
 				return err
 			}
 			var b bytes.Buffer
-			if err := trainstate.ExportEMA(&b, inf); err != nil {
+			if err := trainstate.Export(&b, inf); err != nil {
 				return err
 			}
 			if err := atomicfile.Write(out, b.Bytes(), ".export-"); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: EMA of %s (epoch %d, step %d, %d×%d), %d bytes\n", out, inf.Name, inf.Epoch, inf.Step, inf.Config.ImageSize, inf.Config.ImageSize, b.Len())
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: EMA of %s (epoch %d, step %d, %d×%d), %d bytes\n", out, inf.Name, inf.Epoch, inf.Step, inf.ImageSize, inf.ImageSize, b.Len())
 			return nil
 		},
 	}

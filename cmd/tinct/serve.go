@@ -102,7 +102,7 @@ colorizations in progress finish for a few seconds.`,
 				opts.MaxPerClient = -1 // no limit
 			}
 			if withDemo {
-				if opts.Fallback, err = serve.DemoModel(); err != nil {
+				if opts.Fallback, err = demo.Load(); err != nil {
 					return fmt.Errorf("bundled demo model: %w", err)
 				}
 			}

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"image"
 	"io"
 	"log/slog"
 	"net"
@@ -20,9 +19,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tinct/tinct/checkpoint"
+	"github.com/tinct/tinct/colorize"
 	"github.com/tinct/tinct/config"
 	"github.com/tinct/tinct/coordinator"
 	"github.com/tinct/tinct/dataset"
+	"github.com/tinct/tinct/internal/rngs"
 	"github.com/tinct/tinct/model"
 	"github.com/tinct/tinct/nn"
 	"github.com/tinct/tinct/track"
@@ -434,17 +435,10 @@ func colorizeExample(ctx context.Context, ema *model.UNet, cfg *config.Config, d
 		return nil
 	}
 	defer set.Close()
-	s := cfg.ImageSize
-	color, gray := make([]float32, 3*s*s), make([]float32, s*s)
-	if err := set.Load(0, color, gray, false); err != nil {
-		return err
-	}
-	out, err := colorizeGray(ctx, ema, gray, s, 1, cfg.SampleSteps, cfg.Seed, cfg.SampleClip)
+	grid, err := colorize.Grid(ctx, ema, set, 1, cfg.SampleSteps, cfg.SampleClip, cfg.SampleColor == config.SampleRaw, rngs.Sampler(cfg.Seed))
 	if err != nil {
 		return err
 	}
-	col := coordinator.SampleImages(cfg, gray, out.Image(0), color)
-	grid := track.Grid([][]image.Image{col[:]}, 2)
 	path := filepath.Join(runDir, "colorized.png")
 	if err := track.SavePNG(path, grid); err != nil {
 		return err

@@ -20,7 +20,7 @@ import (
 
 // checkpointFlags registers --checkpoint (optional: the bundled demo model
 // when empty) and the network shape flags that a bare .safetensors state
-// dict needs; loadInference reads them.
+// dict needs; loadNetwork reads them.
 func checkpointFlags(cmd *cobra.Command, ckpt *string) {
 	cmd.Flags().StringVar(ckpt, "checkpoint", "", "checkpoint store, checkpoint directory, or weights .safetensors (default: the bundled demo model, "+demo.Card+")")
 	cmd.Flags().Int("image-size", 128, "image size, for a .safetensors state dict without tinct's metadata")
@@ -28,29 +28,22 @@ func checkpointFlags(cmd *cobra.Command, ckpt *string) {
 	cmd.Flags().Int("block-depth", 2, "U-Net block depth, for a .safetensors state dict without tinct's metadata")
 }
 
-// inference is a network ready to colorize and where it came from.
-type inference struct {
-	Net  *model.UNet
-	Size int    // the training resolution
-	Name string // for logs and reports
-}
-
-// loadInference loads the network a command colorizes with: the bundled
+// loadNetwork loads the network a command colorizes with: the bundled
 // demo model when path is empty, an exported weights file (tinct model
 // export) or a bare state dict with the shape flags, or a checkpoint
 // (directory, or a store's newest valid one): its EMA network, or its live
 // weights when live is set.
-func loadInference(ctx context.Context, path string, cmd *cobra.Command, live bool) (*inference, error) {
+func loadNetwork(ctx context.Context, path string, cmd *cobra.Command, live bool) (*trainstate.Network, error) {
 	if path == "" {
 		if live {
 			return nil, errors.New("the demo model holds EMA weights only; give --checkpoint for the live weights")
 		}
-		w, err := demo.Load()
+		n, err := demo.Load()
 		if err != nil {
 			return nil, fmt.Errorf("bundled demo model: %w", err)
 		}
-		slog.Info("no --checkpoint: using the bundled demo model (trained on landscape photos; see "+demo.Card+")", "image_size", w.ImageSize, "step", w.Step)
-		return &inference{Net: w.Net, Size: w.ImageSize, Name: demo.Name}, nil
+		slog.Info("no --checkpoint: using the bundled demo model (trained on landscape photos; see "+demo.Card+")", "image_size", n.ImageSize, "step", n.Step)
+		return n, nil
 	}
 	if strings.HasSuffix(path, ".safetensors") {
 		if live {
@@ -62,18 +55,18 @@ func loadInference(ctx context.Context, path string, cmd *cobra.Command, live bo
 	if live {
 		part = trainstate.PartWeights
 	}
-	inf, err := loadCheckpoint(ctx, path, part)
+	n, err := loadCheckpoint(ctx, path, part)
 	if err != nil {
 		return nil, err
 	}
-	slog.Info("checkpoint", "name", inf.Name, "epoch", inf.Epoch, "step", inf.Step, "image_size", inf.Config.ImageSize, "live_weights", live)
-	return &inference{Net: inf.Net, Size: inf.Config.ImageSize, Name: inf.Name}, nil
+	slog.Info("checkpoint", "name", n.Name, "epoch", n.Epoch, "step", n.Step, "image_size", n.ImageSize, "live_weights", live)
+	return n, nil
 }
 
 // loadCheckpoint decodes one network (trainstate.PartEMA or PartWeights)
 // of a checkpoint: path is a checkpoint directory inside a store, or a
 // store (a directory or URL), whose newest valid checkpoint is used.
-func loadCheckpoint(ctx context.Context, path, part string) (*trainstate.Inference, error) {
+func loadCheckpoint(ctx context.Context, path, part string) (*trainstate.Network, error) {
 	storePath, name := path, ""
 	if _, err := os.Stat(filepath.Join(path, "manifest.json")); err == nil {
 		storePath, name = filepath.Dir(path), filepath.Base(path)
@@ -84,23 +77,24 @@ func loadCheckpoint(ctx context.Context, path, part string) (*trainstate.Inferen
 	if err != nil {
 		return nil, err
 	}
-	inf, warns, err := trainstate.LoadPart(ctx, store, name, part)
+	n, warns, err := trainstate.LoadNetwork(ctx, store, name, part)
 	for _, w := range warns {
 		slog.Warn("checkpoint skipped", "err", w)
 	}
-	return inf, err
+	return n, err
 }
 
 // loadWeightsFile reads a .safetensors file: an exported one carries its
 // shape and resolution; a bare state dict takes them from the flags.
-func loadWeightsFile(path string, cmd *cobra.Command) (*inference, error) {
+func loadWeightsFile(path string, cmd *cobra.Command) (*trainstate.Network, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	if w, err := trainstate.ReadWeights(data); err == nil {
-		slog.Info("weights", "file", path, "image_size", w.ImageSize, "step", w.Step, "from", w.Source)
-		return &inference{Net: w.Net, Size: w.ImageSize, Name: filepath.Base(path)}, nil
+	if n, err := trainstate.ReadWeights(data); err == nil {
+		slog.Info("weights", "file", path, "image_size", n.ImageSize, "step", n.Step, "from", n.Name)
+		n.Name = filepath.Base(path)
+		return n, nil
 	}
 	nf := netFlags{}
 	nf.widths, _ = cmd.Flags().GetString("widths")
@@ -121,5 +115,5 @@ func loadWeightsFile(path string, cmd *cobra.Command) (*inference, error) {
 	if err := net.LoadStateDict(sd); err != nil {
 		return nil, fmt.Errorf("%s: %w (a state dict without tinct's metadata: give its shape with --widths, --block-depth and --image-size)", path, err)
 	}
-	return &inference{Net: net, Size: size, Name: filepath.Base(path)}, nil
+	return &trainstate.Network{Net: net, ImageSize: size, Name: filepath.Base(path)}, nil
 }

@@ -61,16 +61,16 @@
 //     trainstate.New for a fresh run (the EMA starts as a copy).
 //   - Sample grids — [SampleGrid](seed): PCG(seed, 0x6a1d); the DDIM
 //     starting noise of the coordinator's sample grids (the first
-//     validation images, one sample each), NormFloat64 image by image
-//     (model.Sampler.Colorize). Every grid of a run starts from the same
+//     validation images, one sample each, colorize.Grid), NormFloat64
+//     image by image (model.Sampler.Colorize). Every grid of a run starts from the same
 //     noise, so grids at different epochs compare like with like.
 //   - Colorizing — [Sampler](seed): PCG(seed, 0), the DDIM starting noise
-//     for a seed given by a person: `tinct colorize --seed`, `tinct
-//     train`'s closing colorized.png (the run's seed), quality.Evaluate (`tinct
-//     eval --seed`) and the web app, which picks a seed per request when
-//     none is given and reports it, so a result can be made again.
-//     (quality and serve build the same PCG(seed, 0) themselves; it must
-//     stay equal to Sampler.)
+//     for a seed given by a person, drawn by the one colorize pipeline
+//     (colorize.Pipeline.Photo): `tinct colorize --seed` and the web app,
+//     which picks a seed per request when none is given and reports it,
+//     so a result can be made again; also `tinct train`'s closing
+//     colorized.png (the run's seed) and quality.Evaluate (`tinct eval
+//     --seed`, one stream over its batches).
 //
 // Draws through rand.Rand (IntN, Float64, NormFloat64) also depend on
 // math/rand/v2's algorithms for those; the permutations use PCG's raw
