@@ -200,8 +200,8 @@ func tensors(ck *checkpoint.Checkpoint, part string) (map[string]model.Tensor, e
 // colorize with.
 type Network struct {
 	Net       *model.UNet
-	ImageSize int       // the training resolution: inputs are resized to ImageSize²
-	Name      string    // the checkpoint's name (a weights file: the checkpoint it was exported from)
+	ImageSize int    // the training resolution: inputs are resized to ImageSize²
+	Name      string // the checkpoint's name (a weights file: the checkpoint it was exported from)
 	Epoch     int
 	Step      int64
 	Time      time.Time // when the checkpoint was taken (zero when unknown)
