@@ -26,7 +26,7 @@ func TestChecksumDefinition(t *testing.T) {
 	}
 	net.SetBuffers(bufs, 7)
 	h := sha256.New()
-	h.Write(Floats(net.Params, net.Buffers(nil)))
+	h.Write(EncodeFloats(net.Params, net.Buffers(nil)))
 	var b [8]byte
 	binary.LittleEndian.PutUint64(b[:], uint64(net.BatchesTracked()))
 	h.Write(b[:])
@@ -73,11 +73,11 @@ func TestStateChecksum(t *testing.T) {
 
 	h := sha256.New()
 	h.Write(Checksum(net))
-	h.Write(Floats(ema.Params, ema.Buffers(nil)))
+	h.Write(EncodeFloats(ema.Params, ema.Buffers(nil)))
 	var b [8]byte
 	binary.LittleEndian.PutUint64(b[:], 3)
 	h.Write(b[:])
-	h.Write(Floats(opt.M, opt.V))
+	h.Write(EncodeFloats(opt.M, opt.V))
 	binary.LittleEndian.PutUint64(b[:], 3)
 	h.Write(b[:])
 	want := h.Sum(nil)

@@ -31,8 +31,8 @@ type Replica[O Optimizer] interface {
 	HashAdam(h hash.Hash, opt O)
 }
 
-// Floats encodes v as little-endian float32.
-func Floats(v ...[]float32) []byte {
+// EncodeFloats encodes v as little-endian float32.
+func EncodeFloats(v ...[]float32) []byte {
 	n := 0
 	for _, s := range v {
 		n += len(s)
@@ -46,8 +46,8 @@ func Floats(v ...[]float32) []byte {
 	return b
 }
 
-// Decode fills dst from little-endian float32 bytes of exactly its length.
-func Decode(dst []float32, b []byte) error {
+// DecodeFloats fills dst from little-endian float32 bytes of exactly its length.
+func DecodeFloats(dst []float32, b []byte) error {
 	if len(b) != 4*len(dst) {
 		return fmt.Errorf("cluster: vector of %d bytes, want %d floats", len(b), len(dst))
 	}

@@ -12,7 +12,7 @@ import (
 // (with TINCT_FUZZ_SEEDS=write; skipped otherwise).
 func TestFuzzSeeds(t *testing.T) {
 	fuzzcheck.WriteSeeds(t)
-	v := Floats([]float32{1, -2.5, float32(math.Inf(1)), float32(math.NaN()), math.SmallestNonzeroFloat32}, []float32{-0.0, 3e38})
+	v := EncodeFloats([]float32{1, -2.5, float32(math.Inf(1)), float32(math.NaN()), math.SmallestNonzeroFloat32}, []float32{-0.0, 3e38})
 	fuzzcheck.WriteSeed(t, "FuzzDecode", "floats", v, int8(0))
 	fuzzcheck.WriteSeed(t, "FuzzDecode", "one-float-short", v, int8(1))
 	fuzzcheck.WriteSeed(t, "FuzzDecode", "truncated", v[:len(v)-2], int8(0))
@@ -39,7 +39,7 @@ func FuzzDecode(f *testing.F) {
 		for i := range dst {
 			dst[i] = float32(i) + 0.5
 		}
-		err := Decode(dst, b)
+		err := DecodeFloats(dst, b)
 		if len(b) != 4*n {
 			if err == nil {
 				t.Fatalf("decoded %d bytes into %d floats", len(b), n)
@@ -54,10 +54,10 @@ func FuzzDecode(f *testing.F) {
 		if err != nil {
 			t.Fatalf("%d bytes into %d floats: %v", len(b), n, err)
 		}
-		if got := Floats(dst); !bytes.Equal(got, b) {
+		if got := EncodeFloats(dst); !bytes.Equal(got, b) {
 			t.Fatalf("Decode → Floats changed the bytes:\n% x\n% x", b, got)
 		}
-		if got := Floats(dst[:n/2], nil, dst[n/2:]); !bytes.Equal(got, b) {
+		if got := EncodeFloats(dst[:n/2], nil, dst[n/2:]); !bytes.Equal(got, b) {
 			t.Fatal("Floats of the vector in pieces differs from Floats of it whole")
 		}
 	})

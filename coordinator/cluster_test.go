@@ -87,7 +87,7 @@ func session(ctx context.Context, t *testing.T, addr string, sec *cluster.Securi
 type clusterRun struct {
 	t      *testing.T
 	co     *coordinator.Coordinator
-	cl     *coordinator.Cluster
+	cl     *coordinator.Remote
 	st     *trainstate.State
 	mu     sync.Mutex
 	sec    *cluster.Security
@@ -99,7 +99,7 @@ type clusterRun struct {
 	ctx    context.Context
 }
 
-func startCluster(t *testing.T, cfg *config.Config, copt coordinator.Options, clopt coordinator.ClusterOptions) *clusterRun {
+func startCluster(t *testing.T, cfg *config.Config, copt coordinator.Options, clopt coordinator.RemoteOptions) *clusterRun {
 	t.Helper()
 	store, err := checkpoint.Open(cfg.Store)
 	if err != nil {
@@ -115,7 +115,7 @@ func startCluster(t *testing.T, cfg *config.Config, copt coordinator.Options, cl
 	if clopt.RingTimeout == 0 {
 		clopt.RingTimeout = 5 * time.Second
 	}
-	cl, err := coordinator.StartCluster(cfg, clopt)
+	cl, err := coordinator.StartRemote(cfg, clopt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +236,7 @@ func (r *clusterRun) agree(name string, from, to int64) {
 // changes nothing.
 func TestClusterEquivalence(t *testing.T) {
 	cfg := testConfig(t, t.TempDir(), "epochs=2")
-	run := startCluster(t, cfg, coordinator.Options{MinWorkers: 2}, coordinator.ClusterOptions{})
+	run := startCluster(t, cfg, coordinator.Options{MinWorkers: 2}, coordinator.RemoteOptions{})
 	run.addWorker("w0", worker.JoinOptions{})
 	run.addWorker("w1", worker.JoinOptions{})
 	total := run.finish(cfg.Epochs)
@@ -255,7 +255,7 @@ func TestClusterEquivalence(t *testing.T) {
 func TestClusterRefusesWrongSecret(t *testing.T) {
 	cfg := testConfig(t, t.TempDir())
 	sec := testTLS(t)
-	cl, err := coordinator.StartCluster(cfg, coordinator.ClusterOptions{Listen: "127.0.0.1:0", Secret: testSecret, Security: sec, GossipProfile: "local", HelloTimeout: 300 * time.Millisecond, Log: quiet()})
+	cl, err := coordinator.StartRemote(cfg, coordinator.RemoteOptions{Listen: "127.0.0.1:0", Secret: testSecret, Security: sec, GossipProfile: "local", HelloTimeout: 300 * time.Millisecond, Log: quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +303,7 @@ func TestClusterTooFewWorkers(t *testing.T) {
 		if step == 3 {
 			stopW1()
 		}
-	}}, coordinator.ClusterOptions{})
+	}}, coordinator.RemoteOptions{})
 	run.addWorker("w0", worker.JoinOptions{})
 	stopW1 = run.addWorker("w1", worker.JoinOptions{})
 	err := run.run()
@@ -338,7 +338,7 @@ func TestClusterJoinAndLeave(t *testing.T) {
 		case 5:
 			stopW1()
 		}
-	}}, coordinator.ClusterOptions{OnConnect: func(name string) { connected <- name }})
+	}}, coordinator.RemoteOptions{OnConnect: func(name string) { connected <- name }})
 	run.addWorker("w0", worker.JoinOptions{})
 	stopW1 = run.addWorker("w1", worker.JoinOptions{})
 	if err := run.run(); err != nil {
@@ -368,7 +368,7 @@ func TestClusterJoinAndLeave(t *testing.T) {
 // takes part until the end.
 func TestClusterStalledWorkerRejoins(t *testing.T) {
 	cfg := testConfig(t, t.TempDir(), "epochs=10")
-	run := startCluster(t, cfg, coordinator.Options{MinWorkers: 2, StepTimeout: 500 * time.Millisecond, Backoff: 10 * time.Millisecond}, coordinator.ClusterOptions{})
+	run := startCluster(t, cfg, coordinator.Options{MinWorkers: 2, StepTimeout: 500 * time.Millisecond, Backoff: 10 * time.Millisecond}, coordinator.RemoteOptions{})
 	// steps of 100 ms leave the stalled worker time to come back
 	run.addWorker("w0", worker.JoinOptions{Wait: 5 * time.Second, OnStep: func(*worker.Worker, int64) { time.Sleep(100 * time.Millisecond) }})
 	stalled := false
@@ -412,7 +412,7 @@ func TestWorkerWaitsForCoordinator(t *testing.T) {
 	joined := make(chan struct{})
 	go func() {
 		time.Sleep(500 * time.Millisecond)
-		run = startCluster(t, cfg, coordinator.Options{}, coordinator.ClusterOptions{Listen: addr, Security: sec})
+		run = startCluster(t, cfg, coordinator.Options{}, coordinator.RemoteOptions{Listen: addr, Security: sec})
 		close(joined)
 	}()
 	werr := make(chan error, 1)
@@ -434,7 +434,7 @@ func TestWorkerWaitsForCoordinator(t *testing.T) {
 // it checkpoints and stops with an error, and tells the worker so.
 func TestClusterChecksumMismatch(t *testing.T) {
 	cfg := testConfig(t, t.TempDir())
-	run := startCluster(t, cfg, coordinator.Options{}, coordinator.ClusterOptions{})
+	run := startCluster(t, cfg, coordinator.Options{}, coordinator.RemoteOptions{})
 	// a hand-made worker: answers the protocol, but reports a wrong checksum
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -4,7 +4,7 @@
 // the core's actions: ring set-ups and tasks through a Transport, commits
 // to the state, metrics, sample grids and checkpoints. The Transport is a
 // worker in this process for single-machine training (Local) or remote
-// workers over gRPC and memberlist (Cluster); everything else is one path.
+// workers over gRPC and memberlist (Remote); everything else is one path.
 package coordinator
 
 import (

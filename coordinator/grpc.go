@@ -45,8 +45,8 @@ import (
 	"github.com/tinct/tinct/trainstate"
 )
 
-// ClusterOptions configure the coordinator's side of a cluster.
-type ClusterOptions struct {
+// RemoteOptions configure the coordinator's side of a cluster.
+type RemoteOptions struct {
 	Listen string // gRPC address for workers, e.g. "127.0.0.1:7070"
 	Secret []byte // the cluster secret (required)
 	// Security is mutual TLS (cluster.LoadTLS) or plaintext, which is
@@ -72,12 +72,12 @@ type ClusterOptions struct {
 	OnConnect func(name string)
 }
 
-// Cluster is the Transport to remote workers: it serves the Coordinator
+// Remote is the Transport to remote workers: it serves the Coordinator
 // gRPC service, keeps membership with memberlist, and turns what happens
 // into events for the core.
-type Cluster struct {
+type Remote struct {
 	cluster.UnimplementedCoordinatorServer
-	opt     ClusterOptions
+	opt     RemoteOptions
 	log     *slog.Logger
 	cfgYAML []byte
 	// the network the run trains, described in each Setup (model.Config.Describe)
@@ -89,7 +89,7 @@ type Cluster struct {
 	junk      *cluster.Junk
 
 	mu       sync.Mutex
-	sessions map[uint64]*remote
+	sessions map[uint64]*workerSession
 	seq      uint64
 	events   chan<- control.Event
 	started  chan struct{} // closed by Start
@@ -99,7 +99,8 @@ type Cluster struct {
 	setupMsg *cluster.Setup
 }
 
-type remote struct {
+// workerSession is a connected worker: its stream and what was sent on it.
+type workerSession struct {
 	name     string
 	instance string
 	session  uint64
@@ -118,7 +119,7 @@ type remote struct {
 	why      error
 }
 
-func (r *remote) send(m *cluster.ToWorker) error {
+func (r *workerSession) send(m *cluster.ToWorker) error {
 	r.sendMu.Lock()
 	defer r.sendMu.Unlock()
 	return r.stream.Send(m)
@@ -132,7 +133,7 @@ type outgoing struct {
 }
 
 // post sends m after everything posted before it, without waiting.
-func (r *remote) post(m *cluster.ToWorker, what string) {
+func (r *workerSession) post(m *cluster.ToWorker, what string) {
 	r.outMu.Lock()
 	defer r.outMu.Unlock()
 	r.outbox = append(r.outbox, outgoing{m, what})
@@ -142,7 +143,7 @@ func (r *remote) post(m *cluster.ToWorker, what string) {
 	}
 }
 
-func (r *remote) drain() {
+func (r *workerSession) drain() {
 	for {
 		r.outMu.Lock()
 		if len(r.outbox) == 0 {
@@ -160,12 +161,12 @@ func (r *remote) drain() {
 	}
 }
 
-func (r *remote) die(err error) {
+func (r *workerSession) die(err error) {
 	r.killOnce.Do(func() { r.why = err; close(r.kill) })
 }
 
-// StartCluster starts the gRPC service and the membership gossip.
-func StartCluster(cfg *config.Config, opt ClusterOptions) (*Cluster, error) {
+// StartRemote starts the gRPC service and the membership gossip.
+func StartRemote(cfg *config.Config, opt RemoteOptions) (*Remote, error) {
 	if len(opt.Secret) == 0 {
 		return nil, errors.New("cluster secret is empty: set TINCT_CLUSTER_SECRET or --secret-file")
 	}
@@ -190,8 +191,8 @@ func StartCluster(cfg *config.Config, opt ClusterOptions) (*Cluster, error) {
 	if err := opt.Security.Check(opt.Listen, opt.GossipBind); err != nil {
 		return nil, err
 	}
-	c := &Cluster{opt: opt, log: opt.Log, cfgYAML: cfg.YAML(), imageSize: cfg.ImageSize, modelCfg: cfg.ModelConfig(),
-		sessions: map[uint64]*remote{}, started: make(chan struct{}), quit: make(chan struct{})}
+	c := &Remote{opt: opt, log: opt.Log, cfgYAML: cfg.YAML(), imageSize: cfg.ImageSize, modelCfg: cfg.ModelConfig(),
+		sessions: map[uint64]*workerSession{}, started: make(chan struct{}), quit: make(chan struct{})}
 	lis, err := net.Listen("tcp", opt.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("cluster listen %q: %w", opt.Listen, err)
@@ -217,14 +218,14 @@ func StartCluster(cfg *config.Config, opt ClusterOptions) (*Cluster, error) {
 }
 
 // Addr is the gRPC address workers join; GossipAddr memberlist's.
-func (c *Cluster) Addr() string { return c.lis.Addr().String() }
-func (c *Cluster) GossipAddr() string {
+func (c *Remote) Addr() string { return c.lis.Addr().String() }
+func (c *Remote) GossipAddr() string {
 	n := c.ml.LocalNode()
 	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
 }
 
 // post delivers an event to the core, unless the transport is closing.
-func (c *Cluster) post(ev control.Event) {
+func (c *Remote) post(ev control.Event) {
 	select {
 	case <-c.started:
 	case <-c.quit:
@@ -237,17 +238,17 @@ func (c *Cluster) post(ev control.Event) {
 }
 
 // Start implements Transport.
-func (c *Cluster) Start(events chan<- control.Event) {
+func (c *Remote) Start(events chan<- control.Event) {
 	c.events = events
 	close(c.started)
 }
 
-type gossipEvents Cluster
+type gossipEvents Remote
 
 func (g *gossipEvents) NotifyJoin(*memberlist.Node)   {}
 func (g *gossipEvents) NotifyUpdate(*memberlist.Node) {}
 func (g *gossipEvents) NotifyLeave(n *memberlist.Node) {
-	c := (*Cluster)(g)
+	c := (*Remote)(g)
 	name, sess, ok := strings.Cut(n.Name, "#")
 	id, err := strconv.ParseUint(sess, 10, 64)
 	if !ok || err != nil {
@@ -264,7 +265,7 @@ func (g *gossipEvents) NotifyLeave(n *memberlist.Node) {
 }
 
 // Session is one worker's life in the cluster.
-func (c *Cluster) Session(stream grpc.BidiStreamingServer[cluster.FromWorker, cluster.ToWorker]) error {
+func (c *Remote) Session(stream grpc.BidiStreamingServer[cluster.FromWorker, cluster.ToWorker]) error {
 	addr := "?"
 	if p, ok := peer.FromContext(stream.Context()); ok {
 		addr = p.Addr.String()
@@ -279,7 +280,7 @@ func (c *Cluster) Session(stream grpc.BidiStreamingServer[cluster.FromWorker, cl
 	// only a live one refuses the newcomer, which then exits.
 	grace := time.NewTimer(c.opt.DuplicateWait)
 	defer grace.Stop()
-	var stale *remote
+	var stale *workerSession
 	for {
 		c.mu.Lock()
 		if c.stopping {
@@ -309,7 +310,7 @@ func (c *Cluster) Session(stream grpc.BidiStreamingServer[cluster.FromWorker, cl
 		return status.Errorf(codes.AlreadyExists, "a worker named %q (from %s) is already in the cluster: give each worker its own --name", hello.Name, stale.addr)
 	}
 	c.seq++
-	r := &remote{name: hello.Name, instance: hello.Instance, session: c.seq, addr: addr, stream: stream, kill: make(chan struct{}), ended: make(chan struct{})}
+	r := &workerSession{name: hello.Name, instance: hello.Instance, session: c.seq, addr: addr, stream: stream, kill: make(chan struct{}), ended: make(chan struct{})}
 	c.sessions[r.session] = r
 	c.mu.Unlock()
 	if stale != nil {
@@ -388,7 +389,7 @@ func connectionLost(err error) error {
 // authenticate challenges a new session and checks the worker's Hello
 // (cluster/auth.go); a stranger that stays silent is cut off after
 // HelloTimeout.
-func (c *Cluster) authenticate(stream grpc.BidiStreamingServer[cluster.FromWorker, cluster.ToWorker], addr string) (*cluster.Hello, cluster.SessionAuth, error) {
+func (c *Remote) authenticate(stream grpc.BidiStreamingServer[cluster.FromWorker, cluster.ToWorker], addr string) (*cluster.Hello, cluster.SessionAuth, error) {
 	auth := cluster.SessionAuth{Secret: c.opt.Secret, Method: cluster.Coordinator_Session_FullMethodName, Challenge: cluster.Nonce(), Channel: cluster.Binding(stream.Context())}
 	if err := stream.Send(&cluster.ToWorker{Body: &cluster.ToWorker_Challenge{Challenge: &cluster.Challenge{Nonce: auth.Challenge}}}); err != nil {
 		return nil, auth, err
@@ -435,10 +436,10 @@ func reportOf(name string, m *cluster.Report) (*control.Report, error) {
 	return r, nil
 }
 
-func (c *Cluster) byName(worker string) *remote {
+func (c *Remote) byName(worker string) *workerSession {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var found *remote
+	var found *workerSession
 	for _, r := range c.sessions {
 		if r.name == worker && (found == nil || r.session > found.session) {
 			found = r
@@ -448,7 +449,7 @@ func (c *Cluster) byName(worker string) *remote {
 }
 
 // Setup implements Transport; the state is encoded once per generation.
-func (c *Cluster) Setup(worker string, gen uint64, rank, size int, step int64, st trainstate.Replica) {
+func (c *Remote) Setup(worker string, gen uint64, rank, size int, step int64, st trainstate.Replica) {
 	r := c.byName(worker)
 	if r == nil {
 		return // gone: its Leave is on the way
@@ -468,7 +469,7 @@ func (c *Cluster) Setup(worker string, gen uint64, rank, size int, step int64, s
 }
 
 // Task implements Transport.
-func (c *Cluster) Task(t *control.Task, tracked int64) {
+func (c *Remote) Task(t *control.Task, tracked int64) {
 	r := c.byName(t.Worker)
 	if r == nil {
 		return
@@ -482,7 +483,7 @@ func (c *Cluster) Task(t *control.Task, tracked int64) {
 }
 
 // Drop implements Transport: the worker is told why, then its session ends.
-func (c *Cluster) Drop(worker string, session uint64, outcome cluster.Outcome, reason string) {
+func (c *Remote) Drop(worker string, session uint64, outcome cluster.Outcome, reason string) {
 	c.mu.Lock()
 	r := c.sessions[session]
 	c.mu.Unlock()
@@ -494,7 +495,7 @@ func (c *Cluster) Drop(worker string, session uint64, outcome cluster.Outcome, r
 
 // stop tells the worker the outcome and waits for it to end the session; a
 // stalled one is cut off after a grace period (the send itself may block).
-func (r *remote) stop(outcome cluster.Outcome, reason string, cause error) {
+func (r *workerSession) stop(outcome cluster.Outcome, reason string, cause error) {
 	r.post(&cluster.ToWorker{Body: &cluster.ToWorker_Stop{Stop: &cluster.Stop{Reason: reason, Outcome: outcome}}}, "")
 	t := time.NewTimer(5 * time.Second)
 	defer t.Stop()
@@ -507,7 +508,7 @@ func (r *remote) stop(outcome cluster.Outcome, reason string, cause error) {
 
 // Close implements Transport: it tells every worker the outcome and stops
 // the service and the gossip.
-func (c *Cluster) Close(outcome cluster.Outcome, reason string) {
+func (c *Remote) Close(outcome cluster.Outcome, reason string) {
 	c.mu.Lock()
 	if c.stopping {
 		c.mu.Unlock()
@@ -515,7 +516,7 @@ func (c *Cluster) Close(outcome cluster.Outcome, reason string) {
 	}
 	c.stopping = true
 	close(c.quit)
-	rs := make([]*remote, 0, len(c.sessions))
+	rs := make([]*workerSession, 0, len(c.sessions))
 	for _, r := range c.sessions {
 		rs = append(rs, r)
 	}

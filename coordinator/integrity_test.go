@@ -38,7 +38,7 @@ func manifestOf(n, size int, sha string) *dataset.Manifest {
 func refusedWorker(t *testing.T, ours *dataset.Manifest, theirs dataset.Examples) (error, time.Duration, int) {
 	t.Helper()
 	cfg := testConfig(t, t.TempDir(), "epochs=2")
-	var clopt coordinator.ClusterOptions
+	var clopt coordinator.RemoteOptions
 	var w0 worker.JoinOptions
 	if ours != nil {
 		clopt.DatasetHash, clopt.DatasetPath = ours.ContentHash(), "coordhost:/ours/set"
@@ -145,7 +145,7 @@ func TestWorkerTLSMismatchExitsAtOnce(t *testing.T) {
 		{"TLS worker, plaintext coordinator", cluster.Plaintext(), sec, "tls:"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cl, err := coordinator.StartCluster(cfg, coordinator.ClusterOptions{Listen: "127.0.0.1:0", Secret: testSecret, Security: tc.coord, GossipProfile: "local", Log: quiet()})
+			cl, err := coordinator.StartRemote(cfg, coordinator.RemoteOptions{Listen: "127.0.0.1:0", Secret: testSecret, Security: tc.coord, GossipProfile: "local", Log: quiet()})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -167,7 +167,7 @@ func TestWorkerTLSMismatchExitsAtOnce(t *testing.T) {
 // is let in.
 func TestWorkerDuplicateNameExitsAtOnce(t *testing.T) {
 	cfg := testConfig(t, t.TempDir(), "epochs=1000")
-	run := startCluster(t, cfg, coordinator.Options{MinWorkers: 1}, coordinator.ClusterOptions{DuplicateWait: time.Second})
+	run := startCluster(t, cfg, coordinator.Options{MinWorkers: 1}, coordinator.RemoteOptions{DuplicateWait: time.Second})
 	connected := make(chan struct{}, 1)
 	stopW0 := run.addWorker("w0", worker.JoinOptions{OnJoined: func(joined bool) {
 		if joined {

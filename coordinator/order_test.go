@@ -32,8 +32,8 @@ func (s *recordingStream) Send(m *cluster.ToWorker) error {
 // overtake the one before it.
 func TestMessagesKeepTheirOrder(t *testing.T) {
 	st := &recordingStream{}
-	r := &remote{name: "w", session: 1, stream: st, kill: make(chan struct{}), ended: make(chan struct{})}
-	c := &Cluster{sessions: map[uint64]*remote{1: r}}
+	r := &workerSession{name: "w", session: 1, stream: st, kill: make(chan struct{}), ended: make(chan struct{})}
+	c := &Remote{sessions: map[uint64]*workerSession{1: r}}
 	const n = 300
 	for i := range n {
 		c.Task(&control.Task{Worker: "w", Gen: 1, Step: int64(i), Indices: []int{i}}, 0)

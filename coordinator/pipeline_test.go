@@ -97,7 +97,7 @@ func TestPipelineExactResume(t *testing.T) {
 func TestClusterPipelineEquivalence(t *testing.T) {
 	cfg := testConfig(t, t.TempDir(), append(pipelined, "epochs=2")...)
 	var steps []int64
-	run := startCluster(t, cfg, coordinator.Options{MinWorkers: 2, AfterStep: func(s int64) { steps = append(steps, s) }}, coordinator.ClusterOptions{})
+	run := startCluster(t, cfg, coordinator.Options{MinWorkers: 2, AfterStep: func(s int64) { steps = append(steps, s) }}, coordinator.RemoteOptions{})
 	run.addWorker("w0", worker.JoinOptions{})
 	run.addWorker("w1", worker.JoinOptions{})
 	total := run.finish(cfg.Epochs)
@@ -122,7 +122,7 @@ func TestClusterWorkerDiesWhileCoordinatorLags(t *testing.T) {
 	// epochs' ends; the ring starts with all three (min_workers 3)
 	cfg := testConfig(t, t.TempDir(), "batch_size=3", "snapshot_every=10", "steps_in_flight=2", "epochs=2")
 	var steps []int64
-	run := startCluster(t, cfg, coordinator.Options{MinWorkers: 3, AfterStep: func(s int64) { steps = append(steps, s) }}, coordinator.ClusterOptions{})
+	run := startCluster(t, cfg, coordinator.Options{MinWorkers: 3, AfterStep: func(s int64) { steps = append(steps, s) }}, coordinator.RemoteOptions{})
 	var mu sync.Mutex
 	computed := map[int64]int{}
 	run.addWorker("w0", worker.JoinOptions{OnStep: func(_ *worker.Worker, step int64) {
@@ -182,7 +182,7 @@ func TestSetupCarriesTheStep(t *testing.T) {
 		if s == 3 {
 			once.Do(func() { close(late) })
 		}
-	}}, coordinator.ClusterOptions{})
+	}}, coordinator.RemoteOptions{})
 	run.addWorker("w0", worker.JoinOptions{})
 	got := make(chan int64, 1)
 	go func() {

@@ -73,8 +73,8 @@ func TestClusterTrafficEncrypted(t *testing.T) {
 	}{{"plaintext", cluster.Plaintext(), true}, {"tls", testTLS(t), false}} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := testConfig(t, t.TempDir(), "epochs=1")
-			run := startCluster(t, cfg, coordinator.Options{}, coordinator.ClusterOptions{Security: tc.sec})
-			weights := cluster.Floats(run.st.Net.Params[1000:1016]) // 64 bytes of the initial weights
+			run := startCluster(t, cfg, coordinator.Options{}, coordinator.RemoteOptions{Security: tc.sec})
+			weights := cluster.EncodeFloats(run.st.Net.Params[1000:1016]) // 64 bytes of the initial weights
 			proxy := record(t, run.cl.Addr())
 			run.addWorker("w0", worker.JoinOptions{Coordinator: proxy.ln.Addr().String()})
 			run.finish(cfg.Epochs)
@@ -102,8 +102,8 @@ func TestClusterReplayRefused(t *testing.T) {
 	}{{"plaintext", cluster.Plaintext()}, {"tls", testTLS(t)}} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := testConfig(t, t.TempDir())
-			start := func(addr string) *coordinator.Cluster {
-				cl, err := coordinator.StartCluster(cfg, coordinator.ClusterOptions{Listen: addr, Secret: testSecret, Security: tc.sec, GossipProfile: "local", Log: quiet()})
+			start := func(addr string) *coordinator.Remote {
+				cl, err := coordinator.StartRemote(cfg, coordinator.RemoteOptions{Listen: addr, Secret: testSecret, Security: tc.sec, GossipProfile: "local", Log: quiet()})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -157,7 +157,7 @@ func replay(ctx context.Context, t *testing.T, addr string, sec *cluster.Securit
 // is not a loopback one, on both sides.
 func TestPlaintextOnlyOnLoopback(t *testing.T) {
 	cfg := testConfig(t, t.TempDir())
-	_, err := coordinator.StartCluster(cfg, coordinator.ClusterOptions{Listen: "0.0.0.0:0", Secret: testSecret, Security: cluster.Plaintext(), Log: quiet()})
+	_, err := coordinator.StartRemote(cfg, coordinator.RemoteOptions{Listen: "0.0.0.0:0", Secret: testSecret, Security: cluster.Plaintext(), Log: quiet()})
 	if err == nil || !strings.Contains(err.Error(), "loopback") {
 		t.Errorf("coordinator on 0.0.0.0 in plaintext: %v", err)
 	}
@@ -173,7 +173,7 @@ func TestPlaintextOnlyOnLoopback(t *testing.T) {
 // until --wait.
 func TestClusterForeignCertificateRefused(t *testing.T) {
 	cfg := testConfig(t, t.TempDir())
-	cl, err := coordinator.StartCluster(cfg, coordinator.ClusterOptions{Listen: "127.0.0.1:0", Secret: testSecret, Security: testTLS(t), GossipProfile: "local", Log: quiet()})
+	cl, err := coordinator.StartRemote(cfg, coordinator.RemoteOptions{Listen: "127.0.0.1:0", Secret: testSecret, Security: testTLS(t), GossipProfile: "local", Log: quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +209,7 @@ func TestClusterSurvivesGossipJunk(t *testing.T) {
 		case step > 3 && step < 40:
 			time.Sleep(20 * time.Millisecond) // train slowly while the junk flies
 		}
-	}}, coordinator.ClusterOptions{})
+	}}, coordinator.RemoteOptions{})
 	var logs syncbuf.Buffer
 	run.addWorker("w0", worker.JoinOptions{})
 	run.addWorker("w1", worker.JoinOptions{GossipBind: gossip, Log: slog.New(slog.NewTextHandler(&logs, nil))})
@@ -271,7 +271,7 @@ func TestClusterLogsJunk(t *testing.T) {
 	}{{"plaintext", cluster.Plaintext(), "not HTTP/2"}, {"tls", testTLS(t), "TLS handshake failed"}} {
 		t.Run(tc.name, func(t *testing.T) {
 			var logs syncbuf.Buffer
-			cl, err := coordinator.StartCluster(testConfig(t, t.TempDir()), coordinator.ClusterOptions{Listen: "127.0.0.1:0", Secret: testSecret, Security: tc.sec,
+			cl, err := coordinator.StartRemote(testConfig(t, t.TempDir()), coordinator.RemoteOptions{Listen: "127.0.0.1:0", Secret: testSecret, Security: tc.sec,
 				GossipProfile: "local", Log: slog.New(slog.NewTextHandler(&logs, nil))})
 			if err != nil {
 				t.Fatal(err)
@@ -314,7 +314,7 @@ func TestClusterCertificateNamesNotChecked(t *testing.T) {
 		return sec
 	}
 	cfg := testConfig(t, t.TempDir(), "epochs=1")
-	run := startCluster(t, cfg, coordinator.Options{}, coordinator.ClusterOptions{Security: load(dirs[0])})
+	run := startCluster(t, cfg, coordinator.Options{}, coordinator.RemoteOptions{Security: load(dirs[0])})
 	run.addWorker("w0", worker.JoinOptions{Security: load(dirs[1])})
 	run.finish(cfg.Epochs)
 }
@@ -323,7 +323,7 @@ func TestClusterCertificateNamesNotChecked(t *testing.T) {
 // (as in a container) tell their neighbours the advertised address.
 func TestClusterAdvertise(t *testing.T) {
 	cfg := testConfig(t, t.TempDir(), "epochs=1")
-	run := startCluster(t, cfg, coordinator.Options{MinWorkers: 2}, coordinator.ClusterOptions{})
+	run := startCluster(t, cfg, coordinator.Options{MinWorkers: 2}, coordinator.RemoteOptions{})
 	for _, name := range []string{"w0", "w1"} {
 		run.addWorker(name, worker.JoinOptions{RingListen: "0.0.0.0:0", Advertise: "127.0.0.1"})
 	}

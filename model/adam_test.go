@@ -9,7 +9,7 @@ import (
 	"testing"
 )
 
-// leFloats is v as little-endian float32 bytes (cluster.Floats, which this
+// leFloats is v as little-endian float32 bytes (cluster.EncodeFloats, which this
 // package cannot import).
 func leFloats(v ...[]float32) []byte {
 	var b []byte

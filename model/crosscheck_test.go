@@ -93,7 +93,7 @@ func TestCrossCheckPyTorch(t *testing.T) {
 		nv     []float32
 	}
 	var batches []batch
-	bt := map[string]Tensor{}
+	bt := map[string]StoredTensor{}
 	for s := range steps {
 		x0 := nn.NewTensor(n, 3, size, size)
 		gray := nn.NewTensor(n, 1, size, size)
@@ -130,7 +130,7 @@ func TestCrossCheckPyTorch(t *testing.T) {
 	for i := range rgray.N {
 		copy(rgray.Image(i), sgray.Image(i/samples))
 	}
-	st := map[string]Tensor{
+	st := map[string]StoredTensor{
 		"gray":  F32(rgray.Data, rgray.Shape()...),
 		"noise": F32(snoise, grays*samples, 3, size, size),
 		"steps": {DType: "I64", Shape: []int{1}, Data: I64(sampleSteps).Data},
@@ -200,7 +200,7 @@ func TestCrossCheckPyTorch(t *testing.T) {
 
 type checker struct {
 	t     *testing.T
-	ref   map[string]Tensor
+	ref   map[string]StoredTensor
 	worst []string
 }
 

@@ -17,7 +17,7 @@ import (
 // LoadStateDict accepts.
 var fuzzNetConfig = Config{Widths: []int{1, 2}, BlockDepth: 1, EmbedDims: 2}
 
-func encodeSafetensors(t testing.TB, ts map[string]Tensor, meta map[string]string) []byte {
+func encodeSafetensors(t testing.TB, ts map[string]StoredTensor, meta map[string]string) []byte {
 	t.Helper()
 	var b bytes.Buffer
 	if err := WriteSafetensors(&b, ts, meta); err != nil {
@@ -48,7 +48,7 @@ func fuzzNet(t testing.TB, seed uint64) *UNet {
 func TestFuzzSeeds(t *testing.T) {
 	fuzzcheck.WriteSeeds(t)
 	net := encodeSafetensors(t, fuzzNet(t, 1).StateDict(), map[string]string{"format": "pt"})
-	small := encodeSafetensors(t, map[string]Tensor{"a": F32([]float32{1, -2, 3}, 3), "n": I64(7), "e": {DType: "U8", Shape: []int{0, 5}}}, nil)
+	small := encodeSafetensors(t, map[string]StoredTensor{"a": F32([]float32{1, -2, 3}, 3), "n": I64(7), "e": {DType: "U8", Shape: []int{0, 5}}}, nil)
 	for name, data := range map[string][]byte{
 		"net":                  net,
 		"net-truncated-header": net[:40],
@@ -91,7 +91,7 @@ func FuzzReadSafetensors(f *testing.F) {
 	net := fuzzNet(f, 3)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var (
-			ts   map[string]Tensor
+			ts   map[string]StoredTensor
 			meta map[string]string
 			err  error
 		)
@@ -161,7 +161,7 @@ func FuzzSafetensorsRoundTrip(f *testing.F) {
 		for i, d := range dims {
 			shape[i] = int(int8(d)) // negative dimensions too
 		}
-		ts := map[string]Tensor{name: {DType: dtype, Shape: shape, Data: data}, "fixed": I64(-1)}
+		ts := map[string]StoredTensor{name: {DType: dtype, Shape: shape, Data: data}, "fixed": I64(-1)}
 		meta := map[string]string{mk: mv}
 		var buf bytes.Buffer
 		if err := WriteSafetensors(&buf, ts, meta); err != nil {
@@ -186,7 +186,7 @@ func FuzzSafetensorsRoundTrip(f *testing.F) {
 }
 
 // sameTensors compares tensor maps, a nil shape equal to an empty one.
-func sameTensors(a, b map[string]Tensor) bool {
+func sameTensors(a, b map[string]StoredTensor) bool {
 	if len(a) != len(b) {
 		return false
 	}

@@ -206,13 +206,13 @@ func TestLoadStateDictStrict(t *testing.T) {
 	u := tinyNet(t, 5)
 	for _, tc := range []struct {
 		name   string
-		change func(map[string]Tensor)
+		change func(map[string]StoredTensor)
 		want   string
 	}{
-		{"missing", func(sd map[string]Tensor) { delete(sd, "downs.0.blocks.1.conv2.weight") }, "missing tensor downs.0.blocks.1.conv2.weight"},
-		{"extra", func(sd map[string]Tensor) { sd["ups.9.blocks.0.conv1.weight"] = F32([]float32{1}, 1) }, "unexpected tensor ups.9.blocks.0.conv1.weight"},
-		{"misshaped", func(sd map[string]Tensor) { sd["stem.weight"] = F32(make([]float32, 16), 4, 4, 1, 1) }, "tensor stem.weight: shape [4 4 1 1], want [4 4 1 1]"},
-		{"wrong dtype", func(sd map[string]Tensor) { sd["mids.0.norm.num_batches_tracked"] = F32([]float32{1}) }, "tensor mids.0.norm.num_batches_tracked: dtype F32, want I64"},
+		{"missing", func(sd map[string]StoredTensor) { delete(sd, "downs.0.blocks.1.conv2.weight") }, "missing tensor downs.0.blocks.1.conv2.weight"},
+		{"extra", func(sd map[string]StoredTensor) { sd["ups.9.blocks.0.conv1.weight"] = F32([]float32{1}, 1) }, "unexpected tensor ups.9.blocks.0.conv1.weight"},
+		{"misshaped", func(sd map[string]StoredTensor) { sd["stem.weight"] = F32(make([]float32, 16), 4, 4, 1, 1) }, "tensor stem.weight: shape [4 4 1 1], want [4 4 1 1]"},
+		{"wrong dtype", func(sd map[string]StoredTensor) { sd["mids.0.norm.num_batches_tracked"] = F32([]float32{1}) }, "tensor mids.0.norm.num_batches_tracked: dtype F32, want I64"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sd := u.StateDict()
@@ -238,7 +238,7 @@ func TestLoadStateDictStrict(t *testing.T) {
 
 func TestReadSafetensorsCorrupt(t *testing.T) {
 	var buf bytes.Buffer
-	if err := WriteSafetensors(&buf, map[string]Tensor{"a": F32([]float32{1, 2, 3}, 3)}, nil); err != nil {
+	if err := WriteSafetensors(&buf, map[string]StoredTensor{"a": F32([]float32{1, 2, 3}, 3)}, nil); err != nil {
 		t.Fatal(err)
 	}
 	full := buf.Bytes()
@@ -448,7 +448,7 @@ func TestSamplerPreview(t *testing.T) {
 // loops, the GEMM call path): about 180 KB in ~4,400 allocations here,
 // where one activation buffer alone would be 260 KB.
 func TestStepAllocatesNoBuffers(t *testing.T) {
-	if nn.ActiveBackend().Name() == "go" {
+	if nn.ActiveGEMM().Name() == "go" {
 		t.Skip("the pure-Go GEMM (gonum) allocates its own packing buffers in every call; this checks tinct's buffers with a native GEMM")
 	}
 	u, _ := New(DefaultConfig())

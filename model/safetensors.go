@@ -14,32 +14,32 @@ import (
 	"unicode/utf8"
 )
 
-// Tensor is one named array of a safetensors file. Data holds the raw
+// StoredTensor is one named array of a safetensors file. Data holds the raw
 // little-endian bytes.
-type Tensor struct {
+type StoredTensor struct {
 	DType string
 	Shape []int
 	Data  []byte
 }
 
 // F32 wraps float32 values as a tensor of the given shape.
-func F32(v []float32, shape ...int) Tensor {
+func F32(v []float32, shape ...int) StoredTensor {
 	b := make([]byte, 4*len(v))
 	for i, x := range v {
 		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
 	}
-	return Tensor{DType: "F32", Shape: shape, Data: b}
+	return StoredTensor{DType: "F32", Shape: shape, Data: b}
 }
 
 // I64 wraps an int64 scalar (shape []), as PyTorch stores num_batches_tracked.
-func I64(v int64) Tensor {
+func I64(v int64) StoredTensor {
 	b := make([]byte, 8)
 	binary.LittleEndian.PutUint64(b, uint64(v))
-	return Tensor{DType: "I64", Shape: []int{}, Data: b}
+	return StoredTensor{DType: "I64", Shape: []int{}, Data: b}
 }
 
 // Float32s decodes an F32 tensor.
-func (t Tensor) Float32s() ([]float32, error) {
+func (t StoredTensor) Float32s() ([]float32, error) {
 	if t.DType != "F32" {
 		return nil, fmt.Errorf("dtype %s, want F32", t.DType)
 	}
@@ -51,7 +51,7 @@ func (t Tensor) Float32s() ([]float32, error) {
 }
 
 // Int64 decodes an I64 scalar.
-func (t Tensor) Int64() (int64, error) {
+func (t StoredTensor) Int64() (int64, error) {
 	if t.DType != "I64" || len(t.Data) != 8 {
 		return 0, fmt.Errorf("dtype %s shape %v, want an I64 scalar", t.DType, t.Shape)
 	}
@@ -86,7 +86,7 @@ func tensorBytes(size int, shape []int) (n int, ok bool) {
 const maxHeader = 100 << 20
 
 // WriteSafetensors writes tensors (in name order) and optional metadata.
-func WriteSafetensors(w io.Writer, tensors map[string]Tensor, metadata map[string]string) error {
+func WriteSafetensors(w io.Writer, tensors map[string]StoredTensor, metadata map[string]string) error {
 	names := make([]string, 0, len(tensors))
 	for name := range tensors {
 		names = append(names, name)
@@ -145,7 +145,7 @@ func WriteSafetensors(w io.Writer, tensors map[string]Tensor, metadata map[strin
 
 // ReadSafetensors reads a whole safetensors stream, checking that every
 // tensor's offsets are consistent with its dtype and shape and lie in the file.
-func ReadSafetensors(r io.Reader) (map[string]Tensor, map[string]string, error) {
+func ReadSafetensors(r io.Reader) (map[string]StoredTensor, map[string]string, error) {
 	var n [8]byte
 	if _, err := io.ReadFull(r, n[:]); err != nil {
 		return nil, nil, fmt.Errorf("safetensors header length: %w", err)
@@ -173,7 +173,7 @@ func ReadSafetensors(r io.Reader) (map[string]Tensor, map[string]string, error) 
 		return nil, nil, fmt.Errorf("safetensors data: %w", err)
 	}
 	var meta map[string]string
-	tensors := map[string]Tensor{}
+	tensors := map[string]StoredTensor{}
 	for name, msg := range raw {
 		if name == metadataKey {
 			if err := json.Unmarshal(msg, &meta); err != nil {
@@ -193,13 +193,13 @@ func ReadSafetensors(r io.Reader) (map[string]Tensor, map[string]string, error) 
 		if want, ok := tensorBytes(size, e.Shape); !ok || b < 0 || end < b || end > len(body) || end-b != want {
 			return nil, nil, fmt.Errorf("tensor %s: offsets %v do not fit shape %v of %s in %d data bytes (file truncated or corrupt)", name, e.Offsets, e.Shape, e.DType, len(body))
 		}
-		tensors[name] = Tensor{DType: e.DType, Shape: e.Shape, Data: body[b:end:end]}
+		tensors[name] = StoredTensor{DType: e.DType, Shape: e.Shape, Data: body[b:end:end]}
 	}
 	return tensors, meta, nil
 }
 
 // SaveFile writes tensors to path atomically (temporary file, then rename).
-func SaveFile(path string, tensors map[string]Tensor, metadata map[string]string) error {
+func SaveFile(path string, tensors map[string]StoredTensor, metadata map[string]string) error {
 	tmp := path + ".tmp"
 	f, err := os.Create(tmp)
 	if err != nil {
@@ -218,7 +218,7 @@ func SaveFile(path string, tensors map[string]Tensor, metadata map[string]string
 }
 
 // LoadFile reads a safetensors file.
-func LoadFile(path string) (map[string]Tensor, map[string]string, error) {
+func LoadFile(path string) (map[string]StoredTensor, map[string]string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, err
@@ -233,8 +233,8 @@ func LoadFile(path string) (map[string]Tensor, map[string]string, error) {
 
 // StateDict returns the weights and BatchNorm buffers under PyTorch's names
 // (read from the device on a device network).
-func (u *UNet) StateDict() map[string]Tensor {
-	sd := map[string]Tensor{}
+func (u *UNet) StateDict() map[string]StoredTensor {
+	sd := map[string]StoredTensor{}
 	params, bufs := u.ReadParams(nil), u.Buffers(nil)
 	for _, p := range u.Layout {
 		sd[p.Name] = F32(params[p.Offset:p.Offset+p.Size()], p.Shape...)
@@ -251,7 +251,7 @@ func (u *UNet) StateDict() map[string]Tensor {
 // LoadStateDict sets weights and buffers from sd, which must hold exactly
 // the network's tensors with their shapes (as PyTorch's strict loading).
 // Nothing is changed when it fails.
-func (u *UNet) LoadStateDict(sd map[string]Tensor) error {
+func (u *UNet) LoadStateDict(sd map[string]StoredTensor) error {
 	want := u.StateDict()
 	var errs []error
 	for _, name := range sortedKeys(want) {
@@ -292,7 +292,7 @@ func (u *UNet) LoadStateDict(sd map[string]Tensor) error {
 	return u.Err()
 }
 
-func sortedKeys(m map[string]Tensor) []string {
+func sortedKeys(m map[string]StoredTensor) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)

@@ -12,8 +12,8 @@ import (
 func BenchmarkSgemmConcurrent(b *testing.B) {
 	rng := rand.New(rand.NewPCG(1, 1))
 	m, n, k := 64, 16384, 576
-	for _, name := range Backends() {
-		be, err := UseBackend(name)
+	for _, name := range GEMMs() {
+		be, err := UseGEMM(name)
 		if err != nil {
 			continue
 		}
@@ -39,14 +39,14 @@ func BenchmarkSgemmConcurrent(b *testing.B) {
 			})
 		}
 	}
-	UseBackend("auto")
+	UseGEMM("auto")
 }
 
 // BenchmarkSgemmShapes measures single-goroutine products of the shapes a
 // 3×3 convolution at 128² (64→32 channels) produces, for several tile widths.
 func BenchmarkSgemmShapes(b *testing.B) {
 	rng := rand.New(rand.NewPCG(2, 2))
-	be := ActiveBackend()
+	be := ActiveGEMM()
 	for _, s := range []struct {
 		name    string
 		ta, tb  bool

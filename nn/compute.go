@@ -126,7 +126,7 @@ type Compute interface {
 }
 
 // kernels is the reference backend: tinct's own kernels in Go (im2col plus
-// the active GEMM backend for convolutions). Every other backend is checked
+// the active GEMM library for convolutions). Every other backend is checked
 // against it op by op.
 type kernels struct{ ws Workspace }
 
@@ -134,7 +134,7 @@ type kernels struct{ ws Workspace }
 func NewKernels() Compute { return &kernels{} }
 
 func (k *kernels) Name() string {
-	return "go (tinct's kernels; gemm: " + ActiveBackend().Name() + ")"
+	return "go (tinct's kernels; gemm: " + ActiveGEMM().Name() + ")"
 }
 func (k *kernels) ConvForward(c *Conv2D, x, y Tensor, acc bool) { c.Forward(&k.ws, x, y, acc) }
 func (k *kernels) ConvSiLUForward(c *Conv2D, x, y Tensor) {

@@ -221,7 +221,7 @@ func openDNNL(name string) (*dnnlAPI, error) {
 // ompDefaults sets libgomp's environment before oneDNN (and with it
 // libgomp, which reads it once) is loaded, where the user has not:
 //
-//   - OMP_NUM_THREADS=1: the GEMM backend runs one single-threaded sgemm
+//   - OMP_NUM_THREADS=1: the GEMM library runs one single-threaded sgemm
 //     per goroutine; the primitives ask for Workers() threads on the thread
 //     that runs them (dnnlAPI.pin).
 //   - OMP_WAIT_POLICY=passive: an idle OpenMP worker sleeps at once instead

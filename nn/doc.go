@@ -8,7 +8,7 @@
 // $TINCT_BACKEND or NewCompute names one, and "auto" (the default) takes
 // oneDNN's where the library loads.
 //
-// The kernels' GEMM backends are oneDNN's sgemm, OpenBLAS (libopenblas,
+// The kernels' GEMM libraries are oneDNN's sgemm, OpenBLAS (libopenblas,
 // $TINCT_OPENBLAS) or pure Go. "auto" picks the first of these that loads;
-// $TINCT_GEMM or UseBackend names one.
+// $TINCT_GEMM or UseGEMM names one.
 package nn

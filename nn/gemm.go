@@ -10,18 +10,18 @@ import (
 	"sync"
 )
 
-// Backend computes single-precision matrix products. Every matrix is
+// GEMM computes single-precision matrix products. Every matrix is
 // row-major: C = alpha·op(A)·op(B) + beta·C with op(A) m×k, op(B) k×n.
 // Kernels call Sgemm from several goroutines at once, each on its own output;
-// a backend must be safe for that and should run each call on one thread.
-type Backend interface {
+// an implementation must be safe for that and should run each call on one thread.
+type GEMM interface {
 	Name() string
 	Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int)
 }
 
-// A Loader tries to make a backend available, typically by loading a shared
+// A Loader tries to make a GEMM library available, typically by loading a shared
 // library at run time; it fails when the library is missing.
-type Loader func() (Backend, error)
+type Loader func() (GEMM, error)
 
 type registration struct {
 	name     string
@@ -32,20 +32,20 @@ type registration struct {
 var (
 	registryMu sync.Mutex
 	registry   []registration
-	active     Backend
+	active     GEMM
 )
 
-// RegisterBackend makes a backend selectable by name. With "auto", the
-// loadable backend of highest priority wins.
-func RegisterBackend(name string, priority int, load Loader) {
+// RegisterGEMM makes a GEMM library selectable by name. With "auto", the
+// loadable one of highest priority wins.
+func RegisterGEMM(name string, priority int, load Loader) {
 	registryMu.Lock()
 	defer registryMu.Unlock()
 	registry = append(registry, registration{name, priority, load})
 	sort.SliceStable(registry, func(i, j int) bool { return registry[i].priority > registry[j].priority })
 }
 
-// Backends lists the registered backend names, preferred first.
-func Backends() []string {
+// GEMMs lists the registered GEMM libraries, preferred first.
+func GEMMs() []string {
 	registryMu.Lock()
 	defer registryMu.Unlock()
 	var names []string
@@ -55,9 +55,9 @@ func Backends() []string {
 	return names
 }
 
-// UseBackend selects the GEMM backend: "auto" (the fastest one that loads)
+// UseGEMM selects the GEMM library: "auto" (the fastest one that loads)
 // or a registered name. It returns what was chosen and why others were not.
-func UseBackend(name string) (Backend, error) {
+func UseGEMM(name string) (GEMM, error) {
 	registryMu.Lock()
 	defer registryMu.Unlock()
 	var errs []error
@@ -86,9 +86,9 @@ func UseBackend(name string) (Backend, error) {
 	return nil, fmt.Errorf("gemm backend %q unavailable: %w", name, errors.Join(errs...))
 }
 
-// ActiveBackend returns the backend in use. On first use it selects the one
+// ActiveGEMM returns the GEMM library in use. On first use it selects the one
 // named by $TINCT_GEMM, or "auto".
-func ActiveBackend() Backend {
+func ActiveGEMM() GEMM {
 	registryMu.Lock()
 	b := active
 	registryMu.Unlock()
@@ -99,7 +99,7 @@ func ActiveBackend() Backend {
 	if name == "" {
 		name = "auto"
 	}
-	b, err := UseBackend(name)
+	b, err := UseGEMM(name)
 	if err != nil {
 		panic("nn: TINCT_GEMM: " + err.Error())
 	}
@@ -110,5 +110,5 @@ func sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 	if m == 0 || n == 0 {
 		return
 	}
-	ActiveBackend().Sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+	ActiveGEMM().Sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }

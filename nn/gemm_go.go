@@ -6,7 +6,7 @@ import (
 )
 
 func init() {
-	RegisterBackend("go", 0, func() (Backend, error) { return goBackend{}, nil })
+	RegisterGEMM("go", 0, func() (GEMM, error) { return goBackend{}, nil })
 }
 
 // goBackend is the pure-Go fallback (gonum's blocked SGEMM): always present,

@@ -11,7 +11,7 @@ import (
 
 func init() {
 	if runtime.GOOS == "linux" {
-		RegisterBackend("onednn", 20, loadOneDNN)
+		RegisterGEMM("onednn", 20, loadOneDNN)
 	}
 }
 
@@ -22,7 +22,7 @@ type onednn struct {
 	sgemm func(transA, transB byte, m, n, k int64, alpha float32, a *float32, lda int64, b *float32, ldb int64, beta float32, c *float32, ldc int64) int32
 }
 
-func loadOneDNN() (Backend, error) {
+func loadOneDNN() (GEMM, error) {
 	name := "libdnnl.so.2"
 	if p := os.Getenv("TINCT_ONEDNN"); p != "" {
 		name = p

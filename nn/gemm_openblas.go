@@ -13,7 +13,7 @@ import (
 
 func init() {
 	if runtime.GOOS == "linux" || runtime.GOOS == "darwin" || runtime.GOOS == "freebsd" {
-		RegisterBackend("openblas", 10, loadOpenBLAS)
+		RegisterGEMM("openblas", 10, loadOpenBLAS)
 	}
 }
 
@@ -35,7 +35,7 @@ const (
 // loadOpenBLAS opens OpenBLAS with purego (no cgo, no headers) and pins it
 // to one thread per call: tinct's kernels run independent products on
 // several goroutines instead, which keeps every core busy between products.
-func loadOpenBLAS() (Backend, error) {
+func loadOpenBLAS() (GEMM, error) {
 	names := openblasNames
 	if p := os.Getenv("TINCT_OPENBLAS"); p != "" {
 		names = []string{p}

@@ -407,8 +407,8 @@ func TestBackendsAgree(t *testing.T) {
 	rng := rand.New(rand.NewPCG(8, 8))
 	var got [][]float32
 	var names []string
-	for _, name := range Backends() {
-		b, err := UseBackend(name)
+	for _, name := range GEMMs() {
+		b, err := UseGEMM(name)
 		if err != nil {
 			t.Logf("backend %s not available: %v", name, err)
 			continue
@@ -460,13 +460,13 @@ func TestBackendsAgree(t *testing.T) {
 		t.Fatal("no backend loads")
 	}
 	t.Logf("backends checked: %v", names)
-	if _, err := UseBackend("auto"); err != nil {
+	if _, err := UseGEMM("auto"); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestUnknownBackend(t *testing.T) {
-	if _, err := UseBackend("nope"); err == nil {
+	if _, err := UseGEMM("nope"); err == nil {
 		t.Fatal("expected an error for an unknown backend")
 	}
 }

@@ -85,11 +85,11 @@ func (s *State) Checkpoint() (*checkpoint.Checkpoint, error) {
 	parts := map[string][]byte{}
 	for _, p := range []struct {
 		name string
-		ts   map[string]model.Tensor
+		ts   map[string]model.StoredTensor
 	}{
 		{PartWeights, s.Net.StateDict()},
 		{PartEMA, s.EMA.StateDict()},
-		{PartOptimizer, map[string]model.Tensor{"adam.m": model.F32(s.Adam.M, len(s.Adam.M)), "adam.v": model.F32(s.Adam.V, len(s.Adam.V)), "adam.step": model.I64(s.Adam.Step)}},
+		{PartOptimizer, map[string]model.StoredTensor{"adam.m": model.F32(s.Adam.M, len(s.Adam.M)), "adam.v": model.F32(s.Adam.V, len(s.Adam.V)), "adam.step": model.I64(s.Adam.Step)}},
 	} {
 		var b bytes.Buffer
 		if err := model.WriteSafetensors(&b, p.ts, map[string]string{"format": "pt"}); err != nil {
@@ -182,7 +182,7 @@ func (s *State) Restore(ck *checkpoint.Checkpoint, log *slog.Logger) error {
 	return nil
 }
 
-func tensors(ck *checkpoint.Checkpoint, part string) (map[string]model.Tensor, error) {
+func tensors(ck *checkpoint.Checkpoint, part string) (map[string]model.StoredTensor, error) {
 	b, ok := ck.Parts[part]
 	if !ok {
 		return nil, fmt.Errorf("checkpoint %s has no %s", ck.Name, part)

@@ -112,7 +112,7 @@ func ReadWeights(data []byte) (*Network, error) {
 // fill it, before the network is allocated: a few bytes of hostile
 // metadata must not ask for gigabytes. The bound over-counts every level's
 // convolutions at the widest width, so that every real network passes.
-func fitsTensors(mc model.Config, ts map[string]model.Tensor) error {
+func fitsTensors(mc model.Config, ts map[string]model.StoredTensor) error {
 	var have int64
 	for _, t := range ts {
 		n := int64(1)

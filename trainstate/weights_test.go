@@ -91,7 +91,7 @@ func TestRestoreAllOrNothing(t *testing.T) {
 			bad := *ck
 			bad.Parts = maps.Clone(ck.Parts)
 			var b bytes.Buffer
-			if err := model.WriteSafetensors(&b, map[string]model.Tensor{"adam.m": model.F32([]float32{1}, 1)}, nil); err != nil {
+			if err := model.WriteSafetensors(&b, map[string]model.StoredTensor{"adam.m": model.F32([]float32{1}, 1)}, nil); err != nil {
 				t.Fatal(err)
 			}
 			bad.Parts[part] = b.Bytes()

@@ -12,10 +12,10 @@ import (
 // float32 vectors). Adam's learning rate, betas and epsilon and the EMA
 // rule are not part of it (a Setup carries them beside it).
 func EncodeReplica(r Replica) *cluster.ReplicaState {
-	m := &cluster.ReplicaState{Params: cluster.Floats(r.Params), Buffers: cluster.Floats(r.Buffers), Tracked: r.Tracked,
-		EmaParams: cluster.Floats(r.EMAParams), EmaBuffers: cluster.Floats(r.EMABuffers)}
+	m := &cluster.ReplicaState{Params: cluster.EncodeFloats(r.Params), Buffers: cluster.EncodeFloats(r.Buffers), Tracked: r.Tracked,
+		EmaParams: cluster.EncodeFloats(r.EMAParams), EmaBuffers: cluster.EncodeFloats(r.EMABuffers)}
 	if r.Adam != nil {
-		m.AdamM, m.AdamV, m.AdamStep = cluster.Floats(r.Adam.M), cluster.Floats(r.Adam.V), r.Adam.Step
+		m.AdamM, m.AdamV, m.AdamStep = cluster.EncodeFloats(r.Adam.M), cluster.EncodeFloats(r.Adam.V), r.Adam.Step
 	}
 	return m
 }
@@ -59,9 +59,9 @@ func DecodeReplica(m *cluster.ReplicaState, params, buffers int, lr, beta1, beta
 		Adam:      &model.Adam{LR: lr, Beta1: beta1, Beta2: beta2, Eps: eps, Step: m.AdamStep, M: make([]float32, params), V: make([]float32, params)},
 		EMAParams: make([]float32, params), EMABuffers: make([]float32, buffers), Rule: rule}
 	if err := errors.Join(
-		cluster.Decode(r.Params, m.Params), cluster.Decode(r.Buffers, m.Buffers),
-		cluster.Decode(r.Adam.M, m.AdamM), cluster.Decode(r.Adam.V, m.AdamV),
-		cluster.Decode(r.EMAParams, m.EmaParams), cluster.Decode(r.EMABuffers, m.EmaBuffers)); err != nil {
+		cluster.DecodeFloats(r.Params, m.Params), cluster.DecodeFloats(r.Buffers, m.Buffers),
+		cluster.DecodeFloats(r.Adam.M, m.AdamM), cluster.DecodeFloats(r.Adam.V, m.AdamV),
+		cluster.DecodeFloats(r.EMAParams, m.EmaParams), cluster.DecodeFloats(r.EMABuffers, m.EmaBuffers)); err != nil {
 		return Replica{}, fmt.Errorf("replica state: %w", err)
 	}
 	return r, nil

@@ -145,7 +145,7 @@ func newCoordinatorCmd() *cobra.Command {
 	var (
 		file string
 		node nodeFlags
-		opt  coordinator.ClusterOptions
+		opt  coordinator.RemoteOptions
 		run  clusterRun
 	)
 	start := &cobra.Command{
@@ -203,7 +203,7 @@ type clusterRun struct {
 	health, addressFile                      string
 }
 
-func trainCluster(ctx context.Context, cmd *cobra.Command, cfg *config.Config, opt coordinator.ClusterOptions, run clusterRun) error {
+func trainCluster(ctx context.Context, cmd *cobra.Command, cfg *config.Config, opt coordinator.RemoteOptions, run clusterRun) error {
 	if opt.GossipBind == "" {
 		host, _, err := net.SplitHostPort(opt.Listen)
 		if err != nil {
@@ -241,7 +241,7 @@ func trainCluster(ctx context.Context, cmd *cobra.Command, cfg *config.Config, o
 	opt.Log = slog.Default()
 	// every worker checks that it opened the same set before it computes
 	opt.DatasetHash, opt.DatasetPath = r.train.Manifest().ContentHash(), worker.HostPath(r.train.Dir())
-	cl, err := coordinator.StartCluster(cfg, opt)
+	cl, err := coordinator.StartRemote(cfg, opt)
 	if err != nil {
 		return err
 	}

@@ -71,7 +71,7 @@ Start with: tinct train --config configs/sample.yaml`,
 			if g.threads > 0 {
 				nn.SetWorkers(g.threads)
 			}
-			b, err := nn.UseBackend(g.gemm)
+			b, err := nn.UseGEMM(g.gemm)
 			if err != nil {
 				return err
 			}
@@ -101,7 +101,7 @@ Start with: tinct train --config configs/sample.yaml`,
 	if defGemm == "" {
 		defGemm = "auto"
 	}
-	root.PersistentFlags().StringVar(&g.gemm, "gemm", defGemm, "GEMM backend: auto (the fastest that loads: oneDNN, then OpenBLAS, then pure Go), onednn, openblas or go; default from $TINCT_GEMM")
+	root.PersistentFlags().StringVar(&g.gemm, "gemm", defGemm, "GEMM library: auto (the fastest that loads: oneDNN, then OpenBLAS, then pure Go), onednn, openblas or go; default from $TINCT_GEMM")
 	root.PersistentFlags().IntVar(&g.threads, "threads", 0, "worker goroutines for the kernels (default: all CPUs)")
 	root.PersistentPostRun = func(*cobra.Command, []string) { pprof.StopCPUProfile() }
 	root.PersistentFlags().StringVar(&g.cpuprofile, "cpuprofile", "", "write a CPU profile to this file")

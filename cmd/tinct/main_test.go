@@ -88,7 +88,7 @@ func tinyFiles(t *testing.T) (dir string, net *model.UNet, x nn.Tensor, nv []flo
 	if err := model.SaveFile(filepath.Join(dir, "w.safetensors"), net.StateDict(), nil); err != nil {
 		t.Fatal(err)
 	}
-	in := map[string]model.Tensor{"x": model.F32(x.Data, 2, 4, 8, 8), "noise_variance": model.F32(nv, 2)}
+	in := map[string]model.StoredTensor{"x": model.F32(x.Data, 2, 4, 8, 8), "noise_variance": model.F32(nv, 2)}
 	if err := model.SaveFile(filepath.Join(dir, "in.safetensors"), in, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func TestModelForwardErrors(t *testing.T) {
 	if err := model.SaveFile(filepath.Join(dir, "missing.safetensors"), sd, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := model.SaveFile(filepath.Join(dir, "nonv.safetensors"), map[string]model.Tensor{"x": model.F32(make([]float32, 256), 1, 4, 8, 8)}, nil); err != nil {
+	if err := model.SaveFile(filepath.Join(dir, "nonv.safetensors"), map[string]model.StoredTensor{"x": model.F32(make([]float32, 256), 1, 4, 8, 8)}, nil); err != nil {
 		t.Fatal(err)
 	}
 	w, in, out := filepath.Join(dir, "w.safetensors"), filepath.Join(dir, "in.safetensors"), filepath.Join(dir, "o.safetensors")

@@ -132,7 +132,7 @@ network in eval mode and writes the predicted noise as eps [N,3,H,W] to
 				return err
 			}
 			eps := net.Forward(ar, x, nv, false)
-			out := map[string]model.Tensor{"eps": model.F32(eps.Data, eps.Shape()...)}
+			out := map[string]model.StoredTensor{"eps": model.F32(eps.Data, eps.Shape()...)}
 			if err := model.SaveFile(output, out, map[string]string{"producer": "tinct model forward"}); err != nil {
 				return err
 			}
@@ -151,7 +151,7 @@ network in eval mode and writes the predicted noise as eps [N,3,H,W] to
 }
 
 // tensorArg decodes a float32 NCHW tensor with the given channel count.
-func tensorArg(ts map[string]model.Tensor, name, file string, channels int) (nn.Tensor, error) {
+func tensorArg(ts map[string]model.StoredTensor, name, file string, channels int) (nn.Tensor, error) {
 	t, ok := ts[name]
 	if !ok {
 		return nn.Tensor{}, fmt.Errorf("%s has no tensor %s", file, name)

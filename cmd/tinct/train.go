@@ -351,7 +351,7 @@ func useCompute(cmd *cobra.Command, cfg *config.Config) error {
 		nn.SetWorkers(cfg.Threads)
 	}
 	if cfg.GEMM != "auto" && !cmd.Flags().Changed("gemm") {
-		b, err := nn.UseBackend(cfg.GEMM)
+		b, err := nn.UseGEMM(cfg.GEMM)
 		if err != nil {
 			return err
 		}

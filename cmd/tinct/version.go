@@ -29,7 +29,7 @@ func newVersionCmd() *cobra.Command {
 					fmt.Fprintf(w, "  oneDNN's primitives unavailable: %v\n", dnnlErr)
 				}
 			}
-			fmt.Fprintf(w, "gemm backend: %s (available: %v)\n", nn.ActiveBackend().Name(), nn.Backends())
+			fmt.Fprintf(w, "gemm backend: %s (available: %v)\n", nn.ActiveGEMM().Name(), nn.GEMMs())
 			fmt.Fprintf(w, "kernel workers: %d\n", nn.Workers())
 		},
 	}
