@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tinct/tinct/colorize"
 	"github.com/tinct/tinct/config"
 	"github.com/tinct/tinct/control"
 	"github.com/tinct/tinct/model"
@@ -210,14 +211,15 @@ func newBenchColorizeCmd() *cobra.Command {
 				return err
 			}
 			defer release()
-			s, err := model.NewSampler(net, samples, b.size, b.size)
+			pipe, err := colorize.New(net, b.size, samples, false)
 			if err != nil {
 				return err
 			}
+			defer pipe.Close()
 			_, gray := randomImages(rng, 1, b.size)
 			flops := 2 * float64(net.MACs(b.size, b.size)) * float64(samples*steps)
 			return timeIt(cmd.OutOrStdout(), "ms_per_image", b.reps, flops, func() {
-				if _, err := s.Colorize(context.Background(), gray, samples, steps, rng, nil); err != nil {
+				if _, err := pipe.Images(context.Background(), gray, samples, steps, rng, nil); err != nil {
 					panic(err)
 				}
 			})
