@@ -51,7 +51,7 @@ func Export(w io.Writer, n *Network) error {
 // maxExportedImageSize bounds the resolution a weights file may claim.
 const maxExportedImageSize = 4096
 
-// ReadWeights decodes a weights file that ExportEMA wrote. A file without
+// ReadWeights decodes a weights file that Export wrote. A file without
 // its metadata (a bare state dict) is an error that says so: its shape is
 // not known.
 func ReadWeights(data []byte) (*Network, error) {
