@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -46,4 +47,21 @@ func localIPs(t *testing.T) []net.IP {
 		}
 	}
 	return ips
+}
+
+// TestGossipLogClosedConnection: memberlist's sends that race its own
+// shutdown ("use of closed network connection") are not warnings: a node
+// that leaves cleanly logs none.
+func TestGossipLogClosedConnection(t *testing.T) {
+	var logs strings.Builder
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	g := &gossipLog{log: log, junk: &Junk{Log: log}}
+	g.Write([]byte("[ERR] memberlist: Failed to send gossip to 127.0.0.1:37791: write udp 127.0.0.1:36749->127.0.0.1:37791: use of closed network connection\n"))
+	if strings.Contains(logs.String(), "WARN") {
+		t.Errorf("a send after shutdown is a warning:\n%s", logs.String())
+	}
+	g.Write([]byte("[ERR] memberlist: Failed to send gossip to 127.0.0.1:37791: connection refused\n"))
+	if !strings.Contains(logs.String(), "WARN") {
+		t.Errorf("a failed send is not a warning:\n%s", logs.String())
+	}
 }

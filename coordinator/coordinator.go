@@ -221,6 +221,10 @@ func (c *Coordinator) handle(ctx context.Context, ev control.Event, interrupted 
 		case control.Committed:
 			c.committed(a)
 		case control.Abandon:
+			if _, stop := ev.(control.Stop); stop { // no ring is re-formed: the run stops
+				c.log.Debug("steps in flight given up (nothing applied)", "from_step", a.Step, "reason", a.Reason)
+				continue
+			}
 			c.log.Warn("step abandoned (nothing applied); the ring is re-formed from the committed state", "step", a.Step, "generation", a.Gen, "reason", a.Reason)
 		case control.Drop:
 			c.log.Warn("worker dropped; it may rejoin with a fresh state", "worker", a.Worker, "reason", a.Reason)

@@ -455,3 +455,21 @@ func TestSampleGridKeepsLuminance(t *testing.T) {
 		})
 	}
 }
+
+// TestInterruptDoesNotReformRing: an interrupted run gives up its steps in
+// flight without warning that the ring is re-formed: it stops.
+func TestInterruptDoesNotReformRing(t *testing.T) {
+	var logs strings.Builder
+	ctx, cancel := context.WithCancel(context.Background())
+	l := startLocal(t, testConfig(t, t.TempDir(), "steps_in_flight=4", "snapshot_every=4"), coordinator.Options{Log: slog.New(slog.NewTextHandler(&logs, nil)), AfterStep: func(step int64) {
+		if step == 1 {
+			cancel()
+		}
+	}}, false, 1)
+	if err := l.co.Run(ctx); !errors.Is(err, coordinator.ErrInterrupted) {
+		t.Fatalf("interrupted run: %v", err)
+	}
+	if strings.Contains(logs.String(), "re-formed") {
+		t.Errorf("an interrupted run says the ring is re-formed:\n%s", logs.String())
+	}
+}

@@ -9,10 +9,11 @@ import (
 	"fmt"
 	"image"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -92,23 +93,23 @@ func (s Summary) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s (%s, %s split) -> %s at %dx%d: train %d, val %d, test %d",
 		s.Source, s.Format, s.SplitRule, s.Out, s.ImageSize, s.ImageSize, s.Train, s.Val, s.Test)
-	reasons := make([]string, 0, len(s.Skipped))
-	for r := range s.Skipped {
-		reasons = append(reasons, r)
-	}
-	sort.Strings(reasons)
-	for i, r := range reasons {
-		if i == 0 {
-			b.WriteString("; skipped: ")
-		} else {
-			b.WriteString(", ")
-		}
-		fmt.Fprintf(&b, "%d %s", s.Skipped[r], r)
+	if len(s.Skipped) > 0 {
+		b.WriteString("; skipped: " + s.Reasons())
 	}
 	if s.Ignored > 0 {
 		fmt.Fprintf(&b, "; ignored %d (not images)", s.Ignored)
 	}
 	return b.String()
+}
+
+// Reasons counts the skipped items by reason, e.g. "2 too small (<32 px),
+// 1 undecodable".
+func (s Summary) Reasons() string {
+	var parts []string
+	for _, r := range slices.Sorted(maps.Keys(s.Skipped)) {
+		parts = append(parts, fmt.Sprintf("%d %s", s.Skipped[r], r))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // Prepare reads the source, converts every usable image to a fixed-size
@@ -141,7 +142,7 @@ func Prepare(ctx context.Context, opt PrepareOptions) (Summary, error) {
 			}
 		}
 		if valRows < int64(opt.Val+opt.Test) {
-			return Summary{}, fmt.Errorf("the validation files of %s hold %d rows, fewer than val+test = %d+%d; lower val and test", opt.Source, valRows, opt.Val, opt.Test)
+			return Summary{}, fmt.Errorf("the validation files of %s hold %d rows, fewer than val+test = %d+%d; lower val and test (--val and --test, or val_images and test_images) to %d together", opt.Source, valRows, opt.Val, opt.Test, valRows)
 		}
 	}
 
@@ -423,8 +424,7 @@ func skipText(skipped map[string]int) string {
 	if len(skipped) == 0 {
 		return "nothing was skipped"
 	}
-	s := Summary{Skipped: skipped}.String()
-	return "skipped: " + s[strings.Index(s, "skipped: ")+len("skipped: "):]
+	return "skipped: " + Summary{Skipped: skipped}.Reasons()
 }
 
 // produce emits the source's items in order.

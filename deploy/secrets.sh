@@ -21,7 +21,7 @@ for f in cluster-secret s3-access-key s3-secret-key serve-token; do
 	[[ -s $DIR/$f ]] || rand >"$DIR/$f"
 done
 if [[ ! -s $DIR/tls/tls.crt ]]; then
-	"$TINCT" cluster certs --out "$DIR/ca" --host tinct >/dev/null
+	"$TINCT" cluster certs --out "$DIR/ca" --host tinct --in-work-tree >/dev/null
 	rm -rf "$DIR/tls"
 	mv "$DIR/ca/tinct" "$DIR/tls"
 fi

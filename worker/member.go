@@ -99,7 +99,11 @@ func (m *Member) Step(ctx context.Context, t *control.Task, tracked int64) *cont
 	fail := func(err error) *control.Report {
 		rep.Err = err.Error()
 		rep.RingFault = errors.Is(err, allreduce.ErrBroken) || errors.As(err, new(ringError))
-		if m.Log != nil {
+		switch {
+		case m.Log == nil:
+		case ctx.Err() != nil: // the worker is stopping: not a fault
+			m.Log.Debug("step given up", "step", t.Step, "generation", t.Gen, "err", err)
+		default:
 			m.Log.Warn("step failed", "step", t.Step, "generation", t.Gen, "err", err)
 		}
 		return rep

@@ -1,12 +1,15 @@
 package worker
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
 
+	"github.com/tinct/tinct/control"
 	"github.com/tinct/tinct/model"
 	"github.com/tinct/tinct/trainstate"
 )
@@ -123,5 +126,27 @@ func TestWorkerErrors(t *testing.T) {
 	cancel()
 	if _, err := w2.Compute(ctx, Task{Indices: []int{0}}); err == nil {
 		t.Fatal("cancelled context accepted")
+	}
+}
+
+// TestStepStoppingIsQuiet: a step that fails because the worker is
+// stopping (its context cancelled) is not logged as a failure (clean
+// exits warned "step failed … context canceled").
+func TestStepStoppingIsQuiet(t *testing.T) {
+	w, _ := newWorker(t)
+	t.Cleanup(w.Close)
+	var log bytes.Buffer
+	m := &Member{W: w, Log: slog.New(slog.NewTextHandler(&log, nil))}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if rep := m.Step(ctx, &control.Task{Gen: 7, Step: 1}, 0); rep.Err == "" {
+		t.Fatal("a task of another generation was computed")
+	}
+	if strings.Contains(log.String(), "WARN") {
+		t.Errorf("stopping logged a warning: %s", log.String())
+	}
+	m.Step(context.Background(), &control.Task{Gen: 7, Step: 1}, 0)
+	if !strings.Contains(log.String(), "step failed") {
+		t.Errorf("a real failure was not logged: %q", log.String())
 	}
 }

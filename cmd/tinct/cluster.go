@@ -95,9 +95,10 @@ func clusterSecret(file string) ([]byte, error) {
 func newClusterCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "cluster", Short: "Tools for a training cluster"}
 	var (
-		out   string
-		hosts []string
-		days  int
+		out      string
+		hosts    []string
+		days     int
+		workTree bool
 	)
 	certs := &cobra.Command{
 		Use:   "certs --out DIR --host NAME[,NAME...] ...",
@@ -111,13 +112,17 @@ the folder. Nodes check each other's certificates against the CA only, not
 the names in them (the CA is the cluster's own: holding a certificate from
 it is what makes a node a member), so one certificate may serve many
 workers, e.g. every pod of a StatefulSet. Keep ca.key off the nodes; every
-file is written 0600.`,
-		Example: `  tinct cluster certs --out certs --host coordinator,10.0.0.1 --host gpu1,10.0.0.2 --host gpu2,10.0.0.3
-  tinct cluster certs --out certs --host 127.0.0.1      # one certificate for a cluster on this machine`,
+file is written 0600. DIR inside a git work tree is refused (one git add -A
+would commit the CA's key) unless --in-work-tree is given.`,
+		Example: `  tinct cluster certs --out ~/.tinct/certs --host coordinator,10.0.0.1 --host gpu1,10.0.0.2 --host gpu2,10.0.0.3
+  tinct cluster certs --out ~/.tinct/certs --host 127.0.0.1      # one certificate for a cluster on this machine`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
 				return errors.New("--out DIR is required")
+			}
+			if tree := workTreeOf(out); tree != "" && !workTree {
+				return fmt.Errorf("--out %s is inside the git work tree %s, where one git add -A would commit the CA's private key: write it outside (e.g. --out ~/.tinct/certs), or give --in-work-tree", out, tree)
 			}
 			var nodes [][]string
 			for _, h := range hosts {
@@ -136,8 +141,21 @@ file is written 0600.`,
 	certs.Flags().StringVar(&out, "out", "", "folder to write the CA and the node folders into")
 	certs.Flags().StringArrayVar(&hosts, "host", nil, "a node's names (DNS or IP), comma-separated; repeat for each node")
 	certs.Flags().IntVar(&days, "days", 365, "validity of the certificates in days")
+	certs.Flags().BoolVar(&workTree, "in-work-tree", false, "write into a git work tree all the same (a folder git ignores, or a key deleted at once)")
 	cmd.AddCommand(certs)
 	return cmd
+}
+
+// workTreeOf is the git work tree that holds dir (the nearest folder up
+// with a .git entry), or "".
+func workTreeOf(dir string) string {
+	d, _ := filepath.Abs(dir)
+	for ; d != filepath.Dir(d); d = filepath.Dir(d) {
+		if _, err := os.Lstat(filepath.Join(d, ".git")); err == nil {
+			return d
+		}
+	}
+	return ""
 }
 
 func newCoordinatorCmd() *cobra.Command {
@@ -275,7 +293,7 @@ func trainCluster(ctx context.Context, cmd *cobra.Command, cfg *config.Config, o
 	if err := colorizeExample(ctx, st.EMA, cfg, dataDir, runDir); err != nil {
 		return err
 	}
-	r.summary(cmd.ErrOrStderr(), co)
+	r.summary(cmd.ErrOrStderr(), co, "the same tinct coordinator start command with resume=true and a larger epochs=, and the workers' tinct worker join")
 	return nil
 }
 

@@ -514,3 +514,46 @@ func TestClusterWorkerRefusedExits(t *testing.T) {
 	co.cmd.Process.Signal(syscall.SIGTERM)
 	co.wait(t, 30*time.Second)
 }
+
+// TestClusterCertsRefusesWorkTree: tinct cluster certs does not write the
+// CA's private key into a git work tree (one git add -A commits it) unless
+// --in-work-tree says so.
+func TestClusterCertsRefusesWorkTree(t *testing.T) {
+	repo := t.TempDir()
+	os.Mkdir(filepath.Join(repo, ".git"), 0o755)
+	out := filepath.Join(repo, "sub", "certs")
+	certs := func(more ...string) error {
+		c := newClusterCmd()
+		c.SetArgs(append([]string{"certs", "--out", out, "--host", "127.0.0.1"}, more...))
+		c.SetOut(io.Discard)
+		c.SetErr(io.Discard)
+		return c.Execute()
+	}
+	if err := certs(); err == nil || !strings.Contains(err.Error(), repo) || !strings.Contains(err.Error(), "--in-work-tree") {
+		t.Errorf("--out in a work tree: %v, want a refusal naming %s and --in-work-tree", err, repo)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("the refused command left %s (%v)", out, err)
+	}
+	if err := certs("--in-work-tree"); err != nil {
+		t.Errorf("--in-work-tree: %v", err)
+	}
+}
+
+// TestClusterRunHint: a cluster run that finishes names the coordinator's
+// command in its closing hint, not tinct train.
+func TestClusterRunHint(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	data, dir := preparedSet(t), t.TempDir()
+	co, addr := startCoordinator(t, data, dir, nil, "epochs=2")
+	w := startWorker(t, addr, "w0")
+	if err := co.wait(t, 60*time.Second); err != nil {
+		t.Fatalf("coordinator: %v", err)
+	}
+	if out := co.output(); !strings.Contains(out, "the same tinct coordinator start command") || strings.Contains(out, "tinct train") {
+		t.Errorf("the closing hint does not name tinct coordinator start:\n%s", out)
+	}
+	w.wait(t, 20*time.Second)
+}

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 
@@ -48,8 +50,17 @@ Files that are not images (a NOTICE.md beside the photos) are ignored.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opt.Source = args[0]
 			opt.Progress = prepareProgress(cmd.ErrOrStderr())
+			_, statErr := os.Stat(opt.Out)
 			sum, err := dataset.Prepare(cmd.Context(), opt)
 			if err != nil {
+				if os.IsNotExist(statErr) {
+					os.RemoveAll(opt.Out) // the folder this command made, and only what it wrote
+				}
+				var few *dataset.TooFewError
+				if errors.As(err, &few) {
+					k := max(few.Usable/10, min(1, few.Usable/3)) // a tenth each; one each from 3 images, none below
+					return fmt.Errorf("%s has %d usable images, but --val %d and --test %d leave none for training: pass --val %d --test %d", few.Source, few.Usable, few.Val, few.Test, k, k)
+				}
 				return err
 			}
 			logSkips(slog.Default(), sum)
@@ -136,7 +147,7 @@ func logSkips(log *slog.Logger, sum dataset.Summary) {
 func prepareResult(sum dataset.Summary) string {
 	line := fmt.Sprintf("prepared %s: train %d, val %d, test %d", sum.Out, sum.Train, sum.Val, sum.Test)
 	if n := len(sum.Skips); n > 0 {
-		line += fmt.Sprintf("; skipped %d (listed in %s) %v", n, filepath.Join(sum.Out, dataset.SkippedFile), sum.Skipped)
+		line += fmt.Sprintf("; skipped %d (listed in %s): %s", n, filepath.Join(sum.Out, dataset.SkippedFile), sum.Reasons())
 	}
 	if sum.Ignored > 0 {
 		line += fmt.Sprintf("; ignored %d (not images)", sum.Ignored)

@@ -68,3 +68,39 @@ func TestDataPrepareListsSkipped(t *testing.T) {
 		t.Errorf("output %q counts NOTICE.md as a bad image", o)
 	}
 }
+
+// TestDataPrepareTooFew: with val+test beyond a small folder, tinct data
+// prepare says which --val and --test would do, and leaves no --out folder
+// behind unless it was there before (then it keeps what it held).
+func TestDataPrepareTooFew(t *testing.T) {
+	src := photos(t, 23)
+	out := filepath.Join(t.TempDir(), "set")
+	if _, err := run(t, "data", "prepare", src, "--out", out, "--image-size", "8"); err == nil || !strings.Contains(err.Error(), "pass --val 2 --test 2") {
+		t.Errorf("the defaults on 23 photos: %v, want a hint to pass --val 2 --test 2", err)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("the failed prepare left %s (%v)", out, err)
+	}
+	keep := filepath.Join(out, "keep.txt")
+	os.MkdirAll(out, 0o755)
+	os.WriteFile(keep, nil, 0o644)
+	if _, err := run(t, "data", "prepare", src, "--out", out, "--image-size", "8"); err == nil {
+		t.Fatal("prepared with val+test 2000 of 23")
+	}
+	if _, err := os.Stat(keep); err != nil {
+		t.Errorf("a failed prepare took what the folder held: %v", err)
+	}
+	if o, err := run(t, "data", "prepare", src, "--out", out, "--image-size", "8", "--val", "2", "--test", "2"); err != nil {
+		t.Errorf("with the suggested --val 2 --test 2: %v\n%s", err, o)
+	}
+}
+
+// TestPrepareResultReadable: the line tinct data prepare prints counts the
+// skipped files by reason in words, not as a Go map.
+func TestPrepareResultReadable(t *testing.T) {
+	sum := dataset.Summary{Out: "/set", Skipped: map[string]int{dataset.SkipUndecodable: 1, dataset.SkipTooSmall: 2}, Skips: make([]dataset.Skip, 3)}
+	got := prepareResult(sum)
+	if strings.Contains(got, "map[") || !strings.Contains(got, "2 "+dataset.SkipTooSmall) {
+		t.Errorf("prepareResult = %q", got)
+	}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -185,5 +186,22 @@ func TestConfigShow(t *testing.T) {
 	}
 	if _, err := run(t, "config", "show", "epoch=7"); err == nil || !strings.Contains(err.Error(), "epochs") {
 		t.Errorf("an unknown key: %v", err)
+	}
+}
+
+// TestConfigFilesNamePaths: the repository paths the configuration files'
+// comments name exist (outputs/ is made by the runs).
+func TestConfigFilesNamePaths(t *testing.T) {
+	files, _ := filepath.Glob("../../configs/*.yaml")
+	path := regexp.MustCompile("(?:^|[\\s(`])([a-z][a-z0-9_-]*/[a-z0-9_./-]*[a-z0-9])")
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		for _, c := range regexp.MustCompile(`#.*`).FindAllString(string(b), -1) {
+			for _, m := range path.FindAllStringSubmatch(c, -1) {
+				if _, err := os.Stat("../../" + m[1]); err != nil && !strings.HasPrefix(m[1], "outputs/") {
+					t.Errorf("%s names %s: %v", f, m[1], err)
+				}
+			}
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -82,6 +83,14 @@ colorizations in progress finish for a few seconds.`,
   TINCT_SERVE_TOKEN=$(cat ~/.tinct-token) tinct serve --addr 0.0.0.0:7860 --store outputs/checkpoints`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// a --store given must exist (a typo would make an empty one)
+			dir := opts.Store
+			if u, err := url.Parse(dir); err == nil && strings.EqualFold(u.Scheme, "file") {
+				dir = u.Path
+			}
+			if _, err := os.Stat(dir); os.IsNotExist(err) && cmd.Flags().Changed("store") && !strings.Contains(dir, "://") {
+				return fmt.Errorf("serve: --store %s does not exist: give the store a training run saved to (its store=), or leave --store out to start with the bundled demo model", dir)
+			}
 			if metricsURL != "" {
 				opts.Cluster = serve.MetricsCluster{URL: metricsURL, Client: &http.Client{Timeout: 5 * time.Second}}
 			}
@@ -131,7 +140,7 @@ colorizations in progress finish for a few seconds.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&addr, "addr", "127.0.0.1:7860", "address to listen on, HOST:PORT")
-	f.StringVar(&opts.Store, "store", "outputs/checkpoints", "checkpoint store to colorize with: a directory or file:///absolute/dir")
+	f.StringVar(&opts.Store, "store", "outputs/checkpoints", "checkpoint store to colorize with: an existing directory or file:///absolute/dir (the default one is made)")
 	f.StringVar(&opts.RunDir, "run", "", "training run directory for the dashboard (default: the newest under --outputs)")
 	f.StringVar(&opts.OutputsDir, "outputs", "outputs", "where training runs are (output_dir of tinct train)")
 	f.StringVar(&metricsURL, "coordinator", "", "a running trainer's metrics URL for the cluster panel, e.g. http://127.0.0.1:9464/metrics (tinct train metrics_addr=…)")

@@ -36,6 +36,7 @@ func TestServeHelp(t *testing.T) {
 // context, as SIGINT does.
 func TestServeRuns(t *testing.T) {
 	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, "checkpoints"), 0o755)
 	cmd := newServeCmd()
 	pr, pw := io.Pipe()
 	cmd.SetOut(pw)
@@ -139,6 +140,7 @@ func startServe(t *testing.T, args ...string) (string, error) {
 func TestServeToken(t *testing.T) {
 	dir := t.TempDir()
 	store := filepath.Join(dir, "checkpoints")
+	os.Mkdir(store, 0o755)
 	t.Setenv("TINCT_SERVE_TOKEN", "")
 	if url, err := startServe(t, "--addr", "0.0.0.0:0", "--store", store, "--outputs", dir); url != "" || err == nil || !strings.Contains(err.Error(), "--token-file") {
 		t.Fatalf("0.0.0.0 without a token: listening on %q, error %v; want a refusal naming --token-file", url, err)
@@ -175,6 +177,21 @@ func TestServeToken(t *testing.T) {
 			if res.StatusCode != want {
 				t.Errorf("%v env %q, Authorization %q: %d, want %d", tc.args, tc.env, auth, res.StatusCode, want)
 			}
+		}
+	}
+}
+
+// TestServeStoreMissing: a --store folder that does not exist (a typo) is
+// an error naming it, not a new empty store served with the demo model.
+func TestServeStoreMissing(t *testing.T) {
+	store := filepath.Join(t.TempDir(), "no-such-store")
+	for _, arg := range []string{store, "file://" + store} {
+		url, err := startServe(t, "--addr", "127.0.0.1:0", "--store", arg)
+		if url != "" || err == nil || !strings.Contains(err.Error(), store) {
+			t.Errorf("--store %s: listening on %q, error %v; want an error naming %s", arg, url, err, store)
+		}
+		if _, err := os.Stat(store); !os.IsNotExist(err) {
+			t.Fatalf("--store %s: the folder was made (%v)", arg, err)
 		}
 	}
 }

@@ -110,12 +110,13 @@ func train(ctx context.Context, cmd *cobra.Command, cfg *config.Config) error {
 	if err := colorizeExample(ctx, st.EMA, cfg, r.dataDir, r.dir); err != nil {
 		return err
 	}
-	r.summary(cmd.ErrOrStderr(), co)
+	r.summary(cmd.ErrOrStderr(), co, "the same tinct train command with resume=true and a larger epochs=")
 	return nil
 }
 
-// summary ends a finished run with what it made and what to do next.
-func (r *runParts) summary(w io.Writer, co *coordinator.Coordinator) {
+// summary ends a finished run with what it made and what to do next; more
+// says how to train more epochs.
+func (r *runParts) summary(w io.Writer, co *coordinator.Coordinator, more string) {
 	store := r.st.Config.Store
 	fmt.Fprintf(w, `
 training finished: %d epochs, %d steps, last epoch's mean loss %.4f
@@ -124,8 +125,8 @@ training finished: %d epochs, %d steps, last epoch's mean loss %.4f
 next:
   tinct colorize PHOTO.jpg --checkpoint %s
   tinct serve --store %s    (the web app, http://127.0.0.1:7860)
-  more epochs: the same tinct train command with resume=true and a larger epochs=
-`, co.Epoch(), co.Step(), co.EpochLoss(), r.dir, store, store, store)
+  more epochs: %s
+`, co.Epoch(), co.Step(), co.EpochLoss(), r.dir, store, store, store, more)
 }
 
 // runUntilDone trains until the last epoch, or until SIGINT/SIGTERM, when
@@ -410,7 +411,7 @@ func preparedData(ctx context.Context, cfg *config.Config) (string, error) {
 		}
 		return "", err
 	}
-	slog.Info("dataset prepared", "train", summary.Train, "val", summary.Val, "test", summary.Test, "skipped", summary.Skipped, "ignored", summary.Ignored)
+	slog.Info("dataset prepared", "train", summary.Train, "val", summary.Val, "test", summary.Test, "skipped", summary.Reasons(), "ignored", summary.Ignored)
 	logSkips(slog.Default(), summary)
 	return out, nil
 }
