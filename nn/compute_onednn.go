@@ -342,7 +342,7 @@ func ptr(t []float32) unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(t)
 
 // Which convolutions run on oneDNN was chosen by measurement
 // (BenchmarkConv, every layer of the 128² network at batch 1 and 8, in
-// docs/benchmarks.md): its 3×3 kernels beat im2col+GEMM by 10–40% even with
+// docs/benchmarks-history.md, "Per layer"): its 3×3 kernels beat im2col+GEMM by 10–40% even with
 // the reorders in and out, while a 1×1 convolution is a plain GEMM on NCHW
 // that the reorders only slow down. So 1×1 layers stay on the kernels.
 func (o *oneDNNCompute) useDNNL(c *Conv2D) bool { return c.K == 3 || o.allConvs }
