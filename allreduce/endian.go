@@ -11,24 +11,6 @@ import (
 // that tinct runs on, le.Host) the vectors are sent and copied without
 // conversion.
 
-// leBytes returns v as little-endian bytes: a view of v itself on
-// little-endian hosts (the gRPC codec copies it while sending), else an
-// encoding into scratch, which it returns for reuse.
-func leBytes(v []float32, scratch []byte) (b, newScratch []byte) {
-	if len(v) == 0 {
-		return nil, scratch
-	}
-	if le.Host {
-		return le.Bytes(v), scratch
-	}
-	if cap(scratch) < 4*len(v) {
-		scratch = make([]byte, 4*len(v))
-	}
-	b = scratch[:4*len(v)]
-	encodeLE(b, v)
-	return b, scratch
-}
-
 // encodeLE writes v into b (len 4·len(v)) as little-endian float32s.
 func encodeLE(b []byte, v []float32) {
 	b = b[:4*len(v)]

@@ -115,19 +115,6 @@ func (e *CorruptError) Unwrap() error { return e.Err }
 // Is reports whether target is ErrCorrupt.
 func (e *CorruptError) Is(target error) bool { return target == ErrCorrupt }
 
-// Verify checks that the named checkpoint is complete and that every part
-// matches its manifest. Stores that can check without holding the parts in
-// memory (Dir and S3) do so.
-func Verify(ctx context.Context, s Store, name string) error {
-	if v, ok := s.(interface {
-		Verify(ctx context.Context, name string) error
-	}); ok {
-		return v.Verify(ctx, name)
-	}
-	_, err := s.Load(ctx, name)
-	return err
-}
-
 const acceptedForms = "a directory path (runs/checkpoints), file:///absolute/dir or s3://bucket/prefix"
 
 // Open opens the store at rawURL with the S3 options from the environment:

@@ -155,7 +155,7 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 					t.Fatal(err)
 				}
 				sameCheckpoint(t, got, tt.c)
-				if err := Verify(ctx, d, tt.c.Name); err != nil {
+				if err := d.Verify(ctx, tt.c.Name); err != nil {
 					t.Errorf("Verify: %v", err)
 				}
 				if l := readLatest(t, d); l != tt.c.Name {
@@ -445,9 +445,6 @@ func TestLoadErrors(t *testing.T) {
 	})
 }
 
-// loadOnly hides a store's streaming Verify, to test the generic path.
-type loadOnly struct{ Store }
-
 func TestVerify(t *testing.T) {
 	forEachStore(t, testVerify)
 }
@@ -471,21 +468,20 @@ func testVerify(t *testing.T, newStore func(*testing.T) fixture) {
 		{"truncated", "epoch-000060", "checkpoint epoch-000060: part ema.safetensors: size 10 bytes, manifest says 4096 ({file} truncated; resume skips this checkpoint)"},
 	}
 	save(t, d, ck("epoch-000060x", 61))
-	for _, s := range []Store{d, loadOnly{d}} {
-		for _, tt := range tests {
-			t.Run(fmt.Sprintf("%T/%s", s, tt.name), func(t *testing.T) {
-				err := Verify(ctx, s, tt.ckpt)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// Verify streams the parts; Load must report the same.
+			_, loadErr := d.Load(ctx, tt.ckpt)
+			for _, err := range []error{d.Verify(ctx, tt.ckpt), loadErr} {
 				if tt.want == "" {
 					if err != nil {
 						t.Fatal(err)
 					}
-					return
+				} else if want := expand(d, tt.want); err == nil || err.Error() != want || !errors.Is(err, ErrCorrupt) {
+					t.Errorf("Verify or Load = %v\nwant %s", err, want)
 				}
-				if want := expand(d, tt.want); err == nil || err.Error() != want || !errors.Is(err, ErrCorrupt) {
-					t.Errorf("Verify = %v\nwant %s", err, want)
-				}
-			})
-		}
+			}
+		})
 	}
 }
 
@@ -642,7 +638,7 @@ func TestCrashLeftovers(t *testing.T) {
 				t.Errorf("directory without manifest was touched: %v", err)
 			}
 			for _, c := range []*Checkpoint{a, b} {
-				if err := Verify(ctx, d, c.Name); err != nil {
+				if err := d.Verify(ctx, c.Name); err != nil {
 					t.Error(err)
 				}
 			}

@@ -42,22 +42,11 @@ func sharedMinio(t *testing.T) minioServer {
 	return minioServer{shared.Server(t, testBucket)}
 }
 
-// minioBinary returns the MinIO binary, for a test that starts its own
-// server; without one it skips the test (fails it when $CI is set).
-func minioBinary(t *testing.T) string {
-	t.Helper()
-	return miniotest.Binary(t)
-}
-
 // startMinio starts a server of the test's own on dir.
 func startMinio(bin, dir string) (minioServer, error) {
 	srv, err := miniotest.Start(bin, dir)
 	return minioServer{srv}, err
 }
-
-// freeAddr returns a 127.0.0.1 address with a port that was free a moment
-// ago.
-func freeAddr() (string, error) { return miniotest.FreeAddr() }
 
 // open opens the S3 store s3://path on srv with the root credentials.
 func (srv minioServer) open(t *testing.T, path string) *S3 {

@@ -13,6 +13,8 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/tinct/tinct/internal/miniotest"
 )
 
 // The S3 store also runs the shared tests in checkpoint_test.go (see
@@ -339,7 +341,7 @@ func TestS3SaveCanceledMidUpload(t *testing.T) {
 // it still has the previous checkpoints intact, latest still names the
 // last complete one, and the part that was uploaded is not a checkpoint.
 func TestS3ServerKilledMidUpload(t *testing.T) {
-	bin := minioBinary(t)
+	bin := miniotest.Binary(t) // skips the test without one (fails it when $CI is set)
 	data := t.TempDir()
 	srv, err := startMinio(bin, data)
 	if err != nil {
@@ -419,7 +421,7 @@ func TestS3ServerKilledMidUpload(t *testing.T) {
 
 // An unreachable server is reported as such, and fast with no retries.
 func TestS3Unreachable(t *testing.T) {
-	addr, err := freeAddr() // nothing listens there
+	addr, err := miniotest.FreeAddr() // nothing listens there
 	if err != nil {
 		t.Fatal(err)
 	}

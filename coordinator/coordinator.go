@@ -128,9 +128,6 @@ func newGauges(r *track.Registry) gauges {
 	}
 }
 
-// State is the committed state.
-func (c *Coordinator) State() *trainstate.State { return c.st }
-
 // Step is the number of committed steps; Epoch the current epoch.
 func (c *Coordinator) Step() int64 { return c.core.Position().Step }
 func (c *Coordinator) Epoch() int  { return c.core.Position().Epoch }

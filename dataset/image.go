@@ -48,14 +48,6 @@ func Decode(r io.Reader) (image.Image, error) {
 	return decodeBytes(data)
 }
 
-// DecodeBytes is Decode on an in-memory encoding (no copy of it is made).
-func DecodeBytes(data []byte) (image.Image, error) {
-	if len(data) > maxEncodedBytes {
-		return nil, fmt.Errorf("%w: encoded image exceeds %d MiB", errTooLarge, maxEncodedBytes>>20)
-	}
-	return decodeBytes(data)
-}
-
 // decodeBytes is Decode on an in-memory encoding.
 func decodeBytes(data []byte) (img image.Image, err error) {
 	defer func() {
@@ -191,15 +183,6 @@ func resizeRGB(img image.Image, size int) []uint8 {
 // resizeRGBSquare resizes the square sq of img to size×size.
 func resizeRGBSquare(img image.Image, sq image.Rectangle, size int) []uint8 {
 	return toUint8(resample(sq.Dx(), size, 3, rgbRows(img, sq)))
-}
-
-// resizeGray center-crops and resizes a gray image to size×size. Gray
-// inputs keep their values; other images are converted with luma first.
-func resizeGray(img image.Image, size int) []uint8 {
-	if img == nil || img.Bounds().Empty() || size < 1 {
-		return nil
-	}
-	return resizeGraySquare(img, centerSquare(img.Bounds()), size)
 }
 
 // resizeGraySquare resizes the square sq of a gray image to size×size.

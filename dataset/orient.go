@@ -9,9 +9,9 @@ import (
 
 // This file reads the little of an image's header that decoding needs
 // besides the pixels: the EXIF orientation of JPEG (APP1 "Exif") and PNG
-// (eXIf) files, and whether a JPEG is progressive. Every parser here reads
-// only within the slice it is given and returns a harmless default on
-// anything malformed (FuzzOrientation checks it never panics).
+// (eXIf) files. Every parser here reads only within the slice it is given
+// and returns a harmless default on anything malformed (FuzzOrientation
+// checks it never panics).
 
 // Orientation returns the EXIF orientation tag (0x0112) of a JPEG or PNG
 // encoding, 1 to 8, or 1 (as stored) when there is none or it is invalid.
@@ -39,24 +39,6 @@ func Orientation(data []byte) int {
 		})
 	}
 	return o
-}
-
-// ProgressiveJPEG reports whether data is a progressive JPEG, whose decoder
-// keeps every DCT coefficient (two bytes per pixel and component) besides
-// the image.
-func ProgressiveJPEG(data []byte) bool {
-	progressive := false
-	jpegSegments(data, func(marker byte, _ []byte) bool {
-		switch marker {
-		case 0xC2, 0xC6, 0xCA, 0xCE: // SOF2, SOF6, SOF10, SOF14
-			progressive = true
-			return false
-		case 0xC0, 0xC1, 0xC3, 0xC5, 0xC7, 0xC9, 0xCB, 0xCD, 0xCF:
-			return false
-		}
-		return true
-	})
-	return progressive
 }
 
 // jpegSegments calls fn with each marker segment's marker and payload

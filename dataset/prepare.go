@@ -88,20 +88,6 @@ const HeldOutFile = "held-out.txt"
 // items: one "path<TAB>reason" line each, in source order.
 const SkippedFile = "skipped.txt"
 
-// String renders the summary on one line, e.g. for a log.
-func (s Summary) String() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s (%s, %s split) -> %s at %dx%d: train %d, val %d, test %d",
-		s.Source, s.Format, s.SplitRule, s.Out, s.ImageSize, s.ImageSize, s.Train, s.Val, s.Test)
-	if len(s.Skipped) > 0 {
-		b.WriteString("; skipped: " + s.Reasons())
-	}
-	if s.Ignored > 0 {
-		fmt.Fprintf(&b, "; ignored %d (not images)", s.Ignored)
-	}
-	return b.String()
-}
-
 // Reasons counts the skipped items by reason, e.g. "2 too small (<32 px),
 // 1 undecodable".
 func (s Summary) Reasons() string {

@@ -77,8 +77,8 @@ func TestPrepareFolder(t *testing.T) {
 	if calls != good+3 || lastDone != good+3 || lastTotal != good+3 {
 		t.Errorf("progress: %d calls, last (%d, %d); want %d calls ending (%[4]d, %[4]d)", calls, lastDone, lastTotal, good+3)
 	}
-	if !strings.Contains(sum.String(), "1 undecodable") {
-		t.Errorf("summary text %q lacks the skip counts", sum.String())
+	if !strings.Contains(sum.Reasons(), "1 undecodable") {
+		t.Errorf("skip counts %q lack the undecodable photo", sum.Reasons())
 	}
 
 	m, err := ReadManifest(out)

@@ -49,24 +49,18 @@ type FetchStats struct {
 
 // Fetch copies the prepared dataset at rawURL (s3://bucket/prefix) into
 // cacheDir/<name>/, where name is stable for the bucket and prefix (see
-// CacheDir), and returns that folder for Open. Each shard is checked
-// against the manifest's size and SHA-256; a shard already in the cache
-// with the right content is not downloaded again. Files are written under
-// temporary names and renamed into place, the manifest last, so an
+// CacheDir), and returns that folder for Open in the stats. Each shard is
+// checked against the manifest's size and SHA-256; a shard already in the
+// cache with the right content is not downloaded again. Files are written
+// under temporary names and renamed into place, the manifest last, so an
 // interrupted fetch never leaves a manifest over partial shards.
 //
 // opt gives the S3 endpoint, TLS and region, as for the checkpoint store
 // (checkpoint.Options is the same type; checkpoint.EnvOptions reads
-// TINCT_S3_ENDPOINT, TINCT_S3_INSECURE and TINCT_S3_REGION); the credentials come from AWS_ACCESS_KEY_ID and
-// AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN, if set).
-func Fetch(ctx context.Context, rawURL, cacheDir string, opt s3.Options) (string, error) {
-	st, err := FetchWithStats(ctx, rawURL, cacheDir, opt)
-	return st.Dir, err
-}
-
-// FetchWithStats is Fetch, also reporting how many shards came from the
-// cache.
-func FetchWithStats(ctx context.Context, rawURL, cacheDir string, opt s3.Options) (FetchStats, error) {
+// TINCT_S3_ENDPOINT, TINCT_S3_INSECURE and TINCT_S3_REGION); the
+// credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and
+// AWS_SESSION_TOKEN, if set).
+func Fetch(ctx context.Context, rawURL, cacheDir string, opt s3.Options) (FetchStats, error) {
 	var stats FetchStats
 	r, err := openRemote(rawURL, opt)
 	if err != nil {

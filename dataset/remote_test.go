@@ -67,7 +67,7 @@ func TestUploadFetch(t *testing.T) {
 		t.Fatal(err)
 	}
 	cache := t.TempDir()
-	st, err := FetchWithStats(ctx, url, cache, opt)
+	st, err := Fetch(ctx, url, cache, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func TestUploadFetch(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	st2, err := FetchWithStats(ctx, url, cache, opt)
+	st2, err := Fetch(ctx, url, cache, opt)
 	if err != nil {
 		t.Fatalf("second fetch with the shards gone from the store: %v", err)
 	}
@@ -135,7 +135,7 @@ func TestUploadFetch(t *testing.T) {
 	if err := os.WriteFile(path, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err = FetchWithStats(ctx, url, cache, opt)
+	_, err = Fetch(ctx, url, cache, opt)
 	if err == nil || !strings.Contains(err.Error(), "shard "+bad) || !strings.Contains(err.Error(), "missing") {
 		t.Fatalf("fetch over a damaged cached shard whose object is gone: %v, want an error naming shard %s as missing", err, bad)
 	}
@@ -143,7 +143,7 @@ func TestUploadFetch(t *testing.T) {
 	if err := Upload(ctx, local, url, opt); err != nil {
 		t.Fatal(err)
 	}
-	st3, err := FetchWithStats(ctx, url, cache, opt)
+	st3, err := Fetch(ctx, url, cache, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +217,7 @@ func TestFetchCorruptShardObject(t *testing.T) {
 	}
 
 	put(data) // repaired: the shards fetched before are reused
-	st, err := FetchWithStats(ctx, url, cache, opt)
+	st, err := Fetch(ctx, url, cache, opt)
 	if err != nil {
 		t.Fatal(err)
 	}

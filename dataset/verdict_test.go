@@ -458,7 +458,7 @@ func TestFetchThenOpenHashesOnce(t *testing.T) {
 	}
 	cache := t.TempDir()
 	log := logHashes(t)
-	st, err := FetchWithStats(ctx, url, cache, opt)
+	st, err := Fetch(ctx, url, cache, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -490,12 +490,12 @@ func TestFetchThenOpenHashesOnce(t *testing.T) {
 
 	asAnotherProcess(t)
 	settle()
-	if _, err := FetchWithStats(ctx, url, cache, opt); err != nil {
+	if _, err := Fetch(ctx, url, cache, opt); err != nil {
 		t.Fatal(err)
 	}
 	log.wantHashed(t, "a new process's fetch over a full cache", all...)
 	openAll("Open after the fetch that verified the cached shards")
-	if _, err := FetchWithStats(ctx, url, cache, opt); err != nil {
+	if _, err := Fetch(ctx, url, cache, opt); err != nil {
 		t.Fatal(err)
 	}
 	log.wantHashed(t, "a second fetch in the same process")

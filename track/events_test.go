@@ -105,7 +105,7 @@ func sampleFile(t *testing.T) (data []byte, offsets []int) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	data, err = os.ReadFile(w.EventsPath())
+	data, err = os.ReadFile(w.eventsPath)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,7 +36,7 @@ func TestFuzzSeeds(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	images, err := os.ReadFile(w.EventsPath())
+	images, err := os.ReadFile(w.eventsPath)
 	if err != nil {
 		t.Fatal(err)
 	}

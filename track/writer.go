@@ -113,9 +113,6 @@ func createEventFile(dir string, now time.Time) (*os.File, error) {
 	}
 }
 
-// EventsPath returns the path of the event file this Writer writes.
-func (w *Writer) EventsPath() string { return w.eventsPath }
-
 // Scalar records value for tag at step. The event file stores it as a
 // float32 (TensorBoard's simple_value); metrics.jsonl keeps the float64.
 func (w *Writer) Scalar(tag string, step int64, value float64) error {

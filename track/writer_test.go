@@ -73,12 +73,12 @@ func TestWriterRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	base := filepath.Base(w.EventsPath())
+	base := filepath.Base(w.eventsPath)
 	host, _ := os.Hostname()
-	if !strings.HasPrefix(base, "events.out.tfevents.") || !strings.Contains(base, host) || filepath.Dir(w.EventsPath()) != dir {
-		t.Errorf("event file %s", w.EventsPath())
+	if !strings.HasPrefix(base, "events.out.tfevents.") || !strings.Contains(base, host) || filepath.Dir(w.eventsPath) != dir {
+		t.Errorf("event file %s", w.eventsPath)
 	}
-	events, err := ReadEvents(w.EventsPath())
+	events, err := ReadEvents(w.eventsPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +272,7 @@ func TestWriterFlush(t *testing.T) {
 
 	count := func() int {
 		t.Helper()
-		events, err := ReadEvents(w.EventsPath())
+		events, err := ReadEvents(w.eventsPath)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -345,7 +345,7 @@ func TestWriterConcurrent(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	events, err := ReadEvents(w.EventsPath())
+	events, err := ReadEvents(w.eventsPath)
 	if err != nil || len(events) != 201 {
 		t.Fatalf("%d events, err %v; want 201", len(events), err)
 	}

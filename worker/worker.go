@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 
 	"github.com/tinct/tinct/cluster"
 	"github.com/tinct/tinct/dataset"
@@ -134,17 +133,6 @@ func (w *Worker) Load(st trainstate.Replica) error {
 	return nil
 }
 
-// ExampleRNG is the random stream of one example at one step: its diffusion
-// time and noise depend only on (seed, step, index), never on which worker
-// computes it or how the batch was split (rngs.Example; internal/rngs
-// documents every stream of a run).
-func ExampleRNG(seed uint64, step int64, index int) *rand.Rand {
-	return rngs.Example(seed, step, index)
-}
-
-// FlipOf decides whether an example is mirrored in an epoch (rngs.Flip).
-func FlipOf(seed uint64, epoch, index int) bool { return rngs.Flip(seed, epoch, index) }
-
 // Compute runs forward and backward on the task's examples.
 func (w *Worker) Compute(ctx context.Context, t Task) (Result, error) {
 	return w.ComputeScaled(ctx, t, 1, nil)
@@ -181,12 +169,12 @@ func (w *Worker) ComputeScaled(ctx context.Context, t Task, scale float32, ready
 		return Result{}, err
 	}
 	for k, idx := range t.Indices {
-		flip := t.Flip && FlipOf(t.Seed, t.Epoch, idx)
+		flip := t.Flip && rngs.Flip(t.Seed, t.Epoch, idx)
 		c, g := w.x0.Image(k), w.gray.Image(k)
 		if err := w.data.Load(idx, c, g, flip); err != nil {
 			return Result{}, fmt.Errorf("worker %s: example %d: %w", w.Name, idx, err)
 		}
-		w.nv[k] = model.NoisyExample(c, g, w.noise.Image(k), w.input.Image(k), ExampleRNG(t.Seed, t.Step, idx))
+		w.nv[k] = model.NoisyExample(c, g, w.noise.Image(k), w.input.Image(k), rngs.Example(t.Seed, t.Step, idx))
 	}
 	loss := w.net.TrainStep(ar, w.input.Batch(n), w.nv[:n], w.noise.Batch(n), scale, ready)
 	w.bufs = w.net.Buffers(w.bufs[:0])

@@ -95,18 +95,6 @@ func TestNoiseIndependentOfSplit(t *testing.T) {
 			t.Fatalf("example %d: loss %g alone after others, %g before", i, r.Loss, whole[i])
 		}
 	}
-	if FlipOf(5, 1, 3) != FlipOf(5, 1, 3) {
-		t.Fatal("flip not deterministic")
-	}
-	flips := 0
-	for i := range 200 {
-		if FlipOf(5, 1, i) {
-			flips++
-		}
-	}
-	if flips < 70 || flips > 130 {
-		t.Fatalf("%d of 200 examples flipped", flips)
-	}
 }
 
 func TestWorkerErrors(t *testing.T) {

@@ -40,7 +40,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -106,8 +105,7 @@ func envInt(t *testing.T, name string, def int) int {
 type cproc struct {
 	*proc
 	label  string
-	killed atomic.Bool   // the harness sent it SIGKILL
-	eof    chan struct{} // its output is read to the end
+	killed atomic.Bool // the harness sent it SIGKILL
 	// exitSeen is when watch first saw it ended by itself (under chaosRun.mu)
 	exitSeen time.Time
 }
@@ -294,70 +292,14 @@ func (r *chaosRun) spawn(label string, args ...string) (*cproc, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &cproc{proc: &proc{name: label, changed: make(chan struct{}), done: make(chan struct{})}, label: label, eof: make(chan struct{})}
-	p.cmd = exec.Command(os.Args[0], args...)
-	p.cmd.Env = append(os.Environ(), execEnv+"=1", "TINCT_CLUSTER_SECRET=fault-test-secret", "TINCT_TLS_DIR="+r.certs)
-	pr, pw := io.Pipe()
-	p.cmd.Stdout, p.cmd.Stderr = pw, pw
-	if err := p.cmd.Start(); err != nil {
+	pp, err := startTinct(label, r.certs, f, args...)
+	if err != nil {
 		f.Close()
 		return nil, err
 	}
-	go func() {
-		defer close(p.eof)
-		defer f.Close()
-		rd := newLineReader(pr)
-		for {
-			line, err := rd()
-			if err != nil {
-				return
-			}
-			fmt.Fprintln(f, line)
-			p.mu.Lock()
-			p.lines = append(p.lines, line)
-			close(p.changed)
-			p.changed = make(chan struct{})
-			p.mu.Unlock()
-		}
-	}()
-	go func() {
-		p.err = p.cmd.Wait()
-		pw.Close()
-		close(p.done)
-	}()
+	p := &cproc{proc: pp, label: label}
 	r.all = append(r.all, p)
 	return p, nil
-}
-
-// newLineReader splits r into lines (a progress bar's \r counts as an end
-// of line too), however long.
-func newLineReader(r io.Reader) func() (string, error) {
-	chunk := make([]byte, 32<<10)
-	var pending []byte
-	var rerr error
-	return func() (string, error) {
-		for {
-			if i := bytes.IndexAny(pending, "\r\n"); i >= 0 {
-				line := string(pending[:i])
-				pending = pending[i+1:]
-				if line == "" {
-					continue
-				}
-				return line, nil
-			}
-			if rerr != nil {
-				if len(pending) > 0 {
-					line := string(pending)
-					pending = nil
-					return line, nil
-				}
-				return "", rerr
-			}
-			n, err := r.Read(chunk)
-			pending = append(pending, chunk[:n]...)
-			rerr = err
-		}
-	}
 }
 
 // startCoordinator starts a coordinator incarnation and waits until it
@@ -1165,7 +1107,7 @@ func TestChaos(t *testing.T) {
 	if got := finalStep(t, filepath.Join(ref.dir, "ckpt")); got != total {
 		t.Fatalf("fault-free run: final checkpoint at step %d, want %d", got, total)
 	}
-	committedSteps(t, &proc{lines: ref.cos[0].linesFrom(0)}, int(total))
+	committedSteps(t, ref.cos[0].proc, 1, int(total))
 	t.Logf("fault-free run: %d steps in %v", total, refWall.Round(10*time.Millisecond))
 
 	// the same under faults

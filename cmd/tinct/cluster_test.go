@@ -1,7 +1,7 @@
 package main
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -87,25 +87,38 @@ type proc struct {
 	lines   []string
 	changed chan struct{}
 	done    chan struct{}
+	eof     chan struct{} // its output is read to the end
 	err     error
 }
 
-func startProc(t *testing.T, name string, args ...string) *proc {
-	t.Helper()
-	p := &proc{name: name, changed: make(chan struct{}), done: make(chan struct{})}
+// startTinct starts this test binary as tinct with args, with the TLS
+// material in certs. Every output line is kept in p.lines and written to
+// log (if not nil), which is closed when the output ends.
+func startTinct(name, certs string, log io.WriteCloser, args ...string) (*proc, error) {
+	p := &proc{name: name, changed: make(chan struct{}), done: make(chan struct{}), eof: make(chan struct{})}
 	p.cmd = exec.Command(os.Args[0], args...)
-	p.cmd.Env = append(os.Environ(), execEnv+"=1", "TINCT_CLUSTER_SECRET=fault-test-secret", "TINCT_TLS_DIR="+testCerts(t))
+	p.cmd.Env = append(os.Environ(), execEnv+"=1", "TINCT_CLUSTER_SECRET=fault-test-secret", "TINCT_TLS_DIR="+certs)
 	r, w := io.Pipe()
 	p.cmd.Stdout, p.cmd.Stderr = w, w
 	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	go func() {
-		sc := bufio.NewScanner(r)
-		sc.Buffer(make([]byte, 1<<16), 1<<20)
-		for sc.Scan() {
+		defer close(p.eof)
+		if log != nil {
+			defer log.Close()
+		}
+		next := newLineReader(r)
+		for {
+			line, err := next()
+			if err != nil {
+				return
+			}
+			if log != nil {
+				fmt.Fprintln(log, line)
+			}
 			p.mu.Lock()
-			p.lines = append(p.lines, sc.Text())
+			p.lines = append(p.lines, line)
 			close(p.changed)
 			p.changed = make(chan struct{})
 			p.mu.Unlock()
@@ -116,6 +129,46 @@ func startProc(t *testing.T, name string, args ...string) *proc {
 		w.Close()
 		close(p.done)
 	}()
+	return p, nil
+}
+
+// newLineReader splits r into lines (a progress bar's \r counts as an end
+// of line too), however long.
+func newLineReader(r io.Reader) func() (string, error) {
+	chunk := make([]byte, 32<<10)
+	var pending []byte
+	var rerr error
+	return func() (string, error) {
+		for {
+			if i := bytes.IndexAny(pending, "\r\n"); i >= 0 {
+				line := string(pending[:i])
+				pending = pending[i+1:]
+				if line == "" {
+					continue
+				}
+				return line, nil
+			}
+			if rerr != nil {
+				if len(pending) > 0 {
+					line := string(pending)
+					pending = nil
+					return line, nil
+				}
+				return "", rerr
+			}
+			n, err := r.Read(chunk)
+			pending = append(pending, chunk[:n]...)
+			rerr = err
+		}
+	}
+}
+
+func startProc(t *testing.T, name string, args ...string) *proc {
+	t.Helper()
+	p, err := startTinct(name, testCerts(t), nil, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		select {
 		case <-p.done:
@@ -209,24 +262,43 @@ func startWorker(t *testing.T, addr, name string) *proc {
 	return startProc(t, name, "worker", "join", "--threads", "1", "--coordinator", addr, "--name", name)
 }
 
-// committedSteps checks that the coordinator committed steps 1..total once each.
-func committedSteps(t *testing.T, co *proc, total int) {
+// committedSteps checks that the coordinator committed steps from..total
+// once each.
+func committedSteps(t *testing.T, co *proc, from, total int) {
 	t.Helper()
 	seen := map[int]int{}
 	for _, l := range strings.Split(co.output(), "\n") {
 		if m := reStep.FindStringSubmatch(l); m != nil {
-			n, _ := strconv.Atoi(m[1])
-			seen[n]++
+			seen[mustAtoi(m[1])]++
 		}
 	}
-	for s := 1; s <= total; s++ {
+	for s := from; s <= total; s++ {
 		if seen[s] != 1 {
-			t.Errorf("step %d committed %d times", s, seen[s])
+			t.Errorf("%s: step %d committed %d times", co.name, s, seen[s])
 		}
 	}
-	if len(seen) != total {
-		t.Errorf("%d distinct steps committed, want %d", len(seen), total)
+	if len(seen) != total-from+1 {
+		t.Errorf("%s: %d distinct steps committed, want %d", co.name, len(seen), total-from+1)
 	}
+}
+
+// finished checks the end of a run: co and the workers ws exit 0, the
+// final checkpoint is at step total and co committed steps from..total
+// once each.
+func finished(t *testing.T, co *proc, ws []*proc, dir string, from, total int) {
+	t.Helper()
+	if err := co.wait(t, 60*time.Second); err != nil {
+		t.Fatalf("%s: %v", co.name, err)
+	}
+	for _, w := range ws {
+		if err := w.wait(t, 10*time.Second); err != nil {
+			t.Errorf("%s: %v", w.name, err)
+		}
+	}
+	if got := finalStep(t, filepath.Join(dir, "ckpt")); got != int64(total) {
+		t.Errorf("final checkpoint at step %d, want %d", got, total)
+	}
+	committedSteps(t, co, from, total)
 }
 
 func finalStep(t *testing.T, store string) int64 {
@@ -248,6 +320,22 @@ func finalStep(t *testing.T, store string) int64 {
 	return pos.Step
 }
 
+// faultOnW1 starts a coordinator with flags and workers w0, w1 and w2 for
+// epochs, and sends w1 sig ten steps into training. It returns the
+// coordinator, the workers and the index of the coordinator's line then.
+func faultOnW1(t *testing.T, dir string, epochs int, flags []string, sig syscall.Signal) (*proc, []*proc, int) {
+	t.Helper()
+	co, addr := startCoordinator(t, preparedSet(t), dir, flags, fmt.Sprintf("epochs=%d", epochs))
+	ws := []*proc{startWorker(t, addr, "w0"), startWorker(t, addr, "w1"), startWorker(t, addr, "w2")}
+	i, _ := co.waitFor(t, regexp.MustCompile(`ring formed.*workers="?\[w\d w\d w\d\]`), 0, 30*time.Second)
+	i, m := co.waitFor(t, reStep, i, 30*time.Second)
+	i, _ = co.waitFor(t, regexp.MustCompile(`step committed"? step=`+strconv.Itoa(mustAtoi(m[1])+10)+`\b`), i, 30*time.Second)
+	if err := ws[1].cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	return co, ws, i
+}
+
 // TestClusterWorkerKilled: three worker processes train; one is killed
 // with SIGKILL mid-run; the coordinator notices within seconds, re-forms the
 // ring from the survivors and finishes with every step committed once.
@@ -255,17 +343,9 @@ func TestClusterWorkerKilled(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
-	data, dir := preparedSet(t), t.TempDir()
+	dir := t.TempDir()
 	const epochs, spe = 150, 3 // 18 training images, batch 6
-	co, addr := startCoordinator(t, data, dir, []string{"--min-workers", "2", "--wait", "30s", "--step-timeout", "20s", "--setup-timeout", "10s", "--ring-timeout", "10s"},
-		fmt.Sprintf("epochs=%d", epochs))
-	ws := []*proc{startWorker(t, addr, "w0"), startWorker(t, addr, "w1"), startWorker(t, addr, "w2")}
-	i, _ := co.waitFor(t, regexp.MustCompile(`ring formed.*workers="?\[w\d w\d w\d\]`), 0, 30*time.Second)
-	i, m := co.waitFor(t, reStep, i, 30*time.Second)
-	i, _ = co.waitFor(t, regexp.MustCompile(`step committed"? step=`+strconv.Itoa(mustAtoi(m[1])+10)+`\b`), i, 30*time.Second)
-	if err := ws[1].cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
+	co, ws, i := faultOnW1(t, dir, epochs, []string{"--min-workers", "2", "--wait", "30s", "--step-timeout", "20s", "--setup-timeout", "10s", "--ring-timeout", "10s"}, syscall.SIGKILL)
 	killed := time.Now()
 	_, lost := co.waitFor(t, reLost, i, 10*time.Second)
 	if lost[1] != "w1" {
@@ -273,18 +353,7 @@ func TestClusterWorkerKilled(t *testing.T) {
 	}
 	t.Logf("worker loss noticed %v after SIGKILL", time.Since(killed).Round(time.Millisecond))
 	co.waitFor(t, regexp.MustCompile(`ring formed.*workers="?\[(w0 w2|w2 w0)\]`), i, 20*time.Second)
-	if err := co.wait(t, 60*time.Second); err != nil {
-		t.Fatalf("coordinator: %v", err)
-	}
-	for _, w := range []*proc{ws[0], ws[2]} {
-		if err := w.wait(t, 10*time.Second); err != nil {
-			t.Errorf("%s: %v", w.name, err)
-		}
-	}
-	if got := finalStep(t, filepath.Join(dir, "ckpt")); got != epochs*spe {
-		t.Errorf("final checkpoint at step %d, want %d", got, epochs*spe)
-	}
-	committedSteps(t, co, epochs*spe)
+	finished(t, co, []*proc{ws[0], ws[2]}, dir, 1, epochs*spe)
 }
 
 func mustAtoi(s string) int {
@@ -302,35 +371,16 @@ func TestClusterWorkerStalled(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
-	data, dir := preparedSet(t), t.TempDir()
+	dir := t.TempDir()
 	const epochs, spe = 100, 3
-	co, addr := startCoordinator(t, data, dir, []string{"--min-workers", "2", "--wait", "30s", "--step-timeout", "10s", "--setup-timeout", "3s", "--ring-timeout", "2s"},
-		fmt.Sprintf("epochs=%d", epochs))
-	ws := []*proc{startWorker(t, addr, "w0"), startWorker(t, addr, "w1"), startWorker(t, addr, "w2")}
-	i, _ := co.waitFor(t, regexp.MustCompile(`ring formed.*workers="?\[w\d w\d w\d\]`), 0, 30*time.Second)
-	i, m := co.waitFor(t, reStep, i, 30*time.Second)
-	i, _ = co.waitFor(t, regexp.MustCompile(`step committed"? step=`+strconv.Itoa(mustAtoi(m[1])+10)+`\b`), i, 30*time.Second)
-	if err := ws[1].cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	co, ws, i := faultOnW1(t, dir, epochs, []string{"--min-workers", "2", "--wait", "30s", "--step-timeout", "10s", "--setup-timeout", "3s", "--ring-timeout", "2s"}, syscall.SIGSTOP)
 	stopped := time.Now()
 	_, lost := co.waitFor(t, reFailed, i, 15*time.Second)
 	if lost[1] != "w1" {
 		t.Errorf("lost %s, want w1", lost[1])
 	}
 	t.Logf("stalled worker dropped %v after SIGSTOP", time.Since(stopped).Round(time.Millisecond))
-	if err := co.wait(t, 60*time.Second); err != nil {
-		t.Fatalf("coordinator: %v", err)
-	}
-	for _, w := range []*proc{ws[0], ws[2]} {
-		if err := w.wait(t, 10*time.Second); err != nil {
-			t.Errorf("%s: %v", w.name, err)
-		}
-	}
-	if got := finalStep(t, filepath.Join(dir, "ckpt")); got != epochs*spe {
-		t.Errorf("final checkpoint at step %d, want %d", got, epochs*spe)
-	}
-	committedSteps(t, co, epochs*spe)
+	finished(t, co, []*proc{ws[0], ws[2]}, dir, 1, epochs*spe)
 }
 
 // TestClusterCoordinatorKilledResume: when the coordinator dies the workers
@@ -363,31 +413,7 @@ func TestClusterCoordinatorKilledResume(t *testing.T) {
 	co2, _ := startCoordinator(t, data, dir, append(flags, "--listen", addr), append(keys, "resume=true")...)
 	co2.waitFor(t, regexp.MustCompile(`resumed.*step=`+strconv.FormatInt(ck, 10)+`\b`), 0, 10*time.Second)
 	co2.waitFor(t, regexp.MustCompile(`ring formed.*workers="?\[(w0 w1|w1 w0)\]`), 0, 30*time.Second)
-	if err := co2.wait(t, 60*time.Second); err != nil {
-		t.Fatalf("resumed coordinator: %v", err)
-	}
-	for _, w := range ws {
-		if err := w.wait(t, 10*time.Second); err != nil {
-			t.Errorf("%s: %v", w.name, err)
-		}
-	}
-	if got := finalStep(t, filepath.Join(dir, "ckpt")); got != epochs*spe {
-		t.Errorf("final checkpoint at step %d, want %d", got, epochs*spe)
-	}
-	seen := map[int]int{}
-	for _, l := range strings.Split(co2.output(), "\n") {
-		if m := reStep.FindStringSubmatch(l); m != nil {
-			seen[mustAtoi(m[1])]++
-		}
-	}
-	for s := int(ck) + 1; s <= epochs*spe; s++ {
-		if seen[s] != 1 {
-			t.Errorf("after resume, step %d committed %d times", s, seen[s])
-		}
-	}
-	if len(seen) != epochs*spe-int(ck) {
-		t.Errorf("after resume, %d steps committed, want %d", len(seen), epochs*spe-int(ck))
-	}
+	finished(t, co2, ws, dir, int(ck)+1, epochs*spe)
 }
 
 func TestClusterCommandErrors(t *testing.T) {

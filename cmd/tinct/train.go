@@ -369,7 +369,7 @@ func useCompute(cmd *cobra.Command, cfg *config.Config) error {
 // output_dir/prepared/ once.
 func preparedData(ctx context.Context, cfg *config.Config) (string, error) {
 	if dataset.IsRemote(cfg.Dataset) {
-		st, err := dataset.FetchWithStats(ctx, cfg.Dataset, filepath.Join(cfg.OutputDir, "datasets"), checkpoint.EnvOptions())
+		st, err := dataset.Fetch(ctx, cfg.Dataset, filepath.Join(cfg.OutputDir, "datasets"), checkpoint.EnvOptions())
 		if err != nil {
 			return "", err
 		}

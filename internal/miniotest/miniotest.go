@@ -121,23 +121,6 @@ func Start(bin, dir string) (*Server, error) {
 	return nil, errors.Join(errs...)
 }
 
-// StartT starts a server for one test on a temporary folder (or dir, if
-// not empty), stopped when the test ends. Without a binary it skips the
-// test (fails it when $CI is set).
-func StartT(t testing.TB, dir string) *Server {
-	t.Helper()
-	bin := Binary(t)
-	if dir == "" {
-		dir = t.TempDir()
-	}
-	srv, err := Start(bin, dir)
-	if err != nil {
-		t.Fatalf("start MinIO: %v", err)
-	}
-	t.Cleanup(srv.Stop)
-	return srv
-}
-
 func tryStart(bin, dir string) (*Server, error) {
 	addr, err := FreeAddr()
 	if err != nil {
@@ -208,9 +191,6 @@ func (srv *Server) Stop() {
 		<-srv.exited
 	})
 }
-
-// Output returns what the server has printed.
-func (srv *Server) Output() string { return srv.out.String() }
 
 // Client returns a MinIO client with the root credentials.
 func (srv *Server) Client() (*minio.Client, error) {

@@ -41,12 +41,11 @@
 //     k·B … k·B+B−1 (B the batch size; an epoch's last partial batch is
 //     dropped), and the control core deals those B out to the ring's
 //     ranks; a resume at (epoch, step_in_epoch) recomputes the order and
-//     goes on from there. Used by package control (dataset.Permutation
-//     is the same function).
+//     goes on from there. Used by package control.
 //   - Flips — [Flip](seed, epoch, index): whether example index is
 //     mirrored in epoch (only when the configuration's `flip` is on): one
 //     IntN(2) of PCG(seed ^ 0xd1b54a32d192ed03·(epoch+1), index + 2⁴⁰),
-//     1 meaning mirrored. Used by the worker (worker.FlipOf).
+//     1 meaning mirrored. Used by the worker.
 //   - Example noise — [Example](seed, step, index): the diffusion time and
 //     noise of example index at global step step, from
 //     PCG(seed ^ γ·(step+1), index). model.NoisyExample draws the time
@@ -54,7 +53,7 @@
 //     NormFloat64 in CHW order. Keyed by the step and not the epoch, so
 //     an example seen again (next epoch, or a step computed again after a
 //     fault) draws afresh or identically exactly as the step says. Used
-//     by the worker (worker.ExampleRNG).
+//     by the worker.
 //   - Initial weights — [Init](seed): PCG(seed, 0x5eed) wrapped in a
 //     rand.Rand; model.UNet.Init draws one Float64 per weight and bias in
 //     the parameter layout's order (the head stays zero). Used by

@@ -100,3 +100,71 @@ func TestSplitIsNotAnEpoch(t *testing.T) {
 		}
 	}
 }
+
+// TestPermutation: every order is a permutation, the same for the same
+// arguments and different for other seeds and epochs (TestGolden pins the
+// values themselves).
+func TestPermutation(t *testing.T) {
+	for _, tc := range []struct {
+		n     int
+		seed  uint64
+		epoch int
+	}{{0, 1, 0}, {1, 1, 0}, {2, 7, 3}, {10, 0, 0}, {1000, 42, 5}, {1000, 42, -1}, {28000, 1, 99}} {
+		a, b := Permutation(tc.n, tc.seed, tc.epoch), Permutation(tc.n, tc.seed, tc.epoch)
+		ok := len(a) == tc.n
+		for i, v := range slices.Sorted(slices.Values(a)) {
+			ok = ok && v == i
+		}
+		if !ok {
+			t.Fatalf("Permutation(%d, %d, %d) is not a permutation", tc.n, tc.seed, tc.epoch)
+		}
+		if !slices.Equal(a, b) {
+			t.Fatalf("Permutation(%d, %d, %d) not deterministic", tc.n, tc.seed, tc.epoch)
+		}
+	}
+	if p := Permutation(-5, 1, 1); p == nil || len(p) != 0 {
+		t.Fatalf("negative n: got %v, want empty", p)
+	}
+	base := Permutation(1000, 42, 0)
+	for _, other := range [][]int{Permutation(1000, 42, 1), Permutation(1000, 42, 2), Permutation(1000, 43, 0)} {
+		if slices.Equal(base, other) {
+			t.Fatal("two different (seed, epoch) pairs gave the same order")
+		}
+	}
+	if slices.IsSorted(base) {
+		t.Fatal("permutation of 1000 is sorted")
+	}
+}
+
+// TestPermutationUniform: each of the 6 orders of 3 items over many epochs
+// appears about equally often.
+func TestPermutationUniform(t *testing.T) {
+	counts := map[[3]int]int{}
+	const epochs = 6000
+	for e := range epochs {
+		p := Permutation(3, 9, e)
+		counts[[3]int(p)]++
+	}
+	if len(counts) != 6 {
+		t.Fatalf("saw %d of 6 orders", len(counts))
+	}
+	for order, c := range counts {
+		if c < 800 || c > 1200 {
+			t.Errorf("order %v seen %d times in %d, want about 1000", order, c, epochs)
+		}
+	}
+}
+
+// TestFlipBalanced: about half the examples of an epoch are mirrored
+// (TestGolden pins the values).
+func TestFlipBalanced(t *testing.T) {
+	flips := 0
+	for i := range 200 {
+		if Flip(5, 1, i) {
+			flips++
+		}
+	}
+	if flips < 70 || flips > 130 {
+		t.Fatalf("%d of 200 examples flipped", flips)
+	}
+}
