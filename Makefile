@@ -85,7 +85,7 @@ fuzz:
 # bench runs tinct (once per compute backend: go, onednn) and the PyTorch
 # reference on the same rows in one run, then the cluster's own cost per
 # step (make bench-cluster).
-# OPENBLAS_CORETYPE is unset so that OpenBLAS may use AVX-512 (see README).
+# OPENBLAS_CORETYPE is unset so that OpenBLAS may use AVX-512 (docs/internals.md).
 bench: build
 	env -u OPENBLAS_CORETYPE $(PY) bench/compare.py --tinct ./bin/tinct --json bench/results.json
 	$(MAKE) bench-cluster
@@ -112,7 +112,7 @@ clean:
 # image builds the tinct container image (deploy/Dockerfile) from a
 # CGO_ENABLED=0 build. BASE is the base image; when it is the default and
 # not present (no registry here), deploy/base-image.sh makes it from
-# Debian's packages first (debootstrap, ~1 minute; needs root).
+# Debian's packages first (debootstrap: 2–4 minutes; needs root and apt's Debian mirror).
 IMAGE ?= tinct:latest
 BASE_LOCAL := tinct-base:bookworm
 BASE ?= $(BASE_LOCAL)
@@ -187,3 +187,31 @@ CHAOS_SEED ?= 1
 .PHONY: chaos
 chaos:
 	CHAOS_FAULTS=$(CHAOS_FAULTS) CHAOS_SEED=$(CHAOS_SEED) go test -tags chaos -count=1 -v -timeout 40m -run TestChaos ./cmd/tinct
+
+# k8s-validate checks every manifest of deploy/kubernetes (the base and the
+# GPU overlay, through kubectl's kustomize) against a real kube-apiserver
+# on this machine's loopback: server-side apply with dryRun=All and strict
+# field validation, the overlay as an update of a running base, and copies
+# of the base broken on purpose that must be rejected
+# (deploy/kubernetes/validate.sh). Installs Debian's etcd-server where
+# missing; kube-apiserver and kubectl v1.34.0 are built from the Go module
+# proxy once (deploy/kubernetes/k8sbin, cached under
+# ~/.cache/tinct/k8s-v1.34.0). .ci/run runs it.
+.PHONY: k8s-validate k8s-bins k8s-test
+k8s-validate:
+	deploy/kubernetes/validate.sh
+
+# k8s-bins builds (or finds cached) every Kubernetes program the tests use.
+k8s-bins:
+	deploy/kubernetes/k8sbin.sh kube-apiserver kubectl kube-controller-manager kube-scheduler kubelet kube-proxy
+
+# k8s-test runs deploy/kubernetes/base on a real one-node Kubernetes on this
+# machine (deploy/kubernetes/test.sh; root): Debian's containerd, runc and
+# CNI bridge plugin, the Kubernetes programs of k8s-bins, the tinct image
+# imported into containerd, MinIO on the host behind a Service; a worker
+# pod and the coordinator pod deleted mid-run, every step committed once,
+# the web app colorizing through its Service. Everything it starts is
+# stopped. .ci/run runs it after deploy-test; timings in
+# deploy/kubernetes/README.md.
+k8s-test: image minio
+	deploy/kubernetes/test.sh

@@ -426,3 +426,35 @@ func checkPod(t *testing.T, what string, spec corev1.PodSpec, cms []*corev1.Conf
 		}
 	}
 }
+
+// TestK8sBinModule holds deploy/kubernetes/k8sbin/go.mod (the Kubernetes
+// programs make k8s-validate and make k8s-test build) to one release:
+// k8s.io/kubernetes vX.Y.Z, and each of its staging modules replaced by
+// the same module at v0.Y.Z (the release's own go.mod replaces them with
+// ./staging folders, which a module proxy does not serve).
+func TestK8sBinModule(t *testing.T) {
+	b, err := os.ReadFile("kubernetes/k8sbin/go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^\s*(?:require\s+)?k8s\.io/kubernetes\s+v1\.(\d+)\.(\d+)\s*(?://.*)?$`).FindSubmatch(b)
+	if m == nil {
+		t.Fatal("k8sbin/go.mod requires no k8s.io/kubernetes v1.Y.Z")
+	}
+	want := fmt.Sprintf("v0.%s.%s", m[1], m[2])
+	replaces := regexp.MustCompile(`(?m)^\s*(k8s\.io/[a-z0-9-]+)\s+=>\s+(\S+)\s+(\S+)\s*$`).FindAllSubmatch(b, -1)
+	// the staging modules of the 1.3x releases: at least these
+	for _, name := range []string{"api", "apimachinery", "apiserver", "client-go", "kubectl", "kubelet", "kube-proxy", "kube-scheduler", "kube-controller-manager", "component-base"} {
+		if !slices.ContainsFunc(replaces, func(r [][]byte) bool { return string(r[1]) == "k8s.io/"+name }) {
+			t.Errorf("k8sbin/go.mod does not replace k8s.io/%s", name)
+		}
+	}
+	for _, r := range replaces {
+		if string(r[1]) != string(r[2]) || string(r[3]) != want {
+			t.Errorf("k8sbin/go.mod: %s => %s %s, want %s => %s %s", r[1], r[2], r[3], r[1], r[1], want)
+		}
+	}
+	if len(replaces) < 30 {
+		t.Errorf("k8sbin/go.mod replaces %d staging modules; k8s.io/kubernetes v1.%s has 31", len(replaces), m[1])
+	}
+}
