@@ -191,12 +191,15 @@ func load(t *testing.T, dir string, m *manifests) {
 func TestKubernetesBase(t *testing.T) {
 	var m manifests
 	load(t, "kubernetes/base", &m)
-	if len(m.deployments) != 2 || len(m.statefulSets) != 1 || len(m.services) != 3 {
+	if len(m.deployments) != 1 || len(m.statefulSets) != 2 || len(m.services) != 3 {
 		t.Fatalf("base: %d deployments, %d statefulsets, %d services", len(m.deployments), len(m.statefulSets), len(m.services))
 	}
-	co, serve, workers := m.deployments[0], m.deployments[1], m.statefulSets[0]
-	if *co.Spec.Replicas != 1 || co.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
-		t.Error("the coordinator must be one replica, replaced (not rolled) on update")
+	co, workers, serve := m.statefulSets[0], m.statefulSets[1], m.deployments[0]
+	// a StatefulSet of one: its replacement pod starts only when the old
+	// one has ended (its shutdown checkpoint saved), so that two
+	// coordinators never overlap
+	if co.Name != "tinct-coordinator" || *co.Spec.Replicas != 1 || co.Spec.PodManagementPolicy == appsv1.ParallelPodManagement {
+		t.Error("the coordinator must be a StatefulSet of one replica, started only when the old pod has ended")
 	}
 	checkPod(t, "coordinator", co.Spec.Template.Spec, m.configMaps)
 	checkPod(t, "workers", workers.Spec.Template.Spec, m.configMaps)
@@ -236,10 +239,10 @@ func TestKubernetesBase(t *testing.T) {
 func TestKubernetesGPUOverlay(t *testing.T) {
 	var m manifests
 	load(t, "kubernetes/overlays/gpu", &m)
-	if len(m.statefulSets) != 2 {
-		t.Fatalf("want the base's StatefulSet and the overlay's patch, got %d", len(m.statefulSets))
+	if len(m.statefulSets) != 3 {
+		t.Fatalf("want the base's two StatefulSets and the overlay's patch, got %d", len(m.statefulSets))
 	}
-	patch := m.statefulSets[1].Spec.Template.Spec
+	patch := m.statefulSets[2].Spec.Template.Spec
 	c := patch.Containers[0]
 	if flagValue(c.Args, "gpu") != "0" {
 		t.Errorf("GPU workers without --gpu: %v", c.Args)

@@ -24,8 +24,8 @@
 #  5. asserts that the coordinator, both workers and the web app start and
 #     pass their readiness probes; deletes a worker pod mid-run (the
 #     StatefulSet recreates it and it rejoins); deletes the coordinator pod
-#     (the Deployment starts a new one, which resumes from the checkpoint in
-#     MinIO and the workers rejoin); that training finishes with every step
+#     (the StatefulSet starts a new one when the old has ended, which
+#     resumes from the checkpoint in MinIO and the workers rejoin); that training finishes with every step
 #     committed exactly once over both of the coordinator's lives; and that
 #     the web app colorizes a photo with the final checkpoint through its
 #     Service's cluster IP;
@@ -384,7 +384,7 @@ done
 	echo "kind: Kustomization"
 	echo "resources: [$(realpath --relative-to="$W/overlay" "$HERE/base")]"
 	echo "patches:"
-	pod_patch Deployment tinct-coordinator "${co_args%$'\n'}"
+	pod_patch StatefulSet tinct-coordinator "${co_args%$'\n'}"
 	pod_patch StatefulSet tinct-worker
 	pod_patch Deployment tinct-serve
 } >"$W/overlay/kustomization.yaml"
@@ -392,16 +392,16 @@ done
 "$KUBECTL" apply --server-side --field-manager=tinct -f "$W/applied.yaml" 2>&1 | grep -v 'SessionAffinity is ignored' | sed 's/^/  /'
 
 # every coordinator pod's log, followed from when it runs into logs/
+# (co-NN-NAME_UID.log: a StatefulSet's new pod has the old one's name)
 follow_coordinators() {
 	trap 'kill $(jobs -p) 2>/dev/null; exit 0' TERM
 	local p n
 	while :; do
-		for p in $("$KUBECTL" get pods -l app.kubernetes.io/component=coordinator \
-			--field-selector=status.phase=Running -o name 2>/dev/null); do
-			p=${p#pod/}
+		for p in $("$KUBECTL" get pods -l app.kubernetes.io/component=coordinator --field-selector=status.phase=Running \
+			-o jsonpath='{range .items[*]}{.metadata.name}_{.metadata.uid}{"\n"}{end}' 2>/dev/null); do
 			compgen -G "$W/logs/co-*-$p.log" >/dev/null && continue
 			n=$({ compgen -G "$W/logs/co-*.log" || true; } | wc -l)
-			"$KUBECTL" logs -f "$p" >"$(printf '%s/logs/co-%02d-%s.log' "$W" "$n" "$p")" 2>&1 &
+			"$KUBECTL" logs -f "${p%_*}" >"$(printf '%s/logs/co-%02d-%s.log' "$W" "$n" "$p")" 2>&1 &
 		done
 		sleep 0.5
 	done
@@ -464,28 +464,29 @@ wait_co "ring formed.*$(ring_of 2)" 180 "$AT"
 ready_pods app.kubernetes.io/component=worker 2 120
 wait_co 'epoch done' 120 "$AT"
 
-k8s_say "delete the coordinator pod mid-epoch: the Deployment starts another, which resumes from MinIO"
+k8s_say "delete the coordinator pod mid-epoch: the StatefulSet starts another when it has ended, which resumes from MinIO"
 # a few steps past a checkpoint, so that the old coordinator has steps to
 # save that the checkpoint before them does not hold
 wait_co 'checkpoint saved.*name=step-[0-9]+' 120 "$(co_lines)"
 last=$(co_log | sed -n "${AT}p" | grep -Eo 'name=step-[0-9]+' | grep -Eo '[1-9][0-9]*$')
 wait_co "step committed\"? step=$((last + 4)) " 60 "$AT"
-old=$("$KUBECTL" get pods -l app.kubernetes.io/component=coordinator -o jsonpath='{.items[0].metadata.name}')
+old=$("$KUBECTL" get pod tinct-coordinator-0 -o jsonpath='{.metadata.uid}')
 N=$(co_lines)
-"$KUBECTL" delete pod "$old" --wait=false | sed 's/^/  /'
+"$KUBECTL" delete pod tinct-coordinator-0 --wait=false | sed 's/^/  /'
 wait_co 'training interrupted; checkpoint saved' 150 "$N"
 stopped=$(co_log | sed -n "${AT}p" | grep -Eo 'time=[^ ]+' | cut -d= -f2)
 wait_co 'msg="?resumed' 180 "$N"
 resumed=$(co_log | sed -n "${AT}p" | grep -Eo 'time=[^ ]+' | cut -d= -f2)
 wait_co "ring formed.*$(ring_of 2)" 180 "$AT"
 ready_pods app.kubernetes.io/component=coordinator 1 120
-new=$("$KUBECTL" get pods -l app.kubernetes.io/component=coordinator -o jsonpath='{.items[0].metadata.name}')
+new=$("$KUBECTL" get pod tinct-coordinator-0 -o jsonpath='{.metadata.uid}')
 [[ $new != "$old" ]] || k8s_die "the coordinator pod is still $old"
-first=$(head -n 1 "$W"/logs/co-*-"$new".log | grep -Eo 'time=[^ ]+' | cut -d= -f2)
-echo "  $old → $new: the old one saved its checkpoint at $stopped, the new one started at $first and resumed at $resumed"
-# A Deployment starts the replacement as soon as the old pod is deleted, not
-# when it has stopped: the two coordinators overlap while the old one saves
-# (deploy/kubernetes/README.md). Exactly-once below holds them to it.
+first=$(head -n 1 "$W"/logs/co-*-tinct-coordinator-0_"$new".log | grep -Eo 'time=[^ ]+' | cut -d= -f2)
+echo "  tinct-coordinator-0: pod $old → $new: the old one saved its checkpoint at $stopped, the new one started at $first and resumed at $resumed"
+# the StatefulSet starts the new pod only when the old one has ended: the
+# two never overlap (a Deployment's did, by 0.1–0.3 s)
+(($(date -d "$first" +%s%N) > $(date -d "$stopped" +%s%N))) ||
+	k8s_die "the new coordinator started at $first, before the old one had saved at $stopped"
 
 k8s_say "training finishes"
 wait_co 'training finished' 600
