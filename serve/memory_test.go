@@ -48,15 +48,9 @@ func exifOrientation(o int) []byte {
 // zerosPNG is an 8-bit RGB PNG of w×h black pixels (a few hundred KB at
 // 7000², 196 MB decoded), with an eXIf orientation when o > 1.
 func zerosPNG(w, h, o int) []byte {
-	var b bytes.Buffer
-	b.WriteString("\x89PNG\r\n\x1a\n")
-	ihdr := make([]byte, 13)
-	binary.BigEndian.PutUint32(ihdr, uint32(w))
-	binary.BigEndian.PutUint32(ihdr[4:], uint32(h))
-	ihdr[8], ihdr[9] = 8, 2
-	pngChunk(&b, "IHDR", ihdr)
+	b := pngHeader(w, h, 2, 0)
 	if o > 1 {
-		pngChunk(&b, "eXIf", exifOrientation(o))
+		pngChunk(b, "eXIf", exifOrientation(o))
 	}
 	var z bytes.Buffer
 	zw, _ := zlib.NewWriterLevel(&z, zlib.BestCompression)
@@ -65,22 +59,29 @@ func zerosPNG(w, h, o int) []byte {
 		zw.Write(row)
 	}
 	zw.Close()
-	pngChunk(&b, "IDAT", z.Bytes())
-	pngChunk(&b, "IEND", nil)
+	pngChunk(b, "IDAT", z.Bytes())
+	pngChunk(b, "IEND", nil)
 	return b.Bytes()
+}
+
+// pngHeader starts an 8-bit PNG of w×h: the signature and IHDR with the
+// colour type and interlace method given.
+func pngHeader(w, h int, colorType, interlace byte) *bytes.Buffer {
+	var b bytes.Buffer
+	b.WriteString("\x89PNG\r\n\x1a\n")
+	ihdr := make([]byte, 13)
+	binary.BigEndian.PutUint32(ihdr, uint32(w))
+	binary.BigEndian.PutUint32(ihdr[4:], uint32(h))
+	ihdr[8], ihdr[9], ihdr[12] = 8, colorType, interlace
+	pngChunk(&b, "IHDR", ihdr)
+	return &b
 }
 
 // interlacedGrayPNG encodes an 8-bit gray image with Adam7 interlacing
 // (image/png writes none).
 func interlacedGrayPNG(img *image.Gray) []byte {
 	w, h := img.Bounds().Dx(), img.Bounds().Dy()
-	var b bytes.Buffer
-	b.WriteString("\x89PNG\r\n\x1a\n")
-	ihdr := make([]byte, 13)
-	binary.BigEndian.PutUint32(ihdr, uint32(w))
-	binary.BigEndian.PutUint32(ihdr[4:], uint32(h))
-	ihdr[8], ihdr[12] = 8, 1
-	pngChunk(&b, "IHDR", ihdr)
+	b := pngHeader(w, h, 0, 1)
 	var z bytes.Buffer
 	zw := zlib.NewWriter(&z)
 	for _, p := range [][4]int{{0, 0, 8, 8}, {4, 0, 8, 8}, {0, 4, 4, 8}, {2, 0, 4, 4}, {0, 2, 2, 4}, {1, 0, 2, 2}, {0, 1, 1, 2}} {
@@ -95,8 +96,8 @@ func interlacedGrayPNG(img *image.Gray) []byte {
 		}
 	}
 	zw.Close()
-	pngChunk(&b, "IDAT", z.Bytes())
-	pngChunk(&b, "IEND", nil)
+	pngChunk(b, "IDAT", z.Bytes())
+	pngChunk(b, "IEND", nil)
 	return b.Bytes()
 }
 

@@ -61,7 +61,7 @@ func Open(dir string) (*Writer, error) {
 		return nil, fmt.Errorf("track: open: %w", err)
 	}
 	now := time.Now()
-	metrics, err := os.OpenFile(filepath.Join(dir, metricsFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	metrics, err := os.OpenFile(MetricsPath(dir), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("track: open: %w", err)
 	}
@@ -164,10 +164,10 @@ func (w *Writer) image(tag string, step int64, img image.Image) error {
 		return fmt.Errorf("encode PNG: %w", err)
 	}
 	name := imageFileName(tag, step)
-	if err := os.MkdirAll(filepath.Join(w.dir, imagesDir), 0o755); err != nil {
+	if err := os.MkdirAll(ImagesPath(w.dir), 0o755); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(w.dir, imagesDir, name), buf.Bytes()); err != nil {
+	if err := writeFileAtomic(filepath.Join(ImagesPath(w.dir), name), buf.Bytes()); err != nil {
 		return err
 	}
 

@@ -827,14 +827,7 @@ func checkRecord(t *testing.T, ins []incarnation, total int64) (recomputed int64
 // that are the training state, and trainstate's checksum of it.
 func finalState(t *testing.T, store string) (*checkpoint.Checkpoint, []byte) {
 	t.Helper()
-	s, err := checkpoint.Open(store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ck, _, err := s.Latest(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ck := latestCheckpoint(t, store)
 	cfg, err := config.Parse(ck.Parts[trainstate.PartConfig], nil)
 	if err != nil {
 		t.Fatal(err)

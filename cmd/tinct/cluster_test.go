@@ -301,7 +301,8 @@ func finished(t *testing.T, co *proc, ws []*proc, dir string, from, total int) {
 	committedSteps(t, co, from, total)
 }
 
-func finalStep(t *testing.T, store string) int64 {
+// latestCheckpoint is the newest valid checkpoint of store.
+func latestCheckpoint(t *testing.T, store string) *checkpoint.Checkpoint {
 	t.Helper()
 	s, err := checkpoint.Open(store)
 	if err != nil {
@@ -311,6 +312,12 @@ func finalStep(t *testing.T, store string) int64 {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ck
+}
+
+func finalStep(t *testing.T, store string) int64 {
+	t.Helper()
+	ck := latestCheckpoint(t, store)
 	var pos struct {
 		Step int64 `json:"step"`
 	}
